@@ -1,0 +1,48 @@
+"""kgit: immutable, validated, versioned Keras model releases in your git repository, stored with DVC.
+
+    import kgit
+    record = kgit.release(model, "mnist", formats=["savedmodel", "keras"], dataset_id="mnist-2026-11")
+    model = kgit.load("mnist", "v2")
+
+Importing kgit is cheap: TensorFlow and DVC are imported only when a function needs them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "KgitError",
+    "ReleaseRecord",
+    "__version__",
+    "init",
+    "list_releases",
+    "load",
+    "release",
+    "show",
+    "validate",
+]
+
+if TYPE_CHECKING:
+    from kgit.api import init, list_releases, load, release, show, validate
+    from kgit.errors import KgitError
+    from kgit.release import ReleaseRecord
+
+
+def __getattr__(name: str) -> Any:
+    # Resolve the public API on first use, so `import kgit` stays fast for git-only commands.
+    if name == "KgitError":
+        from kgit.errors import KgitError
+
+        return KgitError
+    if name == "ReleaseRecord":
+        from kgit.release import ReleaseRecord
+
+        return ReleaseRecord
+    if name in __all__:
+        from kgit import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'kgit' has no attribute {name!r}")

@@ -1,0 +1,354 @@
+"""The command line: parse options, call kgit's Python API, render the result. Nothing else.
+
+Every expected failure is a KgitError: one line on stderr, exit 1. Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import typer
+
+from kgit.errors import KgitError
+
+app = typer.Typer(
+    name="kgit",
+    help="Immutable, validated, versioned Keras model releases in your git repository, stored with DVC.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+_state = {"traceback": False}
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from kgit import __version__
+
+        typer.echo(f"kgit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    traceback: bool = typer.Option(False, "--traceback", help="Show the full stack trace when an error occurs."),
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, help="Print kgit's version and exit."),
+) -> None:
+    _state["traceback"] = traceback
+
+
+def _err(text: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False).print(text)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+class _Steps:
+    """Progress for long work: a spinner with the current step on a terminal, plain lines otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True, highlight=False)
+        self.enabled = enabled
+        self.status: Any = None
+
+    def __enter__(self) -> _Steps:
+        if self.enabled and self.console.is_terminal:
+            self.status = self.console.status("starting")
+            self.status.__enter__()
+        return self
+
+    def __call__(self, message: str) -> None:
+        if not self.enabled:
+            return
+        if self.status is not None:
+            self.console.log(f"[dim]{message}[/dim]")
+            self.status.update(message)
+        else:
+            self.console.print(f"[dim]- {message}[/dim]")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.status is not None:
+            self.status.__exit__(None, None, None)
+
+
+# -- init ----------------------------------------------------------------------------------------
+@app.command()
+def init(
+    remote: str = typer.Option(None, "--remote", "-r", metavar="PATH_OR_URL",
+                               help="DVC remote for release data: a folder or any DVC remote URL (s3://, ssh://, ...). "
+                               "Default: keep the current default remote, else a folder beside the repository."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Set up this git repository for kgit: DVC, the validation stage, a default remote, git hooks. Idempotent."""
+    from kgit import api
+
+    result = api.init(".", remote=remote)
+    if json_out:
+        _print_json({"root": result.root, "remote": result.remote_url, "changes": result.changes, "commit": result.commit})
+        return
+    if not result.changes:
+        _err(f"kgit: {result.root} is already set up (remote: {result.remote_url}); nothing changed")
+        return
+    for change in result.changes:
+        _err(f"kgit: {change}")
+    if result.commit:
+        _err(f"kgit: committed the set-up as {result.commit[:8]}")
+
+
+# -- release -------------------------------------------------------------------------------------
+def _parse_params(params: list[str], params_file: Path | None) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    if params_file is not None:
+        import yaml
+
+        try:
+            loaded = yaml.safe_load(params_file.read_text())
+        except OSError as exc:
+            raise KgitError(f"cannot read --params {params_file}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise KgitError(f"--params {params_file} is not valid YAML/JSON ({' '.join(str(exc).split())[:150]})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise KgitError(f"--params {params_file} must hold a mapping of names to values")
+        result.update(loaded or {})
+    for item in params:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise KgitError(f"invalid --param {item!r}: use KEY=VALUE")
+        try:
+            result[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            result[key.strip()] = value
+    return result
+
+
+@app.command()
+def release(
+    name: str = typer.Argument(..., help="Model name: lowercase letters, digits, '-' and '_' (e.g. mnist-cnn)."),
+    source: str = typer.Option(..., "--from", metavar="SOURCE",
+                               help="The model: a .keras or .h5 file, a SavedModel folder, or MODULE:FUNCTION returning a keras.Model."),
+    formats: list[str] = typer.Option(["savedmodel"], "--format", "-f", metavar="FORMAT",
+                                      help="savedmodel, keras, h5 or weights; repeat for several formats of one version."),
+    version: str = typer.Option(None, "--version", "-v", help="Explicit version: vN (v3) or semantic vMAJOR.MINOR.PATCH (v1.2.0). Default: next vN."),
+    bump: str = typer.Option(None, "--bump", metavar="PART", help="Next semantic version after the highest released: major, minor or patch."),
+    dataset_id: str = typer.Option(None, "--dataset-id", metavar="ID", help="Identifier of the training data, recorded in metadata."),
+    dataset: Path = typer.Option(None, "--dataset", metavar="PATH", help="A DVC-tracked path in this repository: its DVC hash is recorded."),
+    params: list[str] = typer.Option([], "--param", "-p", metavar="KEY=VALUE", help="A hyperparameter (VALUE parsed as JSON when it can be); repeatable."),
+    params_file: Path = typer.Option(None, "--params", metavar="FILE", help="Hyperparameters from a YAML or JSON file (e.g. DVC's params.yaml)."),
+    notes: str = typer.Option(None, "--notes", help="Free text recorded in metadata and the commit message."),
+    custom_objects: list[str] = typer.Option([], "--custom-objects", metavar="MODULE:ATTR", help="A custom class or function the model needs to load; recorded; repeatable."),
+    builder: str = typer.Option(None, "--builder", metavar="MODULE:FUNC", help="Function that rebuilds the architecture (needed for --format weights)."),
+    reference_input: Path = typer.Option(None, "--reference-input", metavar="FILE.npz", help="Reference inputs (arrays named like the model's inputs). Default: generated from the input signature."),
+    atol: float = typer.Option(1e-6, "--atol", help="Largest absolute difference allowed between recorded and reloaded outputs."),
+    allow_dirty: bool = typer.Option(False, "--allow-dirty", help="Release even with uncommitted changes to tracked files (recorded as dirty: true)."),
+    unsafe: bool = typer.Option(False, "--unsafe", help="Allow models with Python lambdas (Keras safe mode off). Only for code you trust."),
+    json_out: bool = typer.Option(False, "--json", help="Print the release record as JSON on stdout."),
+) -> None:
+    """Release a trained model as a new immutable version: save, validate, track with DVC, commit, tag."""
+    from kgit import api
+
+    hyper = _parse_params(params, params_file)
+    if reference_input is not None and not reference_input.is_file():
+        raise KgitError(f"--reference-input {reference_input} does not exist")
+    with _Steps(enabled=True) as steps:
+        record = api.release(
+            source, name, formats=formats, version=version, bump=bump, dataset_id=dataset_id, dataset=dataset,
+            hyperparams=hyper, notes=notes, custom_objects=custom_objects, builder=builder,
+            reference_inputs=reference_input, atol=atol, allow_dirty=allow_dirty, unsafe=unsafe, progress=steps,
+        )
+    if json_out:
+        _print_json(record.to_dict())
+        return
+    worst = max((v.get("max_abs_diff") or 0.0 for v in record.validation), default=0.0)
+    _err(f"[green]released[/green] {record.name} {record.version} ({', '.join(record.formats)}) "
+         f"as tag {record.tag} on commit {record.commit[:8]}; round trip max abs diff {worst:.2g}")
+    _err("next: `git push` publishes the commit, the tag and (with kgit's hook) the data")
+
+
+# -- list / show ---------------------------------------------------------------------------------
+@app.command("list")
+def list_(
+    name: str = typer.Argument(None, help="Only this model."),
+    json_out: bool = typer.Option(False, "--json", help="Print the releases as JSON."),
+) -> None:
+    """List releases (from git tags alone: fast, works before any data is fetched)."""
+    from kgit import registry
+    from kgit.git_ops import Repo
+
+    rels = registry.releases(Repo("."), name)
+    if json_out:
+        _print_json([r.to_dict() for r in rels])
+        return
+    if not rels:
+        _err("no releases yet" + (f" of {name}" if name else "") + ": make one with `kgit release NAME --from MODEL`")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for col in ("name", "version", "formats", "created", "dataset", "commit"):
+        table.add_column(col)
+    for r in rels:
+        table.add_row(r.name, r.version, ",".join(r.formats), (r.created_at or "").replace("T", " ").rstrip("Z"),
+                      r.dataset_id or "-", (r.source_commit or "-")[:8])
+    Console().print(table)
+
+
+@app.command()
+def show(
+    ref: str = typer.Argument(..., metavar="NAME@VERSION", help="A release, e.g. mnist@v2 or mnist@latest."),
+    fmt: str = typer.Option(None, "--format", "-f", help="Which format's metadata (default: the first)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the metadata as JSON."),
+) -> None:
+    """Show a release's metadata (from git alone: works before any data is fetched)."""
+    from kgit import registry
+    from kgit.git_ops import Repo
+    from kgit.versions import parse_ref
+
+    name, version = parse_ref(ref)
+    git = Repo(".")
+    rel = registry.resolve(git, name, version)
+    meta = registry.metadata(git, rel, fmt)
+    if json_out:
+        _print_json({"tag": rel.tag, "release_commit": rel.commit, "formats": rel.formats, **meta.to_dict()})
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(box=None, show_header=False)
+    t.add_column(style="bold")
+    t.add_column()
+    rows = [
+        ("model", f"{meta.name} {meta.version}"), ("tag", rel.tag), ("release commit", rel.commit[:12]),
+        ("formats", ", ".join(f"{f} ({_size(i.get('size'))})" for f, i in rel.formats.items())),
+        ("created", meta.created_at), ("source commit", f"{(meta.git.commit or '-')[:12]} on {meta.git.branch or '-'}"
+                                       + (" (dirty)" if meta.git.dirty else "")),
+        ("dataset", " ".join(x for x in [meta.dataset.id or "", meta.dataset.path or "", meta.dataset.dvc_hash or ""] if x) or "-"),
+        ("hyperparameters", json.dumps(meta.hyperparameters) if meta.hyperparameters else "-"),
+        ("training", _training(meta.training)),
+        ("inputs", "; ".join(f"{s.name} {s.shape} {s.dtype}" for s in meta.signature.inputs)),
+        ("outputs", "; ".join(f"{s.name} {s.shape} {s.dtype}" for s in meta.signature.outputs)),
+        ("reference", f"{meta.reference.inputs_file} -> {meta.reference.outputs_file}, atol {meta.reference.atol:g}"
+                      + (" (generated)" if meta.reference.generated else "")),
+        ("libraries", ", ".join(f"{k} {v}" for k, v in meta.libraries.items())),
+    ]
+    if meta.custom_modules or meta.custom_objects:
+        rows.append(("custom objects", ", ".join(meta.custom_modules + meta.custom_objects)))
+    if meta.builder:
+        rows.append(("builder", meta.builder))
+    if meta.notes:
+        rows.append(("notes", meta.notes))
+    rows.append(("files", f"{len(meta.files)} (sha256 recorded)"))
+    for k, v in rows:
+        t.add_row(k, str(v))
+    Console().print(t)
+
+
+def _size(n: Any) -> str:
+    if not isinstance(n, (int, float)):
+        return "?"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _training(training: dict[str, Any]) -> str:
+    if not training.get("compiled"):
+        return "not compiled"
+    opt = training.get("optimizer") or {}
+    lr = (opt.get("config") or {}).get("learning_rate")
+    return f"{opt.get('class_name')} (lr {lr}), loss {json.dumps(training.get('loss'))}, metrics {json.dumps(training.get('metrics'))}"
+
+
+# -- validate ------------------------------------------------------------------------------------
+@app.command()
+def validate(
+    refs: list[str] = typer.Argument(None, metavar="[NAME@VERSION]...", help="Releases to check (default: all)."),
+    all_: bool = typer.Option(False, "--all", help="Check every release."),
+    json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+) -> None:
+    """Check releases: file hashes, then reload in a fresh process and compare reference outputs."""
+    from kgit import api
+    from kgit.validation import result_dict
+
+    with _Steps(enabled=not json_out) as steps:
+        steps("validating")
+        results = api.validate(refs or None, all=all_ or not refs)
+    if json_out:
+        _print_json([result_dict(r) for r in results])
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(box=None, header_style="bold")
+        for col in ("version", "format", "result", "max abs diff", "reason"):
+            t.add_column(col)
+        for r in results:
+            diff = r.max_abs_diff
+            t.add_row(r.folder, r.format, "[green]passed[/green]" if r.ok else "[red]FAILED[/red]",
+                      "-" if diff is None else f"{diff:.3g}", "" if r.ok else r.reason())
+        Console().print(t)
+    failed = [r for r in results if not r.ok]
+    if failed:
+        raise KgitError(f"{len(failed)} of {len(results)} checks failed")
+
+
+# -- demo ----------------------------------------------------------------------------------------
+@app.command()
+def demo(
+    directory: Path = typer.Argument(None, metavar="[DIR]", help="Where to create the demo repository (default: a new temp folder)."),
+) -> None:
+    """Walk through kgit on a built-in example: init, train, release v1, change a hyperparameter, release v2."""
+    from kgit.demo import run_demo
+
+    run_demo(directory)
+
+
+# -- entry point ---------------------------------------------------------------------------------
+def _fail(message: str, code: int = 1) -> NoReturn:
+    sys.stderr.write(f"kgit: error: {message}\n")
+    sys.exit(code)
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # unwinds like Ctrl-C, so an interrupted release cleans up
+
+
+def main(argv: list[str] | None = None) -> None:
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=args, prog_name="kgit", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code if exc.exit_code else 2)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        sys.stderr.write("kgit: interrupted\n")
+        sys.exit(130)
+    except KgitError as exc:
+        if _state["traceback"] or os.environ.get("KGIT_TRACEBACK"):
+            raise
+        _fail(str(exc))
+    except Exception as exc:  # a bug in kgit or a library: say so, briefly, and how to see more
+        if _state["traceback"] or os.environ.get("KGIT_TRACEBACK"):
+            raise
+        _fail(f"unexpected {type(exc).__name__}: {' '.join(str(exc).split())[:300]} (rerun with --traceback for details)", 2)

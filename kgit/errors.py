@@ -1,0 +1,70 @@
+"""The error family. Every expected failure is a KgitError whose message says what to do next."""
+
+from __future__ import annotations
+
+
+class KgitError(Exception):
+    """Base of every error kgit reports to a user (exit code 1, one line, no traceback)."""
+
+
+class NotAGitRepoError(KgitError):
+    pass
+
+
+class NotInitialisedError(KgitError):
+    pass
+
+
+class InvalidNameError(KgitError):
+    pass
+
+
+class InvalidVersionError(KgitError):
+    pass
+
+
+class VersionExistsError(KgitError):
+    pass
+
+
+class DirtyRepoError(KgitError):
+    pass
+
+
+class ModelSourceError(KgitError):
+    """The model could not be obtained, saved or reloaded."""
+
+
+class CustomObjectError(ModelSourceError):
+    pass
+
+
+class UnsafeModelError(ModelSourceError):
+    pass
+
+
+class SignatureError(KgitError):
+    """Reference inputs or outputs do not fit the model's signature."""
+
+
+class ValidationError(KgitError):
+    """A round-trip validation found a difference."""
+
+
+class ReleaseNotFoundError(KgitError):
+    pass
+
+
+class BusyError(KgitError):
+    pass
+
+
+class CommandError(KgitError):
+    """An external command (git, dvc) failed; the message carries the command and its output."""
+
+    def __init__(self, cmd: list[str], returncode: int, output: str) -> None:
+        self.cmd = cmd
+        self.returncode = returncode
+        self.output = output
+        tail = " ".join(output.strip().splitlines()[-3:]) if output.strip() else "no output"
+        super().__init__(f"`{' '.join(cmd)}` failed (exit {returncode}): {tail}")

@@ -1,0 +1,178 @@
+"""The git adapter: everything kgit asks of git goes through here (GitPython underneath)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import git
+
+from kgit.errors import CommandError, NotAGitRepoError
+
+_FIELD = "%00"
+_RECORD = "%01"
+
+
+@dataclass(frozen=True)
+class TagInfo:
+    name: str
+    target: str  # the commit the tag points to
+    tagger: str
+    date: str
+    message: str
+
+
+class Repo:
+    """A git working tree, opened from any folder inside it."""
+
+    def __init__(self, path: str | os.PathLike[str] = ".") -> None:
+        try:
+            self._repo = git.Repo(path, search_parent_directories=True)
+        except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+            raise NotAGitRepoError(
+                f"{Path(path).resolve()} is not inside a git repository: run `git init` first, or cd into one"
+            ) from None
+        if self._repo.bare or self._repo.working_tree_dir is None:
+            raise NotAGitRepoError(f"{path} is a bare git repository: kgit needs a working tree")
+        self.root = Path(self._repo.working_tree_dir).resolve()
+        self.git_dir = Path(self._repo.git_dir).resolve()
+        self.common_dir = Path(self._repo.common_dir).resolve()
+
+    # -- plumbing -------------------------------------------------------------------------
+    def git(self, *args: str, check: bool = True, raw: bool = False) -> str:
+        """Run ``git args`` in the repository root and return stdout (stripped unless ``raw``)."""
+        try:
+            out = self._repo.git.execute(["git", *args], with_extended_output=False)
+        except git.GitCommandError as exc:
+            if not check:
+                return ""
+            raise CommandError(["git", *args], exc.status if isinstance(exc.status, int) else 1,
+                               f"{exc.stderr or ''}{exc.stdout or ''}") from None
+        return str(out) if raw else str(out).strip()
+
+    def try_git(self, *args: str) -> tuple[int, str, str]:
+        status, out, err = self._repo.git.execute(
+            ["git", *args], with_extended_output=True, with_exceptions=False
+        )
+        return int(status), str(out), str(err)
+
+    # -- state ------------------------------------------------------------------------------
+    def head(self) -> str | None:
+        code, out, _ = self.try_git("rev-parse", "--verify", "-q", "HEAD")
+        return out.strip() if code == 0 else None
+
+    def branch(self) -> str | None:
+        code, out, _ = self.try_git("symbolic-ref", "--short", "-q", "HEAD")
+        return out.strip() if code == 0 else None
+
+    def dirty_paths(self, exclude_prefix: str | None = None) -> list[str]:
+        """Tracked files with uncommitted changes (staged or not), optionally ignoring a folder."""
+        out = self.git("status", "--porcelain=v1", "-z", "--untracked-files=no", raw=True)
+        paths = []
+        entries = out.split("\0")
+        i = 0
+        while i < len(entries):
+            entry = entries[i]
+            i += 1
+            if not entry:
+                continue
+            status, path = entry[:2], entry[3:]
+            if status[0] in "RC":  # rename/copy: the next field is the source path
+                i += 1
+            if exclude_prefix and (path + "/").startswith(exclude_prefix.rstrip("/") + "/"):
+                continue
+            paths.append(path)
+        return paths
+
+    def is_tracked(self, relpath: str) -> bool:
+        code, _, _ = self.try_git("ls-files", "--error-unmatch", "--", relpath)
+        return code == 0
+
+    def show_file(self, rev: str, relpath: str) -> str | None:
+        code, out, _ = self.try_git("show", f"{rev}:{relpath}")
+        return out if code == 0 else None
+
+    # -- tags -------------------------------------------------------------------------------
+    def tag_exists(self, tag: str) -> bool:
+        code, _, _ = self.try_git("rev-parse", "--verify", "-q", f"refs/tags/{tag}")
+        return code == 0
+
+    def tag_target(self, tag: str) -> str | None:
+        code, out, _ = self.try_git("rev-parse", "--verify", "-q", f"refs/tags/{tag}^{{commit}}")
+        return out.strip() if code == 0 else None
+
+    def tags(self, pattern: str = "refs/tags") -> Iterator[TagInfo]:
+        """All tags under ``pattern`` with their message, in one git call."""
+        fmt = _FIELD.join(
+            ["%(refname:strip=2)", "%(objecttype)", "%(objectname)", "%(*objectname)",
+             "%(taggername) %(taggeremail)", "%(taggerdate:iso-strict)", "%(contents)"]
+        ) + _RECORD
+        out = self.git("for-each-ref", f"--format={fmt}", pattern)
+        for record in out.split("\x01"):
+            record = record.lstrip("\n")
+            if not record:
+                continue
+            parts = record.split("\x00")
+            if len(parts) != 7:
+                continue
+            name, otype, oid, peeled, tagger, date, message = parts
+            target = peeled if otype == "tag" else oid
+            yield TagInfo(name, target, tagger.strip(), date, message)
+
+    def create_tag(self, tag: str, target: str, message: str) -> None:
+        with _message_file(message) as path:
+            self.git("tag", "-a", tag, target, "-F", path)
+
+    def delete_tag(self, tag: str) -> None:
+        self.git("tag", "-d", tag, check=False)
+
+    def remote_has_tag(self, remote: str, tag: str, timeout: float = 15.0) -> bool | None:
+        """True/False if ``remote`` answered, None if it has no such remote or is unreachable."""
+        code, out, _ = self.try_git("remote")
+        if code != 0 or remote not in out.split():
+            return None
+        try:
+            status, out, _ = self._repo.git.execute(
+                ["git", "ls-remote", "--tags", remote, f"refs/tags/{tag}"],
+                with_extended_output=True, with_exceptions=False, kill_after_timeout=timeout,
+                env={"GIT_TERMINAL_PROMPT": "0", "GIT_SSH_COMMAND": "ssh -o BatchMode=yes"},
+            )
+        except git.GitCommandError:
+            return None
+        if status != 0:
+            return None
+        return bool(str(out).strip())
+
+    # -- writing ----------------------------------------------------------------------------
+    def add(self, paths: list[str]) -> None:
+        self.git("add", "--", *paths)
+
+    def commit_paths(self, message: str, paths: list[str]) -> str:
+        """Commit exactly ``paths`` (other staged changes stay staged) and return the new commit."""
+        with _message_file(message) as path:
+            self.git("commit", "-q", "--no-verify", "-F", path, "--only", "--", *paths)
+        head = self.head()
+        assert head is not None
+        return head
+
+    def config_get(self, key: str) -> str | None:
+        code, out, _ = self.try_git("config", "--get", key)
+        return out.strip() if code == 0 else None
+
+    def config_set(self, key: str, value: str) -> None:
+        self.git("config", key, value)
+
+
+@contextlib.contextmanager
+def _message_file(message: str) -> Iterator[str]:
+    fd, path = tempfile.mkstemp(prefix="kgit-msg-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(message)
+        yield path
+    finally:
+        os.unlink(path)

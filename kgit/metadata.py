@@ -1,0 +1,170 @@
+"""The release metadata record: one dataclass, its schema version, and JSON in and out.
+
+The same record is written as ``metadata.json`` inside each version folder (travels with the bytes)
+and into the ``meta`` of the folder's ``.dvc`` file (travels with git, readable before `dvc pull`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from kgit.errors import KgitError
+
+SCHEMA_VERSION = 1
+METADATA_FILE = "metadata.json"
+REFERENCE_INPUTS_FILE = "reference_inputs.npz"
+REFERENCE_OUTPUTS_FILE = "reference_outputs.npz"
+
+
+@dataclass
+class TensorSpec:
+    name: str
+    shape: list[int | None]
+    dtype: str
+
+
+@dataclass
+class Signature:
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    # How the model is called / what it returns: "single", "list" or "dict".
+    input_structure: str = "single"
+    output_structure: str = "single"
+
+
+@dataclass
+class GitInfo:
+    commit: str | None
+    branch: str | None
+    dirty: bool
+
+
+@dataclass
+class DatasetInfo:
+    id: str | None = None
+    path: str | None = None
+    dvc_hash: str | None = None
+
+
+@dataclass
+class ReferenceInfo:
+    inputs_file: str
+    inputs_sha256: str
+    outputs_file: str
+    outputs_sha256: str
+    atol: float
+    generated: bool  # True when kgit generated the inputs from the signature
+
+
+@dataclass
+class Metadata:
+    name: str
+    version: str
+    format: str
+    formats: list[str]
+    created_at: str
+    git: GitInfo
+    dataset: DatasetInfo
+    hyperparameters: dict[str, Any]
+    training: dict[str, Any]  # optimizer config, loss and metrics read from the compiled model
+    libraries: dict[str, str]
+    signature: Signature
+    reference: ReferenceInfo
+    files: dict[str, str]  # relative path -> sha256, every file in the folder but metadata.json
+    custom_objects: list[str] = field(default_factory=list)  # "module:attr" passed by the user
+    custom_modules: list[str] = field(default_factory=list)  # modules defining registered classes
+    builder: str | None = None
+    unsafe: bool = False
+    notes: str | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        # schema_version first, so a human reading the file sees it first.
+        return {"schema_version": d.pop("schema_version"), **d}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False, allow_nan=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Metadata:
+        try:
+            if d.get("schema_version") != SCHEMA_VERSION:
+                raise KgitError(
+                    f"metadata schema version {d.get('schema_version')!r} is not supported by this kgit "
+                    f"(it reads version {SCHEMA_VERSION}): upgrade kgit"
+                )
+            sig = d["signature"]
+            kwargs = {f.name: d[f.name] for f in fields(cls) if f.name in d}
+            kwargs["git"] = GitInfo(**d["git"])
+            kwargs["dataset"] = DatasetInfo(**d["dataset"])
+            kwargs["reference"] = ReferenceInfo(**d["reference"])
+            kwargs["signature"] = Signature(
+                inputs=[TensorSpec(**t) for t in sig["inputs"]],
+                outputs=[TensorSpec(**t) for t in sig["outputs"]],
+                input_structure=sig.get("input_structure", "single"),
+                output_structure=sig.get("output_structure", "single"),
+            )
+            return cls(**kwargs)
+        except KgitError:
+            raise
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise KgitError(f"metadata is malformed ({type(exc).__name__}: {exc})") from None
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "metadata") -> Metadata:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise KgitError(f"{source} is not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise KgitError(f"{source} is not a JSON object")
+        return cls.from_dict(data)
+
+    @classmethod
+    def read(cls, folder: Path) -> Metadata:
+        path = folder / METADATA_FILE
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise KgitError(f"cannot read {path}: {exc.strerror}") from None
+        return cls.from_json(text, str(path))
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(chunk)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def hash_folder(folder: Path, exclude: tuple[str, ...] = (METADATA_FILE,)) -> dict[str, str]:
+    """sha256 of every regular file under ``folder`` (sorted relative POSIX paths)."""
+    result = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        for fname in sorted(filenames):
+            full = Path(dirpath) / fname
+            rel = full.relative_to(folder).as_posix()
+            if rel in exclude:
+                continue
+            if full.is_symlink():
+                raise KgitError(f"{full} is a symlink: release folders must hold regular files only")
+            result[rel] = sha256_file(full)
+    return result
+
+
+def check_json_serialisable(value: Any, what: str) -> None:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise KgitError(f"{what} is not JSON-serialisable ({exc}): use numbers, strings, lists and dicts") from None

@@ -1,0 +1,163 @@
+"""A repository set up for kgit: ``kgit init``, and the dvc.yaml entries kgit owns.
+
+kgit owns two things in ``dvc.yaml``: the validation stage (written once by ``kgit init``) and one
+entry per model in the ``artifacts:`` section (updated by each release so that, at a release tag,
+it points at that release's folder and ``dvc artifacts get REPO NAME --rev TAG`` fetches it).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kgit import dvc_ops
+from kgit.errors import KgitError, NotInitialisedError
+from kgit.git_ops import Repo
+
+ARTIFACTS_DIR = "artifacts"
+DVC_YAML = "dvc.yaml"
+STAGE_NAME = "kgit-validate"
+# The validation stage, exactly as `kgit init` writes it (the repository's own dvc.yaml holds it too).
+VALIDATE_STAGE: dict[str, Any] = {
+    "desc": "Round-trip validation of kgit model releases: check file hashes, reload each released "
+    "version in a fresh process, rerun its reference inputs and compare with its recorded outputs.",
+    "cmd": "kgit validate --all",
+    "always_changed": True,
+}
+
+
+def _yaml() -> Any:
+    from ruamel.yaml import YAML
+
+    y = YAML()
+    y.preserve_quotes = True
+    y.indent(mapping=2, sequence=4, offset=2)
+    y.width = 120
+    return y
+
+
+def read_dvc_yaml(root: Path) -> Any:
+    path = root / DVC_YAML
+    if not path.exists():
+        return None
+    try:
+        return _yaml().load(path.read_text())
+    except Exception as exc:
+        raise KgitError(f"{DVC_YAML} is not valid YAML ({' '.join(str(exc).split())[:200]}): fix or restore it") from None
+
+
+def dump_dvc_yaml(data: Any) -> str:
+    buf = io.StringIO()
+    _yaml().dump(data, buf)
+    return buf.getvalue()
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.kgit-tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def with_validate_stage(data: Any) -> Any:
+    from ruamel.yaml.comments import CommentedMap
+
+    data = data if data is not None else CommentedMap()
+    stages = data.setdefault("stages", CommentedMap())
+    if stages is None:
+        stages = data["stages"] = CommentedMap()
+    if dict(stages.get(STAGE_NAME) or {}) != VALIDATE_STAGE:
+        stages[STAGE_NAME] = CommentedMap(VALIDATE_STAGE)
+    return data
+
+
+def with_artifact(data: Any, name: str, path: str, desc: str, meta: dict[str, Any]) -> Any:
+    from ruamel.yaml.comments import CommentedMap
+
+    arts = data.setdefault("artifacts", CommentedMap())
+    if arts is None:
+        arts = data["artifacts"] = CommentedMap()
+    arts[name] = CommentedMap(
+        {"path": path, "type": "model", "desc": desc, "labels": ["kgit"], "meta": CommentedMap(meta)}
+    )
+    return data
+
+
+def require_initialised(repo: Repo) -> None:
+    if not dvc_ops.is_initialised(repo.root):
+        raise NotInitialisedError(f"{repo.root} is not set up for kgit (no .dvc/): run `kgit init` first")
+    data = read_dvc_yaml(repo.root)
+    stages = (data or {}).get("stages") or {}
+    if STAGE_NAME not in stages:
+        raise NotInitialisedError(f"{DVC_YAML} has no {STAGE_NAME} stage: run `kgit init` first")
+
+
+def default_remote_path(root: Path) -> Path:
+    """The built-in default remote: a folder beside the repository, visible and easy to back up."""
+    return root.parent / f"{root.name}.dvc-storage"
+
+
+@dataclass
+class InitResult:
+    root: str
+    remote_name: str | None
+    remote_url: str | None
+    changes: list[str] = field(default_factory=list)
+    commit: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes)
+
+
+def init(path: str | os.PathLike[str] = ".", remote: str | None = None, commit: bool = True) -> InitResult:
+    """Set up a git repository for kgit. Running it again changes nothing."""
+    from kgit import hooks
+
+    repo = Repo(path)
+    root = repo.root
+    changes: list[str] = []
+    to_commit: list[str] = []
+
+    if dvc_ops.init(root):
+        changes.append("ran dvc init")
+        to_commit += [".dvc/config", ".dvc/.gitignore", ".dvcignore"]
+
+    data = read_dvc_yaml(root)
+    before = dump_dvc_yaml(data) if data is not None else None
+    after = dump_dvc_yaml(with_validate_stage(data))
+    if after != before:
+        write_atomic(root / DVC_YAML, after)
+        changes.append(f"added the {STAGE_NAME} stage to {DVC_YAML}")
+        to_commit.append(DVC_YAML)
+
+    name, url = dvc_ops.default_remote(root)
+    wanted = remote
+    if wanted is None and url is None:
+        local = default_remote_path(root)
+        local.mkdir(parents=True, exist_ok=True)
+        wanted = str(local)
+    elif wanted is not None and "://" not in wanted and not wanted.startswith(("/", "~")):
+        wanted = str(Path(wanted).resolve())  # relative folders are relative to where you ran kgit
+    if wanted is not None and wanted != url:
+        if "://" not in wanted:
+            Path(wanted).expanduser().mkdir(parents=True, exist_ok=True)
+        dvc_ops.set_default_remote(root, wanted)
+        changes.append(f"set the default DVC remote to {wanted}")
+        to_commit.append(".dvc/config")
+        name, url = dvc_ops.REMOTE_NAME, wanted
+
+    if repo.config_get("push.followTags") != "true":
+        repo.config_set("push.followTags", "true")
+        changes.append("set push.followTags so `git push` also pushes release tags")
+
+    changes += hooks.install(repo)
+
+    commit_sha = None
+    if commit and to_commit:
+        paths = sorted({p for p in to_commit if (root / p).exists()})
+        repo.add(paths)
+        commit_sha = repo.commit_paths("kgit: set up model releases\n\nkgit init: DVC, the validation stage and the default remote.\n", paths)
+    return InitResult(str(root), name, url, changes, commit_sha)

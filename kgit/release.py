@@ -1,0 +1,392 @@
+"""A release, as steps: check -> prepare the model -> lock -> version -> stage -> validate ->
+place and track with DVC -> commit -> tag. Read top to bottom, this is the release path.
+
+Nothing reaches the work tree before validation passed; from the moment it does, a journal makes
+the rest all-or-nothing (see kgit.txn).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+from kgit import dvc_ops, project, registry, txn
+from kgit.errors import (
+    DirtyRepoError,
+    KgitError,
+    SignatureError,
+    ValidationError,
+    VersionExistsError,
+)
+from kgit.git_ops import Repo
+from kgit.metadata import (
+    METADATA_FILE,
+    REFERENCE_INPUTS_FILE,
+    REFERENCE_OUTPUTS_FILE,
+    DatasetInfo,
+    GitInfo,
+    Metadata,
+    ReferenceInfo,
+    Signature,
+    check_json_serialisable,
+    hash_folder,
+    sha256_file,
+)
+from kgit.versions import Version, check_name, next_version, tag_name
+
+FORMATS = ("savedmodel", "keras", "h5", "weights")
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ReleaseRecord:
+    """What a release produced."""
+
+    name: str
+    version: str
+    tag: str
+    commit: str
+    formats: dict[str, dict[str, Any]]  # format -> {path, md5, size, nfiles}
+    metadata: dict[str, Any]  # metadata of the first format (the others differ only in format/files)
+    validation: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "version": self.version, "tag": self.tag, "commit": self.commit,
+            "formats": self.formats, "validation": self.validation, "metadata": self.metadata,
+        }
+
+
+@dataclass
+class _Request:
+    name: str
+    formats: list[str]
+    version: str | None
+    bump: str | None
+    dataset_id: str | None
+    dataset: str | None
+    hyperparams: dict[str, Any]
+    notes: str | None
+    custom_objects: list[str]
+    builder: str | None
+    reference_input: Any
+    atol: float
+    allow_dirty: bool
+    unsafe: bool
+
+
+def release(
+    model: Any,
+    name: str,
+    *,
+    formats: Sequence[str] | str = ("savedmodel",),
+    version: str | None = None,
+    bump: str | None = None,
+    dataset_id: str | None = None,
+    dataset: str | os.PathLike[str] | None = None,
+    hyperparams: Mapping[str, Any] | None = None,
+    notes: str | None = None,
+    custom_objects: Sequence[Any] | Mapping[str, Any] | None = None,
+    builder: Any = None,
+    reference_inputs: Any = None,
+    atol: float = 1e-6,
+    allow_dirty: bool = False,
+    unsafe: bool = False,
+    repo: str | os.PathLike[str] = ".",
+    progress: Progress | None = None,
+) -> ReleaseRecord:
+    """Release ``model`` (a keras.Model, a .keras/.h5 path, a SavedModel folder or "module:function")
+    as the next version of ``name``; returns what was released. See ``kgit release --help``."""
+    say = progress or (lambda _msg: None)
+    git = Repo(repo)
+    project.require_initialised(git)
+    req = _check_request(git, name, formats, version, bump, dataset_id, dataset, hyperparams, notes,
+                         custom_objects, builder, reference_inputs, atol, allow_dirty, unsafe)
+
+    say("loading the model")
+    prepared = _prepare_model(model, req)
+
+    with txn.repo_lock(git, on_wait=lambda: say("waiting for another kgit command in this repository")):
+        txn.recover(git, log=say)
+        if not req.allow_dirty:
+            _check_clean(git)  # again, under the lock: another release may have committed meanwhile
+        ver = _choose_version(git, req)
+        tag = tag_name(req.name, ver)
+        label = str(ver)
+        staging = txn.staging_dir(git) / f"{req.name}-{label}"
+        try:
+            metas = _stage(git, req, prepared, label, staging, say)
+            say(f"validating {req.name} {label} in a fresh process")
+            validation = _validate(staging, req)
+            return _publish(git, req, label, tag, staging, metas, validation, say)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+# -- 1. check the request (cheap, no TensorFlow) ----------------------------------------------
+def _check_request(git: Repo, name: str, formats: Sequence[str] | str, version: str | None, bump: str | None,
+                   dataset_id: str | None, dataset: Any, hyperparams: Mapping[str, Any] | None, notes: str | None,
+                   custom_objects: Any, builder: Any, reference_inputs: Any, atol: float, allow_dirty: bool,
+                   unsafe: bool) -> _Request:
+    check_name(name)
+    fmts = [formats] if isinstance(formats, str) else list(formats) or ["savedmodel"]
+    for f in fmts:
+        if f not in FORMATS:
+            raise KgitError(f"unknown format {f!r}: use one of {', '.join(FORMATS)}")
+    fmts = list(dict.fromkeys(fmts))
+    if "weights" in fmts and builder is None:
+        raise KgitError("--format weights needs --builder MODULE:FUNCTION that rebuilds the architecture")
+    if version is not None or bump is not None:
+        next_version([], version, bump)  # syntax only; existence is checked under the lock
+    try:
+        atol = float(atol)
+    except (TypeError, ValueError):
+        raise KgitError(f"invalid --atol {atol!r}: give a non-negative number") from None
+    if not (atol >= 0 and atol != float("inf")):
+        raise KgitError(f"invalid --atol {atol!r}: give a non-negative finite number")
+    params = dict(hyperparams or {})
+    check_json_serialisable(params, "hyperparameters")
+    if len(json.dumps(params)) > 1_000_000:
+        raise KgitError("hyperparameters are larger than 1 MB of JSON: record a file path or a dataset id instead")
+    dataset_rel = None
+    if dataset is not None:
+        dataset_rel = os.path.relpath(Path(dataset).resolve(), git.root)
+        if dataset_rel.startswith(".."):
+            raise KgitError(f"dataset {dataset} is outside the repository")
+    if not allow_dirty:
+        _check_clean(git)
+    co_specs = _custom_object_specs(custom_objects)
+    builder_spec = _callable_spec(builder, "builder") if builder is not None else None
+    return _Request(name, fmts, version, bump, dataset_id, dataset_rel, params, notes, co_specs,
+                    builder_spec, reference_inputs, atol, allow_dirty, unsafe)
+
+
+def _check_clean(git: Repo) -> None:
+    dirty = git.dirty_paths(exclude_prefix=project.ARTIFACTS_DIR)
+    if dirty:
+        shown = ", ".join(dirty[:3]) + (f" and {len(dirty) - 3} more" if len(dirty) > 3 else "")
+        raise DirtyRepoError(
+            f"uncommitted changes in {shown}: commit them so the release records the code that made it, "
+            "or pass --allow-dirty (recorded as dirty: true)"
+        )
+
+
+def _callable_spec(obj: Any, what: str) -> str:
+    if isinstance(obj, str):
+        if ":" not in obj:
+            raise KgitError(f"{what} {obj!r} is not of the form MODULE:NAME")
+        return obj
+    from kgit.formats import qualified_name
+
+    return qualified_name(obj, what)
+
+
+def _custom_object_specs(custom_objects: Any) -> list[str]:
+    if not custom_objects:
+        return []
+    items = custom_objects.values() if isinstance(custom_objects, Mapping) else custom_objects
+    return [_callable_spec(o, "custom object") for o in items]
+
+
+# -- 2. the model, its signature and reference data (TensorFlow from here on) ------------------
+@dataclass
+class _Prepared:
+    model: Any
+    signature: Signature
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+    generated: bool
+    custom_modules: list[str]
+    training: dict[str, Any]
+    libraries: dict[str, str]
+
+
+def _prepare_model(source: Any, req: _Request) -> _Prepared:
+    from kgit import formats
+    from kgit.reference import check_finite, check_inputs, generate_inputs, load_npz
+
+    formats.import_keras()
+    custom = formats.load_custom_objects(req.custom_objects)
+    if req.builder:
+        formats.resolve_attr(req.builder, "builder")  # fail now if it cannot be imported
+    model = formats.obtain_model(source, custom, req.unsafe)
+    modules = formats.inspect_custom_objects(model, custom, req.unsafe)
+
+    given = req.reference_input
+    arrays = None
+    if given is not None:
+        arrays = load_npz(Path(given)) if isinstance(given, (str, os.PathLike)) else _as_arrays(given)
+    sig = formats.model_signature(model)
+    if sig is None:
+        if arrays is None:
+            raise SignatureError(
+                "the model has no declared inputs (a subclassed model?): build it with keras.Input, "
+                "or pass --reference-input FILE.npz so kgit can record its signature"
+            )
+        sig = formats.infer_signature(model, arrays)
+    inputs = check_inputs(arrays, sig) if arrays is not None else generate_inputs(sig, req.name)
+    try:
+        outputs = formats.run_model(model, inputs, sig)
+    except Exception as exc:
+        raise SignatureError(f"the model failed on the reference inputs: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from None
+    missing = [s.name for s in sig.outputs if s.name not in outputs]
+    if missing:
+        raise SignatureError(f"the model did not return outputs {missing}")
+    check_finite(outputs)
+    return _Prepared(model, sig, inputs, outputs, arrays is None, modules, formats.training_config(model), _libraries())
+
+
+def _as_arrays(value: Any) -> dict[str, Any]:
+    import numpy as np
+
+    if isinstance(value, Mapping):
+        return {str(k): np.asarray(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return {f"arr_{i}": np.asarray(v) for i, v in enumerate(value)} if len(value) > 1 else {"arr_0": np.asarray(value[0])}
+    return {"arr_0": np.asarray(value)}
+
+
+def _libraries() -> dict[str, str]:
+    import keras
+    import numpy
+    import tensorflow as tf
+
+    from kgit import __version__
+
+    libs = {"kgit": __version__, "python": platform.python_version(), "tensorflow": tf.__version__,
+            "keras": keras.__version__, "numpy": numpy.__version__}
+    for dist in ("dvc", "h5py"):
+        try:
+            libs[dist] = importlib_metadata.version(dist)
+        except importlib_metadata.PackageNotFoundError:
+            pass
+    return libs
+
+
+# -- 3. the version -----------------------------------------------------------------------------
+def _choose_version(git: Repo, req: _Request) -> Version:
+    existing = registry.existing_versions(git, req.name)
+    ver = next_version(existing, req.version, req.bump)
+    label = str(ver)
+    tag = tag_name(req.name, ver)
+    if ver in existing or git.tag_exists(tag):
+        raise VersionExistsError(f"{req.name} {label} is already released: released versions are never overwritten; "
+                                 "pick another --version or use --bump")
+    for fmt in req.formats:
+        folder = git.root / project.ARTIFACTS_DIR / req.name / fmt / label
+        if folder.exists() or folder.with_name(label + ".dvc").exists():
+            raise VersionExistsError(f"{folder.relative_to(git.root)} already exists: released versions are never overwritten")
+    if git.remote_has_tag("origin", tag):
+        raise VersionExistsError(f"tag {tag} already exists on origin: run `git fetch --tags` and pick the next version")
+    return ver
+
+
+# -- 4. stage: write each format into a private folder ------------------------------------------
+def _stage(git: Repo, req: _Request, prep: _Prepared, label: str, staging: Path, say: Progress) -> dict[str, Metadata]:
+    from kgit import formats
+    from kgit.reference import save_npz
+
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    dataset = DatasetInfo(req.dataset_id, req.dataset, dvc_ops.dataset_hash(git.root, req.dataset) if req.dataset else None)
+    gitinfo = GitInfo(git.head(), git.branch(), bool(git.dirty_paths(exclude_prefix=project.ARTIFACTS_DIR)))
+    created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    metas = {}
+    for fmt in req.formats:
+        say(f"saving {req.name} {label} as {fmt}")
+        folder = staging / fmt
+        folder.mkdir()
+        formats.save(prep.model, fmt, folder)
+        save_npz(folder / REFERENCE_INPUTS_FILE, prep.inputs)
+        save_npz(folder / REFERENCE_OUTPUTS_FILE, prep.outputs)
+        meta = Metadata(
+            name=req.name, version=label, format=fmt, formats=list(req.formats), created_at=created,
+            git=gitinfo, dataset=dataset, hyperparameters=req.hyperparams, training=prep.training,
+            libraries=prep.libraries, signature=prep.signature,
+            reference=ReferenceInfo(REFERENCE_INPUTS_FILE, sha256_file(folder / REFERENCE_INPUTS_FILE),
+                                    REFERENCE_OUTPUTS_FILE, sha256_file(folder / REFERENCE_OUTPUTS_FILE),
+                                    req.atol, prep.generated),
+            files=hash_folder(folder), custom_objects=req.custom_objects, custom_modules=prep.custom_modules,
+            builder=req.builder, unsafe=req.unsafe, notes=req.notes,
+        )
+        (folder / METADATA_FILE).write_text(meta.to_json(), encoding="utf-8")
+        metas[fmt] = meta
+    return metas
+
+
+# -- 5. validate: reload in a fresh process ------------------------------------------------------
+def _validate(staging: Path, req: _Request) -> list[Any]:
+    from kgit.validation import roundtrip
+
+    results = roundtrip([staging / fmt for fmt in req.formats])
+    failed = [r for r in results if not r.ok]
+    if failed:
+        r = failed[0]
+        raise ValidationError(f"round-trip validation of the {r.format} artifact failed: {r.reason()}; nothing was released")
+    return results
+
+
+# -- 6. publish: place, track, commit, tag (journaled) ------------------------------------------
+def _publish(git: Repo, req: _Request, label: str, tag: str, staging: Path, metas: dict[str, Metadata],
+             validation: list[Any], say: Progress) -> ReleaseRecord:
+    from kgit.validation import result_dict
+
+    root = git.root
+    model_dir = Path(project.ARTIFACTS_DIR) / req.name
+    folders = {fmt: model_dir / fmt / label for fmt in req.formats}
+    journal = txn.Journal(tag=tag, head_before=git.head(), tag_message="")
+    for fmt, rel in folders.items():
+        journal.created += [rel.as_posix(), f"{rel.as_posix()}.dvc"]
+        ignore = (model_dir / fmt / ".gitignore").as_posix()
+        journal.backups[ignore] = (root / ignore).read_text() if (root / ignore).exists() else None
+    journal.backups[project.DVC_YAML] = (root / project.DVC_YAML).read_text()
+    journal.save(git)
+    try:
+        for fmt, rel in folders.items():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / fmt, root / rel)
+        say(f"tracking {req.name} {label} with DVC")
+        dvc_ops.add(root, [root / rel for rel in folders.values()])
+        hashes = {}
+        for fmt, rel in folders.items():
+            dvc_file = root / f"{rel.as_posix()}.dvc"
+            desc = f"kgit release {req.name} {label} ({fmt})"
+            dvc_ops.write_meta(dvc_file, metas[fmt].to_dict(), desc)
+            h = dvc_ops.out_hash(dvc_ops.read_dvc_file(dvc_file.read_text(), str(dvc_file)))
+            hashes[fmt] = {"path": rel.as_posix(), **h}
+        first = req.formats[0]
+        data = project.with_artifact(
+            project.read_dvc_yaml(root), req.name, folders[first].as_posix(),
+            f"{req.name}: Keras model released with kgit",
+            {"version": label, "formats": list(req.formats)},
+        )
+        project.write_atomic(root / project.DVC_YAML, project.dump_dvc_yaml(data))
+        meta0 = metas[first]
+        journal.tag_message = registry.tag_message(req.name, label, {
+            "formats": hashes, "created_at": meta0.created_at, "dataset_id": req.dataset_id,
+            "source_commit": meta0.git.commit, "dirty": meta0.git.dirty, "kgit": meta0.libraries.get("kgit"),
+        })
+        journal.save(git)
+        say(f"committing and tagging {tag}")
+        paths = [p for p in [*journal.created, *journal.backups] if (root / p).exists() and not (root / p).is_dir()]
+        git.add(paths)
+        message = f"Release {req.name} {label}\n\n" + (f"{req.notes}\n\n" if req.notes else "") + f"{txn.TRAILER}: {tag}\n"
+        commit = git.commit_paths(message, paths)
+        journal.commit = commit
+        journal.save(git)
+        git.create_tag(tag, commit, journal.tag_message)
+        journal.clear(git)
+    except BaseException:
+        # Error, Ctrl-C or SIGTERM: finish if committed, otherwise remove every trace.
+        txn.recover(git, log=say)
+        raise
+    return ReleaseRecord(req.name, label, tag, commit, hashes, metas[first].to_dict(),
+                         [result_dict(r) for r in validation])

@@ -1,0 +1,103 @@
+"""Round-trip validation: reload a release folder in a fresh process, rerun the reference inputs,
+compare with the recorded outputs.
+
+A fresh process is the point: a custom class that only the training script defined, or a module
+that is not importable, fails here instead of on a teammate's machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from kgit.errors import KgitError, ValidationError
+from kgit.metadata import Metadata, hash_folder
+
+
+@dataclass
+class OutputCheck:
+    name: str
+    max_abs_diff: float
+    ok: bool
+
+
+@dataclass
+class FolderResult:
+    folder: str
+    format: str
+    ok: bool
+    atol: float = 0.0
+    outputs: list[OutputCheck] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def max_abs_diff(self) -> float | None:
+        return max((o.max_abs_diff for o in self.outputs), default=None)
+
+    def reason(self) -> str:
+        if self.error:
+            return self.error
+        bad = [o for o in self.outputs if not o.ok]
+        return "; ".join(f"output {o.name!r} differs by {o.max_abs_diff:.3g} (atol {self.atol:g})" for o in bad)
+
+
+def check_files(folder: Path, meta: Metadata) -> str | None:
+    """None if every file matches its recorded sha256, else what differs."""
+    try:
+        actual = hash_folder(folder)
+    except KgitError as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"cannot read {folder}: {exc}"
+    missing = sorted(set(meta.files) - set(actual))
+    extra = sorted(set(actual) - set(meta.files))
+    changed = sorted(p for p in meta.files if p in actual and actual[p] != meta.files[p])
+    problems = []
+    if changed:
+        problems.append(f"changed file(s) {', '.join(changed[:3])}")
+    if missing:
+        problems.append(f"missing file(s) {', '.join(missing[:3])}")
+    if extra:
+        problems.append(f"unexpected file(s) {', '.join(extra[:3])}")
+    return "; ".join(problems) or None
+
+
+def roundtrip(folders: list[Path], *, timeout: float | None = None) -> list[FolderResult]:
+    """Validate release folders (each with its metadata.json) in one fresh Python process."""
+    if not folders:
+        return []
+    with tempfile.TemporaryDirectory(prefix="kgit-validate-") as tmp:
+        spec_path, result_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
+        spec_path.write_text(json.dumps([str(f.resolve()) for f in folders]))
+        env = dict(os.environ)
+        # The worker sees the same importable modules as this process, nothing more.
+        paths = [p if p else os.getcwd() for p in sys.path if p == "" or os.path.isdir(p)]
+        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([os.getcwd(), *paths]))
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "kgit._roundtrip", str(spec_path), str(result_path)],
+                env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired:
+            raise ValidationError(f"validation did not finish within {timeout}s") from None
+        if not result_path.exists():
+            tail = " ".join((proc.stderr or "").strip().splitlines()[-2:])
+            raise ValidationError(f"the validation process died (exit {proc.returncode}): {tail or 'no output'}")
+        raw = json.loads(result_path.read_text())
+    results = []
+    for item in raw:
+        outputs = [OutputCheck(**o) for o in item.pop("outputs")]
+        results.append(FolderResult(outputs=outputs, **item))
+    return results
+
+
+def result_dict(r: FolderResult) -> dict[str, object]:
+    d = asdict(r)
+    d["max_abs_diff"] = r.max_abs_diff
+    return d

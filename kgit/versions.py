@@ -1,0 +1,132 @@
+"""Model names, versions, and the git tag names that carry them.
+
+Tags follow GTO's grammar so `gto show` and `dvc artifacts get --rev` understand kgit releases:
+a release of model ``NAME`` at version ``vX.Y.Z`` is the annotated tag ``NAME@vX.Y.Z``.
+kgit's default versions ``v1, v2, ...`` are major versions: ``v3`` is tagged ``NAME@v3.0.0``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import total_ordering
+
+from kgit.errors import InvalidNameError, InvalidVersionError
+
+# The intersection of what the user asked for ([a-z0-9][a-z0-9._-]*) and GTO's artifact-name
+# grammar (alphanumeric at both ends, no dots), so every name is also a valid tag and folder.
+_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$")
+_SHORT_RE = re.compile(r"^v(0|[1-9]\d{0,8})$")
+_SEMVER_RE = re.compile(r"^v?(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})$")
+_TAG_RE = re.compile(
+    r"^(?P<name>[a-z0-9](?:[a-z0-9_-]*[a-z0-9])?)@v(?P<major>0|[1-9]\d*)\.(?P<minor>0|[1-9]\d*)\.(?P<patch>0|[1-9]\d*)$"
+)
+
+BUMPS = ("major", "minor", "patch")
+
+
+def check_name(name: str) -> str:
+    """Return ``name`` if it is a valid model name, else raise InvalidNameError."""
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise InvalidNameError(
+            f"invalid model name {name!r}: use lowercase letters, digits, '-' and '_', "
+            "starting and ending with a letter or digit (at most 64 characters)"
+        )
+    return name
+
+
+@total_ordering
+@dataclass(frozen=True)
+class Version:
+    """A release version. ``short`` versions print as ``v3``; semantic ones as ``v1.2.0``."""
+
+    major: int
+    minor: int = 0
+    patch: int = 0
+    short: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> Version:
+        text = text.strip() if isinstance(text, str) else text
+        if not isinstance(text, str):
+            raise InvalidVersionError(f"invalid version {text!r}")
+        m = _SHORT_RE.match(text)
+        if m:
+            return cls(int(m.group(1)), short=True)
+        m = _SEMVER_RE.match(text)
+        if m:
+            return cls(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+        raise InvalidVersionError(
+            f"invalid version {text!r}: use vN (e.g. v3) or a semantic version vMAJOR.MINOR.PATCH (e.g. v1.2.0)"
+        )
+
+    @property
+    def key(self) -> tuple[int, int, int]:
+        return (self.major, self.minor, self.patch)
+
+    @property
+    def semver(self) -> str:
+        return f"v{self.major}.{self.minor}.{self.patch}"
+
+    def __str__(self) -> str:
+        if self.short and self.minor == 0 and self.patch == 0:
+            return f"v{self.major}"
+        return self.semver
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Version) and self.key == other.key
+
+    def __lt__(self, other: Version) -> bool:
+        return self.key < other.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def bump(self, part: str) -> Version:
+        if part == "major":
+            return Version(self.major + 1)
+        if part == "minor":
+            return Version(self.major, self.minor + 1)
+        if part == "patch":
+            return Version(self.major, self.minor, self.patch + 1)
+        raise InvalidVersionError(f"invalid bump {part!r}: use one of {', '.join(BUMPS)}")
+
+
+def next_version(existing: list[Version], explicit: str | None, bump: str | None) -> Version:
+    """The version a new release gets: explicit, bumped from the highest, or the next ``vN``."""
+    if explicit and bump:
+        raise InvalidVersionError("give either --version or --bump, not both")
+    if explicit:
+        v = Version.parse(explicit)
+        if v.key == (0, 0, 0):
+            raise InvalidVersionError("invalid version v0.0.0: versions start above zero")
+        return v
+    highest = max(existing) if existing else None
+    if bump:
+        if bump not in BUMPS:
+            raise InvalidVersionError(f"invalid bump {bump!r}: use one of {', '.join(BUMPS)}")
+        return (highest or Version(0)).bump(bump)
+    return Version((highest.major if highest else 0) + 1, short=True)
+
+
+def tag_name(name: str, version: Version) -> str:
+    return f"{name}@{version.semver}"
+
+
+def parse_tag(tag: str) -> tuple[str, Version] | None:
+    """Inverse of tag_name; None for tags that are not kgit/GTO version tags."""
+    m = _TAG_RE.match(tag)
+    if not m:
+        return None
+    return m.group("name"), Version(int(m.group("major")), int(m.group("minor")), int(m.group("patch")))
+
+
+def parse_ref(ref: str) -> tuple[str, str]:
+    """Split ``NAME@VERSION`` (VERSION may be ``latest``) into its parts."""
+    if "@" not in ref:
+        raise InvalidVersionError(f"expected NAME@VERSION (e.g. mnist@v2 or mnist@latest), got {ref!r}")
+    name, _, version = ref.partition("@")
+    check_name(name)
+    if version != "latest":
+        Version.parse(version)
+    return name, version
