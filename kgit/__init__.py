@@ -28,7 +28,7 @@ __all__ = [
 if TYPE_CHECKING:
     from kgit.api import init, list_releases, load, release, show, validate
     from kgit.errors import KgitError
-    from kgit.release import ReleaseRecord
+    from kgit.releasing import ReleaseRecord
 
 
 def __getattr__(name: str) -> Any:
@@ -38,7 +38,7 @@ def __getattr__(name: str) -> Any:
 
         return KgitError
     if name == "ReleaseRecord":
-        from kgit.release import ReleaseRecord
+        from kgit.releasing import ReleaseRecord
 
         return ReleaseRecord
     if name in __all__:

@@ -10,7 +10,7 @@ from kgit import registry
 from kgit.errors import KgitError, ReleaseNotFoundError
 from kgit.git_ops import Repo
 from kgit.metadata import Metadata
-from kgit.release import ReleaseRecord, release
+from kgit.releasing import ReleaseRecord, release
 from kgit.versions import check_name
 
 __all__ = ["release", "load", "list_releases", "show", "init", "validate", "ReleaseRecord"]

@@ -49,7 +49,7 @@ def _root(
 def _err(text: str) -> None:
     from rich.console import Console
 
-    Console(stderr=True, highlight=False).print(text)
+    Console(stderr=True, highlight=False, soft_wrap=True).print(text)
 
 
 def _print_json(data: Any) -> None:
@@ -62,7 +62,7 @@ class _Steps:
     def __init__(self, enabled: bool) -> None:
         from rich.console import Console
 
-        self.console = Console(stderr=True, highlight=False)
+        self.console = Console(stderr=True, highlight=False, soft_wrap=True)
         self.enabled = enabled
         self.status: Any = None
 

@@ -52,6 +52,16 @@ def open_repo(root: Path) -> Iterator[Any]:
         repo.close()
 
 
+@contextlib.contextmanager
+def _cwd(path: Path) -> Iterator[None]:
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
 def is_initialised(root: Path) -> bool:
     return (root / ".dvc").is_dir() and (root / ".dvc" / "config").exists()
 
@@ -94,7 +104,7 @@ def add(root: Path, targets: list[Path]) -> None:
 
     rel = [str(t.relative_to(root)) for t in targets]
     try:
-        with open_repo(root) as repo, _quiet():
+        with open_repo(root) as repo, _quiet(), _cwd(root):  # DVC resolves outputs from the cwd
             repo.add(rel)
     except DvcException as exc:
         raise KgitError(f"`dvc add {' '.join(rel)}` failed: {exc}") from None

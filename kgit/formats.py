@@ -301,15 +301,45 @@ def _load_source_path(path: Path, custom_objects: dict[str, Any], unsafe: bool) 
 
 def _keras_load(path: Path, custom_objects: dict[str, Any], unsafe: bool) -> Any:
     keras = import_keras()
+    is_h5 = path.suffix in (".h5", ".hdf5")
     try:
-        return keras.saving.load_model(path, custom_objects=custom_objects or None, safe_mode=not unsafe)
+        model = keras.saving.load_model(path, custom_objects=custom_objects or None, safe_mode=not unsafe)
     except Exception as exc:
         msg = str(exc)
-        if path.suffix in (".h5", ".hdf5") and "deserialize" in msg and "keras.metrics" in msg:
-            # Keras 3 cannot recompile some legacy H5 training configs (e.g. loss="mse");
-            # load uncompiled and restore the compile settings and optimizer state ourselves.
-            return _h5_load_recompiled(path, custom_objects, unsafe)
-        raise _explain_load_error(path, exc) from None
+        if not (is_h5 and "deserialize" in msg and "keras.metrics" in msg):
+            raise _explain_load_error(path, exc) from None
+        # Keras 3 cannot recompile some legacy H5 training configs (e.g. loss="mse"): load
+        # uncompiled and compile from the file's training config ourselves.
+        model = _h5_load_recompiled(path, custom_objects, unsafe)
+    if is_h5:
+        _restore_h5_optimizer(model, path)
+    return model
+
+
+def _restore_h5_optimizer(model: Any, path: Path) -> None:
+    """Keras 3 reads an H5 file's optimizer slots only partly; put all of them back, in order."""
+    import h5py
+
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None:
+        return
+    with h5py.File(path, "r") as fh:
+        if "optimizer_weights" not in fh:
+            return
+        group = fh["optimizer_weights"]
+        names = [n.decode() if isinstance(n, bytes) else n for n in group.attrs["weight_names"]]
+        values = [np.asarray(group[n]) for n in names]
+    if len(optimizer.variables) == len(values):
+        return  # Keras restored it all
+    # The loaded optimizer is marked built with no slots; a fresh one from its config takes them.
+    fresh = type(optimizer).from_config(optimizer.get_config())
+    fresh.build(model.trainable_variables)
+    variables = list(fresh.variables)
+    if len(variables) != len(values) or any(tuple(v.shape) != a.shape for v, a in zip(variables, values)):
+        raise ModelSourceError(f"{path}: the saved optimizer state does not fit the model's optimizer")
+    for var, value in zip(variables, values):
+        var.assign(value)
+    model.optimizer = fresh
 
 
 def _explain_load_error(path: Path, exc: Exception) -> ModelSourceError:
@@ -333,11 +363,6 @@ def _h5_load_recompiled(path: Path, custom_objects: dict[str, Any], unsafe: bool
     model = keras.saving.load_model(path, custom_objects=custom_objects or None, safe_mode=not unsafe, compile=False)
     with h5py.File(path, "r") as fh:
         training = json.loads(fh.attrs["training_config"]) if "training_config" in fh.attrs else None
-        opt_values = None
-        if "optimizer_weights" in fh:
-            group = fh["optimizer_weights"]
-            names = [n.decode() if isinstance(n, bytes) else n for n in group.attrs["weight_names"]]
-            opt_values = [np.asarray(group[n]) for n in names]
     if training is None:
         return model
     optimizer = keras.optimizers.deserialize(training["optimizer_config"])
@@ -354,11 +379,6 @@ def _h5_load_recompiled(path: Path, custom_objects: dict[str, Any], unsafe: bool
         loss = keras.losses.deserialize(loss)
     metrics = training.get("metrics")
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics, loss_weights=training.get("loss_weights"))
-    if opt_values:
-        optimizer.build(model.trainable_variables)
-        if len(optimizer.variables) == len(opt_values):
-            for var, value in zip(optimizer.variables, opt_values):
-                var.assign(value)
     return model
 
 
@@ -406,13 +426,23 @@ def _flatten(value: Any, names: list[str] | None = None) -> dict[str, Any]:
 def model_signature(model: Any) -> Signature | None:
     """Input/output names, shapes and dtypes of a built functional/sequential model, else None."""
     try:
-        inputs, outputs = model.input, model.output
+        in_list, out_list = list(model.inputs or []), list(model.outputs or [])
+    except (AttributeError, ValueError, TypeError):
+        return None
+    if not in_list or not out_list:
+        return None
+    # Functional models keep the structure they were built with (dict, list); Sequential has lists.
+    try:
+        inputs = model.input
     except (AttributeError, ValueError):
-        return None
-    if inputs is None or outputs is None:
-        return None
+        inputs = in_list if len(in_list) > 1 else in_list[0]
+    try:
+        outputs = model.output
+    except (AttributeError, ValueError):
+        outputs = out_list if len(out_list) > 1 else out_list[0]
     in_struct = _structure(inputs)
-    in_flat = _flatten(inputs, None if in_struct == "dict" else [t.name for t in (inputs if isinstance(inputs, (list, tuple)) else [inputs])])
+    in_names = None if in_struct == "dict" else [t.name for t in in_list]
+    in_flat = _flatten(inputs, in_names)
     out_flat = _flatten(outputs)
     return Signature(
         inputs=[TensorSpec(n, list(t.shape), dtype_name(t.dtype)) for n, t in in_flat.items()],
@@ -520,6 +550,9 @@ def load_keras_model(
             from kgit.reference import generate_inputs
 
             run_model(model, generate_inputs(sig, "build"), sig)
+        if getattr(model, "optimizer", None) is not None and getattr(model, "compiled", False):
+            # .weights.h5 also holds the optimizer's slots: a built optimizer takes them back.
+            model.optimizer.build(model.trainable_variables)
         try:
             model.load_weights(folder / MODEL_FILES[fmt])
         except Exception as exc:

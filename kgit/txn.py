@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -24,6 +25,13 @@ from kgit.errors import BusyError
 from kgit.git_ops import Repo
 
 TRAILER = "Kgit-Release"
+FAILPOINT_ENV = "KGIT_FAILPOINT"
+
+
+def failpoint(name: str) -> None:
+    """Crash-test hook: ``KGIT_FAILPOINT=<name>`` kills the process with SIGKILL at that point."""
+    if os.environ.get(FAILPOINT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def state_dir(repo: Repo) -> Path:

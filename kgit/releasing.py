@@ -124,8 +124,10 @@ def release(
         staging = txn.staging_dir(git) / f"{req.name}-{label}"
         try:
             metas = _stage(git, req, prepared, label, staging, say)
+            txn.failpoint("staged")
             say(f"validating {req.name} {label} in a fresh process")
             validation = _validate(staging, req)
+            txn.failpoint("validated")
             return _publish(git, req, label, tag, staging, metas, validation, say)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -145,7 +147,10 @@ def _check_request(git: Repo, name: str, formats: Sequence[str] | str, version: 
     if "weights" in fmts and builder is None:
         raise KgitError("--format weights needs --builder MODULE:FUNCTION that rebuilds the architecture")
     if version is not None or bump is not None:
-        next_version([], version, bump)  # syntax only; existence is checked under the lock
+        ver = next_version([], version, bump)  # syntax; existence is checked again under the lock
+        if version is not None and (ver in registry.existing_versions(git, name) or git.tag_exists(tag_name(name, ver))):
+            raise VersionExistsError(f"{name} {ver} is already released: released versions are never overwritten; "
+                                     "pick another --version or use --bump")
     try:
         atol = float(atol)
     except (TypeError, ValueError):
@@ -353,8 +358,10 @@ def _publish(git: Repo, req: _Request, label: str, tag: str, staging: Path, meta
         for fmt, rel in folders.items():
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             os.replace(staging / fmt, root / rel)
+        txn.failpoint("placed")
         say(f"tracking {req.name} {label} with DVC")
         dvc_ops.add(root, [root / rel for rel in folders.values()])
+        txn.failpoint("tracked")
         hashes = {}
         for fmt, rel in folders.items():
             dvc_file = root / f"{rel.as_posix()}.dvc"
@@ -380,9 +387,11 @@ def _publish(git: Repo, req: _Request, label: str, tag: str, staging: Path, meta
         git.add(paths)
         message = f"Release {req.name} {label}\n\n" + (f"{req.notes}\n\n" if req.notes else "") + f"{txn.TRAILER}: {tag}\n"
         commit = git.commit_paths(message, paths)
+        txn.failpoint("committed")
         journal.commit = commit
         journal.save(git)
         git.create_tag(tag, commit, journal.tag_message)
+        txn.failpoint("tagged")
         journal.clear(git)
     except BaseException:
         # Error, Ctrl-C or SIGTERM: finish if committed, otherwise remove every trace.

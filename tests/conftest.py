@@ -1,0 +1,133 @@
+"""The fixture ladder: isolated environment -> git repo -> kgit-initialised repo -> released repo.
+
+Everything is real: git, DVC with a local-folder remote, TensorFlow, in temp folders.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SUPPORT = Path(__file__).parent / "support"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No user config leaks in: own HOME, git identity, no system git config, empty templates."""
+    home = tmp_path_factory.mktemp("home")
+    templates = tmp_path_factory.mktemp("git-templates")
+    saved = dict(os.environ)
+    os.environ.update({
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_TEMPLATE_DIR": str(templates),
+        "GIT_AUTHOR_NAME": "Kgit Tester", "GIT_AUTHOR_EMAIL": "tester@kgit.invalid",
+        "GIT_COMMITTER_NAME": "Kgit Tester", "GIT_COMMITTER_EMAIL": "tester@kgit.invalid",
+        "DVC_NO_ANALYTICS": "1",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "COLUMNS": "200",
+        # the validation worker and CLI subprocesses import the test models like user code
+        "PYTHONPATH": os.pathsep.join([str(SUPPORT.parent), str(ROOT)]),
+    })
+    for var in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
+        os.environ.pop(var, None)
+    subprocess.run(["git", "config", "--global", "init.defaultBranch", "main"], check=True)
+    if str(SUPPORT.parent) not in sys.path:
+        sys.path.insert(0, str(SUPPORT.parent))
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def kgit(cwd: Path, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run the real `kgit` command line in a subprocess."""
+    proc = subprocess.run([sys.executable, "-m", "kgit", *args], cwd=cwd, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"kgit {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def git_repo(tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    (repo / "README.md").write_text("a project\n")
+    git(repo, "add", "README.md")
+    git(repo, "commit", "-q", "-m", "initial")
+    return repo
+
+
+@pytest.fixture
+def kgit_repo(git_repo: Path, tmp_path: Path) -> Path:
+    import kgit
+
+    kgit.init(git_repo, remote=str(tmp_path / "remote"))
+    return git_repo
+
+
+@pytest.fixture(scope="session")
+def guide_model():  # type: ignore[no-untyped-def]
+    from support import zoo
+
+    return zoo.guide_model()
+
+
+@pytest.fixture(scope="session")
+def plain_model():  # type: ignore[no-untyped-def]
+    from support import zoo
+
+    return zoo.plain_model()
+
+
+@pytest.fixture(scope="session")
+def released(tmp_path_factory: pytest.TempPathFactory, guide_model):  # type: ignore[no-untyped-def]
+    """A repository with one release of the guide's model in every format (read-only for tests)."""
+    import kgit
+
+    base = tmp_path_factory.mktemp("released")
+    repo = base / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    (repo / "data.csv").write_text("x,y\n1,2\n")
+    git(repo, "add", "data.csv")
+    git(repo, "commit", "-q", "-m", "data")
+    kgit.init(repo, remote=str(base / "remote"))
+    record = kgit.release(
+        guide_model, "guide", formats=["savedmodel", "keras", "h5", "weights"], repo=repo,
+        builder="support.zoo:guide_model_untrained", dataset_id="guide-data-1",
+        hyperparams={"epochs": 1, "batch_size": 8}, notes="all formats",
+    )
+    return repo, record
+
+
+def snapshot(repo: Path) -> dict[str, object]:
+    """Everything a failed command must leave unchanged: work tree, index, HEAD, tags, DVC cache."""
+    def listing(folder: Path) -> list[str]:
+        if not folder.exists():
+            return []
+        return sorted(
+            str(rel) for rel in (p.relative_to(folder) for p in folder.rglob("*"))
+            if rel.parts[:1] != (".git",) and rel.parts[:2] != (".dvc", "tmp")
+        )
+
+    return {
+        "status": git(repo, "status", "--porcelain", "--untracked-files=all", "--ignored"),
+        "head": git(repo, "rev-parse", "HEAD"),
+        "tags": git(repo, "tag", "-l"),
+        "files": listing(repo),
+        "cache": listing(repo / ".dvc" / "cache"),
+        "dvc_yaml": (repo / "dvc.yaml").read_text() if (repo / "dvc.yaml").exists() else None,
+    }
