@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-import click
 import typer
+from typer.exceptions import TyperException
 
 from kgit.errors import KgitError
 
@@ -336,12 +336,16 @@ def main(argv: list[str] | None = None) -> None:
     command = typer.main.get_command(app)
     try:
         command.main(args=args, prog_name="kgit", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code if exc.exit_code else 2)
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except TyperException as exc:  # usage errors: Typer's own message and exit code (2)
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            sys.stderr.write(f"kgit: error: {exc.format_message()}\n")
+        sys.exit(exc.exit_code or 2)
+    except (KeyboardInterrupt, typer.Abort):
         sys.stderr.write("kgit: interrupted\n")
         sys.exit(130)
     except KgitError as exc:

@@ -153,10 +153,17 @@ def _walk_classes(config: Any) -> Iterator[dict[str, Any]]:
 
 
 def _custom_entries(config: Any) -> list[dict[str, Any]]:
-    return [
-        e for e in _walk_classes(config)
-        if isinstance(e.get("module"), str) and e["module"].split(".")[0] not in _KERAS_MODULE_ROOTS
-    ]
+    """Serialized objects that are not Keras' own: a non-Keras module, or (Keras writes
+    ``module: null`` for registered classes) a registered name."""
+    found = []
+    for e in _walk_classes(config):
+        module = e.get("module")
+        if isinstance(module, str):
+            if module.split(".")[0] not in _KERAS_MODULE_ROOTS:
+                found.append(e)
+        elif e.get("registered_name"):
+            found.append(e)
+    return found
 
 
 def _is_unsafe(config: Any) -> bool:
@@ -190,7 +197,7 @@ def inspect_custom_objects(model: Any, custom_objects: dict[str, Any], unsafe: b
         )
     modules: list[str] = []
     for entry in _custom_entries(config):
-        cls_name, module = entry["class_name"], entry["module"]
+        cls_name = entry["class_name"]
         registered = entry.get("registered_name") or cls_name
         if cls_name in custom_objects or registered in custom_objects:
             continue
@@ -198,13 +205,15 @@ def inspect_custom_objects(model: Any, custom_objects: dict[str, Any], unsafe: b
             f"move it into an importable module and decorate it with "
             f"@keras.saving.register_keras_serializable(), or pass --custom-objects MODULE:{cls_name}"
         )
+        obj = keras.saving.get_registered_object(registered)
+        module = getattr(obj, "__module__", None) or entry.get("module")
         if module == "__main__":
             raise CustomObjectError(
                 f"custom class {cls_name} is defined in the training script (__main__), so no other process can load the model: {fixes}"
             )
-        if keras.saving.get_registered_object(registered) is None:
+        if obj is None:
             raise CustomObjectError(f"custom class {cls_name} (module {module}) is not registered with Keras: {fixes}")
-        if module not in modules:
+        if module and module not in modules:
             modules.append(module)
     return modules
 
@@ -295,7 +304,7 @@ def _load_source_path(path: Path, custom_objects: dict[str, Any], unsafe: bool) 
         raise UnsafeModelError(
             f"{path} contains a Lambda layer (arbitrary Python code) that Keras' safe mode refuses: pass --unsafe if you trust it"
         )
-    import_modules(sorted({e["module"] for e in _custom_entries(config) if e["module"] != "__main__"}))
+    import_modules(sorted({e["module"] for e in _custom_entries(config) if e.get("module") not in (None, "__main__")}))
     return _keras_load(path, custom_objects, unsafe)
 
 
