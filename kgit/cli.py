@@ -335,7 +335,12 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     command = typer.main.get_command(app)
     try:
-        command.main(args=args, prog_name="kgit", standalone_mode=False)
+        rv = command.main(args=args, prog_name="kgit", standalone_mode=False)
+        # Non-standalone Typer turns Ctrl-C into a returned 130 and typer.Exit into its code.
+        if isinstance(rv, int) and not isinstance(rv, bool):
+            if rv == 130:
+                sys.stderr.write("kgit: interrupted\n")
+            sys.exit(rv)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except TyperException as exc:  # usage errors: Typer's own message and exit code (2)

@@ -1,0 +1,30 @@
+"""`kgit demo`: the README's main-job command works from scratch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import git, kgit
+
+
+def test_demo_releases_two_versions(tmp_path: Path) -> None:
+    target = tmp_path / "demo"
+    proc = kgit(tmp_path, "demo", str(target))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    repo = target / "project"
+    assert git(repo, "tag", "-l").split() == ["circle@v1.0.0", "circle@v2.0.0"]
+    rows = json.loads(kgit(repo, "list", "--json", check=True).stdout)
+    assert [r["version"] for r in rows] == ["v1", "v2"]
+    v1 = json.loads(kgit(repo, "show", "circle@v1", "--json", check=True).stdout)
+    v2 = json.loads(kgit(repo, "show", "circle@v2", "--json", check=True).stdout)
+    assert v1["hyperparameters"]["learning_rate"] == 0.01 and v2["hyperparameters"]["learning_rate"] == 0.05
+    assert "already released" in proc.stdout  # the narrated refusal
+    assert (target / "dvc-remote").is_dir()
+
+
+def test_demo_refuses_a_non_empty_folder(tmp_path: Path) -> None:
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "file").write_text("x")
+    proc = kgit(tmp_path, "demo", str(tmp_path / "busy"))
+    assert proc.returncode == 1 and "not empty" in proc.stderr
