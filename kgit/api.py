@@ -74,37 +74,22 @@ def load(name: str, version: str = "latest", format: str | None = None, *, repo:
                                  builder=meta.builder, unsafe=meta.unsafe, sig=meta.signature)
 
 
-def validate(refs: list[str] | None = None, *, all: bool = False, repo: str | os.PathLike[str] = ".") -> list[Any]:
-    """Check released versions: file hashes, then a fresh-process round trip. Returns one result per format."""
-    from kgit.validation import FolderResult, check_files, roundtrip
-    from kgit.versions import parse_ref
+VALIDATE_ONLY_ENV = "KGIT_VALIDATE_ONLY"
+
+
+def validate(refs: list[str] | None = None, *, all: bool = False, recheck: bool = False,
+             repo: str | os.PathLike[str] = ".", progress: Any = None) -> list[Any]:
+    """Check released versions (see kgit.checking); returns one result per version and format.
+
+    With ``all`` (or no ``refs``) every release is checked, unless the environment variable
+    KGIT_VALIDATE_ONLY (space-separated NAME@VERSION, set by the pre-push hook when it runs the
+    dvc.yaml stage) narrows it down.
+    """
+    from kgit import checking
 
     git = Repo(repo)
-    targets: list[registry.Release] = []
     if all or not refs:
-        targets = registry.releases(git)
-    for ref in refs or []:
-        n, v = parse_ref(ref)
-        targets.append(registry.resolve(git, n, v))
-    results: list[FolderResult] = []
-    to_run: list[Path] = []
-    for rel in targets:
-        for fmt, info in rel.formats.items():
-            folder = git.root / info["path"]
-            label = f"{rel.name}@{rel.version}"
-            if not (folder / "metadata.json").exists():
-                results.append(FolderResult(label, fmt, False, error="data not present locally (run `dvc pull`)"))
-                continue
-            meta = Metadata.read(folder)
-            problem = check_files(folder, meta)
-            if problem:
-                results.append(FolderResult(label, fmt, False, atol=meta.reference.atol, error=problem))
-                continue
-            to_run.append(folder)
-    by_folder = {r.folder: r for r in roundtrip(to_run)}
-    for folder in to_run:
-        r = by_folder[str(folder.resolve())]
-        meta = Metadata.read(folder)
-        r.folder = f"{meta.name}@{meta.version}"
-        results.append(r)
-    return results
+        only = os.environ.get(VALIDATE_ONLY_ENV)
+        refs = only.split() if only is not None else None
+    targets = checking.targets_for(git, refs)
+    return checking.check(git, targets, use_record=not recheck, progress=progress)

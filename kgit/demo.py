@@ -2,7 +2,8 @@
 
 Makes a scratch repository with a small training script and a params.yaml, sets it up with
 ``kgit init`` and a local-folder DVC remote, releases v1, changes a hyperparameter, releases v2,
-then lists and shows the releases. Every step runs the real ``kgit``/``git`` command it prints.
+lists and shows the releases, then pushes to a bare "origin" (the pre-push hook validates and
+uploads the data). Every step runs the real ``kgit``/``git`` command it prints.
 """
 
 from __future__ import annotations
@@ -112,7 +113,14 @@ def run_demo(directory: Path | None = None) -> Path:
     _run(console, ["git", "tag", "--list", "circle@*"], repo)
     _run(console, ["kgit", "show", "circle@v2"], repo)
 
-    step(6, "A released version can never be overwritten")
+    step(6, "Publish: `git push` to the team's repository; kgit's pre-push hook validates and uploads the data")
+    origin = base / "origin.git"
+    _run(console, ["git", "init", "-q", "--bare", str(origin)], base)
+    _run(console, ["git", "remote", "add", "origin", str(origin)], repo)
+    _run(console, ["git", "push", "-u", "origin", "main"], repo)
+    _run(console, ["git", "ls-remote", "--tags", "origin"], repo)
+
+    step(7, "A released version can never be overwritten")
     console.print("[bold cyan]$ kgit release circle --from train:train --version v2[/bold cyan]")
     proc = subprocess.run([sys.executable, "-m", "kgit", "release", "circle", "--from", "train:train", "--version", "v2"],
                           cwd=repo, capture_output=True, text=True, stdin=subprocess.DEVNULL)
@@ -120,5 +128,6 @@ def run_demo(directory: Path | None = None) -> Path:
     if proc.returncode == 0:
         raise KgitError("demo: re-releasing v2 should have been refused")
 
-    console.print(f"\n[bold green]Done.[/bold green] The demo repository is {repo}; its DVC remote is {remote}.")
+    console.print(f"\n[bold green]Done.[/bold green] The demo repository is {repo}, pushed to {origin}; "
+                  f"the model data is in the DVC remote {remote}.")
     return repo

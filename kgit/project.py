@@ -19,6 +19,7 @@ from kgit.git_ops import Repo
 
 ARTIFACTS_DIR = "artifacts"
 DVC_YAML = "dvc.yaml"
+DVC_LOCK = "dvc.lock"
 STAGE_NAME = "kgit-validate"
 # The validation stage, exactly as `kgit init` writes it (the repository's own dvc.yaml holds it too).
 VALIDATE_STAGE: dict[str, Any] = {
@@ -71,6 +72,29 @@ def with_validate_stage(data: Any) -> Any:
     if dict(stages.get(STAGE_NAME) or {}) != VALIDATE_STAGE:
         stages[STAGE_NAME] = CommentedMap(VALIDATE_STAGE)
     return data
+
+
+def lock_with_validate_stage(root: Path) -> str | None:
+    """dvc.lock with the stage's entry, so `dvc repro` of it (the pre-push hook) changes no file.
+
+    The stage has no dependencies or outputs, so its lock entry is just its command. Returns the new
+    text, or None when the file already holds it."""
+    from ruamel.yaml.comments import CommentedMap
+
+    path = root / DVC_LOCK
+    text = path.read_text() if path.exists() else None
+    try:
+        data = _yaml().load(text) if text else None
+    except Exception as exc:
+        raise KgitError(f"{DVC_LOCK} is not valid YAML ({' '.join(str(exc).split())[:200]}): fix or delete it") from None
+    data = data if data is not None else CommentedMap({"schema": "2.0"})
+    stages = data.get("stages")
+    if stages is None:
+        stages = data["stages"] = CommentedMap()
+    if dict(stages.get(STAGE_NAME) or {}) == {"cmd": VALIDATE_STAGE["cmd"]}:
+        return None
+    stages[STAGE_NAME] = CommentedMap({"cmd": VALIDATE_STAGE["cmd"]})
+    return dump_dvc_yaml(data)
 
 
 def with_artifact(data: Any, name: str, path: str, desc: str, meta: dict[str, Any]) -> Any:
@@ -132,6 +156,12 @@ def init(path: str | os.PathLike[str] = ".", remote: str | None = None, commit: 
         write_atomic(root / DVC_YAML, after)
         changes.append(f"added the {STAGE_NAME} stage to {DVC_YAML}")
         to_commit.append(DVC_YAML)
+
+    lock_text = lock_with_validate_stage(root)
+    if lock_text is not None:
+        write_atomic(root / DVC_LOCK, lock_text)
+        changes.append(f"recorded the {STAGE_NAME} stage in {DVC_LOCK}")
+        to_commit.append(DVC_LOCK)
 
     name, url = dvc_ops.default_remote(root)
     wanted = remote

@@ -34,6 +34,12 @@ class FolderResult:
     atol: float = 0.0
     outputs: list[OutputCheck] = field(default_factory=list)
     error: str | None = None
+    check: str = "roundtrip"  # the check that decided the result: data, release, files, metadata, roundtrip
+    status: str = ""  # passed, failed, missing (data not here), cached (validated before at this content)
+
+    def __post_init__(self) -> None:
+        if not self.status:
+            self.status = "passed" if self.ok else "failed"
 
     @property
     def max_abs_diff(self) -> float | None:
@@ -99,5 +105,6 @@ def roundtrip(folders: list[Path], *, timeout: float | None = None) -> list[Fold
 
 def result_dict(r: FolderResult) -> dict[str, object]:
     d = asdict(r)
+    d["version"] = d.pop("folder")
     d["max_abs_diff"] = r.max_abs_diff
     return d

@@ -21,6 +21,9 @@ def test_demo_releases_two_versions(tmp_path: Path) -> None:
     assert v1["hyperparameters"]["learning_rate"] == 0.01 and v2["hyperparameters"]["learning_rate"] == 0.05
     assert "already released" in proc.stdout  # the narrated refusal
     assert (target / "dvc-remote").is_dir()
+    # step 6 pushed: the tags reached origin and the hook uploaded the data
+    assert git(target / "origin.git", "tag", "-l").split() == ["circle@v1.0.0", "circle@v2.0.0"]
+    assert any((target / "dvc-remote" / "files" / "md5").rglob("*.dir"))
 
 
 def test_demo_refuses_a_non_empty_folder(tmp_path: Path) -> None:

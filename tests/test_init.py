@@ -21,6 +21,10 @@ def test_init_sets_everything_up_and_commits(git_repo: Path, tmp_path: Path) -> 
     assert str(remote) in config and "remote = kgit" in config
     assert remote.is_dir()
     assert git(git_repo, "config", "push.followTags") == "true"
+    lock = yaml.safe_load((git_repo / "dvc.lock").read_text())
+    assert lock["stages"][project.STAGE_NAME] == {"cmd": project.VALIDATE_STAGE["cmd"]}
+    for hook in ("pre-commit", "pre-push"):
+        assert "kgit-hook-shim" in (git_repo / ".git" / "hooks" / hook).read_text()
     assert git(git_repo, "status", "--porcelain") == ""  # everything kgit wrote is committed
     assert "kgit: set up model releases" in git(git_repo, "log", "-1", "--format=%s")
 
@@ -71,4 +75,5 @@ def test_this_repository_holds_the_stage_kgit_init_writes() -> None:
     """One source of truth: the project's own dvc.yaml has exactly the stage kgit writes."""
     data = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     assert data["stages"][project.STAGE_NAME] == project.VALIDATE_STAGE
+    assert project.lock_with_validate_stage(ROOT) is None  # dvc.lock holds it as kgit init writes it
     assert (ROOT / ".dvc" / "config").exists()

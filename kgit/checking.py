@@ -1,0 +1,201 @@
+"""Checking released versions (``kgit validate``), incrementally.
+
+Per version and format, in order, stopping at the first failure:
+  data      the version folder is present in the work tree
+  release   its ``.dvc`` file still has the DVC hash the release tag recorded
+  metadata  ``metadata.json`` is the one recorded in git at the release
+  files     every file's sha256 matches the metadata
+  roundtrip reload in a fresh process, rerun reference inputs, compare within atol
+
+A version that passed is remembered in ``.git/kgit/validated.json`` (local, never committed) with
+its DVC hash and the size/mtime/inode of each file; while none of those change it is not checked
+again (the ``release`` check, which reads git only, always runs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kgit import registry, txn
+from kgit.dvc_ops import read_dvc_file
+from kgit.errors import KgitError
+from kgit.git_ops import Repo
+from kgit.metadata import METADATA_FILE, Metadata
+from kgit.validation import FolderResult, check_files
+
+RECORD_FILE = "validated.json"
+
+
+# -- the record of what was validated ---------------------------------------------------------
+def _fingerprint(folder: Path) -> dict[str, list[int]]:
+    """size, mtime and inode of every file: changes when any byte is rewritten, costs no hashing."""
+    fp: dict[str, list[int]] = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        for name in sorted(filenames):
+            full = os.path.join(dirpath, name)
+            st = os.lstat(full)
+            fp[os.path.relpath(full, folder)] = [st.st_size, st.st_mtime_ns, st.st_ino]
+    return fp
+
+
+class Record:
+    """Versions validated on this machine, keyed by ``tag/format``."""
+
+    def __init__(self, repo: Repo) -> None:
+        self.path = txn.state_dir(repo) / RECORD_FILE
+        try:
+            self.data: dict[str, Any] = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self.data = {}
+
+    @staticmethod
+    def key(tag: str, fmt: str) -> str:
+        return f"{tag}/{fmt}"
+
+    def is_current(self, tag: str, fmt: str, md5: str | None, folder: Path) -> bool:
+        entry = self.data.get(self.key(tag, fmt))
+        if not entry or entry.get("md5") != md5 or not folder.is_dir():
+            return False
+        try:
+            return bool(entry.get("files") == _fingerprint(folder))
+        except OSError:
+            return False
+
+    def entry(self, tag: str, fmt: str) -> dict[str, Any]:
+        return dict(self.data.get(self.key(tag, fmt)) or {})
+
+    def mark(self, tag: str, fmt: str, md5: str | None, folder: Path, max_abs_diff: float | None) -> None:
+        self.data[self.key(tag, fmt)] = {"md5": md5, "files": _fingerprint(folder), "max_abs_diff": max_abs_diff}
+
+    def save(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, sort_keys=True))
+        os.replace(tmp, self.path)
+
+
+# -- the checks -------------------------------------------------------------------------------
+@dataclass
+class Target:
+    release: registry.Release
+    fmt: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.release.name}@{self.release.version}"
+
+    @property
+    def md5(self) -> str | None:
+        return self.release.formats[self.fmt].get("md5")
+
+    @property
+    def rel_path(self) -> str:
+        return str(self.release.formats[self.fmt]["path"])
+
+
+def targets_for(repo: Repo, refs: list[str] | None) -> list[Target]:
+    """Every format of the named releases (``NAME@VERSION``), or of all releases when ``refs`` is None."""
+    from kgit.versions import parse_ref
+
+    releases: list[registry.Release] = []
+    if refs is None:
+        releases = registry.releases(repo)
+    else:
+        for ref in refs:
+            name, version = parse_ref(ref)
+            releases.append(registry.resolve(repo, name, version))
+    return [Target(r, fmt) for r in releases for fmt in r.formats]
+
+
+def _fail(t: Target, check: str, error: str, status: str = "failed", atol: float = 0.0) -> FolderResult:
+    return FolderResult(t.label, t.fmt, False, atol=atol, error=error, check=check, status=status)
+
+
+def release_check(repo: Repo, t: Target) -> FolderResult | None:
+    """Git-only: the work tree's ``.dvc`` file still has the hash the release tag recorded."""
+    dvc_path = repo.root / f"{t.rel_path}.dvc"
+    if not dvc_path.exists():
+        return None  # not in this checkout (another branch): nothing in the work tree to compare
+    try:
+        out = read_dvc_file(dvc_path.read_text(), f"{t.rel_path}.dvc")["outs"][0]
+    except KgitError as exc:
+        return _fail(t, "release", str(exc))
+    if out.get("md5") != t.md5:
+        return _fail(t, "release", f"{t.rel_path}.dvc has DVC hash {out.get('md5')}, the release tag {t.release.tag} recorded {t.md5}: "
+                                   f"the release was changed after tagging (restore it: git checkout {t.release.tag} -- {t.rel_path}.dvc)")
+    return None
+
+
+def _static_checks(repo: Repo, t: Target) -> tuple[FolderResult | None, Metadata | None]:
+    folder = repo.root / t.rel_path
+    if not (folder / METADATA_FILE).exists():
+        hint = f"run `dvc pull {t.rel_path}.dvc`" if not folder.exists() else f"restore it: `dvc checkout {t.rel_path}.dvc`"
+        status = "missing" if not folder.exists() else "failed"
+        return _fail(t, "data", f"data not present locally ({hint})" if status == "missing" else f"metadata.json is missing ({hint})", status), None
+    try:
+        meta = Metadata.read(folder)
+        recorded = registry.metadata(repo, t.release, t.fmt)
+    except KgitError as exc:
+        return _fail(t, "metadata", str(exc)), None
+    if meta.to_dict() != recorded.to_dict():
+        changed = sorted(k for k, v in meta.to_dict().items() if recorded.to_dict().get(k) != v)
+        return _fail(t, "metadata", f"metadata.json differs from the release's metadata in git ({', '.join(changed)})"), None
+    problem = check_files(folder, meta)
+    if problem:
+        return _fail(t, "files", problem, atol=meta.reference.atol), None
+    return None, meta
+
+
+def check(repo: Repo, targets: list[Target], *, use_record: bool = True, progress: Any = None) -> list[FolderResult]:
+    """Run the checks on ``targets``; remember what passed. One fresh process for all round trips."""
+    from kgit.validation import roundtrip
+
+    record = Record(repo)
+    results: dict[int, FolderResult] = {}
+    pending: list[tuple[int, Target, Path]] = []
+    for i, t in enumerate(targets):
+        failed = release_check(repo, t)
+        if failed:
+            results[i] = failed
+            continue
+        folder = repo.root / t.rel_path
+        if use_record and record.is_current(t.release.tag, t.fmt, t.md5, folder):
+            prev = record.entry(t.release.tag, t.fmt)
+            r = FolderResult(t.label, t.fmt, True, check="roundtrip", status="cached")
+            if prev.get("max_abs_diff") is not None:
+                from kgit.validation import OutputCheck
+
+                r.outputs = [OutputCheck("(recorded)", float(prev["max_abs_diff"]), True)]
+            results[i] = r
+            continue
+        failed, _meta = _static_checks(repo, t)
+        if failed:
+            results[i] = failed
+            continue
+        pending.append((i, t, folder))
+    if pending:
+        if callable(progress):
+            progress(f"round trip of {len(pending)} artifact(s) in a fresh process")
+        by_folder = {r.folder: r for r in roundtrip([f for _, _, f in pending])}
+        for i, t, folder in pending:
+            r = by_folder[str(folder.resolve())]
+            r.folder = t.label
+            r.format = t.fmt
+            results[i] = r
+            if r.ok:
+                record.mark(t.release.tag, t.fmt, t.md5, folder, r.max_abs_diff)
+        record.save()
+    return [results[i] for i in range(len(targets))]
+
+
+def remember_release(repo: Repo, tag: str, formats: dict[str, dict[str, Any]], validation: list[FolderResult]) -> None:
+    """A release was validated while it was made: record it, so the push does not redo it."""
+    record = Record(repo)
+    diffs = {r.format: r.max_abs_diff for r in validation}
+    for fmt, info in formats.items():
+        record.mark(tag, fmt, info.get("md5"), repo.root / info["path"], diffs.get(fmt))
+    record.save()

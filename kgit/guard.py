@@ -1,0 +1,274 @@
+"""What kgit's git hooks do: guard every push and every commit.
+
+pre-push (``kgit hook pre-push REMOTE URL``, refs on stdin):
+  1. find the releases the pushed refs bring (release commits in the pushed range, release tags)
+     and any released version whose ``.dvc`` file the pushed commits change or delete;
+  2. git only, no TensorFlow, no DVC: if nothing is new or changed, exit at once;
+  3. validate what is new or changed through the ``kgit-validate`` stage of dvc.yaml
+     (``dvc repro``; kgit validate is incremental, so versions validated at release are not redone);
+  4. upload those versions' data to the default DVC remote (``dvc push`` with its progress bars),
+     remembering per remote what was uploaded, so a retry after a failure uploads it again.
+
+pre-commit: refuse a commit that modifies, deletes or renames a released version's ``.dvc`` file
+(its metadata lives there), or adds files inside a released version's folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kgit import project, registry, txn
+from kgit.errors import KgitError
+from kgit.git_ops import Repo
+from kgit.versions import parse_tag
+
+ZERO = "0" * 40
+PUBLISHED_FILE = "published.json"
+
+
+@dataclass
+class RefUpdate:
+    local_ref: str
+    local_sha: str
+    remote_ref: str
+    remote_sha: str
+
+
+def parse_updates(text: str) -> list[RefUpdate]:
+    updates = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 4:
+            updates.append(RefUpdate(*parts))
+    return updates
+
+
+def updates_from_pre_commit_framework() -> list[RefUpdate]:
+    """The pre-commit framework passes the push in environment variables, not on stdin."""
+    to_ref = os.environ.get("PRE_COMMIT_TO_REF")
+    if not to_ref:
+        return []
+    return [RefUpdate(os.environ.get("PRE_COMMIT_LOCAL_BRANCH", "HEAD"), to_ref,
+                      os.environ.get("PRE_COMMIT_REMOTE_BRANCH", ""), os.environ.get("PRE_COMMIT_FROM_REF") or ZERO)]
+
+
+@dataclass
+class PushPlan:
+    tags: list[str] = field(default_factory=list)  # release tags the push brings
+    violations: list[str] = field(default_factory=list)  # released versions changed by the push
+
+
+def _range(repo: Repo, u: RefUpdate, remote: str) -> list[str]:
+    """Arguments for git log selecting the commits this update sends."""
+    if u.remote_sha != ZERO and repo.try_git("cat-file", "-e", f"{u.remote_sha}^{{commit}}")[0] == 0:
+        return [f"{u.remote_sha}..{u.local_sha}"]
+    return [u.local_sha, "--not", f"--remotes={remote}"]
+
+
+def plan_push(repo: Repo, updates: list[RefUpdate], remote: str) -> PushPlan:
+    """Git only: which releases a push brings, and which released versions it changes."""
+    plan = PushPlan()
+    released = {r.tag: r for r in registry.releases(repo)}
+    by_dvc_file = {f"{info['path']}.dvc": (r, fmt) for r in released.values() for fmt, info in r.formats.items()}
+    for u in updates:
+        if u.local_sha == ZERO:
+            continue  # a deletion sends nothing
+        if u.local_ref.startswith("refs/tags/"):
+            tag = u.local_ref[len("refs/tags/"):]
+            if tag in released and tag not in plan.tags:
+                plan.tags.append(tag)
+            continue
+        if repo.try_git("cat-file", "-e", f"{u.local_sha}^{{commit}}")[0] != 0:
+            continue
+        rng = _range(repo, u, remote)
+        trailers = repo.git("log", f"--format=%(trailers:key={txn.TRAILER},valueonly,separator=%x20)", *rng)
+        for tag in trailers.split():
+            if tag in released and tag not in plan.tags:
+                plan.tags.append(tag)
+        touched = repo.git("log", "--format=", "--name-only", *rng, "--", project.ARTIFACTS_DIR)
+        for path in sorted(set(touched.split())):
+            if path not in by_dvc_file:
+                continue
+            rel, fmt = by_dvc_file[path]
+            text = repo.show_file(u.local_sha, path)
+            want = rel.formats[fmt].get("md5")
+            if text is None:
+                plan.violations.append(f"{rel.name}@{rel.version} ({fmt}): {path} is deleted by the pushed commits")
+                continue
+            from kgit.dvc_ops import read_dvc_file
+
+            try:
+                got = read_dvc_file(text, path)["outs"][0].get("md5")
+            except KgitError as exc:
+                plan.violations.append(f"{rel.name}@{rel.version} ({fmt}): {exc}")
+                continue
+            if got != want:
+                plan.violations.append(
+                    f"{rel.name}@{rel.version} ({fmt}): {path} in the pushed commits has DVC hash {got}, "
+                    f"its release tag recorded {want}"
+                )
+    return plan
+
+
+# -- the published record ---------------------------------------------------------------------
+def _published_path(repo: Repo) -> Path:
+    return txn.state_dir(repo) / PUBLISHED_FILE
+
+
+def _published(repo: Repo) -> dict[str, list[str]]:
+    try:
+        data = json.loads(_published_path(repo).read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _mark_published(repo: Repo, url: str, md5s: list[str]) -> None:
+    data = _published(repo)
+    data[url] = sorted(set(data.get(url, [])) | set(md5s))
+    path = _published_path(repo)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _remote_url(repo: Repo) -> tuple[str | None, str | None]:
+    """(name, url) of the default DVC remote from the config files, without importing DVC."""
+    import configparser
+
+    name = url = None
+    remotes: dict[str, str] = {}
+    for fname in ("config", "config.local"):  # config.local overrides, like DVC
+        cp = configparser.ConfigParser()
+        try:
+            cp.read(repo.root / ".dvc" / fname)
+        except configparser.Error:
+            continue
+        if cp.has_option("core", "remote"):
+            name = cp.get("core", "remote")
+        for section in cp.sections():
+            s = section.strip()
+            if s.startswith("'remote \"") or s.startswith('remote "'):
+                rname = s.split('"')[1]
+                if cp.has_option(section, "url"):
+                    remotes[rname] = cp.get(section, "url")
+    if name:
+        url = remotes.get(name)
+    return name, url
+
+
+# -- the hooks --------------------------------------------------------------------------------
+def _say(message: str) -> None:
+    sys.stderr.write(f"kgit: {message}\n")
+
+
+def pre_push(remote: str, updates: list[RefUpdate], repo: Repo | None = None) -> int:
+    """The pre-push hook; returns the exit code (0 lets the push go on)."""
+    from kgit import checking
+
+    repo = repo or Repo(".")
+    plan = plan_push(repo, updates, remote)
+    if plan.violations:
+        _say("push refused: released versions must not change:")
+        for v in plan.violations:
+            sys.stderr.write(f"  - {v}\n")
+        _say("restore them (git checkout <tag> -- <file>) and amend, or push with --no-verify to override")
+        return 1
+    if not plan.tags:
+        return 0  # nothing new: the common case, and it touched git only
+    targets = [t for tag in plan.tags for t in checking.targets_for(repo, [_ref_of(tag)])]
+    record = checking.Record(repo)
+    stale = [t for t in targets if not record.is_current(t.release.tag, t.fmt, t.md5, repo.root / t.rel_path)]
+    broken = [r for r in (checking.release_check(repo, t) for t in targets) if r is not None]
+    if broken:
+        return _refuse_validation(broken)
+    if stale:
+        code = _run_stage(repo, sorted({t.label for t in stale}))
+        if code != 0:
+            _say("push refused: the validation above failed; fix or re-release, or push with --no-verify to override")
+            return 1
+    name, url = _remote_url(repo)
+    if not url:
+        _say("push refused: no default DVC remote, so teammates could not fetch the models: "
+             "run `kgit init --remote PATH_OR_URL` (or `dvc remote add -d NAME URL`) and push again")
+        return 1
+    done = set(_published(repo).get(url, []))
+    to_upload = [t for t in targets if t.md5 not in done]
+    if not to_upload:
+        return 0
+    size = sum(int(t.release.formats[t.fmt].get("size") or 0) for t in to_upload)
+    labels = ", ".join(sorted({f"{t.label} ({t.fmt})" for t in to_upload}))
+    _say(f"uploading {labels}: {size / 1e6:.1f} MB to DVC remote {name} ({url})")
+    proc = subprocess.run([sys.executable, "-m", "dvc", "push", "--remote", str(name),
+                           *[f"{t.rel_path}.dvc" for t in to_upload]], cwd=repo.root, stdin=subprocess.DEVNULL,
+                          stdout=sys.stderr, stderr=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        tail = " ".join((proc.stderr or "").strip().splitlines()[-2:])
+        _say(f"push refused: uploading to DVC remote {name} ({url}) failed: {tail or 'no output'}; "
+             "fix the remote (see `dvc remote list`) and push again, or push with --no-verify to skip")
+        return 1
+    _mark_published(repo, url, [str(t.md5) for t in to_upload])
+    return 0
+
+
+def _ref_of(tag: str) -> str:
+    parsed = parse_tag(tag)
+    assert parsed is not None
+    return f"{parsed[0]}@{parsed[1].semver}"
+
+
+def _refuse_validation(results: list[object]) -> int:
+    _say("push refused: released versions differ from their release:")
+    for r in results:
+        sys.stderr.write(f"  - {r.folder} ({r.format}) {r.check}: {r.reason()}\n")  # type: ignore[attr-defined]
+    return 1
+
+
+def _run_stage(repo: Repo, labels: list[str]) -> int:
+    """Validate ``labels`` by reproducing the kgit-validate stage of dvc.yaml."""
+    data = project.read_dvc_yaml(repo.root) or {}
+    if project.STAGE_NAME not in (data.get("stages") or {}):
+        _say(f"push refused: dvc.yaml has no {project.STAGE_NAME} stage to validate releases with: run `kgit init`")
+        return 1
+    _say(f"validating {', '.join(labels)} (dvc repro {project.STAGE_NAME})")
+    env = dict(os.environ)
+    env["KGIT_VALIDATE_ONLY"] = " ".join(labels)
+    # the stage's `kgit` must be this kgit, even when the hook was started by absolute path
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    proc = subprocess.run([sys.executable, "-m", "dvc", "repro", "--single-item", project.STAGE_NAME],
+                          cwd=repo.root, env=env, stdin=subprocess.DEVNULL, stdout=sys.stderr, stderr=sys.stderr)
+    return proc.returncode
+
+
+def pre_commit(repo: Repo | None = None) -> int:
+    """The pre-commit hook; returns the exit code."""
+    repo = repo or Repo(".")
+    out = repo.git("diff", "--cached", "--name-status", "-z", "--no-renames", "--", project.ARTIFACTS_DIR, raw=True)
+    fields = [f for f in out.split("\0") if f]
+    changes = list(zip(fields[::2], fields[1::2]))
+    if not changes:
+        return 0
+    releases = registry.releases(repo)
+    by_dvc_file = {f"{info['path']}.dvc": (r, fmt) for r in releases for fmt, info in r.formats.items()}
+    folders = {f"{info['path']}/": (r, fmt) for r in releases for fmt, info in r.formats.items()}
+    problems = []
+    for status, path in changes:
+        if path in by_dvc_file and status != "A":
+            rel, fmt = by_dvc_file[path]
+            what = {"D": "deletes", "M": "modifies"}.get(status[0], "changes")
+            problems.append(f"{rel.name}@{rel.version} ({fmt}): the commit {what} {path}")
+        for prefix, (rel, fmt) in folders.items():
+            if path.startswith(prefix):
+                problems.append(f"{rel.name}@{rel.version} ({fmt}): the commit adds {path} to git (release data lives in DVC)")
+    if not problems:
+        return 0
+    _say("commit refused: released versions are immutable:")
+    for p in problems:
+        sys.stderr.write(f"  - {p}\n")
+    _say("unstage them (git restore --staged <file>; git checkout -- <file>), or commit with --no-verify to override")
+    return 1

@@ -1,0 +1,302 @@
+"""Guarding pushes and commits: real `git push` to a real bare repository, real DVC remote."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import ROOT, git, kgit, snapshot
+
+import kgit as api
+from kgit import hooks
+
+
+@pytest.fixture
+def origin_repo(kgit_repo: Path, tmp_path: Path) -> tuple[Path, Path, Path]:
+    """kgit_repo with a bare `origin`; returns (repo, origin, dvc remote folder)."""
+    origin = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", str(origin))
+    git(kgit_repo, "remote", "add", "origin", str(origin))
+    return kgit_repo, origin, tmp_path / "remote"
+
+
+def push(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", "push", "origin", "main", *args], cwd=repo, capture_output=True, text=True)
+
+
+def remote_has_version(remote: Path, repo: Path, dvc_file: str) -> bool:
+    """Every object of the version (its .dir manifest and each file) is in the DVC remote."""
+    md5 = yaml.safe_load((repo / dvc_file).read_text())["outs"][0]["md5"]
+    manifest = remote / "files" / "md5" / md5[:2] / md5[2:]
+    if not manifest.exists():
+        return False
+    entries = json.loads(manifest.read_text())
+    return all((remote / "files" / "md5" / e["md5"][:2] / e["md5"][2:]).exists() for e in entries)
+
+
+def origin_tags(origin: Path) -> list[str]:
+    return git(origin, "tag", "-l").split()
+
+
+def test_good_release_is_pushed_with_its_data(origin_repo, plain_model) -> None:  # type: ignore[no-untyped-def]
+    repo, origin, remote = origin_repo
+    rec = api.release(plain_model, "good", formats=["keras", "savedmodel"], repo=repo)
+    proc = push(repo)
+    assert proc.returncode == 0, proc.stderr
+    assert origin_tags(origin) == ["good@v1.0.0"]  # push.followTags sends the release tag
+    for info in rec.formats.values():
+        assert remote_has_version(remote, repo, info["path"] + ".dvc")
+    assert "uploading good@v1" in proc.stderr
+    # the release validated it already: the hook did not run the validation again
+    assert "dvc repro" not in proc.stderr
+
+
+def _tamper_byte(folder: Path) -> None:
+    target = folder / "model.keras"
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+
+
+def _edit_metadata(folder: Path) -> None:
+    meta = json.loads((folder / "metadata.json").read_text())
+    meta["hyperparameters"] = {"lr": 123}
+    (folder / "metadata.json").write_text(json.dumps(meta))
+
+
+def _change_reference_outputs(folder: Path) -> None:
+    ref = dict(np.load(folder / "reference_outputs.npz"))
+    ref = {k: v + 1.0 for k, v in ref.items()}
+    with open(folder / "reference_outputs.npz", "wb") as fh:
+        np.savez(fh, **ref)
+
+
+def _delete_file(folder: Path) -> None:
+    (folder / "reference_inputs.npz").unlink()
+
+
+@pytest.mark.parametrize("tamper,check", [
+    (_tamper_byte, "files"), (_edit_metadata, "metadata"), (_change_reference_outputs, "files"), (_delete_file, "files"),
+])
+def test_tampered_release_is_refused(origin_repo, plain_model, tamper, check: str) -> None:  # type: ignore[no-untyped-def]
+    repo, origin, remote = origin_repo
+    rec = api.release(plain_model, "tampered", formats="keras", repo=repo)
+    tamper(repo / rec.formats["keras"]["path"])
+    proc = push(repo)
+    assert proc.returncode != 0
+    assert "push refused" in proc.stderr
+    assert "tampered@v1" in proc.stderr and check in proc.stderr, proc.stderr
+    assert origin_tags(origin) == [] and git(origin, "branch") == ""
+    assert not (remote / "files").exists() or not any((remote / "files").rglob("*"))
+
+
+def test_roundtrip_failure_is_refused(origin_repo, plain_model) -> None:  # type: ignore[no-untyped-def]
+    """Reference outputs rewritten *with* matching hashes in metadata.json and .dvc: only a reload shows it."""
+    repo, origin, _ = origin_repo
+    rec = api.release(plain_model, "subtle", formats="keras", repo=repo)
+    folder = repo / rec.formats["keras"]["path"]
+    # --no-verify everywhere: this simulates someone forging a release by hand
+    _change_reference_outputs(folder)
+    from kgit.metadata import Metadata, sha256_file
+
+    meta = Metadata.read(folder)
+    meta.files["reference_outputs.npz"] = meta.reference.outputs_sha256 = sha256_file(folder / "reference_outputs.npz")
+    (folder / "metadata.json").write_text(meta.to_json())
+    dvc_file = repo / (rec.formats["keras"]["path"] + ".dvc")
+    data = yaml.safe_load(dvc_file.read_text())
+    data["meta"]["kgit"] = meta.to_dict()
+    dvc_file.write_text(yaml.safe_dump(data, sort_keys=False))
+    git(repo, "commit", "-q", "--no-verify", "-am", "forge")
+    proc = push(repo)
+    assert proc.returncode != 0 and "subtle@v1" in proc.stderr
+    assert "metadata" in proc.stderr or "release" in proc.stderr or "roundtrip" in proc.stderr, proc.stderr
+
+
+def test_changed_dvc_file_in_pushed_commits_is_refused(origin_repo, plain_model) -> None:  # type: ignore[no-untyped-def]
+    repo, origin, _ = origin_repo
+    rec = api.release(plain_model, "moved", formats="keras", repo=repo)
+    assert push(repo).returncode == 0
+    dvc_file = repo / (rec.formats["keras"]["path"] + ".dvc")
+    dvc_file.unlink()
+    git(repo, "commit", "-q", "--no-verify", "-am", "drop a release")
+    proc = push(repo)
+    assert proc.returncode != 0
+    assert "moved@v1 (keras)" in proc.stderr and "deleted" in proc.stderr
+    assert push(repo, "--no-verify").returncode == 0  # the documented escape
+
+
+def test_no_remote_is_refused_with_a_fix(origin_repo, plain_model) -> None:  # type: ignore[no-untyped-def]
+    repo, origin, _ = origin_repo
+    api.release(plain_model, "noremote", formats="keras", repo=repo)
+    subprocess.run([sys.executable, "-m", "dvc", "remote", "default", "--unset"], cwd=repo, check=True)
+    proc = push(repo)
+    assert proc.returncode != 0 and "no default DVC remote" in proc.stderr and "kgit init --remote" in proc.stderr
+    assert origin_tags(origin) == []
+
+
+def test_unreachable_remote_is_refused_then_retry_succeeds(origin_repo, plain_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    repo, origin, _ = origin_repo
+    rec = api.release(plain_model, "flaky", formats="keras", repo=repo)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the remote folder should be")
+    subprocess.run([sys.executable, "-m", "dvc", "remote", "modify", "kgit", "url", str(blocker / "store")], cwd=repo, check=True)
+    proc = push(repo)
+    assert proc.returncode != 0 and "uploading to DVC remote" in proc.stderr and "failed" in proc.stderr
+    assert origin_tags(origin) == []
+    good = tmp_path / "good-store"
+    subprocess.run([sys.executable, "-m", "dvc", "remote", "modify", "kgit", "url", str(good)], cwd=repo, check=True)
+    proc = push(repo)
+    assert proc.returncode == 0, proc.stderr
+    assert remote_has_version(good, repo, rec.formats["keras"]["path"] + ".dvc")
+
+
+def test_nothing_to_do_imports_neither_tensorflow_nor_dvc(origin_repo, plain_model) -> None:  # type: ignore[no-untyped-def]
+    repo, origin, _ = origin_repo
+    api.release(plain_model, "quiet", formats="keras", repo=repo)
+    assert push(repo).returncode == 0
+    (repo / "notes.txt").write_text("more work\n")
+    git(repo, "add", "notes.txt")
+    git(repo, "commit", "-q", "-m", "notes")
+    head, remote_head = git(repo, "rev-parse", "HEAD"), git(repo, "rev-parse", "origin/main")
+    stdin = f"refs/heads/main {head} refs/heads/main {remote_head}\n"
+    code = (
+        "import sys\nfrom kgit.cli import main\n"
+        "try:\n    main(['hook', 'pre-push', 'origin', sys.argv[1]])\nexcept SystemExit as e:\n    rc = e.code\nelse:\n    rc = 0\n"
+        "heavy = sorted(m for m in ('tensorflow', 'keras', 'dvc', 'h5py') if m in sys.modules)\n"
+        "sys.stderr.write(f'RC={rc} HEAVY=' + ','.join(heavy) + '\\n')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(origin)], cwd=repo, input=stdin, capture_output=True, text=True)
+    assert "RC=None HEAVY=\n" in proc.stderr or "RC=0 HEAVY=\n" in proc.stderr, proc.stderr
+    # and pushing a release that was already pushed elsewhere (new branch, same tag) is nothing to do too
+    stdin = f"refs/heads/other {head} refs/heads/other {'0' * 40}\n"
+    proc = subprocess.run([sys.executable, "-c", code, str(origin)], cwd=repo, input=stdin, capture_output=True, text=True)
+    assert "HEAVY=\n" in proc.stderr, proc.stderr
+
+
+def test_existing_hook_is_chained_and_restored(git_repo: Path, tmp_path: Path, plain_model) -> None:  # type: ignore[no-untyped-def]
+    hooks_dir = git_repo / ".git" / "hooks"
+    hooks_dir.mkdir(exist_ok=True)
+    marker = tmp_path / "team-hook-ran"
+    team_hook = f"#!/bin/sh\necho team >> {marker}\ncat > /dev/null\nexit ${{TEAM_HOOK_EXIT:-0}}\n"
+    (hooks_dir / "pre-push").write_text(team_hook)
+    (hooks_dir / "pre-push").chmod(0o755)
+    api.init(git_repo, remote=str(tmp_path / "remote"))
+    origin = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", str(origin))
+    git(git_repo, "remote", "add", "origin", str(origin))
+    api.release(plain_model, "chain", formats="keras", repo=git_repo)
+    env = {**os.environ, "TEAM_HOOK_EXIT": "1"}
+    proc = subprocess.run(["git", "push", "origin", "main"], cwd=git_repo, capture_output=True, text=True, env=env)
+    assert proc.returncode != 0 and marker.read_text() == "team\n"  # its failure still blocks
+    assert push(git_repo).returncode == 0
+    assert marker.read_text() == "team\nteam\n"
+    kgit(git_repo, "hooks", "uninstall", check=True)
+    assert (hooks_dir / "pre-push").read_text() == team_hook
+    assert not (hooks_dir / "pre-commit").exists()
+
+
+def test_dvc_hooks_installed_first_still_work(git_repo: Path, tmp_path: Path, plain_model) -> None:  # type: ignore[no-untyped-def]
+    api.init(git_repo, remote=str(tmp_path / "remote"))
+    kgit(git_repo, "hooks", "uninstall", check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "install"], cwd=git_repo, check=True, capture_output=True)
+    dvc_hooks = {h: (git_repo / ".git" / "hooks" / h).read_text() for h in ("pre-push", "pre-commit", "post-checkout")}
+    kgit(git_repo, "hooks", "install", check=True)
+    assert hooks.MARKER in (git_repo / ".git" / "hooks" / "pre-push").read_text()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # DVC's hook calls `dvc`
+    origin = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", str(origin))
+    git(git_repo, "remote", "add", "origin", str(origin))
+    (git_repo / "data.txt").write_text("tracked by dvc, pushed by DVC's own hook\n")
+    subprocess.run([sys.executable, "-m", "dvc", "add", "-q", "data.txt"], cwd=git_repo, check=True)
+    git(git_repo, "add", "data.txt.dvc", ".gitignore")
+    proc = subprocess.run(["git", "commit", "-q", "-m", "data"], cwd=git_repo, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    proc = subprocess.run(["git", "push", "origin", "main"], cwd=git_repo, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert remote_has_file(tmp_path / "remote", git_repo / "data.txt.dvc")  # DVC's pre-push ran `dvc push`
+    kgit(git_repo, "hooks", "uninstall", check=True)
+    assert {h: (git_repo / ".git" / "hooks" / h).read_text() for h in dvc_hooks} == dvc_hooks
+
+
+def remote_has_file(remote: Path, dvc_file: Path) -> bool:
+    md5 = yaml.safe_load(dvc_file.read_text())["outs"][0]["md5"]
+    return (remote / "files" / "md5" / md5[:2] / md5[2:]).exists()
+
+
+def test_install_honours_core_hookspath_and_is_idempotent(git_repo: Path) -> None:
+    git(git_repo, "config", "core.hooksPath", ".githooks")
+    assert kgit(git_repo, "hooks", "install", check=True)
+    assert (git_repo / ".githooks" / "pre-push").exists() and (git_repo / ".githooks" / "pre-commit").exists()
+    again = kgit(git_repo, "hooks", "install", check=True)
+    assert "nothing changed" in again.stderr
+
+
+def test_pre_commit_refuses_changes_to_released_versions(kgit_repo: Path, plain_model) -> None:  # type: ignore[no-untyped-def]
+    rec = api.release(plain_model, "frozen", formats="keras", repo=kgit_repo)
+    dvc_file = kgit_repo / (rec.formats["keras"]["path"] + ".dvc")
+    before = snapshot(kgit_repo)
+    text = dvc_file.read_text()
+    dvc_file.write_text(text.replace("frozen", "thawed", 1))
+    git(kgit_repo, "add", str(dvc_file.relative_to(kgit_repo)))
+    proc = subprocess.run(["git", "commit", "-m", "edit"], cwd=kgit_repo, capture_output=True, text=True)
+    assert proc.returncode != 0 and "frozen@v1 (keras)" in proc.stderr and "modifies" in proc.stderr
+    git(kgit_repo, "rm", "-q", "--cached", str(dvc_file.relative_to(kgit_repo)))
+    proc = subprocess.run(["git", "commit", "-m", "delete"], cwd=kgit_repo, capture_output=True, text=True)
+    assert proc.returncode != 0 and "deletes" in proc.stderr
+    git(kgit_repo, "reset", "-q", "HEAD")
+    dvc_file.write_text(text)
+    assert snapshot(kgit_repo) == before
+    (kgit_repo / "other.txt").write_text("unrelated\n")
+    git(kgit_repo, "add", "other.txt")
+    assert subprocess.run(["git", "commit", "-q", "-m", "fine"], cwd=kgit_repo).returncode == 0
+
+
+def test_validate_is_incremental_and_catches_changes(kgit_repo: Path, plain_model) -> None:  # type: ignore[no-untyped-def]
+    rec = api.release(plain_model, "inc", formats="keras", repo=kgit_repo)
+    first = json.loads(kgit(kgit_repo, "validate", "--json", check=True).stdout)
+    assert [r["status"] for r in first] == ["cached"]  # validated while released
+    fresh = json.loads(kgit(kgit_repo, "validate", "inc@v1", "--recheck", "--json", check=True).stdout)
+    assert fresh[0]["status"] == "passed" and fresh[0]["max_abs_diff"] == 0.0
+    _tamper_byte(kgit_repo / rec.formats["keras"]["path"])
+    proc = kgit(kgit_repo, "validate", "--json")
+    assert proc.returncode == 1
+    result = json.loads(proc.stdout)[0]
+    assert result["status"] == "failed" and result["check"] == "files" and "model.keras" in result["error"]
+
+
+def test_validate_reports_missing_data_as_missing(kgit_repo: Path, plain_model) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    rec = api.release(plain_model, "gone", formats="keras", repo=kgit_repo)
+    shutil.rmtree(kgit_repo / rec.formats["keras"]["path"])
+    proc = kgit(kgit_repo, "validate", "--json")
+    assert proc.returncode == 1
+    assert json.loads(proc.stdout)[0]["status"] == "missing"
+
+
+def test_dvc_repro_runs_the_validation_stage(kgit_repo: Path, plain_model) -> None:  # type: ignore[no-untyped-def]
+    rec = api.release(plain_model, "staged", formats="keras", repo=kgit_repo)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    ok = subprocess.run([sys.executable, "-m", "dvc", "repro", "kgit-validate"], cwd=kgit_repo, env=env,
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and "staged@v1" in ok.stdout, ok.stdout + ok.stderr
+    assert git(kgit_repo, "status", "--porcelain") == ""  # dvc.lock already held the stage
+    _delete_file(kgit_repo / rec.formats["keras"]["path"])
+    bad = subprocess.run([sys.executable, "-m", "dvc", "repro", "kgit-validate"], cwd=kgit_repo, env=env,
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "missing file(s) reference_inputs.npz" in bad.stdout
+
+
+def test_shipped_hook_files_match_the_installer() -> None:
+    for hook in hooks.HOOKS:
+        assert (ROOT / "hooks" / hook).read_text() == hooks.shim(hook)
+        assert os.access(ROOT / "hooks" / hook, os.X_OK)
+    entries = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
+    assert {e["id"]: e["entry"] for e in entries} == {
+        "kgit-pre-commit": "kgit hook pre-commit", "kgit-pre-push": "kgit hook pre-push"}
