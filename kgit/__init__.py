@@ -17,6 +17,8 @@ __all__ = [
     "KgitError",
     "ReleaseRecord",
     "__version__",
+    "diff",
+    "get",
     "init",
     "list_releases",
     "load",
@@ -26,7 +28,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from kgit.api import init, list_releases, load, release, show, validate
+    from kgit.api import diff, get, init, list_releases, load, release, show, validate
     from kgit.errors import KgitError
     from kgit.releasing import ReleaseRecord
 

@@ -29,16 +29,19 @@ def _validate(folder: Path) -> dict[str, Any]:
         formats.import_keras()
         custom = formats.load_custom_objects(meta.custom_objects)
         runs: list[dict[str, Any]] = []
+        model = None
         if meta.format == "savedmodel":
             runs.append(formats.run_savedmodel(folder, inputs, meta.signature))
-            if (folder / formats.SAVEDMODEL_KERAS).is_file():
-                model = formats.load_keras_model(folder, meta.format, custom_objects=custom, modules=meta.custom_modules,
-                                                 builder=meta.builder, unsafe=meta.unsafe, sig=meta.signature)
-                runs.append(formats.run_model(model, inputs, meta.signature))
-        else:
+        if meta.format != "savedmodel" or (folder / formats.SAVEDMODEL_KERAS).is_file():
             model = formats.load_keras_model(folder, meta.format, custom_objects=custom, modules=meta.custom_modules,
                                              builder=meta.builder, unsafe=meta.unsafe, sig=meta.signature)
             runs.append(formats.run_model(model, inputs, meta.signature))
+        if model is not None and meta.format != "weights":
+            # full-model formats promise resumable training: the optimizer must come back too
+            lost = formats.check_training_state(model, meta.training)
+            if lost:
+                result["error"] = lost
+                return result
         checks: dict[str, float] = {}
         for got in runs:
             for name, want in expected.items():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 from kgit import registry
@@ -13,7 +12,7 @@ from kgit.metadata import Metadata
 from kgit.releasing import ReleaseRecord, release
 from kgit.versions import check_name
 
-__all__ = ["release", "load", "list_releases", "show", "init", "validate", "ReleaseRecord"]
+__all__ = ["release", "load", "get", "diff", "list_releases", "show", "init", "validate", "ReleaseRecord"]
 
 
 def init(path: str | os.PathLike[str] = ".", remote: str | None = None) -> Any:
@@ -37,13 +36,21 @@ def show(name: str, version: str = "latest", fmt: str | None = None, repo: str |
     return registry.metadata(git, registry.resolve(git, name, version), fmt)
 
 
-def _release_folder(git: Repo, rel: registry.Release, fmt: str) -> Path:
-    folder = git.root / rel.formats[fmt]["path"]
-    if not (folder / "metadata.json").exists():
-        raise KgitError(
-            f"the data of {rel.name}@{rel.version} ({fmt}) is not in this work tree: run `dvc pull {rel.formats[fmt]['path']}.dvc`"
-        )
-    return folder
+def get(ref: str, *, formats: list[str] | None = None, repo: str | os.PathLike[str] = ".") -> Any:
+    """Fetch the data of ``NAME@VERSION`` (or ``NAME@latest``) from the DVC remote, verified."""
+    from kgit import fetch
+    from kgit.versions import parse_ref
+
+    name, version = parse_ref(ref)
+    return fetch.get(name, version, formats=formats, repo=Repo(repo))
+
+
+def diff(ref_a: str, ref_b: str, *, repo: str | os.PathLike[str] = ".") -> dict[str, Any]:
+    """What changed between two releases (hyperparameters, dataset, signature, formats, sizes,
+    library versions...), from git alone."""
+    from kgit import diffing
+
+    return diffing.diff(Repo(repo), ref_a, ref_b)
 
 
 def load(name: str, version: str = "latest", format: str | None = None, *, repo: str | os.PathLike[str] = ".",
@@ -63,7 +70,11 @@ def load(name: str, version: str = "latest", format: str | None = None, *, repo:
     fmt = format or next(iter(rel.formats))
     if fmt not in rel.formats:
         raise ReleaseNotFoundError(f"{name}@{rel.version} has no {fmt} format (it has {', '.join(rel.formats)})")
-    folder = _release_folder(git, rel, fmt)
+    folder = git.root / rel.formats[fmt]["path"]
+    if not (folder / "metadata.json").exists():  # not here yet: fetch that version only
+        from kgit import fetch
+
+        fetch.get(name, rel.version, formats=[fmt], repo=git)
     meta = Metadata.read(folder)
     problem = check_files(folder, meta)
     if problem:

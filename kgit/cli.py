@@ -276,6 +276,59 @@ def _training(training: dict[str, Any]) -> str:
     return f"{opt.get('class_name')} (lr {lr}), loss {json.dumps(training.get('loss'))}, metrics {json.dumps(training.get('metrics'))}"
 
 
+# -- get / diff ----------------------------------------------------------------------------------
+@app.command()
+def get(
+    ref: str = typer.Argument(..., metavar="NAME@VERSION", help="A release, e.g. mnist@v2 or mnist@latest."),
+    formats: list[str] = typer.Option([], "--format", "-f", help="Only this format (repeatable; default: all formats of the release)."),
+    json_out: bool = typer.Option(False, "--json", help="Print what was fetched as JSON."),
+) -> None:
+    """Fetch one release's data from the DVC remote (only that version's bytes), verified against the release."""
+    from kgit import api
+
+    result = api.get(ref, formats=formats or None)
+    if json_out:
+        _print_json(result.to_dict())
+        return
+    for fmt, info in result.formats.items():
+        state = "fetched" if info["fetched"] else "already here"
+        _err(f"{result.name}@{result.version} ({fmt}): {state}, verified: {info['path']} ({_size(info.get('size'))})")
+
+
+@app.command()
+def diff(
+    ref_a: str = typer.Argument(..., metavar="NAME@VERSION", help="The older release."),
+    ref_b: str = typer.Argument(..., metavar="NAME@VERSION", help="The newer release."),
+    json_out: bool = typer.Option(False, "--json", help="Print the changes as JSON."),
+) -> None:
+    """What changed between two releases: hyperparameters, training, dataset, signature, formats,
+    sizes, library versions (from git alone)."""
+    from kgit import api
+
+    result = api.diff(ref_a, ref_b)
+    if json_out:
+        _print_json(result)
+        return
+    if not result["changes"]:
+        _err(f"{result['a']} and {result['b']} have the same metadata")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(box=None, header_style="bold")
+    for col in ("section", "key", result["a"], result["b"]):
+        t.add_column(col, overflow="fold")
+    for c in result["changes"]:
+        t.add_row(c["section"], c["key"], _cell(c["a"]), _cell(c["b"]))
+    Console(soft_wrap=True).print(t)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    return json.dumps(value) if not isinstance(value, str) else value
+
+
 # -- validate ------------------------------------------------------------------------------------
 @app.command()
 def validate(

@@ -2,8 +2,8 @@
 
 Makes a scratch repository with a small training script and a params.yaml, sets it up with
 ``kgit init`` and a local-folder DVC remote, releases v1, changes a hyperparameter, releases v2,
-lists and shows the releases, then pushes to a bare "origin" (the pre-push hook validates and
-uploads the data). Every step runs the real ``kgit``/``git`` command it prints.
+lists and shows the releases, pushes to a bare "origin" (the pre-push hook validates and uploads
+the data), and finally plays a teammate: clone, list, fetch one version, validate and load it. Every step runs the real ``kgit``/``git`` command it prints.
 """
 
 from __future__ import annotations
@@ -46,6 +46,18 @@ TRAIN_PY = textwrap.dedent('''\
         return model
 ''')
 
+_LOAD_AND_COMPARE = textwrap.dedent('''\
+    import numpy as np
+    import kgit
+    model = kgit.load("circle", "v2", format="keras")  # compiled, optimizer state restored
+    folder = "artifacts/circle/keras/v2"
+    x = np.load(f"{folder}/reference_inputs.npz")["point"]
+    want = np.load(f"{folder}/reference_outputs.npz")["output_0"]
+    got = np.asarray(model(x, training=False))
+    print(f"loaded {model.name}: {model.count_params()} parameters, optimizer step {int(model.optimizer.iterations)}; "
+          f"max abs diff from the outputs recorded at release: {np.max(np.abs(got - want)):.2g}")
+''')
+
 PARAMS = "seed: 7\nunits: 16\nlearning_rate: {lr}\nepochs: 5\n"
 
 
@@ -60,7 +72,7 @@ def _run(console, cmd: list[str], cwd: Path, show: bool = True) -> str:  # type:
     if show:
         console.print(f"[bold cyan]$ {shown}[/bold cyan]")
     exe = [sys.executable, "-m", "kgit", *cmd[1:]] if cmd[0] == "kgit" else cmd
-    env = {**os.environ, "COLUMNS": str(max(console.width, 100))}
+    env = {**os.environ, "COLUMNS": str(max(console.width, 120))}
     proc = subprocess.run(exe, cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL, env=env)
     output = (proc.stdout + proc.stderr).rstrip()
     if show and output:
@@ -115,7 +127,7 @@ def run_demo(directory: Path | None = None) -> Path:
 
     step(6, "Publish: `git push` to the team's repository; kgit's pre-push hook validates and uploads the data")
     origin = base / "origin.git"
-    _run(console, ["git", "init", "-q", "--bare", str(origin)], base)
+    _run(console, ["git", "init", "-q", "--bare", "--initial-branch=main", str(origin)], base)
     _run(console, ["git", "remote", "add", "origin", str(origin)], repo)
     _run(console, ["git", "push", "-u", "origin", "main"], repo)
     _run(console, ["git", "ls-remote", "--tags", "origin"], repo)
@@ -127,6 +139,16 @@ def run_demo(directory: Path | None = None) -> Path:
     console.print(textwrap.indent(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "", "  "), markup=False)
     if proc.returncode == 0:
         raise KgitError("demo: re-releasing v2 should have been refused")
+
+    step(8, "Another machine: clone, list before any download, fetch one version, load it, compare")
+    clone = base / "teammate"
+    _run(console, ["git", "clone", "-q", str(origin), str(clone)], base)
+    _run(console, ["kgit", "list"], clone)
+    _run(console, ["kgit", "get", "circle@v2"], clone)
+    _run(console, ["kgit", "validate", "circle@v2"], clone)
+    console.print("[bold cyan]$ python -c 'import kgit; model = kgit.load(\"circle\", \"v2\", format=\"keras\"); ...'[/bold cyan]")
+    out = _run(console, [sys.executable, "-c", _LOAD_AND_COMPARE], clone, show=False)
+    console.print(textwrap.indent(out.rstrip(), "  "), markup=False)
 
     console.print(f"\n[bold green]Done.[/bold green] The demo repository is {repo}, pushed to {origin}; "
                   f"the model data is in the DVC remote {remote}.")

@@ -110,6 +110,20 @@ def add(root: Path, targets: list[Path]) -> None:
         raise KgitError(f"`dvc add {' '.join(rel)}` failed: {exc}") from None
 
 
+def pull(root: Path, dvc_files: list[str], remote: str | None = None) -> int:
+    """``dvc pull`` exactly these ``.dvc`` files (fetch into the cache, check out into the work tree).
+
+    Returns how many files DVC fetched. DVC shows its own progress bars on a terminal."""
+    from dvc.exceptions import DvcException
+
+    try:
+        with open_repo(root) as repo, _cwd(root):
+            stats = repo.pull(targets=dvc_files, remote=remote)
+    except DvcException as exc:
+        raise KgitError(f"fetching {', '.join(dvc_files)} from the DVC remote failed: {' '.join(str(exc).split())[:300]}") from None
+    return int((stats or {}).get("fetched", 0)) if isinstance(stats, dict) else 0
+
+
 def read_dvc_file(text: str, source: str) -> dict[str, Any]:
     try:
         data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))

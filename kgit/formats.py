@@ -226,7 +226,8 @@ def training_config(model: Any) -> dict[str, Any]:
     opt = model.optimizer
     try:
         cfg = opt.get_config()
-        result["optimizer"] = {"class_name": type(opt).__name__, "config": _json_safe(cfg)}
+        result["optimizer"] = {"class_name": type(opt).__name__, "config": _json_safe(cfg),
+                               "iterations": int(np.asarray(opt.iterations))}
     except Exception as exc:
         result["optimizer"] = {"class_name": type(opt).__name__, "error": str(exc)}
     try:
@@ -512,6 +513,7 @@ def save(model: Any, fmt: str, folder: Path) -> None:
             "a SavedModel without its Keras model can only be released as --format savedmodel: "
             "release from the .keras file or the training code for other formats"
         )
+    _repair_compile_config(model)
     try:
         if fmt == "savedmodel":
             with contextlib.redirect_stdout(sys.stderr if os.environ.get("KGIT_VERBOSE") else open(os.devnull, "w")):
@@ -519,8 +521,10 @@ def save(model: Any, fmt: str, folder: Path) -> None:
             if not is_plain_savedmodel(model):
                 (folder / SAVEDMODEL_KERAS).parent.mkdir(parents=True, exist_ok=True)
                 model.save(folder / SAVEDMODEL_KERAS)
-        elif fmt in ("keras", "h5"):
-            with _logger_level("absl", logging.ERROR):  # the "HDF5 is legacy" warning: the user chose it
+        elif fmt == "keras":
+            model.save(folder / MODEL_FILES[fmt])
+        elif fmt == "h5":
+            with _logger_level("absl", logging.ERROR), _compile_config_kept(model):  # the "HDF5 is legacy" warning: the user chose it
                 model.save(folder / MODEL_FILES[fmt])
         elif fmt == "weights":
             model.save_weights(folder / MODEL_FILES[fmt])
@@ -530,6 +534,28 @@ def save(model: Any, fmt: str, folder: Path) -> None:
         raise
     except Exception as exc:
         raise ModelSourceError(f"saving the model as {fmt} failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from None
+
+
+def _repair_compile_config(model: Any) -> None:
+    """A model the user saved as .h5 before releasing lost "optimizer" from its compile config (see
+    below); without it a .keras reloads with a default optimizer. Restore it from the live optimizer."""
+    holder = getattr(model, "_compile_config", None)
+    config = getattr(holder, "config", None)
+    if isinstance(config, dict) and "optimizer" not in config and getattr(model, "optimizer", None) is not None:
+        config["optimizer"] = model.optimizer
+
+
+@contextlib.contextmanager
+def _compile_config_kept(model: Any) -> Iterator[None]:
+    """Keras 3's legacy H5 writer pops "optimizer" out of the model's own compile config, so any
+    later ``.keras`` save of the same model would reload with a default optimizer. Put it back."""
+    holder = getattr(model, "_compile_config", None)
+    saved = dict(holder.config) if holder is not None and isinstance(getattr(holder, "config", None), dict) else None
+    try:
+        yield
+    finally:
+        if saved is not None:
+            holder.config = saved
 
 
 # -- load --------------------------------------------------------------------------------------
@@ -570,6 +596,21 @@ def load_keras_model(
             ) from None
         return model
     raise ModelSourceError(f"unknown format {fmt!r}")
+
+
+def check_training_state(model: Any, training: dict[str, Any]) -> str | None:
+    """None if a reloaded full model kept the optimizer it was released with, else what differs."""
+    if not training.get("compiled"):
+        return None
+    want = training.get("optimizer") or {}
+    opt = getattr(model, "optimizer", None)
+    if opt is None or not getattr(model, "compiled", False):
+        return "the reloaded model is not compiled, but the released one was"
+    if want.get("class_name") and type(opt).__name__ != want["class_name"]:
+        return f"the reloaded model's optimizer is {type(opt).__name__}, the released one was {want['class_name']}"
+    if "iterations" in want and int(np.asarray(opt.iterations)) != int(want["iterations"]):
+        return f"the reloaded optimizer is at step {int(np.asarray(opt.iterations))}, the released one was at step {want['iterations']}"
+    return None
 
 
 def run_savedmodel(folder: Path, arrays: dict[str, np.ndarray], sig: Signature) -> dict[str, np.ndarray]:

@@ -237,3 +237,20 @@ def test_git_kgit_alias(released) -> None:  # type: ignore[no-untyped-def]
     env = {**__import__("os").environ, "PATH": f"{Path(exe).parent}:{__import__('os').environ['PATH']}"}
     proc = subprocess.run(["git", "kgit", "list", "--json"], cwd=repo, capture_output=True, text=True, env=env)
     assert proc.returncode == 0 and json.loads(proc.stdout)[0]["name"] == "guide"
+
+
+def test_h5_before_keras_keeps_the_optimizer(kgit_repo: Path) -> None:
+    """Keras' H5 writer strips the optimizer from the model's compile config; kgit keeps it, so a
+    .keras saved after an .h5 (same release, or a later one) still resumes training."""
+    from support import zoo
+
+    model = zoo.guide_model()
+    api.release(model, "order", formats=["h5", "keras"], repo=kgit_repo)
+    api.release(model, "order", formats=["keras"], repo=kgit_repo)
+    assert model.get_compile_config()["optimizer"]["class_name"] == "Adam"  # the user's model is intact
+    model.save(kgit_repo.parent / "by-hand.h5")  # the user saving H5 themselves damages the model...
+    api.release(model, "order", formats=["keras"], repo=kgit_repo)  # ...kgit repairs it before saving
+    for version in ("v1", "v2", "v3"):
+        loaded = api.load("order", version, format="keras", repo=kgit_repo)
+        assert type(loaded.optimizer).__name__ == "Adam"
+        assert int(loaded.optimizer.iterations.numpy()) == int(model.optimizer.iterations.numpy())

@@ -1,0 +1,68 @@
+"""``kgit diff``: what changed between two releases, read from git alone."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from kgit import registry
+from kgit.git_ops import Repo
+from kgit.metadata import Metadata
+from kgit.versions import parse_ref
+
+ABSENT = None
+SECTIONS = ("hyperparameters", "training", "dataset", "signature", "formats", "sizes", "libraries", "source", "reference")
+
+
+@dataclass
+class Change:
+    section: str
+    key: str
+    a: Any
+    b: Any
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix or "(value)": value}
+
+
+def _view(rel: registry.Release, meta: Metadata) -> dict[str, dict[str, Any]]:
+    sig = meta.signature
+    return {
+        "hyperparameters": _flatten(meta.hyperparameters),
+        "training": _flatten(meta.training),
+        "dataset": {"id": meta.dataset.id, "path": meta.dataset.path, "dvc_hash": meta.dataset.dvc_hash},
+        "signature": {
+            **{f"input {s.name}": f"{s.shape} {s.dtype}" for s in sig.inputs},
+            **{f"output {s.name}": f"{s.shape} {s.dtype}" for s in sig.outputs},
+        },
+        "formats": {f: "yes" for f in rel.formats},
+        "sizes": {f: info.get("size") for f, info in rel.formats.items()},
+        "libraries": dict(meta.libraries),
+        "source": {"commit": meta.git.commit, "branch": meta.git.branch, "dirty": meta.git.dirty},
+        "reference": {"atol": meta.reference.atol, "inputs_sha256": meta.reference.inputs_sha256,
+                      "outputs_sha256": meta.reference.outputs_sha256},
+    }
+
+
+def diff(repo: Repo, ref_a: str, ref_b: str) -> dict[str, Any]:
+    """Changes from release A to release B, section by section (only what differs)."""
+    rels = []
+    for ref in (ref_a, ref_b):
+        name, version = parse_ref(ref)
+        rels.append(registry.resolve(repo, name, version))
+    views = [_view(r, registry.metadata(repo, r)) for r in rels]
+    changes = []
+    for section in SECTIONS:
+        a, b = views[0][section], views[1][section]
+        for key in list(dict.fromkeys([*a, *b])):
+            va, vb = a.get(key, ABSENT), b.get(key, ABSENT)
+            if va != vb:
+                changes.append(Change(section, key, va, vb))
+    label = [f"{r.name}@{r.version}" for r in rels]
+    return {"a": label[0], "b": label[1], "changes": [asdict(c) for c in changes]}
