@@ -17,18 +17,35 @@ __all__ = [
     "KgitError",
     "ReleaseRecord",
     "__version__",
+    "demote",
+    "deprecate",
     "diff",
     "get",
+    "history",
     "init",
     "list_releases",
     "load",
+    "promote",
     "release",
     "show",
     "validate",
 ]
 
 if TYPE_CHECKING:
-    from kgit.api import diff, get, init, list_releases, load, release, show, validate
+    from kgit.api import (
+        demote,
+        deprecate,
+        diff,
+        get,
+        history,
+        init,
+        list_releases,
+        load,
+        promote,
+        release,
+        show,
+        validate,
+    )
     from kgit.errors import KgitError
     from kgit.releasing import ReleaseRecord
 

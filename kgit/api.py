@@ -12,7 +12,8 @@ from kgit.metadata import Metadata
 from kgit.releasing import ReleaseRecord, release
 from kgit.versions import check_name
 
-__all__ = ["release", "load", "get", "diff", "list_releases", "show", "init", "validate", "ReleaseRecord"]
+__all__ = ["release", "load", "get", "diff", "list_releases", "show", "init", "validate", "promote", "demote",
+           "deprecate", "history", "ReleaseRecord"]
 
 
 def init(path: str | os.PathLike[str] = ".", remote: str | None = None) -> Any:
@@ -31,7 +32,7 @@ def list_releases(name: str | None = None, repo: str | os.PathLike[str] = ".") -
 
 
 def show(name: str, version: str = "latest", fmt: str | None = None, repo: str | os.PathLike[str] = ".") -> Metadata:
-    """Metadata of ``name@version``, from git alone (works before `dvc pull`)."""
+    """Metadata of ``name@version`` (or ``version="#prod"``), from git alone (works before `dvc pull`)."""
     git = Repo(repo)
     return registry.metadata(git, registry.resolve(git, name, version), fmt)
 
@@ -45,6 +46,41 @@ def get(ref: str, *, formats: list[str] | None = None, repo: str | os.PathLike[s
     return fetch.get(name, version, formats=formats, repo=Repo(repo))
 
 
+def promote(ref: str, stage: str, *, note: str | None = None, repo: str | os.PathLike[str] = ".", progress: Any = None) -> Any:
+    """Put a release (``NAME@VERSION``) in ``stage`` (e.g. "prod"); validates it first if needed."""
+    from kgit import stages
+    from kgit.versions import parse_ref
+
+    name, version = parse_ref(ref)
+    return stages.promote(Repo(repo), name, version, stage, note=note, progress=progress)
+
+
+def demote(name: str, stage: str, *, note: str | None = None, repo: str | os.PathLike[str] = ".") -> Any:
+    """Take ``stage`` away from whichever version of ``name`` holds it."""
+    from kgit import stages
+
+    check_name(name)
+    return stages.demote(Repo(repo), name, stage, note=note)
+
+
+def deprecate(ref: str, *, note: str | None = None, repo: str | os.PathLike[str] = ".") -> Any:
+    """Deprecate ``NAME@VERSION``: the data stays; it can no longer be promoted or resolved as latest."""
+    from kgit import stages
+    from kgit.versions import parse_ref
+
+    name, version = parse_ref(ref)
+    return stages.deprecate(Repo(repo), name, version, note=note)
+
+
+def history(name: str, *, repo: str | os.PathLike[str] = ".") -> list[registry.HistoryEvent]:
+    """Every event of a model (released, promoted, demoted, deprecated) with who, when and the commit."""
+    check_name(name)
+    events = registry.read(Repo(repo), name).events
+    if not events:
+        raise ReleaseNotFoundError(f"no releases of model {name!r}: see `kgit list`")
+    return events
+
+
 def diff(ref_a: str, ref_b: str, *, repo: str | os.PathLike[str] = ".") -> dict[str, Any]:
     """What changed between two releases (hyperparameters, dataset, signature, formats, sizes,
     library versions...), from git alone."""
@@ -53,9 +89,10 @@ def diff(ref_a: str, ref_b: str, *, repo: str | os.PathLike[str] = ".") -> dict[
     return diffing.diff(Repo(repo), ref_a, ref_b)
 
 
-def load(name: str, version: str = "latest", format: str | None = None, *, repo: str | os.PathLike[str] = ".",
-         custom_objects: dict[str, Any] | None = None) -> Any:
-    """The Keras model released as ``name@version`` (``latest`` = highest).
+def load(name: str, version: str = "latest", format: str | None = None, *, stage: str | None = None,
+         repo: str | os.PathLike[str] = ".", custom_objects: dict[str, Any] | None = None) -> Any:
+    """The Keras model released as ``name@version`` (``latest`` = highest not deprecated; or
+    ``stage="prod"`` / ``version="#prod"`` for the version in a stage).
 
     Full-model formats (savedmodel, keras, h5) come back compiled with their optimizer state, so
     training resumes; ``weights`` is rebuilt with the recorded builder. ``format`` defaults to the
@@ -65,6 +102,10 @@ def load(name: str, version: str = "latest", format: str | None = None, *, repo:
     from kgit.validation import check_files
 
     check_name(name)
+    if stage is not None:
+        from kgit.versions import check_stage
+
+        version = f"#{check_stage(stage)}"
     git = Repo(repo)
     rel = registry.resolve(git, name, version)
     fmt = format or next(iter(rel.formats))

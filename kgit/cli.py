@@ -200,17 +200,18 @@ def list_(
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
-    for col in ("name", "version", "formats", "created", "dataset", "commit"):
+    for col in ("name", "version", "stages", "formats", "created", "dataset", "commit"):
         table.add_column(col)
     for r in rels:
-        table.add_row(r.name, r.version, ",".join(r.formats), (r.created_at or "").replace("T", " ").rstrip("Z"),
-                      r.dataset_id or "-", (r.source_commit or "-")[:8])
+        stages = ",".join(r.stages) + (" [dim](deprecated)[/dim]" if r.deprecated else "")
+        table.add_row(r.name, r.version, stages or "-", ",".join(r.formats),
+                      (r.created_at or "").replace("T", " ").rstrip("Z"), r.dataset_id or "-", (r.source_commit or "-")[:8])
     Console().print(table)
 
 
 @app.command()
 def show(
-    ref: str = typer.Argument(..., metavar="NAME@VERSION", help="A release, e.g. mnist@v2 or mnist@latest."),
+    ref: str = typer.Argument(..., metavar="NAME@VERSION", help="A release, e.g. mnist@v2, mnist@latest or mnist#prod."),
     fmt: str = typer.Option(None, "--format", "-f", help="Which format's metadata (default: the first)."),
     json_out: bool = typer.Option(False, "--json", help="Print the metadata as JSON."),
 ) -> None:
@@ -224,7 +225,8 @@ def show(
     rel = registry.resolve(git, name, version)
     meta = registry.metadata(git, rel, fmt)
     if json_out:
-        _print_json({"tag": rel.tag, "release_commit": rel.commit, "formats": rel.formats, **meta.to_dict()})
+        _print_json({"tag": rel.tag, "release_commit": rel.commit, "formats": rel.formats, "stages": rel.stages,
+                     "deprecated": rel.deprecated, **meta.to_dict()})
         return
     from rich.console import Console
     from rich.table import Table
@@ -233,7 +235,8 @@ def show(
     t.add_column(style="bold")
     t.add_column()
     rows = [
-        ("model", f"{meta.name} {meta.version}"), ("tag", rel.tag), ("release commit", rel.commit[:12]),
+        ("model", f"{meta.name} {meta.version}" + (" (deprecated)" if rel.deprecated else "")), ("tag", rel.tag),
+        ("stages", ", ".join(rel.stages) or "-"), ("release commit", rel.commit[:12]),
         ("formats", ", ".join(f"{f} ({_size(i.get('size'))})" for f, i in rel.formats.items())),
         ("created", meta.created_at), ("source commit", f"{(meta.git.commit or '-')[:12]} on {meta.git.branch or '-'}"
                                        + (" (dirty)" if meta.git.dirty else "")),
@@ -276,10 +279,82 @@ def _training(training: dict[str, Any]) -> str:
     return f"{opt.get('class_name')} (lr {lr}), loss {json.dumps(training.get('loss'))}, metrics {json.dumps(training.get('metrics'))}"
 
 
+# -- stages ----------------------------------------------------------------------------------------
+@app.command()
+def promote(
+    ref: str = typer.Argument(..., metavar="NAME@VERSION", help="The release to promote, e.g. mnist@v3."),
+    stage: str = typer.Argument(..., help="The stage, e.g. prod or staging (lowercase; .gto may list the allowed ones)."),
+    note: str = typer.Option(None, "--note", help="Why: recorded in the tag message."),
+    json_out: bool = typer.Option(False, "--json", help="Print the event as JSON."),
+) -> None:
+    """Put a released version in a stage (GTO stage tag NAME#STAGE#N). Validates it first if needed."""
+    from kgit import api
+
+    with _Steps(enabled=not json_out) as steps:
+        change = api.promote(ref, stage, note=note, progress=steps)
+    _report_change(change, json_out)
+
+
+@app.command()
+def demote(
+    name: str = typer.Argument(..., help="The model."),
+    stage: str = typer.Argument(..., help="The stage to clear, e.g. prod."),
+    note: str = typer.Option(None, "--note", help="Why: recorded in the tag message."),
+    json_out: bool = typer.Option(False, "--json", help="Print the event as JSON."),
+) -> None:
+    """Take a stage away from the version that holds it (GTO tag NAME#STAGE!#N)."""
+    from kgit import api
+
+    _report_change(api.demote(name, stage, note=note), json_out)
+
+
+@app.command()
+def deprecate(
+    ref: str = typer.Argument(..., metavar="NAME@VERSION", help="The release to deprecate, e.g. mnist@v2."),
+    note: str = typer.Option(None, "--note", help="Why: recorded in the tag message."),
+    json_out: bool = typer.Option(False, "--json", help="Print the event as JSON."),
+) -> None:
+    """Deprecate a version: its data stays, but it can no longer be promoted or resolved as latest."""
+    from kgit import api
+
+    _report_change(api.deprecate(ref, note=note), json_out)
+
+
+def _report_change(change: Any, json_out: bool) -> None:
+    if json_out:
+        _print_json(change.to_dict())
+        return
+    where = f" {'to' if change.event == 'promoted' else 'from'} {change.stage}" if change.stage else ""
+    _err(f"{change.event} {change.name} {change.version}{where} (tag {change.tag}); `git push` shares it")
+
+
+@app.command()
+def history(
+    name: str = typer.Argument(..., help="The model."),
+    json_out: bool = typer.Option(False, "--json", help="Print the events as JSON."),
+) -> None:
+    """Every event of a model (released, promoted, demoted, deprecated): who, when, commit; from tags."""
+    from kgit import api
+
+    events = api.history(name)
+    if json_out:
+        _print_json([e.to_dict() for e in events])
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(box=None, header_style="bold")
+    for col in ("when", "event", "version", "stage", "who", "commit"):
+        t.add_column(col)
+    for e in events:
+        t.add_row(e.when.replace("T", " ")[:19], e.event, e.version or "-", e.stage or "-", e.who.split(" <")[0], e.commit[:8])
+    Console(soft_wrap=True).print(t)
+
+
 # -- get / diff ----------------------------------------------------------------------------------
 @app.command()
 def get(
-    ref: str = typer.Argument(..., metavar="NAME@VERSION", help="A release, e.g. mnist@v2 or mnist@latest."),
+    ref: str = typer.Argument(..., metavar="NAME@VERSION", help="A release, e.g. mnist@v2, mnist@latest or mnist#prod."),
     formats: list[str] = typer.Option([], "--format", "-f", help="Only this format (repeatable; default: all formats of the release)."),
     json_out: bool = typer.Option(False, "--json", help="Print what was fetched as JSON."),
 ) -> None:

@@ -73,13 +73,18 @@ def _range(repo: Repo, u: RefUpdate, remote: str) -> list[str]:
 def plan_push(repo: Repo, updates: list[RefUpdate], remote: str) -> PushPlan:
     """Git only: which releases a push brings, and which released versions it changes."""
     plan = PushPlan()
-    released = {r.tag: r for r in registry.releases(repo)}
+    reg = registry.read(repo)
+    released = {r.tag: r for r in reg.releases}
+    # a pushed stage tag brings the version it points to (validated before it reaches production)
+    staged = {e.tag: f"{e.name}@{e.version}" for e in reg.events if e.event == "promoted" and e.version}
+    tag_of = {f"{r.name}@{r.version}": r.tag for r in reg.releases}
     by_dvc_file = {f"{info['path']}.dvc": (r, fmt) for r in released.values() for fmt, info in r.formats.items()}
     for u in updates:
         if u.local_sha == ZERO:
             continue  # a deletion sends nothing
         if u.local_ref.startswith("refs/tags/"):
             tag = u.local_ref[len("refs/tags/"):]
+            tag = tag_of.get(staged.get(tag, ""), tag)
             if tag in released and tag not in plan.tags:
                 plan.tags.append(tag)
             continue

@@ -22,7 +22,28 @@ _TAG_RE = re.compile(
     r"^(?P<name>[a-z0-9](?:[a-z0-9_-]*[a-z0-9])?)@v(?P<major>0|[1-9]\d*)\.(?P<minor>0|[1-9]\d*)\.(?P<patch>0|[1-9]\d*)$"
 )
 
+_STAGE_RE = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$")
+# GTO's event tags: stage assigned / unassigned, version deregistered, artifact deprecated; #N counts
+# the artifact's events (1 + the highest counter of any of its tags).
+_EVENT_RE = re.compile(
+    r"^(?P<name>[a-z0-9](?:[a-z0-9_-]*[a-z0-9])?)"
+    r"(?:#(?P<stage>[a-z0-9](?:[a-z0-9_-]*[a-z0-9])?)(?P<stage_cancel>!?)"
+    r"|@v(?P<major>0|[1-9]\d*)\.(?P<minor>0|[1-9]\d*)\.(?P<patch>0|[1-9]\d*)!"
+    r"|@(?P<deprecated>deprecated))"
+    r"#(?P<counter>[0-9]+)$"
+)
+
 BUMPS = ("major", "minor", "patch")
+
+
+def check_stage(stage: str) -> str:
+    """Return ``stage`` if it is a valid stage name (e.g. prod, staging), else raise InvalidNameError."""
+    if not isinstance(stage, str) or not _STAGE_RE.match(stage):
+        raise InvalidNameError(
+            f"invalid stage name {stage!r}: use lowercase letters, digits, '-' and '_', "
+            "starting and ending with a letter or digit (e.g. prod, staging)"
+        )
+    return stage
 
 
 def check_name(name: str) -> str:
@@ -121,10 +142,59 @@ def parse_tag(tag: str) -> tuple[str, Version] | None:
     return m.group("name"), Version(int(m.group("major")), int(m.group("minor")), int(m.group("patch")))
 
 
+@dataclass(frozen=True)
+class Event:
+    """A GTO event tag: kind is "promote", "demote", "deprecate" (a version) or "deprecate-model"."""
+
+    kind: str
+    name: str
+    counter: int
+    stage: str | None = None
+    version: Version | None = None
+
+
+def stage_tag(name: str, stage: str, counter: int, cancel: bool = False) -> str:
+    return f"{name}#{stage}{'!' if cancel else ''}#{counter}"
+
+
+def deprecate_tag(name: str, version: Version, counter: int) -> str:
+    return f"{name}@{version.semver}!#{counter}"
+
+
+def parse_event(tag: str) -> Event | None:
+    m = _EVENT_RE.match(tag)
+    if not m:
+        return None
+    counter = int(m.group("counter"))
+    if m.group("stage"):
+        kind = "demote" if m.group("stage_cancel") else "promote"
+        return Event(kind, m.group("name"), counter, stage=m.group("stage"))
+    if m.group("deprecated"):
+        return Event("deprecate-model", m.group("name"), counter)
+    version = Version(int(m.group("major")), int(m.group("minor")), int(m.group("patch")))
+    return Event("deprecate", m.group("name"), counter, version=version)
+
+
+def counter_of(tag: str) -> int:
+    """The ``#N`` event counter of any of a model's tags (0 for a plain version tag)."""
+    event = parse_event(tag)
+    return event.counter if event else 0
+
+
 def parse_ref(ref: str) -> tuple[str, str]:
-    """Split ``NAME@VERSION`` (VERSION may be ``latest``) into its parts."""
+    """Split a release reference into (name, selector).
+
+    ``NAME@VERSION`` -> (name, "v2"), ``NAME@latest`` -> (name, "latest"),
+    ``NAME#STAGE`` -> (name, "#prod")."""
+    if "#" in ref and "@" not in ref:
+        name, _, stage = ref.partition("#")
+        check_name(name)
+        check_stage(stage)
+        return name, f"#{stage}"
     if "@" not in ref:
-        raise InvalidVersionError(f"expected NAME@VERSION (e.g. mnist@v2 or mnist@latest), got {ref!r}")
+        raise InvalidVersionError(
+            f"expected NAME@VERSION or NAME#STAGE (e.g. mnist@v2, mnist@latest, mnist#prod), got {ref!r}"
+        )
     name, _, version = ref.partition("@")
     check_name(name)
     if version != "latest":

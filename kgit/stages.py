@@ -1,0 +1,118 @@
+"""Stages and deprecation: ``kgit promote``, ``kgit demote``, ``kgit deprecate``.
+
+Each is one annotated tag in GTO's grammar, so ``gto show`` and ``dvc artifacts get --stage`` agree
+with kgit: ``NAME#STAGE#N`` (promote), ``NAME#STAGE!#N`` (demote), ``NAME@vX.Y.Z!#N`` (deprecate a
+version). ``N`` is one more than the highest event counter of the model's tags, as GTO counts.
+Stage and deprecation tags point at the version's release commit and travel with ``git push``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kgit import registry, txn
+from kgit.errors import KgitError
+from kgit.git_ops import Repo
+from kgit.versions import Version, check_stage, deprecate_tag, stage_tag
+
+GTO_CONFIG = ".gto"
+
+
+@dataclass
+class StageChange:
+    event: str
+    name: str
+    version: str
+    stage: str | None
+    tag: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"event": self.event, "name": self.name, "version": self.version, "stage": self.stage, "tag": self.tag}
+
+
+def allowed_stages(root: Path) -> list[str] | None:
+    """Stages the team allows, from GTO's config file ``.gto`` (``stages: [dev, staging, prod]``)."""
+    path = root / GTO_CONFIG
+    if not path.exists():
+        return None
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise KgitError(f"{GTO_CONFIG} is not valid YAML ({' '.join(str(exc).split())[:150]})") from None
+    stages = data.get("stages") if isinstance(data, dict) else None
+    return [str(s) for s in stages] if isinstance(stages, list) and stages else None
+
+
+def _check_stage(repo: Repo, stage: str) -> str:
+    check_stage(stage)
+    allowed = allowed_stages(repo.root)
+    if allowed is not None and stage not in allowed:
+        raise KgitError(f"unknown stage {stage!r}: {GTO_CONFIG} allows {', '.join(allowed)}")
+    return stage
+
+
+def _message(event: str, rel: registry.Release, stage: str | None, note: str | None) -> str:
+    what = f"{event} {rel.name} {rel.version}" + (f" {'to' if event == 'promote' else 'from'} {stage}" if stage else "")
+    body = {"event": event, "name": rel.name, "version": rel.version, "stage": stage, "release": rel.tag}
+    return f"kgit {what}\n\n" + (f"{note}\n\n" if note else "") + f"kgit-event: {json.dumps(body)}\n"
+
+
+def promote(repo: Repo, name: str, version: str, stage: str, *, note: str | None = None, progress: Any = None) -> StageChange:
+    """Put ``name@version`` in ``stage`` (validating it first if it has not been validated here)."""
+    from kgit import checking
+
+    _check_stage(repo, stage)
+    with txn.repo_lock(repo):
+        txn.recover(repo)
+        reg = registry.read(repo, name)
+        rel = registry.resolve(repo, name, version)
+        if rel.deprecated:
+            raise KgitError(f"{name}@{rel.version} is deprecated: it cannot be promoted (release a new version)")
+        if stage in rel.stages:
+            raise KgitError(f"{name}@{rel.version} is already in {stage}")
+        targets = [checking.Target(rel, fmt) for fmt in rel.formats]
+        results = checking.check(repo, targets, progress=progress)
+        bad = [r for r in results if not r.ok]
+        if bad:
+            r = bad[0]
+            raise KgitError(f"cannot promote {name}@{rel.version}: {r.format} {r.check} check {r.status}: {r.reason()}")
+        tag = stage_tag(name, stage, reg.max_counter.get(name, 0) + 1)
+        repo.create_tag(tag, rel.commit, _message("promote", rel, stage, note))
+    return StageChange("promoted", name, rel.version, stage, tag)
+
+
+def demote(repo: Repo, name: str, stage: str, *, note: str | None = None) -> StageChange:
+    """Take ``stage`` away from the version that holds it."""
+    check_stage(stage)
+    with txn.repo_lock(repo):
+        txn.recover(repo)
+        reg = registry.read(repo, name)
+        holder = next((r for r in reg.releases if stage in r.stages), None)
+        if holder is None:
+            raise KgitError(f"no version of {name} is in stage {stage!r}: nothing to demote")
+        tag = stage_tag(name, stage, reg.max_counter.get(name, 0) + 1, cancel=True)
+        repo.create_tag(tag, holder.commit, _message("demote", holder, stage, note))
+    return StageChange("demoted", name, holder.version, stage, tag)
+
+
+def deprecate(repo: Repo, name: str, version: str, *, note: str | None = None) -> StageChange:
+    """Mark ``name@version`` deprecated: its data stays; it can no longer be promoted or be ``latest``."""
+    with txn.repo_lock(repo):
+        txn.recover(repo)
+        reg = registry.read(repo, name)
+        if version == "latest" or version.startswith("#"):
+            raise KgitError("name the version to deprecate explicitly (NAME@vN), not latest or a stage")
+        rel = registry.resolve(repo, name, version)
+        if rel.deprecated:
+            raise KgitError(f"{name}@{rel.version} is already deprecated")
+        if rel.stages:
+            raise KgitError(f"{name}@{rel.version} is in {', '.join(rel.stages)}: demote it first "
+                            f"(kgit demote {name} {rel.stages[0]}) or promote another version there")
+        tag = deprecate_tag(name, Version.parse(rel.version), reg.max_counter.get(name, 0) + 1)
+        repo.create_tag(tag, rel.commit, _message("deprecate", rel, None, note))
+    return StageChange("deprecated", name, rel.version, None, tag)
