@@ -122,6 +122,8 @@ def _parse_params(params: list[str], params_file: Path | None) -> dict[str, Any]
             raise KgitError(f"cannot read --params {params_file}: {exc.strerror}") from None
         except yaml.YAMLError as exc:
             raise KgitError(f"--params {params_file} is not valid YAML/JSON ({' '.join(str(exc).split())[:150]})") from None
+        except RecursionError:
+            raise KgitError(f"--params {params_file} is nested too deeply to read") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise KgitError(f"--params {params_file} must hold a mapping of names to values")
         result.update(loaded or {})

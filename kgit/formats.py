@@ -405,7 +405,13 @@ def _wrap_savedmodel(path: Path) -> Any:
         name: keras.Input(shape=spec.shape[1:], dtype=spec.dtype.name, name=name)
         for name, spec in sig.structured_input_signature[1].items()
     }
-    layer = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default")
+    class _SignatureLayer(keras.layers.TFSMLayer):  # type: ignore[misc,name-defined]
+        """serving_default takes keyword arguments; TFSMLayer passes one positional."""
+
+        def call(self, inputs: Any, training: bool = False, **kwargs: Any) -> Any:
+            return self.call_endpoint_fn(**inputs)
+
+    layer = _SignatureLayer(str(path), call_endpoint="serving_default")
     model = keras.Model(inputs, layer(inputs))
     model._kgit_plain_savedmodel = True
     return model

@@ -166,5 +166,7 @@ def hash_folder(folder: Path, exclude: tuple[str, ...] = (METADATA_FILE,)) -> di
 def check_json_serialisable(value: Any, what: str) -> None:
     try:
         json.dumps(value, allow_nan=False)
+    except RecursionError:
+        raise KgitError(f"{what} are nested too deeply to record: flatten them") from None
     except (TypeError, ValueError) as exc:
         raise KgitError(f"{what} is not JSON-serialisable ({exc}): use numbers, strings, lists and dicts") from None

@@ -223,7 +223,8 @@ def _prepare_model(source: Any, req: _Request) -> _Prepared:
     if req.builder:
         formats.resolve_attr(req.builder, "builder")  # fail now if it cannot be imported
     model = formats.obtain_model(source, custom, req.unsafe)
-    modules = formats.inspect_custom_objects(model, custom, req.unsafe)
+    # a plain SavedModel (no Keras model inside) is only ever re-exported, never Keras-serialised
+    modules = [] if formats.is_plain_savedmodel(model) else formats.inspect_custom_objects(model, custom, req.unsafe)
 
     given = req.reference_input
     arrays = None

@@ -29,9 +29,11 @@ FAILPOINT_ENV = "KGIT_FAILPOINT"
 
 
 def failpoint(name: str) -> None:
-    """Crash-test hook: ``KGIT_FAILPOINT=<name>`` kills the process with SIGKILL at that point."""
-    if os.environ.get(FAILPOINT_ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+    """Crash-test hook: ``KGIT_FAILPOINT=<name>`` kills the process with SIGKILL at that point;
+    ``<name>:INT`` / ``<name>:TERM`` send SIGINT (Ctrl-C) / SIGTERM instead."""
+    point, _, sig = os.environ.get(FAILPOINT_ENV, "").partition(":")
+    if point == name:
+        os.kill(os.getpid(), {"INT": signal.SIGINT, "TERM": signal.SIGTERM}.get(sig, signal.SIGKILL))
 
 
 def state_dir(repo: Repo) -> Path:
@@ -141,10 +143,23 @@ def rollback(repo: Repo, journal: Journal) -> None:
                 p.unlink()
         else:
             p.write_text(content)
+    for rel in [*journal.created, *journal.backups]:
+        _remove_empty_parents(root, root / rel)
     paths = [p for p in [*journal.created, *journal.backups] if p]
     if paths and repo.head():
         # Unstage what the release staged; paths absent from HEAD simply leave the index.
         repo.git("reset", "-q", "HEAD", "--", *paths, check=False)
+
+
+def _remove_empty_parents(root: Path, path: Path) -> None:
+    """The release created artifacts/<name>/<format>/ if they did not exist: remove them if empty."""
+    parent = path.parent
+    while parent != root and root in parent.parents:
+        try:
+            parent.rmdir()  # only succeeds when empty
+        except OSError:
+            return
+        parent = parent.parent
 
 
 def recover(repo: Repo, log: object = None) -> str | None:

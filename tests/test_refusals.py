@@ -234,3 +234,9 @@ def test_unknown_release_in_show(repo_v1) -> None:  # type: ignore[no-untyped-de
     refused(repo, "show", "plain@v9", expect="not released")
     refused(repo, "show", "nosuch@v1", expect="no releases of model")
     refused(repo, "show", "plain", expect="NAME@VERSION")
+
+
+def test_plain_savedmodel_only_as_savedmodel(repo_v1) -> None:  # type: ignore[no-untyped-def]
+    repo, files = repo_v1
+    refused(repo, "release", "exported", "--from", str(files / "exported"), "-f", "keras",
+            expect="only be released as --format savedmodel")
