@@ -29,6 +29,7 @@ __all__ = [
     "release",
     "show",
     "validate",
+    "verify",
 ]
 
 if TYPE_CHECKING:

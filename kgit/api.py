@@ -13,7 +13,7 @@ from kgit.releasing import ReleaseRecord, release
 from kgit.versions import check_name
 
 __all__ = ["release", "load", "get", "diff", "list_releases", "show", "init", "validate", "promote", "demote",
-           "deprecate", "history", "ReleaseRecord"]
+           "deprecate", "history", "verify", "ReleaseRecord"]
 
 
 def init(path: str | os.PathLike[str] = ".", remote: str | None = None) -> Any:
@@ -44,6 +44,14 @@ def get(ref: str, *, formats: list[str] | None = None, repo: str | os.PathLike[s
 
     name, version = parse_ref(ref)
     return fetch.get(name, version, formats=formats, repo=Repo(repo))
+
+
+def verify(refs: list[str] | None = None, *, repo: str | os.PathLike[str] = ".") -> list[Any]:
+    """Check the signatures of releases (all when ``refs`` is None) against the trusted keys."""
+    from kgit import checking
+
+    git = Repo(repo)
+    return checking.verify_signatures(git, checking.targets_for(git, refs))
 
 
 def promote(ref: str, stage: str, *, note: str | None = None, repo: str | os.PathLike[str] = ".", progress: Any = None) -> Any:
@@ -120,6 +128,11 @@ def load(name: str, version: str = "latest", format: str | None = None, *, stage
     problem = check_files(folder, meta)
     if problem:
         raise KgitError(f"{name}@{rel.version} ({fmt}) does not match its release: {problem}")
+    from kgit.checking import signature_problem
+
+    problem = signature_problem(git, folder, meta, f"{name}@{rel.version} ({fmt})")
+    if problem:
+        raise KgitError(problem)
     custom = fmts.load_custom_objects(meta.custom_objects)
     custom.update(custom_objects or {})
     return fmts.load_keras_model(folder, fmt, custom_objects=custom, modules=meta.custom_modules,

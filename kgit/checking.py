@@ -43,11 +43,26 @@ def _fingerprint(folder: Path) -> dict[str, list[int]]:
     return fp
 
 
+def _trust_state(root: Path) -> str:
+    """Signing policy and trusted key files, cheaply (stat only): part of what a validation was valid for."""
+    from kgit import signing
+
+    parts = []
+    for rel in (signing.POLICY_FILE,):
+        p = root / rel
+        parts.append(f"{rel}:{p.stat().st_mtime_ns if p.exists() else '-'}")
+    keys = root / signing.KEYS_DIR
+    if keys.is_dir():
+        parts += sorted(f"{k.name}:{k.stat().st_size}:{k.stat().st_mtime_ns}" for k in keys.glob("*.pem"))
+    return ";".join(parts)
+
+
 class Record:
     """Versions validated on this machine, keyed by ``tag/format``."""
 
     def __init__(self, repo: Repo) -> None:
         self.path = txn.state_dir(repo) / RECORD_FILE
+        self.trust = _trust_state(repo.root)
         try:
             self.data: dict[str, Any] = json.loads(self.path.read_text())
         except (OSError, ValueError):
@@ -61,6 +76,8 @@ class Record:
         entry = self.data.get(self.key(tag, fmt))
         if not entry or entry.get("md5") != md5 or not folder.is_dir():
             return False
+        if entry.get("trust") != self.trust:  # trusted keys or signing policy changed: check again
+            return False
         try:
             return bool(entry.get("files") == _fingerprint(folder))
         except OSError:
@@ -70,7 +87,8 @@ class Record:
         return dict(self.data.get(self.key(tag, fmt)) or {})
 
     def mark(self, tag: str, fmt: str, md5: str | None, folder: Path, max_abs_diff: float | None) -> None:
-        self.data[self.key(tag, fmt)] = {"md5": md5, "files": _fingerprint(folder), "max_abs_diff": max_abs_diff}
+        self.data[self.key(tag, fmt)] = {"md5": md5, "files": _fingerprint(folder), "max_abs_diff": max_abs_diff,
+                                         "trust": self.trust}
 
     def save(self) -> None:
         tmp = self.path.with_suffix(".tmp")
@@ -147,7 +165,29 @@ def _static_checks(repo: Repo, t: Target) -> tuple[FolderResult | None, Metadata
     problem = check_files(folder, meta)
     if problem:
         return _fail(t, "files", problem, atol=meta.reference.atol), None
+    problem = signature_problem(repo, folder, meta, t.label + f" ({t.fmt})")
+    if problem:
+        return _fail(t, "signature", problem, atol=meta.reference.atol), None
     return None, meta
+
+
+def signature_problem(repo: Repo, folder: Path, meta: Metadata, label: str) -> str | None:
+    """None if the folder's signature verifies with a trusted key (or signing is off and it is
+    unsigned); else what is wrong. Checked against the metadata's recorded signer too."""
+    from kgit import signing
+
+    mode = signing.policy(repo.root)
+    if meta.signed_by is None and mode != "required":
+        return None
+    if meta.signed_by is None:
+        return f"{label} is not signed, and this repository requires signed releases ({signing.POLICY_FILE})"
+    try:
+        fp = signing.verify(folder, signing.trusted_keys(repo.root), label)
+    except KgitError as exc:
+        return str(exc)
+    if fp != meta.signed_by:
+        return f"{label} is signed by key {fp[:16]}, but its metadata says {meta.signed_by[:16]}"
+    return None
 
 
 def check(repo: Repo, targets: list[Target], *, use_record: bool = True, progress: Any = None) -> list[FolderResult]:
@@ -199,3 +239,21 @@ def remember_release(repo: Repo, tag: str, formats: dict[str, dict[str, Any]], v
     for fmt, info in formats.items():
         record.mark(tag, fmt, info.get("md5"), repo.root / info["path"], diffs.get(fmt))
     record.save()
+
+
+def verify_signatures(repo: Repo, targets: list[Target]) -> list[FolderResult]:
+    """Signature check only (``kgit verify``): data present, metadata as released, files, signature."""
+    results = []
+    for t in targets:
+        failed = release_check(repo, t)
+        if failed is None:
+            failed, meta = _static_checks(repo, t)
+        if failed is not None:
+            results.append(failed)
+            continue
+        assert meta is not None
+        if meta.signed_by is None:
+            results.append(_fail(t, "signature", f"{t.label} ({t.fmt}) is not signed", status="unsigned"))
+            continue
+        results.append(FolderResult(t.label, t.fmt, True, check="signature", status="passed"))
+    return results

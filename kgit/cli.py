@@ -255,6 +255,7 @@ def show(
         rows.append(("custom objects", ", ".join(meta.custom_modules + meta.custom_objects)))
     if meta.builder:
         rows.append(("builder", meta.builder))
+    rows.append(("signed by", f"key {meta.signed_by[:16]}" if meta.signed_by else "not signed"))
     if meta.notes:
         rows.append(("notes", meta.notes))
     rows.append(("files", f"{len(meta.files)} (sha256 recorded)"))
@@ -496,6 +497,99 @@ def hook(
         raise KgitError(f"unknown hook {name!r}: kgit provides pre-push and pre-commit")
     if code:
         raise typer.Exit(code)
+
+
+# -- signing -----------------------------------------------------------------------------------
+keys_app = typer.Typer(help="Signing keys and the repository's signing policy.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("init")
+def keys_init(
+    private_key: Path = typer.Option(None, "--private-key", metavar="PEM", help="Register this existing EC private key instead of creating one."),
+    name: str = typer.Option(None, "--name", help="File name for the public key under .kgit/keys/ (default: its fingerprint)."),
+    require: bool = typer.Option(False, "--require", help="Make signed releases required (default policy: optional)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Create (or register) your signing key: private key outside the repository, public key committed."""
+    from kgit import signing
+    from kgit.git_ops import Repo
+
+    result = signing.init_keys(Repo("."), private_key=private_key, name=name, require=require)
+    if json_out:
+        _print_json(result)
+        return
+    for c in result["changes"] or ["your key is already set up; nothing changed"]:
+        _err(f"kgit: {c}")
+    _err(f"kgit: key fingerprint {result['fingerprint'][:16]}, policy {result['policy']}")
+
+
+@keys_app.command("trust")
+def keys_trust(
+    public_key: Path = typer.Argument(..., metavar="PUBLIC.pem", help="A teammate's (or CI's) EC public key."),
+    name: str = typer.Option(None, "--name", help="File name under .kgit/keys/ (default: its fingerprint)."),
+) -> None:
+    """Trust another public key (committed under .kgit/keys/)."""
+    from kgit import signing
+    from kgit.git_ops import Repo
+
+    result = signing.trust(Repo("."), public_key, name)
+    state = "now trusted" if result["added"] else "already trusted"
+    _err(f"kgit: key {result['fingerprint'][:16]} {state} ({result['public_key']})")
+
+
+@keys_app.command("policy")
+def keys_policy(
+    value: str = typer.Argument(None, metavar="[off|optional|required]", help="The new policy; omit to print the current one."),
+) -> None:
+    """Show or set the repository's signing policy (committed in .kgit/signing.yaml)."""
+    from kgit import signing
+    from kgit.git_ops import Repo
+
+    repo = Repo(".")
+    if value is None:
+        typer.echo(signing.policy(repo.root))
+        return
+    changed = signing.set_policy(repo, value)
+    _err(f"kgit: signing policy {'set to' if changed else 'already'} {value}")
+
+
+@keys_app.command("list")
+def keys_list(json_out: bool = typer.Option(False, "--json", help="Print the keys as JSON.")) -> None:
+    """List the trusted public keys, the policy, and your signing key."""
+    from kgit import signing
+    from kgit.git_ops import Repo
+
+    repo = Repo(".")
+    keys = [{"file": str(k.path.relative_to(repo.root)), "fingerprint": k.fingerprint} for k in signing.trusted_keys(repo.root)]
+    mine = signing.private_key_path(repo)
+    data = {"policy": signing.policy(repo.root), "trusted": keys, "signing_key": str(mine) if mine else None}
+    if json_out:
+        _print_json(data)
+        return
+    typer.echo(f"policy: {data['policy']}\nsigning key: {data['signing_key'] or '-'}")
+    for k in keys:
+        typer.echo(f"trusted: {k['fingerprint'][:16]}  {k['file']}")
+
+
+@app.command()
+def verify(
+    refs: list[str] = typer.Argument(None, metavar="[NAME@VERSION]...", help="Releases to check (default: all)."),
+    all_: bool = typer.Option(False, "--all", help="Check every release."),
+    json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+) -> None:
+    """Check release signatures against the trusted public keys (offline). `kgit validate` does this too."""
+    from kgit import api
+    from kgit.validation import result_dict
+
+    results = api.verify(None if all_ or not refs else refs)
+    if json_out:
+        _print_json([result_dict(r) for r in results])
+    elif results:
+        render_validation(results)
+    bad = [r for r in results if not r.ok]
+    if bad:
+        raise KgitError(f"{len(bad)} of {len(results)} signature checks failed: " + "; ".join(r.reason() for r in bad[:3]))
 
 
 # -- demo ----------------------------------------------------------------------------------------

@@ -37,6 +37,11 @@ def _verify(repo: Repo, rel: registry.Release, fmt: str) -> None:
     problem = check_files(folder, meta)
     if problem:
         raise KgitError(f"{rel.name}@{rel.version} ({fmt}): the fetched data does not match the release: {problem}")
+    from kgit.checking import signature_problem
+
+    problem = signature_problem(repo, folder, meta, f"{rel.name}@{rel.version} ({fmt})")
+    if problem:
+        raise KgitError(problem)
 
 
 def get(name: str, version: str, *, formats: list[str] | None = None, repo: Repo) -> Fetched:

@@ -19,6 +19,7 @@ SCHEMA_VERSION = 1
 METADATA_FILE = "metadata.json"
 REFERENCE_INPUTS_FILE = "reference_inputs.npz"
 REFERENCE_OUTPUTS_FILE = "reference_outputs.npz"
+SIGNATURE_FILE = "kgit.sig"  # written after the metadata, over every other file (kgit.signing)
 
 
 @dataclass
@@ -81,6 +82,7 @@ class Metadata:
     builder: str | None = None
     unsafe: bool = False
     notes: str | None = None
+    signed_by: str | None = None  # fingerprint of the key that signed the folder, if signed
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -147,7 +149,7 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def hash_folder(folder: Path, exclude: tuple[str, ...] = (METADATA_FILE,)) -> dict[str, str]:
+def hash_folder(folder: Path, exclude: tuple[str, ...] = (METADATA_FILE, SIGNATURE_FILE)) -> dict[str, str]:
     """sha256 of every regular file under ``folder`` (sorted relative POSIX paths)."""
     result = {}
     for dirpath, dirnames, filenames in os.walk(folder):

@@ -81,6 +81,7 @@ class _Request:
     atol: float
     allow_dirty: bool
     unsafe: bool
+    sign_with: tuple[Path, str] | None = None  # (private key, fingerprint) per the signing policy
 
 
 def release(
@@ -170,8 +171,11 @@ def _check_request(git: Repo, name: str, formats: Sequence[str] | str, version: 
         _check_clean(git)
     co_specs = _custom_object_specs(custom_objects)
     builder_spec = _callable_spec(builder, "builder") if builder is not None else None
+    from kgit import signing
+
+    sign_with = signing.signing_key(git)
     return _Request(name, fmts, version, bump, dataset_id, dataset_rel, params, notes, co_specs,
-                    builder_spec, reference_inputs, atol, allow_dirty, unsafe)
+                    builder_spec, reference_inputs, atol, allow_dirty, unsafe, sign_with)
 
 
 def _check_clean(git: Repo) -> None:
@@ -322,8 +326,14 @@ def _stage(git: Repo, req: _Request, prep: _Prepared, label: str, staging: Path,
                                     req.atol, prep.generated),
             files=hash_folder(folder), custom_objects=req.custom_objects, custom_modules=prep.custom_modules,
             builder=req.builder, unsafe=req.unsafe, notes=req.notes,
+            signed_by=req.sign_with[1] if req.sign_with else None,
         )
         (folder / METADATA_FILE).write_text(meta.to_json(), encoding="utf-8")
+        if req.sign_with:
+            from kgit import signing
+
+            say(f"signing {req.name} {label} ({fmt}) with key {req.sign_with[1][:16]}")
+            signing.sign(folder, req.sign_with[0])
         metas[fmt] = meta
     return metas
 
