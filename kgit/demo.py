@@ -14,6 +14,7 @@ import sys
 import tempfile
 import textwrap
 from pathlib import Path
+from typing import Any
 
 from kgit.errors import KgitError
 
@@ -61,13 +62,13 @@ _LOAD_AND_COMPARE = textwrap.dedent('''\
 PARAMS = "seed: 7\nunits: 16\nlearning_rate: {lr}\nepochs: 5\n"
 
 
-def _console():  # type: ignore[no-untyped-def]
+def _console() -> Any:
     from rich.console import Console
 
     return Console(highlight=False)
 
 
-def _run(console, cmd: list[str], cwd: Path, show: bool = True) -> str:  # type: ignore[no-untyped-def]
+def _run(console: Any, cmd: list[str], cwd: Path, show: bool = True) -> str:
     shown = " ".join(cmd)
     if show:
         console.print(f"[bold cyan]$ {shown}[/bold cyan]")

@@ -405,7 +405,7 @@ def _wrap_savedmodel(path: Path) -> Any:
         name: keras.Input(shape=spec.shape[1:], dtype=spec.dtype.name, name=name)
         for name, spec in sig.structured_input_signature[1].items()
     }
-    class _SignatureLayer(keras.layers.TFSMLayer):  # type: ignore[misc,name-defined]
+    class _SignatureLayer(keras.layers.TFSMLayer):  # type: ignore[name-defined]
         """serving_default takes keyword arguments; TFSMLayer passes one positional."""
 
         def call(self, inputs: Any, training: bool = False, **kwargs: Any) -> Any:
@@ -560,7 +560,7 @@ def _compile_config_kept(model: Any) -> Iterator[None]:
     try:
         yield
     finally:
-        if saved is not None:
+        if holder is not None and saved is not None:
             holder.config = saved
 
 

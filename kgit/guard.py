@@ -25,6 +25,7 @@ from pathlib import Path
 from kgit import project, registry, txn
 from kgit.errors import KgitError
 from kgit.git_ops import Repo
+from kgit.validation import FolderResult
 from kgit.versions import parse_tag
 
 ZERO = "0" * 40
@@ -227,10 +228,10 @@ def _ref_of(tag: str) -> str:
     return f"{parsed[0]}@{parsed[1].semver}"
 
 
-def _refuse_validation(results: list[object]) -> int:
+def _refuse_validation(results: list[FolderResult]) -> int:
     _say("push refused: released versions differ from their release:")
     for r in results:
-        sys.stderr.write(f"  - {r.folder} ({r.format}) {r.check}: {r.reason()}\n")  # type: ignore[attr-defined]
+        sys.stderr.write(f"  - {r.folder} ({r.format}) {r.check}: {r.reason()}\n")
     return 1
 
 

@@ -102,7 +102,8 @@ def check_finite(outputs: Mapping[str, np.ndarray]) -> None:
 
 def save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     buf = io.BytesIO()
-    np.savez(buf, **{k: (v.astype(str) if v.dtype == object else v) for k, v in arrays.items()})
+    named: dict[str, Any] = {k: (v.astype(str) if v.dtype == object else v) for k, v in arrays.items()}
+    np.savez(buf, **named)
     path.write_bytes(buf.getvalue())
 
 

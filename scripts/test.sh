@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check kgit tests benchmarks
+.venv/bin/mypy kgit
 set +e
 .venv/bin/python -m pytest --durations=15 "$@"
 status=$?
