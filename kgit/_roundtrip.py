@@ -15,7 +15,7 @@ from typing import Any
 
 
 def _validate(folder: Path) -> dict[str, Any]:
-    from kgit import formats
+    from kgit import formats, usercode
     from kgit.errors import KgitError
     from kgit.metadata import Metadata
     from kgit.reference import load_npz, max_abs_diff
@@ -27,7 +27,7 @@ def _validate(folder: Path) -> dict[str, Any]:
         inputs = load_npz(folder / meta.reference.inputs_file)
         expected = load_npz(folder / meta.reference.outputs_file)
         formats.import_keras()
-        custom = formats.load_custom_objects(meta.custom_objects)
+        custom = usercode.load_custom_objects(meta.custom_objects)
         runs: list[dict[str, Any]] = []
         model = None
         if meta.format == "savedmodel":

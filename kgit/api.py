@@ -107,6 +107,7 @@ def load(name: str, version: str = "latest", format: str | None = None, *, stage
     first format of the release that can give a Keras model.
     """
     from kgit import formats as fmts
+    from kgit import usercode
     from kgit.validation import check_files
 
     check_name(name)
@@ -133,7 +134,7 @@ def load(name: str, version: str = "latest", format: str | None = None, *, stage
     problem = signature_problem(git, folder, meta, f"{name}@{rel.version} ({fmt})")
     if problem:
         raise KgitError(problem)
-    custom = fmts.load_custom_objects(meta.custom_objects)
+    custom = usercode.load_custom_objects(meta.custom_objects)
     custom.update(custom_objects or {})
     return fmts.load_keras_model(folder, fmt, custom_objects=custom, modules=meta.custom_modules,
                                  builder=meta.builder, unsafe=meta.unsafe, sig=meta.signature)

@@ -193,7 +193,7 @@ def _callable_spec(obj: Any, what: str) -> str:
         if ":" not in obj:
             raise KgitError(f"{what} {obj!r} is not of the form MODULE:NAME")
         return obj
-    from kgit.formats import qualified_name
+    from kgit.usercode import qualified_name
 
     return qualified_name(obj, what)
 
@@ -219,29 +219,29 @@ class _Prepared:
 
 
 def _prepare_model(source: Any, req: _Request) -> _Prepared:
-    from kgit import formats
+    from kgit import formats, model_source, usercode
     from kgit.reference import check_finite, check_inputs, generate_inputs, load_npz
 
     formats.import_keras()
-    custom = formats.load_custom_objects(req.custom_objects)
+    custom = usercode.load_custom_objects(req.custom_objects)
     if req.builder:
-        formats.resolve_attr(req.builder, "builder")  # fail now if it cannot be imported
-    model = formats.obtain_model(source, custom, req.unsafe)
+        usercode.resolve_attr(req.builder, "builder")  # fail now if it cannot be imported
+    model = model_source.obtain_model(source, custom, req.unsafe)
     # a plain SavedModel (no Keras model inside) is only ever re-exported, never Keras-serialised
-    modules = [] if formats.is_plain_savedmodel(model) else formats.inspect_custom_objects(model, custom, req.unsafe)
+    modules = [] if formats.is_plain_savedmodel(model) else model_source.inspect_custom_objects(model, custom, req.unsafe)
 
     given = req.reference_input
     arrays = None
     if given is not None:
         arrays = load_npz(Path(given)) if isinstance(given, (str, os.PathLike)) else _as_arrays(given)
-    sig = formats.model_signature(model)
+    sig = model_source.model_signature(model)
     if sig is None:
         if arrays is None:
             raise SignatureError(
                 "the model has no declared inputs (a subclassed model?): build it with keras.Input, "
                 "or pass --reference-input FILE.npz so kgit can record its signature"
             )
-        sig = formats.infer_signature(model, arrays)
+        sig = model_source.infer_signature(model, arrays)
     inputs = check_inputs(arrays, sig) if arrays is not None else generate_inputs(sig, req.name)
     try:
         outputs = formats.run_model(model, inputs, sig)
@@ -251,7 +251,7 @@ def _prepare_model(source: Any, req: _Request) -> _Prepared:
     if missing:
         raise SignatureError(f"the model did not return outputs {missing}")
     check_finite(outputs)
-    return _Prepared(model, sig, inputs, outputs, arrays is None, modules, formats.training_config(model), _libraries())
+    return _Prepared(model, sig, inputs, outputs, arrays is None, modules, model_source.training_config(model), _libraries())
 
 
 def _as_arrays(value: Any) -> dict[str, Any]:

@@ -1,0 +1,88 @@
+"""The Typer application and what every command shares: output helpers and progress."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import typer
+
+app = typer.Typer(
+    name="kgit",
+    help="Immutable, validated, versioned Keras model releases in your git repository, stored with DVC.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+_state = {"traceback": False}
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from kgit import __version__
+
+        typer.echo(f"kgit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    traceback: bool = typer.Option(False, "--traceback", help="Show the full stack trace when an error occurs."),
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, help="Print kgit's version and exit."),
+) -> None:
+    _state["traceback"] = traceback
+
+
+def err(text: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False, soft_wrap=True).print(text)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+class Steps:
+    """Progress for long work: a spinner with the current step on a terminal, plain lines otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True, highlight=False, soft_wrap=True)
+        self.enabled = enabled
+        self.status: Any = None
+
+    def __enter__(self) -> Steps:
+        if self.enabled and self.console.is_terminal:
+            self.status = self.console.status("starting")
+            self.status.__enter__()
+        return self
+
+    def __call__(self, message: str) -> None:
+        if not self.enabled:
+            return
+        if self.status is not None:
+            self.console.log(f"[dim]{message}[/dim]")
+            self.status.update(message)
+        else:
+            self.console.print(f"[dim]- {message}[/dim]")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.status is not None:
+            self.status.__exit__(None, None, None)
+
+
+
+def size_text(n: Any) -> str:
+    if not isinstance(n, (int, float)):
+        return "?"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)

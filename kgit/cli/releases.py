@@ -1,0 +1,265 @@
+"""Commands that make and read releases: init, release, list, show, get, diff, demo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from kgit.cli.app import Steps, app, err, print_json, size_text
+from kgit.errors import KgitError
+
+
+# -- init ----------------------------------------------------------------------------------------
+@app.command()
+def init(
+    remote: str = typer.Option(None, "--remote", "-r", metavar="PATH_OR_URL",
+                               help="DVC remote for release data: a folder or any DVC remote URL (s3://, ssh://, ...). "
+                               "Default: keep the current default remote, else a folder beside the repository."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Set up this git repository for kgit: DVC, the validation stage, a default remote, git hooks. Idempotent."""
+    from kgit import api
+
+    result = api.init(".", remote=remote)
+    if json_out:
+        print_json({"root": result.root, "remote": result.remote_url, "changes": result.changes, "commit": result.commit})
+        return
+    if not result.changes:
+        err(f"kgit: {result.root} is already set up (remote: {result.remote_url}); nothing changed")
+        return
+    for change in result.changes:
+        err(f"kgit: {change}")
+    if result.commit:
+        err(f"kgit: committed the set-up as {result.commit[:8]}")
+
+
+# -- release -------------------------------------------------------------------------------------
+def _parse_params(params: list[str], params_file: Path | None) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    if params_file is not None:
+        import yaml
+
+        try:
+            loaded = yaml.safe_load(params_file.read_text())
+        except OSError as exc:
+            raise KgitError(f"cannot read --params {params_file}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise KgitError(f"--params {params_file} is not valid YAML/JSON ({' '.join(str(exc).split())[:150]})") from None
+        except RecursionError:
+            raise KgitError(f"--params {params_file} is nested too deeply to read") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise KgitError(f"--params {params_file} must hold a mapping of names to values")
+        result.update(loaded or {})
+    for item in params:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise KgitError(f"invalid --param {item!r}: use KEY=VALUE")
+        try:
+            result[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            result[key.strip()] = value
+    return result
+
+
+@app.command()
+def release(
+    name: str = typer.Argument(..., help="Model name: lowercase letters, digits, '-' and '_' (e.g. mnist-cnn)."),
+    source: str = typer.Option(..., "--from", metavar="SOURCE",
+                               help="The model: a .keras or .h5 file, a SavedModel folder, or MODULE:FUNCTION returning a keras.Model."),
+    formats: list[str] = typer.Option(["savedmodel"], "--format", "-f", metavar="FORMAT",
+                                      help="savedmodel, keras, h5 or weights; repeat for several formats of one version."),
+    version: str = typer.Option(None, "--version", "-v", help="Explicit version: vN (v3) or semantic vMAJOR.MINOR.PATCH (v1.2.0). Default: next vN."),
+    bump: str = typer.Option(None, "--bump", metavar="PART", help="Next semantic version after the highest released: major, minor or patch."),
+    dataset_id: str = typer.Option(None, "--dataset-id", metavar="ID", help="Identifier of the training data, recorded in metadata."),
+    dataset: Path = typer.Option(None, "--dataset", metavar="PATH", help="A DVC-tracked path in this repository: its DVC hash is recorded."),
+    params: list[str] = typer.Option([], "--param", "-p", metavar="KEY=VALUE", help="A hyperparameter (VALUE parsed as JSON when it can be); repeatable."),
+    params_file: Path = typer.Option(None, "--params", metavar="FILE", help="Hyperparameters from a YAML or JSON file (e.g. DVC's params.yaml)."),
+    notes: str = typer.Option(None, "--notes", help="Free text recorded in metadata and the commit message."),
+    custom_objects: list[str] = typer.Option([], "--custom-objects", metavar="MODULE:ATTR", help="A custom class or function the model needs to load; recorded; repeatable."),
+    builder: str = typer.Option(None, "--builder", metavar="MODULE:FUNC", help="Function that rebuilds the architecture (needed for --format weights)."),
+    reference_input: Path = typer.Option(None, "--reference-input", metavar="FILE.npz", help="Reference inputs (arrays named like the model's inputs). Default: generated from the input signature."),
+    atol: float = typer.Option(1e-6, "--atol", help="Largest absolute difference allowed between recorded and reloaded outputs."),
+    allow_dirty: bool = typer.Option(False, "--allow-dirty", help="Release even with uncommitted changes to tracked files (recorded as dirty: true)."),
+    unsafe: bool = typer.Option(False, "--unsafe", help="Allow models with Python lambdas (Keras safe mode off). Only for code you trust."),
+    json_out: bool = typer.Option(False, "--json", help="Print the release record as JSON on stdout."),
+) -> None:
+    """Release a trained model as a new immutable version: save, validate, track with DVC, commit, tag."""
+    from kgit import api
+
+    hyper = _parse_params(params, params_file)
+    if reference_input is not None and not reference_input.is_file():
+        raise KgitError(f"--reference-input {reference_input} does not exist")
+    with Steps(enabled=True) as steps:
+        record = api.release(
+            source, name, formats=formats, version=version, bump=bump, dataset_id=dataset_id, dataset=dataset,
+            hyperparams=hyper, notes=notes, custom_objects=custom_objects, builder=builder,
+            reference_inputs=reference_input, atol=atol, allow_dirty=allow_dirty, unsafe=unsafe, progress=steps,
+        )
+    if json_out:
+        print_json(record.to_dict())
+        return
+    worst = max((v.get("max_abs_diff") or 0.0 for v in record.validation), default=0.0)
+    err(f"[green]released[/green] {record.name} {record.version} ({', '.join(record.formats)}) "
+         f"as tag {record.tag} on commit {record.commit[:8]}; round trip max abs diff {worst:.2g}")
+    err("next: `git push` publishes the commit, the tag and (with kgit's hook) the data")
+
+
+# -- list / show ---------------------------------------------------------------------------------
+@app.command("list")
+def list_(
+    name: str = typer.Argument(None, help="Only this model."),
+    json_out: bool = typer.Option(False, "--json", help="Print the releases as JSON."),
+) -> None:
+    """List releases (from git tags alone: fast, works before any data is fetched)."""
+    from kgit import registry
+    from kgit.git_ops import Repo
+
+    rels = registry.releases(Repo("."), name)
+    if json_out:
+        print_json([r.to_dict() for r in rels])
+        return
+    if not rels:
+        err("no releases yet" + (f" of {name}" if name else "") + ": make one with `kgit release NAME --from MODEL`")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for col in ("name", "version", "stages", "formats", "created", "dataset", "commit"):
+        table.add_column(col)
+    for r in rels:
+        stages = ",".join(r.stages) + (" [dim](deprecated)[/dim]" if r.deprecated else "")
+        table.add_row(r.name, r.version, stages or "-", ",".join(r.formats),
+                      (r.created_at or "").replace("T", " ").rstrip("Z"), r.dataset_id or "-", (r.source_commit or "-")[:8])
+    Console().print(table)
+
+
+@app.command()
+def show(
+    ref: str = typer.Argument(..., metavar="NAME@VERSION", help="A release, e.g. mnist@v2, mnist@latest or mnist#prod."),
+    fmt: str = typer.Option(None, "--format", "-f", help="Which format's metadata (default: the first)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the metadata as JSON."),
+) -> None:
+    """Show a release's metadata (from git alone: works before any data is fetched)."""
+    from kgit import registry
+    from kgit.git_ops import Repo
+    from kgit.versions import parse_ref
+
+    name, version = parse_ref(ref)
+    git = Repo(".")
+    rel = registry.resolve(git, name, version)
+    meta = registry.metadata(git, rel, fmt)
+    if json_out:
+        print_json({"tag": rel.tag, "release_commit": rel.commit, "formats": rel.formats, "stages": rel.stages,
+                     "deprecated": rel.deprecated, **meta.to_dict()})
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(box=None, show_header=False)
+    t.add_column(style="bold")
+    t.add_column()
+    rows = [
+        ("model", f"{meta.name} {meta.version}" + (" (deprecated)" if rel.deprecated else "")), ("tag", rel.tag),
+        ("stages", ", ".join(rel.stages) or "-"), ("release commit", rel.commit[:12]),
+        ("formats", ", ".join(f"{f} ({size_text(i.get('size'))})" for f, i in rel.formats.items())),
+        ("created", meta.created_at), ("source commit", f"{(meta.git.commit or '-')[:12]} on {meta.git.branch or '-'}"
+                                       + (" (dirty)" if meta.git.dirty else "")),
+        ("dataset", " ".join(x for x in [meta.dataset.id or "", meta.dataset.path or "", meta.dataset.dvc_hash or ""] if x) or "-"),
+        ("hyperparameters", json.dumps(meta.hyperparameters) if meta.hyperparameters else "-"),
+        ("training", _training(meta.training)),
+        ("inputs", "; ".join(f"{s.name} {s.shape} {s.dtype}" for s in meta.signature.inputs)),
+        ("outputs", "; ".join(f"{s.name} {s.shape} {s.dtype}" for s in meta.signature.outputs)),
+        ("reference", f"{meta.reference.inputs_file} -> {meta.reference.outputs_file}, atol {meta.reference.atol:g}"
+                      + (" (generated)" if meta.reference.generated else "")),
+        ("libraries", ", ".join(f"{k} {v}" for k, v in meta.libraries.items())),
+    ]
+    if meta.custom_modules or meta.custom_objects:
+        rows.append(("custom objects", ", ".join(meta.custom_modules + meta.custom_objects)))
+    if meta.builder:
+        rows.append(("builder", meta.builder))
+    rows.append(("signed by", f"key {meta.signed_by[:16]}" if meta.signed_by else "not signed"))
+    if meta.notes:
+        rows.append(("notes", meta.notes))
+    rows.append(("files", f"{len(meta.files)} (sha256 recorded)"))
+    for k, v in rows:
+        t.add_row(k, str(v))
+    Console().print(t)
+
+
+def _training(training: dict[str, Any]) -> str:
+    if not training.get("compiled"):
+        return "not compiled"
+    opt = training.get("optimizer") or {}
+    lr = (opt.get("config") or {}).get("learning_rate")
+    return f"{opt.get('class_name')} (lr {lr}), loss {json.dumps(training.get('loss'))}, metrics {json.dumps(training.get('metrics'))}"
+
+
+
+
+# -- get / diff ----------------------------------------------------------------------------------
+@app.command()
+def get(
+    ref: str = typer.Argument(..., metavar="NAME@VERSION", help="A release, e.g. mnist@v2, mnist@latest or mnist#prod."),
+    formats: list[str] = typer.Option([], "--format", "-f", help="Only this format (repeatable; default: all formats of the release)."),
+    json_out: bool = typer.Option(False, "--json", help="Print what was fetched as JSON."),
+) -> None:
+    """Fetch one release's data from the DVC remote (only that version's bytes), verified against the release."""
+    from kgit import api
+
+    result = api.get(ref, formats=formats or None)
+    if json_out:
+        print_json(result.to_dict())
+        return
+    for fmt, info in result.formats.items():
+        state = "fetched" if info["fetched"] else "already here"
+        err(f"{result.name}@{result.version} ({fmt}): {state}, verified: {info['path']} ({size_text(info.get('size'))})")
+
+
+@app.command()
+def diff(
+    ref_a: str = typer.Argument(..., metavar="NAME@VERSION", help="The older release."),
+    ref_b: str = typer.Argument(..., metavar="NAME@VERSION", help="The newer release."),
+    json_out: bool = typer.Option(False, "--json", help="Print the changes as JSON."),
+) -> None:
+    """What changed between two releases: hyperparameters, training, dataset, signature, formats, sizes, libraries."""
+    from kgit import api
+
+    result = api.diff(ref_a, ref_b)
+    if json_out:
+        print_json(result)
+        return
+    if not result["changes"]:
+        err(f"{result['a']} and {result['b']} have the same metadata")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(box=None, header_style="bold")
+    for col in ("section", "key", result["a"], result["b"]):
+        t.add_column(col, overflow="fold")
+    for c in result["changes"]:
+        t.add_row(c["section"], c["key"], _cell(c["a"]), _cell(c["b"]))
+    Console(soft_wrap=True).print(t)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    return json.dumps(value) if not isinstance(value, str) else value
+
+
+# -- demo ----------------------------------------------------------------------------------------
+@app.command()
+def demo(
+    directory: Path = typer.Argument(None, metavar="[DIR]", help="Where to create the demo repository (default: a new temp folder)."),
+) -> None:
+    """Walk through kgit on a built-in example: init, release v1 and v2, push, then use them from a fresh clone."""
+    from kgit.demo import run_demo
+
+    run_demo(directory)
+
+

@@ -1,0 +1,271 @@
+"""Getting a model to release, and what kgit must know about it before saving it.
+
+From an in-memory model, a ``.keras``/``.h5`` file, a SavedModel folder or ``module:function``;
+then: can another process rebuild it (custom classes, Python lambdas)? what are its inputs and
+outputs? how was it compiled? TensorFlow/Keras are imported lazily, through kgit.formats.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kgit.errors import CustomObjectError, ModelSourceError, UnsafeModelError
+from kgit.formats import (
+    SAVEDMODEL_KERAS,
+    call_args,
+    flatten_structure,
+    import_keras,
+    load_keras_file,
+    structure_of,
+    to_numpy,
+)
+from kgit.metadata import Signature, TensorSpec
+from kgit.reference import dtype_name
+from kgit.usercode import import_modules, resolve_attr
+
+_KERAS_MODULE_ROOTS = {"keras", "tensorflow", "tf_keras", "builtins", "numpy"}
+
+
+def _walk_classes(config: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(config, dict):
+        if "class_name" in config and "module" in config:
+            yield config
+        for value in config.values():
+            yield from _walk_classes(value)
+    elif isinstance(config, list):
+        for value in config:
+            yield from _walk_classes(value)
+
+
+def _custom_entries(config: Any) -> list[dict[str, Any]]:
+    """Serialized objects that are not Keras' own: a non-Keras module, or (Keras writes
+    ``module: null`` for registered classes) a registered name."""
+    found = []
+    for e in _walk_classes(config):
+        module = e.get("module")
+        if isinstance(module, str):
+            if module.split(".")[0] not in _KERAS_MODULE_ROOTS:
+                found.append(e)
+        elif e.get("registered_name"):
+            found.append(e)
+    return found
+
+
+def _is_unsafe(config: Any) -> bool:
+    return any(e.get("class_name") == "Lambda" for e in _walk_classes(config))
+
+
+def _model_config(model: Any) -> Any:
+    keras = import_keras()
+    config = keras.saving.serialize_keras_object(model)
+    if getattr(model, "compiled", False):
+        try:
+            config = {"model": config, "compile": model.get_compile_config()}
+        except Exception:  # a model compiled with objects Keras cannot serialise: checked on reload
+            pass
+    return config
+
+
+def inspect_custom_objects(model: Any, custom_objects: dict[str, Any], unsafe: bool) -> list[str]:
+    """Check that another process can rebuild ``model``; return the modules it must import.
+
+    A class registered with ``register_keras_serializable`` in an importable module is fine (kgit
+    records the module and imports it when loading). A class defined in the training script, or
+    one neither registered nor passed as a custom object, cannot be loaded elsewhere: refuse now.
+    """
+    keras = import_keras()
+    config = _model_config(model)
+    if _is_unsafe(config) and not unsafe:
+        raise UnsafeModelError(
+            "the model contains a Lambda layer (arbitrary Python code), which Keras' safe mode refuses to load: "
+            "replace it with a registered custom layer, or pass --unsafe if you trust this model's code"
+        )
+    modules: list[str] = []
+    for entry in _custom_entries(config):
+        cls_name = entry["class_name"]
+        registered = entry.get("registered_name") or cls_name
+        if cls_name in custom_objects or registered in custom_objects:
+            continue
+        fixes = (
+            f"move it into an importable module and decorate it with "
+            f"@keras.saving.register_keras_serializable(), or pass --custom-objects MODULE:{cls_name}"
+        )
+        obj = keras.saving.get_registered_object(registered)
+        module = getattr(obj, "__module__", None) or entry.get("module")
+        if module == "__main__":
+            raise CustomObjectError(
+                f"custom class {cls_name} is defined in the training script (__main__), so no other process can load the model: {fixes}"
+            )
+        if obj is None:
+            raise CustomObjectError(f"custom class {cls_name} (module {module}) is not registered with Keras: {fixes}")
+        if module and module not in modules:
+            modules.append(module)
+    return modules
+
+
+def training_config(model: Any) -> dict[str, Any]:
+    """Optimizer config, loss and metrics of a compiled model, as JSON-safe values."""
+    if not getattr(model, "compiled", False) or getattr(model, "optimizer", None) is None:
+        return {"compiled": False}
+    result: dict[str, Any] = {"compiled": True}
+    opt = model.optimizer
+    try:
+        cfg = opt.get_config()
+        result["optimizer"] = {"class_name": type(opt).__name__, "config": _json_safe(cfg),
+                               "iterations": int(np.asarray(opt.iterations))}
+    except Exception as exc:
+        result["optimizer"] = {"class_name": type(opt).__name__, "error": str(exc)}
+    try:
+        compile_cfg = model.get_compile_config() or {}
+        result["loss"] = _json_safe(compile_cfg.get("loss"))
+        result["metrics"] = _json_safe(compile_cfg.get("metrics"))
+        result["loss_weights"] = _json_safe(compile_cfg.get("loss_weights"))
+    except Exception as exc:
+        result["loss"] = f"unserialisable ({exc})"
+    return result
+
+
+def _json_safe(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
+def _read_file_config(path: Path) -> Any:
+    if path.suffix == ".keras":
+        try:
+            with zipfile.ZipFile(path) as zf:
+                return json.loads(zf.read("config.json"))
+        except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError):
+            raise ModelSourceError(f"{path} is not a valid .keras file (truncated or not a Keras model)") from None
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as fh:
+            raw = fh.attrs.get("model_config")
+            if raw is None:
+                raise ModelSourceError(f"{path} is an HDF5 file without a model (weights only?): give a full model")
+            return json.loads(raw)
+    except OSError:
+        raise ModelSourceError(f"{path} is not a valid HDF5 model file (truncated or not a model)") from None
+
+
+def obtain_model(source: Any, custom_objects: dict[str, Any], unsafe: bool) -> Any:
+    """A Keras model from an in-memory model, a file/folder path, or ``module:function``."""
+    keras = import_keras()
+    if isinstance(source, keras.Model):
+        return source
+    if not isinstance(source, (str, os.PathLike)):
+        raise ModelSourceError(f"cannot release a {type(source).__name__}: give a keras.Model, a model file or MODULE:FUNCTION")
+    text = os.fspath(source)
+    path = Path(text)
+    if path.exists():
+        return _load_source_path(path, custom_objects, unsafe)
+    if ":" in text and not text.endswith((".keras", ".h5")):
+        factory = resolve_attr(text, "model source")
+        if not callable(factory):
+            raise ModelSourceError(f"model source {text!r} is not callable")
+        try:
+            model = factory()
+        except Exception as exc:
+            raise ModelSourceError(f"model source {text}() raised {type(exc).__name__}: {exc}") from None
+        if not isinstance(model, keras.Model):
+            raise ModelSourceError(f"model source {text}() returned a {type(model).__name__}, not a keras.Model")
+        return model
+    raise ModelSourceError(f"model source {text!r} does not exist (expected a .keras/.h5 file, a SavedModel folder or MODULE:FUNCTION)")
+
+
+def _load_source_path(path: Path, custom_objects: dict[str, Any], unsafe: bool) -> Any:
+    if path.is_dir():
+        if (path / SAVEDMODEL_KERAS).is_file():
+            return _load_source_path(path / SAVEDMODEL_KERAS, custom_objects, unsafe)
+        if not (path / "saved_model.pb").is_file():
+            raise ModelSourceError(f"{path} is a folder but not a SavedModel (no saved_model.pb)")
+        if not (path / "variables").is_dir():
+            raise ModelSourceError(f"{path} is an incomplete SavedModel: its variables/ folder is missing")
+        return _wrap_savedmodel(path)
+    if path.suffix not in (".keras", ".h5", ".hdf5"):
+        raise ModelSourceError(f"{path}: unsupported model file (expected .keras, .h5 or a SavedModel folder)")
+    config = _read_file_config(path)
+    if _is_unsafe(config) and not unsafe:
+        raise UnsafeModelError(
+            f"{path} contains a Lambda layer (arbitrary Python code) that Keras' safe mode refuses: pass --unsafe if you trust it"
+        )
+    import_modules(sorted({e["module"] for e in _custom_entries(config) if e.get("module") not in (None, "__main__")}))
+    return load_keras_file(path, custom_objects, unsafe)
+
+
+def _wrap_savedmodel(path: Path) -> Any:
+    """A plain SavedModel (no Keras model inside) as an inference-only Keras model."""
+    keras = import_keras()
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(path))
+    if "serving_default" not in loaded.signatures:
+        raise ModelSourceError(f"{path} has no serving_default signature")
+    sig = loaded.signatures["serving_default"]
+    inputs = {
+        name: keras.Input(shape=spec.shape[1:], dtype=spec.dtype.name, name=name)
+        for name, spec in sig.structured_input_signature[1].items()
+    }
+    class _SignatureLayer(keras.layers.TFSMLayer):  # type: ignore[name-defined]
+        """serving_default takes keyword arguments; TFSMLayer passes one positional."""
+
+        def call(self, inputs: Any, training: bool = False, **kwargs: Any) -> Any:
+            return self.call_endpoint_fn(**inputs)
+
+    layer = _SignatureLayer(str(path), call_endpoint="serving_default")
+    model = keras.Model(inputs, layer(inputs))
+    model._kgit_plain_savedmodel = True
+    return model
+
+
+def model_signature(model: Any) -> Signature | None:
+    """Input/output names, shapes and dtypes of a built functional/sequential model, else None."""
+    try:
+        in_list, out_list = list(model.inputs or []), list(model.outputs or [])
+    except (AttributeError, ValueError, TypeError):
+        return None
+    if not in_list or not out_list:
+        return None
+    # Functional models keep the structure they were built with (dict, list); Sequential has lists.
+    try:
+        inputs = model.input
+    except (AttributeError, ValueError):
+        inputs = in_list if len(in_list) > 1 else in_list[0]
+    try:
+        outputs = model.output
+    except (AttributeError, ValueError):
+        outputs = out_list if len(out_list) > 1 else out_list[0]
+    in_struct = structure_of(inputs)
+    in_names = None if in_struct == "dict" else [t.name for t in in_list]
+    in_flat = flatten_structure(inputs, in_names)
+    out_flat = flatten_structure(outputs)
+    return Signature(
+        inputs=[TensorSpec(n, list(t.shape), dtype_name(t.dtype)) for n, t in in_flat.items()],
+        outputs=[TensorSpec(n, list(t.shape), dtype_name(t.dtype)) for n, t in out_flat.items()],
+        input_structure=in_struct,
+        output_structure=structure_of(outputs),
+    )
+
+
+def infer_signature(model: Any, arrays: dict[str, np.ndarray]) -> Signature:
+    """Signature of a model that has none declared (subclassed), from user reference inputs."""
+    from kgit.reference import spec_of
+
+    names = list(arrays)
+    structure = "single" if len(names) == 1 else "dict"
+    sig = Signature([spec_of(n, np.asarray(a)) for n, a in arrays.items()], [], structure, "single")
+    import tensorflow as tf
+
+    args = call_args(arrays, sig)
+    out = model(tf.nest.map_structure(tf.constant, args), training=False)
+    flat = flatten_structure(out)
+    sig.outputs = [spec_of(n, to_numpy(v)) for n, v in flat.items()]
+    sig.output_structure = structure_of(out)
+    return sig
