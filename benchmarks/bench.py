@@ -1,134 +1,125 @@
-"""kgit benchmarks: medians of several runs, each against what a user would do instead.
+"""kgit benchmarks: medians of several runs, each next to what a user would run instead.
 
-    .venv/bin/python benchmarks/bench.py            # all benchmarks
-    .venv/bin/python benchmarks/bench.py --runs 7 --versions 100
+    .venv/bin/python benchmarks/bench.py                  # every group
+    .venv/bin/python benchmarks/bench.py --only release   # one group (repeatable)
+    .venv/bin/python benchmarks/bench.py --runs 7
 
-Builds its own fixtures in a temp folder (real git, real DVC, a real Keras model); prints a table.
-Timings only: no pass/fail here (the machine is shared and noisy).
+Groups:
+  startup  `kgit --help`, `kgit list` (empty repo); `kgit list`, `kgit show` with --list-versions
+           releases; against `gto` on the same repositories
+  release  `kgit.release` of a ~100 MB model against the same steps by hand, and kgit's phases
+  hooks    the pre-push hook with --versions releases and nothing new, against `dvc push`
+  push     the pre-push hook after one new release, against `kgit validate --recheck` of it
+  get      `kgit get NAME@VERSION` on a fresh clone against `dvc pull`: time and bytes fetched
+  memory   peak memory of `kgit release` and `kgit validate --recheck` of the ~100 MB model
+
+Builds its own fixtures in a temp folder (real git, real DVC, real Keras models), prints progress
+on stderr and one table on stdout. Timings only: no pass/fail here (the machine may be shared and
+noisy); the target column says where a figure stands against kgit's stated targets.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 
-BIN = Path(sys.executable).parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_get  # noqa: E402
+import bench_hooks  # noqa: E402
+import bench_memory  # noqa: E402
+import bench_release  # noqa: E402
+import bench_startup  # noqa: E402
+from bench_fixtures import Fixtures  # noqa: E402
+from bench_util import Row, log  # noqa: E402
+
+GROUPS: dict[str, Callable[[Fixtures, int], list[Row]]] = {
+    "startup": bench_startup.bench,
+    "release": bench_release.bench,
+    "hooks": bench_hooks.nothing_new,
+    "push": bench_hooks.one_new,  # after "hooks": it adds a release to the same repository
+    "get": bench_get.bench,
+    "memory": bench_memory.bench,
+}
 
 
-def run(cmd: list[str], cwd: Path, stdin: str | None = None, env: dict[str, str] | None = None) -> float:
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, input=stdin, capture_output=True, text=True, env=env)
-    elapsed = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise SystemExit(f"benchmark command failed: {' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}")
-    return elapsed
+def _value(row: Row) -> str:
+    return f"{row.value:.3f} s" if row.unit == "s" else f"{row.value:,.2f} {row.unit}"
 
 
-def median_of(runs: int, fn) -> float:  # type: ignore[no-untyped-def]
-    fn()  # warm-up (file cache, .pyc)
-    return statistics.median(fn() for _ in range(runs))
+def _ratio(row: Row) -> str:
+    if row.baseline:
+        return "baseline"
+    return "" if row.ratio is None else f"{row.ratio:.2f}x"
 
 
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
-
-
-def build_repo(base: Path, versions: int) -> tuple[Path, Path]:
-    """A repo with ``versions`` released versions of one model, pushed to a bare origin with data.
-
-    The first release is a real ``kgit.release``; the others copy its folder under new version
-    names and track/commit/tag them the way a release does (so building takes seconds, not minutes).
-    """
-    import keras
-
-    import kgit
-    from kgit import dvc_ops, registry, txn
-    from kgit.metadata import Metadata
-
-    repo, origin = base / "repo", base / "origin.git"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "commit", "-q", "--allow-empty", "-m", "start")
-    kgit.init(repo, remote=str(base / "dvc-remote"))
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((8,), name="x"), keras.layers.Dense(4)])
-    model.compile(optimizer="adam", loss="mse")
-    first = kgit.release(model, "bench", formats="keras", repo=repo)
-    src = repo / first.formats["keras"]["path"]
-    folders = []
-    for i in range(2, versions + 1):
-        dst = src.with_name(f"v{i}")
-        shutil.copytree(src, dst)
-        meta = Metadata.read(dst)
-        meta.version = f"v{i}"
-        (dst / "metadata.json").write_text(meta.to_json())
-        folders.append((i, dst, meta))
-    if folders:
-        dvc_ops.add(repo, [d for _, d, _ in folders])
-        for i, dst, meta in folders:
-            dvc_file = dst.with_name(dst.name + ".dvc")
-            dvc_ops.write_meta(dvc_file, meta.to_dict(), f"kgit release bench v{i} (keras)")
-            h = dvc_ops.out_hash(dvc_ops.read_dvc_file(dvc_file.read_text(), str(dvc_file)))
-            rel = dst.relative_to(repo).as_posix()
-            git(repo, "add", f"{rel}.dvc", f"{dst.parent.relative_to(repo).as_posix()}/.gitignore")
-            git(repo, "commit", "-q", "--no-verify", "-m", f"Release bench v{i}\n\n{txn.TRAILER}: bench@v{i}.0.0")
-            message = registry.tag_message("bench", f"v{i}", {"formats": {"keras": {"path": rel, **h}},
-                                                              "created_at": meta.created_at, "dataset_id": None,
-                                                              "source_commit": meta.git.commit})
-            subprocess.run(["git", "tag", "-a", f"bench@v{i}.0.0", "-F", "-"], cwd=repo, input=message, text=True, check=True)
-    git(base, "init", "-q", "--bare", str(origin))
-    git(repo, "remote", "add", "origin", str(origin))
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
-    subprocess.run(["git", "push", "-q", "-u", "origin", "main"], cwd=repo, check=True, env=env, capture_output=True)
-    return repo, origin
-
-
-def bench_hooks(base: Path, versions: int, runs: int) -> list[tuple[str, str, float, str]]:
-    repo, origin = build_repo(base, versions)
-    assert len(git(repo, "tag", "-l").split()) == versions
-    (repo / "notes.txt").write_text("work\n")
-    git(repo, "add", "notes.txt")
-    git(repo, "commit", "-q", "-m", "notes")
-    stdin = f"refs/heads/main {git(repo, 'rev-parse', 'HEAD')} refs/heads/main {git(repo, 'rev-parse', 'origin/main')}\n"
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
-    shim = repo / ".git" / "hooks" / "pre-push"
-    rows = []
-    dvc_hook = median_of(runs, lambda: run([str(BIN / "dvc"), "push"], repo, env=env))
-    rows.append(("DVC's pre-push (`dvc push`, nothing to push)", f"{versions} versions", dvc_hook, "baseline"))
-    direct = median_of(runs, lambda: run([str(BIN / "kgit"), "hook", "pre-push", "origin", str(origin)], repo, stdin, env))
-    rows.append(("kgit pre-push, nothing new (kgit hook)", f"{versions} versions", direct, f"{direct / dvc_hook:.2f}x"))
-    installed = median_of(runs, lambda: run([str(shim), "origin", str(origin)], repo, stdin, env))
-    rows.append(("kgit pre-push, nothing new (installed shim)", f"{versions} versions", installed, f"{installed / dvc_hook:.2f}x"))
-    listing = median_of(runs, lambda: run([str(BIN / "kgit"), "list"], repo, env=env))
-    rows.append(("kgit list", f"{versions} versions", listing, ""))
-    return rows
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=5, help="timed runs per measurement (median reported)")
-    parser.add_argument("--versions", type=int, default=100, help="released versions in the hook benchmark repo")
-    args = parser.parse_args()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+def render(results: list[tuple[str, list[Row]]], runs: int, elapsed: float) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    with tempfile.TemporaryDirectory(prefix="kgit-bench-") as tmp:
-        rows = bench_hooks(Path(tmp), args.versions, args.runs)
-    table = Table(title=f"kgit benchmarks (median of {args.runs} runs)")
-    for col in ("measurement", "fixture", "seconds", "ratio to baseline"):
-        table.add_column(col)
-    for name, fixture, seconds, ratio in rows:
-        table.add_row(name, fixture, f"{seconds:.3f}", ratio)
-    Console().print(table)
+    table = Table(title=f"kgit benchmarks (median of {runs} runs unless the runs column says otherwise; "
+                        f"whole run {elapsed / 60:.1f} min)")
+    for col, justify in (("group", "left"), ("measurement", "left"), ("fixture", "left"), ("median", "right"),
+                         ("runs", "right"), ("ratio", "right"), ("target", "left")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for i, (group, rows) in enumerate(results):
+        if i:
+            table.add_section()
+        for row in rows:
+            runs_cell = "" if row.runs is None or row.runs == runs else str(row.runs)
+            table.add_row(group, row.measurement, row.fixture, _value(row), runs_cell, _ratio(row), row.target)
+    Console(width=max(200, Console().width)).print(table)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", action="append", choices=list(GROUPS), metavar="NAME",
+                        help=f"run only this group (repeatable): {', '.join(GROUPS)}")
+    parser.add_argument("--runs", type=int, default=5, help="timed runs per measurement; the median is reported")
+    parser.add_argument("--versions", type=int, default=100, help="released versions in the hooks/push repository")
+    parser.add_argument("--list-versions", type=int, default=1500, help="released versions in the list/show repository")
+    parser.add_argument("--get-versions", type=int, default=10, help="versions of the ~5 MB model in the get repository")
+    parser.add_argument("--keep", action="store_true", help="keep the fixtures' temp folder (its path is printed)")
+    args = parser.parse_args()
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    selected = [g for g in GROUPS if not args.only or g in args.only]
+    started = time.perf_counter()
+    tmp = tempfile.mkdtemp(prefix="kgit-bench-")
+    log(f"fixtures in {tmp}")
+    results: list[tuple[str, list[Row]]] = []
+    failed = []
+    fx = Fixtures(Path(tmp), args.versions, args.list_versions, args.get_versions)
+    try:
+        for group in selected:
+            log(f"group {group}")
+            try:
+                results.append((group, GROUPS[group](fx, args.runs)))
+            except (SystemExit, Exception) as exc:  # report it, go on with the other groups
+                failed.append(group)
+                detail = "".join(traceback.format_exception(exc)) if isinstance(exc, Exception) else str(exc)
+                log(f"group {group} FAILED: {detail}")
+    finally:
+        if args.keep:
+            log(f"kept the fixtures in {tmp}")
+        else:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    render(results, args.runs, time.perf_counter() - started)
+    if failed:
+        log(f"failed groups: {', '.join(failed)}")
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -86,3 +86,13 @@ def size_text(n: Any) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return str(n)
+
+
+def write_columns(header: list[str], rows: list[list[str]]) -> None:
+    """Aligned columns on stdout in one write (bold header on a terminal)."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    head = "  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()
+    if sys.stdout.isatty():
+        head = f"\033[1m{head}\033[0m"
+    lines = [head] + ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    sys.stdout.write("\n".join(lines) + "\n")

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from kgit.cli.app import Steps, app, err, print_json, size_text
+from kgit.cli.app import Steps, app, err, print_json, size_text, write_columns
 from kgit.errors import KgitError
 
 
@@ -124,17 +124,14 @@ def list_(
     if not rels:
         err("no releases yet" + (f" of {name}" if name else "") + ": make one with `kgit release NAME --from MODEL`")
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(box=None, header_style="bold")
-    for col in ("name", "version", "stages", "formats", "created", "dataset", "commit"):
-        table.add_column(col)
-    for r in rels:
-        stages = ",".join(r.stages) + (" [dim](deprecated)[/dim]" if r.deprecated else "")
-        table.add_row(r.name, r.version, stages or "-", ",".join(r.formats),
-                      (r.created_at or "").replace("T", " ").rstrip("Z"), r.dataset_id or "-", (r.source_commit or "-")[:8])
-    Console().print(table)
+    rows = [
+        [r.name, r.version, (",".join(r.stages) + (" (deprecated)" if r.deprecated else "")).strip() or "-",
+         ",".join(r.formats), (r.created_at or "").replace("T", " ").rstrip("Z"), r.dataset_id or "-",
+         (r.source_commit or "-")[:8]]
+        for r in rels
+    ]
+    # Plain aligned columns: a rich Table measures every cell and costs ~0.6 s at 1,500 rows.
+    write_columns(["name", "version", "stages", "formats", "created", "dataset", "commit"], rows)
 
 
 @app.command()
