@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from kgit import registry
-from kgit.errors import KgitError, ReleaseNotFoundError
+from kgit.errors import ReleaseNotFoundError
 from kgit.git_ops import Repo
 from kgit.metadata import Metadata
 from kgit.releasing import ReleaseRecord, release
@@ -108,7 +108,6 @@ def load(name: str, version: str = "latest", format: str | None = None, *, stage
     """
     from kgit import formats as fmts
     from kgit import usercode
-    from kgit.validation import check_files
 
     check_name(name)
     if stage is not None:
@@ -125,15 +124,9 @@ def load(name: str, version: str = "latest", format: str | None = None, *, stage
         from kgit import fetch
 
         fetch.get(name, rel.version, formats=[fmt], repo=git)
-    meta = Metadata.read(folder)
-    problem = check_files(folder, meta)
-    if problem:
-        raise KgitError(f"{name}@{rel.version} ({fmt}) does not match its release: {problem}")
-    from kgit.checking import signature_problem
+    from kgit.checking import verified_metadata
 
-    problem = signature_problem(git, folder, meta, f"{name}@{rel.version} ({fmt})")
-    if problem:
-        raise KgitError(problem)
+    meta = verified_metadata(git, rel, fmt)
     custom = usercode.load_custom_objects(meta.custom_objects)
     custom.update(custom_objects or {})
     return fmts.load_keras_model(folder, fmt, custom_objects=custom, modules=meta.custom_modules,

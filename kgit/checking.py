@@ -171,6 +171,17 @@ def _static_checks(repo: Repo, t: Target) -> tuple[FolderResult | None, Metadata
     return None, meta
 
 
+def verified_metadata(repo: Repo, rel: registry.Release, fmt: str) -> Metadata:
+    """The metadata of a release folder present in the work tree, after the git-free checks
+    (metadata as released, every file's sha256, signature); raises KgitError naming what differs."""
+    t = Target(rel, fmt)
+    failed, meta = _static_checks(repo, t)
+    if failed is not None:
+        raise KgitError(f"{t.label} ({fmt}) does not match its release: {failed.check} check: {failed.reason()}")
+    assert meta is not None
+    return meta
+
+
 def signature_problem(repo: Repo, folder: Path, meta: Metadata, label: str) -> str | None:
     """None if the folder's signature verifies with a trusted key (or signing is off and it is
     unsigned); else what is wrong. Checked against the metadata's recorded signer too."""

@@ -13,8 +13,7 @@ from typing import Any
 from kgit import registry
 from kgit.errors import KgitError, ReleaseNotFoundError
 from kgit.git_ops import Repo
-from kgit.metadata import METADATA_FILE, Metadata
-from kgit.validation import check_files
+from kgit.metadata import METADATA_FILE
 
 
 @dataclass
@@ -26,22 +25,6 @@ class Fetched:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "tag": self.tag, "formats": self.formats}
-
-
-def _verify(repo: Repo, rel: registry.Release, fmt: str) -> None:
-    folder = repo.root / rel.formats[fmt]["path"]
-    meta = Metadata.read(folder)
-    recorded = registry.metadata(repo, rel, fmt)
-    if meta.to_dict() != recorded.to_dict():
-        raise KgitError(f"{rel.name}@{rel.version} ({fmt}): the fetched metadata.json differs from the release's metadata in git")
-    problem = check_files(folder, meta)
-    if problem:
-        raise KgitError(f"{rel.name}@{rel.version} ({fmt}): the fetched data does not match the release: {problem}")
-    from kgit.checking import signature_problem
-
-    problem = signature_problem(repo, folder, meta, f"{rel.name}@{rel.version} ({fmt})")
-    if problem:
-        raise KgitError(problem)
 
 
 def get(name: str, version: str, *, formats: list[str] | None = None, repo: Repo) -> Fetched:
@@ -69,6 +52,8 @@ def get(name: str, version: str, *, formats: list[str] | None = None, repo: Repo
             to_pull.append(f"{info['path']}.dvc")
     if to_pull:
         dvc_ops.pull(repo.root, to_pull)
+    from kgit.checking import verified_metadata
+
     for fmt in wanted:
-        _verify(repo, rel, fmt)
+        verified_metadata(repo, rel, fmt)
     return result

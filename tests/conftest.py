@@ -59,15 +59,20 @@ def kgit(cwd: Path, *args: str, check: bool = False) -> subprocess.CompletedProc
     return proc
 
 
-@pytest.fixture
-def git_repo(tmp_path: Path) -> Path:
-    repo = tmp_path / "repo"
+def new_repo(base: Path, filename: str, content: str) -> Path:
+    """``base/repo``: a fresh git repository with one committed file."""
+    repo = base / "repo"
     repo.mkdir()
     git(repo, "init", "-q")
-    (repo / "README.md").write_text("a project\n")
-    git(repo, "add", "README.md")
-    git(repo, "commit", "-q", "-m", "initial")
+    (repo / filename).write_text(content)
+    git(repo, "add", filename)
+    git(repo, "commit", "-q", "-m", f"add {filename}")
     return repo
+
+
+@pytest.fixture
+def git_repo(tmp_path: Path) -> Path:
+    return new_repo(tmp_path, "README.md", "a project\n")
 
 
 @pytest.fixture
@@ -98,12 +103,7 @@ def released(tmp_path_factory: pytest.TempPathFactory, guide_model):  # type: ig
     import kgit
 
     base = tmp_path_factory.mktemp("released")
-    repo = base / "repo"
-    repo.mkdir()
-    git(repo, "init", "-q")
-    (repo / "data.csv").write_text("x,y\n1,2\n")
-    git(repo, "add", "data.csv")
-    git(repo, "commit", "-q", "-m", "data")
+    repo = new_repo(base, "data.csv", "x,y\n1,2\n")
     kgit.init(repo, remote=str(base / "remote"))
     record = kgit.release(
         guide_model, "guide", formats=["savedmodel", "keras", "h5", "weights"], repo=repo,

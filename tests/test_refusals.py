@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import git, kgit, snapshot
+from conftest import git, kgit, new_repo, snapshot
 
 
 @pytest.fixture(scope="module")
@@ -19,12 +19,7 @@ def repo_v1(tmp_path_factory: pytest.TempPathFactory, plain_model):  # type: ign
     import kgit as api
 
     base = tmp_path_factory.mktemp("refusals")
-    repo = base / "repo"
-    repo.mkdir()
-    git(repo, "init", "-q")
-    (repo / "train.py").write_text("# training code\n")
-    git(repo, "add", "train.py")
-    git(repo, "commit", "-q", "-m", "code")
+    repo = new_repo(base, "train.py", "# training code\n")
     api.init(repo, remote=str(base / "remote"))
     api.release(plain_model, "plain", formats="keras", repo=repo)
     files = base / "files"

@@ -21,19 +21,26 @@ def validate(
 ) -> None:
     """Check releases: data present, unchanged since tagging, file hashes, signature, then a reload in a fresh process compared with the reference outputs. Incremental."""
     from kgit import api
-    from kgit.validation import result_dict
 
     with Steps(enabled=not json_out) as steps:
         results = api.validate(refs or None, all=all_ or not refs, recheck=recheck, progress=steps)
+    _report(results, json_out)
+    if not results:
+        err("no releases to validate")
+
+
+def _report(results: list[Any], json_out: bool, what: str = "checks") -> None:
+    """Print check results (table or JSON); raise one KgitError naming what failed."""
+    from kgit.validation import result_dict
+
     if json_out:
         print_json([result_dict(r) for r in results])
     elif results:
         render_validation(results)
     bad = [r for r in results if not r.ok]
     if bad:
-        raise KgitError(f"{len(bad)} of {len(results)} checks failed: " + "; ".join(f"{r.folder} ({r.format}) {r.check}" for r in bad[:5]))
-    if not results:
-        err("no releases to validate")
+        raise KgitError(f"{len(bad)} of {len(results)} {what} failed: "
+                        + "; ".join(f"{r.folder} ({r.format}) {r.check}: {r.reason()}" for r in bad[:3]))
 
 
 def render_validation(results: list[Any], stderr: bool = False) -> None:
@@ -61,16 +68,9 @@ def verify(
 ) -> None:
     """Check release signatures against the trusted public keys (offline). `kgit validate` does this too."""
     from kgit import api
-    from kgit.validation import result_dict
 
     results = api.verify(None if all_ or not refs else refs)
-    if json_out:
-        print_json([result_dict(r) for r in results])
-    elif results:
-        render_validation(results)
-    bad = [r for r in results if not r.ok]
-    if bad:
-        raise KgitError(f"{len(bad)} of {len(results)} signature checks failed: " + "; ".join(r.reason() for r in bad[:3]))
+    _report(results, json_out, "signature checks")
 
 
 # -- hooks -------------------------------------------------------------------------------------
