@@ -1,7 +1,8 @@
 """kgit's pre-push hook, run directly (``kgit hook pre-push origin URL``, the pushed refs on stdin)
 on a repository with ``--versions`` released versions pushed to a bare origin:
 
-  nothing new   against DVC's own pre-push hook (``dvc push`` with nothing to push)
+  nothing new   against DVC's own pre-push hook (``dvc push`` with nothing to push); and the
+                server-side pre-receive hook receiving a plain commit
   one new real release (a ~5 MB model): right after it (validated while released: the cost is the
                 upload), and with the local validation record removed (validation + upload),
                 against ``kgit validate NAME@VERSION --recheck`` of that version. Every run starts
@@ -44,15 +45,19 @@ def nothing_new(fx: Fixtures, runs: int) -> list[Row]:
     env = tool_env()
     shim = repo / ".git" / "hooks" / "pre-push"
     fixture = f"{versions} versions"
+    # the server hook receiving that plain commit (run where the objects are: the clone's git dir)
+    received = f"{git(repo, 'rev-parse', 'HEAD~1')} {git(repo, 'rev-parse', 'HEAD')} refs/heads/main\n"
     t = timed_interleaved(runs, {
         "dvc": lambda: run([DVC, "push"], repo, env=env),
         "direct": lambda: run([KGIT, "hook", "pre-push", "origin", str(origin)], repo, stdin, env),
         "shim": lambda: run([str(shim), "origin", str(origin)], repo, stdin, env),
+        "server": lambda: run([KGIT, "hook", "pre-receive"], repo / ".git", received, env),
     })
     base = timing_baseline("DVC's pre-push (`dvc push`, nothing to push)", fixture, t["dvc"])
     rows = [base,
             timing_row("kgit pre-push, nothing new (`kgit hook pre-push`)", fixture, t["direct"], base),
-            timing_row("kgit pre-push, nothing new (the installed shim)", fixture, t["shim"], base)]
+            timing_row("kgit pre-push, nothing new (the installed shim)", fixture, t["shim"], base),
+            timing_row("kgit server pre-receive, a plain commit", fixture, t["server"], base)]
     listing = timed(runs, lambda: run([KGIT, "list"], repo, env=env))
     rows.append(timing_row("`kgit list`", fixture, listing))
     return rows

@@ -8,7 +8,7 @@ Per version and format, in order, stopping at the first failure:
   roundtrip reload in a fresh process, rerun reference inputs, compare within atol
 
 A version that passed is remembered in ``.git/kgit/validated.json`` (local, never committed) with
-its DVC hash and the size/mtime/inode of each file; while none of those change it is not checked
+its DVC hash and the size/mtime/ctime/inode of each file; while none of those change it is not checked
 again (the ``release`` check, which reads git only, always runs).
 """
 
@@ -32,29 +32,29 @@ RECORD_FILE = "validated.json"
 
 # -- the record of what was validated ---------------------------------------------------------
 def _fingerprint(folder: Path) -> dict[str, list[int]]:
-    """size, mtime and inode of every file: changes when any byte is rewritten, costs no hashing."""
+    """size, mtime, ctime and inode of every file: changes when any byte is rewritten, costs no hashing.
+
+    ctime matters: mtime can be set back (``os.utime``, ``touch -d``) after an in-place edit that keeps
+    the size and inode, but every write moves ctime and nothing short of changing the clock sets it back."""
     fp: dict[str, list[int]] = {}
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames.sort()
         for name in sorted(filenames):
             full = os.path.join(dirpath, name)
             st = os.lstat(full)
-            fp[os.path.relpath(full, folder)] = [st.st_size, st.st_mtime_ns, st.st_ino]
+            fp[os.path.relpath(full, folder)] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
     return fp
 
 
 def _trust_state(root: Path) -> str:
-    """Signing policy and trusted key files, cheaply (stat only): part of what a validation was valid for."""
-    from kgit import signing
+    """The signing trust in force in this clone (policy and trusted keys, see kgit.trust): part of
+    what a validation was valid for, so a change of trust invalidates the record."""
+    from kgit import trust
 
-    parts = []
-    for rel in (signing.POLICY_FILE,):
-        p = root / rel
-        parts.append(f"{rel}:{p.stat().st_mtime_ns if p.exists() else '-'}")
-    keys = root / signing.KEYS_DIR
-    if keys.is_dir():
-        parts += sorted(f"{k.name}:{k.stat().st_size}:{k.stat().st_mtime_ns}" for k in keys.glob("*.pem"))
-    return ";".join(parts)
+    try:
+        return trust.effective(Repo(root)).state()
+    except KgitError as exc:  # a policy file that does not parse: the signature check will say so
+        return f"error: {exc}"
 
 
 class Record:
@@ -108,11 +108,11 @@ class Target:
 
     @property
     def md5(self) -> str | None:
-        return self.release.formats[self.fmt].get("md5")
+        return (self.release.formats.get(self.fmt) or {}).get("md5")
 
     @property
     def rel_path(self) -> str:
-        return str(self.release.formats[self.fmt]["path"])
+        return str((self.release.formats.get(self.fmt) or {}).get("path", ""))
 
 
 def targets_for(repo: Repo, refs: list[str] | None) -> list[Target]:
@@ -126,7 +126,8 @@ def targets_for(repo: Repo, refs: list[str] | None) -> list[Target]:
         for ref in refs:
             name, version = parse_ref(ref)
             releases.append(registry.resolve(repo, name, version))
-    return [Target(r, fmt) for r in releases for fmt in r.formats]
+    # an invalid release whose tag names no usable format still gets a target, to fail its release check
+    return [Target(r, fmt) for r in releases for fmt in (r.formats or ["-"])]
 
 
 def _fail(t: Target, check: str, error: str, status: str = "failed", atol: float = 0.0) -> FolderResult:
@@ -134,7 +135,11 @@ def _fail(t: Target, check: str, error: str, status: str = "failed", atol: float
 
 
 def release_check(repo: Repo, t: Target) -> FolderResult | None:
-    """Git-only: the work tree's ``.dvc`` file still has the hash the release tag recorded."""
+    """Git-only: the tag is a valid release (its message, ``.dvc`` file and metadata at the tagged
+    commit agree with its name), and the work tree's ``.dvc`` file still has the hash it recorded."""
+    problems = registry.release_problems(repo, t.release, [t.fmt])
+    if problems:
+        return _fail(t, "release", f"{t.release.tag} is not a valid release: {problems[0]}")
     dvc_path = repo.root / f"{t.rel_path}.dvc"
     if not dvc_path.exists():
         return None  # not in this checkout (another branch): nothing in the work tree to compare
@@ -159,6 +164,10 @@ def _static_checks(repo: Repo, t: Target) -> tuple[FolderResult | None, Metadata
         recorded = registry.metadata(repo, t.release, t.fmt)
     except KgitError as exc:
         return _fail(t, "metadata", str(exc)), None
+    said = (meta.name, meta.version, meta.format)
+    if said != (t.release.name, t.release.version, t.fmt):
+        return _fail(t, "metadata", f"metadata.json is for {':'.join(map(str, said))}, the release is "
+                                    f"{t.release.name}:{t.release.version}:{t.fmt}"), None
     if meta.to_dict() != recorded.to_dict():
         changed = sorted(k for k, v in meta.to_dict().items() if recorded.to_dict().get(k) != v)
         return _fail(t, "metadata", f"metadata.json differs from the release's metadata in git ({', '.join(changed)})"), None
@@ -183,17 +192,18 @@ def verified_metadata(repo: Repo, rel: registry.Release, fmt: str) -> Metadata:
 
 
 def signature_problem(repo: Repo, folder: Path, meta: Metadata, label: str) -> str | None:
-    """None if the folder's signature verifies with a trusted key (or signing is off and it is
-    unsigned); else what is wrong. Checked against the metadata's recorded signer too."""
-    from kgit import signing
+    """None if the folder's signature verifies with a key this clone trusts (kgit.trust: pinned,
+    endorsed or accepted; not merely present in the work tree), or it is unsigned and the policy in
+    force does not require signatures; else what is wrong. Checked against the metadata's recorded signer too."""
+    from kgit import signing, trust
 
-    mode = signing.policy(repo.root)
-    if meta.signed_by is None and mode != "required":
+    t = trust.effective(repo)
+    if meta.signed_by is None and t.policy != "required":
         return None
     if meta.signed_by is None:
-        return f"{label} is not signed, and this repository requires signed releases ({signing.POLICY_FILE})"
+        return f"{label} is not signed, and {t.requirement()}"
     try:
-        fp = signing.verify(folder, signing.trusted_keys(repo.root), label)
+        fp = signing.verify(folder, t.trusted(), label, untrusted=lambda signer: t.untrusted_reason(signer, label))
     except KgitError as exc:
         return str(exc)
     if fp != meta.signed_by:

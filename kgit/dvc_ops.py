@@ -124,13 +124,28 @@ def pull(root: Path, dvc_files: list[str], remote: str | None = None) -> int:
     return int((stats or {}).get("fetched", 0)) if isinstance(stats, dict) else 0
 
 
+MAX_DVC_FILE = 16 << 20  # a .dvc file with kgit's metadata is kilobytes; hyperparameters at most 1 MB
+
+
 def read_dvc_file(text: str, source: str) -> dict[str, Any]:
+    """Parse a ``.dvc`` file (plain YAML, no DVC import), refusing oversized or deeply nested ones."""
+    from kgit.metadata import too_deep
+
+    restore = f"restore it with `git checkout -- {source}`"
+    if len(text) > MAX_DVC_FILE:
+        raise KgitError(f"{source} is larger than {MAX_DVC_FILE >> 20} MB, not a DVC file kgit wrote: {restore}")
     try:
         data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
-        raise KgitError(f"{source} is not valid YAML ({' '.join(str(exc).split())[:200]}): restore it with `git checkout -- {source}`") from None
+        if "nesting depth" in str(exc):
+            raise KgitError(f"{source} is nested too deeply: {restore}") from None
+        raise KgitError(f"{source} is not valid YAML ({' '.join(str(exc).split())[:200]}): {restore}") from None
+    except RecursionError:
+        raise KgitError(f"{source} is nested too deeply: {restore}") from None
     if not isinstance(data, dict) or not isinstance(data.get("outs"), list) or not data["outs"]:
-        raise KgitError(f"{source} is not a DVC file (no outs): restore it with `git checkout -- {source}`")
+        raise KgitError(f"{source} is not a DVC file (no outs): {restore}")
+    if too_deep(data):
+        raise KgitError(f"{source} is nested too deeply: {restore}")
     return data
 
 

@@ -55,6 +55,11 @@ class ReleaseNotFoundError(KgitError):
     pass
 
 
+class InvalidReleaseError(ReleaseNotFoundError):
+    """A release tag whose message, ``.dvc`` files or metadata contradict its name, or that changed
+    since this clone first saw it."""
+
+
 class BusyError(KgitError):
     pass
 

@@ -2,12 +2,15 @@
 
 Each format of a version is its own DVC output, so fetching ``NAME@VERSION`` pulls exactly that
 version's ``.dvc`` files from the DVC remote. What arrives is checked against the release (metadata
-recorded in git, sha256 of every file) before it is reported as fetched.
+recorded in git, sha256 of every file) before it is reported as fetched; what fails that check is
+removed from the work tree again.
 """
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from kgit import registry
@@ -50,10 +53,50 @@ def get(name: str, version: str, *, formats: list[str] | None = None, repo: Repo
         result.formats[fmt] = {"path": info["path"], "size": info.get("size"), "fetched": not present}
         if not present:
             to_pull.append(f"{info['path']}.dvc")
-    if to_pull:
-        dvc_ops.pull(repo.root, to_pull)
+    # Folders absent before the pull: if the pull fails or what arrives fails verification, they are
+    # removed again, so no unverified byte stays in the work tree (folders already there are left alone).
+    brought = [repo.root / rel.formats[fmt]["path"] for fmt in wanted
+               if result.formats[fmt]["fetched"] and not (repo.root / rel.formats[fmt]["path"]).exists()]
     from kgit.checking import verified_metadata
 
-    for fmt in wanted:
-        verified_metadata(repo, rel, fmt)
+    pulled = False
+    try:
+        if to_pull:
+            dvc_ops.pull(repo.root, to_pull)
+        pulled = True
+        for fmt in wanted:
+            verified_metadata(repo, rel, fmt)
+    except KgitError as exc:
+        said = _remove(repo, brought)
+        if not said:
+            raise
+        if "signed by key" in str(exc) or "not signed" in str(exc):
+            hint = "the bytes are as released, but their signer is not trusted here (see `kgit keys list`)"
+        elif pulled:
+            hint = ("the DVC remote (or this machine's DVC cache) does not hold what was released; push it again "
+                    "from a copy that passes `kgit validate`")
+        else:
+            hint = "fix the cause and retry"
+        raise KgitError(f"{exc}; {said}: {hint}") from None
     return result
+
+
+def _remove(repo: Repo, folders: list[Path]) -> str:
+    """Delete these fetched folders from the work tree (the DVC cache is left as DVC has it); says what it did."""
+    removed, failed = [], []
+    for folder in folders:
+        rel = folder.relative_to(repo.root).as_posix()
+        try:
+            if folder.is_symlink() or folder.is_file():
+                folder.unlink()
+            elif folder.is_dir():
+                shutil.rmtree(folder)
+            else:
+                continue
+            removed.append(rel)
+        except OSError as exc:
+            failed.append(f"{rel} ({exc.strerror or exc})")
+    said = f"removed what was fetched ({', '.join(removed)}) from the work tree" if removed else ""
+    if failed:
+        said += ("; " if said else "") + f"could not remove {', '.join(failed)}: delete it by hand"
+    return said

@@ -25,10 +25,9 @@ from typing import Any
 import numpy as np
 
 from kgit.errors import CustomObjectError, ModelSourceError, UnsafeModelError
-from kgit.metadata import Signature
+from kgit.metadata import FORMATS, Signature
 from kgit.usercode import import_modules, resolve_attr
 
-FORMATS = ("savedmodel", "keras", "h5", "weights")
 MODEL_FILES = {"keras": "model.keras", "h5": "model.h5", "weights": "model.weights.h5"}
 SAVEDMODEL_KERAS = "assets.extra/model.keras"
 

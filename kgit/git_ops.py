@@ -24,23 +24,28 @@ class TagInfo:
     tagger: str
     date: str
     message: str
+    object: str = ""  # the tag object's id (annotated) or the commit's (lightweight)
+    annotated: bool = True
 
 
 class Repo:
     """A git working tree, opened from any folder inside it."""
 
-    def __init__(self, path: str | os.PathLike[str] = ".") -> None:
+    def __init__(self, path: str | os.PathLike[str] = ".", *, bare: bool = False) -> None:
+        """Open the repository at (or above) ``path``. With ``bare``, a bare repository (a server's)
+        is accepted too; its ``root`` is then the git directory, which has no work tree."""
         try:
             self._repo = git.Repo(path, search_parent_directories=True)
         except (git.InvalidGitRepositoryError, git.NoSuchPathError):
             raise NotAGitRepoError(
                 f"{Path(path).resolve()} is not inside a git repository: run `git init` first, or cd into one"
             ) from None
-        if self._repo.bare or self._repo.working_tree_dir is None:
-            raise NotAGitRepoError(f"{path} is a bare git repository: kgit needs a working tree")
-        self.root = Path(self._repo.working_tree_dir).resolve()
         self.git_dir = Path(self._repo.git_dir).resolve()
         self.common_dir = Path(self._repo.common_dir).resolve()
+        self.bare = bool(self._repo.bare or self._repo.working_tree_dir is None)
+        if self.bare and not bare:
+            raise NotAGitRepoError(f"{path} is a bare git repository: kgit needs a working tree")
+        self.root = self.git_dir if self.bare else Path(str(self._repo.working_tree_dir)).resolve()
 
     # -- plumbing -------------------------------------------------------------------------
     def git(self, *args: str, check: bool = True, raw: bool = False) -> str:
@@ -120,8 +125,32 @@ class Repo:
             if len(parts) != 7:
                 continue
             name, otype, oid, peeled, tagger, date, message = parts
-            target = peeled if otype == "tag" else oid
-            yield TagInfo(name, target, tagger.strip(), date, message)
+            annotated = otype == "tag"
+            yield TagInfo(name, peeled if annotated else oid, tagger.strip(), date, message if annotated else "",
+                          oid, annotated)
+
+    def tag_object(self, oid: str, name: str) -> TagInfo | None:
+        """The tag object ``oid`` (not yet behind a ref, e.g. in a push being received) as TagInfo;
+        a commit id gives a lightweight TagInfo; None if ``oid`` is neither."""
+        code, otype, _ = self.try_git("cat-file", "-t", oid)
+        otype = otype.strip()
+        if code != 0:
+            return None
+        if otype == "commit":
+            return TagInfo(name, oid, "", "", "", oid, False)
+        if otype != "tag":
+            return None
+        target = self.git("rev-parse", "--verify", "-q", f"{oid}^{{commit}}", check=False)
+        if not target:
+            return None
+        # for-each-ref cannot read an object outside refs: parse the raw tag object instead
+        raw = self.git("cat-file", "tag", oid, raw=True)
+        head, _, message = raw.partition("\n\n")
+        tagger, date = "", ""
+        for line in head.splitlines():
+            if line.startswith("tagger "):
+                tagger, date = _parse_ident(line[len("tagger "):])
+        return TagInfo(name, target, tagger, date, message, oid, True)
 
     def create_tag(self, tag: str, target: str, message: str) -> None:
         with _message_file(message) as path:
@@ -165,6 +194,20 @@ class Repo:
 
     def config_set(self, key: str, value: str) -> None:
         self.git("config", key, value)
+
+
+def _parse_ident(ident: str) -> tuple[str, str]:
+    """``Name <email> 1700000000 +0100`` -> ("Name <email>", ISO-8601 date)."""
+    from datetime import datetime, timedelta, timezone
+
+    who, _, when = ident.rpartition("> ")
+    parts = when.split()
+    date = ""
+    if len(parts) == 2 and parts[0].isdigit() and len(parts[1]) == 5:
+        sign = -1 if parts[1][0] == "-" else 1
+        offset = timedelta(hours=int(parts[1][1:3]), minutes=int(parts[1][3:5])) * sign
+        date = datetime.fromtimestamp(int(parts[0]), timezone(offset)).isoformat()
+    return (who + ">" if who else ident).strip(), date
 
 
 @contextlib.contextmanager

@@ -21,12 +21,14 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kgit import project, registry, txn
 from kgit.errors import KgitError
 from kgit.git_ops import Repo
+from kgit.metadata import ARTIFACTS_DIR
 from kgit.validation import FolderResult
-from kgit.versions import parse_tag
+from kgit.versions import parse_event, parse_tag
 
 ZERO = "0" * 40
 PUBLISHED_FILE = "published.json"
@@ -62,6 +64,27 @@ def updates_from_pre_commit_framework() -> list[RefUpdate]:
 class PushPlan:
     tags: list[str] = field(default_factory=list)  # release tags the push brings
     violations: list[str] = field(default_factory=list)  # released versions changed by the push
+    tag_changes: list[str] = field(default_factory=list)  # release/stage tags the push moves or deletes
+
+
+def is_protected_tag(ref: str) -> bool:
+    """Release tags (NAME@vX.Y.Z) and GTO event tags (stages, deprecations) never change once shared."""
+    if not ref.startswith("refs/tags/"):
+        return False
+    tag = ref[len("refs/tags/"):]
+    return parse_tag(tag) is not None or parse_event(tag) is not None
+
+
+def protected_tag_change(ref: str, old: str, new: str) -> str | None:
+    """One line if updating ``ref`` from ``old`` to ``new`` moves or deletes a release/stage tag."""
+    if old == ZERO or old == new or not is_protected_tag(ref):
+        return None
+    tag = ref[len("refs/tags/"):]
+    kind = "release" if parse_tag(tag) is not None else "stage/deprecation"
+    if new == ZERO:
+        return f"deleting the {kind} tag {tag} (it is shared: teammates and deployments resolve it)"
+    return (f"moving the {kind} tag {tag} from {old[:8]} to {new[:8]} (a shared release is never replaced: "
+            "release the new model as a new version)")
 
 
 def _range(repo: Repo, u: RefUpdate, remote: str) -> list[str]:
@@ -79,8 +102,12 @@ def plan_push(repo: Repo, updates: list[RefUpdate], remote: str) -> PushPlan:
     # a pushed stage tag brings the version it points to (validated before it reaches production)
     staged = {e.tag: f"{e.name}@{e.version}" for e in reg.events if e.event == "promoted" and e.version}
     tag_of = {f"{r.name}@{r.version}": r.tag for r in reg.releases}
-    by_dvc_file = {f"{info['path']}.dvc": (r, fmt) for r in released.values() for fmt, info in r.formats.items()}
+    by_dvc_file = dvc_files_of(reg.releases)
     for u in updates:
+        change = protected_tag_change(u.remote_ref, u.remote_sha, u.local_sha)
+        if change:
+            plan.tag_changes.append(change)
+            continue
         if u.local_sha == ZERO:
             continue  # a deletion sends nothing
         if u.local_ref.startswith("refs/tags/"):
@@ -96,29 +123,39 @@ def plan_push(repo: Repo, updates: list[RefUpdate], remote: str) -> PushPlan:
         for tag in trailers.split():
             if tag in released and tag not in plan.tags:
                 plan.tags.append(tag)
-        touched = repo.git("log", "--format=", "--name-only", *rng, "--", project.ARTIFACTS_DIR)
-        for path in sorted(set(touched.split())):
-            if path not in by_dvc_file:
-                continue
-            rel, fmt = by_dvc_file[path]
-            text = repo.show_file(u.local_sha, path)
-            want = rel.formats[fmt].get("md5")
-            if text is None:
-                plan.violations.append(f"{rel.name}@{rel.version} ({fmt}): {path} is deleted by the pushed commits")
-                continue
-            from kgit.dvc_ops import read_dvc_file
-
-            try:
-                got = read_dvc_file(text, path)["outs"][0].get("md5")
-            except KgitError as exc:
-                plan.violations.append(f"{rel.name}@{rel.version} ({fmt}): {exc}")
-                continue
-            if got != want:
-                plan.violations.append(
-                    f"{rel.name}@{rel.version} ({fmt}): {path} in the pushed commits has DVC hash {got}, "
-                    f"its release tag recorded {want}"
-                )
+        plan.violations += changed_releases(repo, rng, u.local_sha, by_dvc_file)
     return plan
+
+
+def changed_releases(repo: Repo, rng: list[str], tip: str,
+                     by_dvc_file: dict[str, tuple[registry.Release, str]]) -> list[str]:
+    """Released versions whose ``.dvc`` file the commits ``rng`` change, as they stand at ``tip``."""
+    from kgit.dvc_ops import read_dvc_file
+
+    problems = []
+    touched = repo.git("log", "--format=", "--name-only", *rng, "--", ARTIFACTS_DIR)
+    for path in sorted(set(touched.split())):
+        if path not in by_dvc_file:
+            continue
+        rel, fmt = by_dvc_file[path]
+        text = repo.show_file(tip, path)
+        want = rel.formats[fmt].get("md5")
+        if text is None:
+            problems.append(f"{rel.name}@{rel.version} ({fmt}): {path} is deleted by the pushed commits")
+            continue
+        try:
+            got = read_dvc_file(text, path)["outs"][0].get("md5")
+        except KgitError as exc:
+            problems.append(f"{rel.name}@{rel.version} ({fmt}): {exc}")
+            continue
+        if got != want:
+            problems.append(f"{rel.name}@{rel.version} ({fmt}): {path} in the pushed commits has DVC hash {got}, "
+                            f"its release tag recorded {want}")
+    return problems
+
+
+def dvc_files_of(releases: list[registry.Release]) -> dict[str, tuple[registry.Release, str]]:
+    return {f"{info['path']}.dvc": (r, fmt) for r in releases if r.valid for fmt, info in r.formats.items()}
 
 
 # -- the published record ---------------------------------------------------------------------
@@ -143,29 +180,17 @@ def _mark_published(repo: Repo, url: str, md5s: list[str]) -> None:
     os.replace(tmp, path)
 
 
-def _remote_url(repo: Repo) -> tuple[str | None, str | None]:
+def remote_url(repo: Repo) -> tuple[str | None, str | None]:
     """(name, url) of the default DVC remote from the config files, without importing DVC."""
-    import configparser
+    from kgit.storage import default_remote_in
 
-    name = url = None
-    remotes: dict[str, str] = {}
+    texts = []
     for fname in ("config", "config.local"):  # config.local overrides, like DVC
-        cp = configparser.ConfigParser()
         try:
-            cp.read(repo.root / ".dvc" / fname)
-        except configparser.Error:
+            texts.append((repo.root / ".dvc" / fname).read_text())
+        except OSError:
             continue
-        if cp.has_option("core", "remote"):
-            name = cp.get("core", "remote")
-        for section in cp.sections():
-            s = section.strip()
-            if s.startswith("'remote \"") or s.startswith('remote "'):
-                rname = s.split('"')[1]
-                if cp.has_option(section, "url"):
-                    remotes[rname] = cp.get(section, "url")
-    if name:
-        url = remotes.get(name)
-    return name, url
+    return default_remote_in(texts)
 
 
 # -- the hooks --------------------------------------------------------------------------------
@@ -179,6 +204,13 @@ def pre_push(remote: str, updates: list[RefUpdate], repo: Repo | None = None) ->
 
     repo = repo or Repo(".")
     plan = plan_push(repo, updates, remote)
+    if plan.tag_changes:
+        _say(f"push refused: release and stage tags on {remote} never change:")
+        for c in plan.tag_changes:
+            sys.stderr.write(f"  - {c}\n")
+        _say(f"publish a different model as a new version; to get the shared tag back here: "
+             f"git tag -d TAG && git fetch {remote} tag TAG (--no-verify does not help: a server with kgit's hook refuses too)")
+        return 1
     if plan.violations:
         _say("push refused: released versions must not change:")
         for v in plan.violations:
@@ -187,18 +219,22 @@ def pre_push(remote: str, updates: list[RefUpdate], repo: Repo | None = None) ->
         return 1
     if not plan.tags:
         return 0  # nothing new: the common case, and it touched git only
-    targets = [t for tag in plan.tags for t in checking.targets_for(repo, [_ref_of(tag)])]
-    record = checking.Record(repo)
-    stale = [t for t in targets if not record.is_current(t.release.tag, t.fmt, t.md5, repo.root / t.rel_path)]
+    try:
+        targets = [t for tag in plan.tags for t in checking.targets_for(repo, [_ref_of(tag)])]
+    except KgitError as exc:  # e.g. a tag that is not a valid release, or changed since first seen
+        _say(f"push refused: {exc}")
+        return 1
     broken = [r for r in (checking.release_check(repo, t) for t in targets) if r is not None]
     if broken:
         return _refuse_validation(broken)
+    record = checking.Record(repo)
+    stale = [t for t in targets if not record.is_current(t.release.tag, t.fmt, t.md5, repo.root / t.rel_path)]
     if stale:
         code = _run_stage(repo, sorted({t.label for t in stale}))
         if code != 0:
             _say("push refused: the validation above failed; fix or re-release, or push with --no-verify to override")
             return 1
-    name, url = _remote_url(repo)
+    name, url = remote_url(repo)
     if not url:
         _say("push refused: no default DVC remote, so teammates could not fetch the models: "
              "run `kgit init --remote PATH_OR_URL` (or `dvc remote add -d NAME URL`) and push again")
@@ -207,18 +243,53 @@ def pre_push(remote: str, updates: list[RefUpdate], repo: Repo | None = None) ->
     to_upload = [t for t in targets if t.md5 not in done]
     if not to_upload:
         return 0
+    return _upload(repo, str(name), url, to_upload)
+
+
+def _upload(repo: Repo, name: str, url: str, to_upload: list[Any]) -> int:
+    """``dvc push`` the targets' data, then confirm every object arrived before recording it as
+    published. DVC only warns about objects missing from the local cache, so check those first."""
+    from kgit import storage
+
+    def labels(oids: Any) -> str:
+        return ", ".join(sorted({f"{t.label} ({t.fmt})" for t in to_upload if t.md5 in oids}))
+
+    oids = [str(t.md5) for t in to_upload]
+    try:
+        absent = storage.missing_in_cache(repo.root, oids)
+    except KgitError as exc:
+        _say(f"push refused: {exc}")
+        return 1
+    if absent:
+        n = sum(len(v) for v in absent.values())
+        _say(f"push refused: the data of {labels(absent)} is not in the local DVC cache ({n} object(s) missing, "
+             "e.g. after `dvc gc`), so it cannot be uploaded and teammates could not fetch it: bring it back "
+             f"(`dvc pull` from another remote, `dvc fetch`, or re-add the folder from a backup), then push again")
+        return 1
     size = sum(int(t.release.formats[t.fmt].get("size") or 0) for t in to_upload)
-    labels = ", ".join(sorted({f"{t.label} ({t.fmt})" for t in to_upload}))
-    _say(f"uploading {labels}: {size / 1e6:.1f} MB to DVC remote {name} ({url})")
-    proc = subprocess.run([sys.executable, "-m", "dvc", "push", "--remote", str(name),
+    _say(f"uploading {labels(oids)}: {size / 1e6:.1f} MB to DVC remote {name} ({url})")
+    proc = subprocess.run([sys.executable, "-m", "dvc", "push", "--remote", name,
                            *[f"{t.rel_path}.dvc" for t in to_upload]], cwd=repo.root, stdin=subprocess.DEVNULL,
                           stdout=sys.stderr, stderr=subprocess.PIPE, text=True)
+    for line in (proc.stderr or "").splitlines():  # DVC's warnings matter here: pass them on
+        if line.startswith(("WARNING", "ERROR")):
+            sys.stderr.write(f"  dvc: {line}\n")
     if proc.returncode != 0:
         tail = " ".join((proc.stderr or "").strip().splitlines()[-2:])
         _say(f"push refused: uploading to DVC remote {name} ({url}) failed: {tail or 'no output'}; "
              "fix the remote (see `dvc remote list`) and push again, or push with --no-verify to skip")
         return 1
-    _mark_published(repo, url, [str(t.md5) for t in to_upload])
+    try:
+        absent = storage.missing_in_remote(repo.root, name, oids)
+    except KgitError as exc:
+        _say(f"push refused: could not confirm the upload: {exc}")
+        return 1
+    if absent:
+        n = sum(len(v) for v in absent.values())
+        _say(f"push refused: after `dvc push`, DVC remote {name} ({url}) still lacks {n} object(s) of "
+             f"{labels(absent)}: check the remote (space, permissions) and push again")
+        return 1
+    _mark_published(repo, url, oids)
     return 0
 
 
@@ -238,8 +309,17 @@ def _refuse_validation(results: list[FolderResult]) -> int:
 def _run_stage(repo: Repo, labels: list[str]) -> int:
     """Validate ``labels`` by reproducing the kgit-validate stage of dvc.yaml."""
     data = project.read_dvc_yaml(repo.root) or {}
-    if project.STAGE_NAME not in (data.get("stages") or {}):
+    stage = (data.get("stages") or {}).get(project.STAGE_NAME)
+    if stage is None:
         _say(f"push refused: dvc.yaml has no {project.STAGE_NAME} stage to validate releases with: run `kgit init`")
+        return 1
+    if dict(stage) != project.VALIDATE_STAGE:
+        # The hook runs on every push: it must never run a command someone else committed.
+        changed = ", ".join(f"{k}: {str(v)[:80]!r}" for k, v in sorted(dict(stage).items())
+                            if project.VALIDATE_STAGE.get(k) != v) or "its fields"
+        commit = repo.git("log", "-1", "--format=%h by %an", "--", project.DVC_YAML, check=False) or "uncommitted"
+        _say(f"push refused: the {project.STAGE_NAME} stage in dvc.yaml is not kgit's ({changed}; last changed "
+             f"in {commit}): kgit runs only its own validation; restore the stage with `kgit init` and commit it")
         return 1
     _say(f"validating {', '.join(labels)} (dvc repro {project.STAGE_NAME})")
     env = dict(os.environ)
@@ -254,7 +334,7 @@ def _run_stage(repo: Repo, labels: list[str]) -> int:
 def pre_commit(repo: Repo | None = None) -> int:
     """The pre-commit hook; returns the exit code."""
     repo = repo or Repo(".")
-    out = repo.git("diff", "--cached", "--name-status", "-z", "--no-renames", "--", project.ARTIFACTS_DIR, raw=True)
+    out = repo.git("diff", "--cached", "--name-status", "-z", "--no-renames", "--", ARTIFACTS_DIR, raw=True)
     fields = [f for f in out.split("\0") if f]
     changes = list(zip(fields[::2], fields[1::2]))
     if not changes:

@@ -25,7 +25,7 @@ CHAINED_SUFFIX = ".kgit-chained"
 
 _TEMPLATE = """\
 #!/bin/sh
-# {marker} ({hook}): installed by `kgit hooks install`, removed by `kgit hooks uninstall`.
+# {marker} ({hook}): installed by `kgit {group} install`, removed by `kgit {group} uninstall`.
 # Runs kgit's check, then the hook that was here before kgit (moved to {hook}{chained}), if any.
 # Skip all hooks for one command with --no-verify.
 KGIT_PYTHON="{python}"
@@ -47,19 +47,23 @@ exit 0
 """
 
 _READ_STDIN = """\
-# pre-push gets the pushed refs on stdin: keep a copy for each hook that reads them.
+# git gives the pushed refs on stdin: keep a copy for each hook that reads them.
 refs=$(mktemp "${TMPDIR:-/tmp}/kgit-pre-push.XXXXXX") || exit 1
 trap 'rm -f "$refs"' EXIT
 cat > "$refs\""""
 
 
+READS_STDIN = ("pre-push", "pre-receive")  # hooks git gives the pushed refs on stdin
+
+
 def shim(hook: str, python: str = "") -> str:
     """The shim script for ``hook``; ``python`` is the interpreter to try first (empty: PATH only)."""
-    pre_push = hook == "pre-push"
+    refs = hook in READS_STDIN
     return _TEMPLATE.format(
         marker=MARKER, hook=hook, chained=CHAINED_SUFFIX, python=python,
-        read_stdin=_READ_STDIN if pre_push else "",
-        redirect='< "$refs" ' if pre_push else "",
+        group="server" if hook == "pre-receive" else "hooks",
+        read_stdin=_READ_STDIN.replace("kgit-pre-push", f"kgit-{hook}") if refs else "",
+        redirect='< "$refs" ' if refs else "",
     )
 
 
@@ -92,12 +96,12 @@ class HookChange:
         return f"{self.action} the {self.hook} hook"
 
 
-def install(repo: Repo) -> list[str]:
+def install(repo: Repo, names: tuple[str, ...] = HOOKS) -> list[str]:
     """Install kgit's shims; idempotent. Returns human-readable changes (empty: nothing to do)."""
     folder = hooks_dir(repo)
     folder.mkdir(parents=True, exist_ok=True)
     changes = []
-    for hook in HOOKS:
+    for hook in names:
         path = folder / hook
         chained = folder / (hook + CHAINED_SUFFIX)
         text = shim(hook, sys.executable)
@@ -121,11 +125,11 @@ def install(repo: Repo) -> list[str]:
     return changes
 
 
-def uninstall(repo: Repo) -> list[str]:
+def uninstall(repo: Repo, names: tuple[str, ...] = HOOKS) -> list[str]:
     """Remove kgit's shims and put back the hooks they chained."""
     folder = hooks_dir(repo)
     changes = []
-    for hook in HOOKS:
+    for hook in names:
         path = folder / hook
         chained = folder / (hook + CHAINED_SUFFIX)
         if path.exists() and not _is_ours(path):

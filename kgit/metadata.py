@@ -20,6 +20,9 @@ METADATA_FILE = "metadata.json"
 REFERENCE_INPUTS_FILE = "reference_inputs.npz"
 REFERENCE_OUTPUTS_FILE = "reference_outputs.npz"
 SIGNATURE_FILE = "kgit.sig"  # written after the metadata, over every other file (kgit.signing)
+FORMATS = ("savedmodel", "keras", "h5", "weights")
+ARTIFACTS_DIR = "artifacts"  # artifacts/<model>/<format>/<version>/
+MAX_DEPTH = 64  # nesting kgit reads from git or files; deeper data is refused, never recursed into
 
 
 @dataclass
@@ -163,6 +166,23 @@ def hash_folder(folder: Path, exclude: tuple[str, ...] = (METADATA_FILE, SIGNATU
                 raise KgitError(f"{full} is a symlink: release folders must hold regular files only")
             result[rel] = sha256_file(full)
     return result
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """True if ``value`` nests lists/dicts deeper than ``limit`` (checked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def check_json_serialisable(value: Any, what: str) -> None:

@@ -7,8 +7,10 @@ it points at that release's folder and ``dvc artifacts get REPO NAME --rev TAG``
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,6 @@ from kgit import dvc_ops
 from kgit.errors import KgitError, NotInitialisedError
 from kgit.git_ops import Repo
 
-ARTIFACTS_DIR = "artifacts"
 DVC_YAML = "dvc.yaml"
 DVC_LOCK = "dvc.lock"
 STAGE_NAME = "kgit-validate"
@@ -136,18 +137,85 @@ class InitResult:
         return bool(self.changes)
 
 
+def remote_folder(url: str, base: Path) -> Path | None:
+    """The local folder a DVC remote URL names, symlinks resolved (relative paths are taken from
+    ``base``); None for a remote on another host (s3://, ssh://, ...)."""
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", url) and not url.lower().startswith("file://"):
+        return None
+    path = Path(_file_url_path(url)).expanduser()
+    return Path(os.path.realpath(path if path.is_absolute() else base / path))
+
+
+def _file_url_path(url: str) -> str:
+    """``file:///srv/store`` -> ``/srv/store``; anything else as it is."""
+    if not url.lower().startswith("file://"):
+        return url
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(url)
+    if parsed.netloc not in ("", "localhost"):
+        raise KgitError(f"remote {url} names another host: give a folder on this machine, or an ssh:// URL")
+    return unquote(parsed.path)
+
+
+def _inside(folder: Path, root: Path) -> bool:
+    return folder == root or root in folder.parents
+
+
+def _checked_remote(remote: str, root: Path) -> str:
+    """``--remote`` as it will be configured (file:// URLs and relative folders made absolute), refused if
+    it is empty or inside the repository, where `git clean -fdx` would delete the release data."""
+    if not remote.strip():
+        raise KgitError(f"--remote is empty: give a folder outside the repository or a DVC remote URL, "
+                        f"e.g. --remote {default_remote_path(root)}")
+    wanted = _file_url_path(remote)
+    folder = remote_folder(wanted, Path.cwd())  # relative folders are relative to where you ran kgit
+    if folder is None:
+        return wanted
+    if _inside(folder, root):
+        raise KgitError(f"remote {remote} is inside the repository ({folder}), where `git clean -fdx` would delete "
+                        f"the release data: pick a folder outside it, e.g. --remote {default_remote_path(root)}")
+    return wanted if Path(wanted).expanduser().is_absolute() else str(folder)
+
+
+def _check_configured_remote(name: str | None, url: str | None, root: Path) -> None:
+    """Refuse a default remote already configured (e.g. by `dvc remote add -d`) inside the repository."""
+    if not url:
+        return
+    # DVC reads a file:// URL as a folder named "file:" under the current folder: inside the repository
+    folder = root / "file:" if url.lower().startswith("file://") else remote_folder(url, root)
+    if folder is not None and _inside(folder, root):
+        raise KgitError(f"the default DVC remote {name} ({url}) is inside the repository, where `git clean -fdx` "
+                        f"would delete the release data: point kgit at a folder outside it, "
+                        f"e.g. `kgit init --remote {default_remote_path(root)}`")
+
+
 def init(path: str | os.PathLike[str] = ".", remote: str | None = None, commit: bool = True) -> InitResult:
-    """Set up a git repository for kgit. Running it again changes nothing."""
+    """Set up a git repository for kgit. Running it again changes nothing; a remote inside the
+    repository (given, or already configured) is refused before anything is changed."""
     from kgit import hooks
 
     repo = Repo(path)
     root = repo.root
     changes: list[str] = []
     to_commit: list[str] = []
+    wanted = _checked_remote(remote, root) if remote is not None else None
 
-    if dvc_ops.init(root):
+    if dvc_ops.is_initialised(root):
+        name, url = dvc_ops.default_remote(root)
+        if wanted is None:
+            _check_configured_remote(name, url, root)
+    else:
+        dvc_ops.init(root)
         changes.append("ran dvc init")
         to_commit += [".dvc/config", ".dvc/.gitignore", ".dvcignore"]
+        name, url = dvc_ops.default_remote(root)
+        if wanted is None:
+            try:
+                _check_configured_remote(name, url, root)  # a default remote from the user's DVC config
+            except KgitError:
+                _undo_dvc_init(root)
+                raise
 
     data = read_dvc_yaml(root)
     before = dump_dvc_yaml(data) if data is not None else None
@@ -163,14 +231,10 @@ def init(path: str | os.PathLike[str] = ".", remote: str | None = None, commit: 
         changes.append(f"recorded the {STAGE_NAME} stage in {DVC_LOCK}")
         to_commit.append(DVC_LOCK)
 
-    name, url = dvc_ops.default_remote(root)
-    wanted = remote
     if wanted is None and url is None:
         local = default_remote_path(root)
         local.mkdir(parents=True, exist_ok=True)
         wanted = str(local)
-    elif wanted is not None and "://" not in wanted and not wanted.startswith(("/", "~")):
-        wanted = str(Path(wanted).resolve())  # relative folders are relative to where you ran kgit
     if wanted is not None and wanted != url:
         if "://" not in wanted:
             Path(wanted).expanduser().mkdir(parents=True, exist_ok=True)
@@ -191,3 +255,12 @@ def init(path: str | os.PathLike[str] = ".", remote: str | None = None, commit: 
         repo.add(paths)
         commit_sha = repo.commit_paths("kgit: set up model releases\n\nkgit init: DVC, the validation stage and the default remote.\n", paths)
     return InitResult(str(root), name, url, changes, commit_sha)
+
+
+def _undo_dvc_init(root: Path) -> None:
+    """Remove what `dvc init` just created (kgit init refused after it)."""
+    import shutil
+
+    shutil.rmtree(root / ".dvc", ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        (root / ".dvcignore").unlink()

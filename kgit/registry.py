@@ -8,12 +8,15 @@ metadata lives in each format's ``.dvc`` file (``meta.kgit``) at the tagged comm
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from kgit.errors import KgitError, ReleaseNotFoundError
-from kgit.git_ops import Repo
-from kgit.metadata import Metadata
+from kgit.dvc_ops import read_dvc_file
+from kgit.errors import InvalidReleaseError, KgitError, ReleaseNotFoundError
+from kgit.git_ops import Repo, TagInfo
+from kgit.metadata import ARTIFACTS_DIR, FORMATS, Metadata, too_deep
+from kgit.seen import SeenRecord
 from kgit.versions import Event, Version, check_name, parse_event, parse_tag
 
 SUMMARY_MARK = "kgit-release:"
@@ -33,16 +36,26 @@ class Release:
     date: str = ""
     stages: list[str] = field(default_factory=list)  # stages this version is in now
     deprecated: bool = False
+    object: str = ""  # the tag object's id
+    problems: list[str] = field(default_factory=list)  # why this tag is not a valid release (empty: valid)
 
     @property
     def key(self) -> tuple[int, int, int]:
         return Version.parse(self.version).key
 
+    @property
+    def valid(self) -> bool:
+        return not self.problems
+
+    @property
+    def status(self) -> str:
+        return "valid" if self.valid else f"invalid: {self.problems[0]}"
+
     def dvc_file(self, fmt: str) -> str:
         return self.formats[fmt]["path"] + ".dvc"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "status": self.status}
 
 
 def tag_message(name: str, version: str, summary: dict[str, Any]) -> str:
@@ -50,15 +63,92 @@ def tag_message(name: str, version: str, summary: dict[str, Any]) -> str:
     return f"kgit release {name} {version}\n\n{SUMMARY_MARK} {body}\n"
 
 
-def _parse_summary(message: str) -> dict[str, Any] | None:
+def _parse_summary(message: str) -> dict[str, Any] | str | None:
+    """The JSON summary of a kgit release tag's message; None if the message has none (another
+    tool's tag); a string saying what is wrong if it is there but malformed."""
     for line in message.splitlines():
         if line.startswith(SUMMARY_MARK):
             try:
                 data = json.loads(line[len(SUMMARY_MARK):])
-            except json.JSONDecodeError:
-                return None
-            return data if isinstance(data, dict) else None
+            except RecursionError:
+                return "its message's summary is nested too deeply"
+            except ValueError:
+                return "its message's summary is not valid JSON"
+            if not isinstance(data, dict):
+                return "its message's summary is not a JSON object"
+            if too_deep(data):
+                return "its message's summary is nested too deeply"
+            return data
     return None
+
+
+_MD5_RE = re.compile(r"^[0-9a-f]{32}(\.dir)?$")
+
+
+def _summary_problems(name: str, tag_version: Version, summary: dict[str, Any]) -> tuple[str, list[str]]:
+    """(the version label to show, what in the summary contradicts the tag or has the wrong type)."""
+    problems = []
+    if summary.get("name") != name:
+        problems.append(f"its message names model {str(summary.get('name'))[:64]!r}")
+    label = tag_version.semver
+    said = summary.get("version")
+    try:
+        parsed = Version.parse(said) if isinstance(said, str) else None
+    except KgitError:
+        parsed = None
+    if parsed is None:
+        problems.append(f"its message gives no valid version ({str(said)[:32]!r})")
+    elif parsed.key != tag_version.key:
+        problems.append(f"its message says {parsed}, its name says {tag_version}")
+    else:
+        label = str(parsed)
+    formats = summary.get("formats")
+    if not isinstance(formats, dict) or not formats:
+        problems.append("its message lists no formats")
+        return label, problems
+    for fmt, info in formats.items():
+        want = f"{ARTIFACTS_DIR}/{name}/{fmt}/{label}"
+        if fmt not in FORMATS:
+            problems.append(f"its message lists an unknown format {str(fmt)[:32]!r}")
+        elif not isinstance(info, dict):
+            problems.append(f"its message's {fmt} entry is not an object")
+        elif info.get("path") != want:
+            problems.append(f"its message puts {fmt} at {str(info.get('path'))[:80]!r}, not {want}")
+        elif not isinstance(info.get("md5"), str) or not _MD5_RE.match(info["md5"]):
+            problems.append(f"its message's {fmt} DVC hash is malformed")
+        elif any(info.get(k) is not None and (not isinstance(info.get(k), int) or isinstance(info.get(k), bool))
+                 for k in ("size", "nfiles")):
+            problems.append(f"its message's {fmt} size is not a whole number")
+    for key in ("created_at", "dataset_id", "source_commit"):
+        if summary.get(key) is not None and not isinstance(summary.get(key), str):
+            problems.append(f"its message's {key} is not text")
+    return label, problems
+
+
+def release_from_tag(tag: TagInfo) -> Release | None:
+    """The release a tag declares, with its problems; None for tags that are not kgit releases
+    (another tool's tags, lightweight tags: kgit never makes those, and never reads them as releases)."""
+    parsed = parse_tag(tag.name)
+    if parsed is None or not tag.annotated:
+        return None
+    summary = _parse_summary(tag.message)
+    if summary is None:
+        return None
+    model, tag_version = parsed
+    if isinstance(summary, str):
+        return Release(model, tag_version.semver, tag.name, tag.target, {}, None, None, None, tag.tagger,
+                       tag.date, object=tag.object, problems=[summary])
+    label, problems = _summary_problems(model, tag_version, summary)
+    formats = summary.get("formats")
+    # keep what is well-formed (an invalid release is still listed with the formats it names)
+    formats = {f: i for f, i in formats.items() if f in FORMATS and isinstance(i, dict)} if isinstance(formats, dict) else {}
+    text = {k: v if isinstance(v, str) else None for k, v in
+            ((k, summary.get(k)) for k in ("created_at", "dataset_id", "source_commit"))}
+    return Release(
+        name=model, version=label, tag=tag.name, commit=tag.target, formats=dict(formats or {}),
+        created_at=text["created_at"], dataset_id=text["dataset_id"], source_commit=text["source_commit"],
+        tagger=tag.tagger, date=tag.date, object=tag.object, problems=problems,
+    )
 
 
 @dataclass
@@ -86,51 +176,66 @@ class Registry:
     releases: list[Release]
     events: list[HistoryEvent]
     max_counter: dict[str, int]  # per model: the highest #N of its event tags
+    # (model, stage) -> why the stage cannot be trusted (its tag changed since this clone saw it)
+    stage_problems: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
-def read(repo: Repo, name: str | None = None) -> Registry:
+def read(repo: Repo, name: str | None = None, *, remember: bool = True) -> Registry:
+    """Every release and event tag (of one model if ``name``). With ``remember``, each tag is checked
+    against (and added to) what this clone has seen before (kgit.seen)."""
     if name is not None:
         check_name(name)
     found: list[Release] = []
-    raw_events: list[tuple[Event, Any]] = []
+    raw_events: list[tuple[Event, TagInfo]] = []
     max_counter: dict[str, int] = {}
+    seen = SeenRecord(repo) if remember else None
+    changed_events: dict[str, str] = {}
     pattern = [f"refs/tags/{name}@*", f"refs/tags/{name}#*"] if name else ["refs/tags"]
     for p in pattern:
         for tag in repo.tags(p):
-            parsed = parse_tag(tag.name)
-            if parsed is None:
+            if parse_tag(tag.name) is None:
                 event = parse_event(tag.name)
                 if event is not None and (name is None or event.name == name):
                     raw_events.append((event, tag))
                     max_counter[event.name] = max(max_counter.get(event.name, 0), event.counter)
+                    problem = seen.check(tag) if seen is not None else None
+                    if problem:
+                        changed_events[tag.name] = problem
                 continue
-            summary = _parse_summary(tag.message)
-            if summary is None:  # a GTO/other tool's version tag, not a kgit release
+            rel = release_from_tag(tag)
+            if rel is None or (name is not None and rel.name != name):
                 continue
-            model, _ = parsed
-            if name is not None and model != name:
-                continue
-            found.append(Release(
-                name=model, version=str(summary.get("version")), tag=tag.name, commit=tag.target,
-                formats=summary.get("formats") or {}, created_at=summary.get("created_at"),
-                dataset_id=summary.get("dataset_id"), source_commit=summary.get("source_commit"),
-                tagger=tag.tagger, date=tag.date,
-            ))
+            problem = seen.check(tag, {f: i.get("md5") for f, i in rel.formats.items()}) if seen is not None else None
+            if problem:
+                rel.problems.insert(0, problem)
+            found.append(rel)
+    if seen is not None:
+        seen.save()
+    return _assemble(found, raw_events, max_counter, changed_events)
+
+
+def _assemble(found: list[Release], raw_events: list[tuple[Event, TagInfo]], max_counter: dict[str, int],
+              changed_events: dict[str, str]) -> Registry:
+    """Apply the event tags (in GTO's order) to the releases: stages, deprecation, history."""
     found.sort(key=lambda r: (r.name, r.key))
-    by_commit = {(r.name, r.commit): r for r in found}
-    by_key = {(r.name, r.key): r for r in found}
+    valid = [r for r in found if r.valid]
+    by_commit = {(r.name, r.commit): r for r in valid}
+    by_key = {(r.name, r.key): r for r in valid}
     events = [HistoryEvent("released", r.name, r.version, None, r.tagger, r.date, r.commit, r.tag) for r in found]
     stage_of: dict[tuple[str, str], Release | None] = {}
+    stage_problems: dict[tuple[str, str], str] = {}
     for event, tag in sorted(raw_events, key=lambda et: (et[0].name, et[0].counter, et[1].date)):
         target = by_commit.get((event.name, tag.target))
         if event.kind == "deprecate" and event.version is not None:
             target = by_key.get((event.name, event.version.key))
             if target is not None:
                 target.deprecated = True
-        elif event.kind == "promote" and event.stage:
-            stage_of[(event.name, event.stage)] = target
-        elif event.kind == "demote" and event.stage:
-            stage_of[(event.name, event.stage)] = None
+        elif event.kind in ("promote", "demote") and event.stage:
+            stage_of[(event.name, event.stage)] = target if event.kind == "promote" else None
+            if tag.name in changed_events:
+                stage_problems[(event.name, event.stage)] = changed_events[tag.name]
+            else:
+                stage_problems.pop((event.name, event.stage), None)
         label = {"promote": "promoted", "demote": "demoted", "deprecate": "deprecated",
                  "deprecate-model": "deprecated"}[event.kind]
         events.append(HistoryEvent(label, event.name, target.version if target else None, event.stage,
@@ -139,7 +244,7 @@ def read(repo: Repo, name: str | None = None) -> Registry:
         if rel is not None:
             rel.stages.append(stage)
     events.sort(key=lambda e: (e.name, e.when, e.counter))
-    return Registry(found, events, max_counter)
+    return Registry(found, events, max_counter, stage_problems)
 
 
 def releases(repo: Repo, name: str | None = None) -> list[Release]:
@@ -148,39 +253,83 @@ def releases(repo: Repo, name: str | None = None) -> list[Release]:
 
 
 def resolve(repo: Repo, name: str, version: str) -> Release:
-    """The release ``name@version``; ``latest`` = highest version not deprecated; ``#stage`` = the
-    version in that stage."""
+    """The release ``name@version``; ``latest`` = highest valid version not deprecated; ``#stage`` =
+    the version in that stage. A tag that is not a valid release (its message, ``.dvc`` files or
+    metadata contradict its name, or it changed since this clone first saw it) is refused with
+    InvalidReleaseError naming the mismatch."""
     check_name(name)
-    candidates = releases(repo, name)
+    reg = read(repo, name)
+    candidates = reg.releases
     if not candidates:
         raise ReleaseNotFoundError(f"no releases of model {name!r}: see `kgit list`")
     if version.startswith("#"):
         stage = version[1:]
+        if (name, stage) in reg.stage_problems:
+            raise InvalidReleaseError(f"stage {stage} of {name} cannot be trusted: {reg.stage_problems[(name, stage)]}")
         for r in candidates:
             if stage in r.stages:
-                return r
+                return _checked(repo, r)
         assigned = sorted({s for r in candidates for s in r.stages})
         raise ReleaseNotFoundError(
             f"no version of {name} is in stage {stage!r}"
             + (f" (assigned stages: {', '.join(assigned)})" if assigned else " (no stage is assigned)")
         )
     if version == "latest":
-        live = [r for r in candidates if not r.deprecated]
-        if not live:
-            raise ReleaseNotFoundError(f"every version of {name} is deprecated: name one explicitly ({name}@{candidates[-1].version})")
-        return live[-1]
+        # the highest version that is not deprecated and is a valid release (a forged high tag never wins)
+        for r in reversed(candidates):
+            if not r.deprecated and r.valid and not release_problems(repo, r):
+                return r
+        raise ReleaseNotFoundError(f"every version of {name} is deprecated or invalid: name one explicitly "
+                                   f"({name}@{candidates[-1].version}); see `kgit list {name}`")
     wanted = Version.parse(version).key
     for r in candidates:
         if r.key == wanted:
-            return r
+            return _checked(repo, r)
     known = ", ".join(r.version for r in candidates[-5:])
     raise ReleaseNotFoundError(f"{name}@{version} is not released (latest: {known})")
 
 
+def _checked(repo: Repo, rel: Release) -> Release:
+    problems = rel.problems or release_problems(repo, rel)
+    if problems:
+        raise InvalidReleaseError(f"{rel.tag} is not a valid release: {problems[0]}")
+    return rel
+
+
+def release_problems(repo: Repo, rel: Release, formats: list[str] | None = None) -> list[str]:
+    """Git only: what at the tagged commit contradicts the tag. Each format's ``.dvc`` file must be
+    at the path the tag names, hold the hash the tag recorded, and carry kgit metadata naming this
+    model, version and format."""
+    problems = list(rel.problems)
+    for fmt, info in rel.formats.items():
+        if formats is not None and fmt not in formats:
+            continue
+        dvc_path = f"{info['path']}.dvc"
+        text = repo.show_file(rel.commit, dvc_path)
+        if text is None:
+            problems.append(f"its commit {rel.commit[:8]} has no {dvc_path}")
+            continue
+        try:
+            data = read_dvc_file(text, dvc_path)
+        except KgitError as exc:
+            problems.append(str(exc).split(": restore it")[0] + f" (at {rel.commit[:8]})")
+            continue
+        out = data["outs"][0] if isinstance(data["outs"][0], dict) else {}
+        if out.get("md5") != info.get("md5"):
+            problems.append(f"{dvc_path} has DVC hash {str(out.get('md5'))[:40]}, the tag recorded {info.get('md5')}")
+        meta = (data.get("meta") or {}).get("kgit") if isinstance(data.get("meta"), dict) else None
+        if not isinstance(meta, dict):
+            problems.append(f"{dvc_path} carries no kgit metadata")
+            continue
+        said = (meta.get("name"), meta.get("version"), meta.get("format"))
+        if said != (rel.name, rel.version, fmt):
+            problems.append(f"{dvc_path}'s metadata says {':'.join(str(x)[:40] for x in said)}, "
+                            f"the tag says {rel.name}:{rel.version}:{fmt}")
+    return problems
+
+
 def metadata(repo: Repo, release: Release, fmt: str | None = None) -> Metadata:
     """Full metadata of one format of a release, read from its ``.dvc`` file at the release commit."""
-    from kgit.dvc_ops import read_dvc_file
-
     if not release.formats:
         raise KgitError(f"release tag {release.tag} carries no formats")
     fmt = fmt or next(iter(release.formats))
@@ -191,7 +340,7 @@ def metadata(repo: Repo, release: Release, fmt: str | None = None) -> Metadata:
     if text is None:
         raise KgitError(f"{dvc_path} is missing at commit {release.commit[:8]} of release {release.tag}")
     data = read_dvc_file(text, dvc_path)
-    meta = (data.get("meta") or {}).get("kgit")
+    meta = (data.get("meta") or {}).get("kgit") if isinstance(data.get("meta"), dict) else None
     if not isinstance(meta, dict):
         raise KgitError(f"{dvc_path} carries no kgit metadata")
     return Metadata.from_dict(meta)
@@ -200,8 +349,9 @@ def metadata(repo: Repo, release: Release, fmt: str | None = None) -> Metadata:
 def existing_versions(repo: Repo, name: str) -> list[Version]:
     """Versions of ``name`` known from tags (any tool's) and from folders in the work tree."""
     versions = set()
-    for tag in repo.tags(f"refs/tags/{name}@*"):
-        parsed = parse_tag(tag.name)
+    tags = [t.name for t in repo.tags(f"refs/tags/{name}@*")] + list(SeenRecord(repo).tags)
+    for tag in tags:  # with tags this clone saw once and no longer has: a version is never reused
+        parsed = parse_tag(tag)
         if parsed and parsed[0] == name:
             versions.add(parsed[1])
     model_dir = repo.root / "artifacts" / name

@@ -28,6 +28,8 @@ from kgit.errors import (
 )
 from kgit.git_ops import Repo
 from kgit.metadata import (
+    ARTIFACTS_DIR,
+    FORMATS,
     METADATA_FILE,
     REFERENCE_INPUTS_FILE,
     REFERENCE_OUTPUTS_FILE,
@@ -42,7 +44,6 @@ from kgit.metadata import (
 )
 from kgit.versions import Version, check_name, next_version, tag_name
 
-FORMATS = ("savedmodel", "keras", "h5", "weights")
 Progress = Callable[[str], None]
 
 
@@ -179,7 +180,7 @@ def _check_request(git: Repo, name: str, formats: Sequence[str] | str, version: 
 
 
 def _check_clean(git: Repo) -> None:
-    dirty = git.dirty_paths(exclude_prefix=project.ARTIFACTS_DIR)
+    dirty = git.dirty_paths(exclude_prefix=ARTIFACTS_DIR)
     if dirty:
         shown = ", ".join(dirty[:3]) + (f" and {len(dirty) - 3} more" if len(dirty) > 3 else "")
         raise DirtyRepoError(
@@ -291,7 +292,7 @@ def _choose_version(git: Repo, req: _Request) -> Version:
         raise VersionExistsError(f"{req.name} {label} is already released: released versions are never overwritten; "
                                  "pick another --version or use --bump")
     for fmt in req.formats:
-        folder = git.root / project.ARTIFACTS_DIR / req.name / fmt / label
+        folder = git.root / ARTIFACTS_DIR / req.name / fmt / label
         if folder.exists() or folder.with_name(label + ".dvc").exists():
             raise VersionExistsError(f"{folder.relative_to(git.root)} already exists: released versions are never overwritten")
     if git.remote_has_tag("origin", tag):
@@ -307,7 +308,7 @@ def _stage(git: Repo, req: _Request, prep: _Prepared, label: str, staging: Path,
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     dataset = DatasetInfo(req.dataset_id, req.dataset, dvc_ops.dataset_hash(git.root, req.dataset) if req.dataset else None)
-    gitinfo = GitInfo(git.head(), git.branch(), bool(git.dirty_paths(exclude_prefix=project.ARTIFACTS_DIR)))
+    gitinfo = GitInfo(git.head(), git.branch(), bool(git.dirty_paths(exclude_prefix=ARTIFACTS_DIR)))
     created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     metas = {}
     for fmt in req.formats:
@@ -356,14 +357,16 @@ def _publish(git: Repo, req: _Request, label: str, tag: str, staging: Path, meta
     from kgit.validation import result_dict
 
     root = git.root
-    model_dir = Path(project.ARTIFACTS_DIR) / req.name
+    model_dir = Path(ARTIFACTS_DIR) / req.name
     folders = {fmt: model_dir / fmt / label for fmt in req.formats}
     journal = txn.Journal(tag=tag, head_before=git.head(), tag_message="")
     for fmt, rel in folders.items():
         journal.created += [rel.as_posix(), f"{rel.as_posix()}.dvc"]
+        journal.folders[rel.as_posix()] = txn.folder_manifest(staging / fmt, metas[fmt].files)
         ignore = (model_dir / fmt / ".gitignore").as_posix()
-        journal.backups[ignore] = (root / ignore).read_text() if (root / ignore).exists() else None
-    journal.backups[project.DVC_YAML] = (root / project.DVC_YAML).read_text()
+        journal.backups[ignore] = txn.read_backup(root / ignore)
+    journal.backups[project.DVC_YAML] = txn.read_backup(root / project.DVC_YAML)
+    dvc_files = [f"{rel.as_posix()}.dvc" for rel in folders.values()]
     journal.save(git)
     try:
         for fmt, rel in folders.items():
@@ -372,6 +375,8 @@ def _publish(git: Repo, req: _Request, label: str, tag: str, staging: Path, meta
         txn.failpoint("placed")
         say(f"tracking {req.name} {label} with DVC")
         dvc_ops.add(root, [root / rel for rel in folders.values()])
+        journal.note_written(root, [*dvc_files, *(p for p in journal.backups if p != project.DVC_YAML)])
+        journal.save(git)
         txn.failpoint("tracked")
         hashes = {}
         for fmt, rel in folders.items():
@@ -386,13 +391,19 @@ def _publish(git: Repo, req: _Request, label: str, tag: str, staging: Path, meta
             f"{req.name}: Keras model released with kgit",
             {"version": label, "formats": list(req.formats)},
         )
-        project.write_atomic(root / project.DVC_YAML, project.dump_dvc_yaml(data))
+        dvc_yaml = project.dump_dvc_yaml(data)
+        journal.note_written(root, dvc_files)  # now with kgit's metadata
+        journal.expect(project.DVC_YAML, dvc_yaml.encode("utf-8"))
+        journal.save(git)
+        project.write_atomic(root / project.DVC_YAML, dvc_yaml)
+        journal.note_written(root, [project.DVC_YAML])
         meta0 = metas[first]
         journal.tag_message = registry.tag_message(req.name, label, {
             "formats": hashes, "created_at": meta0.created_at, "dataset_id": req.dataset_id,
             "source_commit": meta0.git.commit, "dirty": meta0.git.dirty, "kgit": meta0.libraries.get("kgit"),
         })
         journal.save(git)
+        txn.failpoint("described")  # dvc.yaml written, nothing committed
         say(f"committing and tagging {tag}")
         paths = [p for p in [*journal.created, *journal.backups] if (root / p).exists() and not (root / p).is_dir()]
         git.add(paths)
@@ -409,7 +420,7 @@ def _publish(git: Repo, req: _Request, label: str, tag: str, staging: Path, meta
         remember_release(git, tag, hashes, validation)
     except BaseException:
         # Error, Ctrl-C or SIGTERM: finish if committed, otherwise remove every trace.
-        txn.recover(git, log=say)
+        txn.recover(git, log=say, own=True)
         raise
     return ReleaseRecord(req.name, label, tag, commit, hashes, metas[first].to_dict(),
                          [result_dict(r) for r in validation])

@@ -3,8 +3,9 @@
 Signing and verification use the OpenSSF ``model-signing`` library with elliptic-curve keys,
 entirely offline (no Sigstore service). The only module that imports it, lazily.
 
-- Trusted public keys are committed under ``.kgit/keys/`` (a team may trust several).
-- The repository's policy is committed in ``.kgit/signing.yaml``: ``off``, ``optional`` or ``required``.
+- Public keys are committed under ``.kgit/keys/``; which of them a clone trusts, and which policy
+  (``off``, ``optional``, ``required``; committed in ``.kgit/signing.yaml``) is in force, is decided by
+  ``kgit.trust``: pinned per clone on first use, extended by signed endorsements or local acceptance.
 - Your private key is never committed: its path is in the local git config ``kgit.signingKey``
   (``kgit keys init`` creates one under ``~/.config/kgit/keys/``).
 - A signed version folder holds ``kgit.sig`` (a Sigstore bundle over every other file, the metadata
@@ -13,20 +14,30 @@ entirely offline (no Sigstore service). The only module that imports it, lazily.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kgit import trust as trust_rules
 from kgit.errors import KgitError
 from kgit.git_ops import Repo
 from kgit.metadata import SIGNATURE_FILE
+from kgit.trust import (
+    ENDORSEMENTS_DIR,
+    KEYS_DIR,
+    POLICIES,
+    POLICY_FILE,
+    POLICY_STATEMENT,
+    RANK,
+    TrustedKey,
+    fingerprint_of,
+)
 
-KEYS_DIR = ".kgit/keys"
-POLICY_FILE = ".kgit/signing.yaml"
-POLICIES = ("off", "optional", "required")
+__all__ = ["KEYS_DIR", "POLICY_FILE", "POLICIES", "TrustedKey", "fingerprint_of", "SignatureError", "sign", "verify",
+           "signing_key", "init_keys", "trust", "set_policy", "policy", "tree_keys", "private_key_path"]
+
 GIT_CONFIG_KEY = "kgit.signingKey"
 
 
@@ -42,14 +53,6 @@ def _load_public(pem: bytes, source: str) -> Any:
         return serialization.load_pem_public_key(pem)
     except (ValueError, TypeError):
         raise KgitError(f"{source} is not a PEM public key") from None
-
-
-def fingerprint_of(public_key: Any) -> str:
-    """sha256 of the key's PEM SubjectPublicKeyInfo: the key hint model-signing writes in a bundle."""
-    from cryptography.hazmat.primitives import serialization
-
-    pem = public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return hashlib.sha256(pem).hexdigest()
 
 
 def load_private(path: Path) -> Any:
@@ -70,34 +73,23 @@ def load_private(path: Path) -> Any:
     return key
 
 
-@dataclass
-class TrustedKey:
-    path: Path
-    fingerprint: str
-
-
-def trusted_keys(root: Path) -> list[TrustedKey]:
+def tree_keys(root: Path) -> list[TrustedKey]:
+    """The public keys under ``.kgit/keys/`` (trusted or not: see ``kgit.trust``); files that are not
+    PEM public keys are left out."""
     folder = root / KEYS_DIR
     keys = []
     for pem in sorted(folder.glob("*.pem")) if folder.is_dir() else []:
-        keys.append(TrustedKey(pem, fingerprint_of(_load_public(pem.read_bytes(), str(pem.relative_to(root))))))
+        fp = trust_rules.key_fingerprint(pem.read_bytes())
+        if fp is not None:
+            keys.append(TrustedKey(pem, fp))
     return keys
 
 
 def policy(root: Path) -> str:
+    """The policy the work tree's ``.kgit/signing.yaml`` says (the one in force may be stronger:
+    ``kgit.trust.effective``)."""
     path = root / POLICY_FILE
-    if not path.exists():
-        return "off"
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-        value = str(data.get("policy", "off")) if isinstance(data, dict) else ""
-    except yaml.YAMLError:
-        value = ""
-    if value not in POLICIES:
-        raise KgitError(f"{POLICY_FILE} must say `policy: off|optional|required`")
-    return value
+    return trust_rules.parse_policy(path.read_text(errors="replace") if path.is_file() else None)
 
 
 def private_key_path(repo: Repo) -> Path | None:
@@ -105,22 +97,36 @@ def private_key_path(repo: Repo) -> Path | None:
     return Path(value).expanduser() if value else None
 
 
+def _my_key(repo: Repo) -> tuple[Any, str] | None:
+    """(private key, fingerprint) of the configured signing key; None when none is configured."""
+    path = private_key_path(repo)
+    if path is None:
+        return None
+    key = load_private(path)
+    return key, fingerprint_of(key.public_key())
+
+
 def signing_key(repo: Repo) -> tuple[Path, str] | None:
-    """(private key path, fingerprint) to sign new releases with, per the repository's policy.
+    """(private key path, fingerprint) to sign new releases with, per the policy in force.
 
     None when the policy is off, or optional with no key configured. Raises when the policy requires
-    a key that is missing, or when the key is not one of the repository's trusted keys."""
-    mode = policy(repo.root)
+    a key that is missing, or when the key is not one this clone trusts."""
+    t = trust_rules.effective(repo)
     path = private_key_path(repo)
-    if mode == "off" or (mode == "optional" and path is None):
+    if t.policy == "off" or (t.policy == "optional" and path is None):
         return None
     if path is None:
-        raise KgitError(f"this repository requires signed releases ({POLICY_FILE}) and no signing key is set: "
+        raise KgitError(f"{t.requirement()} and no signing key is set: "
                         "run `kgit keys init` (or `kgit keys init --private-key PEM`)")
     fp = fingerprint_of(load_private(path).public_key())
-    if fp not in {k.fingerprint for k in trusted_keys(repo.root)}:
-        raise KgitError(f"your signing key {path} (fingerprint {fp[:16]}) is not trusted here: add its public key "
-                        f"with `kgit keys trust PUBLIC.pem` (committed under {KEYS_DIR}/)")
+    if not t.is_trusted(fp):
+        known = t.key(fp)
+        if known is None:
+            raise KgitError(f"your signing key {path} (fingerprint {fp[:16]}) is not trusted here: add its public key "
+                            f"with `kgit keys trust PUBLIC.pem` (committed under {KEYS_DIR}/)")
+        raise KgitError(f"your signing key {path} (fingerprint {fp[:16]}) is not trusted here: {known.path} is not "
+                        f"endorsed by a trusted key (a holder of one runs `kgit keys trust {known.path}`; "
+                        f"or accept it in this clone: `kgit keys accept {fp[:16]}`)")
     return path, fp
 
 
@@ -145,8 +151,10 @@ _HINT_RE = re.compile(rb'"hint"\s*:\s*"([0-9a-f]{64})"')
 _MISMATCH_RE = re.compile(r"for '([^']+)'")
 
 
-def verify(folder: Path, trusted: list[TrustedKey], label: str) -> str:
-    """Check ``folder`` against its signature with the trusted keys; return the signer's fingerprint."""
+def verify(folder: Path, trusted: list[TrustedKey], label: str,
+           untrusted: Callable[[str], str | None] | None = None) -> str:
+    """Check ``folder`` against its signature with the trusted keys; return the signer's fingerprint.
+    ``untrusted(fp)`` may explain why a signer is not trusted (the message of the refusal)."""
     import model_signing
 
     sig = folder / SIGNATURE_FILE
@@ -158,7 +166,8 @@ def verify(folder: Path, trusted: list[TrustedKey], label: str) -> str:
     fp = m.group(1).decode()
     key = next((k for k in trusted if k.fingerprint == fp), None)
     if key is None:
-        raise SignatureError(f"{label} is signed by key {fp[:16]}, which is not trusted here ({KEYS_DIR}/)")
+        reason = untrusted(fp) if untrusted is not None else None
+        raise SignatureError(reason or f"{label} is signed by key {fp[:16]}, which is not trusted here ({KEYS_DIR}/)")
     try:
         (model_signing.verifying.Config().use_elliptic_key_verifier(public_key=key.path)
          .set_hashing_config(_hashing_config()).verify(folder, sig))
@@ -178,14 +187,14 @@ def _write_public(root: Path, public_key: Any, name: str | None) -> tuple[Path, 
     from cryptography.hazmat.primitives import serialization
 
     fp = fingerprint_of(public_key)
-    for k in trusted_keys(root):
+    for k in tree_keys(root):
         if k.fingerprint == fp:
             return k.path, False
     folder = root / KEYS_DIR
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name or fp[:16]}.pem"
     if path.exists():
         raise KgitError(f"{path.relative_to(root)} exists and holds another key: pick another --name")
+    folder.mkdir(parents=True, exist_ok=True)
     path.write_bytes(public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     return path, True
 
@@ -195,13 +204,19 @@ def _default_private_path(repo: Repo, fp: str) -> Path:
     return base / f"{repo.root.name}-{fp[:16]}.pem"
 
 
+def _only_here(fp: str) -> str:
+    return (f"key {fp[:16]} is accepted in this clone only: other clones will not trust it until a holder of a "
+            f"trusted key runs `kgit keys trust` on it, or they run `kgit keys accept {fp[:16]}`")
+
+
 def init_keys(repo: Repo, private_key: Path | None = None, name: str | None = None,
               require: bool = False) -> dict[str, Any]:
-    """Create (or register) this user's key pair; trust its public key; set the policy."""
+    """Create (or register) this user's key pair; commit its public key; set the policy."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
     changes: list[str] = []
+    current_policy = policy(repo.root)  # a policy file that does not parse: refused before anything changes
     if private_key is not None:
         key_path = private_key.expanduser().resolve()
         if repo.root in key_path.parents and repo.try_git("check-ignore", "-q", str(key_path))[0] != 0:
@@ -227,45 +242,106 @@ def init_keys(repo: Repo, private_key: Path | None = None, name: str | None = No
         changes.append(f"set git config {GIT_CONFIG_KEY} (local, not committed)")
     pub_path, added = _write_public(repo.root, key.public_key(), name)
     if added:
-        changes.append(f"trusted its public key: {pub_path.relative_to(repo.root)}")
-    wanted = "required" if require else ("optional" if policy(repo.root) == "off" else policy(repo.root))
-    if set_policy(repo, wanted, commit=False):
+        changes.append(f"added its public key: {pub_path.relative_to(repo.root)}")
+    wanted = "required" if require else ("optional" if current_policy == "off" else current_policy)
+    path = repo.root / POLICY_FILE
+    if not path.exists() or current_policy != wanted:  # only ever stronger: needs no endorsement
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(trust_rules.policy_text(wanted))
         changes.append(f"set the signing policy to {wanted} ({POLICY_FILE})")
     commit = _commit(repo, "kgit: signing keys and policy")
+    fp = fingerprint_of(key.public_key())
+    t = trust_rules.effective(repo)
+    if not t.is_trusted(fp):
+        trust_rules.accept_key(repo, fp)
+        changes.append(_only_here(fp))
+        t = trust_rules.effective(repo)
     return {"private_key": str(key_path), "public_key": str(pub_path.relative_to(repo.root)),
-            "fingerprint": fingerprint_of(key.public_key()), "policy": policy(repo.root), "changes": changes,
-            "commit": commit}
+            "fingerprint": fp, "policy": t.policy, "changes": changes, "commit": commit}
 
 
 def trust(repo: Repo, public_key: Path, name: str | None = None) -> dict[str, Any]:
+    """Add a public key under ``.kgit/keys/``. Signed with your signing key when this clone trusts it
+    (an endorsement every clone honours); otherwise accepted in this clone only."""
     try:
         data = public_key.read_bytes()
     except OSError as exc:
         raise KgitError(f"cannot read {public_key}: {exc.strerror}") from None
     key = _load_public(data, str(public_key))
+    fp = fingerprint_of(key)
+    t = trust_rules.effective(repo)
+    mine = _my_key(repo)
+    endorser = mine if mine is not None and t.root is not None and t.vouches(mine[1]) and mine[1] != fp else None
+    statement = trust_rules.key_endorsement(endorser[0], endorser[1], fp, t.root) if endorser and t.root else None
     path, added = _write_public(repo.root, key, name)
-    commit = _commit(repo, "kgit: trust a signing key") if added else None
-    return {"public_key": str(path.relative_to(repo.root)), "fingerprint": fingerprint_of(key), "added": added, "commit": commit}
+    endorsed = statement is not None and not (repo.root / statement[0]).exists()
+    if statement is not None and endorsed:
+        trust_rules.write_statement(repo.root, *statement)
+    commit = _commit(repo, "kgit: trust a signing key") if added or endorsed else None
+    accepted = False
+    if endorser is None and not t.is_trusted(fp):
+        accepted = trust_rules.accept_key(repo, fp)[1]
+    status = trust_rules.effective(repo).key(fp)
+    return {"public_key": str(path.relative_to(repo.root)), "fingerprint": fp, "added": added,
+            "endorsed_by": endorser[1] if endorsed and endorser else None, "accepted": accepted,
+            "status": status.status if status else "untrusted", "commit": commit,
+            "warning": _only_here(fp) if accepted else None}
 
 
-def set_policy(repo: Repo, value: str, commit: bool = True) -> bool:
+def set_policy(repo: Repo, value: str) -> dict[str, Any]:
+    """Set the repository's policy. With your trusted signing key the change is signed (so other
+    clones honour a weakening); a weakening without one is accepted in this clone only."""
     if value not in POLICIES:
         raise KgitError(f"unknown signing policy {value!r}: use one of {', '.join(POLICIES)}")
-    if value != "off" and not trusted_keys(repo.root):
-        raise KgitError(f"no trusted keys in {KEYS_DIR}/: run `kgit keys init` first")
+    if value != "off" and not tree_keys(repo.root):
+        raise KgitError(f"no keys in {KEYS_DIR}/: run `kgit keys init` first")
+    t = trust_rules.effective(repo, tolerate_bad_policy=True)
     path = repo.root / POLICY_FILE
-    if path.exists() and policy(repo.root) == value:
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"# Signing policy for kgit releases: off, optional or required.\npolicy: {value}\n")
-    if commit:
-        _commit(repo, f"kgit: signing policy {value}")
-    return True
+    try:
+        in_tree: str | None = policy(repo.root) if path.exists() else None
+    except KgitError:
+        in_tree = None
+    result: dict[str, Any] = {"policy": value, "changed": False, "endorsed_by": None, "accepted": False,
+                              "in_force": t.policy, "commit": None, "warning": None}
+    if in_tree == value and t.policy == value:
+        return result
+    weaker = RANK[value] < RANK[t.policy]
+    mine = _my_key(repo)
+    endorser = mine if mine is not None and t.root is not None and t.vouches(mine[1]) else None
+    statement = None
+    if endorser is not None and t.root is not None:
+        committed = in_tree == value and (repo.show_file("HEAD", POLICY_FILE) or "").strip() == path.read_text().strip()
+        last = trust_rules.policy_history(repo.root)
+        replaces = (last[1] if len(last) > 1 else None) if committed else (last[0] if last else None)
+        statement = trust_rules.policy_endorsement(endorser[0], endorser[1], value, replaces, t.root)
+    if in_tree != value:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(trust_rules.policy_text(value))
+    stale = repo.root / POLICY_STATEMENT
+    if statement is not None:
+        trust_rules.write_statement(repo.root, POLICY_STATEMENT, statement)
+    elif stale.exists():
+        stale.unlink()  # a statement for another policy (or another change): void, so removed
+    result["commit"] = _commit(repo, f"kgit: signing policy {value}")
+    result["changed"] = True
+    if statement is not None:
+        result["endorsed_by"] = endorser[1] if endorser else None
+    elif weaker:
+        trust_rules.accept_policy(repo, value)
+        result["accepted"] = True
+        result["warning"] = (f"the signing policy {value} is accepted in this clone only: other clones keep "
+                             f"{t.policy} until a holder of a trusted key runs `kgit keys policy {value}`, "
+                             f"or they run `kgit keys accept --policy {value}`")
+    result["in_force"] = trust_rules.effective(repo).policy
+    return result
 
 
 def _commit(repo: Repo, message: str) -> str | None:
-    paths = [p for p in (KEYS_DIR, POLICY_FILE) if (repo.root / p).exists()]
-    repo.add(paths)
+    paths = [p for p in (KEYS_DIR, POLICY_FILE, ENDORSEMENTS_DIR)
+             if (repo.root / p).exists() or repo.git("ls-files", "--", p)]
+    if not paths:
+        return None
+    repo.git("add", "-A", "--", *paths)
     staged = repo.git("diff", "--cached", "--name-only", "--", *paths)
     if not staged:
         return None

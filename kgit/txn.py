@@ -4,13 +4,17 @@ A release writes files, runs `dvc add`, commits, then tags. Before touching the 
 writes a journal (in the git directory) listing everything it is about to create or change.
 If the process dies (error, Ctrl-C, kill -9), the next kgit command that writes finds the journal
 and either finishes the release (the commit exists: only the tag is missing, and the data went
-into the DVC cache before the commit) or removes every trace of it (no commit yet).
+into the DVC cache before the commit) or removes every trace of it (no commit yet). The journal
+also holds the sha256 of what the release wrote, so that undoing never overwrites or deletes a
+file edited since: such a file is left as it is, and named.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -19,13 +23,18 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from kgit.errors import BusyError
+from kgit.errors import BusyError, KgitError
 from kgit.git_ops import Repo
+from kgit.metadata import sha256_file
 
 TRAILER = "Kgit-Release"
 FAILPOINT_ENV = "KGIT_FAILPOINT"
+
+
+class JournalError(KgitError):
+    """The journal of an interrupted release cannot be read, or what it records cannot be undone."""
 
 
 def failpoint(name: str) -> None:
@@ -83,6 +92,10 @@ class Journal:
     created: list[str] = field(default_factory=list)  # repo-relative paths kgit creates
     backups: dict[str, str | None] = field(default_factory=dict)  # path -> content before (None: absent)
     commit: str | None = None
+    # What the release wrote, so recovery never undoes a later edit: path -> sha256 of each content the
+    # release wrote there, and for each version folder it placed, file -> sha256.
+    written: dict[str, list[str]] = field(default_factory=dict)
+    folders: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @staticmethod
     def path(repo: Repo) -> Path:
@@ -97,19 +110,89 @@ class Journal:
             os.fsync(fh.fileno())
         os.replace(tmp, p)
 
+    def expect(self, rel: str, content: bytes) -> None:
+        """Record ``content`` as what the release is about to write to ``rel``."""
+        digest = hashlib.sha256(content).hexdigest()
+        if digest not in self.written.setdefault(rel, []):
+            self.written[rel].append(digest)
+
+    def note_written(self, root: Path, rels: list[str]) -> None:
+        """Record what the release (or `dvc add` for it) just wrote to each of ``rels``."""
+        for rel in rels:
+            p = root / rel
+            if p.is_file():
+                digest = sha256_file(p)
+                if digest not in self.written.setdefault(rel, []):
+                    self.written[rel].append(digest)
+
     @classmethod
     def load(cls, repo: Repo) -> Journal | None:
+        """The journal of an interrupted release, None if there is none; JournalError if it is unreadable
+        (recovery cannot tell what to undo, so nothing may act as if there were no journal)."""
         p = cls.path(repo)
-        if not p.exists():
-            return None
         try:
-            return cls(**json.loads(p.read_text(encoding="utf-8")))
-        except (ValueError, TypeError):
+            data = json.loads(p.read_bytes().decode("utf-8"))
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            journal = cls(**data)
+            journal._check()
+        except FileNotFoundError:
             return None
+        except (OSError, ValueError, TypeError) as exc:
+            reason = " ".join(str(getattr(exc, "strerror", None) or exc).split())[:120]
+            raise JournalError(
+                f"the journal of an interrupted release, {p}, is unreadable ({reason}): kgit cannot tell what to undo; "
+                f"check `git status` and `git tag` for a half-made release, remove what it left, then delete {p}"
+            ) from None
+        return journal
+
+    def _check(self) -> None:
+        """Types and paths, so a damaged journal is refused rather than acted on."""
+        def strs(value: object) -> bool:
+            return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+        if not isinstance(self.tag, str) or not self.tag or not isinstance(self.tag_message, str):
+            raise ValueError("no release tag")
+        if not all(v is None or isinstance(v, str) for v in (self.head_before, self.commit)):
+            raise ValueError("bad commit")
+        if not strs(self.created) or not isinstance(self.backups, dict) or not isinstance(self.written, dict) \
+                or not isinstance(self.folders, dict):
+            raise ValueError("bad file lists")
+        if not all(v is None or isinstance(v, str) for v in self.backups.values()):
+            raise ValueError("bad backups")
+        if not all(strs(v) for v in self.written.values()):
+            raise ValueError("bad hashes")
+        for manifest in self.folders.values():
+            if not isinstance(manifest, dict) or not all(isinstance(v, str) for v in manifest.values()):
+                raise ValueError("bad folder listing")
+            for rel in manifest:
+                _check_rel(rel)
+        for rel in [*self.created, *self.backups, *self.written, *self.folders]:
+            _check_rel(rel)
 
     def clear(self, repo: Repo) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.path(repo).unlink()
+
+
+def _check_rel(rel: object) -> None:
+    if not isinstance(rel, str) or not rel or "\x00" in rel:
+        raise ValueError(f"bad path {rel!r}")
+    parts = PurePosixPath(rel).parts
+    if rel.startswith("/") or ".." in parts or (parts and parts[0] == ".git"):
+        raise ValueError(f"path {rel!r} outside the work tree")
+
+
+def folder_manifest(folder: Path, known: dict[str, str]) -> dict[str, str]:
+    """sha256 of every file under ``folder`` (relative POSIX path -> hash), taking ``known`` hashes as given."""
+    result = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        for name in sorted(filenames):
+            full = Path(dirpath) / name
+            rel = full.relative_to(folder).as_posix()
+            result[rel] = known.get(rel) or sha256_file(full)
+    return result
 
 
 def _commit_of_release(repo: Repo, journal: Journal) -> str | None:
@@ -126,29 +209,116 @@ def _commit_of_release(repo: Repo, journal: Journal) -> str | None:
     return None
 
 
-def rollback(repo: Repo, journal: Journal) -> None:
-    """Remove every file the release created and put back every file it changed."""
+def read_backup(path: Path) -> str | None:
+    """A file's exact bytes as text the journal can hold (None: absent); rollback writes them back."""
+    return path.read_bytes().decode("utf-8", "surrogateescape") if path.exists() else None
+
+
+def _backup_bytes(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.kgit-tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def rollback(repo: Repo, journal: Journal, *, own: bool = False) -> list[str]:
+    """Remove the files the release created and put back the files it changed, where each still holds
+    what the release wrote (journal hashes): a file edited since is left as it is. Returns what was left.
+
+    ``own``: the caller is the interrupted release itself, moments after writing, so every file counts as
+    its own (some hashes are recorded only after the step that writes them). Raises JournalError, with
+    the journal kept, when a file cannot be removed or restored."""
     root = repo.root
+    left: list[str] = []
+    errors: list[str] = []
+
+    def ours(rel: str, content: bytes) -> bool:
+        return own or hashlib.sha256(content).hexdigest() in journal.written.get(rel, [])
+
     for rel in journal.created:
         p = root / rel
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
-    for rel, content in journal.backups.items():
+        try:
+            if rel in journal.folders or (p.is_dir() and not p.is_symlink()):
+                left += [f"{rel}/{k}" if k != "." else rel for k in _remove_folder(p, journal.folders.get(rel), own)]
+            elif p.is_symlink() or p.exists():
+                if own or (p.is_file() and not p.is_symlink() and ours(rel, p.read_bytes())):
+                    p.unlink()
+                else:
+                    left.append(rel)
+        except OSError as exc:
+            errors.append(f"{rel}: {exc.strerror or exc}")
+    for rel, before in journal.backups.items():
         p = root / rel
-        if content is None:
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
-        else:
-            p.write_text(content)
+        try:
+            if (p.is_symlink() or (p.exists() and not p.is_file())) and not own:
+                left.append(rel)  # something else stands there now
+                continue
+            current = p.read_bytes() if p.is_file() else None
+            if before is None:
+                if current is None:
+                    continue
+                if ours(rel, current):
+                    p.unlink()
+                else:
+                    left.append(rel)
+            elif current is None:
+                if own:
+                    _write_atomic(p, _backup_bytes(before))
+                else:
+                    left.append(rel)  # deleted since: not by the release, which never deletes these
+            elif current != _backup_bytes(before):
+                if ours(rel, current):
+                    _write_atomic(p, _backup_bytes(before))
+                else:
+                    left.append(rel)
+        except OSError as exc:
+            errors.append(f"{rel}: {exc.strerror or exc}")
     for rel in [*journal.created, *journal.backups]:
         _remove_empty_parents(root, root / rel)
+    if errors:
+        more = f" and {len(errors) - 1} more" if len(errors) > 1 else ""
+        raise JournalError(
+            f"could not undo the interrupted release {journal.tag} ({errors[0]}{more}): fix that and rerun; "
+            f"until then {Journal.path(repo)} keeps the record of what to undo"
+        )
     paths = [p for p in [*journal.created, *journal.backups] if p]
     if paths and repo.head():
-        # Unstage what the release staged; paths absent from HEAD simply leave the index.
-        repo.git("reset", "-q", "HEAD", "--", *paths, check=False)
+        # Unstage what the release staged (the work tree keeps any later edit); paths absent from HEAD
+        # simply leave the index.
+        repo.git("reset", "-q", "HEAD", "--", *paths)
+    return left
+
+
+def _remove_folder(folder: Path, manifest: dict[str, str] | None, own: bool) -> list[str]:
+    """Delete each file of a version folder the release placed that still holds what it placed (every
+    file if ``own``), then the folders left empty. Returns the relative paths kept ("." for the folder)."""
+    if not folder.exists() and not folder.is_symlink():
+        return []
+    if folder.is_symlink() or not folder.is_dir():
+        if own:
+            folder.unlink()
+            return []
+        return ["."]
+    kept = []
+    for dirpath, dirnames, filenames in os.walk(folder, topdown=False):
+        here = Path(dirpath)
+        for name in [*filenames, *(d for d in dirnames if (here / d).is_symlink())]:
+            full = here / name
+            rel = full.relative_to(folder).as_posix()
+            want = (manifest or {}).get(rel)
+            if own or (want is not None and full.is_file() and sha256_file(full) == want):
+                full.unlink()
+            else:
+                kept.append(rel)
+        try:
+            here.rmdir()
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+    return sorted(kept)
 
 
 def _remove_empty_parents(root: Path, path: Path) -> None:
@@ -162,8 +332,10 @@ def _remove_empty_parents(root: Path, path: Path) -> None:
         parent = parent.parent
 
 
-def recover(repo: Repo, log: object = None) -> str | None:
-    """Finish or undo an interrupted release (call with the lock held). Returns what was done."""
+def recover(repo: Repo, log: object = None, *, own: bool = False) -> str | None:
+    """Finish or undo an interrupted release (call with the lock held). Returns what was done.
+
+    ``own``: called by the interrupted release itself (see ``rollback``)."""
     journal = Journal.load(repo)
     outcome = None
     if journal is not None:
@@ -173,8 +345,12 @@ def recover(repo: Repo, log: object = None) -> str | None:
                 repo.create_tag(journal.tag, commit, journal.tag_message)
             outcome = f"finished the interrupted release {journal.tag} (tagged {commit[:8]})"
         else:
-            rollback(repo, journal)
+            left = rollback(repo, journal, own=own)
             outcome = f"removed the traces of the interrupted release {journal.tag}"
+            if left:
+                shown = ", ".join(left[:5]) + (f" and {len(left) - 5} more" if len(left) > 5 else "")
+                outcome += (f"; left {shown} as they are, since they changed after that release wrote them: "
+                            "check them (git status, git diff)")
         journal.clear(repo)
     shutil.rmtree(staging_dir(repo), ignore_errors=True)
     if outcome and callable(log):

@@ -294,7 +294,7 @@ def test_dvc_repro_runs_the_validation_stage(kgit_repo: Path, plain_model) -> No
 
 
 def test_shipped_hook_files_match_the_installer() -> None:
-    for hook in hooks.HOOKS:
+    for hook in (*hooks.HOOKS, "pre-receive"):  # pre-receive: for a bare repository (kgit server install)
         assert (ROOT / "hooks" / hook).read_text() == hooks.shim(hook)
         assert os.access(ROOT / "hooks" / hook, os.X_OK)
     entries = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())

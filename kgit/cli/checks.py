@@ -1,4 +1,4 @@
-"""Commands that check releases and guard git: validate, verify, hooks, hook."""
+"""Commands that check releases and guard git: validate, verify, check, hooks, server, hook."""
 
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def hooks_uninstall() -> None:
 
 @app.command("hook", hidden=True)
 def hook(
-    name: str = typer.Argument(..., help="pre-push or pre-commit."),
+    name: str = typer.Argument(..., help="pre-push, pre-commit or pre-receive (server)."),
     args: list[str] = typer.Argument(None, help="What git passes to the hook (pre-push: remote name and URL)."),
 ) -> None:
     """Run a git hook's check (called by the shims in .git/hooks; not for direct use)."""
@@ -115,9 +115,65 @@ def hook(
         code = guard.pre_push(remote, updates)
     elif name == "pre-commit":
         code = guard.pre_commit()
+    elif name == "pre-receive":
+        from kgit import server
+
+        code = server.pre_receive("" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read())
     else:
-        raise KgitError(f"unknown hook {name!r}: kgit provides pre-push and pre-commit")
+        raise KgitError(f"unknown hook {name!r}: kgit provides pre-push, pre-commit and pre-receive")
     if code:
         raise typer.Exit(code)
 
 
+
+
+# -- check (the server hook's checks, in a clone: for CI on hosted forges) -------------------------
+@app.command()
+def check(
+    since: str = typer.Option(None, "--since", metavar="REV", help="Also check the commits since REV (e.g. the pipeline's before-SHA): no released .dvc file changed, no unendorsed key or policy change."),
+    no_data: bool = typer.Option(False, "--no-data", help="Skip checking that every release's data is in the DVC remote."),
+    json_out: bool = typer.Option(False, "--json", help="Print the problems as JSON."),
+) -> None:
+    """Check the repository as kgit's server hook would: every release tag consistent, stage tags on valid versions, data in the DVC remote. Git and DVC only (no TensorFlow); for CI jobs on hosted forges."""
+    from kgit import server
+    from kgit.git_ops import Repo
+
+    problems = server.check_clone(Repo("."), since, check_data=not no_data)
+    if json_out:
+        print_json({"ok": not problems, "problems": problems})
+    else:
+        for p in problems:
+            err(f"kgit: problem: {p}")
+    if problems:
+        raise KgitError(f"{len(problems)} problem(s) found: {problems[0]}")
+    if not json_out:
+        err("kgit: every release is consistent" + ("" if no_data else " and its data is in the DVC remote"))
+
+
+# -- server ----------------------------------------------------------------------------------------
+server_app = typer.Typer(help="The server-side guard: a pre-receive hook for the bare repository teams push to.",
+                         no_args_is_help=True)
+app.add_typer(server_app, name="server")
+
+
+@server_app.command("install")
+def server_install(
+    bare_repo: str = typer.Argument(..., metavar="BARE_REPO", help="Path of the bare git repository (on the server)."),
+    dvc_remote: str = typer.Option(None, "--dvc-remote", metavar="URL", help="The DVC remote pushed releases must be in (default: the one in each release commit's .dvc/config)."),
+) -> None:
+    """Install kgit's pre-receive hook in a bare repository (chains an existing one). It refuses moved or deleted release/stage tags, inconsistent releases, releases whose data is not in the DVC remote, and more: `--no-verify` cannot skip it."""
+    from kgit import server
+
+    for c in server.install(bare_repo, dvc_remote) or ["kgit's server hook is already installed; nothing changed"]:
+        err(f"kgit: {c}")
+
+
+@server_app.command("uninstall")
+def server_uninstall(
+    bare_repo: str = typer.Argument(..., metavar="BARE_REPO", help="Path of the bare git repository."),
+) -> None:
+    """Remove kgit's pre-receive hook and put back the hook it chained."""
+    from kgit import server
+
+    for c in server.uninstall(bare_repo) or ["no kgit server hook installed; nothing changed"]:
+        err(f"kgit: {c}")

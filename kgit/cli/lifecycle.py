@@ -111,47 +111,121 @@ def keys_init(
 def keys_trust(
     public_key: Path = typer.Argument(..., metavar="PUBLIC.pem", help="A teammate's (or CI's) EC public key."),
     name: str = typer.Option(None, "--name", help="File name under .kgit/keys/ (default: its fingerprint)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Trust another public key (committed under .kgit/keys/)."""
+    """Add a public key (committed under .kgit/keys/), endorsed with your signing key when it is trusted.
+
+    Without a trusted signing key the key is accepted in this clone only: other clones trust it once a
+    holder of a trusted key runs `kgit keys trust` on it, or they run `kgit keys accept FP`."""
     from kgit import signing
     from kgit.git_ops import Repo
 
     result = signing.trust(Repo("."), public_key, name)
-    state = "now trusted" if result["added"] else "already trusted"
-    err(f"kgit: key {result['fingerprint'][:16]} {state} ({result['public_key']})")
+    if json_out:
+        print_json(result)
+        return
+    fp = result["fingerprint"][:16]
+    if result["endorsed_by"]:
+        err(f"kgit: key {fp} endorsed by your key {result['endorsed_by'][:16]} ({result['public_key']}): "
+            "other clones trust it once they have the commit")
+    elif result["added"] or result["accepted"]:
+        err(f"kgit: key {fp} added ({result['public_key']})")
+    else:
+        err(f"kgit: key {fp} already {result['status']} ({result['public_key']}); nothing changed")
+    if result["warning"]:
+        err(f"kgit: warning: {result['warning']}")
+
+
+@keys_app.command("accept")
+def keys_accept(
+    fingerprint: str = typer.Argument(None, metavar="[FINGERPRINT]", help="A key under .kgit/keys/ (its first 8+ hex digits)."),
+    policy: str = typer.Option(None, "--policy", metavar="off|optional|required",
+                               help="Accept this signing policy in this clone (e.g. a weakening no trusted key endorsed)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Trust a key of the repository, or a signing policy, in this clone only (.git/kgit/trust.json, never committed)."""
+    from kgit import trust
+    from kgit.errors import KgitError
+    from kgit.git_ops import Repo
+
+    if fingerprint is None and policy is None:
+        raise KgitError("give a key FINGERPRINT to accept, or --policy off|optional|required (see `kgit keys list`)")
+    repo = Repo(".")
+    if policy is not None and policy not in trust.POLICIES:
+        raise KgitError(f"unknown signing policy {policy!r}: use one of {', '.join(trust.POLICIES)}")
+    result: dict[str, Any] = {}
+    if fingerprint is not None:
+        key, changed = trust.accept_key(repo, fingerprint)
+        now = trust.effective(repo).key(str(key.fingerprint))
+        result.update({"fingerprint": key.fingerprint, "file": key.path, "accepted": changed,
+                       "status": now.status if now else key.status})
+    if policy is not None:
+        result["policy_accepted"] = trust.accept_policy(repo, policy)
+    t = trust.effective(repo)
+    result["policy"] = t.policy
+    if json_out:
+        print_json(result)
+        return
+    if fingerprint is not None:
+        state = "accepted in this clone" if result["accepted"] else f"already {result['status']}"
+        err(f"kgit: key {str(result['fingerprint'])[:16]} ({result['file']}) {state}")
+    if policy is not None:
+        err(f"kgit: signing policy {policy} accepted in this clone; in force: {t.policy}")
 
 
 @keys_app.command("policy")
 def keys_policy(
-    value: str = typer.Argument(None, metavar="[off|optional|required]", help="The new policy; omit to print the current one."),
+    value: str = typer.Argument(None, metavar="[off|optional|required]", help="The new policy; omit to print the one in force."),
 ) -> None:
-    """Show or set the repository's signing policy (committed in .kgit/signing.yaml)."""
-    from kgit import signing
+    """Show or set the signing policy (committed in .kgit/signing.yaml; a weakening is signed with your
+    trusted key, else accepted in this clone only)."""
+    from kgit import signing, trust
     from kgit.git_ops import Repo
 
     repo = Repo(".")
     if value is None:
-        typer.echo(signing.policy(repo.root))
+        t = trust.effective(repo)
+        typer.echo(t.policy)
+        if t.note:
+            err(f"kgit: {t.note}")
         return
-    changed = signing.set_policy(repo, value)
-    err(f"kgit: signing policy {'set to' if changed else 'already'} {value}")
+    result = signing.set_policy(repo, value)
+    if not result["changed"]:
+        err(f"kgit: signing policy already {value}")
+        return
+    signed = f", signed by your key {result['endorsed_by'][:16]}" if result["endorsed_by"] else ""
+    err(f"kgit: signing policy set to {value}{signed}")
+    if result["warning"]:
+        err(f"kgit: warning: {result['warning']}")
 
 
 @keys_app.command("list")
 def keys_list(json_out: bool = typer.Option(False, "--json", help="Print the keys as JSON.")) -> None:
-    """List the trusted public keys, the policy, and your signing key."""
-    from kgit import signing
+    """List the repository's public keys with their trust in this clone, the policy, and your signing key."""
+    from kgit import signing, trust
     from kgit.git_ops import Repo
 
     repo = Repo(".")
-    keys = [{"file": str(k.path.relative_to(repo.root)), "fingerprint": k.fingerprint} for k in signing.trusted_keys(repo.root)]
+    t = trust.effective(repo)
+    keys = []
+    for k in t.keys:
+        entry = k.to_dict()
+        entry["added_by"] = t.added_by(k.path) if k.status in ("untrusted", "invalid") else None
+        keys.append(entry)
     mine = signing.private_key_path(repo)
-    data = {"policy": signing.policy(repo.root), "trusted": keys, "signing_key": str(mine) if mine else None}
+    data = {"policy": t.policy, "tree_policy": t.tree_policy, "pinned_policy": t.pinned_policy,
+            "policy_endorsed_by": t.policy_endorsed_by, "policy_note": t.note, "root": t.root, "keys": keys,
+            "trusted": [{"file": k["file"], "fingerprint": k["fingerprint"]} for k in keys if k["status"] in trust.TRUSTED],
+            "signing_key": str(mine) if mine else None}
     if json_out:
         print_json(data)
         return
-    typer.echo(f"policy: {data['policy']}\nsigning key: {data['signing_key'] or '-'}")
-    for k in keys:
-        typer.echo(f"trusted: {k['fingerprint'][:16]}  {k['file']}")
-
-
+    typer.echo(f"policy: {t.policy} (in {trust.POLICY_FILE}: {t.tree_policy}; pinned: {t.pinned_policy or '-'})")
+    if t.note:
+        typer.echo(f"  {t.note}")
+    typer.echo(f"signing key: {data['signing_key'] or '-'}")
+    for e in keys:
+        why = {"endorsed": f"endorsed by {str(e['endorsed_by'])[:16]}",
+               "untrusted": f"untrusted (added by commit {str(e['added_by'])[:8]})" if e["added_by"] else "untrusted (not committed)",
+               "invalid": "not a PEM public key"}.get(e["status"], e["status"])
+        typer.echo(f"{(e['fingerprint'] or '-')[:16]:16}  {e['file']}  {why}")

@@ -16,7 +16,7 @@ from kgit.errors import KgitError
 @app.command()
 def init(
     remote: str = typer.Option(None, "--remote", "-r", metavar="PATH_OR_URL",
-                               help="DVC remote for release data: a folder or any DVC remote URL (s3://, ssh://, ...). "
+                               help="DVC remote for release data: a folder outside the repository or any DVC remote URL (s3://, ssh://, ...). "
                                "Default: keep the current default remote, else a folder beside the repository."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
@@ -37,19 +37,35 @@ def init(
 
 
 # -- release -------------------------------------------------------------------------------------
+PARAMS_FILE_LIMIT = 1_000_000  # bytes of a --params file
+PARAMS_NODE_LIMIT = 100_000  # values in it once YAML aliases are expanded
+
+
 def _parse_params(params: list[str], params_file: Path | None) -> dict[str, Any]:
     result: dict[str, Any] = {}
     if params_file is not None:
         import yaml
 
         try:
-            loaded = yaml.safe_load(params_file.read_text())
+            with open(params_file, "rb") as fh:
+                raw = fh.read(PARAMS_FILE_LIMIT + 1)
         except OSError as exc:
             raise KgitError(f"cannot read --params {params_file}: {exc.strerror}") from None
+        if len(raw) > PARAMS_FILE_LIMIT:
+            raise KgitError(f"--params {params_file} is larger than 1 MB: hyperparameters are limited to 1 MB")
+        loader = yaml.SafeLoader(raw)
+        try:
+            node = loader.get_single_node()
+            if node is not None and _expanded_size(node, PARAMS_NODE_LIMIT) > PARAMS_NODE_LIMIT:
+                raise KgitError(f"--params {params_file} holds more than {PARAMS_NODE_LIMIT:,} values once its YAML "
+                                "aliases (*name) are expanded: write the hyperparameters out, within 1 MB")
+            loaded = loader.construct_document(node) if node is not None else None
         except yaml.YAMLError as exc:
             raise KgitError(f"--params {params_file} is not valid YAML/JSON ({' '.join(str(exc).split())[:150]})") from None
         except RecursionError:
             raise KgitError(f"--params {params_file} is nested too deeply to read") from None
+        finally:
+            loader.dispose()
         if loaded is not None and not isinstance(loaded, dict):
             raise KgitError(f"--params {params_file} must hold a mapping of names to values")
         result.update(loaded or {})
@@ -62,6 +78,32 @@ def _parse_params(params: list[str], params_file: Path | None) -> dict[str, Any]
         except json.JSONDecodeError:
             result[key.strip()] = value
     return result
+
+
+def _expanded_size(root: Any, limit: int) -> int:
+    """How many nodes a composed YAML document has with every alias expanded, without expanding it:
+    each node's size is counted once (aliases share the node they name). A node that contains itself
+    (``&a [*a]``) expands forever, and so counts as ``limit + 1``; so does anything past ``limit``."""
+    sizes: dict[int, int] = {}
+    visiting: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        value = node.value if isinstance(node.value, list) else []
+        children = [c for item in value for c in (item if isinstance(item, tuple) else (item,))]
+        if done:
+            visiting.discard(key)
+            sizes[key] = min(limit + 1, 1 + sum(sizes[id(c)] for c in children))
+            continue
+        if key in sizes:
+            continue
+        if key in visiting:
+            return limit + 1
+        visiting.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in sizes)
+    return sizes[id(root)]
 
 
 @app.command()
@@ -130,8 +172,17 @@ def list_(
          (r.source_commit or "-")[:8]]
         for r in rels
     ]
+    header = ["name", "version", "stages", "formats", "created", "dataset", "commit"]
+    invalid = [r for r in rels if not r.valid]
+    if invalid:  # tags that are not valid releases are listed, marked, and never used
+        header.append("status")
+        for row, r in zip(rows, rels):
+            row.append(r.status)
     # Plain aligned columns: a rich Table measures every cell and costs ~0.6 s at 1,500 rows.
-    write_columns(["name", "version", "stages", "formats", "created", "dataset", "commit"], rows)
+    write_columns(header, rows)
+    if invalid:
+        err(f"kgit: warning: {len(invalid)} tag(s) are not valid releases and will not be used "
+            f"(get, load, validate and promote refuse them): {', '.join(r.tag for r in invalid[:3])}")
 
 
 @app.command()

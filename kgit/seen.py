@@ -1,0 +1,78 @@
+"""What this clone has seen: every release and stage tag, recorded the first time kgit reads it.
+
+A release tag is the identity of a release, and git lets anyone with push access move or re-create
+one (``git push --force``, then ``git fetch --tags --force`` elsewhere). kgit records each tag's
+object id, the commit it points to and the DVC hashes it names in ``.git/kgit/seen.json`` (local,
+never committed) the first time this clone reads it. If the same tag name later points to anything
+else, every command refuses that version and says what it was and what it is now.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from kgit.git_ops import Repo, TagInfo
+
+SEEN_FILE = "seen.json"
+
+
+class SeenRecord:
+    """Tag name -> what this clone first saw under it."""
+
+    def __init__(self, repo: Repo) -> None:
+        self.path: Path = repo.common_dir / "kgit" / SEEN_FILE  # kgit.txn.state_dir, not created here
+        self.changed = False
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            tags = data.get("tags") if isinstance(data, dict) else None
+            self.tags: dict[str, dict[str, Any]] = tags if isinstance(tags, dict) else {}
+        except (OSError, ValueError, RecursionError):
+            self.tags = {}
+
+    def was_seen(self, tag: str) -> bool:
+        return tag in self.tags
+
+    def check(self, tag: TagInfo, md5s: dict[str, Any] | None = None) -> str | None:
+        """None if ``tag`` is what this clone first saw (recording it if new); else what changed."""
+        first = self.tags.get(tag.name)
+        if not isinstance(first, dict):
+            entry: dict[str, Any] = {"object": tag.object, "commit": tag.target}
+            if md5s:
+                entry["md5"] = {str(k): v for k, v in md5s.items() if isinstance(v, str)}
+            self.tags[tag.name] = entry
+            self.changed = True
+            return None
+        if first.get("object") == tag.object:
+            return None
+        was, now = str(first.get("commit", ""))[:8], tag.target[:8]
+        old_md5 = first.get("md5") if isinstance(first.get("md5"), dict) else {}
+        new_md5 = {str(k): v for k, v in (md5s or {}).items() if isinstance(v, str)}
+        hashes = ""
+        if old_md5 and old_md5 != new_md5:
+            hashes = f"; DVC hashes were {_short(old_md5)}, now {_short(new_md5) or 'none'}"
+        return (f"tag {tag.name} changed since this clone first saw it (was commit {was}, now {now}{hashes}): "
+                "a release tag was moved or re-created; ask who did it, and if the new one is legitimate, "
+                f"release it under a new version")
+
+    def save(self) -> None:
+        """Write the record if it grew; a read-only git directory just means nothing is remembered."""
+        if not self.changed:
+            return
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps({"tags": self.tags}, sort_keys=True), encoding="utf-8")
+            os.replace(tmp, self.path)
+        except OSError:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+        self.changed = False
+
+
+def _short(md5s: dict[str, Any]) -> str:
+    return ", ".join(f"{fmt} {str(h)[:8]}" for fmt, h in sorted(md5s.items()))

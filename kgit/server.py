@@ -1,0 +1,295 @@
+"""The server-side guard: a ``pre-receive`` hook for the bare repository everyone pushes to.
+
+Client hooks can be skipped (``git push --no-verify``) or never installed; a server hook cannot.
+``kgit server install BARE_REPO`` puts kgit's check in the bare repository's ``pre-receive`` hook
+(chaining any hook already there). For each push it rejects, with a one-line reason the pusher sees
+as ``remote: kgit: ...``:
+
+- deleting or moving a release tag (``NAME@vX.Y.Z``) or a stage/deprecation tag;
+- a branch update (non-fast-forward or deletion) that drops a release commit from every branch;
+- commits that change or delete a released version's ``.dvc`` file;
+- a new release tag that is not a consistent kgit release (its message, ``.dvc`` files and metadata
+  must agree with its name), or a lightweight/foreign tag using a kgit model's release tag name;
+- a stage tag pointing at an unknown, invalid or deprecated version;
+- a new release whose DVC objects are not in the DVC remote (``--dvc-remote``, else the default
+  remote named in the tagged commit's ``.dvc/config``);
+- with signing keys in the repository, changes under ``.kgit/`` not endorsed by a key already trusted.
+
+Git only, plus DVC's filesystem for the data check: no TensorFlow. The same checks run in a clone
+for hosted forges without server hooks (``kgit check``).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kgit import guard, hooks, registry, txn
+from kgit.errors import KgitError
+from kgit.git_ops import Repo
+from kgit.registry import Release
+from kgit.versions import parse_event, parse_tag
+
+ZERO = guard.ZERO
+HOOK = "pre-receive"
+REMOTE_CONFIG_KEY = "kgit.dvcRemote"
+
+
+@dataclass
+class Update:
+    old: str
+    new: str
+    ref: str
+
+
+def parse_updates(text: str) -> list[Update]:
+    updates = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 3:
+            updates.append(Update(*parts))
+    return updates
+
+
+# -- install -----------------------------------------------------------------------------------
+def install(path: str | Path, dvc_remote: str | None = None) -> list[str]:
+    """Install kgit's pre-receive hook in the bare repository at ``path`` (idempotent)."""
+    repo = _bare(path)
+    changes = hooks.install(repo, (HOOK,))
+    if dvc_remote is not None:
+        if repo.config_get(REMOTE_CONFIG_KEY) != dvc_remote:
+            repo.config_set(REMOTE_CONFIG_KEY, dvc_remote)
+            changes.append(f"set {REMOTE_CONFIG_KEY} = {dvc_remote} (the DVC remote pushed releases must be in)")
+    return changes
+
+
+def uninstall(path: str | Path) -> list[str]:
+    repo = _bare(path)
+    changes = hooks.uninstall(repo, (HOOK,))
+    if repo.config_get(REMOTE_CONFIG_KEY) is not None:
+        repo.git("config", "--unset", REMOTE_CONFIG_KEY, check=False)
+        changes.append(f"removed {REMOTE_CONFIG_KEY}")
+    return changes
+
+
+def _bare(path: str | Path) -> Repo:
+    repo = Repo(path, bare=True)
+    if not repo.bare:
+        raise KgitError(f"{path} has a work tree: `kgit server install` is for the bare repository people push to "
+                        "(for your own clone, `kgit hooks install` installs the client hooks)")
+    return repo
+
+
+# -- the checks ----------------------------------------------------------------------------------
+@dataclass
+class Verdict:
+    problems: list[str] = field(default_factory=list)
+    new_releases: list[Release] = field(default_factory=list)
+
+
+def check_updates(repo: Repo, updates: list[Update], dvc_remote: str | None = None, *,
+                  check_data: bool = True) -> Verdict:
+    """Everything the pre-receive hook refuses, as one-line problems (empty: accept the push)."""
+    verdict = Verdict()
+    reg = registry.read(repo, remember=False)
+    models = {r.name for r in reg.releases}
+    pushed_events: list[tuple[str, str]] = []  # (tag, commit)
+    for u in updates:
+        change = guard.protected_tag_change(u.ref, u.old, u.new)
+        if change:
+            verdict.problems.append(change)
+            continue
+        if u.ref.startswith("refs/tags/") and u.new != ZERO:
+            tag = u.ref[len("refs/tags/"):]
+            if parse_tag(tag) is not None:
+                _check_new_release(repo, tag, u.new, models, verdict)
+            elif parse_event(tag) is not None:
+                target = repo.git("rev-parse", "--verify", "-q", f"{u.new}^{{commit}}", check=False)
+                pushed_events.append((tag, target))
+        elif u.ref.startswith("refs/heads/"):
+            verdict.problems += _check_branch(repo, u, reg.releases + verdict.new_releases)
+    if pushed_events:
+        verdict.problems += _check_events(reg, verdict.new_releases, pushed_events)
+    if check_data and verdict.new_releases and not verdict.problems:
+        verdict.problems += data_problems(repo, verdict.new_releases, dvc_remote)
+    return verdict
+
+
+def _check_new_release(repo: Repo, tag: str, oid: str, models: set[str], verdict: Verdict) -> None:
+    parsed = parse_tag(tag)
+    assert parsed is not None
+    info = repo.tag_object(oid, tag)
+    rel = registry.release_from_tag(info) if info is not None else None
+    if rel is None:
+        commit = info.target if info is not None else oid
+        kgit_model = parsed[0] in models or repo.try_git("cat-file", "-e", f"{commit}:artifacts/{parsed[0]}")[0] == 0
+        if kgit_model:
+            what = "a lightweight tag" if info is not None and not info.annotated else "not a kgit release tag"
+            verdict.problems.append(f"new tag {tag} is {what}, but {parsed[0]} is a kgit model: "
+                                    "release versions with `kgit release`, which tags them")
+        return
+    problems = registry.release_problems(repo, rel)
+    if problems:
+        verdict.problems.append(f"new tag {tag} is not a valid release: {problems[0]}")
+        return
+    verdict.new_releases.append(rel)
+
+
+def _check_events(reg: registry.Registry, new: list[Release], events: list[tuple[str, str]]) -> list[str]:
+    """Stage and deprecation tags must point at a valid, known, not deprecated release."""
+    problems = []
+    releases = [r for r in reg.releases + new if r.valid]
+    by_commit = {(r.name, r.commit): r for r in releases}
+    by_key = {(r.name, r.key): r for r in releases}
+    deprecating = set()
+    for tag, _commit in events:
+        event = parse_event(tag)
+        if event is not None and event.kind == "deprecate" and event.version is not None:
+            deprecating.add((event.name, event.version.key))
+    for tag, commit in events:
+        event = parse_event(tag)
+        assert event is not None
+        if event.kind == "deprecate" and event.version is not None:
+            if (event.name, event.version.key) not in by_key:
+                problems.append(f"new tag {tag} deprecates {event.name}@{event.version}, which is not a valid release")
+            continue
+        if event.kind != "promote":
+            continue
+        rel = by_commit.get((event.name, commit))
+        if rel is None:
+            problems.append(f"new stage tag {tag} points at {commit[:8]}, which is not a release commit of a valid "
+                            f"{event.name} version")
+        elif rel.deprecated or (rel.name, rel.key) in deprecating:
+            problems.append(f"new stage tag {tag} puts {rel.name}@{rel.version} in {event.stage}, but that version "
+                            "is deprecated")
+    return problems
+
+
+def _check_branch(repo: Repo, u: Update, releases: list[Release]) -> list[str]:
+    problems = []
+    branch = u.ref[len("refs/heads/"):]
+    release_commits = {r.commit: r for r in releases if r.valid}
+    if u.old != ZERO:
+        forward = u.new != ZERO and repo.try_git("merge-base", "--is-ancestor", u.old, u.new)[0] == 0
+        if not forward:
+            # commits only this branch had, that the update takes away from every branch
+            keep = [f"^{u.new}"] if u.new != ZERO else []
+            out = repo.git("log", f"--format=%H %(trailers:key={txn.TRAILER},valueonly,separator=%x20)",
+                           u.old, *keep, "--not", f"--exclude={branch}", "--branches")
+            lost = []
+            for line in out.splitlines():
+                sha, _, tags = line.partition(" ")
+                lost += [release_commits[sha].tag] if sha in release_commits else [t for t in tags.split() if parse_tag(t)]
+            if lost:
+                problems.append(f"{'deleting' if u.new == ZERO else 'rewriting'} branch {branch} drops the release "
+                                f"commit of {', '.join(sorted(set(lost))[:3])}: merge or rebase onto it instead")
+    if u.new == ZERO:
+        return problems
+    rng = [f"{u.old}..{u.new}"] if u.old != ZERO else [u.new, "--not", "--branches"]
+    problems += guard.changed_releases(repo, rng, u.new, guard.dvc_files_of(releases))
+    problems += _trust_problems(repo, u)
+    return problems
+
+
+def _trust_problems(repo: Repo, u: Update) -> list[str]:
+    """Changes under .kgit/ (keys, policy) must be endorsed by a key trusted before the push."""
+    from kgit import trust
+
+    old = u.old if u.old != ZERO else None
+    return trust.unendorsed_changes(repo.git_dir, old, u.new)
+
+
+def data_problems(repo: Repo, releases: list[Release], dvc_remote: str | None) -> list[str]:
+    """Each release's DVC objects must be in its remote before its tag is accepted."""
+    from kgit import storage
+
+    problems = []
+    for rel in releases:
+        url = dvc_remote or _remote_at(repo, rel.commit)
+        if url is None:
+            problems.append(f"cannot check that {rel.tag}'s data was uploaded: its commit's .dvc/config names no "
+                            "default DVC remote (install the hook with `kgit server install --dvc-remote URL`)")
+            continue
+        if "://" not in url and not Path(url).expanduser().is_absolute():
+            problems.append(f"cannot check that {rel.tag}'s data was uploaded: its DVC remote {url!r} is a relative "
+                            "path (install the hook with `kgit server install --dvc-remote URL`)")
+            continue
+        oids = {str(i.get("md5")): fmt for fmt, i in rel.formats.items()}
+        try:
+            absent = storage.missing_at_url(str(Path(url).expanduser()) if "://" not in url else url, oids)
+        except KgitError as exc:
+            problems.append(f"cannot check that {rel.tag}'s data was uploaded: {exc}")
+            continue
+        for oid, objs in absent.items():
+            problems.append(f"{rel.tag} ({oids[oid]}): {len(objs)} DVC object(s) are not in the DVC remote {url}: "
+                            "push the data first (kgit's pre-push hook does; or `dvc push`), then push the tag")
+    return problems
+
+
+def _remote_at(repo: Repo, commit: str) -> str | None:
+    from kgit.storage import default_remote_in
+
+    text = repo.show_file(commit, ".dvc/config")
+    return default_remote_in([text])[1] if text else None
+
+
+# -- the hook --------------------------------------------------------------------------------------
+def pre_receive(text: str, repo: Repo | None = None) -> int:
+    """The pre-receive hook; returns the exit code (non-zero rejects the whole push)."""
+    repo = repo or Repo(".", bare=True)
+    updates = parse_updates(text)
+    if not updates:
+        return 0
+    try:
+        verdict = check_updates(repo, updates, repo.config_get(REMOTE_CONFIG_KEY))
+    except KgitError as exc:
+        verdict = Verdict([f"could not check the push: {exc}"])
+    if not verdict.problems:
+        return 0
+    for p in verdict.problems:
+        sys.stderr.write(f"kgit: rejected: {p}\n")
+    sys.stderr.write("kgit: push rejected by kgit's server hook: released models are immutable and must be "
+                     "complete (see `kgit check` and the README's threat model)\n")
+    return 1
+
+
+# -- the same checks in a clone (hosted forges without server hooks) --------------------------------
+def check_clone(repo: Repo, since: str | None = None, *, check_data: bool = True) -> list[str]:
+    """What the server hook would refuse, found in a clone (``kgit check``): every release tag
+    consistent, every stage tag on a valid version, every release's data in the DVC remote, and with
+    ``since`` the commits since then changing no release and no trust unendorsed."""
+    reg = registry.read(repo, remember=False)
+    problems = [f"{r.tag} is not a valid release: {p[0]}" for r in reg.releases
+                if (p := registry.release_problems(repo, r))]
+    valid = [r for r in reg.releases if r.valid and not registry.release_problems(repo, r)]
+    for e in reg.events:
+        if e.event == "promoted" and e.version is None:
+            problems.append(f"stage tag {e.tag} points at {e.commit[:8]}, which is not a valid release of {e.name}")
+    for r in valid:
+        if r.deprecated and r.stages:
+            problems.append(f"{r.tag} is deprecated but still in stage {', '.join(r.stages)}: demote it")
+    if since is not None:
+        head = repo.git("rev-parse", "HEAD")
+        base = repo.git("rev-parse", "--verify", "-q", f"{since}^{{commit}}", check=False)
+        if not base:
+            raise KgitError(f"--since {since!r} is not a commit here (fetch it, or use the pipeline's before-SHA)")
+        problems += guard.changed_releases(repo, [f"{base}..{head}"], head, guard.dvc_files_of(valid))
+        problems += _trust_problems(repo, Update(base, head, "refs/heads/HEAD"))
+    if check_data and valid:
+        problems += _clone_data_problems(repo, valid)
+    return problems
+
+
+def _clone_data_problems(repo: Repo, releases: list[Release]) -> list[str]:
+    from kgit import storage
+
+    name, url = guard.remote_url(repo)
+    if not name:
+        return ["no default DVC remote is configured, so the releases' data cannot be checked: "
+                "run `kgit init --remote URL`"]
+    oids = {str(i.get("md5")): (r, fmt) for r in releases for fmt, i in r.formats.items()}
+    absent = storage.missing_in_remote(repo.root, name, oids)
+    return [f"{oids[o][0].tag} ({oids[o][1]}): {len(objs)} DVC object(s) are not in the DVC remote {name} ({url}): "
+            "whoever released it must push its data (`git push` with kgit's hook, or `dvc push`)"
+            for o, objs in absent.items()]

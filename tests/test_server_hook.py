@@ -1,0 +1,188 @@
+"""The server-side guard: kgit's pre-receive hook in a real bare repository, real `git push`es
+(with --no-verify --force, as an attacker or a careless teammate would), a real DVC remote folder.
+And `kgit check`, the same checks in a clone for forges without server hooks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import snapshot
+from support.world import World, dvc_md5, forge_tag, git, kgit, run, tag_message
+
+pytestmark = pytest.mark.slow
+
+V1 = "m@v1.0.0"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, plain_model) -> World:  # type: ignore[no-untyped-def]
+    """origin guarded by `kgit server install`; m@v1 released and pushed through it."""
+    import kgit as api
+
+    w = World.create(tmp_path_factory.mktemp("server-world"))
+    proc = kgit(w.base, "server", "install", str(w.origin), "--dvc-remote", str(w.store))
+    assert proc.returncode == 0, proc.stderr
+    assert "installed kgit's pre-receive hook" in proc.stderr
+    api.release(plain_model, "m", formats=["keras"], repo=w.repo)
+    proc = w.push("main")
+    assert proc.returncode == 0, proc.stderr
+    assert list(w.origin_tags()) == [V1]
+    return w
+
+
+@pytest.fixture
+def w(world: World, tmp_path: Path) -> World:
+    return world.copy(tmp_path / "w")
+
+
+def rejected(proc, reason: str) -> None:  # type: ignore[no-untyped-def]
+    assert proc.returncode != 0, proc.stderr
+    assert "pre-receive hook declined" in proc.stderr, proc.stderr
+    assert f"remote: kgit: rejected: {reason}" in proc.stderr, proc.stderr
+
+
+def origin_state(w: World) -> tuple[dict[str, str], str]:
+    return w.origin_tags(), git(w.origin, "rev-parse", "main")
+
+
+def test_moved_or_deleted_release_tag_is_rejected_even_with_no_verify(w: World) -> None:
+    before = origin_state(w)
+    forge_tag(w.repo, V1, git(w.repo, "rev-parse", "HEAD"), tag_message(w.repo, V1) + "\nagain\n")
+    rejected(w.push("--no-verify", "--force", f"refs/tags/{V1}"), f"moving the release tag {V1}")
+    rejected(w.push("--no-verify", f":refs/tags/{V1}"), f"deleting the release tag {V1}")
+    assert origin_state(w) == before
+
+
+def test_moved_stage_tag_is_rejected(w: World) -> None:
+    assert kgit(w.repo, "promote", "m@v1", "prod").returncode == 0
+    assert w.push("main", "m#prod#1").returncode == 0
+    forge_tag(w.repo, "m#prod#1", git(w.repo, "rev-parse", "HEAD~1"), "moved\n")
+    rejected(w.push("--no-verify", "--force", "refs/tags/m#prod#1"), "moving the stage/deprecation tag m#prod#1")
+
+
+def test_inconsistent_lightweight_and_foreign_tags_are_rejected(w: World) -> None:
+    commit = git(w.repo, "rev-parse", f"{V1}^{{commit}}")
+    message = tag_message(w.repo, V1).replace('"version": "v1"', '"version": "v99"')
+    forge_tag(w.repo, "m@v0.0.3", commit, message)
+    rejected(w.push("--no-verify", "refs/tags/m@v0.0.3"), "new tag m@v0.0.3 is not a valid release: its message says v99")
+    git(w.repo, "tag", "m@v9.0.0", commit)  # lightweight
+    rejected(w.push("--no-verify", "refs/tags/m@v9.0.0"), "new tag m@v9.0.0 is a lightweight tag, but m is a kgit model")
+    forge_tag(w.repo, "m@v8.0.0", commit, "made by hand\n")
+    rejected(w.push("--no-verify", "refs/tags/m@v8.0.0"), "new tag m@v8.0.0 is not a kgit release tag")
+    assert list(w.origin_tags()) == [V1]
+
+
+def test_release_whose_data_is_not_in_the_remote_is_rejected(w: World, plain_model) -> None:  # type: ignore[no-untyped-def]
+    import kgit as api
+
+    rec = api.release(plain_model, "m", formats=["keras"], repo=w.repo)
+    before = origin_state(w)
+    # --no-verify skips the client hook, so nothing uploads the data
+    rejected(w.push("--no-verify", "main", rec.tag),
+             f"{rec.tag} (keras): 1 DVC object(s) are not in the DVC remote {w.store}")
+    assert origin_state(w) == before
+    proc = w.push("main")  # the client hook uploads, then the server accepts
+    assert proc.returncode == 0, proc.stderr
+    assert rec.tag in w.origin_tags()
+
+
+def test_rewriting_history_that_drops_a_release_commit_is_rejected(w: World) -> None:
+    before = origin_state(w)
+    git(w.repo, "reset", "-q", "--hard", "HEAD~1")
+    (w.repo / "train.py").write_text("print('rewritten')\n")
+    git(w.repo, "commit", "-q", "--no-verify", "-am", "rewrite")
+    rejected(w.push("--no-verify", "--force", "main"), f"rewriting branch main drops the release commit of {V1}")
+    assert origin_state(w) == before
+
+
+def test_commit_changing_a_released_dvc_file_is_rejected(w: World) -> None:
+    dvc = w.repo / "artifacts/m/keras/v1.dvc"
+    md5 = dvc_md5(w.repo, "artifacts/m/keras/v1.dvc")
+    dvc.write_text(dvc.read_text().replace(md5, "0" * 32 + ".dir"))
+    git(w.repo, "commit", "-q", "--no-verify", "-am", "swap the model")
+    rejected(w.push("--no-verify", "main"), "m@v1 (keras): artifacts/m/keras/v1.dvc in the pushed commits has DVC hash")
+
+
+def test_stage_tags_must_name_a_valid_live_version(w: World) -> None:
+    head = git(w.repo, "rev-parse", "HEAD")
+    (w.repo / "train.py").write_text("print('more')\n")
+    git(w.repo, "commit", "-q", "-am", "not a release")
+    assert w.push("main").returncode == 0
+    forge_tag(w.repo, "m#prod#4", git(w.repo, "rev-parse", "HEAD"), "promote\n")
+    rejected(w.push("--no-verify", "refs/tags/m#prod#4"), "new stage tag m#prod#4 points at")
+    git(w.repo, "tag", "-d", "m#prod#4")
+    assert kgit(w.repo, "deprecate", "m@v1").returncode == 0
+    deprecation = git(w.repo, "tag", "-l", "m@v1.0.0!*")
+    assert w.push("--no-verify", f"refs/tags/{deprecation}").returncode == 0  # deprecating is allowed
+    forge_tag(w.repo, "m#staging#9", head, "promote a deprecated version\n")
+    rejected(w.push("--no-verify", "refs/tags/m#staging#9"), "new stage tag m#staging#9 puts m@v1 in staging, but that version is deprecated")
+
+
+def test_plain_push_is_accepted_without_tensorflow_or_dvc(w: World) -> None:
+    (w.repo / "train.py").write_text("print('tuned')\n")
+    git(w.repo, "commit", "-q", "-am", "tune")
+    # python -X importtime, through git's environment, reaches the hook: it must import neither
+    proc = run(w.repo, "git", "push", "--no-verify", "origin", "main", env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert "import time:" in proc.stderr and "| kgit.server" in proc.stderr  # the hook ran, and was measured
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.splitlines() if "import time:" in line}
+    assert not imported & {"tensorflow", "keras", "dvc", "dvc_data", "dvc_objects"}
+
+
+def test_existing_pre_receive_is_chained_and_restored(tmp_path: Path) -> None:
+    origin = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", str(origin))
+    theirs = "#!/bin/sh\ncat > \"$(dirname \"$0\")/../received\"\n"
+    (origin / "hooks").mkdir(exist_ok=True)
+    (origin / "hooks" / "pre-receive").write_text(theirs)
+    (origin / "hooks" / "pre-receive").chmod(0o755)
+    assert kgit(tmp_path, "server", "install", str(origin)).returncode == 0
+    assert (origin / "hooks" / "pre-receive.kgit-chained").read_text() == theirs
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(origin), str(clone))
+    git(clone, "commit", "-q", "--allow-empty", "-m", "one")
+    assert run(clone, "git", "push", "-q", "origin", "HEAD:main").returncode == 0
+    assert "refs/heads/main" in (origin / "received").read_text()  # their hook got the same stdin
+    assert kgit(tmp_path, "server", "uninstall", str(origin)).returncode == 0
+    assert (origin / "hooks" / "pre-receive").read_text() == theirs
+    proc = kgit(tmp_path, "server", "install", str(clone))
+    assert proc.returncode == 1 and "has a work tree" in proc.stderr
+
+
+def test_unendorsed_key_is_rejected(w: World, tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    assert kgit(w.repo, "keys", "init").returncode == 0
+    proc = w.push("main")
+    assert proc.returncode == 0, proc.stderr  # the team's first keys are the roots of trust
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    (w.repo / ".kgit/keys/intruder.pem").write_bytes(
+        key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    git(w.repo, "add", ".kgit/keys/intruder.pem")
+    git(w.repo, "commit", "-q", "--no-verify", "-m", "add my key")
+    proc = w.push("--no-verify", "main")
+    assert proc.returncode != 0 and "remote: kgit: rejected:" in proc.stderr and "intruder.pem" in proc.stderr
+
+
+# -- kgit check: the same checks in a CI job ---------------------------------------------------
+def test_kgit_check_finds_what_the_server_hook_would_refuse(w: World, tmp_path: Path) -> None:
+    assert kgit(w.base, "server", "uninstall", str(w.origin)).returncode == 0  # a forge without server hooks
+    ci = w.clone("ci")
+    proc = kgit(ci, "check")
+    assert proc.returncode == 0, proc.stderr
+    assert "every release is consistent and its data is in the DVC remote" in proc.stderr
+    message = tag_message(w.repo, V1).replace('"version": "v1"', '"version": "v99"')
+    forge_tag(w.repo, "m@v0.0.3", git(w.repo, "rev-parse", f"{V1}^{{commit}}"), message)
+    assert w.push("--no-verify", "refs/tags/m@v0.0.3").returncode == 0
+    md5 = dvc_md5(w.repo, "artifacts/m/keras/v1.dvc")
+    (w.store / "files" / "md5" / md5[:2] / md5[2:]).unlink()  # the remote lost v1's listing
+    git(ci, "fetch", "-q", "--tags", "origin")
+    before = snapshot(ci)
+    proc = kgit(ci, "check", "--json")
+    assert proc.returncode == 1
+    assert "m@v0.0.3 is not a valid release: its message says v99" in proc.stdout
+    assert "m@v1.0.0 (keras): 1 DVC object(s) are not in the DVC remote" in proc.stdout
+    assert snapshot(ci) == before
+
