@@ -152,8 +152,11 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def hash_folder(folder: Path, exclude: tuple[str, ...] = (METADATA_FILE, SIGNATURE_FILE)) -> dict[str, str]:
-    """sha256 of every regular file under ``folder`` (sorted relative POSIX paths)."""
+def hash_folder(folder: Path, exclude: tuple[str, ...] = (METADATA_FILE, SIGNATURE_FILE),
+                known: dict[str, str] | None = None) -> dict[str, str]:
+    """sha256 of every regular file under ``folder`` (sorted relative POSIX paths); hashes in
+    ``known`` are taken as given."""
+    known = known or {}
     result = {}
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames.sort()
@@ -164,7 +167,7 @@ def hash_folder(folder: Path, exclude: tuple[str, ...] = (METADATA_FILE, SIGNATU
                 continue
             if full.is_symlink():
                 raise KgitError(f"{full} is a symlink: release folders must hold regular files only")
-            result[rel] = sha256_file(full)
+            result[rel] = known.get(rel) or sha256_file(full)
     return result
 
 

@@ -362,7 +362,7 @@ def _publish(git: Repo, req: _Request, label: str, tag: str, staging: Path, meta
     journal = txn.Journal(tag=tag, head_before=git.head(), tag_message="")
     for fmt, rel in folders.items():
         journal.created += [rel.as_posix(), f"{rel.as_posix()}.dvc"]
-        journal.folders[rel.as_posix()] = txn.folder_manifest(staging / fmt, metas[fmt].files)
+        journal.folders[rel.as_posix()] = hash_folder(staging / fmt, exclude=(), known=metas[fmt].files)
         ignore = (model_dir / fmt / ".gitignore").as_posix()
         journal.backups[ignore] = txn.read_backup(root / ignore)
     journal.backups[project.DVC_YAML] = txn.read_backup(root / project.DVC_YAML)

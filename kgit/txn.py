@@ -183,18 +183,6 @@ def _check_rel(rel: object) -> None:
         raise ValueError(f"path {rel!r} outside the work tree")
 
 
-def folder_manifest(folder: Path, known: dict[str, str]) -> dict[str, str]:
-    """sha256 of every file under ``folder`` (relative POSIX path -> hash), taking ``known`` hashes as given."""
-    result = {}
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames.sort()
-        for name in sorted(filenames):
-            full = Path(dirpath) / name
-            rel = full.relative_to(folder).as_posix()
-            result[rel] = known.get(rel) or sha256_file(full)
-    return result
-
-
 def _commit_of_release(repo: Repo, journal: Journal) -> str | None:
     """The release commit if the interrupted release got as far as committing."""
     if journal.commit:

@@ -59,6 +59,22 @@ def kgit(cwd: Path, *args: str, check: bool = False) -> subprocess.CompletedProc
     return proc
 
 
+def user_env(home: Path) -> dict[str, str]:
+    """The environment of another user on this machine: own HOME (keys, config), this kgit on PATH."""
+    home.mkdir(parents=True, exist_ok=True)
+    return {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+
+
+def kgit_as(cwd: Path, *args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """The real `kgit` command line, as the user of ``env``; with ``check``, it must succeed."""
+    proc = subprocess.run([sys.executable, "-m", "kgit", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"kgit {' '.join(args)}: {proc.stderr}")
+    return proc
+
+
 def new_repo(base: Path, filename: str, content: str) -> Path:
     """``base/repo``: a fresh git repository with one committed file."""
     repo = base / "repo"

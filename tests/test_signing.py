@@ -10,23 +10,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import git, snapshot
+from conftest import git, kgit_as, snapshot, user_env
 
 import kgit as api
 from kgit import signing
-
-
-def _env(home: Path) -> dict[str, str]:
-    return {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
-            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-
-
-def run(cwd: Path, *args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "kgit", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"kgit {' '.join(args)}: {proc.stderr}")
-    return proc
 
 
 @pytest.fixture
@@ -35,8 +22,8 @@ def signed_repo(kgit_repo: Path, tmp_path: Path):  # type: ignore[no-untyped-def
     origin = tmp_path / "origin.git"
     git(tmp_path, "init", "-q", "--bare", "--initial-branch=main", str(origin))
     git(kgit_repo, "remote", "add", "origin", str(origin))
-    result = json.loads(run(kgit_repo, "keys", "init", "--require", "--json").stdout)
-    run(kgit_repo, "release", "m", "--from", "support.zoo:plain_model", "-f", "keras", "-f", "h5")
+    result = json.loads(kgit_as(kgit_repo, "keys", "init", "--require", "--json").stdout)
+    kgit_as(kgit_repo, "release", "m", "--from", "support.zoo:plain_model", "-f", "keras", "-f", "h5")
     return kgit_repo, origin, result
 
 
@@ -51,11 +38,11 @@ def test_keys_init_sign_and_verify(signed_repo) -> None:  # type: ignore[no-unty
     meta = api.show("m", "v1", repo=repo)
     assert meta.signed_by == keys["fingerprint"]
     assert (repo / "artifacts/m/keras/v1" / signing.SIGNATURE_FILE).is_file()
-    assert f"key {keys['fingerprint'][:16]}" in run(repo, "show", "m@v1").stdout
-    results = json.loads(run(repo, "verify", "--json").stdout)
+    assert f"key {keys['fingerprint'][:16]}" in kgit_as(repo, "show", "m@v1").stdout
+    results = json.loads(kgit_as(repo, "verify", "--json").stdout)
     assert [(r["format"], r["status"]) for r in results] == [("keras", "passed"), ("h5", "passed")]
     # validate includes the signature check
-    assert all(r["ok"] for r in json.loads(run(repo, "validate", "--recheck", "--json").stdout))
+    assert all(r["ok"] for r in json.loads(kgit_as(repo, "validate", "--recheck", "--json").stdout))
 
 
 def test_tampered_signature_or_untrusted_signer_is_refused(signed_repo, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -64,7 +51,7 @@ def test_tampered_signature_or_untrusted_signer_is_refused(signed_repo, tmp_path
     sig = folder / signing.SIGNATURE_FILE
     good = sig.read_bytes()
     sig.write_bytes(good.replace(b'"payload":"', b'"payload":"AAAA', 1))
-    proc = run(repo, "verify", "m@v1", "--json", check=False)
+    proc = kgit_as(repo, "verify", "m@v1", "--json", check=False)
     assert proc.returncode == 1
     keras = [r for r in json.loads(proc.stdout) if r["format"] == "keras"][0]
     assert keras["check"] == "signature" and ("corrupt" in keras["error"] or "does not verify" in keras["error"])
@@ -76,7 +63,7 @@ def test_tampered_signature_or_untrusted_signer_is_refused(signed_repo, tmp_path
     intruder.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     signing.sign(folder, intruder)
-    proc = run(repo, "validate", "m@v1", "--recheck", "--json", check=False)
+    proc = kgit_as(repo, "validate", "m@v1", "--recheck", "--json", check=False)
     assert proc.returncode == 1
     keras = [r for r in json.loads(proc.stdout) if r["format"] == "keras"][0]
     assert keras["check"] == "signature" and "not trusted" in keras["error"]
@@ -89,16 +76,16 @@ def test_push_refuses_unsigned_release_when_required(kgit_repo: Path, tmp_path: 
     git(tmp_path, "init", "-q", "--bare", "--initial-branch=main", str(origin))
     git(kgit_repo, "remote", "add", "origin", str(origin))
     api.release(plain_model, "u", formats="keras", repo=kgit_repo)  # signing off: unsigned
-    run(kgit_repo, "keys", "init", "--require")
+    kgit_as(kgit_repo, "keys", "init", "--require")
     push = subprocess.run(["git", "push", "origin", "main"], cwd=kgit_repo, capture_output=True, text=True,
-                          env=_env(Path(os.environ["HOME"])))
+                          env=user_env(Path(os.environ["HOME"])))
     assert push.returncode != 0 and "u@v1" in push.stderr and "not signed" in push.stderr, push.stderr
     assert git(origin, "tag", "-l") == ""
 
 
 def test_remote_and_cache_tampering_is_caught_on_another_machine(signed_repo, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     repo, origin, _ = signed_repo
-    env_a = _env(Path(os.environ["HOME"]))
+    env_a = user_env(Path(os.environ["HOME"]))
     assert subprocess.run(["git", "push", "-q", "-u", "origin", "main"], cwd=repo, env=env_a).returncode == 0
     remote = tmp_path / "remote"
     md5 = json.loads(json.dumps(yaml.safe_load((repo / "artifacts/m/keras/v1.dvc").read_text())))["outs"][0]["md5"]
@@ -114,10 +101,10 @@ def test_remote_and_cache_tampering_is_caught_on_another_machine(signed_repo, tm
     home_b.mkdir()
     b = tmp_path / "b"
     git(tmp_path, "clone", "-q", str(origin), str(b))
-    proc = run(b, "get", "m@v1", "--format", "keras", env=_env(home_b), check=False)
+    proc = kgit_as(b, "get", "m@v1", "--format", "keras", env=user_env(home_b), check=False)
     assert proc.returncode == 1 and "model.keras" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     # the untouched format fetches fine
-    assert run(b, "get", "m@v1", "--format", "h5", env=_env(home_b)).returncode == 0
+    assert kgit_as(b, "get", "m@v1", "--format", "h5", env=user_env(home_b)).returncode == 0
 
     # tampering in the local DVC cache (machine A): load refuses, naming the file
     cache_obj = repo / ".dvc/cache/files/md5" / entry["md5"][:2] / entry["md5"][2:]
@@ -133,33 +120,33 @@ def test_remote_and_cache_tampering_is_caught_on_another_machine(signed_repo, tm
 
 def test_clone_trusting_only_another_key_refuses(signed_repo, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     repo, origin, keys = signed_repo
-    env_a = _env(Path(os.environ["HOME"]))
+    env_a = user_env(Path(os.environ["HOME"]))
     assert subprocess.run(["git", "push", "-q", "-u", "origin", "main"], cwd=repo, env=env_a).returncode == 0
     home_b = tmp_path / "home-b"
     home_b.mkdir()
     b = tmp_path / "b"
     git(tmp_path, "clone", "-q", str(origin), str(b))
-    env_b = _env(home_b)
-    run(b, "get", "m@v1", env=env_b)  # trusts A's key: fine
-    run(b, "keys", "init", "--name", "b", env=env_b)
+    env_b = user_env(home_b)
+    kgit_as(b, "get", "m@v1", env=env_b)  # trusts A's key: fine
+    kgit_as(b, "keys", "init", "--name", "b", env=env_b)
     (b / keys["public_key"]).unlink()  # B's fork trusts only B's own key
     git(b, "commit", "-q", "--no-verify", "-am", "trust only b")
-    proc = run(b, "verify", "m@v1", env=env_b, check=False)
+    proc = kgit_as(b, "verify", "m@v1", env=env_b, check=False)
     assert proc.returncode == 1 and "not trusted" in proc.stderr
     import shutil
 
     shutil.rmtree(b / "artifacts/m/keras/v1")
-    proc = run(b, "get", "m@v1", "--format", "keras", env=env_b, check=False)
+    proc = kgit_as(b, "get", "m@v1", "--format", "keras", env=env_b, check=False)
     assert proc.returncode == 1 and "not trusted" in proc.stderr
 
 
 def test_bad_signing_input(kgit_repo: Path, tmp_path: Path) -> None:
-    run(kgit_repo, "keys", "init", "--require")
+    kgit_as(kgit_repo, "keys", "init", "--require")
     before = snapshot(kgit_repo)
     # missing private key
     real = git(kgit_repo, "config", "kgit.signingKey")
     git(kgit_repo, "config", "kgit.signingKey", str(tmp_path / "nowhere.pem"))
-    proc = run(kgit_repo, "release", "m", "--from", "support.zoo:plain_model", check=False)
+    proc = kgit_as(kgit_repo, "release", "m", "--from", "support.zoo:plain_model", check=False)
     assert proc.returncode == 1 and "cannot read the signing key" in proc.stderr and proc.stderr.count("\n") == 1
     # a key this repository does not trust
     other = tmp_path / "other.pem"
@@ -169,15 +156,15 @@ def test_bad_signing_input(kgit_repo: Path, tmp_path: Path) -> None:
     other.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     git(kgit_repo, "config", "kgit.signingKey", str(other))
-    proc = run(kgit_repo, "release", "m", "--from", "support.zoo:plain_model", check=False)
+    proc = kgit_as(kgit_repo, "release", "m", "--from", "support.zoo:plain_model", check=False)
     assert proc.returncode == 1 and "is not trusted here" in proc.stderr
     # not a key at all
     junk = tmp_path / "junk.pem"
     junk.write_text("not a key")
     git(kgit_repo, "config", "kgit.signingKey", str(junk))
-    proc = run(kgit_repo, "release", "m", "--from", "support.zoo:plain_model", check=False)
+    proc = kgit_as(kgit_repo, "release", "m", "--from", "support.zoo:plain_model", check=False)
     assert proc.returncode == 1 and "not an unencrypted PEM private key" in proc.stderr
-    assert run(kgit_repo, "keys", "trust", str(junk), check=False).returncode == 1
-    assert run(kgit_repo, "keys", "policy", "sometimes", check=False).returncode == 1
+    assert kgit_as(kgit_repo, "keys", "trust", str(junk), check=False).returncode == 1
+    assert kgit_as(kgit_repo, "keys", "policy", "sometimes", check=False).returncode == 1
     git(kgit_repo, "config", "kgit.signingKey", real)
     assert snapshot(kgit_repo) == before

@@ -15,30 +15,21 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import git, new_repo, snapshot
+from conftest import git, kgit_as, new_repo, snapshot, user_env
 
 import kgit as api
 from kgit import signing, trust
 
 
-def _env(home: Path) -> dict[str, str]:
-    home.mkdir(parents=True, exist_ok=True)
-    return {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
-            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-
-
 def run(cwd: Path, *args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "kgit", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"kgit {' '.join(args)}: {proc.stderr}")
+    proc = kgit_as(cwd, *args, env=env, check=check)
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc
 
 
 def push(repo: Path, env: dict[str, str] | None = None, ref: str = "main", *options: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["git", "push", "-q", *options, "origin", ref], cwd=repo, capture_output=True, text=True,
-                          env=env or _env(Path(os.environ["HOME"])))
+                          env=env or user_env(Path(os.environ["HOME"])))
 
 
 def clone(origin: Path, where: Path) -> Path:
@@ -98,7 +89,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, plain_model) -> World:  # ty
     api.release(plain_model, "m", formats="keras", repo=a)  # m@v1, signed by Alice
     assert push(a, None, "main", "-u").returncode == 0
 
-    env_m = _env(base / "home-m")
+    env_m = user_env(base / "home-m")
     m = clone(origin, base / "mallory")
     run(m, "init", env=env_m)  # hooks and push.followTags in this clone too
     mallory = json.loads(run(m, "keys", "init", "--name", "mallory", "--json", env=env_m).stdout)
@@ -152,7 +143,7 @@ def test_key_committed_without_endorsement_is_refused_everywhere(world: World, t
     assert run(w.a, "verify", "m@v1").returncode == 0  # Alice's release is fine
 
     # a fresh clone, first use: the key is in the tree it cloned, and still not trusted
-    env_f = _env(tmp_path / "home-f")
+    env_f = user_env(tmp_path / "home-f")
     f = clone(w.origin, tmp_path / "fresh")
     _names_mallory(one_line(run(f, "get", "m@v2", env=env_f, check=False).stderr), w)
     assert git(f, "status", "--porcelain") == ""
@@ -180,7 +171,7 @@ def test_key_committed_without_endorsement_is_refused_everywhere(world: World, t
 @pytest.mark.slow
 def test_key_endorsed_by_a_trusted_key_is_honoured_by_a_fresh_clone(world: World, tmp_path: Path) -> None:
     w = world
-    env_g = _env(tmp_path / "home-g")
+    env_g = user_env(tmp_path / "home-g")
     g = clone(w.origin, tmp_path / "fresh")
     assert run(g, "get", "m@v3", env=env_g).returncode == 0  # signed by Carol, endorsed by Alice
     [result] = json.loads(run(g, "verify", "m@v3", "--json", env=env_g).stdout)
@@ -229,7 +220,7 @@ def test_policy_weakened_without_endorsement_keeps_the_pinned_policy(world: Worl
 
     # elsewhere the pinned policy still requires signatures
     git(w.a, "pull", "-q", "--ff-only", "--tags", "origin", "main")
-    env_h = _env(tmp_path / "home-h")
+    env_h = user_env(tmp_path / "home-h")
     h = clone(w.origin, tmp_path / "fresh")
     for repo, env in ((w.a, None), (h, env_h)):
         line = one_line(run(repo, "get", "u@v1", env=env, check=False).stderr)
@@ -301,7 +292,7 @@ def test_unendorsed_changes_on_a_bare_repository(tmp_path: Path) -> None:
     hook.parent.mkdir(exist_ok=True)
     hook.write_text(HOOK.format(python=sys.executable))
     hook.chmod(0o755)
-    env_a, env_x = _env(tmp_path / "home-a"), _env(tmp_path / "home-x")
+    env_a, env_x = user_env(tmp_path / "home-a"), user_env(tmp_path / "home-x")
     a = new_repo(tmp_path, "README.md", "models\n")
     git(a, "remote", "add", "origin", str(origin))
     alice = json.loads(run(a, "keys", "init", "--require", "--json", env=env_a).stdout)["fingerprint"]
