@@ -110,13 +110,18 @@ class Repo:
         code, out, _ = self.try_git("rev-parse", "--verify", "-q", f"refs/tags/{tag}^{{commit}}")
         return out.strip() if code == 0 else None
 
-    def tags(self, pattern: str = "refs/tags") -> Iterator[TagInfo]:
-        """All tags under ``pattern`` with their message, in one git call."""
+    def tag_names(self, pattern: str = "refs/tags", points_at: str | None = None) -> list[str]:
+        """Names of the tags matching ``pattern`` (optionally only those pointing at a commit): cheap."""
+        extra = [f"--points-at={points_at}"] if points_at else []
+        return self.git("for-each-ref", "--format=%(refname:strip=2)", *extra, pattern).split()
+
+    def tags(self, *patterns: str) -> Iterator[TagInfo]:
+        """All tags matching ``patterns`` (default: every tag) with their message, in one git call."""
         fmt = _FIELD.join(
             ["%(refname:strip=2)", "%(objecttype)", "%(objectname)", "%(*objectname)",
              "%(taggername) %(taggeremail)", "%(taggerdate:iso-strict)", "%(contents)"]
         ) + _RECORD
-        out = self.git("for-each-ref", f"--format={fmt}", pattern)
+        out = self.git("for-each-ref", f"--format={fmt}", *(patterns or ("refs/tags",)))
         for record in out.split("\x01"):
             record = record.lstrip("\n")
             if not record:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any
 
 from kgit.dvc_ops import read_dvc_file
 from kgit.errors import InvalidReleaseError, KgitError, ReleaseNotFoundError
 from kgit.git_ops import Repo, TagInfo
-from kgit.metadata import ARTIFACTS_DIR, FORMATS, Metadata, too_deep
+from kgit.metadata import ARTIFACTS_DIR, FORMATS, Metadata
 from kgit.seen import SeenRecord
 from kgit.versions import Event, Version, check_name, parse_event, parse_tag
 
@@ -39,7 +40,7 @@ class Release:
     object: str = ""  # the tag object's id
     problems: list[str] = field(default_factory=list)  # why this tag is not a valid release (empty: valid)
 
-    @property
+    @cached_property
     def key(self) -> tuple[int, int, int]:
         return Version.parse(self.version).key
 
@@ -76,12 +77,11 @@ def _parse_summary(message: str) -> dict[str, Any] | str | None:
                 return "its message's summary is not valid JSON"
             if not isinstance(data, dict):
                 return "its message's summary is not a JSON object"
-            if too_deep(data):
-                return "its message's summary is nested too deeply"
-            return data
+            return data  # only known fields of known types are kept from it (release_from_tag)
     return None
 
 
+_FORMAT_FIELDS = ("path", "md5", "size", "nfiles")
 _MD5_RE = re.compile(r"^[0-9a-f]{32}(\.dir)?$")
 
 
@@ -140,8 +140,10 @@ def release_from_tag(tag: TagInfo) -> Release | None:
                        tag.date, object=tag.object, problems=[summary])
     label, problems = _summary_problems(model, tag_version, summary)
     formats = summary.get("formats")
-    # keep what is well-formed (an invalid release is still listed with the formats it names)
-    formats = {f: i for f, i in formats.items() if f in FORMATS and isinstance(i, dict)} if isinstance(formats, dict) else {}
+    # keep the known fields of well-formed entries (an invalid release is still listed with the formats
+    # it names); nothing else from the message survives, so nothing deeply nested reaches later code
+    formats = {f: {k: i.get(k) for k in _FORMAT_FIELDS if isinstance(i.get(k), (str, int)) or i.get(k) is None}
+               for f, i in formats.items() if f in FORMATS and isinstance(i, dict)} if isinstance(formats, dict) else {}
     text = {k: v if isinstance(v, str) else None for k, v in
             ((k, summary.get(k)) for k in ("created_at", "dataset_id", "source_commit"))}
     return Release(
@@ -178,37 +180,47 @@ class Registry:
     max_counter: dict[str, int]  # per model: the highest #N of its event tags
     # (model, stage) -> why the stage cannot be trusted (its tag changed since this clone saw it)
     stage_problems: dict[tuple[str, str], str] = field(default_factory=dict)
+    # (model, stage) -> the commit its last event put in it (None: demoted), whatever was read
+    stage_commits: dict[tuple[str, str], str | None] = field(default_factory=dict)
 
 
-def read(repo: Repo, name: str | None = None, *, remember: bool = True) -> Registry:
-    """Every release and event tag (of one model if ``name``). With ``remember``, each tag is checked
-    against (and added to) what this clone has seen before (kgit.seen)."""
-    if name is not None:
-        check_name(name)
+def read(repo: Repo, name: str | None = None, *, remember: bool = True, version: Version | None = None) -> Registry:
+    """Every release and event tag (of one model if ``name``; with ``version`` too, only that
+    version's tags and the model's stage tags, so resolving one version of a model with thousands
+    does not read them all). With ``remember``, each tag is checked against (and added to) what this
+    clone has seen before (kgit.seen)."""
+    if name is None:
+        return _read(repo, ["refs/tags"], None, remember)
+    check_name(name)
+    if version is None:
+        return _read(repo, [f"refs/tags/{name}@*", f"refs/tags/{name}#*"], name, remember)
+    own = f"refs/tags/{name}@{version.semver}"
+    return _read(repo, [own, f"{own}!*", f"refs/tags/{name}#*"], name, remember)
+
+
+def _read(repo: Repo, patterns: list[str], name: str | None, remember: bool) -> Registry:
     found: list[Release] = []
     raw_events: list[tuple[Event, TagInfo]] = []
     max_counter: dict[str, int] = {}
     seen = SeenRecord(repo) if remember else None
     changed_events: dict[str, str] = {}
-    pattern = [f"refs/tags/{name}@*", f"refs/tags/{name}#*"] if name else ["refs/tags"]
-    for p in pattern:
-        for tag in repo.tags(p):
-            if parse_tag(tag.name) is None:
-                event = parse_event(tag.name)
-                if event is not None and (name is None or event.name == name):
-                    raw_events.append((event, tag))
-                    max_counter[event.name] = max(max_counter.get(event.name, 0), event.counter)
-                    problem = seen.check(tag) if seen is not None else None
-                    if problem:
-                        changed_events[tag.name] = problem
-                continue
-            rel = release_from_tag(tag)
-            if rel is None or (name is not None and rel.name != name):
-                continue
-            problem = seen.check(tag, {f: i.get("md5") for f, i in rel.formats.items()}) if seen is not None else None
-            if problem:
-                rel.problems.insert(0, problem)
-            found.append(rel)
+    for tag in repo.tags(*patterns):
+        if parse_tag(tag.name) is None:
+            event = parse_event(tag.name)
+            if event is not None and (name is None or event.name == name):
+                raw_events.append((event, tag))
+                max_counter[event.name] = max(max_counter.get(event.name, 0), event.counter)
+                problem = seen.check(tag) if seen is not None else None
+                if problem:
+                    changed_events[tag.name] = problem
+            continue
+        rel = release_from_tag(tag)
+        if rel is None or (name is not None and rel.name != name):
+            continue
+        problem = seen.check(tag, {f: i.get("md5") for f, i in rel.formats.items()}) if seen is not None else None
+        if problem:
+            rel.problems.insert(0, problem)
+        found.append(rel)
     if seen is not None:
         seen.save()
     return _assemble(found, raw_events, max_counter, changed_events)
@@ -224,6 +236,7 @@ def _assemble(found: list[Release], raw_events: list[tuple[Event, TagInfo]], max
     events = [HistoryEvent("released", r.name, r.version, None, r.tagger, r.date, r.commit, r.tag) for r in found]
     stage_of: dict[tuple[str, str], Release | None] = {}
     stage_problems: dict[tuple[str, str], str] = {}
+    stage_commits: dict[tuple[str, str], str | None] = {}
     for event, tag in sorted(raw_events, key=lambda et: (et[0].name, et[0].counter, et[1].date)):
         target = by_commit.get((event.name, tag.target))
         if event.kind == "deprecate" and event.version is not None:
@@ -232,6 +245,7 @@ def _assemble(found: list[Release], raw_events: list[tuple[Event, TagInfo]], max
                 target.deprecated = True
         elif event.kind in ("promote", "demote") and event.stage:
             stage_of[(event.name, event.stage)] = target if event.kind == "promote" else None
+            stage_commits[(event.name, event.stage)] = tag.target if event.kind == "promote" else None
             if tag.name in changed_events:
                 stage_problems[(event.name, event.stage)] = changed_events[tag.name]
             else:
@@ -244,7 +258,7 @@ def _assemble(found: list[Release], raw_events: list[tuple[Event, TagInfo]], max
         if rel is not None:
             rel.stages.append(stage)
     events.sort(key=lambda e: (e.name, e.when, e.counter))
-    return Registry(found, events, max_counter, stage_problems)
+    return Registry(found, events, max_counter, stage_problems, stage_commits)
 
 
 def releases(repo: Repo, name: str | None = None) -> list[Release]:
@@ -256,37 +270,63 @@ def resolve(repo: Repo, name: str, version: str) -> Release:
     """The release ``name@version``; ``latest`` = highest valid version not deprecated; ``#stage`` =
     the version in that stage. A tag that is not a valid release (its message, ``.dvc`` files or
     metadata contradict its name, or it changed since this clone first saw it) is refused with
-    InvalidReleaseError naming the mismatch."""
+    InvalidReleaseError naming the mismatch. Reads only the tags it needs: the version's own and
+    the model's stage tags (``latest`` first lists the names of the model's tags, a cheap call)."""
     check_name(name)
-    reg = read(repo, name)
-    candidates = reg.releases
-    if not candidates:
-        raise ReleaseNotFoundError(f"no releases of model {name!r}: see `kgit list`")
     if version.startswith("#"):
-        stage = version[1:]
-        if (name, stage) in reg.stage_problems:
-            raise InvalidReleaseError(f"stage {stage} of {name} cannot be trusted: {reg.stage_problems[(name, stage)]}")
-        for r in candidates:
-            if stage in r.stages:
-                return _checked(repo, r)
-        assigned = sorted({s for r in candidates for s in r.stages})
-        raise ReleaseNotFoundError(
-            f"no version of {name} is in stage {stage!r}"
-            + (f" (assigned stages: {', '.join(assigned)})" if assigned else " (no stage is assigned)")
-        )
+        return _resolve_stage(repo, name, version[1:])
     if version == "latest":
-        # the highest version that is not deprecated and is a valid release (a forged high tag never wins)
-        for r in reversed(candidates):
-            if not r.deprecated and r.valid and not release_problems(repo, r):
-                return r
+        versions = _versions(repo.tag_names(f"refs/tags/{name}@*"), name)
+        for ver in sorted(versions, reverse=True):  # a forged high tag never wins
+            rel = _one(repo, name, ver)
+            if rel is not None and not rel.deprecated and rel.valid and not release_problems(repo, rel):
+                return rel
+        if not versions:
+            raise ReleaseNotFoundError(f"no releases of model {name!r}: see `kgit list`")
         raise ReleaseNotFoundError(f"every version of {name} is deprecated or invalid: name one explicitly "
-                                   f"({name}@{candidates[-1].version}); see `kgit list {name}`")
-    wanted = Version.parse(version).key
-    for r in candidates:
-        if r.key == wanted:
-            return _checked(repo, r)
-    known = ", ".join(r.version for r in candidates[-5:])
-    raise ReleaseNotFoundError(f"{name}@{version} is not released (latest: {known})")
+                                   f"({name}@{max(versions)}); see `kgit list {name}`")
+    wanted = Version.parse(version)
+    rel = _one(repo, name, wanted)
+    if rel is not None:
+        return _checked(repo, rel)
+    known = sorted(_versions(repo.tag_names(f"refs/tags/{name}@*"), name))
+    if not known:
+        raise ReleaseNotFoundError(f"no releases of model {name!r}: see `kgit list`")
+    raise ReleaseNotFoundError(f"{name}@{version} is not released (latest: {', '.join(str(v) for v in known[-5:])})")
+
+
+def _versions(tags: list[str], name: str) -> set[Version]:
+    versions = set()
+    for tag in tags:
+        parsed = parse_tag(tag)
+        if parsed is not None and parsed[0] == name:
+            versions.add(parsed[1])
+    return versions
+
+
+def _one(repo: Repo, name: str, version: Version) -> Release | None:
+    """The kgit release ``name@version`` with its stages and deprecation, from its own tags only."""
+    found = read(repo, name, version=version).releases
+    return found[0] if found else None
+
+
+def _resolve_stage(repo: Repo, name: str, stage: str) -> Release:
+    reg = _read(repo, [f"refs/tags/{name}#*"], name, remember=True)  # the model's stage tags only
+    if (name, stage) in reg.stage_problems:
+        raise InvalidReleaseError(f"stage {stage} of {name} cannot be trusted: {reg.stage_problems[(name, stage)]}")
+    commit = reg.stage_commits.get((name, stage))
+    assigned = {s for (_n, s), c in reg.stage_commits.items() if c is not None}
+    for tag in repo.tag_names(f"refs/tags/{name}@*", points_at=commit) if commit else []:
+        parsed = parse_tag(tag)
+        rel = _one(repo, name, parsed[1]) if parsed and parsed[0] == name else None
+        if rel is not None and stage in rel.stages:
+            return _checked(repo, rel)
+    if not reg.events and not repo.tag_names(f"refs/tags/{name}@*"):
+        raise ReleaseNotFoundError(f"no releases of model {name!r}: see `kgit list`")
+    raise ReleaseNotFoundError(
+        f"no version of {name} is in stage {stage!r}"
+        + (f" (assigned stages: {', '.join(sorted(assigned))})" if assigned else " (no stage is assigned)")
+    )
 
 
 def _checked(repo: Repo, rel: Release) -> Release:
