@@ -15,8 +15,8 @@ from typing import Any
 
 
 def _validate(folder: Path) -> dict[str, Any]:
-    from kgit import formats, usercode
-    from kgit.errors import KgitError
+    from kgit import formats, training_state, usercode
+    from kgit.errors import KgitError, one_line
     from kgit.metadata import Metadata
     from kgit.reference import load_npz, max_abs_diff
 
@@ -36,11 +36,11 @@ def _validate(folder: Path) -> dict[str, Any]:
             model = formats.load_keras_model(folder, meta.format, custom_objects=custom, modules=meta.custom_modules,
                                              builder=meta.builder, unsafe=meta.unsafe, sig=meta.signature)
             runs.append(formats.run_model(model, inputs, meta.signature))
-        if model is not None and meta.format != "weights":
-            # full-model formats promise resumable training: the optimizer must come back too
-            lost = formats.check_training_state(model, meta.training)
+        if model is not None and meta.format != "weights" and meta.resumable:
+            # a resumable release of a full-model format: the optimizer must come back as released
+            lost = training_state.check_training_state(model, meta.training)
             if lost:
-                result["error"] = lost
+                result["error"], result["check"] = lost, "training"
                 return result
         checks: dict[str, float] = {}
         for got in runs:
@@ -54,15 +54,26 @@ def _validate(folder: Path) -> dict[str, Any]:
     except KgitError as exc:
         result["error"] = str(exc)
     except Exception as exc:  # the artifact itself is broken: report, don't crash
-        result["error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:400]}"
+        result["error"] = f"{type(exc).__name__}: {one_line(exc, 400)}"
         if "KGIT_DEBUG" in __import__("os").environ:
             traceback.print_exc()
     return result
 
 
+def _flavour(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / "metadata.json").read_text(encoding="utf-8")).get("keras_flavour")
+    except (OSError, ValueError, AttributeError):
+        return None  # _validate reports the unreadable metadata
+
+
 def main(argv: list[str]) -> int:
     spec_path, result_path = Path(argv[0]), Path(argv[1])
     folders = [Path(p) for p in json.loads(spec_path.read_text())]
+    if any(_flavour(f) == "tf_keras" for f in folders):  # before TensorFlow is imported
+        from kgit import tf_keras_flavour
+
+        tf_keras_flavour.use_in_this_process()
     results = [_validate(f) for f in folders]
     text = json.dumps(results, default=lambda o: None)
     # json writes inf as Infinity, which Python reads back: fine for this private channel.

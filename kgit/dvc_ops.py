@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from kgit.errors import KgitError
+from kgit.errors import KgitError, one_line
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
@@ -120,7 +120,7 @@ def pull(root: Path, dvc_files: list[str], remote: str | None = None) -> int:
         with open_repo(root) as repo, _cwd(root):
             stats = repo.pull(targets=dvc_files, remote=remote)
     except DvcException as exc:
-        raise KgitError(f"fetching {', '.join(dvc_files)} from the DVC remote failed: {' '.join(str(exc).split())[:300]}") from None
+        raise KgitError(f"fetching {', '.join(dvc_files)} from the DVC remote failed: {one_line(exc, 300)}") from None
     return int((stats or {}).get("fetched", 0)) if isinstance(stats, dict) else 0
 
 
@@ -139,7 +139,7 @@ def read_dvc_file(text: str, source: str) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         if "nesting depth" in str(exc):
             raise KgitError(f"{source} is nested too deeply: {restore}") from None
-        raise KgitError(f"{source} is not valid YAML ({' '.join(str(exc).split())[:200]}): {restore}") from None
+        raise KgitError(f"{source} is not valid YAML ({one_line(exc, 200)}): {restore}") from None
     except RecursionError:
         raise KgitError(f"{source} is nested too deeply: {restore}") from None
     if not isinstance(data, dict) or not isinstance(data.get("outs"), list) or not data["outs"]:

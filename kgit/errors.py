@@ -73,3 +73,13 @@ class CommandError(KgitError):
         self.output = output
         tail = " ".join(output.strip().splitlines()[-3:]) if output.strip() else "no output"
         super().__init__(f"`{' '.join(cmd)}` failed (exit {returncode}): {tail}")
+
+
+def one_line(text: object, limit: int = 300) -> str:
+    """``text`` on one line, at most about ``limit`` characters, cut at a word boundary with an
+    ellipsis (a message is never cut mid-word)."""
+    flat = " ".join(str(text).split())
+    if len(flat) <= limit:
+        return flat
+    cut = flat[:limit + 1].rsplit(" ", 1)[0] if " " in flat[:limit + 1] else flat[:limit]
+    return cut.rstrip(" ,;:") + " …"

@@ -1,6 +1,7 @@
 """Saving, loading and running models per format; importing TensorFlow quietly.
 
-TensorFlow/Keras are imported only here and in kgit.model_source, always inside functions.
+TensorFlow/Keras are imported only here, in kgit.model_source, kgit.training_state (the optimizer
+state: identify, restore, strip) and kgit.tf_keras_flavour (Keras 2 models), always inside functions.
 
 Formats (one folder per format and version; metadata and reference files sit beside the model):
 - ``savedmodel``: the folder is a SavedModel (``serving_default`` for TensorFlow Serving); the Keras
@@ -18,14 +19,26 @@ import logging
 import os
 import sys
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from kgit.errors import CustomObjectError, ModelSourceError, UnsafeModelError
+from kgit.errors import CustomObjectError, ModelSourceError, UnsafeModelError, one_line
 from kgit.metadata import FORMATS, Signature
+from kgit.training_state import (
+    OPTIMIZER_GROUP,
+    compile_config_kept,
+    copy_h5_without,
+    full_optimizer_in_compile_config,
+    is_compiled,
+    repair_compile_config,
+    restore_h5_optimizer,
+    restore_keras_optimizer,
+    strip_keras_file,
+)
 from kgit.usercode import import_modules, resolve_attr
 
 MODEL_FILES = {"keras": "model.keras", "h5": "model.h5", "weights": "model.weights.h5"}
@@ -78,11 +91,17 @@ def import_keras(quiet: bool = True) -> Any:
     return keras
 
 
-def load_keras_file(path: Path, custom_objects: dict[str, Any], unsafe: bool) -> Any:
+def load_keras_file(path: Path, custom_objects: dict[str, Any], unsafe: bool, *, training_state: bool = True) -> Any:
+    """The model in a .keras/.h5 file; with ``training_state``, compiled with the optimizer state the
+    file holds (restored by kgit where Keras skips it), or ModelSourceError saying it cannot be."""
     keras = import_keras()
     is_h5 = path.suffix in (".h5", ".hdf5")
     try:
-        model = keras.saving.load_model(path, custom_objects=custom_objects or None, safe_mode=not unsafe)
+        with warnings.catch_warnings():
+            # kgit restores what these say Keras skipped (or refuses): they would only mislead
+            for text in ("Skipping variable loading for optimizer", "`compile\\(\\)` was not called as part of model loading"):
+                warnings.filterwarnings("ignore", message=text)
+            model = keras.saving.load_model(path, custom_objects=custom_objects or None, safe_mode=not unsafe)
     except Exception as exc:
         msg = str(exc)
         if not (is_h5 and "deserialize" in msg and "keras.metrics" in msg):
@@ -90,35 +109,13 @@ def load_keras_file(path: Path, custom_objects: dict[str, Any], unsafe: bool) ->
         # Keras 3 cannot recompile some legacy H5 training configs (e.g. loss="mse"): load
         # uncompiled and compile from the file's training config ourselves.
         model = _h5_load_recompiled(path, custom_objects, unsafe)
+    if not training_state:
+        return model
     if is_h5:
-        _restore_h5_optimizer(model, path)
+        restore_h5_optimizer(model, path)
+    else:
+        restore_keras_optimizer(model, path, custom_objects)
     return model
-
-
-def _restore_h5_optimizer(model: Any, path: Path) -> None:
-    """Keras 3 reads an H5 file's optimizer slots only partly; put all of them back, in order."""
-    import h5py
-
-    optimizer = getattr(model, "optimizer", None)
-    if optimizer is None:
-        return
-    with h5py.File(path, "r") as fh:
-        if "optimizer_weights" not in fh:
-            return
-        group = fh["optimizer_weights"]
-        names = [n.decode() if isinstance(n, bytes) else n for n in group.attrs["weight_names"]]
-        values = [np.asarray(group[n]) for n in names]
-    if len(optimizer.variables) == len(values):
-        return  # Keras restored it all
-    # The loaded optimizer is marked built with no slots; a fresh one from its config takes them.
-    fresh = type(optimizer).from_config(optimizer.get_config())
-    fresh.build(model.trainable_variables)
-    variables = list(fresh.variables)
-    if len(variables) != len(values) or any(tuple(v.shape) != a.shape for v, a in zip(variables, values)):
-        raise ModelSourceError(f"{path}: the saved optimizer state does not fit the model's optimizer")
-    for var, value in zip(variables, values):
-        var.assign(value)
-    model.optimizer = fresh
 
 
 def _explain_load_error(path: Path, exc: Exception) -> ModelSourceError:
@@ -128,11 +125,29 @@ def _explain_load_error(path: Path, exc: Exception) -> ModelSourceError:
     for marker in ("Unknown layer: '", "Unknown loss function: '", "Unknown metric function: '", "Could not locate class '"):
         if marker in msg:
             cls = msg.split(marker, 1)[1].split("'", 1)[0]
+            if path.suffix in (".h5", ".hdf5") and _is_registered(cls):
+                # The class is registered, but legacy H5 looks classes up by bare name.
+                return ModelSourceError(
+                    f"{path.name}: the legacy H5 format cannot hold this model (its class {cls} is registered with Keras, "
+                    "but H5 cannot rebuild it): release it as keras, savedmodel or weights instead"
+                )
             return CustomObjectError(
                 f"{path}: custom class {cls} is not known in this process: register it with "
                 f"@keras.saving.register_keras_serializable() in an importable module, or pass --custom-objects MODULE:{cls.split('>')[-1]}"
             )
-    return ModelSourceError(f"cannot load {path}: {type(exc).__name__}: {msg[:300]}")
+    return ModelSourceError(f"cannot load {path}: {type(exc).__name__}: {one_line(msg)}")
+
+
+def _is_registered(cls: str) -> bool:
+    """True if some registered Keras class is called ``cls`` (with or without its package)."""
+    keras = import_keras()
+    if keras.saving.get_registered_object(cls) is not None:
+        return True
+    try:
+        from keras.src.saving import object_registration
+    except ImportError:
+        return False
+    return any(name.split(">")[-1] == cls.split(">")[-1] for name in object_registration.GLOBAL_CUSTOM_OBJECTS)
 
 
 def _h5_load_recompiled(path: Path, custom_objects: dict[str, Any], unsafe: bool) -> Any:
@@ -208,25 +223,51 @@ def is_plain_savedmodel(model: Any) -> bool:
     return bool(getattr(model, "_kgit_plain_savedmodel", False))
 
 
-def save(model: Any, fmt: str, folder: Path) -> None:
-    """Write ``model`` in ``fmt`` into the (existing, empty) ``folder``."""
-    if is_plain_savedmodel(model) and fmt != "savedmodel":
+def check_plain_savedmodel(model: Any, fmts: list[str], inference_only: bool) -> None:
+    """An exported SavedModel holds no Keras model and no training state: it can only be released as
+    a savedmodel again, and only when the user asks for an inference-only release."""
+    if not is_plain_savedmodel(model):
+        return
+    if any(f != "savedmodel" for f in fmts):
         raise ModelSourceError(
             "a SavedModel without its Keras model can only be released as --format savedmodel: "
             "release from the .keras file or the training code for other formats"
         )
-    _repair_compile_config(model)
+    if not inference_only:
+        raise ModelSourceError(
+            "this SavedModel was exported for inference (model.export()): it holds no Keras model and no optimizer "
+            "state, so training could not resume from the release: release from the .keras file or the training "
+            "code, or pass --inference-only"
+        )
+
+
+def save(model: Any, fmt: str, folder: Path, *, inference_only: bool = False) -> None:
+    """Write ``model`` in ``fmt`` into the (existing, empty) ``folder``; with ``inference_only``,
+    without the optimizer and compile config (the release then loads uncompiled)."""
+    from kgit import tf_keras_flavour
+
+    if tf_keras_flavour.is_model(model):
+        try:
+            return tf_keras_flavour.save(model, fmt, folder, inference_only=inference_only)
+        except ModelSourceError:
+            raise
+        except Exception as exc:
+            raise ModelSourceError(f"saving the tf_keras model as {fmt} failed: {type(exc).__name__}: {one_line(exc)}") from None
+    check_plain_savedmodel(model, [fmt], inference_only)
+    repair_compile_config(model)
     try:
         if fmt == "savedmodel":
             with contextlib.redirect_stdout(sys.stderr if os.environ.get("KGIT_VERBOSE") else open(os.devnull, "w")):
                 model.export(str(folder), format="tf_saved_model", verbose=False)
             if not is_plain_savedmodel(model):
                 (folder / SAVEDMODEL_KERAS).parent.mkdir(parents=True, exist_ok=True)
-                model.save(folder / SAVEDMODEL_KERAS)
+                with full_optimizer_in_compile_config(model):
+                    model.save(folder / SAVEDMODEL_KERAS)
         elif fmt == "keras":
-            model.save(folder / MODEL_FILES[fmt])
+            with full_optimizer_in_compile_config(model):
+                model.save(folder / MODEL_FILES[fmt])
         elif fmt == "h5":
-            with _logger_level("absl", logging.ERROR), _compile_config_kept(model):  # the "HDF5 is legacy" warning: the user chose it
+            with _logger_level("absl", logging.ERROR), compile_config_kept(model):  # the "HDF5 is legacy" warning: the user chose it
                 model.save(folder / MODEL_FILES[fmt])
         elif fmt == "weights":
             model.save_weights(folder / MODEL_FILES[fmt])
@@ -235,29 +276,22 @@ def save(model: Any, fmt: str, folder: Path) -> None:
     except ModelSourceError:
         raise
     except Exception as exc:
-        raise ModelSourceError(f"saving the model as {fmt} failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from None
+        raise ModelSourceError(f"saving the model as {fmt} failed: {type(exc).__name__}: {one_line(exc)}") from None
+    if inference_only:
+        _strip_training_state(fmt, folder)
 
 
-def _repair_compile_config(model: Any) -> None:
-    """A model the user saved as .h5 before releasing lost "optimizer" from its compile config (see
-    below); without it a .keras reloads with a default optimizer. Restore it from the live optimizer."""
-    holder = getattr(model, "_compile_config", None)
-    config = getattr(holder, "config", None)
-    if isinstance(config, dict) and "optimizer" not in config and getattr(model, "optimizer", None) is not None:
-        config["optimizer"] = model.optimizer
-
-
-@contextlib.contextmanager
-def _compile_config_kept(model: Any) -> Iterator[None]:
-    """Keras 3's legacy H5 writer pops "optimizer" out of the model's own compile config, so any
-    later ``.keras`` save of the same model would reload with a default optimizer. Put it back."""
-    holder = getattr(model, "_compile_config", None)
-    saved = dict(holder.config) if holder is not None and isinstance(getattr(holder, "config", None), dict) else None
-    try:
-        yield
-    finally:
-        if holder is not None and saved is not None:
-            holder.config = saved
+def _strip_training_state(fmt: str, folder: Path) -> None:
+    """Remove the optimizer state and compile config from a saved model (an inference-only release)."""
+    if fmt == "savedmodel":
+        if (folder / SAVEDMODEL_KERAS).is_file():
+            strip_keras_file(folder / SAVEDMODEL_KERAS)
+    elif fmt == "keras":
+        strip_keras_file(folder / MODEL_FILES[fmt])
+    elif fmt == "h5":
+        copy_h5_without(folder / MODEL_FILES[fmt], groups=("optimizer_weights",), attrs=("training_config",))
+    elif fmt == "weights":
+        copy_h5_without(folder / MODEL_FILES[fmt], groups=(OPTIMIZER_GROUP,), attrs=())
 
 
 def load_keras_model(
@@ -265,13 +299,19 @@ def load_keras_model(
     unsafe: bool, sig: Signature | None = None,
 ) -> Any:
     """The Keras model in a release folder (compiled with optimizer state for full-model formats)."""
+    from kgit import tf_keras_flavour
+
     import_keras()
     import_modules(modules)
     if fmt == "savedmodel":
         inner = folder / SAVEDMODEL_KERAS
+        if tf_keras_flavour.is_savedmodel(folder):
+            return tf_keras_flavour.load(folder, custom_objects)
         if not inner.is_file():
             raise ModelSourceError(f"{folder} holds an inference-only SavedModel: load it with tf.saved_model.load")
         return load_keras_file(inner, custom_objects, unsafe)
+    if fmt == "h5" and tf_keras_flavour.is_h5(folder / MODEL_FILES[fmt]):
+        return tf_keras_flavour.load(folder / MODEL_FILES[fmt], custom_objects)
     if fmt in ("keras", "h5"):
         return load_keras_file(folder / MODEL_FILES[fmt], custom_objects, unsafe)
     if fmt == "weights":
@@ -286,32 +326,17 @@ def load_keras_model(
             from kgit.reference import generate_inputs
 
             run_model(model, generate_inputs(sig, "build"), sig)
-        if getattr(model, "optimizer", None) is not None and getattr(model, "compiled", False):
+        if getattr(model, "optimizer", None) is not None and is_compiled(model):
             # .weights.h5 also holds the optimizer's slots: a built optimizer takes them back.
             model.optimizer.build(model.trainable_variables)
         try:
             model.load_weights(folder / MODEL_FILES[fmt])
         except Exception as exc:
             raise ModelSourceError(
-                f"weights in {folder} do not fit the model built by {builder}: {' '.join(str(exc).split())[:300]}"
+                f"weights in {folder} do not fit the model built by {builder}: {one_line(exc)}"
             ) from None
         return model
     raise ModelSourceError(f"unknown format {fmt!r}")
-
-
-def check_training_state(model: Any, training: dict[str, Any]) -> str | None:
-    """None if a reloaded full model kept the optimizer it was released with, else what differs."""
-    if not training.get("compiled"):
-        return None
-    want = training.get("optimizer") or {}
-    opt = getattr(model, "optimizer", None)
-    if opt is None or not getattr(model, "compiled", False):
-        return "the reloaded model is not compiled, but the released one was"
-    if want.get("class_name") and type(opt).__name__ != want["class_name"]:
-        return f"the reloaded model's optimizer is {type(opt).__name__}, the released one was {want['class_name']}"
-    if "iterations" in want and int(np.asarray(opt.iterations)) != int(want["iterations"]):
-        return f"the reloaded optimizer is at step {int(np.asarray(opt.iterations))}, the released one was at step {want['iterations']}"
-    return None
 
 
 def run_savedmodel(folder: Path, arrays: dict[str, np.ndarray], sig: Signature) -> dict[str, np.ndarray]:
@@ -321,7 +346,7 @@ def run_savedmodel(folder: Path, arrays: dict[str, np.ndarray], sig: Signature) 
     try:
         loaded = tf.saved_model.load(str(folder))
     except Exception as exc:
-        raise ModelSourceError(f"tf.saved_model.load({folder}) failed: {' '.join(str(exc).split())[:300]}") from None
+        raise ModelSourceError(f"tf.saved_model.load({folder}) failed: {one_line(exc)}") from None
     if "serving_default" not in loaded.signatures:
         raise ModelSourceError(f"{folder} has no serving_default signature")
     fn = loaded.signatures["serving_default"]

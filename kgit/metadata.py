@@ -86,6 +86,10 @@ class Metadata:
     unsafe: bool = False
     notes: str | None = None
     signed_by: str | None = None  # fingerprint of the key that signed the folder, if signed
+    # Whether the release holds the model's training state (optimizer, step), so training resumes:
+    # false for an inference-only release and for a model that was never compiled.
+    resumable: bool = True
+    keras_flavour: str = "keras"  # "keras" (Keras 3) or "tf_keras" (Keras 2, validated with TF_USE_LEGACY_KERAS=1)
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,6 +110,8 @@ class Metadata:
                 )
             sig = d["signature"]
             kwargs = {f.name: d[f.name] for f in fields(cls) if f.name in d}
+            if "resumable" not in d:  # written before kgit recorded it: a compiled model kept its state
+                kwargs["resumable"] = bool((d.get("training") or {}).get("compiled"))
             kwargs["git"] = GitInfo(**d["git"])
             kwargs["dataset"] = DatasetInfo(**d["dataset"])
             kwargs["reference"] = ReferenceInfo(**d["reference"])

@@ -16,7 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from kgit.errors import CustomObjectError, ModelSourceError, UnsafeModelError
+from kgit.errors import (
+    CustomObjectError,
+    ModelSourceError,
+    SignatureError,
+    UnsafeModelError,
+    one_line,
+)
 from kgit.formats import (
     SAVEDMODEL_KERAS,
     call_args,
@@ -28,6 +34,7 @@ from kgit.formats import (
 )
 from kgit.metadata import Signature, TensorSpec
 from kgit.reference import dtype_name
+from kgit.training_state import is_compiled, optimizer_state
 from kgit.usercode import import_modules, resolve_attr
 
 _KERAS_MODULE_ROOTS = {"keras", "tensorflow", "tf_keras", "builtins", "numpy"}
@@ -62,10 +69,16 @@ def _is_unsafe(config: Any) -> bool:
     return any(e.get("class_name") == "Lambda" for e in _walk_classes(config))
 
 
+def _saving(model: Any) -> Any:
+    """The saving API of the model's own Keras (Keras 3, or tf_keras for a Keras 2 model)."""
+    from kgit import tf_keras_flavour
+
+    return tf_keras_flavour.module().saving if tf_keras_flavour.is_model(model) else import_keras().saving
+
+
 def _model_config(model: Any) -> Any:
-    keras = import_keras()
-    config = keras.saving.serialize_keras_object(model)
-    if getattr(model, "compiled", False):
+    config = _saving(model).serialize_keras_object(model)
+    if is_compiled(model):
         try:
             config = {"model": config, "compile": model.get_compile_config()}
         except Exception:  # a model compiled with objects Keras cannot serialise: checked on reload
@@ -80,7 +93,6 @@ def inspect_custom_objects(model: Any, custom_objects: dict[str, Any], unsafe: b
     records the module and imports it when loading). A class defined in the training script, or
     one neither registered nor passed as a custom object, cannot be loaded elsewhere: refuse now.
     """
-    keras = import_keras()
     config = _model_config(model)
     if _is_unsafe(config) and not unsafe:
         raise UnsafeModelError(
@@ -97,7 +109,7 @@ def inspect_custom_objects(model: Any, custom_objects: dict[str, Any], unsafe: b
             f"move it into an importable module and decorate it with "
             f"@keras.saving.register_keras_serializable(), or pass --custom-objects MODULE:{cls_name}"
         )
-        obj = keras.saving.get_registered_object(registered)
+        obj = _saving(model).get_registered_object(registered)
         module = getattr(obj, "__module__", None) or entry.get("module")
         if module == "__main__":
             raise CustomObjectError(
@@ -112,16 +124,15 @@ def inspect_custom_objects(model: Any, custom_objects: dict[str, Any], unsafe: b
 
 def training_config(model: Any) -> dict[str, Any]:
     """Optimizer config, loss and metrics of a compiled model, as JSON-safe values."""
-    if not getattr(model, "compiled", False) or getattr(model, "optimizer", None) is None:
+    if not is_compiled(model) or getattr(model, "optimizer", None) is None:
         return {"compiled": False}
     result: dict[str, Any] = {"compiled": True}
     opt = model.optimizer
+    state = optimizer_state(model) or {"class_name": type(opt).__name__}
     try:
-        cfg = opt.get_config()
-        result["optimizer"] = {"class_name": type(opt).__name__, "config": _json_safe(cfg),
-                               "iterations": int(np.asarray(opt.iterations))}
+        result["optimizer"] = {"class_name": state["class_name"], "config": _json_safe(opt.get_config()), **state}
     except Exception as exc:
-        result["optimizer"] = {"class_name": type(opt).__name__, "error": str(exc)}
+        result["optimizer"] = {**state, "error": str(exc)}
     try:
         compile_cfg = model.get_compile_config() or {}
         result["loss"] = _json_safe(compile_cfg.get("loss"))
@@ -155,17 +166,20 @@ def _read_file_config(path: Path) -> Any:
         raise ModelSourceError(f"{path} is not a valid HDF5 model file (truncated or not a model)") from None
 
 
-def obtain_model(source: Any, custom_objects: dict[str, Any], unsafe: bool) -> Any:
-    """A Keras model from an in-memory model, a file/folder path, or ``module:function``."""
+def obtain_model(source: Any, custom_objects: dict[str, Any], unsafe: bool, *, training_state: bool = True) -> Any:
+    """A Keras model from an in-memory model, a file/folder path, or ``module:function``; from a file,
+    with its training state unless ``training_state`` is false (an inference-only release)."""
+    from kgit import tf_keras_flavour
+
     keras = import_keras()
-    if isinstance(source, keras.Model):
+    if isinstance(source, keras.Model) or tf_keras_flavour.is_model(source):
         return source
     if not isinstance(source, (str, os.PathLike)):
         raise ModelSourceError(f"cannot release a {type(source).__name__}: give a keras.Model, a model file or MODULE:FUNCTION")
     text = os.fspath(source)
     path = Path(text)
     if path.exists():
-        return _load_source_path(path, custom_objects, unsafe)
+        return _load_source_path(path, custom_objects, unsafe, training_state)
     if ":" in text and not text.endswith((".keras", ".h5")):
         factory = resolve_attr(text, "model source")
         if not callable(factory):
@@ -180,10 +194,14 @@ def obtain_model(source: Any, custom_objects: dict[str, Any], unsafe: bool) -> A
     raise ModelSourceError(f"model source {text!r} does not exist (expected a .keras/.h5 file, a SavedModel folder or MODULE:FUNCTION)")
 
 
-def _load_source_path(path: Path, custom_objects: dict[str, Any], unsafe: bool) -> Any:
+def _load_source_path(path: Path, custom_objects: dict[str, Any], unsafe: bool, training_state: bool) -> Any:
+    from kgit import tf_keras_flavour
+
     if path.is_dir():
         if (path / SAVEDMODEL_KERAS).is_file():
-            return _load_source_path(path / SAVEDMODEL_KERAS, custom_objects, unsafe)
+            return _load_source_path(path / SAVEDMODEL_KERAS, custom_objects, unsafe, training_state)
+        if tf_keras_flavour.is_savedmodel(path):  # tf_keras' model.save(dir): the model and its training state
+            return tf_keras_flavour.load(path, custom_objects, training_state=training_state)
         if not (path / "saved_model.pb").is_file():
             raise ModelSourceError(f"{path} is a folder but not a SavedModel (no saved_model.pb)")
         if not (path / "variables").is_dir():
@@ -197,7 +215,9 @@ def _load_source_path(path: Path, custom_objects: dict[str, Any], unsafe: bool) 
             f"{path} contains a Lambda layer (arbitrary Python code) that Keras' safe mode refuses: pass --unsafe if you trust it"
         )
     import_modules(sorted({e["module"] for e in _custom_entries(config) if e.get("module") not in (None, "__main__")}))
-    return load_keras_file(path, custom_objects, unsafe)
+    if path.suffix != ".keras" and tf_keras_flavour.is_h5(path):
+        return tf_keras_flavour.load(path, custom_objects, training_state=training_state)
+    return load_keras_file(path, custom_objects, unsafe, training_state=training_state)
 
 
 def _wrap_savedmodel(path: Path) -> Any:
@@ -261,7 +281,14 @@ def infer_signature(model: Any, arrays: dict[str, np.ndarray]) -> Signature:
     names = list(arrays)
     structure = "single" if len(names) == 1 else "dict"
     sig = Signature([spec_of(n, np.asarray(a)) for n, a in arrays.items()], [], structure, "single")
+    return _with_outputs(model, sig, arrays)
+
+
+def _with_outputs(model: Any, sig: Signature, arrays: dict[str, np.ndarray]) -> Signature:
+    """``sig`` (inputs only) completed with the outputs the model returns on ``arrays``."""
     import tensorflow as tf
+
+    from kgit.reference import spec_of
 
     args = call_args(arrays, sig)
     out = model(tf.nest.map_structure(tf.constant, args), training=False)
@@ -269,3 +296,76 @@ def infer_signature(model: Any, arrays: dict[str, np.ndarray]) -> Signature:
     sig.outputs = [spec_of(n, to_numpy(v)) for n, v in flat.items()]
     sig.output_structure = structure_of(out)
     return sig
+
+
+def _is_shape(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and all(d is None or isinstance(d, int) for d in value)
+
+
+def built_signature(model: Any, model_name: str, vocabulary: list[str] | None = None) -> Signature:
+    """Signature of a subclassed model (no declared inputs) from the input shapes Keras recorded when
+    it was built (``get_build_config``); the output signature comes from running it once."""
+    from kgit.reference import generate_inputs
+
+    fix = "pass --reference-input FILE.npz (arrays named like its inputs) so kgit can record its signature"
+    try:
+        config = model.get_build_config() or {}
+    except Exception:
+        config = {}
+    if "input_shape" in config:
+        arg, shapes = "input", config["input_shape"]
+    elif len(config.get("shapes_dict") or {}) == 1:
+        key, shapes = next(iter(config["shapes_dict"].items()))
+        arg = key.removesuffix("_shape") or "input"
+    elif config.get("shapes_dict"):
+        raise SignatureError(f"the model takes several call arguments ({', '.join(config['shapes_dict'])}) and declares no inputs: {fix}")
+    else:
+        raise SignatureError(f"the model has no declared inputs and has not been built (a subclassed model never called): "
+                             f"build it (call it once on data, or model.build(shape)), or {fix}")
+
+    def spec(name: str, shape: Any) -> TensorSpec:
+        dims = [None if d is None else int(d) for d in shape]
+        return TensorSpec(name, [None, *dims[1:]] if dims else [], "float32")
+
+    if isinstance(shapes, dict) and all(_is_shape(v) for v in shapes.values()):
+        sig = Signature([spec(str(k), v) for k, v in shapes.items()], [], "dict", "single")
+    elif _is_shape(shapes):
+        sig = Signature([spec(arg, shapes)], [], "single", "single")
+    elif isinstance(shapes, (list, tuple)) and shapes and all(_is_shape(v) for v in shapes):
+        sig = Signature([spec(f"{arg}_{i}", v) for i, v in enumerate(shapes)], [], "list", "single")
+    else:
+        raise SignatureError(f"the model has no declared inputs and kgit cannot read the shapes it was built with: {fix}")
+    try:
+        return _with_outputs(model, sig, generate_inputs(sig, model_name, vocabulary))
+    except Exception as exc:
+        shown = ", ".join(f"{s.name} {s.shape}" for s in sig.inputs)
+        raise SignatureError(
+            f"the model was built with inputs {shown} but fails on float32 inputs of those shapes "
+            f"({type(exc).__name__}: {one_line(exc, 150)}): {fix}"
+        ) from None
+
+
+def string_vocabulary(model: Any) -> list[str]:
+    """Every token of the model's StringLookup and TextVectorization layers (special tokens left
+    out), in the layers' order: generated string inputs are drawn from it."""
+    keras = import_keras()
+    kinds = (keras.layers.StringLookup, keras.layers.TextVectorization)
+    tokens: dict[str, None] = {}
+    try:
+        layers = list(model._flatten_layers(include_self=False))
+    except Exception:
+        layers = list(getattr(model, "layers", []))
+    for layer in layers:
+        if not isinstance(layer, kinds):
+            continue
+        try:
+            vocab = layer.get_vocabulary()
+        except Exception:
+            continue
+        lookup = getattr(layer, "_lookup_layer", layer)
+        special = {"", getattr(lookup, "oov_token", None), getattr(lookup, "mask_token", None)}
+        for token in vocab:
+            text = token.decode("utf-8", "replace") if isinstance(token, bytes) else str(token)
+            if text not in special:
+                tokens[text] = None
+    return list(tokens)

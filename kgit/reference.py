@@ -24,15 +24,34 @@ def _seed(*parts: str) -> int:
     return zlib.crc32("/".join(parts).encode())
 
 
-def generate_inputs(sig: Signature, model_name: str) -> dict[str, np.ndarray]:
-    """Deterministic inputs for every input of ``sig``: same signature and name, same arrays."""
+OOV_STRING = "kgit out-of-vocabulary value"
+
+
+def _strings(count: int, rng: np.random.Generator, vocabulary: list[str] | None) -> list[str]:
+    """``count`` strings: drawn from ``vocabulary`` (the model's own tokens, so its lookups are
+    exercised) with the last one out of it; without a vocabulary, distinct placeholder strings."""
+    if not vocabulary:
+        return [f"kgit reference {i}" for i in range(count)]
+    oov = OOV_STRING
+    while oov in vocabulary:
+        oov += "!"
+    if count == 1:
+        return [vocabulary[0]]
+    # every token once (in a seeded order) before any repeats, so rows differ where they can
+    order = np.concatenate([rng.permutation(len(vocabulary)) for _ in range((count - 1) // len(vocabulary) + 1)])
+    return [vocabulary[int(i)] for i in order[:count - 1]] + [oov]
+
+
+def generate_inputs(sig: Signature, model_name: str, vocabulary: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Deterministic inputs for every input of ``sig``: same signature, name and vocabulary, same arrays.
+    String inputs are drawn from ``vocabulary`` (the model's lookup tokens) plus one unknown value."""
     result = {}
     for spec in sig.inputs:
         shape = [BATCH if (d is None and i == 0) else (FREE_DIM if d is None else d) for i, d in enumerate(spec.shape)]
         rng = np.random.default_rng(_seed(model_name, spec.name))
         dtype = np.dtype(spec.dtype) if spec.dtype != "string" else None
         if spec.dtype == "string":
-            flat = [f"kgit reference {i}" for i in range(int(np.prod(shape)) if shape else 1)]
+            flat = _strings(int(np.prod(shape)) if shape else 1, rng, vocabulary)
             arr: np.ndarray = np.array(flat, dtype=object).reshape(shape)
         elif dtype is not None and dtype.kind == "f":
             arr = rng.standard_normal(shape).astype(dtype)
@@ -51,6 +70,8 @@ def generate_inputs(sig: Signature, model_name: str) -> dict[str, np.ndarray]:
 
 
 def dtype_name(dtype: Any) -> str:
+    if isinstance(dtype, np.dtype) and dtype.kind in "USO":  # numpy calls '<U6' "str192"
+        return "string"
     text = str(getattr(dtype, "name", dtype))
     if text in ("object", "str", "bytes") or text.startswith("<U") or text.startswith("|S"):
         return "string"

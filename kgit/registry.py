@@ -81,7 +81,7 @@ def _parse_summary(message: str) -> dict[str, Any] | str | None:
     return None
 
 
-_FORMAT_FIELDS = ("path", "md5", "size", "nfiles")
+_FORMAT_FIELDS = ("path", "md5", "size", "nfiles", "resumable")
 _MD5_RE = re.compile(r"^[0-9a-f]{32}(\.dir)?$")
 
 

@@ -25,6 +25,7 @@ from kgit.errors import (
     SignatureError,
     ValidationError,
     VersionExistsError,
+    one_line,
 )
 from kgit.git_ops import Repo
 from kgit.metadata import (
@@ -83,6 +84,7 @@ class _Request:
     allow_dirty: bool
     unsafe: bool
     sign_with: tuple[Path, str] | None = None  # (private key, fingerprint) per the signing policy
+    inference_only: bool = False  # release without the training state (recorded as resumable: false)
 
 
 def release(
@@ -102,16 +104,20 @@ def release(
     atol: float = 1e-6,
     allow_dirty: bool = False,
     unsafe: bool = False,
+    inference_only: bool = False,
     repo: str | os.PathLike[str] = ".",
     progress: Progress | None = None,
 ) -> ReleaseRecord:
     """Release ``model`` (a keras.Model, a .keras/.h5 path, a SavedModel folder or "module:function")
-    as the next version of ``name``; returns what was released. See ``kgit release --help``."""
+    as the next version of ``name``; returns what was released. See ``kgit release --help``.
+
+    A compiled model's training state (optimizer and its step) is released with it and checked on
+    reload, or the release is refused; ``inference_only=True`` releases the model without it."""
     say = progress or (lambda _msg: None)
     git = Repo(repo)
     project.require_initialised(git)
     req = _check_request(git, name, formats, version, bump, dataset_id, dataset, hyperparams, notes,
-                         custom_objects, builder, reference_inputs, atol, allow_dirty, unsafe)
+                         custom_objects, builder, reference_inputs, atol, allow_dirty, unsafe, inference_only)
 
     say("loading the model")
     prepared = _prepare_model(model, req)
@@ -139,7 +145,7 @@ def release(
 def _check_request(git: Repo, name: str, formats: Sequence[str] | str, version: str | None, bump: str | None,
                    dataset_id: str | None, dataset: Any, hyperparams: Mapping[str, Any] | None, notes: str | None,
                    custom_objects: Any, builder: Any, reference_inputs: Any, atol: float, allow_dirty: bool,
-                   unsafe: bool) -> _Request:
+                   unsafe: bool, inference_only: bool = False) -> _Request:
     check_name(name)
     fmts = [formats] if isinstance(formats, str) else list(formats) or ["savedmodel"]
     for f in fmts:
@@ -175,8 +181,10 @@ def _check_request(git: Repo, name: str, formats: Sequence[str] | str, version: 
     from kgit import signing
 
     sign_with = signing.signing_key(git)
-    return _Request(name, fmts, version, bump, dataset_id, dataset_rel, params, notes, co_specs,
-                    builder_spec, reference_inputs, atol, allow_dirty, unsafe, sign_with)
+    return _Request(name=name, formats=fmts, version=version, bump=bump, dataset_id=dataset_id, dataset=dataset_rel,
+                    hyperparams=params, notes=notes, custom_objects=co_specs, builder=builder_spec,
+                    reference_input=reference_inputs, atol=atol, allow_dirty=allow_dirty, unsafe=unsafe,
+                    sign_with=sign_with, inference_only=bool(inference_only))
 
 
 def _check_clean(git: Repo) -> None:
@@ -217,42 +225,54 @@ class _Prepared:
     custom_modules: list[str]
     training: dict[str, Any]
     libraries: dict[str, str]
+    resumable: bool  # the release holds the training state (and validation checks it comes back)
+    keras_flavour: str  # "keras" (Keras 3) or "tf_keras" (Keras 2)
 
 
 def _prepare_model(source: Any, req: _Request) -> _Prepared:
-    from kgit import formats, model_source, usercode
+    from kgit import formats, model_source, tf_keras_flavour, usercode
     from kgit.reference import check_finite, check_inputs, generate_inputs, load_npz
 
     formats.import_keras()
     custom = usercode.load_custom_objects(req.custom_objects)
     if req.builder:
         usercode.resolve_attr(req.builder, "builder")  # fail now if it cannot be imported
-    model = model_source.obtain_model(source, custom, req.unsafe)
+    model = model_source.obtain_model(source, custom, req.unsafe, training_state=not req.inference_only)
     # a plain SavedModel (no Keras model inside) is only ever re-exported, never Keras-serialised
+    formats.check_plain_savedmodel(model, req.formats, req.inference_only)
+    flavour = tf_keras_flavour.FLAVOUR if tf_keras_flavour.is_model(model) else "keras"
+    if flavour == tf_keras_flavour.FLAVOUR:
+        tf_keras_flavour.check_formats(req.formats)
     modules = [] if formats.is_plain_savedmodel(model) else model_source.inspect_custom_objects(model, custom, req.unsafe)
 
     given = req.reference_input
     arrays = None
     if given is not None:
         arrays = load_npz(Path(given)) if isinstance(given, (str, os.PathLike)) else _as_arrays(given)
+    vocabulary = model_source.string_vocabulary(model)
     sig = model_source.model_signature(model)
-    if sig is None:
-        if arrays is None:
-            raise SignatureError(
-                "the model has no declared inputs (a subclassed model?): build it with keras.Input, "
-                "or pass --reference-input FILE.npz so kgit can record its signature"
-            )
-        sig = model_source.infer_signature(model, arrays)
-    inputs = check_inputs(arrays, sig) if arrays is not None else generate_inputs(sig, req.name)
+    if sig is None:  # a subclassed model: from the user's inputs, else from the shapes it was built with
+        sig = (model_source.infer_signature(model, arrays) if arrays is not None
+               else model_source.built_signature(model, req.name, vocabulary))
+    inputs = check_inputs(arrays, sig) if arrays is not None else generate_inputs(sig, req.name, vocabulary)
     try:
         outputs = formats.run_model(model, inputs, sig)
     except Exception as exc:
-        raise SignatureError(f"the model failed on the reference inputs: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from None
+        raise SignatureError(f"the model failed on the reference inputs: {type(exc).__name__}: {one_line(exc)}") from None
     missing = [s.name for s in sig.outputs if s.name not in outputs]
     if missing:
         raise SignatureError(f"the model did not return outputs {missing}")
     check_finite(outputs)
-    return _Prepared(model, sig, inputs, outputs, arrays is None, modules, model_source.training_config(model), _libraries())
+    training = model_source.training_config(model)
+    # A compiled model's optimizer state is released with it (validation checks it comes back) unless
+    # the user asked for an inference-only release; an uncompiled model has none to lose.
+    resumable = bool(training.get("compiled")) and not req.inference_only
+    libraries = _libraries()
+    if flavour == tf_keras_flavour.FLAVOUR:
+        libraries["tf_keras"] = tf_keras_flavour.version() or "unknown"
+    return _Prepared(model=model, signature=sig, inputs=inputs, outputs=outputs, generated=arrays is None,
+                     custom_modules=modules, training=training, libraries=libraries, resumable=resumable,
+                     keras_flavour=flavour)
 
 
 def _as_arrays(value: Any) -> dict[str, Any]:
@@ -315,7 +335,7 @@ def _stage(git: Repo, req: _Request, prep: _Prepared, label: str, staging: Path,
         say(f"saving {req.name} {label} as {fmt}")
         folder = staging / fmt
         folder.mkdir()
-        formats.save(prep.model, fmt, folder)
+        formats.save(prep.model, fmt, folder, inference_only=req.inference_only)
         save_npz(folder / REFERENCE_INPUTS_FILE, prep.inputs)
         save_npz(folder / REFERENCE_OUTPUTS_FILE, prep.outputs)
         meta = Metadata(
@@ -327,7 +347,8 @@ def _stage(git: Repo, req: _Request, prep: _Prepared, label: str, staging: Path,
                                     req.atol, prep.generated),
             files=hash_folder(folder), custom_objects=req.custom_objects, custom_modules=prep.custom_modules,
             builder=req.builder, unsafe=req.unsafe, notes=req.notes,
-            signed_by=req.sign_with[1] if req.sign_with else None,
+            signed_by=req.sign_with[1] if req.sign_with else None, resumable=prep.resumable,
+            keras_flavour=prep.keras_flavour,
         )
         (folder / METADATA_FILE).write_text(meta.to_json(), encoding="utf-8")
         if req.sign_with:
@@ -347,7 +368,9 @@ def _validate(staging: Path, req: _Request) -> list[Any]:
     failed = [r for r in results if not r.ok]
     if failed:
         r = failed[0]
-        raise ValidationError(f"round-trip validation of the {r.format} artifact failed: {r.reason()}; nothing was released")
+        fix = ("; kgit cannot bring this model's training state back from the saved file: pass --inference-only "
+               "to release it without (recorded as resumable: false)") if r.check == "training" else ""
+        raise ValidationError(f"round-trip validation of the {r.format} artifact failed: {r.reason()}{fix}; nothing was released")
     return results
 
 
@@ -384,7 +407,7 @@ def _publish(git: Repo, req: _Request, label: str, tag: str, staging: Path, meta
             desc = f"kgit release {req.name} {label} ({fmt})"
             dvc_ops.write_meta(dvc_file, metas[fmt].to_dict(), desc)
             h = dvc_ops.out_hash(dvc_ops.read_dvc_file(dvc_file.read_text(), str(dvc_file)))
-            hashes[fmt] = {"path": rel.as_posix(), **h}
+            hashes[fmt] = {"path": rel.as_posix(), **h, "resumable": metas[fmt].resumable}
         first = req.formats[0]
         data = project.with_artifact(
             project.read_dvc_yaml(root), req.name, folders[first].as_posix(),

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kgit import registry, txn
-from kgit.errors import KgitError
+from kgit.errors import KgitError, one_line
 from kgit.git_ops import Repo
 from kgit.versions import Version, check_stage, deprecate_tag, stage_tag
 
@@ -43,7 +43,7 @@ def allowed_stages(root: Path) -> list[str] | None:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise KgitError(f"{GTO_CONFIG} is not valid YAML ({' '.join(str(exc).split())[:150]})") from None
+        raise KgitError(f"{GTO_CONFIG} is not valid YAML ({one_line(exc, 150)})") from None
     stages = data.get("stages") if isinstance(data, dict) else None
     return [str(s) for s in stages] if isinstance(stages, list) and stages else None
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from kgit.errors import KgitError
+from kgit.errors import KgitError, one_line
 
 
 def _dir_entries(odb: Any, oid: str) -> list[str] | None:
@@ -117,4 +117,4 @@ def default_remote_in(config_texts: list[str]) -> tuple[str | None, str | None]:
 
 
 def _one_line(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+    return f"{type(exc).__name__}: {one_line(exc, 200)}"

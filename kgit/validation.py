@@ -34,7 +34,7 @@ class FolderResult:
     atol: float = 0.0
     outputs: list[OutputCheck] = field(default_factory=list)
     error: str | None = None
-    check: str = "roundtrip"  # the check that decided the result: data, release, files, metadata, roundtrip
+    check: str = "roundtrip"  # the check that decided the result: data, release, files, metadata, roundtrip, training
     status: str = ""  # passed, failed, missing (data not here), cached (validated before at this content)
 
     def __post_init__(self) -> None:

@@ -22,4 +22,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -m pip install -q -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -c "import kgit, tensorflow, dvc, git, typer" 2>/dev/null || { echo "setup: installing kgit failed" >&2; exit 1; }
+# An editable install skips pyproject's data-files: put the man page where `man` looks (so
+# `git kgit --help` works), as a regular `pip install` does.
+mkdir -p .venv/share/man/man1 && cp man/git-kgit.1 man/kgit.1 .venv/share/man/man1/
+.venv/bin/python -c "import kgit, tensorflow, dvc, git, typer, keras_hub" 2>/dev/null || { echo "setup: installing kgit failed" >&2; exit 1; }

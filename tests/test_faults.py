@@ -194,7 +194,7 @@ def test_release_from_a_folder_with_a_symlink_out(kgit_repo: Path, plain_model, 
     plain_model.export(str(src), verbose=False)
     (tmp_path / "secret").write_text("s")
     (src / "assets" / "link").symlink_to(tmp_path / "secret")
-    rec = api.release(str(src), "fromsm", formats="savedmodel", repo=kgit_repo)
+    rec = api.release(str(src), "fromsm", formats="savedmodel", inference_only=True, repo=kgit_repo)
     out = kgit_repo / rec.formats["savedmodel"]["path"]
     assert not any(p.is_symlink() for p in out.rglob("*"))
 

@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from kgit.cli.app import Steps, app, err, print_json, size_text, write_columns
-from kgit.errors import KgitError
+from kgit.errors import KgitError, one_line
 
 
 # -- init ----------------------------------------------------------------------------------------
@@ -61,7 +61,7 @@ def _parse_params(params: list[str], params_file: Path | None) -> dict[str, Any]
                                 "aliases (*name) are expanded: write the hyperparameters out, within 1 MB")
             loaded = loader.construct_document(node) if node is not None else None
         except yaml.YAMLError as exc:
-            raise KgitError(f"--params {params_file} is not valid YAML/JSON ({' '.join(str(exc).split())[:150]})") from None
+            raise KgitError(f"--params {params_file} is not valid YAML/JSON ({one_line(exc, 150)})") from None
         except RecursionError:
             raise KgitError(f"--params {params_file} is nested too deeply to read") from None
         finally:
@@ -110,7 +110,8 @@ def _expanded_size(root: Any, limit: int) -> int:
 def release(
     name: str = typer.Argument(..., help="Model name: lowercase letters, digits, '-' and '_' (e.g. mnist-cnn)."),
     source: str = typer.Option(..., "--from", metavar="SOURCE",
-                               help="The model: a .keras or .h5 file, a SavedModel folder, or MODULE:FUNCTION returning a keras.Model."),
+                               help="The model: a .keras or .h5 file, a SavedModel folder (a kgit release, or tf_keras' model.save(dir)), "
+                               "or MODULE:FUNCTION returning a keras.Model."),
     formats: list[str] = typer.Option(["savedmodel"], "--format", "-f", metavar="FORMAT",
                                       help="savedmodel, keras, h5 or weights; repeat for several formats of one version."),
     version: str = typer.Option(None, "--version", "-v", help="Explicit version: vN (v3) or semantic vMAJOR.MINOR.PATCH (v1.2.0). Default: next vN."),
@@ -126,6 +127,9 @@ def release(
     atol: float = typer.Option(1e-6, "--atol", help="Largest absolute difference allowed between recorded and reloaded outputs."),
     allow_dirty: bool = typer.Option(False, "--allow-dirty", help="Release even with uncommitted changes to tracked files (recorded as dirty: true)."),
     unsafe: bool = typer.Option(False, "--unsafe", help="Allow models with Python lambdas (Keras safe mode off). Only for code you trust."),
+    inference_only: bool = typer.Option(False, "--inference-only",
+                                        help="Release without the training state (optimizer and its step): loads uncompiled; "
+                                        "recorded as resumable: false. Default: the state is released and checked, or the release is refused."),
     json_out: bool = typer.Option(False, "--json", help="Print the release record as JSON on stdout."),
 ) -> None:
     """Release a trained model as a new immutable version: save, validate, track with DVC, commit, tag."""
@@ -138,7 +142,8 @@ def release(
         record = api.release(
             source, name, formats=formats, version=version, bump=bump, dataset_id=dataset_id, dataset=dataset,
             hyperparams=hyper, notes=notes, custom_objects=custom_objects, builder=builder,
-            reference_inputs=reference_input, atol=atol, allow_dirty=allow_dirty, unsafe=unsafe, progress=steps,
+            reference_inputs=reference_input, atol=atol, allow_dirty=allow_dirty, unsafe=unsafe,
+            inference_only=inference_only, progress=steps,
         )
     if json_out:
         print_json(record.to_dict())
@@ -146,6 +151,8 @@ def release(
     worst = max((v.get("max_abs_diff") or 0.0 for v in record.validation), default=0.0)
     err(f"[green]released[/green] {record.name} {record.version} ({', '.join(record.formats)}) "
          f"as tag {record.tag} on commit {record.commit[:8]}; round trip max abs diff {worst:.2g}")
+    if not record.metadata.get("resumable", True):
+        err("the release holds no training state (resumable: false): it loads for inference; training restarts")
     err("next: `git push` publishes the commit, the tag and (with kgit's hook) the data")
 
 
@@ -219,6 +226,9 @@ def show(
         ("dataset", " ".join(x for x in [meta.dataset.id or "", meta.dataset.path or "", meta.dataset.dvc_hash or ""] if x) or "-"),
         ("hyperparameters", json.dumps(meta.hyperparameters) if meta.hyperparameters else "-"),
         ("training", _training(meta.training)),
+        ("resumable", _resumable(meta)),
+        *([("keras flavour", f"{meta.keras_flavour} (validated with TF_USE_LEGACY_KERAS=1)")]
+          if meta.keras_flavour != "keras" else []),
         ("inputs", "; ".join(f"{s.name} {s.shape} {s.dtype}" for s in meta.signature.inputs)),
         ("outputs", "; ".join(f"{s.name} {s.shape} {s.dtype}" for s in meta.signature.outputs)),
         ("reference", f"{meta.reference.inputs_file} -> {meta.reference.outputs_file}, atol {meta.reference.atol:g}"
@@ -236,6 +246,14 @@ def show(
     for k, v in rows:
         t.add_row(k, str(v))
     Console().print(t)
+
+
+def _resumable(meta: Any) -> str:
+    if meta.resumable:
+        return "yes: the optimizer state is released, training resumes"
+    if meta.training.get("compiled"):
+        return "no: released for inference only, without the optimizer state"
+    return "no: the model was not compiled (no optimizer state)"
 
 
 def _training(training: dict[str, Any]) -> str:

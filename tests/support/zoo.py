@@ -6,6 +6,8 @@ user's own model package would be.
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import numpy as np
 
@@ -136,4 +138,176 @@ def nan_model():
     layer = keras.layers.Dense(2)
     model = keras.Model(inp, layer(inp))
     layer.kernel.assign(np.full((4, 2), np.nan, dtype="float32"))
+    return model
+
+
+# -- models whose training state Keras does not bring back by itself, and models without inputs ----
+@contextlib.contextmanager
+def global_policy(name: str):  # type: ignore[no-untyped-def]
+    """The dtype policy is process-global: set it for building one model, then put it back."""
+    before = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(before)
+
+
+def mixed_precision_model():
+    """mixed_float16: compile() wraps the optimizer in a LossScaleOptimizer (4 more variables)."""
+    keras.utils.set_random_seed(3)
+    with global_policy("mixed_float16"):
+        inp = keras.Input((4,), name="features")
+        h = keras.layers.Dense(8, activation="relu")(inp)
+        out = keras.layers.Dense(2, dtype="float32", name="scores")(h)
+        model = keras.Model(inp, out)
+        model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+    x, y = data()
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    return model
+
+
+HUB_VOCAB = 24
+
+
+def hub_inputs(n: int = 4, seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = {"token_ids": rng.integers(0, HUB_VOCAB, (n, 6)).astype("int32"),
+         "segment_ids": np.zeros((n, 6), "int32"), "padding_mask": np.ones((n, 6), "int32")}
+    return x, rng.integers(0, 2, (n,))
+
+
+def hub_classifier():
+    """A tiny KerasHub task (BertTextClassifier, built from a config): it overrides compile()."""
+    import keras_hub
+
+    keras.utils.set_random_seed(4)
+    backbone = keras_hub.models.BertBackbone(vocabulary_size=HUB_VOCAB, num_layers=1, num_heads=1, hidden_dim=8,
+                                             intermediate_dim=16, max_sequence_length=6, dropout=0.0)
+    model = keras_hub.models.BertTextClassifier(backbone, num_classes=2, preprocessor=None, dropout=0.0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = hub_inputs()
+    model.fit(x, y, epochs=1, batch_size=2, verbose=0)
+    return model
+
+
+@keras.saving.register_keras_serializable(package="Zoo")
+class TinySubclassed(keras.Model):
+    """A registered subclassed model: no keras.Input, built by training."""
+
+    def __init__(self, units=2, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.hidden = keras.layers.Dense(8, activation="relu")
+        self.head = keras.layers.Dense(units)
+
+    def call(self, inputs):
+        return self.head(self.hidden(inputs))
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+def subclassed_model():
+    keras.utils.set_random_seed(5)
+    model = TinySubclassed()
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+    x, y = data()
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    return model
+
+
+WORDS = ["red", "green", "blue", "cyan"]
+
+
+def lookup_data(n: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.choice(WORDS, (n, 2)), rng.standard_normal((n, 1)).astype("float32")
+
+
+def strings(x: np.ndarray):  # type: ignore[no-untyped-def]
+    """Keras' fit/train_on_batch take string batches as tensors, not NumPy unicode arrays."""
+    import tensorflow as tf
+
+    return tf.constant(x)
+
+
+def string_lookup_model():
+    """Strings -> StringLookup -> Embedding: outputs differ only for words in the vocabulary."""
+    keras.utils.set_random_seed(6)
+    inp = keras.Input((2,), dtype="string", name="words")
+    ids = keras.layers.StringLookup(vocabulary=WORDS)(inp)
+    h = keras.layers.Flatten()(keras.layers.Embedding(len(WORDS) + 1, 3)(ids))
+    model = keras.Model(inp, keras.layers.Dense(1)(h))
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+    x, y = lookup_data()
+    model.fit(strings(x), y, epochs=1, batch_size=4, verbose=0)
+    return model
+
+
+def text_vectorization_model():
+    """Sentences -> TextVectorization -> Embedding -> pooling."""
+    keras.utils.set_random_seed(7)
+    inp = keras.Input((1,), dtype="string", name="text")
+    vec = keras.layers.TextVectorization(output_sequence_length=4, vocabulary=WORDS)
+    h = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(len(WORDS) + 2, 3)(vec(inp)))
+    model = keras.Model(inp, keras.layers.Dense(1)(h))
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+    x, y = lookup_data()
+    model.fit(strings(sentences(x)), y, epochs=1, batch_size=4, verbose=0)
+    return model
+
+
+def sentences(words: np.ndarray) -> np.ndarray:
+    return np.array([[" ".join(row)] for row in words])
+
+
+@keras.saving.register_keras_serializable(package="Zoo")
+class OwnCompile(keras.Model):
+    """A model class whose compile() takes its own arguments, so it cannot be recompiled from the
+    compile config Keras saved: its optimizer state cannot be restored."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(2)
+
+    def call(self, inputs):
+        return self.dense(inputs)
+
+    def compile(self, learning_rate=0.01):
+        super().compile(optimizer=keras.optimizers.SGD(learning_rate, momentum=0.9), loss="mse")
+
+
+def own_compile_model():
+    keras.utils.set_random_seed(8)
+    model = OwnCompile()
+    model.compile(0.01)
+    x, y = data()
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    return model
+
+
+def tf_keras_model():
+    """A Keras 2 (tf_keras) model, compiled and trained one epoch."""
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(9)
+    inp = tf_keras.Input((4,), name="features")
+    h = tf_keras.layers.Dense(8, activation="relu")(inp)
+    model = tf_keras.Model(inp, tf_keras.layers.Dense(2, name="scores")(h))
+    model.compile(optimizer=tf_keras.optimizers.Adam(0.01), loss="mse")
+    x, y = data()
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    return model
+
+
+def tf_keras_model_untrained():
+    """Builder for weights-only releases of tf_keras_model."""
+    import tf_keras
+
+    inp = tf_keras.Input((4,), name="features")
+    h = tf_keras.layers.Dense(8, activation="relu")(inp)
+    model = tf_keras.Model(inp, tf_keras.layers.Dense(2, name="scores")(h))
+    model.compile(optimizer=tf_keras.optimizers.Adam(0.01), loss="mse")
     return model
