@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# Create .venv (if needed) and install kgit with its test tools into it. Safe to rerun.
+# Create .venv (if needed) and install kgit into it. Safe to rerun.
+#   bash scripts/setup.sh          what kgit itself needs (the demo uses this)
+#   bash scripts/setup.sh --test   also the test tools, the model libraries the tests use, and an
+#                                  OpenSSH server for the SSH-remote tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
+mode=${1:-}
 
-# System packages: git, and an OpenSSH server for the SSH-remote tests.
+# System packages: git always; an OpenSSH server and client for the tests only.
 missing=()
 command -v git >/dev/null 2>&1 || missing+=(git)
-[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
-command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
+if [ "$mode" = "--test" ]; then
+  [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+  command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
@@ -20,9 +26,15 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
+target=.
+check="import kgit, tensorflow, dvc, git, typer"
+if [ "$mode" = "--test" ]; then
+  target='.[test]'
+  check="$check, keras_hub, pytest"
+fi
 .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -m pip install -q -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -m pip install -q -e "$target" 2>&1 | grep -v "^WARNING: Location" || true
 # An editable install skips pyproject's data-files: put the man page where `man` looks (so
 # `git kgit --help` works), as a regular `pip install` does.
 mkdir -p .venv/share/man/man1 && cp man/git-kgit.1 man/kgit.1 .venv/share/man/man1/
-.venv/bin/python -c "import kgit, tensorflow, dvc, git, typer, keras_hub" 2>/dev/null || { echo "setup: installing kgit failed" >&2; exit 1; }
+.venv/bin/python -c "$check" 2>/dev/null || { echo "setup: installing kgit failed" >&2; exit 1; }

@@ -2,7 +2,7 @@
 # Set up (see setup.sh) and run the whole test suite: lint, then pytest. Extra args go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --test
 .venv/bin/ruff check kgit tests benchmarks
 .venv/bin/mypy kgit
 set +e

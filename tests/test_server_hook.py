@@ -173,6 +173,8 @@ def test_kgit_check_finds_what_the_server_hook_would_refuse(w: World, tmp_path: 
     proc = kgit(ci, "check")
     assert proc.returncode == 0, proc.stderr
     assert "every release is consistent and its data is in the DVC remote" in proc.stderr
+    assert kgit(ci, "check", "--since", "0" * 40).returncode == 0  # a new branch in CI: nothing before it
+    assert kgit(ci, "check", "--since", "HEAD~1").returncode == 0
     message = tag_message(w.repo, V1).replace('"version": "v1"', '"version": "v99"')
     forge_tag(w.repo, "m@v0.0.3", git(w.repo, "rev-parse", f"{V1}^{{commit}}"), message)
     assert w.push("--no-verify", "refs/tags/m@v0.0.3").returncode == 0
@@ -185,4 +187,13 @@ def test_kgit_check_finds_what_the_server_hook_would_refuse(w: World, tmp_path: 
     assert "m@v0.0.3 is not a valid release: its message says v99" in proc.stdout
     assert "m@v1.0.0 (keras): 1 DVC object(s) are not in the DVC remote" in proc.stdout
     assert snapshot(ci) == before
+    # a pushed commit that swaps a released model: found with --since (the pipeline's before-SHA)
+    base = git(ci, "rev-parse", "HEAD")
+    dvc = w.repo / "artifacts/m/keras/v1.dvc"
+    dvc.write_text(dvc.read_text().replace(md5, "0" * 32 + ".dir"))
+    git(w.repo, "commit", "-q", "--no-verify", "-am", "swap the model")
+    assert w.push("--no-verify", "main").returncode == 0
+    git(ci, "pull", "-q", "--ff-only")
+    proc = kgit(ci, "check", "--no-data", "--since", base)
+    assert proc.returncode == 1 and "m@v1 (keras): artifacts/m/keras/v1.dvc in the pushed commits has DVC hash" in proc.stderr
 
