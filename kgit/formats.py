@@ -4,8 +4,9 @@ TensorFlow/Keras are imported only here, in kgit.model_source, kgit.training_sta
 state: identify, restore, strip) and kgit.tf_keras_flavour (Keras 2 models), always inside functions.
 
 Formats (one folder per format and version; metadata and reference files sit beside the model):
-- ``savedmodel``: the folder is a SavedModel (``serving_default`` for TensorFlow Serving); the Keras
-  model, optimizer state included, rides along in ``assets.extra/model.keras`` so training resumes.
+- ``savedmodel``: the folder is a SavedModel (``serving_default`` for TensorFlow Serving; each weight
+  once in ``variables/``); the Keras model, optimizer state included, rides along in
+  ``assets.extra/model.keras`` so training resumes.
 - ``keras``: ``model.keras``, Keras' native zip (config, weights, optimizer state).
 - ``h5``: ``model.h5``, legacy single HDF5 file.
 - ``weights``: ``model.weights.h5``; the architecture is rebuilt by the recorded builder function.
@@ -258,7 +259,7 @@ def save(model: Any, fmt: str, folder: Path, *, inference_only: bool = False) ->
     try:
         if fmt == "savedmodel":
             with contextlib.redirect_stdout(sys.stderr if os.environ.get("KGIT_VERBOSE") else open(os.devnull, "w")):
-                model.export(str(folder), format="tf_saved_model", verbose=False)
+                _export_savedmodel(model, folder)
             if not is_plain_savedmodel(model):
                 (folder / SAVEDMODEL_KERAS).parent.mkdir(parents=True, exist_ok=True)
                 with full_optimizer_in_compile_config(model):
@@ -279,6 +280,38 @@ def save(model: Any, fmt: str, folder: Path, *, inference_only: bool = False) ->
         raise ModelSourceError(f"saving the model as {fmt} failed: {type(exc).__name__}: {one_line(exc)}") from None
     if inference_only:
         _strip_training_state(fmt, folder)
+
+
+def _export_savedmodel(model: Any, folder: Path) -> None:
+    """``model.export(folder)`` without writing each weight twice: Keras' export tracks the model's
+    Keras variables and, separately, the TensorFlow variables its ``serve`` function captures, and
+    the checkpoint in ``variables/`` holds both. Tracking the TensorFlow variables behind the Keras
+    ones instead leaves one copy (same SavedModel, same ``serving_default``)."""
+    import tensorflow as tf
+
+    keras = import_keras()
+    try:
+        from keras.src.export.export_utils import get_input_signature
+    except ImportError:  # another Keras layout: export as Keras does
+        model.export(str(folder), format="tf_saved_model", verbose=False)
+        return
+    archive = keras.export.ExportArchive()
+    archive.track_and_add_endpoint("serve", model, get_input_signature(model))
+    trackable = getattr(archive, "_tf_trackable", None)
+    for attr in ("variables", "trainable_variables", "non_trainable_variables"):
+        tracked = getattr(trackable, attr, None)
+        if tracked is not None:
+            setattr(trackable, attr, [_tf_variable(v, tf) for v in tracked])
+    archive.write_out(str(folder), verbose=False)
+
+
+def _tf_variable(variable: Any, tf: Any) -> Any:
+    """The tf.Variable holding a Keras variable's value (the one exported functions capture), else
+    the variable itself."""
+    if isinstance(variable, tf.Variable):
+        return variable
+    inner = getattr(variable, "_value", None)
+    return inner if isinstance(inner, tf.Variable) else variable
 
 
 def _strip_training_state(fmt: str, folder: Path) -> None:

@@ -32,7 +32,7 @@ if [ "$mode" = "--test" ]; then
   target='.[test]'
   check="$check, keras_hub, pytest"
 fi
-.venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -m pip install -q --upgrade pip "setuptools>=77" 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -m pip install -q -e "$target" 2>&1 | grep -v "^WARNING: Location" || true
 # An editable install skips pyproject's data-files: put the man page where `man` looks (so
 # `git kgit --help` works), as a regular `pip install` does.

@@ -1,6 +1,7 @@
 """Models Keras does not save and reload by itself: mixed precision, a KerasHub task, a subclassed
-model, string lookups. Each is released from the object and from a file, validated in a fresh
-process, loaded, and must resume training exactly where the original is, or be refused with the fix.
+model, string lookups; and keras.applications code, loaded in a second clone. Each is released from
+the object and from a file, validated in a fresh process, loaded, and must resume training exactly
+where the original is, or be refused with the fix.
 """
 
 from __future__ import annotations
@@ -392,3 +393,50 @@ def test_tf_keras_source_without_the_package_says_how_to_install(repo: Path, tmp
     assert proc.stderr.strip().splitlines()[-1] == (
         "kgit: error: this is a tf_keras (Keras 2) model, and tf_keras is not installed here: pip install 'kgit[tf-keras]'")
     assert snapshot(repo) == before
+
+
+# -- third-party model code, in a teammate's clone ---------------------------------------------------
+def test_keras_application_resumes_in_a_second_clone(tmp_path: Path) -> None:
+    """keras.applications' code (not ours) released from the object and from a .keras file, pushed
+    (the hook uploads the data), then fetched and loaded in another clone: same training state."""
+    from support import zoo
+    from support.world import World, dvc_md5, has_version_data
+    from support.world import kgit as kgit_in
+
+    (tmp_path / "world").mkdir()
+    w = World.create(tmp_path / "world")
+    model = zoo.application_model()
+    assert type(model).__name__ == "Functional" and model.name.startswith("MobileNetV3Small")
+    source = tmp_path / "app.keras"
+    model.save(source)
+    from_object = api.release(model, "app", formats=["savedmodel", "keras"], repo=w.repo)
+    from_file = api.release(str(source), "app", formats=["keras"], repo=w.repo)
+    for record in (from_object, from_file):
+        assert all(v["ok"] for v in record.validation), record.validation
+        assert record.metadata["resumable"] is True
+        assert record.metadata["training"]["optimizer"]["iterations"] == 1
+    # the SavedModel's checkpoint holds each weight once (Keras' export alone writes them twice)
+    variables = w.repo / from_object.formats["savedmodel"]["path"] / "variables"
+    weights = sum(np.asarray(v).nbytes for v in model.weights)
+    assert weights < sum(f.stat().st_size for f in variables.glob("variables.data-*")) < 1.1 * weights
+    proc = w.push("main")
+    assert proc.returncode == 0, proc.stderr
+    assert {"app@v1.0.0", "app@v2.0.0"} <= set(w.origin_tags())
+    dvc_files = {(r.version, f): f"artifacts/app/{f}/{r.version}.dvc" for r in (from_object, from_file) for f in r.formats}
+    for dvc_file in dvc_files.values():
+        assert has_version_data(w.store, dvc_md5(w.repo, dvc_file)), dvc_file
+
+    other = w.clone("teammate")
+    data_files = {"savedmodel": "saved_model.pb", "keras": "model.keras"}
+    for record in (from_object, from_file):
+        for fmt in record.formats:
+            assert not (other / record.formats[fmt]["path"] / data_files[fmt]).exists(), "data before kgit get"
+        proc = kgit_in(other, "get", f"app@{record.version}")
+        assert proc.returncode == 0, proc.stderr
+    loaded = [api.load("app", version, format=fmt, repo=other) for version, fmt in dvc_files]
+    assert len(loaded) == 3
+    for m in loaded:
+        assert m.name == model.name and len(m.layers) == len(model.layers)
+        assert_same_training_state(m, model)
+    x, y = zoo.application_data(4, seed=1)
+    assert_resumes(model, loaded, x, y)

@@ -311,3 +311,20 @@ def tf_keras_model_untrained():
     model = tf_keras.Model(inp, tf_keras.layers.Dense(2, name="scores")(h))
     model.compile(optimizer=tf_keras.optimizers.Adam(0.01), loss="mse")
     return model
+
+
+def application_data(n: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0, 255, (n, 32, 32, 3)).astype("float32"), np.eye(10, dtype="float32")[rng.integers(0, 10, n)]
+
+
+def application_model():
+    """Third-party model code: keras.applications' MobileNetV3Small (random weights, 32x32 images,
+    no dropout so a training step is deterministic), compiled and trained one step. Eager steps:
+    tracing its train function costs more than the step itself (about 5 s per model)."""
+    keras.utils.set_random_seed(11)
+    model = keras.applications.MobileNetV3Small(
+        input_shape=(32, 32, 3), alpha=0.75, minimalistic=True, weights=None, classes=10, dropout_rate=0.0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy", run_eagerly=True)
+    model.train_on_batch(*application_data())
+    return model
