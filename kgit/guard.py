@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from kgit import project, registry, txn
-from kgit.errors import KgitError
+from kgit.errors import KgitError, one_line
 from kgit.git_ops import Repo
 from kgit.metadata import ARTIFACTS_DIR
 from kgit.validation import FolderResult
@@ -315,7 +315,7 @@ def _run_stage(repo: Repo, labels: list[str]) -> int:
         return 1
     if dict(stage) != project.VALIDATE_STAGE:
         # The hook runs on every push: it must never run a command someone else committed.
-        changed = ", ".join(f"{k}: {str(v)[:80]!r}" for k, v in sorted(dict(stage).items())
+        changed = ", ".join(f"{k}: {one_line(v, 80)!r}" for k, v in sorted(dict(stage).items())
                             if project.VALIDATE_STAGE.get(k) != v) or "its fields"
         commit = repo.git("log", "-1", "--format=%h by %an", "--", project.DVC_YAML, check=False) or "uncommitted"
         _say(f"push refused: the {project.STAGE_NAME} stage in dvc.yaml is not kgit's ({changed}; last changed "

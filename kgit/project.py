@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kgit import dvc_ops
-from kgit.errors import KgitError, NotInitialisedError
+from kgit.errors import KgitError, NotInitialisedError, one_line
 from kgit.git_ops import Repo
 
 DVC_YAML = "dvc.yaml"
@@ -48,7 +48,7 @@ def read_dvc_yaml(root: Path) -> Any:
     try:
         return _yaml().load(path.read_text())
     except Exception as exc:
-        raise KgitError(f"{DVC_YAML} is not valid YAML ({' '.join(str(exc).split())[:200]}): fix or restore it") from None
+        raise KgitError(f"{DVC_YAML} is not valid YAML ({one_line(exc, 200)}): fix or restore it") from None
 
 
 def dump_dvc_yaml(data: Any) -> str:
@@ -87,7 +87,7 @@ def lock_with_validate_stage(root: Path) -> str | None:
     try:
         data = _yaml().load(text) if text else None
     except Exception as exc:
-        raise KgitError(f"{DVC_LOCK} is not valid YAML ({' '.join(str(exc).split())[:200]}): fix or delete it") from None
+        raise KgitError(f"{DVC_LOCK} is not valid YAML ({one_line(exc, 200)}): fix or delete it") from None
     data = data if data is not None else CommentedMap({"schema": "2.0"})
     stages = data.get("stages")
     if stages is None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kgit import trust as trust_rules
-from kgit.errors import KgitError
+from kgit.errors import KgitError, one_line
 from kgit.git_ops import Repo
 from kgit.metadata import SIGNATURE_FILE
 from kgit.trust import (
@@ -144,7 +144,7 @@ def sign(folder: Path, private_key: Path) -> None:
         (model_signing.signing.Config().set_hashing_config(_hashing_config())
          .use_elliptic_key_signer(private_key=private_key).sign(folder, folder / SIGNATURE_FILE))
     except (ValueError, OSError) as exc:
-        raise SignatureError(f"signing {folder.name} with {private_key} failed: {' '.join(str(exc).split())[:200]}") from None
+        raise SignatureError(f"signing {folder.name} with {private_key} failed: {one_line(exc, 200)}") from None
 
 
 _HINT_RE = re.compile(rb'"hint"\s*:\s*"([0-9a-f]{64})"')
@@ -176,7 +176,7 @@ def verify(folder: Path, trusted: list[TrustedKey], label: str,
         files = _MISMATCH_RE.findall(text)
         if "mismatch" in text.lower() and files:
             raise SignatureError(f"{label}: signature does not match file(s) {', '.join(sorted(set(files))[:3])}") from None
-        raise SignatureError(f"{label}: signature does not verify ({text[:160]})") from None
+        raise SignatureError(f"{label}: signature does not verify ({one_line(text, 160)})") from None
     except Exception as exc:  # a corrupt bundle fails deep inside the parser
         raise SignatureError(f"{label}: {SIGNATURE_FILE} is corrupt ({type(exc).__name__})") from None
     return fp

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
-from kgit.errors import BusyError, KgitError
+from kgit.errors import BusyError, KgitError, one_line
 from kgit.git_ops import Repo
 from kgit.metadata import sha256_file
 
@@ -139,7 +139,7 @@ class Journal:
         except FileNotFoundError:
             return None
         except (OSError, ValueError, TypeError) as exc:
-            reason = " ".join(str(getattr(exc, "strerror", None) or exc).split())[:120]
+            reason = one_line(getattr(exc, "strerror", None) or exc, 120)
             raise JournalError(
                 f"the journal of an interrupted release, {p}, is unreadable ({reason}): kgit cannot tell what to undo; "
                 f"check `git status` and `git tag` for a half-made release, remove what it left, then delete {p}"
