@@ -16,7 +16,9 @@ __version__ = "0.1.0"
 __all__ = [
     "KgitError",
     "ReleaseRecord",
+    "ReleaseView",
     "__version__",
+    "check",
     "demote",
     "deprecate",
     "diff",
@@ -34,6 +36,8 @@ __all__ = [
 
 if TYPE_CHECKING:
     from kgit.api import (
+        ReleaseView,
+        check,
         demote,
         deprecate,
         diff,

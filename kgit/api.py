@@ -1,86 +1,176 @@
-"""The Python API the CLI and users call. Heavy work is imported lazily inside each function."""
+"""The Python API: everything kgit does, for scripts and for the command line (which only parses
+options, calls these functions and renders what they return). Heavy work is imported lazily.
+
+A release is named the same way everywhere: a reference (``"mnist@v2"``, ``"mnist@latest"``,
+``"mnist#prod"``), or a bare model name with ``version=`` or ``stage=`` (neither: the latest).
+"""
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from kgit import registry
 from kgit.errors import ReleaseNotFoundError
 from kgit.git_ops import Repo
 from kgit.metadata import Metadata
 from kgit.releasing import ReleaseRecord, release
-from kgit.versions import check_name
+from kgit.versions import check_name, release_ref
+
+if TYPE_CHECKING:
+    from kgit.fetch import Fetched
+    from kgit.project import InitResult
+    from kgit.stages import StageChange
+    from kgit.validation import FolderResult
 
 __all__ = ["release", "load", "get", "diff", "list_releases", "show", "init", "validate", "promote", "demote",
-           "deprecate", "history", "verify", "ReleaseRecord"]
+           "deprecate", "history", "verify", "check", "ReleaseRecord", "ReleaseView",
+           "hooks_install", "hooks_uninstall", "run_hook", "server_install", "server_uninstall",
+           "keys_init", "keys_trust", "keys_accept", "keys_policy", "keys_list", "demo"]
+
+PathLike = str | os.PathLike[str]
 
 
-def init(path: str | os.PathLike[str] = ".", remote: str | None = None) -> Any:
+# -- set-up ------------------------------------------------------------------------------------
+def init(path: PathLike = ".", remote: str | None = None) -> InitResult:
     """Set up the git repository at ``path`` for kgit (idempotent). See ``kgit init --help``."""
     from kgit import project, txn
 
-    repo = Repo(path)
-    with txn.repo_lock(repo):
-        txn.recover(repo)
+    with txn.writing(Repo(path)):
         return project.init(path, remote=remote)
 
 
-def list_releases(name: str | None = None, repo: str | os.PathLike[str] = ".") -> list[registry.Release]:
+def hooks_install(repo: PathLike = ".") -> list[str]:
+    """Install kgit's pre-commit and pre-push hooks (chaining existing ones); what changed."""
+    from kgit import hooks
+
+    return hooks.install(Repo(repo))
+
+
+def hooks_uninstall(repo: PathLike = ".") -> list[str]:
+    """Remove kgit's hooks and put back the hooks they chained; what changed."""
+    from kgit import hooks
+
+    return hooks.uninstall(Repo(repo))
+
+
+def run_hook(name: str, args: list[str], stdin_text: str) -> int:
+    """Run kgit's ``pre-push``, ``pre-commit`` or (server) ``pre-receive`` hook in the current
+    repository, as the hook shims do; returns the hook's exit code."""
+    from kgit import guard
+
+    return guard.run_hook(name, args, stdin_text)
+
+
+def server_install(bare_repo: PathLike, dvc_remote: str | None = None) -> list[str]:
+    """Install kgit's pre-receive hook in a bare repository; what changed."""
+    from kgit import server
+
+    return server.install(os.fspath(bare_repo), dvc_remote)
+
+
+def server_uninstall(bare_repo: PathLike) -> list[str]:
+    """Remove kgit's pre-receive hook from a bare repository; what changed."""
+    from kgit import server
+
+    return server.uninstall(os.fspath(bare_repo))
+
+
+def demo(directory: PathLike | None = None) -> None:
+    """Walk through kgit on a built-in example (what `kgit demo` prints), in ``directory`` or a temp folder."""
+    from pathlib import Path
+
+    from kgit.demo import run_demo
+
+    run_demo(Path(directory) if directory is not None else None)
+
+
+# -- releases ----------------------------------------------------------------------------------
+@dataclass
+class ReleaseView:
+    """One release as ``show`` returns it: its tag (stages, formats) and one format's metadata."""
+
+    release: registry.Release
+    metadata: Metadata
+
+    def to_dict(self) -> dict[str, Any]:
+        rel = self.release
+        return {"tag": rel.tag, "release_commit": rel.commit, "formats": rel.formats, "stages": rel.stages,
+                "deprecated": rel.deprecated, **self.metadata.to_dict()}
+
+
+def list_releases(name: str | None = None, repo: PathLike = ".") -> list[registry.Release]:
     """Every release (of one model if ``name``), from git tags alone."""
     return registry.releases(Repo(repo), name)
 
 
-def show(name: str, version: str = "latest", fmt: str | None = None, repo: str | os.PathLike[str] = ".") -> Metadata:
-    """Metadata of ``name@version`` (or ``version="#prod"``), from git alone (works before `dvc pull`)."""
+def show(ref: str, version: str | None = None, *, stage: str | None = None, format: str | None = None,
+         repo: PathLike = ".") -> ReleaseView:
+    """A release and the metadata of one of its formats (default: the first), from git alone
+    (works before `dvc pull`)."""
     git = Repo(repo)
-    return registry.metadata(git, registry.resolve(git, name, version), fmt)
+    rel = registry.resolve(git, *release_ref(ref, version, stage))
+    return ReleaseView(rel, registry.metadata(git, rel, format))
 
 
-def get(ref: str, *, formats: list[str] | None = None, repo: str | os.PathLike[str] = ".") -> Any:
-    """Fetch the data of ``NAME@VERSION`` (or ``NAME@latest``) from the DVC remote, verified."""
+def get(ref: str, version: str | None = None, *, stage: str | None = None, formats: list[str] | None = None,
+        repo: PathLike = ".") -> Fetched:
+    """Fetch a release's data from the DVC remote (only that version's bytes), verified."""
     from kgit import fetch
-    from kgit.versions import parse_ref
 
-    name, version = parse_ref(ref)
-    return fetch.get(name, version, formats=formats, repo=Repo(repo))
+    return fetch.get(*release_ref(ref, version, stage), formats=formats, repo=Repo(repo))
 
 
-def verify(refs: list[str] | None = None, *, repo: str | os.PathLike[str] = ".") -> list[Any]:
-    """Check the signatures of releases (all when ``refs`` is None) against the trusted keys."""
-    from kgit import checking
+def load(ref: str, version: str | None = None, *, stage: str | None = None, format: str | None = None,
+         repo: PathLike = ".", custom_objects: dict[str, Any] | None = None) -> Any:
+    """The Keras model of a release, fetched first if its data is not here, and verified.
 
-    git = Repo(repo)
-    return checking.verify_signatures(git, checking.targets_for(git, refs))
+    Full-model formats (savedmodel, keras, h5) come back compiled with their optimizer state, so
+    training resumes; ``weights`` is rebuilt with the recorded builder. ``format`` defaults to the
+    first format of the release.
+    """
+    from kgit import fetch
+
+    name, selector = release_ref(ref, version, stage)
+    return fetch.load_model(Repo(repo), name, selector, format, custom_objects=custom_objects)
 
 
-def promote(ref: str, stage: str, *, note: str | None = None, repo: str | os.PathLike[str] = ".", progress: Any = None) -> Any:
-    """Put a release (``NAME@VERSION``) in ``stage`` (e.g. "prod"); validates it first if needed."""
+def diff(ref_a: str, ref_b: str, *, repo: PathLike = ".") -> dict[str, Any]:
+    """What changed between two releases (hyperparameters, dataset, signature, formats, sizes,
+    library versions...), from git alone."""
+    from kgit import diffing
+
+    return diffing.diff(Repo(repo), ref_a, ref_b)
+
+
+# -- life cycle --------------------------------------------------------------------------------
+def promote(ref: str, stage: str, *, version: str | None = None, note: str | None = None, repo: PathLike = ".",
+            progress: Any = None) -> StageChange:
+    """Put a release in ``stage`` (e.g. "prod"); validates it first if needed."""
     from kgit import stages
-    from kgit.versions import parse_ref
 
-    name, version = parse_ref(ref)
-    return stages.promote(Repo(repo), name, version, stage, note=note, progress=progress)
+    name, selector = release_ref(ref, version)
+    return stages.promote(Repo(repo), name, selector, stage, note=note, progress=progress)
 
 
-def demote(name: str, stage: str, *, note: str | None = None, repo: str | os.PathLike[str] = ".") -> Any:
-    """Take ``stage`` away from whichever version of ``name`` holds it."""
+def demote(name: str, stage: str, *, note: str | None = None, repo: PathLike = ".") -> StageChange:
+    """Take ``stage`` away from whichever version of model ``name`` holds it."""
     from kgit import stages
 
     check_name(name)
     return stages.demote(Repo(repo), name, stage, note=note)
 
 
-def deprecate(ref: str, *, note: str | None = None, repo: str | os.PathLike[str] = ".") -> Any:
-    """Deprecate ``NAME@VERSION``: the data stays; it can no longer be promoted or resolved as latest."""
+def deprecate(ref: str, *, version: str | None = None, note: str | None = None, repo: PathLike = ".") -> StageChange:
+    """Deprecate a release: the data stays; it can no longer be promoted or resolved as latest."""
     from kgit import stages
-    from kgit.versions import parse_ref
 
-    name, version = parse_ref(ref)
-    return stages.deprecate(Repo(repo), name, version, note=note)
+    name, selector = release_ref(ref, version)
+    return stages.deprecate(Repo(repo), name, selector, note=note)
 
 
-def history(name: str, *, repo: str | os.PathLike[str] = ".") -> list[registry.HistoryEvent]:
+def history(name: str, *, repo: PathLike = ".") -> list[registry.HistoryEvent]:
     """Every event of a model (released, promoted, demoted, deprecated) with who, when and the commit."""
     check_name(name)
     events = registry.read(Repo(repo), name).events
@@ -89,66 +179,82 @@ def history(name: str, *, repo: str | os.PathLike[str] = ".") -> list[registry.H
     return events
 
 
-def diff(ref_a: str, ref_b: str, *, repo: str | os.PathLike[str] = ".") -> dict[str, Any]:
-    """What changed between two releases (hyperparameters, dataset, signature, formats, sizes,
-    library versions...), from git alone."""
-    from kgit import diffing
-
-    return diffing.diff(Repo(repo), ref_a, ref_b)
-
-
-def load(name: str, version: str = "latest", format: str | None = None, *, stage: str | None = None,
-         repo: str | os.PathLike[str] = ".", custom_objects: dict[str, Any] | None = None) -> Any:
-    """The Keras model released as ``name@version`` (``latest`` = highest not deprecated; or
-    ``stage="prod"`` / ``version="#prod"`` for the version in a stage).
-
-    Full-model formats (savedmodel, keras, h5) come back compiled with their optimizer state, so
-    training resumes; ``weights`` is rebuilt with the recorded builder. ``format`` defaults to the
-    first format of the release that can give a Keras model.
-    """
-    from kgit import formats as fmts
-    from kgit import usercode
-
-    check_name(name)
-    if stage is not None:
-        from kgit.versions import check_stage
-
-        version = f"#{check_stage(stage)}"
-    git = Repo(repo)
-    rel = registry.resolve(git, name, version)
-    fmt = format or next(iter(rel.formats))
-    if fmt not in rel.formats:
-        raise ReleaseNotFoundError(f"{name}@{rel.version} has no {fmt} format (it has {', '.join(rel.formats)})")
-    folder = git.root / rel.formats[fmt]["path"]
-    if not (folder / "metadata.json").exists():  # not here yet: fetch that version only
-        from kgit import fetch
-
-        fetch.get(name, rel.version, formats=[fmt], repo=git)
-    from kgit.checking import verified_metadata
-
-    meta = verified_metadata(git, rel, fmt)
-    custom = usercode.load_custom_objects(meta.custom_objects)
-    custom.update(custom_objects or {})
-    return fmts.load_keras_model(folder, fmt, custom_objects=custom, modules=meta.custom_modules,
-                                 builder=meta.builder, unsafe=meta.unsafe, sig=meta.signature)
-
-
-VALIDATE_ONLY_ENV = "KGIT_VALIDATE_ONLY"
-
-
+# -- checks ------------------------------------------------------------------------------------
 def validate(refs: list[str] | None = None, *, all: bool = False, recheck: bool = False,
-             repo: str | os.PathLike[str] = ".", progress: Any = None) -> list[Any]:
+             repo: PathLike = ".", progress: Any = None) -> list[FolderResult]:
     """Check released versions (see kgit.checking); returns one result per version and format.
-
-    With ``all`` (or no ``refs``) every release is checked, unless the environment variable
-    KGIT_VALIDATE_ONLY (space-separated NAME@VERSION, set by the pre-push hook when it runs the
-    dvc.yaml stage) narrows it down.
-    """
-    from kgit import checking
+    With ``all`` (or no ``refs``), every release; inside the pre-push hook's validation stage, the
+    releases being pushed."""
+    from kgit import checking, guard
 
     git = Repo(repo)
     if all or not refs:
-        only = os.environ.get(VALIDATE_ONLY_ENV)
-        refs = only.split() if only is not None else None
-    targets = checking.targets_for(git, refs)
-    return checking.check(git, targets, use_record=not recheck, progress=progress)
+        refs = guard.stage_targets()
+    return checking.check(git, checking.targets_for(git, refs), use_record=not recheck, progress=progress)
+
+
+def verify(refs: list[str] | None = None, *, repo: PathLike = ".") -> list[FolderResult]:
+    """Check the signatures of releases (all when ``refs`` is None) against the trusted keys."""
+    from kgit import checking
+
+    git = Repo(repo)
+    return checking.verify_signatures(git, checking.targets_for(git, refs))
+
+
+def check(since: str | None = None, *, data: bool = True, repo: PathLike = ".") -> list[str]:
+    """What kgit's server hook would refuse, found in a clone (for CI on hosted forges): one line
+    per problem, empty when all is well."""
+    from kgit import server
+
+    return server.check_clone(Repo(repo), since, check_data=data)
+
+
+# -- signing keys ------------------------------------------------------------------------------
+def keys_init(*, private_key: PathLike | None = None, name: str | None = None, require: bool = False,
+              repo: PathLike = ".") -> dict[str, Any]:
+    """Create (or register) this user's signing key; commit its public key and the policy."""
+    from pathlib import Path
+
+    from kgit import signing, txn
+
+    git = Repo(repo)
+    with txn.writing(git):
+        return signing.init_keys(git, private_key=Path(private_key) if private_key else None, name=name,
+                                 require=require)
+
+
+def keys_trust(public_key: PathLike, *, name: str | None = None, repo: PathLike = ".") -> dict[str, Any]:
+    """Add a teammate's public key, endorsed with this user's key when it is trusted."""
+    from pathlib import Path
+
+    from kgit import signing, txn
+
+    git = Repo(repo)
+    with txn.writing(git):
+        return signing.trust(git, Path(public_key), name)
+
+
+def keys_accept(fingerprint: str | None = None, *, policy: str | None = None, repo: PathLike = ".") -> dict[str, Any]:
+    """Trust a key of the repository, or a signing policy, in this clone only."""
+    from kgit import signing
+
+    return signing.accept(Repo(repo), fingerprint, policy)
+
+
+def keys_policy(value: str | None = None, *, repo: PathLike = ".") -> dict[str, Any]:
+    """The signing policy in force (``value`` None), or set it to ``value``."""
+    from kgit import signing, trust, txn
+
+    git = Repo(repo)
+    if value is None:
+        t = trust.effective(git)
+        return {"policy": t.policy, "note": t.note}
+    with txn.writing(git):
+        return signing.set_policy(git, value)
+
+
+def keys_list(*, repo: PathLike = ".") -> dict[str, Any]:
+    """The repository's public keys with their trust in this clone, the policy, and this user's key."""
+    from kgit import signing
+
+    return signing.overview(Repo(repo))

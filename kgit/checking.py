@@ -23,6 +23,7 @@ from typing import Any
 from kgit import registry, txn
 from kgit.dvc_ops import read_dvc_file
 from kgit.errors import KgitError
+from kgit.fsutil import write_json
 from kgit.git_ops import Repo
 from kgit.metadata import METADATA_FILE, Metadata
 from kgit.validation import FolderResult, check_files
@@ -91,9 +92,7 @@ class Record:
                                          "trust": self.trust}
 
     def save(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, sort_keys=True))
-        os.replace(tmp, self.path)
+        write_json(self.path, self.data)
 
 
 # -- the checks -------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from kgit.errors import KgitError, one_line
+from kgit.fsutil import write_atomic
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
@@ -163,9 +164,7 @@ def write_meta(dvc_file: Path, meta: dict[str, Any], desc: str | None = None) ->
     ordered["outs"] = data["outs"]
     ordered["meta"] = {"kgit": meta}
     text = yaml.safe_dump(ordered, sort_keys=False, default_flow_style=False, width=120)
-    tmp = dvc_file.with_name(dvc_file.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, dvc_file)
+    write_atomic(dvc_file, text)
 
 
 def dataset_hash(root: Path, path: str) -> str:

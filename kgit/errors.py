@@ -43,8 +43,12 @@ class UnsafeModelError(ModelSourceError):
     pass
 
 
-class SignatureError(KgitError):
-    """Reference inputs or outputs do not fit the model's signature."""
+class ModelSignatureError(KgitError):
+    """The model's inputs or outputs cannot be described, or reference data does not fit them."""
+
+
+class SigningError(KgitError):
+    """A release could not be signed, or its signature does not verify against the trusted keys."""
 
 
 class ValidationError(KgitError):

@@ -1,4 +1,4 @@
-"""``kgit get``: bring one released version's data into the work tree, and nothing else.
+"""``kgit get`` and ``kgit.load``: bring one released version's data into the work tree, and nothing else.
 
 Each format of a version is its own DVC output, so fetching ``NAME@VERSION`` pulls exactly that
 version's ``.dvc`` files from the DVC remote. What arrives is checked against the release (metadata
@@ -100,3 +100,24 @@ def _remove(repo: Repo, folders: list[Path]) -> str:
     if failed:
         said += ("; " if said else "") + f"could not remove {', '.join(failed)}: delete it by hand"
     return said
+
+
+def load_model(repo: Repo, name: str, version: str, fmt: str | None = None, *,
+               custom_objects: dict[str, Any] | None = None) -> Any:
+    """Resolve ``name@version``, fetch that format's data if it is not here, verify it against the
+    release, import the code the release names, and load the Keras model."""
+    from kgit import formats, usercode
+    from kgit.checking import verified_metadata
+
+    rel = registry.resolve(repo, name, version)
+    fmt = fmt or next(iter(rel.formats))
+    if fmt not in rel.formats:
+        raise ReleaseNotFoundError(f"{name}@{rel.version} has no {fmt} format (it has {', '.join(rel.formats)})")
+    folder = repo.root / rel.formats[fmt]["path"]
+    if not (folder / METADATA_FILE).exists():  # not here yet: fetch that version only
+        get(name, rel.version, formats=[fmt], repo=repo)
+    meta = verified_metadata(repo, rel, fmt)
+    custom = usercode.load_custom_objects(meta.custom_objects)
+    custom.update(custom_objects or {})
+    return formats.load_keras_model(folder, fmt, custom_objects=custom, modules=meta.custom_modules,
+                                    builder=meta.builder, unsafe=meta.unsafe, sig=meta.signature)

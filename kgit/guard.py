@@ -25,6 +25,7 @@ from typing import Any
 
 from kgit import project, registry, txn
 from kgit.errors import KgitError, one_line
+from kgit.fsutil import write_json
 from kgit.git_ops import Repo
 from kgit.metadata import ARTIFACTS_DIR
 from kgit.validation import FolderResult
@@ -174,10 +175,7 @@ def _published(repo: Repo) -> dict[str, list[str]]:
 def _mark_published(repo: Repo, url: str, md5s: list[str]) -> None:
     data = _published(repo)
     data[url] = sorted(set(data.get(url, [])) | set(md5s))
-    path = _published_path(repo)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, sort_keys=True))
-    os.replace(tmp, path)
+    write_json(_published_path(repo), data)
 
 
 def remote_url(repo: Repo) -> tuple[str | None, str | None]:
@@ -306,6 +304,32 @@ def _refuse_validation(results: list[FolderResult]) -> int:
     return 1
 
 
+# How the hook tells the kgit-validate stage (`kgit validate --all`, run by `dvc repro`) which
+# releases this push carries, so the stage checks those and not every release.
+STAGE_ONLY_ENV = "KGIT_VALIDATE_ONLY"
+
+
+def stage_targets() -> list[str] | None:
+    """The releases (NAME@VERSION) the running kgit-validate stage is narrowed to by the pre-push
+    hook, or None outside the hook (then the stage checks every release)."""
+    only = os.environ.get(STAGE_ONLY_ENV)
+    return only.split() if only is not None else None
+
+
+def run_hook(name: str, args: list[str], stdin_text: str) -> int:
+    """Run one of kgit's git hooks as the shims in .git/hooks call it; returns the exit code."""
+    if name == "pre-push":
+        updates = parse_updates(stdin_text) or updates_from_pre_commit_framework()
+        return pre_push((args or ["origin"])[0], updates)
+    if name == "pre-commit":
+        return pre_commit()
+    if name == "pre-receive":
+        from kgit import server
+
+        return server.pre_receive(stdin_text)
+    raise KgitError(f"unknown hook {name!r}: kgit provides pre-push, pre-commit and pre-receive")
+
+
 def _run_stage(repo: Repo, labels: list[str]) -> int:
     """Validate ``labels`` by reproducing the kgit-validate stage of dvc.yaml."""
     data = project.read_dvc_yaml(repo.root) or {}
@@ -323,7 +347,7 @@ def _run_stage(repo: Repo, labels: list[str]) -> int:
         return 1
     _say(f"validating {', '.join(labels)} (dvc repro {project.STAGE_NAME})")
     env = dict(os.environ)
-    env["KGIT_VALIDATE_ONLY"] = " ".join(labels)
+    env[STAGE_ONLY_ENV] = " ".join(labels)
     # the stage's `kgit` must be this kgit, even when the hook was started by absolute path
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     proc = subprocess.run([sys.executable, "-m", "dvc", "repro", "--single-item", project.STAGE_NAME],

@@ -11,12 +11,12 @@ A hook file that is not kgit's (the team's own, or DVC's from ``dvc install``) i
 from __future__ import annotations
 
 import os
-import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from kgit.errors import KgitError
+from kgit.fsutil import write_atomic
 from kgit.git_ops import Repo
 
 HOOKS = ("pre-commit", "pre-push")
@@ -80,13 +80,6 @@ def _is_ours(path: Path) -> bool:
         return False
 
 
-def _write_executable(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".kgit-tmp")
-    tmp.write_text(text)
-    tmp.chmod(tmp.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    os.replace(tmp, path)
-
-
 @dataclass
 class HookChange:
     hook: str
@@ -107,7 +100,7 @@ def install(repo: Repo, names: tuple[str, ...] = HOOKS) -> list[str]:
         text = shim(hook, sys.executable)
         if path.exists() and _is_ours(path):
             if path.read_text() != text:
-                _write_executable(path, text)
+                write_atomic(path, text, executable=True)
                 changes.append(f"updated kgit's {hook} hook")
             continue
         if path.exists() or path.is_symlink():
@@ -117,10 +110,10 @@ def install(repo: Repo, names: tuple[str, ...] = HOOKS) -> list[str]:
                     "merge them by hand, then run `kgit hooks install` again"
                 )
             os.replace(path, chained)
-            _write_executable(path, text)
+            write_atomic(path, text, executable=True)
             changes.append(f"installed kgit's {hook} hook (the existing one still runs after it, as {chained.name})")
         else:
-            _write_executable(path, text)
+            write_atomic(path, text, executable=True)
             changes.append(f"installed kgit's {hook} hook")
     return changes
 

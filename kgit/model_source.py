@@ -18,8 +18,8 @@ import numpy as np
 
 from kgit.errors import (
     CustomObjectError,
+    ModelSignatureError,
     ModelSourceError,
-    SignatureError,
     UnsafeModelError,
     one_line,
 )
@@ -81,7 +81,9 @@ def _model_config(model: Any) -> Any:
     if is_compiled(model):
         try:
             config = {"model": config, "compile": model.get_compile_config()}
-        except Exception:  # a model compiled with objects Keras cannot serialise: checked on reload
+        except (TypeError, ValueError, NotImplementedError):
+            # a loss or metric Keras cannot serialise: nothing to scan here; the fresh-process reload
+            # in validation refuses the release if the compiled model does not come back
             pass
     return config
 
@@ -318,9 +320,9 @@ def built_signature(model: Any, model_name: str, vocabulary: list[str] | None = 
         key, shapes = next(iter(config["shapes_dict"].items()))
         arg = key.removesuffix("_shape") or "input"
     elif config.get("shapes_dict"):
-        raise SignatureError(f"the model takes several call arguments ({', '.join(config['shapes_dict'])}) and declares no inputs: {fix}")
+        raise ModelSignatureError(f"the model takes several call arguments ({', '.join(config['shapes_dict'])}) and declares no inputs: {fix}")
     else:
-        raise SignatureError(f"the model has no declared inputs and has not been built (a subclassed model never called): "
+        raise ModelSignatureError(f"the model has no declared inputs and has not been built (a subclassed model never called): "
                              f"build it (call it once on data, or model.build(shape)), or {fix}")
 
     def spec(name: str, shape: Any) -> TensorSpec:
@@ -334,12 +336,12 @@ def built_signature(model: Any, model_name: str, vocabulary: list[str] | None = 
     elif isinstance(shapes, (list, tuple)) and shapes and all(_is_shape(v) for v in shapes):
         sig = Signature([spec(f"{arg}_{i}", v) for i, v in enumerate(shapes)], [], "list", "single")
     else:
-        raise SignatureError(f"the model has no declared inputs and kgit cannot read the shapes it was built with: {fix}")
+        raise ModelSignatureError(f"the model has no declared inputs and kgit cannot read the shapes it was built with: {fix}")
     try:
         return _with_outputs(model, sig, generate_inputs(sig, model_name, vocabulary))
     except Exception as exc:
         shown = ", ".join(f"{s.name} {s.shape}" for s in sig.inputs)
-        raise SignatureError(
+        raise ModelSignatureError(
             f"the model was built with inputs {shown} but fails on float32 inputs of those shapes "
             f"({type(exc).__name__}: {one_line(exc, 150)}): {fix}"
         ) from None

@@ -17,6 +17,7 @@ from typing import Any
 
 from kgit import dvc_ops
 from kgit.errors import KgitError, NotInitialisedError, one_line
+from kgit.fsutil import write_atomic
 from kgit.git_ops import Repo
 
 DVC_YAML = "dvc.yaml"
@@ -45,9 +46,11 @@ def read_dvc_yaml(root: Path) -> Any:
     path = root / DVC_YAML
     if not path.exists():
         return None
+    from ruamel.yaml import YAMLError
+
     try:
         return _yaml().load(path.read_text())
-    except Exception as exc:
+    except YAMLError as exc:
         raise KgitError(f"{DVC_YAML} is not valid YAML ({one_line(exc, 200)}): fix or restore it") from None
 
 
@@ -55,12 +58,6 @@ def dump_dvc_yaml(data: Any) -> str:
     buf = io.StringIO()
     _yaml().dump(data, buf)
     return buf.getvalue()
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.kgit-tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def with_validate_stage(data: Any) -> Any:
@@ -84,9 +81,11 @@ def lock_with_validate_stage(root: Path) -> str | None:
 
     path = root / DVC_LOCK
     text = path.read_text() if path.exists() else None
+    from ruamel.yaml import YAMLError
+
     try:
         data = _yaml().load(text) if text else None
-    except Exception as exc:
+    except YAMLError as exc:
         raise KgitError(f"{DVC_LOCK} is not valid YAML ({one_line(exc, 200)}): fix or delete it") from None
     data = data if data is not None else CommentedMap({"schema": "2.0"})
     stages = data.get("stages")

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from kgit.errors import SignatureError
+from kgit.errors import ModelSignatureError
 from kgit.metadata import Signature, TensorSpec
 
 BATCH = 3  # reference batch size used where a dimension is unknown in the signature's first axis
@@ -61,7 +61,7 @@ def generate_inputs(sig: Signature, model_name: str, vocabulary: list[str] | Non
         elif dtype is not None and dtype.kind == "b":
             arr = rng.integers(0, 2, size=shape).astype(bool)
         else:
-            raise SignatureError(
+            raise ModelSignatureError(
                 f"cannot generate reference inputs for input {spec.name!r} of dtype {spec.dtype}: "
                 "pass --reference-input FILE.npz"
             )
@@ -88,7 +88,7 @@ def check_inputs(arrays: Mapping[str, np.ndarray], sig: Signature) -> dict[str, 
     missing = [n for n in names if n not in arrays]
     extra = [k for k in keys if k not in names]
     if missing or extra:
-        raise SignatureError(
+        raise ModelSignatureError(
             f"reference inputs do not match the model's inputs {names}: "
             + (f"missing {missing}" if missing else "")
             + ("; " if missing and extra else "")
@@ -100,12 +100,12 @@ def check_inputs(arrays: Mapping[str, np.ndarray], sig: Signature) -> dict[str, 
         if len(arr.shape) != len(spec.shape) or any(
             d is not None and d != a for d, a in zip(spec.shape, arr.shape)
         ):
-            raise SignatureError(
+            raise ModelSignatureError(
                 f"reference input {spec.name!r} has shape {list(arr.shape)}, the model expects {spec.shape}"
             )
         want, got = spec.dtype, dtype_name(arr.dtype)
         if (want == "string") != (got == "string"):
-            raise SignatureError(f"reference input {spec.name!r} has dtype {got}, the model expects {want}")
+            raise ModelSignatureError(f"reference input {spec.name!r} has dtype {got}, the model expects {want}")
         if want != "string" and got != want:
             arr = arr.astype(want)
         out[spec.name] = arr
@@ -115,7 +115,7 @@ def check_inputs(arrays: Mapping[str, np.ndarray], sig: Signature) -> dict[str, 
 def check_finite(outputs: Mapping[str, np.ndarray]) -> None:
     for name, arr in outputs.items():
         if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
-            raise SignatureError(
+            raise ModelSignatureError(
                 f"reference output {name!r} contains NaN or inf: the model is not usable as released "
                 "(check the training run or the reference inputs)"
             )
@@ -133,7 +133,7 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
     except (OSError, ValueError) as exc:
-        raise SignatureError(f"cannot read {path} as a .npz file of arrays ({exc})") from None
+        raise ModelSignatureError(f"cannot read {path} as a .npz file of arrays ({exc})") from None
 
 
 def max_abs_diff(expected: np.ndarray, actual: np.ndarray) -> float:

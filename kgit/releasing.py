@@ -22,11 +22,12 @@ from kgit import dvc_ops, project, registry, txn
 from kgit.errors import (
     DirtyRepoError,
     KgitError,
-    SignatureError,
+    ModelSignatureError,
     ValidationError,
     VersionExistsError,
     one_line,
 )
+from kgit.fsutil import write_atomic
 from kgit.git_ops import Repo
 from kgit.metadata import (
     ARTIFACTS_DIR,
@@ -122,8 +123,7 @@ def release(
     say("loading the model")
     prepared = _prepare_model(model, req)
 
-    with txn.repo_lock(git, on_wait=lambda: say("waiting for another kgit command in this repository")):
-        txn.recover(git, log=say)
+    with txn.writing(git, log=say):
         if not req.allow_dirty:
             _check_clean(git)  # again, under the lock: another release may have committed meanwhile
         ver = _choose_version(git, req)
@@ -258,10 +258,10 @@ def _prepare_model(source: Any, req: _Request) -> _Prepared:
     try:
         outputs = formats.run_model(model, inputs, sig)
     except Exception as exc:
-        raise SignatureError(f"the model failed on the reference inputs: {type(exc).__name__}: {one_line(exc)}") from None
+        raise ModelSignatureError(f"the model failed on the reference inputs: {type(exc).__name__}: {one_line(exc)}") from None
     missing = [s.name for s in sig.outputs if s.name not in outputs]
     if missing:
-        raise SignatureError(f"the model did not return outputs {missing}")
+        raise ModelSignatureError(f"the model did not return outputs {missing}")
     check_finite(outputs)
     training = model_source.training_config(model)
     # A compiled model's optimizer state is released with it (validation checks it comes back) unless
@@ -377,7 +377,6 @@ def _validate(staging: Path, req: _Request) -> list[Any]:
 # -- 6. publish: place, track, commit, tag (journaled) ------------------------------------------
 def _publish(git: Repo, req: _Request, label: str, tag: str, staging: Path, metas: dict[str, Metadata],
              validation: list[Any], say: Progress) -> ReleaseRecord:
-    from kgit.validation import result_dict
 
     root = git.root
     model_dir = Path(ARTIFACTS_DIR) / req.name
@@ -418,7 +417,7 @@ def _publish(git: Repo, req: _Request, label: str, tag: str, staging: Path, meta
         journal.note_written(root, dvc_files)  # now with kgit's metadata
         journal.expect(project.DVC_YAML, dvc_yaml.encode("utf-8"))
         journal.save(git)
-        project.write_atomic(root / project.DVC_YAML, dvc_yaml)
+        write_atomic(root / project.DVC_YAML, dvc_yaml)
         journal.note_written(root, [project.DVC_YAML])
         meta0 = metas[first]
         journal.tag_message = registry.tag_message(req.name, label, {
@@ -446,4 +445,4 @@ def _publish(git: Repo, req: _Request, label: str, tag: str, staging: Path, meta
         txn.recover(git, log=say, own=True)
         raise
     return ReleaseRecord(req.name, label, tag, commit, hashes, metas[first].to_dict(),
-                         [result_dict(r) for r in validation])
+                         [r.to_dict() for r in validation])

@@ -10,10 +10,10 @@ else, every command refuses that version and says what it was and what it is now
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from kgit.fsutil import write_json
 from kgit.git_ops import Repo, TagInfo
 
 SEEN_FILE = "seen.json"
@@ -61,16 +61,11 @@ class SeenRecord:
         """Write the record if it grew; a read-only git directory just means nothing is remembered."""
         if not self.changed:
             return
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps({"tags": self.tags}, sort_keys=True), encoding="utf-8")
-            os.replace(tmp, self.path)
+            write_json(self.path, {"tags": self.tags})
         except OSError:
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
+            pass
         self.changed = False
 
 

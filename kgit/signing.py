@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kgit import trust as trust_rules
-from kgit.errors import KgitError, one_line
+from kgit.errors import KgitError, SigningError, one_line
 from kgit.git_ops import Repo
 from kgit.metadata import SIGNATURE_FILE
 from kgit.trust import (
@@ -35,14 +35,10 @@ from kgit.trust import (
     fingerprint_of,
 )
 
-__all__ = ["KEYS_DIR", "POLICY_FILE", "POLICIES", "TrustedKey", "fingerprint_of", "SignatureError", "sign", "verify",
+__all__ = ["KEYS_DIR", "POLICY_FILE", "POLICIES", "TrustedKey", "fingerprint_of", "SigningError", "sign", "verify",
            "signing_key", "init_keys", "trust", "set_policy", "policy", "tree_keys", "private_key_path"]
 
 GIT_CONFIG_KEY = "kgit.signingKey"
-
-
-class SignatureError(KgitError):
-    pass
 
 
 # -- keys -----------------------------------------------------------------------------------------
@@ -144,7 +140,7 @@ def sign(folder: Path, private_key: Path) -> None:
         (model_signing.signing.Config().set_hashing_config(_hashing_config())
          .use_elliptic_key_signer(private_key=private_key).sign(folder, folder / SIGNATURE_FILE))
     except (ValueError, OSError) as exc:
-        raise SignatureError(f"signing {folder.name} with {private_key} failed: {one_line(exc, 200)}") from None
+        raise SigningError(f"signing {folder.name} with {private_key} failed: {one_line(exc, 200)}") from None
 
 
 _HINT_RE = re.compile(rb'"hint"\s*:\s*"([0-9a-f]{64})"')
@@ -159,15 +155,15 @@ def verify(folder: Path, trusted: list[TrustedKey], label: str,
 
     sig = folder / SIGNATURE_FILE
     if not sig.is_file():
-        raise SignatureError(f"{label} is not signed (no {SIGNATURE_FILE})")
+        raise SigningError(f"{label} is not signed (no {SIGNATURE_FILE})")
     m = _HINT_RE.search(sig.read_bytes())
     if not m:
-        raise SignatureError(f"{label}: {SIGNATURE_FILE} is corrupt (no signer key in it)")
+        raise SigningError(f"{label}: {SIGNATURE_FILE} is corrupt (no signer key in it)")
     fp = m.group(1).decode()
     key = next((k for k in trusted if k.fingerprint == fp), None)
     if key is None:
         reason = untrusted(fp) if untrusted is not None else None
-        raise SignatureError(reason or f"{label} is signed by key {fp[:16]}, which is not trusted here ({KEYS_DIR}/)")
+        raise SigningError(reason or f"{label} is signed by key {fp[:16]}, which is not trusted here ({KEYS_DIR}/)")
     try:
         (model_signing.verifying.Config().use_elliptic_key_verifier(public_key=key.path)
          .set_hashing_config(_hashing_config()).verify(folder, sig))
@@ -175,10 +171,10 @@ def verify(folder: Path, trusted: list[TrustedKey], label: str,
         text = " ".join(str(exc).split())
         files = _MISMATCH_RE.findall(text)
         if "mismatch" in text.lower() and files:
-            raise SignatureError(f"{label}: signature does not match file(s) {', '.join(sorted(set(files))[:3])}") from None
-        raise SignatureError(f"{label}: signature does not verify ({one_line(text, 160)})") from None
+            raise SigningError(f"{label}: signature does not match file(s) {', '.join(sorted(set(files))[:3])}") from None
+        raise SigningError(f"{label}: signature does not verify ({one_line(text, 160)})") from None
     except Exception as exc:  # a corrupt bundle fails deep inside the parser
-        raise SignatureError(f"{label}: {SIGNATURE_FILE} is corrupt ({type(exc).__name__})") from None
+        raise SigningError(f"{label}: {SIGNATURE_FILE} is corrupt ({type(exc).__name__})") from None
     return fp
 
 
@@ -346,3 +342,37 @@ def _commit(repo: Repo, message: str) -> str | None:
     if not staged:
         return None
     return repo.commit_paths(message + "\n", staged.split("\n"))
+
+
+def accept(repo: Repo, fingerprint: str | None = None, policy_value: str | None = None) -> dict[str, Any]:
+    """Trust a key of the repository and/or a signing policy in this clone only (.git/kgit/trust.json)."""
+    if fingerprint is None and policy_value is None:
+        raise KgitError("give a key FINGERPRINT to accept, or --policy off|optional|required (see `kgit keys list`)")
+    if policy_value is not None and policy_value not in POLICIES:
+        raise KgitError(f"unknown signing policy {policy_value!r}: use one of {', '.join(POLICIES)}")
+    result: dict[str, Any] = {}
+    if fingerprint is not None:
+        key, changed = trust_rules.accept_key(repo, fingerprint)
+        now = trust_rules.effective(repo).key(str(key.fingerprint))
+        result.update({"fingerprint": key.fingerprint, "file": key.path, "accepted": changed,
+                       "status": now.status if now else key.status})
+    if policy_value is not None:
+        result["policy_accepted"] = trust_rules.accept_policy(repo, policy_value)
+    result["policy"] = trust_rules.effective(repo).policy
+    return result
+
+
+def overview(repo: Repo) -> dict[str, Any]:
+    """The repository's public keys with their trust in this clone, the policy, and this user's key."""
+    t = trust_rules.effective(repo)
+    keys = []
+    for k in t.keys:
+        entry = k.to_dict()
+        entry["added_by"] = t.added_by(k.path) if k.status in ("untrusted", "invalid") else None
+        keys.append(entry)
+    mine = private_key_path(repo)
+    return {"policy": t.policy, "policy_file": POLICY_FILE, "tree_policy": t.tree_policy, "pinned_policy": t.pinned_policy,
+            "policy_endorsed_by": t.policy_endorsed_by, "policy_note": t.note, "root": t.root, "keys": keys,
+            "trusted": [{"file": k["file"], "fingerprint": k["fingerprint"]} for k in keys
+                        if k["status"] in trust_rules.TRUSTED],
+            "signing_key": str(mine) if mine else None}

@@ -67,8 +67,7 @@ def promote(repo: Repo, name: str, version: str, stage: str, *, note: str | None
     from kgit import checking
 
     _check_stage(repo, stage)
-    with txn.repo_lock(repo):
-        txn.recover(repo)
+    with txn.writing(repo):
         reg = registry.read(repo, name)
         rel = registry.resolve(repo, name, version)
         if rel.deprecated:
@@ -89,8 +88,7 @@ def promote(repo: Repo, name: str, version: str, stage: str, *, note: str | None
 def demote(repo: Repo, name: str, stage: str, *, note: str | None = None) -> StageChange:
     """Take ``stage`` away from the version that holds it."""
     check_stage(stage)
-    with txn.repo_lock(repo):
-        txn.recover(repo)
+    with txn.writing(repo):
         reg = registry.read(repo, name)
         holder = next((r for r in reg.releases if stage in r.stages), None)
         if holder is None:
@@ -102,8 +100,7 @@ def demote(repo: Repo, name: str, stage: str, *, note: str | None = None) -> Sta
 
 def deprecate(repo: Repo, name: str, version: str, *, note: str | None = None) -> StageChange:
     """Mark ``name@version`` deprecated: its data stays; it can no longer be promoted or be ``latest``."""
-    with txn.repo_lock(repo):
-        txn.recover(repo)
+    with txn.writing(repo):
         reg = registry.read(repo, name)
         if version == "latest" or version.startswith("#"):
             raise KgitError("name the version to deprecate explicitly (NAME@vN), not latest or a stage")

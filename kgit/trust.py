@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kgit.errors import KgitError
+from kgit.fsutil import write_json
 
 if TYPE_CHECKING:
     from kgit.git_ops import Repo
@@ -447,12 +447,10 @@ def _load_state(path: Path) -> dict[str, Any]:
 
 
 def _save_state(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
+        write_json(path, state, indent=2)
     except OSError:  # a read-only clone still computes its trust; it just cannot remember it
-        tmp.unlink(missing_ok=True)
+        pass
 
 
 def _strings(value: Any) -> list[str]:

@@ -21,11 +21,12 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
 from kgit.errors import BusyError, KgitError, one_line
+from kgit.fsutil import write_atomic, write_json
 from kgit.git_ops import Repo
 from kgit.metadata import sha256_file
 
@@ -84,6 +85,16 @@ def repo_lock(repo: Repo, timeout: float | None = None, on_wait: object = None) 
         os.close(fd)  # closing releases the lock
 
 
+@contextlib.contextmanager
+def writing(repo: Repo, log: Callable[[str], None] | None = None) -> Iterator[None]:
+    """How every command that commits or tags starts: hold the repository's write lock, then finish or
+    undo a release that was interrupted before (``log`` hears about waiting and recovering)."""
+    on_wait = (lambda: log("waiting for another kgit command in this repository")) if log else None
+    with repo_lock(repo, on_wait=on_wait):
+        recover(repo, log=log)
+        yield
+
+
 @dataclass
 class Journal:
     tag: str
@@ -102,13 +113,7 @@ class Journal:
         return state_dir(repo) / "journal.json"
 
     def save(self, repo: Repo) -> None:
-        p = self.path(repo)
-        tmp = p.with_suffix(".tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(asdict(self), fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
+        write_json(self.path(repo), asdict(self), durable=True)
 
     def expect(self, rel: str, content: bytes) -> None:
         """Record ``content`` as what the release is about to write to ``rel``."""
@@ -206,12 +211,6 @@ def _backup_bytes(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.kgit-tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def rollback(repo: Repo, journal: Journal, *, own: bool = False) -> list[str]:
     """Remove the files the release created and put back the files it changed, where each still holds
     what the release wrote (journal hashes): a file edited since is left as it is. Returns what was left.
@@ -254,12 +253,12 @@ def rollback(repo: Repo, journal: Journal, *, own: bool = False) -> list[str]:
                     left.append(rel)
             elif current is None:
                 if own:
-                    _write_atomic(p, _backup_bytes(before))
+                    write_atomic(p, _backup_bytes(before))
                 else:
                     left.append(rel)  # deleted since: not by the release, which never deletes these
             elif current != _backup_bytes(before):
                 if ours(rel, current):
-                    _write_atomic(p, _backup_bytes(before))
+                    write_atomic(p, _backup_bytes(before))
                 else:
                     left.append(rel)
         except OSError as exc:

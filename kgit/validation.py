@@ -51,6 +51,12 @@ class FolderResult:
         bad = [o for o in self.outputs if not o.ok]
         return "; ".join(f"output {o.name!r} differs by {o.max_abs_diff:.3g} (atol {self.atol:g})" for o in bad)
 
+    def to_dict(self) -> dict[str, object]:
+        d = asdict(self)
+        d["version"] = d.pop("folder")
+        d["max_abs_diff"] = self.max_abs_diff
+        return d
+
 
 def check_files(folder: Path, meta: Metadata) -> str | None:
     """None if every file matches its recorded sha256, else what differs."""
@@ -101,10 +107,3 @@ def roundtrip(folders: list[Path], *, timeout: float | None = None) -> list[Fold
         outputs = [OutputCheck(**o) for o in item.pop("outputs")]
         results.append(FolderResult(outputs=outputs, **item))
     return results
-
-
-def result_dict(r: FolderResult) -> dict[str, object]:
-    d = asdict(r)
-    d["version"] = d.pop("folder")
-    d["max_abs_diff"] = r.max_abs_diff
-    return d

@@ -200,3 +200,24 @@ def parse_ref(ref: str) -> tuple[str, str]:
     if version != "latest":
         Version.parse(version)
     return name, version
+
+
+def release_ref(ref: str, version: str | None = None, stage: str | None = None) -> tuple[str, str]:
+    """(name, selector) from any way the Python API lets a caller name a release: a reference
+    (``mnist@v2``, ``mnist@latest``, ``mnist#prod``), or a bare model name with ``version=`` or
+    ``stage=`` (neither: the latest version)."""
+    if "@" in ref or "#" in ref:
+        if version is not None or stage is not None:
+            raise InvalidVersionError(f"{ref!r} already names a version: give version= or stage= only with a bare model name")
+        return parse_ref(ref)
+    check_name(ref)
+    if version is not None and stage is not None:
+        raise InvalidVersionError("give version= or stage=, not both")
+    if stage is not None:
+        return ref, f"#{check_stage(stage)}"
+    if version is None or version == "latest":
+        return ref, "latest"
+    if version.startswith("#"):
+        return ref, f"#{check_stage(version[1:])}"
+    Version.parse(version)
+    return ref, version

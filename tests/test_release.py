@@ -87,7 +87,7 @@ def test_weights_format_rebuilds_with_the_builder(released) -> None:  # type: ig
     loaded = api.load("guide", "v1", format="weights", repo=repo)
     out, ref = _outputs(loaded, repo / "artifacts" / "guide" / "weights" / "v1")
     assert np.max(np.abs(out - ref)) <= 1e-6
-    meta = api.show("guide", "v1", fmt="weights", repo=repo)
+    meta = api.show("guide", "v1", format="weights", repo=repo).metadata
     assert meta.builder == "support.zoo:guide_model_untrained"
 
 
@@ -173,7 +173,7 @@ def test_versions_count_up_and_semver_on_request(kgit_repo: Path, plain_model) -
     assert rec.version == "v5.0.1"
     assert api.release(plain_model, "plain", repo=kgit_repo, formats="keras").version == "v6"
     assert [r.version for r in api.list_releases("plain", repo=kgit_repo)] == ["v1", "v2", "v2.1.0", "v5.0.1", "v6"]
-    assert api.show("plain", "latest", repo=kgit_repo).version == "v6"
+    assert api.show("plain", "latest", repo=kgit_repo).metadata.version == "v6"
 
 
 def test_h5_with_string_loss_and_metrics_loads_compiled(kgit_repo: Path, plain_model) -> None:  # type: ignore[no-untyped-def]

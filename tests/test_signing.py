@@ -35,7 +35,7 @@ def test_keys_init_sign_and_verify(signed_repo) -> None:  # type: ignore[no-unty
     tracked = git(repo, "ls-files", ".kgit").split()
     assert tracked == [keys["public_key"], signing.POLICY_FILE]  # the public key and policy only
     assert git(repo, "config", "kgit.signingKey") == str(private)
-    meta = api.show("m", "v1", repo=repo)
+    meta = api.show("m", "v1", repo=repo).metadata
     assert meta.signed_by == keys["fingerprint"]
     assert (repo / "artifacts/m/keras/v1" / signing.SIGNATURE_FILE).is_file()
     assert f"key {keys['fingerprint'][:16]}" in kgit_as(repo, "show", "m@v1").stdout

@@ -45,7 +45,7 @@ def test_promote_demote_deprecate_lifecycle(three_versions: Path) -> None:
 
     # deprecation: still there, no longer latest, no longer promotable
     kgit(repo, "deprecate", "st@v3", "--note", "bad data", check=True)
-    assert api.show("st", "latest", repo=repo).version == "v2"
+    assert api.show("st", "latest", repo=repo).metadata.version == "v2"
     shown = json.loads(kgit(repo, "show", "st@v3", "--json", check=True).stdout)
     assert shown["deprecated"] is True
     assert "deprecated" in kgit(repo, "list", check=True).stdout

@@ -106,7 +106,7 @@ def test_tag_whose_message_claims_another_version_is_invalid(w: World, claims: s
     assert "not valid releases" in kgit(w.repo, "list").stderr
     import kgit as api
 
-    assert api.show("m", "latest", repo=w.repo).version == "v2"  # never the shadow
+    assert api.show("m", "latest", repo=w.repo).metadata.version == "v2"  # never the shadow
     for args in (["get", "m@v0.0.3"], ["validate", "m@v0.0.3"], ["promote", "m@v0.0.3", "prod"],
                  ["diff", "m@v0.0.3", "m@v2"]):
         line = one_line_error(kgit(w.repo, *args))
@@ -126,7 +126,7 @@ def test_consistent_message_but_wrong_commit_is_invalid(w: World) -> None:
     # resolving `latest` checks git too: the forged v7 never wins
     import kgit as api
 
-    assert api.show("m", "latest", repo=w.repo).version == "v2"
+    assert api.show("m", "latest", repo=w.repo).metadata.version == "v2"
 
 
 def test_replayed_release_under_another_tag_is_refused(w: World) -> None:

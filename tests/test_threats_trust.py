@@ -95,7 +95,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, plain_model) -> World:  # ty
     mallory = json.loads(run(m, "keys", "init", "--name", "mallory", "--json", env=env_m).stdout)
     assert any("accepted in this clone only" in c for c in mallory["changes"]), mallory
     api.release(plain_model, "m", formats="keras", repo=m)  # m@v2, signed by Mallory's own key
-    assert api.show("m", "v2", repo=m).signed_by == mallory["fingerprint"]
+    assert api.show("m", "v2", repo=m).metadata.signed_by == mallory["fingerprint"]
     assert push(m, env_m).returncode == 0
 
     carol_private, carol_public, carol = new_key(base, "carol")
@@ -215,7 +215,7 @@ def test_policy_weakened_without_endorsement_keeps_the_pinned_policy(world: Worl
     assert "accepted in this clone only" in out and "kgit keys accept --policy off" in out, out
     assert 'policy: "off"' in (m / trust.POLICY_FILE).read_text()
     api.release(plain_model, "u", formats="keras", repo=m)  # unsigned, and it works (attack 10)
-    assert api.show("u", "v1", repo=m).signed_by is None
+    assert api.show("u", "v1", repo=m).metadata.signed_by is None
     assert push(m, env_m).returncode == 0
 
     # elsewhere the pinned policy still requires signatures

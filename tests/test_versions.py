@@ -5,8 +5,16 @@ from __future__ import annotations
 import pytest
 from gto.constants import tag_re as gto_tag_re
 
-from kgit.errors import InvalidNameError, InvalidVersionError
-from kgit.versions import Version, check_name, next_version, parse_ref, parse_tag, tag_name
+from kgit.errors import InvalidNameError, InvalidVersionError, KgitError
+from kgit.versions import (
+    Version,
+    check_name,
+    next_version,
+    parse_ref,
+    parse_tag,
+    release_ref,
+    tag_name,
+)
 
 
 @pytest.mark.parametrize("name", ["mnist", "a", "m1", "my-model", "my_model", "x9-y_z", "0abc"])
@@ -83,3 +91,22 @@ def test_parse_ref() -> None:
     for bad in ("mnist", "../x@v1", "mnist@2.x"):
         with pytest.raises((InvalidNameError, InvalidVersionError)):
             parse_ref(bad)
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (("mnist@v2",), ("mnist", "v2")),
+    (("mnist#prod",), ("mnist", "#prod")),
+    (("mnist",), ("mnist", "latest")),
+    (("mnist", "v3"), ("mnist", "v3")),
+    (("mnist", "#staging"), ("mnist", "#staging")),
+    (("mnist", None, "prod"), ("mnist", "#prod")),
+])
+def test_every_way_of_naming_a_release_resolves_to_one_selector(args: tuple, expected: tuple) -> None:
+    assert release_ref(*args) == expected
+
+
+@pytest.mark.parametrize("args", [("mnist@v2", "v3"), ("mnist#prod", None, "prod"), ("mnist", "v2", "prod"),
+                                  ("mnist", "2"), ("Bad Name",), ("mnist", None, "Prod")])
+def test_conflicting_or_malformed_release_names_are_refused(args: tuple) -> None:
+    with pytest.raises(KgitError):
+        release_ref(*args)

@@ -31,10 +31,8 @@ def validate(
 
 def _report(results: list[Any], json_out: bool, what: str = "checks") -> None:
     """Print check results (table or JSON); raise one KgitError naming what failed."""
-    from kgit.validation import result_dict
-
     if json_out:
-        print_json([result_dict(r) for r in results])
+        print_json([r.to_dict() for r in results])
     elif results:
         render_validation(results)
     bad = [r for r in results if not r.ok]
@@ -81,10 +79,9 @@ app.add_typer(hooks_app, name="hooks")
 @hooks_app.command("install")
 def hooks_install() -> None:
     """Install kgit's pre-commit and pre-push hooks (honours core.hooksPath; chains existing hooks)."""
-    from kgit import hooks
-    from kgit.git_ops import Repo
+    from kgit import api
 
-    changes = hooks.install(Repo("."))
+    changes = api.hooks_install()
     for c in changes or ["kgit's hooks are already installed; nothing changed"]:
         err(f"kgit: {c}")
 
@@ -92,10 +89,9 @@ def hooks_install() -> None:
 @hooks_app.command("uninstall")
 def hooks_uninstall() -> None:
     """Remove kgit's hooks and put back the hooks they chained."""
-    from kgit import hooks
-    from kgit.git_ops import Repo
+    from kgit import api
 
-    changes = hooks.uninstall(Repo("."))
+    changes = api.hooks_uninstall()
     for c in changes or ["no kgit hooks installed; nothing changed"]:
         err(f"kgit: {c}")
 
@@ -106,21 +102,10 @@ def hook(
     args: list[str] = typer.Argument(None, help="What git passes to the hook (pre-push: remote name and URL)."),
 ) -> None:
     """Run a git hook's check (called by the shims in .git/hooks; not for direct use)."""
-    from kgit import guard
+    from kgit import api
 
-    if name == "pre-push":
-        remote = (args or ["origin"])[0]
-        text = "" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read()
-        updates = guard.parse_updates(text) or guard.updates_from_pre_commit_framework()
-        code = guard.pre_push(remote, updates)
-    elif name == "pre-commit":
-        code = guard.pre_commit()
-    elif name == "pre-receive":
-        from kgit import server
-
-        code = server.pre_receive("" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read())
-    else:
-        raise KgitError(f"unknown hook {name!r}: kgit provides pre-push, pre-commit and pre-receive")
+    text = "" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read()
+    code = api.run_hook(name, args or [], text)
     if code:
         raise typer.Exit(code)
 
@@ -135,10 +120,9 @@ def check(
     json_out: bool = typer.Option(False, "--json", help="Print the problems as JSON."),
 ) -> None:
     """Check the repository as kgit's server hook would: every release tag consistent, stage tags on valid versions, data in the DVC remote. Git and DVC only (no TensorFlow); for CI jobs on hosted forges."""
-    from kgit import server
-    from kgit.git_ops import Repo
+    from kgit import api
 
-    problems = server.check_clone(Repo("."), since, check_data=not no_data)
+    problems = api.check(since, data=not no_data)
     if json_out:
         print_json({"ok": not problems, "problems": problems})
     else:
@@ -162,9 +146,9 @@ def server_install(
     dvc_remote: str = typer.Option(None, "--dvc-remote", metavar="URL", help="The DVC remote pushed releases must be in (default: the one in each release commit's .dvc/config)."),
 ) -> None:
     """Install kgit's pre-receive hook in a bare repository (chains an existing one). It refuses moved or deleted release/stage tags, inconsistent releases, releases whose data is not in the DVC remote, and more: `--no-verify` cannot skip it."""
-    from kgit import server
+    from kgit import api
 
-    for c in server.install(bare_repo, dvc_remote) or ["kgit's server hook is already installed; nothing changed"]:
+    for c in api.server_install(bare_repo, dvc_remote) or ["kgit's server hook is already installed; nothing changed"]:
         err(f"kgit: {c}")
 
 
@@ -173,7 +157,7 @@ def server_uninstall(
     bare_repo: str = typer.Argument(..., metavar="BARE_REPO", help="Path of the bare git repository."),
 ) -> None:
     """Remove kgit's pre-receive hook and put back the hook it chained."""
-    from kgit import server
+    from kgit import api
 
-    for c in server.uninstall(bare_repo) or ["no kgit server hook installed; nothing changed"]:
+    for c in api.server_uninstall(bare_repo) or ["no kgit server hook installed; nothing changed"]:
         err(f"kgit: {c}")

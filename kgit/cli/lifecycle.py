@@ -95,10 +95,9 @@ def keys_init(
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Create (or register) your signing key: private key outside the repository, public key committed."""
-    from kgit import signing
-    from kgit.git_ops import Repo
+    from kgit import api
 
-    result = signing.init_keys(Repo("."), private_key=private_key, name=name, require=require)
+    result = api.keys_init(private_key=private_key, name=name, require=require)
     if json_out:
         print_json(result)
         return
@@ -117,10 +116,9 @@ def keys_trust(
 
     Without a trusted signing key the key is accepted in this clone only: other clones trust it once a
     holder of a trusted key runs `kgit keys trust` on it, or they run `kgit keys accept FP`."""
-    from kgit import signing
-    from kgit.git_ops import Repo
+    from kgit import api
 
-    result = signing.trust(Repo("."), public_key, name)
+    result = api.keys_trust(public_key, name=name)
     if json_out:
         print_json(result)
         return
@@ -144,25 +142,9 @@ def keys_accept(
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Trust a key of the repository, or a signing policy, in this clone only (.git/kgit/trust.json, never committed)."""
-    from kgit import trust
-    from kgit.errors import KgitError
-    from kgit.git_ops import Repo
+    from kgit import api
 
-    if fingerprint is None and policy is None:
-        raise KgitError("give a key FINGERPRINT to accept, or --policy off|optional|required (see `kgit keys list`)")
-    repo = Repo(".")
-    if policy is not None and policy not in trust.POLICIES:
-        raise KgitError(f"unknown signing policy {policy!r}: use one of {', '.join(trust.POLICIES)}")
-    result: dict[str, Any] = {}
-    if fingerprint is not None:
-        key, changed = trust.accept_key(repo, fingerprint)
-        now = trust.effective(repo).key(str(key.fingerprint))
-        result.update({"fingerprint": key.fingerprint, "file": key.path, "accepted": changed,
-                       "status": now.status if now else key.status})
-    if policy is not None:
-        result["policy_accepted"] = trust.accept_policy(repo, policy)
-    t = trust.effective(repo)
-    result["policy"] = t.policy
+    result = api.keys_accept(fingerprint, policy=policy)
     if json_out:
         print_json(result)
         return
@@ -170,7 +152,7 @@ def keys_accept(
         state = "accepted in this clone" if result["accepted"] else f"already {result['status']}"
         err(f"kgit: key {str(result['fingerprint'])[:16]} ({result['file']}) {state}")
     if policy is not None:
-        err(f"kgit: signing policy {policy} accepted in this clone; in force: {t.policy}")
+        err(f"kgit: signing policy {policy} accepted in this clone; in force: {result['policy']}")
 
 
 @keys_app.command("policy")
@@ -179,17 +161,14 @@ def keys_policy(
 ) -> None:
     """Show or set the signing policy (committed in .kgit/signing.yaml; a weakening is signed with your
     trusted key, else accepted in this clone only)."""
-    from kgit import signing, trust
-    from kgit.git_ops import Repo
+    from kgit import api
 
-    repo = Repo(".")
+    result = api.keys_policy(value)
     if value is None:
-        t = trust.effective(repo)
-        typer.echo(t.policy)
-        if t.note:
-            err(f"kgit: {t.note}")
+        typer.echo(result["policy"])
+        if result["note"]:
+            err(f"kgit: {result['note']}")
         return
-    result = signing.set_policy(repo, value)
     if not result["changed"]:
         err(f"kgit: signing policy already {value}")
         return
@@ -202,29 +181,17 @@ def keys_policy(
 @keys_app.command("list")
 def keys_list(json_out: bool = typer.Option(False, "--json", help="Print the keys as JSON.")) -> None:
     """List the repository's public keys with their trust in this clone, the policy, and your signing key."""
-    from kgit import signing, trust
-    from kgit.git_ops import Repo
+    from kgit import api
 
-    repo = Repo(".")
-    t = trust.effective(repo)
-    keys = []
-    for k in t.keys:
-        entry = k.to_dict()
-        entry["added_by"] = t.added_by(k.path) if k.status in ("untrusted", "invalid") else None
-        keys.append(entry)
-    mine = signing.private_key_path(repo)
-    data = {"policy": t.policy, "tree_policy": t.tree_policy, "pinned_policy": t.pinned_policy,
-            "policy_endorsed_by": t.policy_endorsed_by, "policy_note": t.note, "root": t.root, "keys": keys,
-            "trusted": [{"file": k["file"], "fingerprint": k["fingerprint"]} for k in keys if k["status"] in trust.TRUSTED],
-            "signing_key": str(mine) if mine else None}
+    data = api.keys_list()
     if json_out:
         print_json(data)
         return
-    typer.echo(f"policy: {t.policy} (in {trust.POLICY_FILE}: {t.tree_policy}; pinned: {t.pinned_policy or '-'})")
-    if t.note:
-        typer.echo(f"  {t.note}")
+    typer.echo(f"policy: {data['policy']} (in {data['policy_file']}: {data['tree_policy']}; pinned: {data['pinned_policy'] or '-'})")
+    if data["policy_note"]:
+        typer.echo(f"  {data['policy_note']}")
     typer.echo(f"signing key: {data['signing_key'] or '-'}")
-    for e in keys:
+    for e in data["keys"]:
         why = {"endorsed": f"endorsed by {str(e['endorsed_by'])[:16]}",
                "untrusted": f"untrusted (added by commit {str(e['added_by'])[:8]})" if e["added_by"] else "untrusted (not committed)",
                "invalid": "not a PEM public key"}.get(e["status"], e["status"])

@@ -163,10 +163,9 @@ def list_(
     json_out: bool = typer.Option(False, "--json", help="Print the releases as JSON."),
 ) -> None:
     """List releases (from git tags alone: fast, works before any data is fetched)."""
-    from kgit import registry
-    from kgit.git_ops import Repo
+    from kgit import api
 
-    rels = registry.releases(Repo("."), name)
+    rels = api.list_releases(name)
     if json_out:
         print_json([r.to_dict() for r in rels])
         return
@@ -194,23 +193,18 @@ def list_(
 
 @app.command()
 def show(
-    ref: str = typer.Argument(..., metavar="NAME@VERSION", help="A release, e.g. mnist@v2, mnist@latest or mnist#prod."),
+    ref: str = typer.Argument(..., metavar="NAME@VERSION", help="A release: mnist@v2, mnist#prod, or mnist (its latest version)."),
     fmt: str = typer.Option(None, "--format", "-f", help="Which format's metadata (default: the first)."),
     json_out: bool = typer.Option(False, "--json", help="Print the metadata as JSON."),
 ) -> None:
     """Show a release's metadata (from git alone: works before any data is fetched)."""
-    from kgit import registry
-    from kgit.git_ops import Repo
-    from kgit.versions import parse_ref
+    from kgit import api
 
-    name, version = parse_ref(ref)
-    git = Repo(".")
-    rel = registry.resolve(git, name, version)
-    meta = registry.metadata(git, rel, fmt)
+    view = api.show(ref, format=fmt)
     if json_out:
-        print_json({"tag": rel.tag, "release_commit": rel.commit, "formats": rel.formats, "stages": rel.stages,
-                     "deprecated": rel.deprecated, **meta.to_dict()})
+        print_json(view.to_dict())
         return
+    rel, meta = view.release, view.metadata
     from rich.console import Console
     from rich.table import Table
 
@@ -269,7 +263,7 @@ def _training(training: dict[str, Any]) -> str:
 # -- get / diff ----------------------------------------------------------------------------------
 @app.command()
 def get(
-    ref: str = typer.Argument(..., metavar="NAME@VERSION", help="A release, e.g. mnist@v2, mnist@latest or mnist#prod."),
+    ref: str = typer.Argument(..., metavar="NAME@VERSION", help="A release: mnist@v2, mnist#prod, or mnist (its latest version)."),
     formats: list[str] = typer.Option([], "--format", "-f", help="Only this format (repeatable; default: all formats of the release)."),
     json_out: bool = typer.Option(False, "--json", help="Print what was fetched as JSON."),
 ) -> None:
@@ -324,8 +318,8 @@ def demo(
     directory: Path = typer.Argument(None, metavar="[DIR]", help="Where to create the demo repository (default: a new temp folder)."),
 ) -> None:
     """Walk through kgit on a built-in example: init, release v1 and v2, push, then use them from a fresh clone."""
-    from kgit.demo import run_demo
+    from kgit import api
 
-    run_demo(directory)
+    api.demo(directory)
 
 
