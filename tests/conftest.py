@@ -50,9 +50,10 @@ def git(cwd: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
 
 
-def kgit(cwd: Path, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
-    """Run the real `kgit` command line in a subprocess."""
-    proc = subprocess.run([sys.executable, "-m", "kgit", *args], cwd=cwd, capture_output=True, text=True,
+def kgit(cwd: Path, *args: str, check: bool = False, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real `kgit` command line in a subprocess (as the user of ``env``, see ``user_env``);
+    with ``check``, it must succeed."""
+    proc = subprocess.run([sys.executable, "-m", "kgit", *args], cwd=cwd, env=env, capture_output=True, text=True,
                           stdin=subprocess.DEVNULL)
     if check and proc.returncode != 0:
         raise AssertionError(f"kgit {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -66,13 +67,32 @@ def user_env(home: Path) -> dict[str, str]:
             "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
 
 
-def kgit_as(cwd: Path, *args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """The real `kgit` command line, as the user of ``env``; with ``check``, it must succeed."""
-    proc = subprocess.run([sys.executable, "-m", "kgit", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"kgit {' '.join(args)}: {proc.stderr}")
-    return proc
+def assert_refused(repo: Path, *args: str, expect: str, cwd: Path | None = None, alone: bool = False) -> str:
+    """`kgit ARGS` (run in ``cwd``, default ``repo``) is refused as every refusal must be: exit 1, no
+    traceback, exactly one `kgit: error:` line, last, containing ``expect`` (case-insensitive), and
+    ``repo`` exactly as before. ``alone``: that line is all of stderr. Returns the error line."""
+    before = snapshot(repo)
+    proc = kgit(cwd or repo, *args)
+    assert proc.returncode == 1, f"exit {proc.returncode}: {proc.stdout}{proc.stderr}"
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("kgit: error:")]
+    assert len(errors) == 1 and errors[0] == lines[-1], proc.stderr
+    if alone:
+        assert len(lines) == 1, proc.stderr
+    assert expect.lower() in errors[0].lower(), errors[0]
+    assert snapshot(repo) == before
+    return errors[0]
+
+
+def bare_origin(base: Path, repo: Path | None = None) -> Path:
+    """``base/origin.git``: an empty bare repository on branch main, what teams push to; added as
+    ``repo``'s `origin` when ``repo`` is given."""
+    origin = base / "origin.git"
+    git(base, "init", "-q", "--bare", "--initial-branch=main", str(origin))
+    if repo is not None:
+        git(repo, "remote", "add", "origin", str(origin))
+    return origin
 
 
 def new_repo(base: Path, filename: str, content: str) -> Path:

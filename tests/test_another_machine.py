@@ -13,10 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import git
+from conftest import bare_origin, git
 from sshd import start
 
 import kgit as api
+
+pytestmark = pytest.mark.slow  # TensorFlow models and real pushes: the full suite, not the fast tier
 
 FORMATS = ["savedmodel", "keras", "h5", "weights"]
 
@@ -72,8 +74,7 @@ def ssh_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-unt
 
 @pytest.mark.parametrize("remote_kind", ["local", "ssh"])
 def test_release_on_a_fetch_on_b(tmp_path: Path, guide_model, remote_kind: str, request) -> None:  # type: ignore[no-untyped-def]
-    origin = tmp_path / "origin.git"
-    git(tmp_path, "init", "-q", "--bare", "--initial-branch=main", str(origin))
+    origin = bare_origin(tmp_path)
     a, b = Machine(tmp_path, "a"), Machine(tmp_path, "b")
     store = tmp_path / "dvc-store"
     if remote_kind == "ssh":
@@ -141,8 +142,7 @@ def test_release_on_a_fetch_on_b(tmp_path: Path, guide_model, remote_kind: str, 
 
 
 def test_dvc_artifacts_get_fetches_a_release_without_cloning(tmp_path: Path, plain_model) -> None:  # type: ignore[no-untyped-def]
-    origin = tmp_path / "origin.git"
-    git(tmp_path, "init", "-q", "--bare", "--initial-branch=main", str(origin))
+    origin = bare_origin(tmp_path)
     repo = tmp_path / "a"
     git(tmp_path, "clone", "-q", str(origin), str(repo))
     git(repo, "commit", "-q", "--allow-empty", "-m", "start")
@@ -162,26 +162,3 @@ def test_dvc_artifacts_get_fetches_a_release_without_cloning(tmp_path: Path, pla
     proc = subprocess.run([sys.executable, "-m", "dvc", "artifacts", "get", str(origin), "art", "-o", str(latest)],
                           cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 0 and json.loads((latest / "metadata.json").read_text())["version"] == "v2"
-
-
-def test_diff_between_releases(kgit_repo: Path, plain_model, guide_model) -> None:  # type: ignore[no-untyped-def]
-    api.release(plain_model, "d", formats="keras", repo=kgit_repo, hyperparams={"lr": 0.1, "epochs": 3}, dataset_id="set-1")
-    api.release(guide_model, "d", formats=["keras", "h5"], repo=kgit_repo, hyperparams={"lr": 0.2, "batch": 8}, dataset_id="set-2")
-    from conftest import kgit
-
-    result = json.loads(kgit(kgit_repo, "diff", "d@v1", "d@latest", "--json", check=True).stdout)
-    changes = {(c["section"], c["key"]): (c["a"], c["b"]) for c in result["changes"]}
-    assert changes[("hyperparameters", "lr")] == (0.1, 0.2)
-    assert changes[("hyperparameters", "epochs")] == (3, None)
-    assert changes[("hyperparameters", "batch")] == (None, 8)
-    assert changes[("dataset", "id")] == ("set-1", "set-2")
-    assert changes[("formats", "h5")] == (None, "yes")
-    assert ("signature", "input x") in changes and ("signature", "input features") in changes
-    assert ("sizes", "keras") in changes
-    assert ("libraries", "tensorflow") not in changes  # same machine, same versions
-    same = json.loads(kgit(kgit_repo, "diff", "d@v1", "d@v1", "--json", check=True).stdout)
-    assert same["changes"] == []
-    table = kgit(kgit_repo, "diff", "d@v1", "d@v2", check=True).stdout
-    assert "hyperparameters" in table and "set-2" in table
-    bad = kgit(kgit_repo, "diff", "d@v1", "d@v9")
-    assert bad.returncode == 1 and "not released" in bad.stderr

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
 import typer
-from conftest import kgit
+from conftest import kgit, snapshot
 
 from kgit.cli import app
 
@@ -57,3 +58,59 @@ def test_list_with_no_releases(kgit_repo: Path) -> None:
     proc = kgit(kgit_repo, "list")
     assert proc.returncode == 0 and "no releases yet" in proc.stderr
     assert kgit(kgit_repo, "list", "--json").stdout.strip() == "[]"
+
+
+# -- refusals in process (fast tier): kgit's own entry point, a real repository, no subprocess ----
+def run_main(cwd: Path, *args: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    from kgit.cli import main
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # as from a pipe with nothing in it
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(("args", "expect"), [
+    (("show", "nope@v1"), "no releases of model 'nope'"),
+    (("show", "m@v9"), "v9"),
+    (("show", "m@1.x"), "invalid version"),
+    (("get", "Bad Name@v1"), "invalid model name"),
+    (("promote", "m@v1", "Prod!"), "invalid stage name"),
+    (("deprecate", "m#prod"), "name the version to deprecate explicitly"),
+    (("keys", "accept"), "give a key fingerprint to accept"),
+    (("keys", "policy", "sometimes"), "unknown signing policy"),
+    (("hook", "post-merge"), "unknown hook 'post-merge'"),
+    (("diff", "m@v1", "other@v1"), "other"),
+])
+def test_refusals_are_one_line_and_change_nothing(tmp_path: Path, args: tuple[str, ...], expect: str,
+                                                  monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from support import synthetic
+
+    repo = synthetic.repo_at(tmp_path / "repo")
+    synthetic.release(repo, "m", "v1")
+    before = snapshot(repo)
+    code, out, err = run_main(repo, *args, monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 1 and out == "", (code, out, err)
+    assert err.count("\n") == 1 and err.startswith("kgit: error: ") and "Traceback" not in err, err
+    assert expect.lower() in err.lower(), err
+    assert snapshot(repo) == before
+
+
+def test_list_and_show_read_a_synthetic_release_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from support import synthetic
+
+    repo = synthetic.repo_at(tmp_path / "repo")
+    synthetic.release(repo, "m", "v1", ("keras", "h5"))
+    synthetic.release(repo, "m", "v2", claims={"version": "v7"})
+    code, out, err = run_main(repo, "list", monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 0
+    rows = [line.split() for line in out.strip().splitlines()[1:]]
+    assert [r[:2] for r in rows] == [["m", "v1"], ["m", "v2.0.0"]] and rows[0][3] == "keras,h5"
+    assert "invalid: its message says v7, its name says v2.0.0" in out
+    assert "1 tag(s) are not valid releases" in err

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from conftest import git, kgit
+
+pytestmark = pytest.mark.slow  # TensorFlow models and real pushes: the full suite, not the fast tier
 
 
 def test_demo_releases_two_versions(tmp_path: Path) -> None:

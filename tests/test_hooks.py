@@ -8,21 +8,21 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
-from conftest import ROOT, git, kgit, snapshot
+from conftest import ROOT, bare_origin, git, kgit, snapshot
+from support import tamper
 
 import kgit as api
 from kgit import hooks
+
+pytestmark = pytest.mark.slow  # TensorFlow models and real pushes: the full suite, not the fast tier
 
 
 @pytest.fixture
 def origin_repo(kgit_repo: Path, tmp_path: Path) -> tuple[Path, Path, Path]:
     """kgit_repo with a bare `origin`; returns (repo, origin, dvc remote folder)."""
-    origin = tmp_path / "origin.git"
-    git(tmp_path, "init", "-q", "--bare", str(origin))
-    git(kgit_repo, "remote", "add", "origin", str(origin))
+    origin = bare_origin(tmp_path, kgit_repo)
     return kgit_repo, origin, tmp_path / "remote"
 
 
@@ -57,32 +57,8 @@ def test_good_release_is_pushed_with_its_data(origin_repo, plain_model) -> None:
     assert "dvc repro" not in proc.stderr
 
 
-def _tamper_byte(folder: Path) -> None:
-    target = folder / "model.keras"
-    data = bytearray(target.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    target.write_bytes(bytes(data))
-
-
-def _edit_metadata(folder: Path) -> None:
-    meta = json.loads((folder / "metadata.json").read_text())
-    meta["hyperparameters"] = {"lr": 123}
-    (folder / "metadata.json").write_text(json.dumps(meta))
-
-
-def _change_reference_outputs(folder: Path) -> None:
-    ref = dict(np.load(folder / "reference_outputs.npz"))
-    ref = {k: v + 1.0 for k, v in ref.items()}
-    with open(folder / "reference_outputs.npz", "wb") as fh:
-        np.savez(fh, **ref)
-
-
-def _delete_file(folder: Path) -> None:
-    (folder / "reference_inputs.npz").unlink()
-
-
 @pytest.mark.parametrize("tamper,check", [
-    (_tamper_byte, "files"), (_edit_metadata, "metadata"), (_change_reference_outputs, "files"), (_delete_file, "files"),
+    (tamper.tamper_byte, "files"), (tamper.edit_metadata, "metadata"), (tamper.change_reference_outputs, "files"), (tamper.delete_file, "files"),
 ])
 def test_tampered_release_is_refused(origin_repo, plain_model, tamper, check: str) -> None:  # type: ignore[no-untyped-def]
     repo, origin, remote = origin_repo
@@ -102,7 +78,7 @@ def test_roundtrip_failure_is_refused(origin_repo, plain_model) -> None:  # type
     rec = api.release(plain_model, "subtle", formats="keras", repo=repo)
     folder = repo / rec.formats["keras"]["path"]
     # --no-verify everywhere: this simulates someone forging a release by hand
-    _change_reference_outputs(folder)
+    tamper.change_reference_outputs(folder)
     from kgit.metadata import Metadata, sha256_file
 
     meta = Metadata.read(folder)
@@ -187,9 +163,7 @@ def test_existing_hook_is_chained_and_restored(git_repo: Path, tmp_path: Path, p
     (hooks_dir / "pre-push").write_text(team_hook)
     (hooks_dir / "pre-push").chmod(0o755)
     api.init(git_repo, remote=str(tmp_path / "remote"))
-    origin = tmp_path / "origin.git"
-    git(tmp_path, "init", "-q", "--bare", str(origin))
-    git(git_repo, "remote", "add", "origin", str(origin))
+    bare_origin(tmp_path, git_repo)
     api.release(plain_model, "chain", formats="keras", repo=git_repo)
     env = {**os.environ, "TEAM_HOOK_EXIT": "1"}
     proc = subprocess.run(["git", "push", "origin", "main"], cwd=git_repo, capture_output=True, text=True, env=env)
@@ -209,9 +183,7 @@ def test_dvc_hooks_installed_first_still_work(git_repo: Path, tmp_path: Path, pl
     kgit(git_repo, "hooks", "install", check=True)
     assert hooks.MARKER in (git_repo / ".git" / "hooks" / "pre-push").read_text()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # DVC's hook calls `dvc`
-    origin = tmp_path / "origin.git"
-    git(tmp_path, "init", "-q", "--bare", str(origin))
-    git(git_repo, "remote", "add", "origin", str(origin))
+    bare_origin(tmp_path, git_repo)
     (git_repo / "data.txt").write_text("tracked by dvc, pushed by DVC's own hook\n")
     subprocess.run([sys.executable, "-m", "dvc", "add", "-q", "data.txt"], cwd=git_repo, check=True)
     git(git_repo, "add", "data.txt.dvc", ".gitignore")
@@ -255,42 +227,6 @@ def test_pre_commit_refuses_changes_to_released_versions(kgit_repo: Path, plain_
     (kgit_repo / "other.txt").write_text("unrelated\n")
     git(kgit_repo, "add", "other.txt")
     assert subprocess.run(["git", "commit", "-q", "-m", "fine"], cwd=kgit_repo).returncode == 0
-
-
-def test_validate_is_incremental_and_catches_changes(kgit_repo: Path, plain_model) -> None:  # type: ignore[no-untyped-def]
-    rec = api.release(plain_model, "inc", formats="keras", repo=kgit_repo)
-    first = json.loads(kgit(kgit_repo, "validate", "--json", check=True).stdout)
-    assert [r["status"] for r in first] == ["cached"]  # validated while released
-    fresh = json.loads(kgit(kgit_repo, "validate", "inc@v1", "--recheck", "--json", check=True).stdout)
-    assert fresh[0]["status"] == "passed" and fresh[0]["max_abs_diff"] == 0.0
-    _tamper_byte(kgit_repo / rec.formats["keras"]["path"])
-    proc = kgit(kgit_repo, "validate", "--json")
-    assert proc.returncode == 1
-    result = json.loads(proc.stdout)[0]
-    assert result["status"] == "failed" and result["check"] == "files" and "model.keras" in result["error"]
-
-
-def test_validate_reports_missing_data_as_missing(kgit_repo: Path, plain_model) -> None:  # type: ignore[no-untyped-def]
-    import shutil
-
-    rec = api.release(plain_model, "gone", formats="keras", repo=kgit_repo)
-    shutil.rmtree(kgit_repo / rec.formats["keras"]["path"])
-    proc = kgit(kgit_repo, "validate", "--json")
-    assert proc.returncode == 1
-    assert json.loads(proc.stdout)[0]["status"] == "missing"
-
-
-def test_dvc_repro_runs_the_validation_stage(kgit_repo: Path, plain_model) -> None:  # type: ignore[no-untyped-def]
-    rec = api.release(plain_model, "staged", formats="keras", repo=kgit_repo)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    ok = subprocess.run([sys.executable, "-m", "dvc", "repro", "kgit-validate"], cwd=kgit_repo, env=env,
-                        capture_output=True, text=True)
-    assert ok.returncode == 0 and "staged@v1" in ok.stdout, ok.stdout + ok.stderr
-    assert git(kgit_repo, "status", "--porcelain") == ""  # dvc.lock already held the stage
-    _delete_file(kgit_repo / rec.formats["keras"]["path"])
-    bad = subprocess.run([sys.executable, "-m", "dvc", "repro", "kgit-validate"], cwd=kgit_repo, env=env,
-                         capture_output=True, text=True)
-    assert bad.returncode != 0 and "missing file(s) reference_inputs.npz" in bad.stdout
 
 
 def test_shipped_hook_files_match_the_installer() -> None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import ROOT, git, kgit, snapshot
 
 from kgit import project
+
+pytestmark = pytest.mark.slow  # real `dvc init` and DVC config: the full suite, not the fast tier
 
 
 def test_init_sets_everything_up_and_commits(git_repo: Path, tmp_path: Path) -> None:

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import git, kgit, new_repo, snapshot
+from conftest import assert_refused, git, kgit, new_repo, snapshot
+
+pytestmark = pytest.mark.slow  # TensorFlow models and real pushes: the full suite, not the fast tier
 
 
 @pytest.fixture(scope="module")
@@ -30,18 +32,6 @@ def repo_v1(tmp_path_factory: pytest.TempPathFactory, plain_model):  # type: ign
     return repo, files
 
 
-def refused(repo: Path, *args: str, expect: str, cwd: Path | None = None) -> None:
-    before = snapshot(repo)
-    proc = kgit(cwd or repo, *args)
-    assert proc.returncode == 1, f"exit {proc.returncode}: {proc.stdout}{proc.stderr}"
-    lines = proc.stderr.strip().splitlines()
-    assert "Traceback" not in proc.stderr
-    errors = [line for line in lines if line.startswith("kgit: error:")]
-    assert len(errors) == 1 and errors[0] == lines[-1], proc.stderr
-    assert expect.lower() in errors[0].lower(), errors[0]
-    assert snapshot(repo) == before
-
-
 def test_not_a_git_repo(tmp_path: Path, repo_v1) -> None:  # type: ignore[no-untyped-def]
     _, files = repo_v1
     outside = tmp_path / "plain-folder"
@@ -53,56 +43,56 @@ def test_not_a_git_repo(tmp_path: Path, repo_v1) -> None:  # type: ignore[no-unt
 
 def test_not_initialised(git_repo: Path, repo_v1) -> None:  # type: ignore[no-untyped-def]
     _, files = repo_v1
-    refused(git_repo, "release", "m", "--from", str(files / "plain.keras"), expect="run `kgit init` first")
+    assert_refused(git_repo, "release", "m", "--from", str(files / "plain.keras"), expect="run `kgit init` first")
 
 
 @pytest.mark.parametrize("name", ["../x", "a/b", "has space", "Upper", "a.b", "x-", "x;id", "$(id)"])
 def test_bad_names(repo_v1, name: str) -> None:  # type: ignore[no-untyped-def]
     repo, files = repo_v1
-    refused(repo, "release", name, "--from", str(files / "plain.keras"), expect="invalid model name")
+    assert_refused(repo, "release", name, "--from", str(files / "plain.keras"), expect="invalid model name")
 
 
 @pytest.mark.parametrize("version", ["1.x", "v1.2", "vv1", "../v9", "v1.2.3-rc1", "v0.0.0"])
 def test_bad_versions(repo_v1, version: str) -> None:  # type: ignore[no-untyped-def]
     repo, files = repo_v1
-    refused(repo, "release", "plain", "--from", str(files / "plain.keras"), "--version", version, expect="version")
+    assert_refused(repo, "release", "plain", "--from", str(files / "plain.keras"), "--version", version, expect="version")
 
 
 @pytest.mark.parametrize("version", ["v1", "v1.0.0", "1.0.0"])
 def test_existing_version_is_never_overwritten(repo_v1, version: str) -> None:  # type: ignore[no-untyped-def]
     repo, files = repo_v1
-    refused(repo, "release", "plain", "--from", str(files / "plain.keras"), "-f", "keras", "-f", "h5",
+    assert_refused(repo, "release", "plain", "--from", str(files / "plain.keras"), "-f", "keras", "-f", "h5",
             "--version", version, expect="already released")
 
 
 def test_unknown_format(repo_v1) -> None:  # type: ignore[no-untyped-def]
     repo, files = repo_v1
-    refused(repo, "release", "plain", "--from", str(files / "plain.keras"), "-f", "onnx", expect="unknown format")
+    assert_refused(repo, "release", "plain", "--from", str(files / "plain.keras"), "-f", "onnx", expect="unknown format")
 
 
 def test_bad_bump(repo_v1) -> None:  # type: ignore[no-untyped-def]
     repo, files = repo_v1
-    refused(repo, "release", "plain", "--from", str(files / "plain.keras"), "--bump", "huge", expect="invalid bump")
+    assert_refused(repo, "release", "plain", "--from", str(files / "plain.keras"), "--bump", "huge", expect="invalid bump")
 
 
 def test_weights_without_builder(repo_v1) -> None:  # type: ignore[no-untyped-def]
     repo, files = repo_v1
-    refused(repo, "release", "plain", "--from", str(files / "plain.keras"), "-f", "weights", expect="--builder")
+    assert_refused(repo, "release", "plain", "--from", str(files / "plain.keras"), "-f", "weights", expect="--builder")
 
 
 def test_missing_model_file(repo_v1, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     repo, _ = repo_v1
-    refused(repo, "release", "plain", "--from", str(tmp_path / "nope.keras"), expect="does not exist")
+    assert_refused(repo, "release", "plain", "--from", str(tmp_path / "nope.keras"), expect="does not exist")
 
 
 def test_corrupt_keras_file(repo_v1, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     repo, files = repo_v1
     bad = tmp_path / "bad.keras"
     bad.write_bytes(b"definitely not a zip file" * 10)
-    refused(repo, "release", "plain", "--from", str(bad), expect="not a valid .keras file")
+    assert_refused(repo, "release", "plain", "--from", str(bad), expect="not a valid .keras file")
     truncated = tmp_path / "truncated.keras"
     truncated.write_bytes((files / "plain.keras").read_bytes()[:2000])
-    refused(repo, "release", "plain", "--from", str(truncated), expect="not a valid .keras file")
+    assert_refused(repo, "release", "plain", "--from", str(truncated), expect="not a valid .keras file")
 
 
 def test_truncated_h5_file(repo_v1, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -110,14 +100,14 @@ def test_truncated_h5_file(repo_v1, tmp_path: Path) -> None:  # type: ignore[no-
     truncated = tmp_path / "truncated.h5"
     data = (files / "plain.h5").read_bytes()
     truncated.write_bytes(data[: len(data) // 2])
-    refused(repo, "release", "plain", "--from", str(truncated), expect="not a valid HDF5 model file")
+    assert_refused(repo, "release", "plain", "--from", str(truncated), expect="not a valid HDF5 model file")
 
 
 def test_not_a_model_file(repo_v1, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     repo, _ = repo_v1
     txt = tmp_path / "model.txt"
     txt.write_text("hello")
-    refused(repo, "release", "plain", "--from", str(txt), expect="unsupported model file")
+    assert_refused(repo, "release", "plain", "--from", str(txt), expect="unsupported model file")
 
 
 def test_savedmodel_without_variables(repo_v1, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -125,14 +115,14 @@ def test_savedmodel_without_variables(repo_v1, tmp_path: Path) -> None:  # type:
     broken = tmp_path / "broken"
     shutil.copytree(files / "exported", broken)
     shutil.rmtree(broken / "variables")
-    refused(repo, "release", "plain", "--from", str(broken), expect="variables/ folder is missing")
+    assert_refused(repo, "release", "plain", "--from", str(broken), expect="variables/ folder is missing")
 
 
 def test_hyperparameters_not_json(repo_v1, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     repo, files = repo_v1
     params = tmp_path / "params.yaml"
     params.write_text("trained_on: 2024-01-01\n")  # YAML makes this a date, which JSON cannot hold
-    refused(repo, "release", "plain", "--from", str(files / "plain.keras"), "--params", str(params),
+    assert_refused(repo, "release", "plain", "--from", str(files / "plain.keras"), "--params", str(params),
             expect="not JSON-serialisable")
 
 
@@ -153,31 +143,31 @@ def test_reference_input_not_matching_signature(repo_v1, tmp_path: Path) -> None
     repo, files = repo_v1
     wrong_shape = tmp_path / "shape.npz"
     np.savez(wrong_shape, x=np.ones((2, 5), dtype="float32"))
-    refused(repo, "release", "plain", "--from", str(files / "plain.keras"), "--reference-input", str(wrong_shape),
+    assert_refused(repo, "release", "plain", "--from", str(files / "plain.keras"), "--reference-input", str(wrong_shape),
             expect="has shape [2, 5], the model expects [None, 4]")
     wrong_name = tmp_path / "name.npz"
     np.savez(wrong_name, y=np.ones((2, 4), dtype="float32"))
-    refused(repo, "release", "plain", "--from", str(files / "plain.keras"), "--reference-input", str(wrong_name),
+    assert_refused(repo, "release", "plain", "--from", str(files / "plain.keras"), "--reference-input", str(wrong_name),
             expect="do not match the model's inputs")
 
 
 def test_nan_in_reference_outputs(repo_v1) -> None:  # type: ignore[no-untyped-def]
     repo, _ = repo_v1
-    refused(repo, "release", "nanmodel", "--from", "support.zoo:nan_model", expect="NaN or inf")
+    assert_refused(repo, "release", "nanmodel", "--from", "support.zoo:nan_model", expect="NaN or inf")
 
 
 def test_dirty_repo(repo_v1) -> None:  # type: ignore[no-untyped-def]
     repo, files = repo_v1
     (repo / "train.py").write_text("# changed, not committed\n")
     try:
-        refused(repo, "release", "plain", "--from", str(files / "plain.keras"), expect="uncommitted changes in train.py")
+        assert_refused(repo, "release", "plain", "--from", str(files / "plain.keras"), expect="uncommitted changes in train.py")
     finally:
         git(repo, "checkout", "--", "train.py")
 
 
 def test_unregistered_custom_class_names_the_class_and_both_fixes(repo_v1) -> None:  # type: ignore[no-untyped-def]
     repo, _ = repo_v1
-    refused(repo, "release", "custom", "--from", "support.zoo:unregistered_model", expect="Unregistered")
+    assert_refused(repo, "release", "custom", "--from", "support.zoo:unregistered_model", expect="Unregistered")
     proc = kgit(repo, "release", "custom", "--from", "support.zoo:unregistered_model")
     assert "register_keras_serializable" in proc.stderr and "--custom-objects" in proc.stderr
 
@@ -212,7 +202,7 @@ def test_class_defined_in_the_training_script_is_caught(kgit_repo: Path) -> None
 
 def test_lambda_refused_unless_unsafe(repo_v1, kgit_repo: Path) -> None:  # type: ignore[no-untyped-def]
     repo, _ = repo_v1
-    refused(repo, "release", "lam", "--from", "support.zoo:lambda_model", expect="--unsafe")
+    assert_refused(repo, "release", "lam", "--from", "support.zoo:lambda_model", expect="--unsafe")
     proc = kgit(kgit_repo, "release", "lam", "--from", "support.zoo:lambda_model", "-f", "keras", "--unsafe", "--json")
     assert proc.returncode == 0, proc.stderr
     assert '"unsafe": true' in proc.stdout
@@ -220,18 +210,18 @@ def test_lambda_refused_unless_unsafe(repo_v1, kgit_repo: Path) -> None:  # type
 
 def test_bad_atol_and_params(repo_v1) -> None:  # type: ignore[no-untyped-def]
     repo, files = repo_v1
-    refused(repo, "release", "plain", "--from", str(files / "plain.keras"), "--atol", "-1", expect="--atol")
-    refused(repo, "release", "plain", "--from", str(files / "plain.keras"), "--param", "novalue", expect="KEY=VALUE")
+    assert_refused(repo, "release", "plain", "--from", str(files / "plain.keras"), "--atol", "-1", expect="--atol")
+    assert_refused(repo, "release", "plain", "--from", str(files / "plain.keras"), "--param", "novalue", expect="KEY=VALUE")
 
 
 def test_unknown_release_in_show(repo_v1) -> None:  # type: ignore[no-untyped-def]
     repo, _ = repo_v1
-    refused(repo, "show", "plain@v9", expect="not released")
-    refused(repo, "show", "nosuch@v1", expect="no releases of model")
-    refused(repo, "show", "plain", expect="NAME@VERSION")
+    assert_refused(repo, "show", "plain@v9", expect="not released")
+    assert_refused(repo, "show", "nosuch@v1", expect="no releases of model")
+    assert_refused(repo, "show", "plain", expect="NAME@VERSION")
 
 
 def test_plain_savedmodel_only_as_savedmodel(repo_v1) -> None:  # type: ignore[no-untyped-def]
     repo, files = repo_v1
-    refused(repo, "release", "exported", "--from", str(files / "exported"), "-f", "keras",
+    assert_refused(repo, "release", "exported", "--from", str(files / "exported"), "-f", "keras",
             expect="only be released as --format savedmodel")

@@ -15,6 +15,8 @@ from conftest import git, kgit
 import kgit as api
 from kgit.metadata import Metadata, sha256_file
 
+pytestmark = pytest.mark.slow  # TensorFlow models and real pushes: the full suite, not the fast tier
+
 
 def _outputs(model, folder: Path) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
     ref_in = np.load(folder / "reference_inputs.npz")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import snapshot
+from conftest import bare_origin, snapshot
 from support.world import World, dvc_md5, forge_tag, git, kgit, run, tag_message
 
 pytestmark = pytest.mark.slow
@@ -131,8 +131,7 @@ def test_plain_push_is_accepted_without_tensorflow_or_dvc(w: World) -> None:
 
 
 def test_existing_pre_receive_is_chained_and_restored(tmp_path: Path) -> None:
-    origin = tmp_path / "origin.git"
-    git(tmp_path, "init", "-q", "--bare", str(origin))
+    origin = bare_origin(tmp_path)
     theirs = "#!/bin/sh\ncat > \"$(dirname \"$0\")/../received\"\n"
     (origin / "hooks").mkdir(exist_ok=True)
     (origin / "hooks" / "pre-receive").write_text(theirs)

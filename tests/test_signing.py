@@ -10,20 +10,20 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import git, kgit_as, snapshot, user_env
+from conftest import bare_origin, git, kgit, snapshot, user_env
 
 import kgit as api
 from kgit import signing
+
+pytestmark = pytest.mark.slow  # TensorFlow models and real pushes: the full suite, not the fast tier
 
 
 @pytest.fixture
 def signed_repo(kgit_repo: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
     """A repo whose user has a signing key (policy: required) and one signed release m@v1."""
-    origin = tmp_path / "origin.git"
-    git(tmp_path, "init", "-q", "--bare", "--initial-branch=main", str(origin))
-    git(kgit_repo, "remote", "add", "origin", str(origin))
-    result = json.loads(kgit_as(kgit_repo, "keys", "init", "--require", "--json").stdout)
-    kgit_as(kgit_repo, "release", "m", "--from", "support.zoo:plain_model", "-f", "keras", "-f", "h5")
+    origin = bare_origin(tmp_path, kgit_repo)
+    result = json.loads(kgit(kgit_repo, "keys", "init", "--require", "--json", check=True).stdout)
+    kgit(kgit_repo, "release", "m", "--from", "support.zoo:plain_model", "-f", "keras", "-f", "h5", check=True)
     return kgit_repo, origin, result
 
 
@@ -38,11 +38,11 @@ def test_keys_init_sign_and_verify(signed_repo) -> None:  # type: ignore[no-unty
     meta = api.show("m", "v1", repo=repo).metadata
     assert meta.signed_by == keys["fingerprint"]
     assert (repo / "artifacts/m/keras/v1" / signing.SIGNATURE_FILE).is_file()
-    assert f"key {keys['fingerprint'][:16]}" in kgit_as(repo, "show", "m@v1").stdout
-    results = json.loads(kgit_as(repo, "verify", "--json").stdout)
+    assert f"key {keys['fingerprint'][:16]}" in kgit(repo, "show", "m@v1", check=True).stdout
+    results = json.loads(kgit(repo, "verify", "--json", check=True).stdout)
     assert [(r["format"], r["status"]) for r in results] == [("keras", "passed"), ("h5", "passed")]
     # validate includes the signature check
-    assert all(r["ok"] for r in json.loads(kgit_as(repo, "validate", "--recheck", "--json").stdout))
+    assert all(r["ok"] for r in json.loads(kgit(repo, "validate", "--recheck", "--json", check=True).stdout))
 
 
 def test_tampered_signature_or_untrusted_signer_is_refused(signed_repo, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -51,7 +51,7 @@ def test_tampered_signature_or_untrusted_signer_is_refused(signed_repo, tmp_path
     sig = folder / signing.SIGNATURE_FILE
     good = sig.read_bytes()
     sig.write_bytes(good.replace(b'"payload":"', b'"payload":"AAAA', 1))
-    proc = kgit_as(repo, "verify", "m@v1", "--json", check=False)
+    proc = kgit(repo, "verify", "m@v1", "--json", check=False)
     assert proc.returncode == 1
     keras = [r for r in json.loads(proc.stdout) if r["format"] == "keras"][0]
     assert keras["check"] == "signature" and ("corrupt" in keras["error"] or "does not verify" in keras["error"])
@@ -63,7 +63,7 @@ def test_tampered_signature_or_untrusted_signer_is_refused(signed_repo, tmp_path
     intruder.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     signing.sign(folder, intruder)
-    proc = kgit_as(repo, "validate", "m@v1", "--recheck", "--json", check=False)
+    proc = kgit(repo, "validate", "m@v1", "--recheck", "--json", check=False)
     assert proc.returncode == 1
     keras = [r for r in json.loads(proc.stdout) if r["format"] == "keras"][0]
     assert keras["check"] == "signature" and "not trusted" in keras["error"]
@@ -72,11 +72,9 @@ def test_tampered_signature_or_untrusted_signer_is_refused(signed_repo, tmp_path
 
 
 def test_push_refuses_unsigned_release_when_required(kgit_repo: Path, tmp_path: Path, plain_model) -> None:  # type: ignore[no-untyped-def]
-    origin = tmp_path / "origin.git"
-    git(tmp_path, "init", "-q", "--bare", "--initial-branch=main", str(origin))
-    git(kgit_repo, "remote", "add", "origin", str(origin))
+    origin = bare_origin(tmp_path, kgit_repo)
     api.release(plain_model, "u", formats="keras", repo=kgit_repo)  # signing off: unsigned
-    kgit_as(kgit_repo, "keys", "init", "--require")
+    kgit(kgit_repo, "keys", "init", "--require", check=True)
     push = subprocess.run(["git", "push", "origin", "main"], cwd=kgit_repo, capture_output=True, text=True,
                           env=user_env(Path(os.environ["HOME"])))
     assert push.returncode != 0 and "u@v1" in push.stderr and "not signed" in push.stderr, push.stderr
@@ -101,10 +99,10 @@ def test_remote_and_cache_tampering_is_caught_on_another_machine(signed_repo, tm
     home_b.mkdir()
     b = tmp_path / "b"
     git(tmp_path, "clone", "-q", str(origin), str(b))
-    proc = kgit_as(b, "get", "m@v1", "--format", "keras", env=user_env(home_b), check=False)
+    proc = kgit(b, "get", "m@v1", "--format", "keras", env=user_env(home_b), check=False)
     assert proc.returncode == 1 and "model.keras" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     # the untouched format fetches fine
-    assert kgit_as(b, "get", "m@v1", "--format", "h5", env=user_env(home_b)).returncode == 0
+    assert kgit(b, "get", "m@v1", "--format", "h5", env=user_env(home_b), check=True).returncode == 0
 
     # tampering in the local DVC cache (machine A): load refuses, naming the file
     cache_obj = repo / ".dvc/cache/files/md5" / entry["md5"][:2] / entry["md5"][2:]
@@ -127,26 +125,26 @@ def test_clone_trusting_only_another_key_refuses(signed_repo, tmp_path: Path) ->
     b = tmp_path / "b"
     git(tmp_path, "clone", "-q", str(origin), str(b))
     env_b = user_env(home_b)
-    kgit_as(b, "get", "m@v1", env=env_b)  # trusts A's key: fine
-    kgit_as(b, "keys", "init", "--name", "b", env=env_b)
+    kgit(b, "get", "m@v1", env=env_b, check=True)  # trusts A's key: fine
+    kgit(b, "keys", "init", "--name", "b", env=env_b, check=True)
     (b / keys["public_key"]).unlink()  # B's fork trusts only B's own key
     git(b, "commit", "-q", "--no-verify", "-am", "trust only b")
-    proc = kgit_as(b, "verify", "m@v1", env=env_b, check=False)
+    proc = kgit(b, "verify", "m@v1", env=env_b, check=False)
     assert proc.returncode == 1 and "not trusted" in proc.stderr
     import shutil
 
     shutil.rmtree(b / "artifacts/m/keras/v1")
-    proc = kgit_as(b, "get", "m@v1", "--format", "keras", env=env_b, check=False)
+    proc = kgit(b, "get", "m@v1", "--format", "keras", env=env_b, check=False)
     assert proc.returncode == 1 and "not trusted" in proc.stderr
 
 
 def test_bad_signing_input(kgit_repo: Path, tmp_path: Path) -> None:
-    kgit_as(kgit_repo, "keys", "init", "--require")
+    kgit(kgit_repo, "keys", "init", "--require", check=True)
     before = snapshot(kgit_repo)
     # missing private key
     real = git(kgit_repo, "config", "kgit.signingKey")
     git(kgit_repo, "config", "kgit.signingKey", str(tmp_path / "nowhere.pem"))
-    proc = kgit_as(kgit_repo, "release", "m", "--from", "support.zoo:plain_model", check=False)
+    proc = kgit(kgit_repo, "release", "m", "--from", "support.zoo:plain_model", check=False)
     assert proc.returncode == 1 and "cannot read the signing key" in proc.stderr and proc.stderr.count("\n") == 1
     # a key this repository does not trust
     other = tmp_path / "other.pem"
@@ -156,15 +154,15 @@ def test_bad_signing_input(kgit_repo: Path, tmp_path: Path) -> None:
     other.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     git(kgit_repo, "config", "kgit.signingKey", str(other))
-    proc = kgit_as(kgit_repo, "release", "m", "--from", "support.zoo:plain_model", check=False)
+    proc = kgit(kgit_repo, "release", "m", "--from", "support.zoo:plain_model", check=False)
     assert proc.returncode == 1 and "is not trusted here" in proc.stderr
     # not a key at all
     junk = tmp_path / "junk.pem"
     junk.write_text("not a key")
     git(kgit_repo, "config", "kgit.signingKey", str(junk))
-    proc = kgit_as(kgit_repo, "release", "m", "--from", "support.zoo:plain_model", check=False)
+    proc = kgit(kgit_repo, "release", "m", "--from", "support.zoo:plain_model", check=False)
     assert proc.returncode == 1 and "not an unencrypted PEM private key" in proc.stderr
-    assert kgit_as(kgit_repo, "keys", "trust", str(junk), check=False).returncode == 1
-    assert kgit_as(kgit_repo, "keys", "policy", "sometimes", check=False).returncode == 1
+    assert kgit(kgit_repo, "keys", "trust", str(junk), check=False).returncode == 1
+    assert kgit(kgit_repo, "keys", "policy", "sometimes", check=False).returncode == 1
     git(kgit_repo, "config", "kgit.signingKey", real)
     assert snapshot(kgit_repo) == before

@@ -9,9 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import git, kgit, snapshot
+from conftest import assert_refused, bare_origin, git, kgit
 
 import kgit as api
+
+pytestmark = pytest.mark.slow  # TensorFlow models and real pushes: the full suite, not the fast tier
 
 GTO = str(Path(sys.executable).with_name("gto"))
 
@@ -75,33 +77,24 @@ def test_everything_that_takes_a_version_takes_a_stage(three_versions: Path) -> 
     assert json.loads((repo.parent / "fetched" / "metadata.json").read_text())["version"] == "v3"
 
 
-def refused(repo: Path, *args: str, expect: str) -> None:
-    before = snapshot(repo)
-    proc = kgit(repo, *args)
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert proc.stderr.startswith("kgit: error:") and proc.stderr.count("\n") == 1, proc.stderr
-    assert expect in proc.stderr, proc.stderr
-    assert snapshot(repo) == before  # no tag created
-
-
 def test_bad_input_creates_no_tag(three_versions: Path) -> None:
     repo = three_versions
     api.promote("st@v1", "prod", repo=repo)
     api.deprecate("st@v2", repo=repo)
-    refused(repo, "promote", "st@v9", "prod", expect="not released")
-    refused(repo, "promote", "st@v3", "Prod!", expect="invalid stage name")
-    refused(repo, "promote", "st@v2", "staging", expect="deprecated")
-    refused(repo, "promote", "st@v1", "prod", expect="already in prod")
-    refused(repo, "demote", "st", "staging", expect="nothing to demote")
-    refused(repo, "demote", "st", "no/such", expect="invalid stage name")
-    refused(repo, "show", "st#staging", expect="no version of st is in stage 'staging'")
-    refused(repo, "deprecate", "st@v2", expect="already deprecated")
-    refused(repo, "deprecate", "st@v1", expect="demote it first")
-    refused(repo, "deprecate", "st@latest", expect="explicitly")
+    assert_refused(repo, "promote", "st@v9", "prod", expect="not released", alone=True)
+    assert_refused(repo, "promote", "st@v3", "Prod!", expect="invalid stage name", alone=True)
+    assert_refused(repo, "promote", "st@v2", "staging", expect="deprecated", alone=True)
+    assert_refused(repo, "promote", "st@v1", "prod", expect="already in prod", alone=True)
+    assert_refused(repo, "demote", "st", "staging", expect="nothing to demote", alone=True)
+    assert_refused(repo, "demote", "st", "no/such", expect="invalid stage name", alone=True)
+    assert_refused(repo, "show", "st#staging", expect="no version of st is in stage 'staging'", alone=True)
+    assert_refused(repo, "deprecate", "st@v2", expect="already deprecated", alone=True)
+    assert_refused(repo, "deprecate", "st@v1", expect="demote it first", alone=True)
+    assert_refused(repo, "deprecate", "st@latest", expect="explicitly", alone=True)
     (repo / ".gto").write_text("stages: [dev, prod]\n")
     git(repo, "add", ".gto")
     git(repo, "commit", "-q", "-m", "allowed stages")
-    refused(repo, "promote", "st@v3", "staging", expect="unknown stage 'staging'")
+    assert_refused(repo, "promote", "st@v3", "staging", expect="unknown stage 'staging'", alone=True)
     kgit(repo, "promote", "st@v3", "dev", check=True)
 
 
@@ -110,16 +103,14 @@ def test_promoting_validates_first(three_versions: Path) -> None:
     (repo / ".git" / "kgit" / "validated.json").unlink()
     folder = repo / "artifacts" / "st" / "keras" / "v2"
     (folder / "reference_inputs.npz").unlink()
-    refused(repo, "promote", "st@v2", "prod", expect="files check")
+    assert_refused(repo, "promote", "st@v2", "prod", expect="files check", alone=True)
     proc = kgit(repo, "promote", "st@v1", "prod")
     assert proc.returncode == 0 and "round trip" in proc.stderr  # validated (afresh) before promoting
 
 
 def test_stages_travel_with_push_and_fetch(three_versions: Path, tmp_path: Path) -> None:
     repo = three_versions
-    origin = tmp_path / "origin.git"
-    git(tmp_path, "init", "-q", "--bare", "--initial-branch=main", str(origin))
-    git(repo, "remote", "add", "origin", str(origin))
+    origin = bare_origin(tmp_path, repo)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     assert subprocess.run(["git", "push", "-q", "-u", "origin", "main"], cwd=repo, env=env).returncode == 0
     other = tmp_path / "other"

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import git, kgit, snapshot
-from test_faults import without_cache
-from test_safety import RELEASE, assert_consistent
+from support.consistency import RELEASE, assert_consistent, without_cache
 
 import kgit as api
 
@@ -30,6 +29,7 @@ def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
 
 
 # -- 4. a DVC remote inside the repository -------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["dot", "empty", "blank", "folder", "relative", "symlink", "file-url", "git-dir"])
 def test_init_refuses_a_remote_inside_the_repository(git_repo: Path, tmp_path: Path, form: str) -> None:
     (git_repo / "sub").mkdir()
@@ -55,6 +55,7 @@ def test_init_refuses_a_remote_inside_the_repository(git_repo: Path, tmp_path: P
     assert not (git_repo / ".git" / "hooks" / "pre-push").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("url", ["relative", "file-url"])
 def test_init_refuses_a_default_remote_configured_inside_the_repository(git_repo: Path, tmp_path: Path, url: str) -> None:
     subprocess.run([*DVC, "init", "-q"], cwd=git_repo, check=True)
@@ -143,6 +144,7 @@ def test_recovery_restores_what_the_release_wrote_and_keeps_the_journal_on_error
     assert_consistent(kgit_repo)
 
 
+@pytest.mark.slow
 def test_a_corrupt_journal_is_refused_not_ignored(kgit_repo: Path, tmp_path: Path) -> None:
     journal = kgit_repo / ".git" / "kgit" / "journal.json"
     outside = tmp_path / "outside.txt"
@@ -223,6 +225,7 @@ i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
 """
 
 
+@pytest.mark.slow
 def test_yaml_alias_bomb_and_oversized_params_are_refused(kgit_repo: Path, tmp_path: Path) -> None:
     files = {"laughs.yaml": (LAUGHS, "YAML aliases"), "loop.yaml": ("a: &a [*a]\n", "YAML aliases"),
              "big.yaml": ("blob: " + "x" * 1_100_000 + "\n", "larger than 1 MB")}

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import git, kgit_as, new_repo, snapshot, user_env
+from conftest import bare_origin, git, kgit, new_repo, snapshot, user_env
 
 import kgit as api
 from kgit import signing, trust
 
 
 def run(cwd: Path, *args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = kgit_as(cwd, *args, env=env, check=check)
+    proc = kgit(cwd, *args, env=env, check=check)
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc
 
@@ -80,8 +80,7 @@ class World:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, plain_model) -> World:  # type: ignore[no-untyped-def]
     base = tmp_path_factory.mktemp("trust")
-    origin = base / "origin.git"
-    git(base, "init", "-q", "--bare", "--initial-branch=main", str(origin))
+    origin = bare_origin(base)
     a = new_repo(base, "README.md", "models\n")
     api.init(a, remote=str(base / "remote"))
     git(a, "remote", "add", "origin", str(origin))
@@ -245,6 +244,7 @@ def test_policy_weakened_without_endorsement_keeps_the_pinned_policy(world: Worl
     assert run(h2, "keys", "policy", env=env_h).stdout.strip() == "off"
 
 
+@pytest.mark.slow
 def test_policy_off_is_written_quoted_and_a_bare_off_reads_as_off(git_repo: Path) -> None:
     run(git_repo, "keys", "init")
     run(git_repo, "keys", "policy", "off")
@@ -285,9 +285,9 @@ sys.exit(1 if problems or heavy else 0)
 """
 
 
+@pytest.mark.slow
 def test_unendorsed_changes_on_a_bare_repository(tmp_path: Path) -> None:
-    origin = tmp_path / "origin.git"
-    git(tmp_path, "init", "-q", "--bare", "--initial-branch=main", str(origin))
+    origin = bare_origin(tmp_path)
     hook = origin / "hooks" / "pre-receive"
     hook.parent.mkdir(exist_ok=True)
     hook.write_text(HOOK.format(python=sys.executable))

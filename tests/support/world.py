@@ -58,8 +58,9 @@ class World:
 
     @classmethod
     def create(cls, base: Path) -> World:
-        origin, store, repo = base / "origin.git", base / "store", base / "repo"
-        git(base, "init", "-q", "--bare", "--initial-branch=main", str(origin))
+        from conftest import bare_origin
+
+        origin, store, repo = bare_origin(base), base / "store", base / "repo"
         repo.mkdir()
         git(repo, "init", "-q", "--initial-branch=main")
         (repo / "train.py").write_text("print('train')\n")

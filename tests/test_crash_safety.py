@@ -1,0 +1,213 @@
+"""All or nothing: crashes (SIGKILL or a signal at each step), Ctrl-C, remote faults during the push, concurrent releases, tags on origin."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import bare_origin, git, kgit, snapshot
+from support.consistency import RELEASE, assert_consistent, run_with_failpoint, without_cache
+
+import kgit as api
+
+pytestmark = pytest.mark.slow  # TensorFlow models and real pushes: the full suite, not the fast tier
+
+
+@pytest.mark.parametrize("point,survives", [
+    ("staged", False), ("validated", False), ("placed", False), ("tracked", False),
+    ("committed", True), ("tagged", True),
+])
+def test_sigkill_at_each_step_leaves_a_consistent_repo(kgit_repo: Path, point: str, survives: bool) -> None:
+    head_before = git(kgit_repo, "rev-parse", "HEAD")
+    proc = run_with_failpoint(kgit_repo, point)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    # Never a tag without its commit; before the commit, no commit and no tag at all.
+    assert_consistent(kgit_repo)
+    if not survives:
+        assert git(kgit_repo, "rev-parse", "HEAD") == head_before
+        assert git(kgit_repo, "tag", "-l") == ""
+    # The next kgit command that writes cleans up: finishes a committed release, or removes it all.
+    retry = kgit(kgit_repo, *RELEASE, "--json")
+    assert retry.returncode == 0, retry.stderr
+    assert_consistent(kgit_repo)
+    tags = git(kgit_repo, "tag", "-l").split()
+    if survives:
+        assert "finished the interrupted release safe@v1.0.0" in retry.stderr
+        assert tags == ["safe@v1.0.0", "safe@v2.0.0"]
+    else:
+        assert tags == ["safe@v1.0.0"]
+        assert git(kgit_repo, "rev-parse", "HEAD~1") == head_before
+    assert git(kgit_repo, "status", "--porcelain") == ""
+    # no orphan folder: every version folder on disk is a tracked release
+    for fmt in ("keras", "h5"):
+        folder = kgit_repo / "artifacts" / "safe" / fmt
+        dirs = sorted(p.name for p in folder.iterdir() if p.is_dir())
+        dvcs = sorted(p.name[:-4] for p in folder.glob("*.dvc"))
+        assert dirs == dvcs
+    assert not (kgit_repo / ".git" / "kgit" / "journal.json").exists()
+    assert not any((kgit_repo / ".git" / "kgit" / "staging").glob("*"))
+
+
+def test_ctrl_c_during_validation_leaves_no_trace(kgit_repo: Path) -> None:
+    before = snapshot(kgit_repo)
+    proc = subprocess.Popen([sys.executable, "-m", "kgit", *RELEASE], cwd=kgit_repo, stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True, start_new_session=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "validating" in line:
+            break
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGINT)  # the whole group, as a terminal's Ctrl-C does
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=120) == 130, rest
+    after = snapshot(kgit_repo)
+    assert after == before
+    assert kgit(kgit_repo, *RELEASE).returncode == 0
+
+
+def test_concurrent_releases_get_distinct_versions(kgit_repo: Path) -> None:
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "kgit", *RELEASE, "--json"], cwd=kgit_repo, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        for _ in range(3)
+    ]
+    results = [(p.wait(timeout=600), *p.communicate()) for p in procs]
+    ok = [r for r in results if r[0] == 0]
+    busy = [r for r in results if r[0] == 1 and "another kgit command" in r[2]]
+    assert len(ok) + len(busy) == 3, results
+    import json
+
+    versions = sorted(json.loads(out)["version"] for _, out, _ in ok)
+    assert len(versions) == len(set(versions)) == len(ok) >= 1
+    assert sorted(git(kgit_repo, "tag", "-l").split()) == sorted(f"safe@{v}.0.0" for v in versions)
+    assert_consistent(kgit_repo)
+    assert git(kgit_repo, "status", "--porcelain") == ""
+
+
+def test_version_tagged_on_origin_is_refused(kgit_repo: Path, tmp_path: Path, plain_model) -> None:  # type: ignore[no-untyped-def]
+    import kgit as api
+
+    origin = bare_origin(tmp_path, kgit_repo)
+    git(kgit_repo, "push", "-q", "origin", "main")
+    other = tmp_path / "other"
+    git(tmp_path, "clone", "-q", str(origin), str(other))
+    git(other, "tag", "-a", "safe@v1.0.0", "-m", "released elsewhere")
+    git(other, "push", "-q", "origin", "safe@v1.0.0")
+    before = snapshot(kgit_repo)
+    proc = kgit(kgit_repo, *RELEASE)
+    assert proc.returncode == 1 and "already exists on origin" in proc.stderr, proc.stderr
+    assert snapshot(kgit_repo) == before
+    assert api.release(plain_model, "safe", repo=kgit_repo, version="v2", formats="keras").version == "v2"
+
+
+def test_folder_left_by_hand_blocks_that_version(kgit_repo: Path) -> None:
+    stray = kgit_repo / "artifacts" / "safe" / "keras" / "v1"
+    stray.mkdir(parents=True)
+    (stray / "x").write_text("someone else's file")
+    proc = kgit(kgit_repo, *RELEASE)
+    assert proc.returncode == 0, proc.stderr
+    assert "safe@v2.0.0" in git(kgit_repo, "tag", "-l")  # v1 looked taken, so v2 was chosen
+    assert (stray / "x").read_text() == "someone else's file"
+
+
+POINTS = ["staged", "validated", "placed", "tracked", "committed", "tagged"]
+
+
+FINISHED = {"committed", "tagged"}  # past the commit, an interrupted release is completed
+
+
+@pytest.mark.parametrize("point,sig", [(p, "INT") for p in POINTS] + [("validated", "TERM"), ("committed", "TERM")])
+def test_interrupt_at_each_step(kgit_repo: Path, point: str, sig: str) -> None:
+    before = snapshot(kgit_repo)
+    env = {**os.environ, "KGIT_FAILPOINT": f"{point}:{sig}"}
+    proc = subprocess.run([sys.executable, "-m", "kgit", *RELEASE], cwd=kgit_repo, env=env, capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 130, proc.stderr
+    assert "Traceback" not in proc.stderr and "interrupted" in proc.stderr
+    assert_consistent(kgit_repo)
+    if point in FINISHED:
+        assert git(kgit_repo, "tag", "-l") == "safe@v1.0.0"
+        assert git(kgit_repo, "status", "--porcelain") == ""
+    else:
+        assert without_cache(snapshot(kgit_repo)) == without_cache(before)
+    retry = kgit(kgit_repo, *RELEASE)
+    assert retry.returncode == 0, retry.stderr
+    assert git(kgit_repo, "tag", "-l").split()[-1] == ("safe@v2.0.0" if point in FINISHED else "safe@v1.0.0")
+
+
+# -- remote faults during the pre-push upload ---------------------------------------------------
+def _published(repo: Path) -> dict[str, list[str]]:
+    path = repo / ".git" / "kgit" / "published.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _set_remote(repo: Path, url: Path) -> None:
+    subprocess.run([sys.executable, "-m", "dvc", "remote", "modify", "kgit", "url", str(url)], cwd=repo, check=True)
+    git(repo, "commit", "-q", "--no-verify", "-am", f"remote {url.name}")
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A tiny real filesystem (tmpfs), to fill up. Needs root, as CI has."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24k", "tmpfs", str(mnt)], check=True)
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _read_only(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "+i", str(folder)], check=True)  # root ignores permission bits
+    else:
+        folder.chmod(0o555)
+
+
+def _writable(folder: Path) -> None:
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", str(folder)], check=False)
+    folder.chmod(0o755)
+
+
+@pytest.mark.parametrize("fault", ["missing", "read-only", "full"])
+def test_remote_fault_refuses_push_and_retry_succeeds(kgit_repo: Path, tmp_path: Path, plain_model, fault: str,
+                                                      request) -> None:  # type: ignore[no-untyped-def]
+    origin = bare_origin(tmp_path, kgit_repo)
+    if fault == "missing":
+        blocker = tmp_path / "gone"
+        blocker.write_text("the remote's disk is not mounted here")
+        bad = blocker / "store"
+    elif fault == "read-only":
+        bad = tmp_path / "ro-store"
+        _read_only(bad)
+    else:
+        bad = request.getfixturevalue("tmpfs") / "store"
+    _set_remote(kgit_repo, bad)
+    big = __import__("support.zoo", fromlist=["guide_model"]).guide_model(units=64)  # larger than the tmpfs
+    rec = api.release(big, "fault", formats=["keras", "h5"], repo=kgit_repo)
+    push = subprocess.run(["git", "push", "origin", "main"], cwd=kgit_repo, capture_output=True, text=True)
+    try:
+        assert push.returncode != 0 and "uploading to DVC remote" in push.stderr and "failed" in push.stderr, push.stderr
+        assert git(origin, "tag", "-l") == ""  # the git refs did not go either
+        assert all(info["md5"] not in sum(_published(kgit_repo).values(), []) for info in rec.formats.values())
+    finally:
+        if fault == "read-only":
+            _writable(bad)
+    good = tmp_path / "good-store"
+    _set_remote(kgit_repo, good)
+    retry = subprocess.run(["git", "push", "origin", "main"], cwd=kgit_repo, capture_output=True, text=True)
+    assert retry.returncode == 0, retry.stderr
+    assert git(origin, "tag", "-l") == "fault@v1.0.0"
+    assert all(info["md5"] in _published(kgit_repo)[str(good)] for info in rec.formats.values())
+    fresh = tmp_path / "fresh"
+    git(tmp_path, "clone", "-q", str(origin), str(fresh))
+    assert kgit(fresh, "get", "fault@v1").returncode == 0  # what the push published is fetchable
