@@ -27,6 +27,7 @@ __all__ = [
     "load",
     "promote",
     "release",
+    "serve_layout",
     "show",
     "validate",
     "verify",
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
         load,
         promote,
         release,
+        serve_layout,
         show,
         validate,
     )

@@ -13,7 +13,7 @@ from kgit.releasing import ReleaseRecord, release
 from kgit.versions import check_name
 
 __all__ = ["release", "load", "get", "diff", "list_releases", "show", "init", "validate", "promote", "demote",
-           "deprecate", "history", "verify", "ReleaseRecord"]
+           "deprecate", "history", "verify", "serve_layout", "ReleaseRecord"]
 
 
 def init(path: str | os.PathLike[str] = ".", remote: str | None = None) -> Any:
@@ -52,6 +52,19 @@ def verify(refs: list[str] | None = None, *, repo: str | os.PathLike[str] = ".")
 
     git = Repo(repo)
     return checking.verify_signatures(git, checking.targets_for(git, refs))
+
+
+def serve_layout(refs: list[str] | str, out: str | os.PathLike[str], *, base_path: str | None = None,
+                 copy: bool = False, repo: str | os.PathLike[str] = ".") -> Any:
+    """Lay out releases (``NAME``: every version in a stage, ``NAME#STAGE``, ``NAME@VERSION``) in
+    ``out`` as TensorFlow Serving reads them (``out/NAME/<integer>/``, ``out/models.config`` with the
+    stages as version labels), in sync with the selection: see kgit.serving."""
+    from pathlib import Path
+
+    from kgit import serving
+
+    refs = [refs] if isinstance(refs, str) else list(refs)
+    return serving.layout(Repo(repo), refs, Path(out), base_path=base_path, copy=copy)
 
 
 def promote(ref: str, stage: str, *, note: str | None = None, repo: str | os.PathLike[str] = ".", progress: Any = None) -> Any:
