@@ -82,6 +82,7 @@ class Layout:
     changed: bool  # False: the folder already held exactly this selection, nothing was written
     models: list[ServedModel] = field(default_factory=list)
     versions: list[ServedVersion] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what a running server needs to know about this change
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,7 +126,13 @@ class _Entry:
     files: dict[str, list[Any]]  # relative path -> [sha256, size]
 
 
-def _read_manifest(out: Path) -> dict[str, dict[int, _Entry]] | None:
+@dataclass
+class _Manifest:
+    models: dict[str, dict[int, _Entry]]
+    labels: dict[str, dict[str, int]]  # model -> label -> serving version, as models.config has them
+
+
+def _read_manifest(out: Path) -> _Manifest | None:
     path = out / MANIFEST_FILE
     if not path.exists():
         return None
@@ -136,16 +143,18 @@ def _read_manifest(out: Path) -> dict[str, dict[int, _Entry]] | None:
             raise KgitError(f"{bad} (schema_version {str(data.get('schema_version'))[:20]}): "
                             f"give another --out, or remove the folder if it is yours")
         models: dict[str, dict[int, _Entry]] = {}
+        labels: dict[str, dict[str, int]] = {}
         for name, model in data["models"].items():
             check_name(name)
             models[name] = {}
+            labels[name] = {str(k): int(v) for k, v in model["labels"].items()}
             for number, e in model["versions"].items():
                 files = {str(k): [str(v[0]), int(v[1])] for k, v in e["files"].items()}
                 entry = _Entry(str(e["version"]), str(e["tag"]), str(e["md5"]), str(e["how"]), files)
                 if not number.isdigit() or int(number) != serving_version(entry.version):
                     raise ValueError(f"version folder {number} does not match {entry.version}")
                 models[name][int(number)] = entry
-        return models
+        return _Manifest(models, labels)
     except KgitError as exc:
         if str(exc).startswith(bad):
             raise
@@ -297,7 +306,7 @@ def _locked(out: Path) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
-def _check_out(repo: Repo, out: Path, manifest: dict[str, dict[int, _Entry]] | None) -> None:
+def _check_out(repo: Repo, out: Path, manifest: _Manifest | None) -> None:
     """Refuse a folder kgit would write into a release or over someone else's files."""
     artifacts = (repo.root / ARTIFACTS_DIR).resolve()
     if out == artifacts or artifacts in out.parents or out in (repo.root, repo.git_dir):
@@ -326,8 +335,10 @@ def layout(repo: Repo, refs: list[str], out: Path, *, base_path: str | None = No
 
 def _sync(repo: Repo, out: Path, chosen: dict[str, dict[int, registry.Release]], base_path: str | None,
           copy: bool) -> Layout:
-    old = _read_manifest(out) or {}
-    _check_out(repo, out, old if (out / MANIFEST_FILE).exists() else None)
+    recorded = _read_manifest(out)
+    _check_out(repo, out, recorded)
+    old = recorded.models if recorded else {}
+    old_labels = recorded.labels if recorded else {}
     for name in set(old) | set(chosen):  # leftovers of an interrupted run (names only kgit uses)
         model_dir = out / name
         for leftover in model_dir.glob(".kgit-*") if model_dir.is_dir() else []:
@@ -371,6 +382,13 @@ def _sync(repo: Repo, out: Path, chosen: dict[str, dict[int, registry.Release]],
     removed = [(name, n, e) for name, entries in sorted(old.items()) for n, e in sorted(entries.items())
                if n not in chosen.get(name, {})]
 
+    added = {(v.model, v.serving_version) for v in versions if v.action == "added"}
+    notes = [f"label {label} of {name} moves to {n}, which this run added: a running TF Serving applies that only "
+             "when started with --force_allow_any_version_labels_for_unavailable_models=true (or lay a version out "
+             "before promoting it, then rerun)"
+             for name, m in sorted(served.items()) for label, n in m.labels.items()
+             if (name, n) in added and old_labels.get(name, {}).get(label, n) != n]
+
     config = out / CONFIG_FILE
     manifest = out / MANIFEST_FILE
     # Recorded before they exist, so a crash never leaves an unrecorded version folder behind.
@@ -398,4 +416,5 @@ def _sync(repo: Repo, out: Path, chosen: dict[str, dict[int, registry.Release]],
         with contextlib.suppress(OSError):
             (out / name).rmdir()
     changed |= _write_if_changed(manifest, _manifest_text(new, served))
-    return Layout(str(out), str(config), str(manifest), changed, sorted(served.values(), key=lambda m: m.name), versions)
+    return Layout(str(out), str(config), str(manifest), changed, sorted(served.values(), key=lambda m: m.name),
+                  versions, notes)

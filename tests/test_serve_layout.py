@@ -214,6 +214,10 @@ def test_rerun_follows_promotions_and_changes_nothing_when_nothing_is_new(w: Wor
                            ("v1", V1, (), "removed")}
     assert sorted(os.listdir(out / "srv")) == [str(V2), str(V21)]
     assert config_of(out)["srv"][2:] == ([V2, V21], {"prod": V21, "staging": V2})
+    # prod moved onto a version this run added: TF Serving needs to be told (see the README)
+    assert first["notes"] == [] and len(moved["notes"]) == 1
+    assert f"label prod of srv moves to {V21}" in moved["notes"][0]
+    assert "--force_allow_any_version_labels_for_unavailable_models" in moved["notes"][0]
     assert (out / "srv" / str(V2)).stat().st_ino == settled[f"srv/{V2}"][1]  # the kept version was not rebuilt
     manifest = json.loads((out / "kgit-serving.json").read_text())["models"]["srv"]
     assert {n: (e["tag"], e["how"]) for n, e in manifest["versions"].items()} == {
@@ -290,6 +294,17 @@ def test_refusals_are_one_line_and_lose_nothing(w: World) -> None:
     refused(w, out, "srv#prod", expect="is not a manifest kgit wrote")
     (out / "kgit-serving.json").write_text("{not json")
     refused(w, out, "srv#prod", expect="is not a manifest kgit wrote")
+
+    busy = w.base / "busy"
+    layout(w.repo, "srv#prod", "--out", str(busy))
+    import fcntl
+
+    fd = os.open(busy, os.O_RDONLY)  # another serve-layout holds the folder
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        refused(w, busy, "srv@v2", expect=f"another kgit serve-layout is writing {busy}")
+    finally:
+        os.close(fd)
 
 
 @pytest.mark.slow

@@ -31,5 +31,7 @@ def serve_layout(
     rows = [[v.model, v.version, str(v.serving_version), ",".join(v.labels) or "-", v.action, v.how or "-"]
             for v in result.versions]
     write_columns(["model", "version", "serving version", "labels", "action", "files"], rows)
+    for note in result.notes:
+        err(f"kgit: note: {note}")
     state = "updated" if result.changed else "already in sync, nothing changed"
     err(f"kgit: {result.out}: {state}; run tensorflow_model_server --model_config_file={result.config}")
