@@ -206,11 +206,12 @@ def _select(repo: Repo, refs: list[str]) -> dict[str, dict[int, registry.Release
     for ref in refs:
         for rel in _resolve(repo, ref):
             if FORMAT not in rel.formats:
-                have = ", ".join(rel.formats)
+                files = {"keras": "model.keras", "h5": "model.h5"}
+                source = next((f"{rel.formats[f]['path']}/{files[f]}" for f in files if f in rel.formats), None)
+                example = f" (e.g. kgit release {rel.name} --from {source} -f savedmodel)" if source else ""
                 raise KgitError(
-                    f"{rel.name}@{rel.version} has no savedmodel format (it has {have}), and TF Serving reads "
-                    f"SavedModels: release the model again with --format savedmodel (e.g. kgit release {rel.name} "
-                    f"--from {rel.formats[next(iter(rel.formats))]['path']}/... -f savedmodel)")
+                    f"{rel.name}@{rel.version} has no savedmodel format (it has {', '.join(rel.formats)}), and TF "
+                    f"Serving reads SavedModels: release the model again with --format savedmodel{example}")
             chosen.setdefault(rel.name, {})[serving_version(rel.version)] = rel
     return chosen
 
@@ -308,8 +309,8 @@ def _locked(out: Path) -> Iterator[None]:
 
 def _check_out(repo: Repo, out: Path, manifest: _Manifest | None) -> None:
     """Refuse a folder kgit would write into a release or over someone else's files."""
-    artifacts = (repo.root / ARTIFACTS_DIR).resolve()
-    if out == artifacts or artifacts in out.parents or out in (repo.root, repo.git_dir):
+    artifacts, real = (repo.root / ARTIFACTS_DIR).resolve(), out.resolve()
+    if real == artifacts or artifacts in real.parents or real in (repo.root, repo.git_dir):
         raise KgitError(f"--out {out} is inside the repository's releases: give a folder outside {artifacts}")
     if manifest is None and out.exists() and any(out.iterdir()):
         first = sorted(p.name for p in out.iterdir())[0]

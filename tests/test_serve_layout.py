@@ -241,7 +241,7 @@ def test_rerun_follows_promotions_and_changes_nothing_when_nothing_is_new(w: Wor
 def test_serve_layout_imports_neither_tensorflow_nor_dvc(w: World) -> None:
     out = w.base / "serving"
     code = ("import sys, kgit; r = kgit.serve_layout(['srv#prod'], sys.argv[1]); "
-            "print(r.versions[0].serving_version, sorted(m for m in ('tensorflow', 'keras', 'dvc') if m in sys.modules))")
+            "print(r.versions[0].serving_version, sorted(m for m in ('tensorflow', 'keras', 'dvc', 'h5py') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code, str(out)], cwd=w.repo, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == [str(V1), "[]"]
@@ -261,7 +261,9 @@ def refused(w: World, out: Path, *args: str, expect: str) -> None:
 def test_refusals_are_one_line_and_lose_nothing(w: World) -> None:
     out = w.base / "serving"
     refused(w, out, "konly@v1", expect="konly@v1 has no savedmodel format (it has keras)")
-    assert "--format savedmodel" in kgit(w.repo, "serve-layout", "konly@v1", "--out", str(out)).stderr
+    assert "--from artifacts/konly/keras/v1/model.keras -f savedmodel" in kgit(w.repo, "serve-layout", "konly@v1", "--out", str(out)).stderr
+    (w.base / "link-to-release").symlink_to(release_folder(w, "v1"))
+    refused(w, w.base / "link-to-release", "srv@v1", expect="inside the repository's releases")
     refused(w, out, "konly", expect="no version of konly is in a stage")
     refused(w, out, "nosuch#prod", expect="no releases of model 'nosuch'")
     refused(w, out, "srv#canary", expect="no version of srv is in stage 'canary'")
