@@ -30,7 +30,8 @@ V1, V2, V21 = 1_000_000, 2_000_000, 2_001_000  # serving numbers of srv@v1, srv@
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, plain_model) -> World:  # type: ignore[no-untyped-def]
-    """srv@v1 (prod), srv@v2 (staging, also keras), srv@v2.1.0, konly@v1 (keras only); pushed to origin."""
+    """srv@v1 (prod), srv@v2 (staging, also keras), srv@v2.1.0, konly@v1 (keras only), other@v1;
+    pushed to origin."""
     from support import zoo
 
     w = World.create(tmp_path_factory.mktemp("serve-world"))
@@ -38,6 +39,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, plain_model) -> World:  # ty
     api.release(zoo.plain_model(1), "srv", formats=["savedmodel", "keras"], repo=w.repo)
     api.release(zoo.plain_model(2), "srv", version="v2.1.0", formats=["savedmodel"], repo=w.repo)
     api.release(plain_model, "konly", formats=["keras"], repo=w.repo)
+    api.release(zoo.plain_model(3), "other", formats=["savedmodel"], repo=w.repo)
     api.promote("srv@v1", "prod", repo=w.repo)
     api.promote("srv@v2", "staging", repo=w.repo)
     proc = w.push("main")
@@ -230,6 +232,14 @@ def test_rerun_follows_promotions_and_changes_nothing_when_nothing_is_new(w: Wor
     assert "removed" in proc.stdout and "v2.1.0" in proc.stdout
     assert config_of(out) == {"srv": ("/models/srv", "tensorflow", [V2], {"staging": V2})}
     assert (out / "srv" / str(V2)).stat().st_ino == settled[f"srv/{V2}"][1]
+    # a model no longer selected leaves models.config and the folder
+    both = layout(w.repo, "srv#staging", "other@v1", "--out", str(out))
+    assert ("v1", V1, (), "added") in rows(both) and set(config_of(out)) == {"srv", "other"}
+    alone = layout(w.repo, "srv#staging", "--out", str(out))
+    assert ("v1", V1, (), "removed") in rows(alone) and [v["model"] for v in alone["versions"]] == ["srv", "other"]
+    assert set(config_of(out)) == {"srv"} and sorted(os.listdir(out)) == ["kgit-serving.json", "models.config", "srv"]
+    assert set(json.loads((out / "kgit-serving.json").read_text())["models"]) == {"srv"}
+
     fresh = w.base / "copies"
     copied = layout(w.repo, "srv@v2", "--out", str(fresh), "--copy")
     assert [v["how"] for v in copied["versions"]] == ["copy"]
