@@ -21,7 +21,7 @@ from conftest import snapshot
 from support.world import World, kgit
 
 import kgit as api
-from kgit import serving
+from kgit import serving, serving_config
 from kgit.errors import InvalidVersionError
 
 SAVED_MODEL_CLI = str(Path(sys.executable).with_name("saved_model_cli"))
@@ -94,27 +94,27 @@ def config_of(out: Path) -> dict[str, tuple[str, str, list[int], dict[str, int]]
 
 # -- the integer versions and the config text ------------------------------------------------------
 def test_serving_numbers_are_stable_unique_and_ordered() -> None:
-    assert serving.serving_version("v1") == serving.serving_version("v1.0.0") == 1_000_000
-    assert serving.serving_version("v1.2.3") == 1_002_003
-    assert serving.serving_version("v0.0.5") == 5 != serving.serving_version("v5")
-    highest = serving.serving_version("v999999999.999.999")
+    assert serving_config.serving_version("v1") == serving_config.serving_version("v1.0.0") == 1_000_000
+    assert serving_config.serving_version("v1.2.3") == 1_002_003
+    assert serving_config.serving_version("v0.0.5") == 5 != serving_config.serving_version("v5")
+    highest = serving_config.serving_version("v999999999.999.999")
     assert highest == 999_999_999_999_999 < 2**63 - 1  # TF Serving's versions are int64
     versions = ["v0.0.1", "v0.1.0", "v1", "v1.0.1", "v1.999.999", "v2", "v2.1.0", "v10", "v999999999.999.999"]
-    numbers = [serving.serving_version(v) for v in versions]
+    numbers = [serving_config.serving_version(v) for v in versions]
     assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers)
     for bad in ("v1.1000.0", "v1.0.1000"):
         with pytest.raises(InvalidVersionError, match="must be below 1000"):
-            serving.serving_version(bad)
+            serving_config.serving_version(bad)
 
 
 def test_config_text_parses_with_the_serving_protos() -> None:
     odd = '/srv/mo"dels\\ with space\né/x'
-    models = [serving.ServedModel("b-model", odd, [2_000_000, 1_000_000], {"prod": 2_000_000, "staging": 1_000_000}),
-              serving.ServedModel("a_model", "/models/a_model", [5], {})]
+    models = [serving_config.ServedModel("b-model", odd, [2_000_000, 1_000_000], {"prod": 2_000_000, "staging": 1_000_000}),
+              serving_config.ServedModel("a_model", "/models/a_model", [5], {})]
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
-    config = text_format.Parse(serving.config_text(models), model_server_config_pb2.ModelServerConfig())
+    config = text_format.Parse(serving_config.config_text(models), model_server_config_pb2.ModelServerConfig())
     got = {c.name: (c.base_path, c.model_platform, list(c.model_version_policy.specific.versions), dict(c.version_labels))
            for c in config.model_config_list.config}
     assert got == {"a_model": ("/models/a_model", "tensorflow", [5], {}),
