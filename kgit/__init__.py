@@ -29,6 +29,7 @@ __all__ = [
     "load",
     "promote",
     "release",
+    "serve_layout",
     "show",
     "validate",
     "verify",
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
         load,
         promote,
         release,
+        serve_layout,
         show,
         validate,
     )

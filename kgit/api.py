@@ -21,13 +21,14 @@ from kgit.versions import check_name, release_ref
 if TYPE_CHECKING:
     from kgit.fetch import Fetched
     from kgit.project import InitResult
+    from kgit.serving import Layout
     from kgit.stages import StageChange
     from kgit.validation import FolderResult
 
 __all__ = ["release", "load", "get", "diff", "list_releases", "show", "init", "validate", "promote", "demote",
            "deprecate", "history", "verify", "check", "ReleaseRecord", "ReleaseView",
            "hooks_install", "hooks_uninstall", "run_hook", "server_install", "server_uninstall",
-           "keys_init", "keys_trust", "keys_accept", "keys_policy", "keys_list", "demo"]
+           "keys_init", "keys_trust", "keys_accept", "keys_policy", "keys_list", "demo", "serve_layout"]
 
 PathLike = str | os.PathLike[str]
 
@@ -142,6 +143,20 @@ def diff(ref_a: str, ref_b: str, *, repo: PathLike = ".") -> dict[str, Any]:
     from kgit import diffing
 
     return diffing.diff(Repo(repo), ref_a, ref_b)
+
+
+# -- serving -----------------------------------------------------------------------------------
+def serve_layout(refs: list[str] | str, out: PathLike, *, base_path: str | None = None,
+                 copy: bool = False, repo: PathLike = ".") -> Layout:
+    """Lay out releases (``NAME``: every version in a stage, ``NAME#STAGE``, ``NAME@VERSION``) in
+    ``out`` as TensorFlow Serving reads them (``out/NAME/<integer>/``, ``out/models.config`` with the
+    stages as version labels), in sync with the selection: see kgit.serving."""
+    from pathlib import Path
+
+    from kgit import serving
+
+    refs = [refs] if isinstance(refs, str) else list(refs)
+    return serving.layout(Repo(repo), refs, Path(out), base_path=base_path, copy=copy)
 
 
 # -- life cycle --------------------------------------------------------------------------------

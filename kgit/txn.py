@@ -13,20 +13,18 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import json
 import os
 import shutil
 import signal
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
-from kgit.errors import BusyError, KgitError, one_line
-from kgit.fsutil import write_atomic, write_json
+from kgit.errors import KgitError, one_line
+from kgit.fsutil import exclusive, write_atomic, write_json
 from kgit.git_ops import Repo
 from kgit.metadata import sha256_file
 
@@ -57,32 +55,14 @@ def staging_dir(repo: Repo) -> Path:
 
 
 @contextlib.contextmanager
-def repo_lock(repo: Repo, timeout: float | None = None, on_wait: object = None) -> Iterator[None]:
+def repo_lock(repo: Repo, timeout: float | None = None, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
     """Serialise writers in one repository (processes, not threads); BusyError after ``timeout``."""
     if timeout is None:
         timeout = float(os.environ.get("KGIT_LOCK_TIMEOUT", "600"))
-    path = state_dir(repo) / "lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline = time.monotonic() + timeout
-        waited = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise BusyError(
-                        "another kgit command is writing to this repository (release in progress): "
-                        "wait for it to finish and retry"
-                    ) from None
-                if not waited and callable(on_wait):
-                    on_wait()
-                waited = True
-                time.sleep(0.2)
+    busy = ("another kgit command is writing to this repository (release in progress): "
+            "wait for it to finish and retry")
+    with exclusive(state_dir(repo) / "lock", busy, timeout=timeout, on_wait=on_wait):
         yield
-    finally:
-        os.close(fd)  # closing releases the lock
 
 
 @contextlib.contextmanager
