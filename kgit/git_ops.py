@@ -93,10 +93,6 @@ class Repo:
             paths.append(path)
         return paths
 
-    def is_tracked(self, relpath: str) -> bool:
-        code, _, _ = self.try_git("ls-files", "--error-unmatch", "--", relpath)
-        return code == 0
-
     def show_file(self, rev: str, relpath: str) -> str | None:
         code, out, _ = self.try_git("show", f"{rev}:{relpath}")
         return out if code == 0 else None
@@ -105,10 +101,6 @@ class Repo:
     def tag_exists(self, tag: str) -> bool:
         code, _, _ = self.try_git("rev-parse", "--verify", "-q", f"refs/tags/{tag}")
         return code == 0
-
-    def tag_target(self, tag: str) -> str | None:
-        code, out, _ = self.try_git("rev-parse", "--verify", "-q", f"refs/tags/{tag}^{{commit}}")
-        return out.strip() if code == 0 else None
 
     def tag_names(self, pattern: str = "refs/tags", points_at: str | None = None) -> list[str]:
         """Names of the tags matching ``pattern`` (optionally only those pointing at a commit): cheap."""
@@ -160,9 +152,6 @@ class Repo:
     def create_tag(self, tag: str, target: str, message: str) -> None:
         with _message_file(message) as path:
             self.git("tag", "-a", tag, target, "-F", path)
-
-    def delete_tag(self, tag: str) -> None:
-        self.git("tag", "-d", tag, check=False)
 
     def remote_has_tag(self, remote: str, tag: str, timeout: float = 15.0) -> bool | None:
         """True/False if ``remote`` answered, None if it has no such remote or is unreachable."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from kgit.errors import KgitError
@@ -78,15 +77,6 @@ def _is_ours(path: Path) -> bool:
         return MARKER in path.read_text(errors="replace")[:400]
     except OSError:
         return False
-
-
-@dataclass
-class HookChange:
-    hook: str
-    action: str  # installed, updated, chained, removed, restored, unchanged, not-ours
-
-    def __str__(self) -> str:
-        return f"{self.action} the {self.hook} hook"
 
 
 def install(repo: Repo, names: tuple[str, ...] = HOOKS) -> list[str]:

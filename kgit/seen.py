@@ -32,9 +32,6 @@ class SeenRecord:
         except (OSError, ValueError, RecursionError):
             self.tags = {}
 
-    def was_seen(self, tag: str) -> bool:
-        return tag in self.tags
-
     def check(self, tag: TagInfo, md5s: dict[str, Any] | None = None) -> str | None:
         """None if ``tag`` is what this clone first saw (recording it if new); else what changed."""
         first = self.tags.get(tag.name)

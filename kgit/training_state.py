@@ -95,9 +95,12 @@ def restore_keras_optimizer(model: Any, path: Path, custom_objects: dict[str, An
             f"{path} holds optimizer state ({count} variables) but no compile config to rebuild its optimizer "
             "from: pass --inference-only to release it without training state"
         )
+    _, values, _, _ = _read_keras_training_state(path, values=True)
+    unbuilt = len(type(optimizer).from_config(optimizer.get_config()).variables)
+    if not wrapped and count == unbuilt and values and not np.any(values[0]):
+        return  # saved before its first step (iterations 0, never built): a fresh optimizer is that state
     if wrapped and not _is_loss_scaled(optimizer):
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    _, values, _, _ = _read_keras_training_state(path, values=True)
     model.optimizer = _optimizer_with_state(model, optimizer, values, path)
 
 

@@ -175,12 +175,6 @@ def parse_event(tag: str) -> Event | None:
     return Event("deprecate", m.group("name"), counter, version=version)
 
 
-def counter_of(tag: str) -> int:
-    """The ``#N`` event counter of any of a model's tags (0 for a plain version tag)."""
-    event = parse_event(tag)
-    return event.counter if event else 0
-
-
 def parse_ref(ref: str) -> tuple[str, str]:
     """Split a release reference into (name, selector).
 

@@ -51,3 +51,42 @@ def test_dvc_repro_runs_the_validation_stage(kgit_repo: Path, plain_model) -> No
     bad = subprocess.run([sys.executable, "-m", "dvc", "repro", "kgit-validate"], cwd=kgit_repo, env=env,
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "missing file(s) reference_inputs.npz" in bad.stdout
+
+
+SCALE_LAYER = '''
+import keras
+
+FACTOR = {factor}
+
+
+@keras.saving.register_keras_serializable(package="scaled")
+class Scale(keras.layers.Layer):
+    def call(self, x):
+        return x * FACTOR
+
+
+def build():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4,), name="x")
+    model = keras.Model(inputs, Scale()(keras.layers.Dense(3)(inputs)))
+    model.compile(optimizer="adam", loss="mse")
+    return model
+'''
+
+
+def test_a_reload_that_computes_differently_fails_the_round_trip(kgit_repo: Path, tmp_path: Path) -> None:
+    """Every file as released, but the custom layer's code changed since: only reloading the model
+    and comparing its outputs with the recorded ones shows it."""
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "scaled.py").write_text(SCALE_LAYER.format(factor="1.0"))
+    env = {**os.environ, "PYTHONPATH": f"{code}{os.pathsep}{os.environ['PYTHONPATH']}", "PYTHONDONTWRITEBYTECODE": "1"}
+    kgit(kgit_repo, "release", "scaled", "--from", "scaled:build", "-f", "keras", env=env, check=True)
+    assert json.loads(kgit(kgit_repo, "validate", "scaled@v1", "--recheck", "--json", env=env, check=True).stdout)[0]["status"] == "passed"
+    (code / "scaled.py").write_text(SCALE_LAYER.format(factor="2.5"))
+    proc = kgit(kgit_repo, "validate", "scaled@v1", "--recheck", "--json", env=env)
+    assert proc.returncode == 1, proc.stderr
+    result = json.loads(proc.stdout)[0]
+    assert (result["status"], result["check"]) == ("failed", "roundtrip"), result
+    assert result["max_abs_diff"] > 1e-3 and result["outputs"][0]["ok"] is False
+    assert "differs by" in proc.stderr.splitlines()[-1]
