@@ -1,7 +1,8 @@
 """Saving, loading and running models per format; importing TensorFlow quietly.
 
-TensorFlow/Keras are imported only here, in kgit.model_source, kgit.training_state (the optimizer
-state: identify, restore, strip) and kgit.tf_keras_flavour (Keras 2 models), always inside functions.
+TensorFlow/Keras are imported only here, in kgit.model_source, kgit.savedmodel (the savedmodel
+folder), kgit.training_state (the optimizer state: identify, restore, strip) and
+kgit.tf_keras_flavour (Keras 2 models), always inside functions.
 
 Formats (one folder per format and version; metadata and reference files sit beside the model):
 - ``savedmodel``: the folder is a SavedModel (``serving_default`` for TensorFlow Serving; each weight
