@@ -8,7 +8,9 @@ Adam and trains one step (so the optimizer holds two slots per weight), writes i
 ``kgit.formats.save(model, "savedmodel", folder)`` and prints one table: each part of the folder
 (``saved_model.pb``, ``variables/``, ``assets.extra/model.keras`` and, inside that zip, its weights
 and its optimizer state), its size, and its size against the model's weights. For comparison, the
-same model as a ``keras`` release (``model.keras``) is measured too.
+same model as a ``keras`` release (``model.keras``) is measured too. Then the time to write each
+folder and to load the Keras model back from it as ``kgit.load`` does (checking that the weights and
+optimizer variables come back equal).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import io
 import sys
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -36,6 +39,16 @@ def dense_model(mb: float):  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(0)
     model.train_on_batch(rng.standard_normal((8, width)).astype("float32"), rng.standard_normal((8, 4)).astype("float32"))
     return model
+
+
+def check_same(model, loaded) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    for group in ("weights", "optimizer"):
+        want = model.weights if group == "weights" else model.optimizer.variables
+        got = loaded.weights if group == "weights" else loaded.optimizer.variables
+        if len(want) != len(got) or not all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(want, got)):
+            raise SystemExit(f"the loaded model's {group} differ from the saved model's")
 
 
 def folder_size(path: Path) -> int:
@@ -85,7 +98,7 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the written folders (their path is printed)")
     args = parser.parse_args()
 
-    from kgit.formats import import_keras, save
+    from kgit.formats import import_keras, load_keras_model, save
 
     import_keras()
     model = dense_model(args.mb)
@@ -93,9 +106,16 @@ def main() -> int:
     optimizer = sum(int(v.numpy().nbytes) for v in model.optimizer.variables)
     scratch = Path(tempfile.mkdtemp(prefix="kgit-smsize-"))
     saved, keras_release = scratch / "savedmodel", scratch / "keras"
+    timings: list[tuple[str, float]] = []
     for fmt, folder in (("savedmodel", saved), ("keras", keras_release)):
         folder.mkdir()
+        start = time.perf_counter()
         save(model, fmt, folder)
+        timings.append((f"{fmt}: write", time.perf_counter() - start))
+        start = time.perf_counter()
+        loaded = load_keras_model(folder, fmt, custom_objects={}, modules=[], builder=None, unsafe=False)
+        timings.append((f"{fmt}: load back (as kgit.load)", time.perf_counter() - start))
+        check_same(model, loaded)
     rows = [("model weights (in memory)", weights), ("optimizer state (in memory)", optimizer)]
     rows += [("savedmodel: " + name, size) for name, size in measure(saved)]
     rows.append(("keras release: model.keras", folder_size(keras_release / "model.keras")))
@@ -103,6 +123,8 @@ def main() -> int:
     print(f"{'part':<{width}}  {'bytes':>12}  {'MB':>8}  {'x weights':>9}")
     for name, size in rows:
         print(f"{name:<{width}}  {size:>12,}  {size / MB:>8.1f}  {size / weights:>9.2f}")
+    for name, seconds in timings:
+        print(f"{name:<{width}}  {seconds:>10.2f} s")
     if args.keep:
         print(f"folders kept in {scratch}", file=sys.stderr)
     else:

@@ -15,7 +15,7 @@ from typing import Any
 
 
 def _validate(folder: Path) -> dict[str, Any]:
-    from kgit import formats, training_state, usercode
+    from kgit import formats, savedmodel, training_state, usercode
     from kgit.errors import KgitError, one_line
     from kgit.metadata import Metadata
     from kgit.reference import load_npz, max_abs_diff
@@ -31,8 +31,8 @@ def _validate(folder: Path) -> dict[str, Any]:
         runs: list[dict[str, Any]] = []
         model = None
         if meta.format == "savedmodel":
-            runs.append(formats.run_savedmodel(folder, inputs, meta.signature))
-        if meta.format != "savedmodel" or (folder / formats.SAVEDMODEL_KERAS).is_file():
+            runs.append(savedmodel.run(folder, inputs, meta.signature))
+        if meta.format != "savedmodel" or savedmodel.has_keras_model(folder):
             model = formats.load_keras_model(folder, meta.format, custom_objects=custom, modules=meta.custom_modules,
                                              builder=meta.builder, unsafe=meta.unsafe, sig=meta.signature)
             runs.append(formats.run_model(model, inputs, meta.signature))

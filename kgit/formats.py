@@ -1,12 +1,14 @@
 """Saving, loading and running models per format; importing TensorFlow quietly.
 
-TensorFlow/Keras are imported only here, in kgit.model_source, kgit.training_state (the optimizer
-state: identify, restore, strip) and kgit.tf_keras_flavour (Keras 2 models), always inside functions.
+TensorFlow/Keras are imported only here, in kgit.model_source, kgit.savedmodel (the savedmodel
+folder), kgit.training_state (the optimizer state: identify, restore, strip) and
+kgit.tf_keras_flavour (Keras 2 models), always inside functions.
 
 Formats (one folder per format and version; metadata and reference files sit beside the model):
 - ``savedmodel``: the folder is a SavedModel (``serving_default`` for TensorFlow Serving; each weight
-  once in ``variables/``); the Keras model, optimizer state included, rides along in
-  ``assets.extra/model.keras`` so training resumes.
+  once in ``variables/``); the Keras model (architecture, compile config, optimizer state; its layer
+  weights come from ``variables/``) rides along in ``assets.extra/`` so training resumes: see
+  kgit.savedmodel.
 - ``keras``: ``model.keras``, Keras' native zip (config, weights, optimizer state).
 - ``h5``: ``model.h5``, legacy single HDF5 file.
 - ``weights``: ``model.weights.h5``; the architecture is rebuilt by the recorded builder function.
@@ -27,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from kgit import savedmodel
 from kgit.errors import CustomObjectError, ModelSourceError, UnsafeModelError, one_line
 from kgit.metadata import FORMATS, Signature
 from kgit.training_state import (
@@ -43,7 +46,7 @@ from kgit.training_state import (
 from kgit.usercode import import_modules, resolve_attr
 
 MODEL_FILES = {"keras": "model.keras", "h5": "model.h5", "weights": "model.weights.h5"}
-SAVEDMODEL_KERAS = "assets.extra/model.keras"
+SAVEDMODEL_KERAS = savedmodel.KERAS_FILE
 
 
 @contextlib.contextmanager
@@ -259,11 +262,9 @@ def save(model: Any, fmt: str, folder: Path, *, inference_only: bool = False) ->
     try:
         if fmt == "savedmodel":
             with contextlib.redirect_stdout(sys.stderr if os.environ.get("KGIT_VERBOSE") else open(os.devnull, "w")):
-                _export_savedmodel(model, folder)
+                savedmodel.export(model, folder)
             if not is_plain_savedmodel(model):
-                (folder / SAVEDMODEL_KERAS).parent.mkdir(parents=True, exist_ok=True)
-                with full_optimizer_in_compile_config(model):
-                    model.save(folder / SAVEDMODEL_KERAS)
+                savedmodel.write_keras_model(model, folder)
         elif fmt == "keras":
             with full_optimizer_in_compile_config(model):
                 model.save(folder / MODEL_FILES[fmt])
@@ -280,38 +281,6 @@ def save(model: Any, fmt: str, folder: Path, *, inference_only: bool = False) ->
         raise ModelSourceError(f"saving the model as {fmt} failed: {type(exc).__name__}: {one_line(exc)}") from None
     if inference_only:
         _strip_training_state(fmt, folder)
-
-
-def _export_savedmodel(model: Any, folder: Path) -> None:
-    """``model.export(folder)`` without writing each weight twice: Keras' export tracks the model's
-    Keras variables and, separately, the TensorFlow variables its ``serve`` function captures, and
-    the checkpoint in ``variables/`` holds both. Tracking the TensorFlow variables behind the Keras
-    ones instead leaves one copy (same SavedModel, same ``serving_default``)."""
-    import tensorflow as tf
-
-    keras = import_keras()
-    try:
-        from keras.src.export.export_utils import get_input_signature
-    except ImportError:  # another Keras layout: export as Keras does
-        model.export(str(folder), format="tf_saved_model", verbose=False)
-        return
-    archive = keras.export.ExportArchive()
-    archive.track_and_add_endpoint("serve", model, get_input_signature(model))
-    trackable = getattr(archive, "_tf_trackable", None)
-    for attr in ("variables", "trainable_variables", "non_trainable_variables"):
-        tracked = getattr(trackable, attr, None)
-        if tracked is not None:
-            setattr(trackable, attr, [_tf_variable(v, tf) for v in tracked])
-    archive.write_out(str(folder), verbose=False)
-
-
-def _tf_variable(variable: Any, tf: Any) -> Any:
-    """The tf.Variable holding a Keras variable's value (the one exported functions capture), else
-    the variable itself."""
-    if isinstance(variable, tf.Variable):
-        return variable
-    inner = getattr(variable, "_value", None)
-    return inner if isinstance(inner, tf.Variable) else variable
 
 
 def _strip_training_state(fmt: str, folder: Path) -> None:
@@ -342,7 +311,8 @@ def load_keras_model(
             return tf_keras_flavour.load(folder, custom_objects)
         if not inner.is_file():
             raise ModelSourceError(f"{folder} holds an inference-only SavedModel: load it with tf.saved_model.load")
-        return load_keras_file(inner, custom_objects, unsafe)
+        with savedmodel.keras_file(folder) as complete:
+            return load_keras_file(complete, custom_objects, unsafe)
     if fmt == "h5" and tf_keras_flavour.is_h5(folder / MODEL_FILES[fmt]):
         return tf_keras_flavour.load(folder / MODEL_FILES[fmt], custom_objects)
     if fmt in ("keras", "h5"):
@@ -370,35 +340,3 @@ def load_keras_model(
             ) from None
         return model
     raise ModelSourceError(f"unknown format {fmt!r}")
-
-
-def run_savedmodel(folder: Path, arrays: dict[str, np.ndarray], sig: Signature) -> dict[str, np.ndarray]:
-    """Outputs of the SavedModel's ``serving_default`` signature, the endpoint TF Serving uses."""
-    import tensorflow as tf
-
-    try:
-        loaded = tf.saved_model.load(str(folder))
-    except Exception as exc:
-        raise ModelSourceError(f"tf.saved_model.load({folder}) failed: {one_line(exc)}") from None
-    if "serving_default" not in loaded.signatures:
-        raise ModelSourceError(f"{folder} has no serving_default signature")
-    fn = loaded.signatures["serving_default"]
-    expected = fn.structured_input_signature[1]
-    if set(expected) == {s.name for s in sig.inputs}:
-        kwargs = {name: tf.constant(arrays[name]) for name in expected}
-    elif len(expected) == len(sig.inputs):  # names differ (e.g. positional inputs): match by order
-        kwargs = {name: tf.constant(arrays[s.name]) for name, s in zip(sorted(expected), sig.inputs)}
-    else:
-        raise ModelSourceError(f"{folder}: serving_default takes {sorted(expected)}, the model's inputs are {[s.name for s in sig.inputs]}")
-    out = fn(**kwargs)
-    names = [s.name for s in sig.outputs]
-    if set(out) == set(names):
-        return {k: to_numpy(v) for k, v in out.items()}
-    # Keras export names list/single outputs output_0, output_1, ...
-    return {n: to_numpy(out[k]) for n, k in zip(names, sorted(out, key=_natural_key))}
-
-
-def _natural_key(key: str) -> tuple[str, int]:
-    head = key.rstrip("0123456789")
-    tail = key[len(head):]
-    return head, int(tail) if tail else -1

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from kgit import savedmodel
 from kgit.errors import (
     CustomObjectError,
     ModelSignatureError,
@@ -200,8 +201,9 @@ def _load_source_path(path: Path, custom_objects: dict[str, Any], unsafe: bool, 
     from kgit import tf_keras_flavour
 
     if path.is_dir():
-        if (path / SAVEDMODEL_KERAS).is_file():
-            return _load_source_path(path / SAVEDMODEL_KERAS, custom_objects, unsafe, training_state)
+        if (path / SAVEDMODEL_KERAS).is_file():  # a kgit release folder: its Keras model, weights back in
+            with savedmodel.keras_file(path) as inner:
+                return _load_source_path(inner, custom_objects, unsafe, training_state)
         if tf_keras_flavour.is_savedmodel(path):  # tf_keras' model.save(dir): the model and its training state
             return tf_keras_flavour.load(path, custom_objects, training_state=training_state)
         if not (path / "saved_model.pb").is_file():

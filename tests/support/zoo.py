@@ -192,6 +192,26 @@ def hub_classifier():
     return model
 
 
+def hub_backbone_data(n: int = 4, seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    x, _ = hub_inputs(n, seed)
+    rng = np.random.default_rng(seed + 1)
+    return x, {"sequence_output": rng.standard_normal((n, 6, 8)).astype("float32"),
+               "pooled_output": rng.standard_normal((n, 8)).astype("float32")}
+
+
+def hub_backbone():
+    """A tiny KerasHub backbone (BertBackbone from a config, dict outputs), compiled with a loss on
+    each output and trained one step, as pre-training would."""
+    import keras_hub
+
+    keras.utils.set_random_seed(12)
+    model = keras_hub.models.BertBackbone(vocabulary_size=HUB_VOCAB, num_layers=1, num_heads=1, hidden_dim=8,
+                                          intermediate_dim=16, max_sequence_length=6, dropout=0.0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss={"sequence_output": "mse", "pooled_output": "mse"})
+    model.train_on_batch(*hub_backbone_data())
+    return model
+
+
 @keras.saving.register_keras_serializable(package="Zoo")
 class TinySubclassed(keras.Model):
     """A registered subclassed model: no keras.Input, built by training."""
