@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from kgit import registry
@@ -26,9 +27,18 @@ def init(path: str | os.PathLike[str] = ".", remote: str | None = None) -> Any:
         return project.init(path, remote=remote)
 
 
-def list_releases(name: str | None = None, repo: str | os.PathLike[str] = ".") -> list[registry.Release]:
-    """Every release (of one model if ``name``), from git tags alone."""
-    return registry.releases(Repo(repo), name)
+def list_releases(name: str | None = None, repo: str | os.PathLike[str] = ".", *,
+                  sort: str | None = None) -> list[registry.Release]:
+    """Every release (of one model if ``name``), from git tags alone; with ``sort`` (a metric key),
+    best first (direction from ``.kgit/gates.yaml``, default higher is better), those without it last."""
+    git = Repo(repo)
+    rels = registry.releases(git, name)
+    if sort is None:
+        return rels
+    from kgit import gates, metrics
+
+    metrics.check_key(sort, "--sort")
+    return metrics.sort_releases(rels, sort, gates.directions(git).get(sort, "max"))
 
 
 def show(name: str, version: str = "latest", fmt: str | None = None, repo: str | os.PathLike[str] = ".") -> Metadata:
@@ -54,13 +64,19 @@ def verify(refs: list[str] | None = None, *, repo: str | os.PathLike[str] = ".")
     return checking.verify_signatures(git, checking.targets_for(git, refs))
 
 
-def promote(ref: str, stage: str, *, note: str | None = None, repo: str | os.PathLike[str] = ".", progress: Any = None) -> Any:
-    """Put a release (``NAME@VERSION``) in ``stage`` (e.g. "prod"); validates it first if needed."""
+def promote(ref: str, stage: str, *, note: str | None = None, require: Sequence[str] = (),
+            require_better: Sequence[str] = (), repo: str | os.PathLike[str] = ".", progress: Any = None) -> Any:
+    """Put a release (``NAME@VERSION``) in ``stage`` (e.g. "prod"); validates it first if needed.
+
+    Refused (kgit.gates.GateError) unless its metrics pass each ``require`` rule ("val.accuracy>=0.9"),
+    are strictly better than the version in the stage now on each ``require_better`` key, and pass
+    the rules for the stage committed in ``.kgit/gates.yaml``."""
     from kgit import stages
     from kgit.versions import parse_ref
 
     name, version = parse_ref(ref)
-    return stages.promote(Repo(repo), name, version, stage, note=note, progress=progress)
+    return stages.promote(Repo(repo), name, version, stage, note=note, progress=progress, require=require,
+                          require_better=require_better)
 
 
 def demote(name: str, stage: str, *, note: str | None = None, repo: str | os.PathLike[str] = ".") -> Any:
