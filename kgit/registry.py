@@ -348,7 +348,7 @@ def _checked(repo: Repo, rel: Release) -> Release:
 def release_problems(repo: Repo, rel: Release, formats: list[str] | None = None) -> list[str]:
     """Git only: what at the tagged commit contradicts the tag. Each format's ``.dvc`` file must be
     at the path the tag names, hold the hash the tag recorded, and carry kgit metadata naming this
-    model, version and format."""
+    model, version and format, with the metrics the tag carries."""
     problems = list(rel.problems)
     for fmt, info in rel.formats.items():
         if formats is not None and fmt not in formats:
@@ -374,6 +374,8 @@ def release_problems(repo: Repo, rel: Release, formats: list[str] | None = None)
         if said != (rel.name, rel.version, fmt):
             problems.append(f"{dvc_path}'s metadata says {':'.join(str(x)[:40] for x in said)}, "
                             f"the tag says {rel.name}:{rel.version}:{fmt}")
+        elif (meta.get("metrics") or {}) != rel.metrics or list(meta.get("measured") or []) != list(rel.measured):
+            problems.append(f"its message's metrics differ from those in {dvc_path}'s metadata")
     return problems
 
 

@@ -234,3 +234,15 @@ def test_evaluate_failures_release_nothing(eval_repo: Path) -> None:
         assert proc.returncode == 1 and says in proc.stderr, proc.stderr
         assert proc.stderr.strip().splitlines()[-1].startswith("kgit: error: ") and "Traceback" not in proc.stderr
     assert snapshot(repo) == before
+
+
+def test_a_tag_whose_metrics_differ_from_the_release_metadata_is_refused(scored: Path, tmp_path: Path) -> None:
+    repo = tmp_path / "copy"
+    subprocess.run(["cp", "-a", str(scored), str(repo)], check=True)
+    message = tag_message(repo, "sc@v1.0.0").replace('"val.accuracy": 0.8', '"val.accuracy": 0.99')
+    git(repo, "tag", "-d", "sc@v1.0.0")
+    (repo / ".git/kgit/seen.json").unlink(missing_ok=True)  # a clone that never saw the honest tag
+    forge_tag(repo, "sc@v1.0.0", git(repo, "rev-list", "-n1", "sc@v2.0.0") + "~1", message)
+    with pytest.raises(KgitError, match="its message's metrics differ from those in artifacts/sc/keras/v1.dvc"):
+        api.promote("sc@v1", "prod", repo=repo)
+    assert git(repo, "tag", "-l", "sc#*") == ""
