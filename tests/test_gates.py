@@ -64,7 +64,7 @@ def test_directions_come_from_the_committed_file_at_head(git_repo: Path) -> None
     assert gates.directions(repo) == {}  # not committed: does not count
     cgit(git_repo, "add", ".kgit/gates.yaml")
     cgit(git_repo, "commit", "-q", "-m", "gates")
-    assert gates.directions(repo) == {"val.loss": "min"}
+    assert gates.directions(repo) == {"val.loss": "min"} == gates.directions(git_repo)
     (git_repo / ".kgit/gates.yaml").write_text("metrics:\n  val.loss: max\n")
     assert gates.directions(repo) == {"val.loss": "min"}
 
