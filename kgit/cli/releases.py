@@ -41,12 +41,9 @@ def init(
 def _parse_params(params: list[str], params_file: Path | None) -> dict[str, Any]:
     result: dict[str, Any] = {}
     if params_file is not None:
-        from kgit import bounded_yaml
+        from kgit import api
 
-        loaded = bounded_yaml.read_file(params_file, f"--params {params_file}")
-        if loaded is not None and not isinstance(loaded, dict):
-            raise KgitError(f"--params {params_file} must hold a mapping of names to values")
-        result.update(loaded or {})
+        result.update(api.read_params_file(params_file))
     for item in params:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
@@ -94,11 +91,9 @@ def release(
 ) -> None:
     """Release a trained model as a new immutable version: save, validate, track with DVC, commit, tag."""
     from kgit import api
-    from kgit import metrics as metrics_mod
 
     hyper = _parse_params(params, params_file)
-    given = metrics_mod.combine(metrics_mod.read_file(metrics_file) if metrics_file is not None else {},
-                                metrics_mod.parse_assignments(metric))
+    given = api.read_metrics(metrics_file, metric)
     if reference_input is not None and not reference_input.is_file():
         raise KgitError(f"--reference-input {reference_input} does not exist")
     with Steps(enabled=True) as steps:
@@ -136,11 +131,8 @@ def list_(
 ) -> None:
     """List releases (from git tags alone: fast, works before any data is fetched)."""
     from kgit import api
-    from kgit import metrics as metrics_mod
 
-    for key in metric:
-        metrics_mod.check_key(key, "--metric")
-    rels = api.list_releases(name, sort=sort)
+    rels = api.list_releases(name, sort=sort, columns=metric)
     if json_out:
         print_json([r.to_dict() for r in rels])
         return
