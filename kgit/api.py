@@ -8,11 +8,12 @@ A release is named the same way everywhere: a reference (``"mnist@v2"``, ``"mnis
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kgit import registry
-from kgit.errors import ReleaseNotFoundError
+from kgit.errors import KgitError, ReleaseNotFoundError
 from kgit.git_ops import Repo
 from kgit.metadata import Metadata
 from kgit.releasing import ReleaseRecord, release
@@ -101,9 +102,45 @@ class ReleaseView:
                 "deprecated": rel.deprecated, **self.metadata.to_dict()}
 
 
-def list_releases(name: str | None = None, repo: PathLike = ".") -> list[registry.Release]:
-    """Every release (of one model if ``name``), from git tags alone."""
-    return registry.releases(Repo(repo), name)
+def list_releases(name: str | None = None, repo: PathLike = ".", *,
+                  sort: str | None = None, columns: Sequence[str] = ()) -> list[registry.Release]:
+    """Every release (of one model if ``name``), from git tags alone; with ``sort`` (a metric key),
+    best first (direction from ``.kgit/gates.yaml``, default higher is better), those without it last.
+    ``columns``: metric keys the caller will show, checked to be valid metric names."""
+    from kgit import metrics
+
+    for key in columns:
+        metrics.check_key(key, "--metric")
+    git = Repo(repo)
+    rels = registry.releases(git, name)
+    if sort is None:
+        return rels
+    from kgit import gates
+
+    metrics.check_key(sort, "--sort")
+    return metrics.sort_releases(rels, sort, gates.directions(git).get(sort, "max"))
+
+
+def read_metrics(file: PathLike | None = None, items: Sequence[str] = ()) -> dict[str, float]:
+    """Metrics from a JSON/YAML file (nested keys joined with dots: ``val.accuracy``) and from
+    ``KEY=VALUE`` items, which win; every value a finite number, or a KgitError naming the key."""
+    from pathlib import Path
+
+    from kgit import metrics
+
+    return metrics.combine(metrics.read_file(Path(file)) if file is not None else {}, metrics.parse_assignments(items))
+
+
+def read_params_file(file: PathLike) -> dict[str, Any]:
+    """Hyperparameters from a YAML/JSON file (e.g. DVC's params.yaml), read safely and bounded."""
+    from pathlib import Path
+
+    from kgit import bounded_yaml
+
+    loaded = bounded_yaml.read_file(Path(file), f"--params {file}")
+    if loaded is not None and not isinstance(loaded, dict):
+        raise KgitError(f"--params {file} must hold a mapping of names to values")
+    return dict(loaded or {})
 
 
 def show(ref: str, version: str | None = None, *, stage: str | None = None, format: str | None = None,
@@ -160,13 +197,19 @@ def serve_layout(refs: list[str] | str, out: PathLike, *, base_path: str | None 
 
 
 # -- life cycle --------------------------------------------------------------------------------
-def promote(ref: str, stage: str, *, version: str | None = None, note: str | None = None, repo: PathLike = ".",
+def promote(ref: str, stage: str, *, version: str | None = None, note: str | None = None,
+            require: Sequence[str] = (), require_better: Sequence[str] = (), repo: PathLike = ".",
             progress: Any = None) -> StageChange:
-    """Put a release in ``stage`` (e.g. "prod"); validates it first if needed."""
+    """Put a release in ``stage`` (e.g. "prod"); validates it first if needed.
+
+    Refused (kgit.gates.GateError) unless its metrics pass each ``require`` rule ("val.accuracy>=0.9"),
+    are strictly better than the version in the stage now on each ``require_better`` key, and pass
+    the rules for the stage committed in ``.kgit/gates.yaml``."""
     from kgit import stages
 
     name, selector = release_ref(ref, version)
-    return stages.promote(Repo(repo), name, selector, stage, note=note, progress=progress)
+    return stages.promote(Repo(repo), name, selector, stage, note=note, progress=progress, require=require,
+                          require_better=require_better)
 
 
 def demote(name: str, stage: str, *, note: str | None = None, repo: PathLike = ".") -> StageChange:

@@ -9,7 +9,8 @@ Stage and deprecation tags point at the version's release commit and travel with
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +29,11 @@ class StageChange:
     version: str
     stage: str | None
     tag: str
+    gates: list[str] = field(default_factory=list)  # the rules the promotion passed ("val.accuracy >= 0.9")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"event": self.event, "name": self.name, "version": self.version, "stage": self.stage, "tag": self.tag}
+        return {"event": self.event, "name": self.name, "version": self.version, "stage": self.stage, "tag": self.tag,
+                "gates": list(self.gates)}
 
 
 def allowed_stages(root: Path) -> list[str] | None:
@@ -56,17 +59,29 @@ def _check_stage(repo: Repo, stage: str) -> str:
     return stage
 
 
-def _message(event: str, rel: registry.Release, stage: str | None, note: str | None) -> str:
+def _message(event: str, rel: registry.Release, stage: str | None, note: str | None,
+             gates: list[str] | None = None) -> str:
     what = f"{event} {rel.name} {rel.version}" + (f" {'to' if event == 'promote' else 'from'} {stage}" if stage else "")
-    body = {"event": event, "name": rel.name, "version": rel.version, "stage": stage, "release": rel.tag}
+    body: dict[str, Any] = {"event": event, "name": rel.name, "version": rel.version, "stage": stage, "release": rel.tag}
+    if gates:  # the rules this promotion passed, and the metrics they were judged on
+        body["gates"] = gates
+        body["metrics"] = rel.metrics
     return f"kgit {what}\n\n" + (f"{note}\n\n" if note else "") + f"kgit-event: {json.dumps(body)}\n"
 
 
-def promote(repo: Repo, name: str, version: str, stage: str, *, note: str | None = None, progress: Any = None) -> StageChange:
-    """Put ``name@version`` in ``stage`` (validating it first if it has not been validated here)."""
-    from kgit import checking
+def promote(repo: Repo, name: str, version: str, stage: str, *, note: str | None = None, progress: Any = None,
+            require: Sequence[str] = (), require_better: Sequence[str] = ()) -> StageChange:
+    """Put ``name@version`` in ``stage`` (validating it first if it has not been validated here), if
+    its metrics pass the ``require`` rules ("val.accuracy>=0.9"), beat the version in the stage now on
+    the ``require_better`` keys, and pass the gates committed in ``.kgit/gates.yaml`` (kgit.gates)."""
+    from kgit import checking, gates
 
     _check_stage(repo, stage)
+    # the rules' syntax first, before the lock and any reading
+    for rule in require:
+        gates.parse_rule(rule)
+    for key in require_better:
+        gates.better_rule(key)
     with txn.writing(repo):
         reg = registry.read(repo, name)
         rel = registry.resolve(repo, name, version)
@@ -74,6 +89,9 @@ def promote(repo: Repo, name: str, version: str, stage: str, *, note: str | None
             raise KgitError(f"{name}@{rel.version} is deprecated: it cannot be promoted (release a new version)")
         if stage in rel.stages:
             raise KgitError(f"{name}@{rel.version} is already in {stage}")
+        # git only: a promotion the gates refuse costs no validation
+        rules = gates.check_promotion(repo, reg, rel, stage, require=require,
+                                      require_better=require_better)
         targets = [checking.Target(rel, fmt) for fmt in rel.formats]
         results = checking.check(repo, targets, progress=progress)
         bad = [r for r in results if not r.ok]
@@ -81,8 +99,10 @@ def promote(repo: Repo, name: str, version: str, stage: str, *, note: str | None
             r = bad[0]
             raise KgitError(f"cannot promote {name}@{rel.version}: {r.format} {r.check} check {r.status}: {r.reason()}")
         tag = stage_tag(name, stage, reg.max_counter.get(name, 0) + 1)
-        repo.create_tag(tag, rel.commit, _message("promote", rel, stage, note))
-    return StageChange("promoted", name, rel.version, stage, tag)
+        passed = [r.text for r in rules]
+        repo.create_tag(tag, rel.commit, _message("promote", rel, stage, note, passed))
+    return StageChange("promoted", name, rel.version, stage, tag, passed)
+
 
 
 def demote(repo: Repo, name: str, stage: str, *, note: str | None = None) -> StageChange:

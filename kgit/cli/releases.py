@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from kgit.cli.app import Steps, app, err, print_json, size_text, write_columns
-from kgit.errors import KgitError, one_line
+from kgit.errors import KgitError
 
 
 # -- init ----------------------------------------------------------------------------------------
@@ -37,38 +38,12 @@ def init(
 
 
 # -- release -------------------------------------------------------------------------------------
-PARAMS_FILE_LIMIT = 1_000_000  # bytes of a --params file
-PARAMS_NODE_LIMIT = 100_000  # values in it once YAML aliases are expanded
-
-
 def _parse_params(params: list[str], params_file: Path | None) -> dict[str, Any]:
     result: dict[str, Any] = {}
     if params_file is not None:
-        import yaml
+        from kgit import api
 
-        try:
-            with open(params_file, "rb") as fh:
-                raw = fh.read(PARAMS_FILE_LIMIT + 1)
-        except OSError as exc:
-            raise KgitError(f"cannot read --params {params_file}: {exc.strerror}") from None
-        if len(raw) > PARAMS_FILE_LIMIT:
-            raise KgitError(f"--params {params_file} is larger than 1 MB: hyperparameters are limited to 1 MB")
-        loader = yaml.SafeLoader(raw)
-        try:
-            node = loader.get_single_node()
-            if node is not None and _expanded_size(node, PARAMS_NODE_LIMIT) > PARAMS_NODE_LIMIT:
-                raise KgitError(f"--params {params_file} holds more than {PARAMS_NODE_LIMIT:,} values once its YAML "
-                                "aliases (*name) are expanded: write the hyperparameters out, within 1 MB")
-            loaded = loader.construct_document(node) if node is not None else None
-        except yaml.YAMLError as exc:
-            raise KgitError(f"--params {params_file} is not valid YAML/JSON ({one_line(exc, 150)})") from None
-        except RecursionError:
-            raise KgitError(f"--params {params_file} is nested too deeply to read") from None
-        finally:
-            loader.dispose()
-        if loaded is not None and not isinstance(loaded, dict):
-            raise KgitError(f"--params {params_file} must hold a mapping of names to values")
-        result.update(loaded or {})
+        result.update(api.read_params_file(params_file))
     for item in params:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
@@ -78,32 +53,6 @@ def _parse_params(params: list[str], params_file: Path | None) -> dict[str, Any]
         except json.JSONDecodeError:
             result[key.strip()] = value
     return result
-
-
-def _expanded_size(root: Any, limit: int) -> int:
-    """How many nodes a composed YAML document has with every alias expanded, without expanding it:
-    each node's size is counted once (aliases share the node they name). A node that contains itself
-    (``&a [*a]``) expands forever, and so counts as ``limit + 1``; so does anything past ``limit``."""
-    sizes: dict[int, int] = {}
-    visiting: set[int] = set()
-    stack: list[tuple[Any, bool]] = [(root, False)]
-    while stack:
-        node, done = stack.pop()
-        key = id(node)
-        value = node.value if isinstance(node.value, list) else []
-        children = [c for item in value for c in (item if isinstance(item, tuple) else (item,))]
-        if done:
-            visiting.discard(key)
-            sizes[key] = min(limit + 1, 1 + sum(sizes[id(c)] for c in children))
-            continue
-        if key in sizes:
-            continue
-        if key in visiting:
-            return limit + 1
-        visiting.add(key)
-        stack.append((node, True))
-        stack.extend((c, False) for c in children if id(c) not in sizes)
-    return sizes[id(root)]
 
 
 @app.command()
@@ -130,12 +79,21 @@ def release(
     inference_only: bool = typer.Option(False, "--inference-only",
                                         help="Release without the training state (optimizer and its step): loads uncompiled; "
                                         "recorded as resumable: false. Default: the state is released and checked, or the release is refused."),
+    metrics_file: Path = typer.Option(None, "--metrics", metavar="FILE",
+                                      help="Metrics from a JSON or YAML file (nested allowed, e.g. dvclive's metrics.json; "
+                                      "nested keys are recorded with dots: val.accuracy)."),
+    metric: list[str] = typer.Option([], "--metric", "-m", metavar="KEY=VALUE",
+                                     help="A metric (a finite number); repeatable; wins over the same key in --metrics."),
+    evaluate: str = typer.Option(None, "--evaluate", metavar="MODULE:FUNC",
+                                 help="Function called with the model reloaded from the artifact in the fresh validation "
+                                 "process; the metrics it returns are recorded as measured on the artifact."),
     json_out: bool = typer.Option(False, "--json", help="Print the release record as JSON on stdout."),
 ) -> None:
     """Release a trained model as a new immutable version: save, validate, track with DVC, commit, tag."""
     from kgit import api
 
     hyper = _parse_params(params, params_file)
+    given = api.read_metrics(metrics_file, metric)
     if reference_input is not None and not reference_input.is_file():
         raise KgitError(f"--reference-input {reference_input} does not exist")
     with Steps(enabled=True) as steps:
@@ -143,7 +101,7 @@ def release(
             source, name, formats=formats, version=version, bump=bump, dataset_id=dataset_id, dataset=dataset,
             hyperparams=hyper, notes=notes, custom_objects=custom_objects, builder=builder,
             reference_inputs=reference_input, atol=atol, allow_dirty=allow_dirty, unsafe=unsafe,
-            inference_only=inference_only, progress=steps,
+            inference_only=inference_only, metrics=given, evaluate=evaluate, progress=steps,
         )
     if json_out:
         print_json(record.to_dict())
@@ -151,6 +109,10 @@ def release(
     worst = max((v.get("max_abs_diff") or 0.0 for v in record.validation), default=0.0)
     err(f"[green]released[/green] {record.name} {record.version} ({', '.join(record.formats)}) "
          f"as tag {record.tag} on commit {record.commit[:8]}; round trip max abs diff {worst:.2g}")
+    if record.metadata.get("metrics"):
+        measured = set(record.metadata.get("measured") or [])
+        err("metrics: " + ", ".join(f"{k} {v:g}" + (" (measured)" if k in measured else "")
+                                    for k, v in record.metadata["metrics"].items()))
     if not record.metadata.get("resumable", True):
         err("the release holds no training state (resumable: false): it loads for inference; training restarts")
     err("next: `git push` publishes the commit, the tag and (with kgit's hook) the data")
@@ -160,12 +122,17 @@ def release(
 @app.command("list")
 def list_(
     name: str = typer.Argument(None, help="Only this model."),
-    json_out: bool = typer.Option(False, "--json", help="Print the releases as JSON."),
+    metric: list[str] = typer.Option([], "--metric", "-m", metavar="KEY",
+                                     help="Add a column with this metric (e.g. val.accuracy); repeatable."),
+    sort: str = typer.Option(None, "--sort", metavar="KEY",
+                             help="Sort by this metric, best first (min/max from .kgit/gates.yaml, default max); "
+                             "releases without it last."),
+    json_out: bool = typer.Option(False, "--json", help="Print the releases as JSON (with all their metrics)."),
 ) -> None:
     """List releases (from git tags alone: fast, works before any data is fetched)."""
     from kgit import api
 
-    rels = api.list_releases(name)
+    rels = api.list_releases(name, sort=sort, columns=metric)
     if json_out:
         print_json([r.to_dict() for r in rels])
         return
@@ -175,10 +142,10 @@ def list_(
     rows = [
         [r.name, r.version, (",".join(r.stages) + (" (deprecated)" if r.deprecated else "")).strip() or "-",
          ",".join(r.formats), (r.created_at or "").replace("T", " ").rstrip("Z"), r.dataset_id or "-",
-         (r.source_commit or "-")[:8]]
+         (r.source_commit or "-")[:8], *(_metric_cell(r.metrics.get(k)) for k in metric)]
         for r in rels
     ]
-    header = ["name", "version", "stages", "formats", "created", "dataset", "commit"]
+    header = ["name", "version", "stages", "formats", "created", "dataset", "commit", *metric]
     invalid = [r for r in rels if not r.valid]
     if invalid:  # tags that are not valid releases are listed, marked, and never used
         header.append("status")
@@ -189,6 +156,10 @@ def list_(
     if invalid:
         err(f"kgit: warning: {len(invalid)} tag(s) are not valid releases and will not be used "
             f"(get, load, validate and promote refuse them): {', '.join(r.tag for r in invalid[:3])}")
+
+
+def _metric_cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6g}"
 
 
 @app.command()
@@ -219,6 +190,8 @@ def show(
                                        + (" (dirty)" if meta.git.dirty else "")),
         ("dataset", " ".join(x for x in [meta.dataset.id or "", meta.dataset.path or "", meta.dataset.dvc_hash or ""] if x) or "-"),
         ("hyperparameters", json.dumps(meta.hyperparameters) if meta.hyperparameters else "-"),
+        ("metrics", ", ".join(f"{k} {v:g}" + (" (measured)" if k in meta.measured else "")
+                              for k, v in meta.metrics.items()) or "-"),
         ("training", _training(meta.training)),
         ("resumable", _resumable(meta)),
         *([("keras flavour", f"{meta.keras_flavour} (validated with TF_USE_LEGACY_KERAS=1)")]
@@ -285,23 +258,31 @@ def diff(
     ref_b: str = typer.Argument(..., metavar="NAME@VERSION", help="The newer release."),
     json_out: bool = typer.Option(False, "--json", help="Print the changes as JSON."),
 ) -> None:
-    """What changed between two releases: hyperparameters, training, dataset, signature, formats, sizes, libraries."""
+    """What changed between two releases: metrics (old, new, delta), hyperparameters, training, dataset, signature, formats, sizes, libraries."""
     from kgit import api
 
     result = api.diff(ref_a, ref_b)
     if json_out:
         print_json(result)
         return
-    if not result["changes"]:
-        err(f"{result['a']} and {result['b']} have the same metadata")
+    if result["metrics"]:
+        rows = [[m["key"], _metric_cell(m["a"]), _metric_cell(m["b"]),
+                 "-" if m["delta"] is None else f"{m['delta']:+.6g}", f"{m['verdict']} ({m['direction']})"]
+                for m in result["metrics"]]
+        write_columns(["metric", result["a"], result["b"], "delta", "b is"], rows)
+    changes = [c for c in result["changes"] if c["section"] != "metrics"]  # metrics: in the table above
+    if not changes:
+        err(f"{result['a']} and {result['b']} have the same metadata" + (" but for metrics" if result["changes"] else ""))
         return
     from rich.console import Console
     from rich.table import Table
 
+    if result["metrics"]:
+        sys.stdout.write("\n")
     t = Table(box=None, header_style="bold")
     for col in ("section", "key", result["a"], result["b"]):
         t.add_column(col, overflow="fold")
-    for c in result["changes"]:
+    for c in changes:
         t.add_row(c["section"], c["key"], _cell(c["a"]), _cell(c["b"]))
     Console(soft_wrap=True).print(t)
 
