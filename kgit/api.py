@@ -16,14 +16,16 @@ __all__ = ["release", "load", "get", "diff", "list_releases", "show", "init", "v
            "deprecate", "history", "verify", "ReleaseRecord"]
 
 
-def init(path: str | os.PathLike[str] = ".", remote: str | None = None) -> Any:
-    """Set up the git repository at ``path`` for kgit (idempotent). See ``kgit init --help``."""
+def init(path: str | os.PathLike[str] = ".", remote: str | None = None,
+         remote_options: dict[str, str] | None = None) -> Any:
+    """Set up the git repository at ``path`` for kgit (idempotent). See ``kgit init --help``.
+    ``remote_options``: DVC settings of the remote, e.g. ``{"endpointurl": "https://..."}``."""
     from kgit import project, txn
 
     repo = Repo(path)
     with txn.repo_lock(repo):
         txn.recover(repo)
-        return project.init(path, remote=remote)
+        return project.init(path, remote=remote, remote_options=remote_options)
 
 
 def list_releases(name: str | None = None, repo: str | os.PathLike[str] = ".") -> list[registry.Release]:

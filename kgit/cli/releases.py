@@ -18,12 +18,17 @@ def init(
     remote: str = typer.Option(None, "--remote", "-r", metavar="PATH_OR_URL",
                                help="DVC remote for release data: a folder outside the repository or any DVC remote URL (s3://, ssh://, ...). "
                                "Default: keep the current default remote, else a folder beside the repository."),
+    remote_option: list[str] = typer.Option(
+        [], "--remote-option", metavar="KEY=VALUE",
+        help="A DVC setting of the remote (`dvc remote modify`), e.g. endpointurl=http://minio:9000, region=eu-west-1, "
+        "profile=NAME; repeatable. Credentials and personal settings (access_key_id, secret_access_key, profile, "
+        "keyfile, ...) go to .dvc/config.local, never committed; the others to .dvc/config."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Set up this git repository for kgit: DVC, the validation stage, a default remote, git hooks. Idempotent."""
     from kgit import api
 
-    result = api.init(".", remote=remote)
+    result = api.init(".", remote=remote, remote_options=parse_key_values(remote_option, "--remote-option"))
     if json_out:
         print_json({"root": result.root, "remote": result.remote_url, "changes": result.changes, "commit": result.commit})
         return
@@ -34,6 +39,20 @@ def init(
         err(f"kgit: {change}")
     if result.commit:
         err(f"kgit: committed the set-up as {result.commit[:8]}")
+
+
+def parse_key_values(items: list[str], option: str) -> dict[str, str]:
+    """``["endpointurl=http://h:9000", ...]`` -> a dict; a malformed item is refused."""
+    import re
+
+    result: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not re.fullmatch(r"[a-z][a-z0-9_]*", key.strip()):
+            raise KgitError(f"invalid {option} {item.split('=')[0]!r}=...: use KEY=VALUE with a DVC setting name "
+                            "as KEY (e.g. endpointurl=https://s3.example.com)")
+        result[key.strip()] = value
+    return result
 
 
 # -- release -------------------------------------------------------------------------------------
