@@ -221,7 +221,7 @@ class Where:
 
 
 _UNREACHABLE = ("could not connect to the endpoint", "connection refused", "connect timeout", "connecttimeout",
-                "timed out", "name or service not known", "temporary failure in name resolution",
+                "timeout on endpoint url", "name or service not known", "temporary failure in name resolution",
                 "endpointconnectionerror", "max retries exceeded", "cannot connect to host", "no route to host",
                 "network is unreachable", "nodename nor servname")
 _REFUSED = ("invalidaccesskeyid", "signaturedoesnotmatch", "forbidden", "accessdenied", "access denied",
@@ -250,9 +250,10 @@ def explain(text: str, where: Where) -> str | None:
     if any(s in low for s in _REFUSED):
         reason = next((r for r in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "ExpiredToken")
                        if r.lower() in low), "403 Forbidden" if "forbidden" in low or "403" in low else "no credentials")
+        where_else = (f"`dvc remote modify --local {name} access_key_id|secret_access_key|profile`" if where.name
+                      else "~/.aws of the user this runs as")
         return (f"{where} refused the credentials ({reason}): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
-                f"(or AWS_PROFILE, or `dvc remote modify --local {name} access_key_id|secret_access_key|profile`) "
-                "and that the key may read and write the bucket")
+                f"(or AWS_PROFILE, or {where_else}) and that the key may read and write the bucket")
     return None
 
 

@@ -211,6 +211,16 @@ def test_server_hook_reads_the_endpoint_from_the_release_commit(tmp_path: Path, 
     skipped = a.run("git", "push", "--no-verify", "origin", "main", check=False)
     assert "remote: kgit: rejected: m@v1.0.0 (keras)" in skipped.stderr
     assert f"are not in the DVC remote s3://{BUCKET}/from-commit" in skipped.stderr, skipped.stderr
+    # the hook's credentials are its environment's (here, that of the local push): wrong ones, one line
+    a.env.update(server.env(("AKIAWRONGWRONGWRONG0", "x" * 40)))
+    denied = a.run("git", "push", "--no-verify", "origin", "main", check=False)
+    rejections = [line.rstrip() for line in denied.stderr.splitlines() if line.startswith("remote: kgit: rejected:")]
+    assert rejections == [f"remote: kgit: rejected: cannot check that m@v1.0.0's data was uploaded: DVC remote "
+                          f"s3://{BUCKET}/from-commit at {server.endpoint} refused the credentials (403 Forbidden): "
+                          "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or ~/.aws of the user "
+                          "this runs as) and that the key may read and write the bucket"], denied.stderr
+    assert git(origin, "tag", "-l") == ""
+    a.env.update(server.env())
     a.run("git", "push", "origin", "main")
     assert git(origin, "tag", "-l") == "m@v1.0.0"
 
@@ -239,8 +249,16 @@ def test_server_gone_before_and_during_the_push(tmp_path: Path, server: s3.S3Ser
                         "cannot reach DVC remote kgit", "push again once that is fixed", uploading=True)
     assert git(origin, "tag", "-l") == "" and published(a.repo) == {}
 
-    # the server is back: the retry uploads and publishes
+    # the server is back, but the URL names a bucket that does not exist
     a.run("python-m", "dvc", "remote", "modify", "--local", "--unset", "kgit", "endpointurl")
+    a.run("python-m", "dvc", "remote", "modify", "--local", "kgit", "url", "s3://no-such-bucket/gone")
+    push = a.run("git", "push", "origin", "main", check=False)
+    refused_in_one_line(push, f"DVC remote kgit (s3://no-such-bucket/gone at {server.endpoint}): the bucket does not "
+                        "exist: create it, or fix the URL", uploading=True)
+    assert git(origin, "tag", "-l") == "" and published(a.repo) == {}
+
+    # all fixed: the retry uploads and publishes
+    a.run("python-m", "dvc", "remote", "modify", "--local", "--unset", "kgit", "url")
     a.run("git", "push", "origin", "main")
     assert git(origin, "tag", "-l") == "m@v1.0.0" and list(published(a.repo)) == [f"s3://{BUCKET}/gone"]
 
