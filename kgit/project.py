@@ -213,7 +213,8 @@ def init(path: str | os.PathLike[str] = ".", remote: str | None = None, commit: 
         name, url = dvc_ops.default_remote(root)
         if wanted is None:
             _check_configured_remote(name, url, root)
-            _check_remote_url(url or str(default_remote_path(root)), options)
+            if options:  # a teammate's `kgit init` in a clone only installs hooks: no plugin needed for that
+                _check_remote_url(url or str(default_remote_path(root)), options)
     else:
         dvc_ops.init(root)
         changes.append("ran dvc init")
@@ -222,7 +223,8 @@ def init(path: str | os.PathLike[str] = ".", remote: str | None = None, commit: 
         if wanted is None:
             try:
                 _check_configured_remote(name, url, root)  # a default remote from the user's DVC config
-                _check_remote_url(url or str(default_remote_path(root)), options)
+                if options:
+                    _check_remote_url(url or str(default_remote_path(root)), options)
             except KgitError:
                 _undo_dvc_init(root)
                 raise

@@ -82,13 +82,18 @@ def missing_in_remote(root: Path, remote: str, oids: Iterable[str]) -> dict[str,
     from kgit.dvc_ops import open_repo
 
     with open_repo(root) as repo:
-        conf = dict(repo.config["remote"].get(remote) or {})
-        where = Where.of(remote, str(conf.get("url", "")), conf)
-        try:
-            odb = repo.cloud.get_remote_odb(remote)
-        except Exception as exc:
-            raise KgitError(failure(exc, where, "open")) from None
+        odb, where = _remote_odb(repo, remote)
         return missing(odb, oids, where)
+
+
+def _remote_odb(repo: Any, remote: str) -> tuple[Any, Where]:
+    """The object database of DVC remote ``remote`` (its settings and credentials as DVC merges them)."""
+    conf = dict(repo.config["remote"].get(remote) or {})
+    where = Where.of(remote, str(conf.get("url", "")), conf)
+    try:
+        return repo.cloud.get_remote_odb(remote), where
+    except Exception as exc:
+        raise KgitError(failure(exc, where, "open")) from None
 
 
 def presence(root: Path, remote: str, oids: Iterable[str]) -> tuple[dict[str, list[str]], dict[str, list[str]] | None]:
@@ -103,17 +108,14 @@ def presence(root: Path, remote: str, oids: Iterable[str]) -> tuple[dict[str, li
         in_cache = missing(repo.cache.local, oids)
         if in_cache:
             return in_cache, None
-        conf = dict(repo.config["remote"].get(remote) or {})
-        where = Where.of(remote, str(conf.get("url", "")), conf)
+        url = str((repo.config["remote"].get(remote) or {}).get("url", ""))
         try:
-            odb = repo.cloud.get_remote_odb(remote)
+            odb, where = _remote_odb(repo, remote)
             return in_cache, missing(odb, oids, where)
-        except Exception as exc:
-            if scheme_of(where.url) is None:  # a folder: `dvc push` creates it, or says why it cannot
+        except KgitError:
+            if scheme_of(url) is None:  # a folder: `dvc push` creates it, or says why it cannot
                 return in_cache, {oid: [oid] for oid in oids}
-            if isinstance(exc, KgitError):
-                raise
-            raise KgitError(failure(exc, where, "open")) from None
+            raise
 
 
 def missing_at_url(url: str, oids: Iterable[str], options: dict[str, Any] | None = None) -> dict[str, list[str]]:
