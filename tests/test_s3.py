@@ -131,15 +131,20 @@ def test_init_refuses_bad_remote_options_changing_nothing(git_repo: Path, option
     assert snapshot(git_repo) == before and not (git_repo / ".dvc").exists()
 
 
+def hide_plugin(base: Path) -> Path:
+    """A folder to put first on PYTHONPATH so that `import dvc_s3` fails, as where it is not installed."""
+    hide = base / "no-plugin" / "dvc_s3"
+    hide.mkdir(parents=True, exist_ok=True)
+    (hide / "__init__.py").write_text("raise ImportError('dvc-s3 is not installed here')\n")
+    return hide.parent
+
+
 def test_s3_remote_without_the_plugin_says_how_to_install_it(git_repo: Path, tmp_path: Path) -> None:
     """Where dvc-s3 is not installed (hidden here by a package that fails to import), one line."""
     from conftest import user_env
 
-    hide = tmp_path / "no-plugin" / "dvc_s3"
-    hide.mkdir(parents=True)
-    (hide / "__init__.py").write_text("raise ImportError('dvc-s3 is not installed here')\n")
     env = user_env(tmp_path / "home")
-    env["PYTHONPATH"] = f"{hide.parent}:{env['PYTHONPATH']}"
+    env["PYTHONPATH"] = f"{hide_plugin(tmp_path)}:{env['PYTHONPATH']}"
     before = snapshot(git_repo)
     proc = subprocess.run([sys.executable, "-m", "kgit", "init", "--remote", URL], cwd=git_repo, env=env,
                           capture_output=True, text=True, stdin=subprocess.DEVNULL)
@@ -281,7 +286,15 @@ def test_bad_credentials_refuse_push_and_get(tmp_path: Path, server: s3.S3Server
     refused_in_one_line(push, "uploading to DVC remote kgit", "refused the credentials", uploading=True)
     assert git(origin, "tag", "-l") == "" and published(a.repo) == {} and not server.keys(BUCKET, "creds")
 
+    # right key, but this machine lacks DVC's S3 plugin
     a.env.update(server.env())
+    saved = a.env["PYTHONPATH"]
+    a.env["PYTHONPATH"] = f"{hide_plugin(tmp_path)}:{saved}"
+    push = a.run("git", "push", "origin", "main", check=False)
+    refused_in_one_line(push, "needs DVC's s3 plugin (dvc-s3), which is not installed: pip install 'kgit[s3]'")
+    assert git(origin, "tag", "-l") == "" and published(a.repo) == {}
+    a.env["PYTHONPATH"] = saved
+
     a.run("git", "push", "origin", "main")
     assert git(origin, "tag", "-l") == "m@v1.0.0"
 
