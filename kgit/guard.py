@@ -285,12 +285,12 @@ def _upload(repo: Repo, name: str, url: str, to_upload: list[Any]) -> int:
         proc = subprocess.run([sys.executable, "-m", "dvc", "push", "--remote", name,
                                *[f"{t.rel_path}.dvc" for t in to_upload if t.md5 in not_there]], cwd=repo.root,
                               stdin=subprocess.DEVNULL, stdout=sys.stderr, stderr=subprocess.PIPE, text=True)
+        why = storage.explain(proc.stderr or "", where) if proc.returncode != 0 else None
         for line in (proc.stderr or "").splitlines():  # DVC's warnings matter here: pass them on
-            if line.startswith(("WARNING", "ERROR")):
+            if line.startswith("WARNING") or (line.startswith("ERROR") and why is None):  # (explained below)
                 sys.stderr.write(f"  dvc: {line}\n")
         if proc.returncode != 0:
             tail = " ".join((proc.stderr or "").strip().splitlines()[-2:])
-            why = storage.explain(proc.stderr or "", where)
             _say(f"push refused: uploading to {where} failed: {why or tail or 'no output'}; "
                  + ("push again once that is fixed" if why else
                     "fix the remote (see `dvc remote list`) and push again, or push with --no-verify to skip"))

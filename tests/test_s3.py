@@ -80,7 +80,7 @@ def refused_in_one_line(push, *needles: str, uploading: bool = False) -> str:  #
     assert len(lines) == 1 and lines[0].startswith("kgit: push refused: "), push.stderr
     for needle in needles:
         assert needle in lines[0], lines[0]
-    assert "Traceback" not in push.stderr
+    assert "Traceback" not in push.stderr and "ERROR" not in push.stderr  # no DVC error dump either
     return str(lines[0])
 
 
