@@ -287,7 +287,8 @@ def pre_receive(text: str, repo: Repo | None = None) -> int:
     if not updates:
         return 0
     try:
-        verdict = check_updates(repo, updates, repo.config_get(REMOTE_CONFIG_KEY), _stored_options(repo))
+        remote = repo.config_get(REMOTE_CONFIG_KEY)
+        verdict = check_updates(repo, updates, remote, _stored_options(repo) if remote else None)
     except KgitError as exc:
         verdict = Verdict([f"could not check the push: {exc}"])
     if not verdict.problems:
