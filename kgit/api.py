@@ -35,12 +35,13 @@ PathLike = str | os.PathLike[str]
 
 
 # -- set-up ------------------------------------------------------------------------------------
-def init(path: PathLike = ".", remote: str | None = None) -> InitResult:
-    """Set up the git repository at ``path`` for kgit (idempotent). See ``kgit init --help``."""
+def init(path: PathLike = ".", remote: str | None = None, remote_options: dict[str, str] | None = None) -> InitResult:
+    """Set up the git repository at ``path`` for kgit (idempotent). See ``kgit init --help``.
+    ``remote_options``: DVC settings of the remote, e.g. ``{"endpointurl": "https://..."}``."""
     from kgit import project, txn
 
     with txn.writing(Repo(path)):
-        return project.init(path, remote=remote)
+        return project.init(path, remote=remote, remote_options=remote_options)
 
 
 def hooks_install(repo: PathLike = ".") -> list[str]:
@@ -65,11 +66,13 @@ def run_hook(name: str, args: list[str], stdin_text: str) -> int:
     return guard.run_hook(name, args, stdin_text)
 
 
-def server_install(bare_repo: PathLike, dvc_remote: str | None = None) -> list[str]:
-    """Install kgit's pre-receive hook in a bare repository; what changed."""
+def server_install(bare_repo: PathLike, dvc_remote: str | None = None,
+                   dvc_remote_options: dict[str, str] | None = None) -> list[str]:
+    """Install kgit's pre-receive hook in a bare repository; what changed. ``dvc_remote_options``:
+    the remote's DVC settings (endpoint, region...) the hook needs to check data presence."""
     from kgit import server
 
-    return server.install(os.fspath(bare_repo), dvc_remote)
+    return server.install(os.fspath(bare_repo), dvc_remote, dvc_remote_options)
 
 
 def server_uninstall(bare_repo: PathLike) -> list[str]:

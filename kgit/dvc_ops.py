@@ -38,6 +38,34 @@ def _quiet() -> Iterator[io.StringIO]:
 
 
 @contextlib.contextmanager
+def _dvc_errors() -> Iterator[list[str]]:
+    """DVC logs why a transfer failed (``ERROR: failed to connect to s3 ... Forbidden``) and then
+    raises a vaguer error ("1 files failed to download"): collect those lines for kgit's one-line
+    message instead of letting them print."""
+    from kgit.storage import chain_text
+
+    logged: list[str] = []
+
+    class Collect(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            if record.levelno < logging.ERROR or not record.name.startswith("dvc"):
+                return True
+            exc = record.exc_info[1] if record.exc_info else None
+            logged.append(record.getMessage() + (f" - {chain_text(exc)}" if exc else ""))
+            return False
+
+    handlers = {h for name in ("dvc", "") for h in logging.getLogger(name).handlers}
+    collect = Collect()
+    for h in handlers:
+        h.addFilter(collect)
+    try:
+        yield logged
+    finally:
+        for h in handlers:
+            h.removeFilter(collect)
+
+
+@contextlib.contextmanager
 def open_repo(root: Path) -> Iterator[Any]:
     from dvc.exceptions import DvcException
     from dvc.repo import Repo as DvcRepo
@@ -99,6 +127,54 @@ def set_default_remote(root: Path, url: str, name: str = REMOTE_NAME) -> None:
         conf["core"]["remote"] = name
 
 
+def remote_option_names(url: str) -> list[str]:
+    """The settings DVC accepts for a remote at ``url`` (its config schema; no plugin needed)."""
+    from dvc.config_schema import REMOTE_SCHEMAS
+
+    from kgit.storage import scheme_of
+
+    schema = REMOTE_SCHEMAS.get(scheme_of(url) or "local") or REMOTE_SCHEMAS["local"]
+    return sorted({str(getattr(k, "schema", k)) for k in schema} - {"url"})
+
+
+def check_remote_options(url: str, options: dict[str, str], what: str = "--remote-option") -> None:
+    """Refuse settings DVC would not accept for a remote at ``url``, naming the ones it would."""
+    from dvc.config_schema import SCHEMA
+    from voluptuous import Invalid
+
+    from kgit.storage import scheme_of
+
+    known = remote_option_names(url)
+    for key in options:
+        if key not in known:
+            kind = f"{scheme_of(url)}:// remotes" if scheme_of(url) else "folder remotes"
+            raise KgitError(f"{what} {key}: DVC has no such setting for {kind} (it has: {', '.join(known)})")
+    try:
+        SCHEMA["remote"][str]({"url": url, **options})
+    except Invalid as exc:
+        key = ".".join(str(p) for p in exc.path) or "?"
+        raise KgitError(f"{what} {key}: {one_line(exc.error_message, 150)} (DVC remote {url}; see "
+                        "`dvc remote modify --help`)") from None
+
+
+def set_remote_options(root: Path, name: str, options: dict[str, str], level: str) -> list[str]:
+    """Set settings of DVC remote ``name`` in ``.dvc/config`` (level ``repo``) or ``.dvc/config.local``
+    (``local``); returns the keys whose value changed."""
+    from dvc.config import ConfigError
+
+    changed: list[str] = []
+    try:
+        with open_repo(root) as repo, repo.config.edit(level) as conf:
+            section = conf["remote"].setdefault(name, {})
+            for key, value in options.items():
+                if str(section.get(key)) != value:
+                    section[key] = value
+                    changed.append(key)
+    except ConfigError as exc:
+        raise KgitError(f"DVC refused the remote settings {', '.join(options)}: {one_line(exc, 200)}") from None
+    return changed
+
+
 def add(root: Path, targets: list[Path]) -> None:
     """``dvc add`` each folder (each becomes its own output with its own ``.dvc`` file)."""
     from dvc.exceptions import DvcException
@@ -117,11 +193,22 @@ def pull(root: Path, dvc_files: list[str], remote: str | None = None) -> int:
     Returns how many files DVC fetched. DVC shows its own progress bars on a terminal."""
     from dvc.exceptions import DvcException
 
-    try:
-        with open_repo(root) as repo, _cwd(root):
+    from kgit import storage
+
+    def where(repo: Any) -> storage.Where:
+        name = remote or repo.config["core"].get("remote")
+        conf = dict(repo.config["remote"].get(name) or {}) if name else {}
+        return storage.Where.of(name, str(conf.get("url", "")), conf)
+
+    with open_repo(root) as repo, _cwd(root), _dvc_errors() as logged:
+        try:
             stats = repo.pull(targets=dvc_files, remote=remote)
-    except DvcException as exc:
-        raise KgitError(f"fetching {', '.join(dvc_files)} from the DVC remote failed: {one_line(exc, 300)}") from None
+        except Exception as exc:  # a remote's filesystem raises its own errors (network, credentials)
+            why = storage.explain(" ".join([*logged, storage.chain_text(exc)]), where(repo))
+            if why is None and not isinstance(exc, DvcException):
+                raise
+            said = "; ".join([*logged[:2], str(exc)])
+            raise KgitError(f"fetching {', '.join(dvc_files)} failed: {why or one_line(said, 300)}") from None
     return int((stats or {}).get("fetched", 0)) if isinstance(stats, dict) else 0
 
 

@@ -211,13 +211,24 @@ def remote_url(repo: Repo) -> tuple[str | None, str | None]:
     """(name, url) of the default DVC remote from the config files, without importing DVC."""
     from kgit.storage import default_remote_in
 
+    return default_remote_in(_config_texts(repo))
+
+
+def remote_settings(repo: Repo) -> dict[str, str]:
+    """The default DVC remote's settings (url, endpointurl, ...) from the config files, no DVC import."""
+    from kgit.storage import default_remote_config_in
+
+    return default_remote_config_in(_config_texts(repo))[1]
+
+
+def _config_texts(repo: Repo) -> list[str]:
     texts = []
     for fname in ("config", "config.local"):  # config.local overrides, like DVC
         try:
             texts.append((repo.root / ".dvc" / fname).read_text())
         except OSError:
             continue
-    return default_remote_in(texts)
+    return texts
 
 
 # -- the hooks --------------------------------------------------------------------------------
@@ -283,7 +294,8 @@ def pre_push(remote: str, updates: list[RefUpdate], repo: Repo | None = None) ->
 
 def _upload(repo: Repo, name: str, url: str, to_upload: list[Any]) -> int:
     """``dvc push`` the targets' data, then confirm every object arrived before recording it as
-    published. DVC only warns about objects missing from the local cache, so check those first."""
+    published. DVC only warns about objects missing from the local cache, so check those first; and
+    reach the remote before uploading, so an unreachable server or refused credentials is one line."""
     from kgit import storage
 
     def labels(oids: Any) -> str:
@@ -291,9 +303,9 @@ def _upload(repo: Repo, name: str, url: str, to_upload: list[Any]) -> int:
 
     oids = [str(t.md5) for t in to_upload]
     try:
-        absent = storage.missing_in_cache(repo.root, oids)
+        absent, not_there = storage.presence(repo.root, name, oids)
     except KgitError as exc:
-        _say(f"push refused: {exc}")
+        _say(f"push refused: {exc}; nothing was uploaded")
         return 1
     if absent:
         n = sum(len(v) for v in absent.values())
@@ -301,19 +313,23 @@ def _upload(repo: Repo, name: str, url: str, to_upload: list[Any]) -> int:
              "e.g. after `dvc gc`), so it cannot be uploaded and teammates could not fetch it: bring it back "
              f"(`dvc pull` from another remote, `dvc fetch`, or re-add the folder from a backup), then push again")
         return 1
-    size = sum(int(t.release.formats[t.fmt].get("size") or 0) for t in to_upload)
-    _say(f"uploading {labels(oids)}: {size / 1e6:.1f} MB to DVC remote {name} ({url})")
-    proc = subprocess.run([sys.executable, "-m", "dvc", "push", "--remote", name,
-                           *[f"{t.rel_path}.dvc" for t in to_upload]], cwd=repo.root, stdin=subprocess.DEVNULL,
-                          stdout=sys.stderr, stderr=subprocess.PIPE, text=True)
-    for line in (proc.stderr or "").splitlines():  # DVC's warnings matter here: pass them on
-        if line.startswith(("WARNING", "ERROR")):
-            sys.stderr.write(f"  dvc: {line}\n")
-    if proc.returncode != 0:
-        tail = " ".join((proc.stderr or "").strip().splitlines()[-2:])
-        _say(f"push refused: uploading to DVC remote {name} ({url}) failed: {tail or 'no output'}; "
-             "fix the remote (see `dvc remote list`) and push again, or push with --no-verify to skip")
-        return 1
+    where = storage.Where.of(name, url, remote_settings(repo))
+    if not_there:
+        size = sum(int(t.release.formats[t.fmt].get("size") or 0) for t in to_upload if t.md5 in not_there)
+        _say(f"uploading {labels(not_there)}: {size / 1e6:.1f} MB to {where}")
+        proc = subprocess.run([sys.executable, "-m", "dvc", "push", "--remote", name,
+                               *[f"{t.rel_path}.dvc" for t in to_upload if t.md5 in not_there]], cwd=repo.root,
+                              stdin=subprocess.DEVNULL, stdout=sys.stderr, stderr=subprocess.PIPE, text=True)
+        why = storage.explain(proc.stderr or "", where) if proc.returncode != 0 else None
+        for line in (proc.stderr or "").splitlines():  # DVC's warnings matter here: pass them on
+            if line.startswith("WARNING") or (line.startswith("ERROR") and why is None):  # (explained below)
+                sys.stderr.write(f"  dvc: {line}\n")
+        if proc.returncode != 0:
+            tail = " ".join((proc.stderr or "").strip().splitlines()[-2:])
+            _say(f"push refused: uploading to {where} failed: {why or tail or 'no output'}; "
+                 + ("push again once that is fixed" if why else
+                    "fix the remote (see `dvc remote list`) and push again, or push with --no-verify to skip"))
+            return 1
     try:
         absent = storage.missing_in_remote(repo.root, name, oids)
     except KgitError as exc:
@@ -321,9 +337,11 @@ def _upload(repo: Repo, name: str, url: str, to_upload: list[Any]) -> int:
         return 1
     if absent:
         n = sum(len(v) for v in absent.values())
-        _say(f"push refused: after `dvc push`, DVC remote {name} ({url}) still lacks {n} object(s) of "
+        _say(f"push refused: after `dvc push`, {where} still lacks {n} object(s) of "
              f"{labels(absent)}: check the remote (space, permissions) and push again")
         return 1
+    if not not_there:
+        _say(f"the data of {labels(oids)} is already in {where}")
     _mark_published(repo, url, oids)
     return 0
 

@@ -189,21 +189,31 @@ def _check_configured_remote(name: str | None, url: str | None, root: Path) -> N
                         f"e.g. `kgit init --remote {default_remote_path(root)}`")
 
 
-def init(path: str | os.PathLike[str] = ".", remote: str | None = None, commit: bool = True) -> InitResult:
+def init(path: str | os.PathLike[str] = ".", remote: str | None = None, commit: bool = True,
+         remote_options: dict[str, str] | None = None) -> InitResult:
     """Set up a git repository for kgit. Running it again changes nothing; a remote inside the
-    repository (given, or already configured) is refused before anything is changed."""
+    repository (given, or already configured) is refused before anything is changed.
+
+    ``remote_options`` are DVC settings of the default remote (``endpointurl``, ``region``, ...):
+    shared ones go to ``.dvc/config`` (committed), a person's own (credentials, ``profile``, paths to
+    their files: ``storage.PERSONAL_OPTIONS``) to ``.dvc/config.local``, which git ignores."""
     from kgit import hooks
 
     repo = Repo(path)
     root = repo.root
     changes: list[str] = []
     to_commit: list[str] = []
+    options = dict(remote_options or {})
     wanted = _checked_remote(remote, root) if remote is not None else None
+    if wanted is not None:
+        _check_remote_url(wanted, options)
 
     if dvc_ops.is_initialised(root):
         name, url = dvc_ops.default_remote(root)
         if wanted is None:
             _check_configured_remote(name, url, root)
+            if options:  # a teammate's `kgit init` in a clone only installs hooks: no plugin needed for that
+                _check_remote_url(url or str(default_remote_path(root)), options)
     else:
         dvc_ops.init(root)
         changes.append("ran dvc init")
@@ -212,6 +222,8 @@ def init(path: str | os.PathLike[str] = ".", remote: str | None = None, commit: 
         if wanted is None:
             try:
                 _check_configured_remote(name, url, root)  # a default remote from the user's DVC config
+                if options:
+                    _check_remote_url(url or str(default_remote_path(root)), options)
             except KgitError:
                 _undo_dvc_init(root)
                 raise
@@ -241,6 +253,8 @@ def init(path: str | os.PathLike[str] = ".", remote: str | None = None, commit: 
         changes.append(f"set the default DVC remote to {wanted}")
         to_commit.append(".dvc/config")
         name, url = dvc_ops.REMOTE_NAME, wanted
+    if options and name:
+        changes += _set_remote_options(root, name, options, to_commit)
 
     if repo.config_get("push.followTags") != "true":
         repo.config_set("push.followTags", "true")
@@ -254,6 +268,31 @@ def init(path: str | os.PathLike[str] = ".", remote: str | None = None, commit: 
         repo.add(paths)
         commit_sha = repo.commit_paths("kgit: set up model releases\n\nkgit init: DVC, the validation stage and the default remote.\n", paths)
     return InitResult(str(root), name, url, changes, commit_sha)
+
+
+def _check_remote_url(url: str, options: dict[str, str]) -> None:
+    """The remote's DVC plugin is installed and DVC accepts ``options`` for it."""
+    from kgit import storage
+
+    storage.require_plugin(url)
+    if options:
+        dvc_ops.check_remote_options(url, options)
+
+
+def _set_remote_options(root: Path, name: str, options: dict[str, str], to_commit: list[str]) -> list[str]:
+    """Write the remote's settings: a person's own to .dvc/config.local, the rest to .dvc/config."""
+    from kgit.storage import PERSONAL_OPTIONS, SECRET_OPTIONS
+
+    changes = []
+    shared = {k: v for k, v in options.items() if k not in PERSONAL_OPTIONS}
+    personal = {k: v for k, v in options.items() if k in PERSONAL_OPTIONS}
+    for key in dvc_ops.set_remote_options(root, name, shared, "repo") if shared else []:
+        changes.append(f"set {key} = {shared[key]} for DVC remote {name} in .dvc/config")
+        to_commit.append(".dvc/config")
+    for key in dvc_ops.set_remote_options(root, name, personal, "local") if personal else []:
+        shown = "(hidden)" if key in SECRET_OPTIONS else personal[key]
+        changes.append(f"set {key} = {shown} for DVC remote {name} in .dvc/config.local (yours: git ignores it)")
+    return changes
 
 
 def _undo_dvc_init(root: Path) -> None:

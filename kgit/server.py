@@ -35,6 +35,7 @@ from kgit.versions import parse_event, parse_tag
 ZERO = guard.ZERO
 HOOK = "pre-receive"
 REMOTE_CONFIG_KEY = "kgit.dvcRemote"
+REMOTE_OPTION_KEY = "kgit.dvcRemoteOption"  # multi-valued: KEY=VALUE, the remote's DVC settings
 
 
 @dataclass
@@ -54,15 +55,49 @@ def parse_updates(text: str) -> list[Update]:
 
 
 # -- install -----------------------------------------------------------------------------------
-def install(path: str | Path, dvc_remote: str | None = None) -> list[str]:
-    """Install kgit's pre-receive hook in the bare repository at ``path`` (idempotent)."""
+def install(path: str | Path, dvc_remote: str | None = None, dvc_remote_options: dict[str, str] | None = None) -> list[str]:
+    """Install kgit's pre-receive hook in the bare repository at ``path`` (idempotent).
+
+    ``dvc_remote_options`` are the remote's DVC settings (``endpointurl``, ``region``, ``profile``...),
+    kept in the bare repository's git config; credentials are refused there: the hook takes them from
+    the server's environment (``AWS_ACCESS_KEY_ID``..., ``AWS_PROFILE``, ``~/.aws``)."""
     repo = _bare(path)
+    if dvc_remote_options:
+        _check_server_options(repo, dvc_remote, dvc_remote_options)
     changes = hooks.install(repo, (HOOK,))
     if dvc_remote is not None:
         if repo.config_get(REMOTE_CONFIG_KEY) != dvc_remote:
             repo.config_set(REMOTE_CONFIG_KEY, dvc_remote)
             changes.append(f"set {REMOTE_CONFIG_KEY} = {dvc_remote} (the DVC remote pushed releases must be in)")
+    if dvc_remote_options:
+        wanted = [f"{k}={v}" for k, v in sorted(dvc_remote_options.items())]
+        if _stored_options(repo) != dict(sorted(dvc_remote_options.items())):
+            repo.git("config", "--unset-all", REMOTE_OPTION_KEY, check=False)
+            for item in wanted:
+                repo.git("config", "--add", REMOTE_OPTION_KEY, item)
+            changes.append(f"set {REMOTE_OPTION_KEY} = {', '.join(wanted)} (the DVC remote's settings)")
     return changes
+
+
+def _check_server_options(repo: Repo, dvc_remote: str | None, options: dict[str, str]) -> None:
+    from kgit import dvc_ops, storage
+
+    url = dvc_remote or repo.config_get(REMOTE_CONFIG_KEY)
+    if not url:
+        raise KgitError("--dvc-remote-option needs the remote it configures: give --dvc-remote URL too")
+    secret = sorted(k for k in options if k in storage.SECRET_OPTIONS)
+    if secret:
+        raise KgitError(f"--dvc-remote-option {secret[0]}: credentials are not stored in the repository's config; "
+                        "give them to the hook through the server's environment (AWS_ACCESS_KEY_ID and "
+                        "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with ~/.aws of the user git runs as)")
+    storage.require_plugin(url)
+    dvc_ops.check_remote_options(url, options, "--dvc-remote-option")
+
+
+def _stored_options(repo: Repo) -> dict[str, str]:
+    out = repo.git("config", "--get-all", REMOTE_OPTION_KEY, check=False)
+    pairs = (line.partition("=") for line in out.splitlines() if "=" in line)
+    return dict(sorted((k, v) for k, _, v in pairs))
 
 
 def uninstall(path: str | Path) -> list[str]:
@@ -71,6 +106,9 @@ def uninstall(path: str | Path) -> list[str]:
     if repo.config_get(REMOTE_CONFIG_KEY) is not None:
         repo.git("config", "--unset", REMOTE_CONFIG_KEY, check=False)
         changes.append(f"removed {REMOTE_CONFIG_KEY}")
+    if _stored_options(repo):
+        repo.git("config", "--unset-all", REMOTE_OPTION_KEY, check=False)
+        changes.append(f"removed {REMOTE_OPTION_KEY}")
     return changes
 
 
@@ -89,8 +127,8 @@ class Verdict:
     new_releases: list[Release] = field(default_factory=list)
 
 
-def check_updates(repo: Repo, updates: list[Update], dvc_remote: str | None = None, *,
-                  check_data: bool = True) -> Verdict:
+def check_updates(repo: Repo, updates: list[Update], dvc_remote: str | None = None,
+                  dvc_remote_options: dict[str, str] | None = None, *, check_data: bool = True) -> Verdict:
     """Everything the pre-receive hook refuses, as one-line problems (empty: accept the push)."""
     verdict = Verdict()
     reg = registry.read(repo, remember=False)
@@ -114,7 +152,7 @@ def check_updates(repo: Repo, updates: list[Update], dvc_remote: str | None = No
         verdict.problems += _check_events(reg, verdict.new_releases, pushed_events)
         verdict.problems += _gate_problems(repo, reg, verdict.new_releases, pushed_events)
     if check_data and verdict.new_releases and not verdict.problems:
-        verdict.problems += data_problems(repo, verdict.new_releases, dvc_remote)
+        verdict.problems += data_problems(repo, verdict.new_releases, dvc_remote, dvc_remote_options)
     return verdict
 
 
@@ -232,13 +270,16 @@ def _trust_problems(repo: Repo, u: Update) -> list[str]:
     return trust.unendorsed_changes(repo.git_dir, old, u.new)
 
 
-def data_problems(repo: Repo, releases: list[Release], dvc_remote: str | None) -> list[str]:
-    """Each release's DVC objects must be in its remote before its tag is accepted."""
+def data_problems(repo: Repo, releases: list[Release], dvc_remote: str | None,
+                  options: dict[str, str] | None = None) -> list[str]:
+    """Each release's DVC objects must be in its remote before its tag is accepted: ``dvc_remote``
+    with ``options``, else the default remote of the release commit's .dvc/config with its shared
+    settings (``endpointurl``, ``region``...; credentials come from the server's environment)."""
     from kgit import storage
 
     problems = []
     for rel in releases:
-        url = dvc_remote or _remote_at(repo, rel.commit)
+        url, settings = (dvc_remote, options or {}) if dvc_remote else _remote_at(repo, rel.commit)
         if url is None:
             problems.append(f"cannot check that {rel.tag}'s data was uploaded: its commit's .dvc/config names no "
                             "default DVC remote (install the hook with `kgit server install --dvc-remote URL`)")
@@ -249,7 +290,7 @@ def data_problems(repo: Repo, releases: list[Release], dvc_remote: str | None) -
             continue
         oids = {str(i.get("md5")): fmt for fmt, i in rel.formats.items()}
         try:
-            absent = storage.missing_at_url(str(Path(url).expanduser()) if "://" not in url else url, oids)
+            absent = storage.missing_at_url(str(Path(url).expanduser()) if "://" not in url else url, oids, settings)
         except KgitError as exc:
             problems.append(f"cannot check that {rel.tag}'s data was uploaded: {exc}")
             continue
@@ -259,11 +300,15 @@ def data_problems(repo: Repo, releases: list[Release], dvc_remote: str | None) -
     return problems
 
 
-def _remote_at(repo: Repo, commit: str) -> str | None:
-    from kgit.storage import default_remote_in
+def _remote_at(repo: Repo, commit: str) -> tuple[str | None, dict[str, str]]:
+    """The default DVC remote's URL in ``commit``'s .dvc/config, and its settings but the personal
+    ones (a pushed commit does not choose which files or credentials of the server are used)."""
+    from kgit.storage import PERSONAL_OPTIONS, default_remote_config_in
 
     text = repo.show_file(commit, ".dvc/config")
-    return default_remote_in([text])[1] if text else None
+    settings = default_remote_config_in([text])[1] if text else {}
+    url = settings.pop("url", None)
+    return url, {k: v for k, v in settings.items() if k not in PERSONAL_OPTIONS}
 
 
 # -- the hook --------------------------------------------------------------------------------------
@@ -274,7 +319,8 @@ def pre_receive(text: str, repo: Repo | None = None) -> int:
     if not updates:
         return 0
     try:
-        verdict = check_updates(repo, updates, repo.config_get(REMOTE_CONFIG_KEY))
+        remote = repo.config_get(REMOTE_CONFIG_KEY)
+        verdict = check_updates(repo, updates, remote, _stored_options(repo) if remote else None)
     except KgitError as exc:
         verdict = Verdict([f"could not check the push: {exc}"])
     if not verdict.problems:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +38,18 @@ def _dir_entries(odb: Any, oid: str) -> list[str] | None:
     return oids
 
 
-def missing(odb: Any, oids: Iterable[str]) -> dict[str, list[str]]:
+def missing(odb: Any, oids: Iterable[str], where: Where | None = None) -> dict[str, list[str]]:
     """For each top-level object id (a version folder's ``.dir`` hash, or a file hash), the objects
-    of it that ``odb`` lacks (the id itself if its listing is absent or unreadable). Empty: all there."""
+    of it that ``odb`` lacks (the id itself if its listing is absent or unreadable). Empty: all there.
+    ``where`` names the storage in error messages."""
     result: dict[str, list[str]] = {}
-    for oid in dict.fromkeys(oids):
-        try:
-            if not odb.exists(oid):
+    top = list(dict.fromkeys(oids))
+    try:
+        # oids_exist, not exists(): an object store's exists() answers False for an unreachable
+        # server or refused credentials, where a listing raises
+        present_top = set(odb.oids_exist(top))
+        for oid in top:
+            if oid not in present_top:
                 result[oid] = [oid]
                 continue
             if not oid.endswith(".dir"):
@@ -53,11 +59,13 @@ def missing(odb: Any, oids: Iterable[str]) -> dict[str, list[str]]:
                 result[oid] = [oid]
                 continue
             present = set(odb.oids_exist(sorted(set(files))))
-        except Exception as exc:  # a remote's filesystem raises its own errors (network, auth)
+            absent = sorted(set(files) - present)
+            if absent:
+                result[oid] = absent
+    except Exception as exc:  # a remote's filesystem raises its own errors (network, auth)
+        if where is None:
             raise KgitError(f"cannot read the DVC storage at {odb.path}: {_one_line(exc)}") from None
-        absent = sorted(set(files) - present)
-        if absent:
-            result[oid] = absent
+        raise KgitError(failure(exc, where)) from None
     return result
 
 
@@ -74,35 +82,73 @@ def missing_in_remote(root: Path, remote: str, oids: Iterable[str]) -> dict[str,
     from kgit.dvc_ops import open_repo
 
     with open_repo(root) as repo:
+        odb, where = _remote_odb(repo, remote)
+        return missing(odb, oids, where)
+
+
+def _remote_odb(repo: Any, remote: str) -> tuple[Any, Where]:
+    """The object database of DVC remote ``remote`` (its settings and credentials as DVC merges them)."""
+    conf = dict(repo.config["remote"].get(remote) or {})
+    where = Where.of(remote, str(conf.get("url", "")), conf)
+    try:
+        return repo.cloud.get_remote_odb(remote), where
+    except Exception as exc:
+        raise KgitError(failure(exc, where, "open")) from None
+
+
+def presence(root: Path, remote: str, oids: Iterable[str]) -> tuple[dict[str, list[str]], dict[str, list[str]] | None]:
+    """What of ``oids`` the local DVC cache lacks, then (only if the cache has everything: None
+    otherwise) what the DVC remote ``remote`` lacks, in one opening of the repository. Reaching the
+    remote here turns an unreachable server or refused credentials into one clear line before
+    anything is uploaded."""
+    from kgit.dvc_ops import open_repo
+
+    oids = list(oids)
+    with open_repo(root) as repo:
+        in_cache = missing(repo.cache.local, oids)
+        if in_cache:
+            return in_cache, None
+        url = str((repo.config["remote"].get(remote) or {}).get("url", ""))
         try:
-            odb = repo.cloud.get_remote_odb(remote)
-        except Exception as exc:
-            raise KgitError(f"cannot open DVC remote {remote}: {_one_line(exc)}") from None
-        return missing(odb, oids)
+            odb, where = _remote_odb(repo, remote)
+            return in_cache, missing(odb, oids, where)
+        except KgitError:
+            if scheme_of(url) is None:  # a folder: `dvc push` creates it, or says why it cannot
+                return in_cache, {oid: [oid] for oid in oids}
+            raise
 
 
 def missing_at_url(url: str, oids: Iterable[str], options: dict[str, Any] | None = None) -> dict[str, list[str]]:
-    """What of ``oids`` the DVC remote at ``url`` lacks (no repository needed: the server hook)."""
+    """What of ``oids`` the DVC remote at ``url`` lacks (no repository needed: the server hook).
+    ``options`` are the remote's DVC settings (``endpointurl``, ``region``, ...)."""
     from dvc.fs import get_cloud_fs
     from dvc_data.hashfile.db import HashFileDB
 
+    where = Where.of(None, url, options)
     try:
         cls, conf, path = get_cloud_fs({}, url=url, **(options or {}))
         fs = cls(**conf)
     except Exception as exc:
-        raise KgitError(f"cannot open DVC remote {url}: {_one_line(exc)}") from None
-    return missing(HashFileDB(fs, fs.join(path, "files", "md5")), oids)
+        raise KgitError(failure(exc, where, "open")) from None
+    return missing(HashFileDB(fs, fs.join(path, "files", "md5")), oids, where)
 
 
 def default_remote_in(config_texts: list[str]) -> tuple[str | None, str | None]:
     """(name, url) of the default remote named by DVC config files' texts (later ones override, as
     ``.dvc/config.local`` overrides ``.dvc/config``); no DVC import."""
+    name, settings = default_remote_config_in(config_texts)
+    return name, settings.get("url") if name else None
+
+
+def default_remote_config_in(config_texts: list[str]) -> tuple[str | None, dict[str, str]]:
+    """(name, settings) of the default remote in DVC config files' texts, later files overriding
+    earlier ones setting by setting (as DVC merges them); no DVC import."""
     import configparser
 
     name = None
-    remotes: dict[str, str] = {}
+    remotes: dict[str, dict[str, str]] = {}
     for text in config_texts:
-        cp = configparser.ConfigParser()
+        cp = configparser.ConfigParser(interpolation=None)
         try:
             cp.read_string(text)
         except configparser.Error:
@@ -111,9 +157,122 @@ def default_remote_in(config_texts: list[str]) -> tuple[str | None, str | None]:
             name = cp.get("core", "remote")
         for section in cp.sections():
             s = section.strip().strip("'")
-            if s.startswith('remote "') and cp.has_option(section, "url"):
-                remotes[s.split('"')[1]] = cp.get(section, "url")
-    return name, remotes.get(name) if name else None
+            if s.startswith('remote "'):
+                remotes.setdefault(s.split('"')[1], {}).update(cp.items(section))
+    return name, dict(remotes.get(name) or {}) if name else {}
+
+
+# -- remotes on other hosts: plugins, settings, and what a failure means ------------------------------
+# DVC remote settings that are a person's (credentials, paths to their own files): kept in
+# .dvc/config.local, never committed, never stored by the server hook, never printed.
+PERSONAL_OPTIONS = frozenset({
+    "access_key_id", "secret_access_key", "session_token", "sse_customer_key", "profile", "credentialpath",
+    "configpath", "password", "ask_password", "passphrase", "ask_passphrase", "keyfile", "user",
+    "account_key", "sas_token", "client_secret", "connection_string", "custom_auth_header", "gss_auth",
+})
+# which of them are secrets: their values are never shown
+SECRET_OPTIONS = frozenset({"access_key_id", "secret_access_key", "session_token", "sse_customer_key", "password", "passphrase",
+                            "account_key", "sas_token", "client_secret", "connection_string", "custom_auth_header"})
+# URL scheme -> (DVC's plugin module, what to install)
+PLUGINS = {"s3": ("dvc_s3", "pip install 'kgit[s3]'"), "ssh": ("dvc_ssh", "pip install 'kgit[ssh]'"),
+           "gs": ("dvc_gs", "pip install dvc-gs"), "azure": ("dvc_azure", "pip install dvc-azure"),
+           "hdfs": ("dvc_hdfs", "pip install dvc-hdfs"), "webhdfs": ("dvc_webhdfs", "pip install dvc-webhdfs"),
+           "oss": ("dvc_oss", "pip install dvc-oss"), "gdrive": ("dvc_gdrive", "pip install dvc-gdrive"),
+           "webdav": ("dvc_webdav", "pip install dvc-webdav"), "webdavs": ("dvc_webdav", "pip install dvc-webdav")}
+
+
+def scheme_of(url: str) -> str | None:
+    """``s3`` for ``s3://bucket/prefix``; None for a folder."""
+    import re
+
+    m = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", url)
+    return m.group(1).lower() if m else None
+
+
+def require_plugin(url: str) -> None:
+    """Refuse, with the command that fixes it, a remote URL whose DVC plugin is not installed."""
+    import importlib
+
+    scheme = scheme_of(url)
+    if scheme not in PLUGINS:
+        return
+    module, install = PLUGINS[scheme]
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise KgitError(f"DVC remote {url} needs DVC's {scheme} plugin ({module.replace('_', '-')}), which is not "
+                        f"installed: {install}") from None
+
+
+@dataclass(frozen=True)
+class Where:
+    """A DVC remote as messages name it: ``DVC remote kgit (s3://bucket/prefix at http://127.0.0.1:9000)``."""
+
+    name: str | None
+    url: str
+    endpoint: str | None = None
+
+    @classmethod
+    def of(cls, name: str | None, url: str, options: dict[str, Any] | None) -> Where:
+        endpoint = (options or {}).get("endpointurl")
+        return cls(name, url, str(endpoint) if endpoint else None)
+
+    def __str__(self) -> str:
+        inner = f"{self.url} at {self.endpoint}" if self.endpoint else self.url
+        return f"DVC remote {self.name} ({inner})" if self.name else f"DVC remote {inner}"
+
+
+_UNREACHABLE = ("could not connect to the endpoint", "connection refused", "connect timeout", "connecttimeout",
+                "timeout on endpoint url", "name or service not known", "temporary failure in name resolution",
+                "endpointconnectionerror", "max retries exceeded", "cannot connect to host", "no route to host",
+                "network is unreachable", "nodename nor servname")
+_REFUSED = ("invalidaccesskeyid", "signaturedoesnotmatch", "forbidden", "accessdenied", "access denied",
+            "unable to locate credentials", "nocredentialserror", "expiredtoken", "invalidtoken",
+            "invalidclienttokenid", "(403)", "partial credentials")
+_NO_BUCKET = ("nosuchbucket", "bucket does not exist")
+
+
+def explain(text: str, where: Where) -> str | None:
+    """What a remote's failure (an exception's or DVC's message) means and what to do, in one line;
+    None if it is none of the failures kgit knows (then the caller shows the library's own words)."""
+    low = text.lower()
+    scheme = scheme_of(where.url)
+    name = where.name or "NAME"
+    if "to be installed" in low and scheme in PLUGINS:
+        module, install = PLUGINS[scheme]
+        return f"{where} needs DVC's {scheme} plugin ({module.replace('_', '-')}), which is not installed: {install}"
+    if any(s in low for s in _UNREACHABLE):
+        fix = (f"the endpoint URL (`dvc remote modify {name} endpointurl URL`)" if scheme == "s3" else "the URL")
+        return f"cannot reach {where}: check that the server is up and reachable from here, and {fix}"
+    if scheme != "s3":
+        return None
+    if any(s in low for s in _NO_BUCKET):
+        return (f"{where}: the bucket does not exist: create it, or fix the URL "
+                f"(`dvc remote modify {name} url s3://BUCKET/PREFIX`)")
+    if any(s in low for s in _REFUSED):
+        reason = next((r for r in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "ExpiredToken")
+                       if r.lower() in low), "403 Forbidden" if "forbidden" in low or "403" in low else "no credentials")
+        where_else = (f"`dvc remote modify --local {name} access_key_id|secret_access_key|profile`" if where.name
+                      else "~/.aws of the user this runs as")
+        return (f"{where} refused the credentials ({reason}): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                f"(or AWS_PROFILE, or {where_else}) and that the key may read and write the bucket")
+    return None
+
+
+def failure(exc: BaseException, where: Where, doing: str = "read") -> str:
+    """One line for an exception raised while using a remote: explained if kgit knows it (the
+    library's own exception often wraps the one that says why, e.g. S3's error code)."""
+    return explain(chain_text(exc), where) or f"cannot {doing} {where}: {_one_line(exc)}"
+
+
+def chain_text(exc: BaseException) -> str:
+    """An exception and its causes, as text to recognise a failure in."""
+    parts: list[str] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(parts) < 5:
+        parts.append(f"{type(seen).__name__}: {seen}")
+        seen = seen.__cause__ or seen.__context__
+    return " <- ".join(parts)
 
 
 def _one_line(exc: BaseException) -> str:

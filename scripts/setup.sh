@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Create .venv (if needed) and install kgit into it. Safe to rerun.
 #   bash scripts/setup.sh          what kgit itself needs (the demo uses this)
-#   bash scripts/setup.sh --test   also the test tools, the model libraries the tests use, and an
-#                                  OpenSSH server for the SSH-remote tests
+#   bash scripts/setup.sh --test   also the test tools, the model libraries the tests use, an
+#                                  OpenSSH server for the SSH-remote tests, DVC's S3 plugin and
+#                                  moto's S3 server for the S3-remote tests (the tests start it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-}
@@ -30,7 +31,7 @@ target=.
 check="import kgit, tensorflow, dvc, git, typer"
 if [ "$mode" = "--test" ]; then
   target='.[test]'
-  check="$check, keras_hub, pytest"
+  check="$check, keras_hub, pytest, dvc_s3, moto.server, boto3"
 fi
 .venv/bin/python -m pip install -q --upgrade pip "setuptools>=77" 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -m pip install -q -e "$target" 2>&1 | grep -v "^WARNING: Location" || true

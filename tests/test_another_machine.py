@@ -15,6 +15,7 @@ import pytest
 import yaml
 from conftest import bare_origin, git
 from sshd import start
+from support.machine import Machine, cache_files
 
 import kgit as api
 
@@ -35,33 +36,6 @@ for fmt in sys.argv[1:]:
     out[fmt] = {"outputs": got.tolist(), "compiled": bool(model.compiled)}
 print(json.dumps(out))
 """
-
-
-class Machine:
-    """A working copy with its own HOME and DVC cache; commands run as that machine's user would."""
-
-    def __init__(self, root: Path, name: str) -> None:
-        self.home = root / f"home-{name}"
-        self.home.mkdir(parents=True)
-        self.repo = root / f"machine-{name}"
-        self.env = {**os.environ, "HOME": str(self.home), "XDG_CONFIG_HOME": str(self.home / ".config"),
-                    "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-
-    def run(self, *cmd: str, check: bool = True, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-        exe = [sys.executable, "-m", cmd[1], *cmd[2:]] if cmd[0] == "python-m" else list(cmd)
-        proc = subprocess.run(exe, cwd=cwd or self.repo, env=self.env, capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-        return proc
-
-    def kgit(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.run("python-m", "kgit", *args, check=check)
-
-
-def cache_files(repo: Path) -> int:
-    cache = repo / ".dvc" / "cache"
-    return sum(1 for p in cache.rglob("*") if p.is_file()) if cache.exists() else 0
 
 
 @pytest.fixture(scope="module")

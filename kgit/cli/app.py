@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import Any
 
 import typer
+
+from kgit.errors import KgitError
 
 app = typer.Typer(
     name="kgit",
@@ -96,3 +99,15 @@ def write_columns(header: list[str], rows: list[list[str]]) -> None:
         head = f"\033[1m{head}\033[0m"
     lines = [head] + ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     sys.stdout.write("\n".join(lines) + "\n")
+
+
+def parse_key_values(items: list[str], option: str) -> dict[str, str]:
+    """``["endpointurl=http://h:9000", ...]`` -> a dict; a malformed item is refused."""
+    result: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not re.fullmatch(r"[a-z][a-z0-9_]*", key.strip()):
+            raise KgitError(f"invalid {option} {item.split('=')[0]!r}=...: use KEY=VALUE with a DVC setting name "
+                            "as KEY (e.g. endpointurl=https://s3.example.com)")
+        result[key.strip()] = value
+    return result

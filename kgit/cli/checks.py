@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from kgit.cli.app import Steps, app, err, print_json
+from kgit.cli.app import Steps, app, err, parse_key_values, print_json
 from kgit.errors import KgitError
 
 
@@ -144,11 +144,17 @@ app.add_typer(server_app, name="server")
 def server_install(
     bare_repo: str = typer.Argument(..., metavar="BARE_REPO", help="Path of the bare git repository (on the server)."),
     dvc_remote: str = typer.Option(None, "--dvc-remote", metavar="URL", help="The DVC remote pushed releases must be in (default: the one in each release commit's .dvc/config)."),
+    dvc_remote_option: list[str] = typer.Option(
+        [], "--dvc-remote-option", metavar="KEY=VALUE",
+        help="A DVC setting of that remote, e.g. endpointurl=http://minio:9000, region=eu-west-1, profile=NAME; repeatable "
+        "(replaces the ones set before). Not credentials: the hook takes those from the server's environment "
+        "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ~/.aws)."),
 ) -> None:
     """Install kgit's pre-receive hook in a bare repository (chains an existing one). It refuses moved or deleted release/stage tags, inconsistent releases, releases whose data is not in the DVC remote, and more: `--no-verify` cannot skip it."""
     from kgit import api
 
-    for c in api.server_install(bare_repo, dvc_remote) or ["kgit's server hook is already installed; nothing changed"]:
+    options = parse_key_values(dvc_remote_option, "--dvc-remote-option")
+    for c in api.server_install(bare_repo, dvc_remote, options) or ["kgit's server hook is already installed; nothing changed"]:
         err(f"kgit: {c}")
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from kgit.cli.app import Steps, app, err, print_json, size_text, write_columns
+from kgit.cli.app import Steps, app, err, parse_key_values, print_json, size_text, write_columns
 from kgit.errors import KgitError
 
 
@@ -19,12 +19,17 @@ def init(
     remote: str = typer.Option(None, "--remote", "-r", metavar="PATH_OR_URL",
                                help="DVC remote for release data: a folder outside the repository or any DVC remote URL (s3://, ssh://, ...). "
                                "Default: keep the current default remote, else a folder beside the repository."),
+    remote_option: list[str] = typer.Option(
+        [], "--remote-option", metavar="KEY=VALUE",
+        help="A DVC setting of the remote (`dvc remote modify`), e.g. endpointurl=http://minio:9000, region=eu-west-1, "
+        "profile=NAME; repeatable. Credentials and personal settings (access_key_id, secret_access_key, profile, "
+        "keyfile, ...) go to .dvc/config.local, never committed; the others to .dvc/config."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Set up this git repository for kgit: DVC, the validation stage, a default remote, git hooks. Idempotent."""
     from kgit import api
 
-    result = api.init(".", remote=remote)
+    result = api.init(".", remote=remote, remote_options=parse_key_values(remote_option, "--remote-option"))
     if json_out:
         print_json({"root": result.root, "remote": result.remote_url, "changes": result.changes, "commit": result.commit})
         return
