@@ -243,23 +243,23 @@ def history(name: str, *, repo: PathLike = ".") -> list[registry.HistoryEvent]:
 # -- checks ------------------------------------------------------------------------------------
 def validate(refs: list[str] | None = None, *, all: bool = False, recheck: bool = False,
              repo: PathLike = ".", progress: Any = None) -> list[FolderResult]:
-    """Check released versions (see kgit.checking); returns one result per version and format.
+    """Check released versions (see kgit.validating); returns one result per version and format.
     With ``all`` (or no ``refs``), every release; inside the pre-push hook's validation stage, the
     releases being pushed."""
-    from kgit import checking, guard
+    from kgit import guard, validating
 
     git = Repo(repo)
     if all or not refs:
         refs = guard.stage_targets()
-    return checking.check(git, checking.targets_for(git, refs), use_record=not recheck, progress=progress)
+    return validating.check(git, validating.targets_for(git, refs), use_record=not recheck, progress=progress)
 
 
 def verify(refs: list[str] | None = None, *, repo: PathLike = ".") -> list[FolderResult]:
     """Check the signatures of releases (all when ``refs`` is None) against the trusted keys."""
-    from kgit import checking
+    from kgit import validating
 
     git = Repo(repo)
-    return checking.verify_signatures(git, checking.targets_for(git, refs))
+    return validating.verify_signatures(git, validating.targets_for(git, refs))
 
 
 def check(since: str | None = None, *, data: bool = True, repo: PathLike = ".") -> list[str]:

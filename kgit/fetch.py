@@ -57,7 +57,7 @@ def get(name: str, version: str, *, formats: list[str] | None = None, repo: Repo
     # removed again, so no unverified byte stays in the work tree (folders already there are left alone).
     brought = [repo.root / rel.formats[fmt]["path"] for fmt in wanted
                if result.formats[fmt]["fetched"] and not (repo.root / rel.formats[fmt]["path"]).exists()]
-    from kgit.checking import verified_metadata
+    from kgit.validating import verified_metadata
 
     pulled = False
     try:
@@ -107,7 +107,7 @@ def load_model(repo: Repo, name: str, version: str, fmt: str | None = None, *,
     """Resolve ``name@version``, fetch that format's data if it is not here, verify it against the
     release, import the code the release names, and load the Keras model."""
     from kgit import formats, usercode
-    from kgit.checking import verified_metadata
+    from kgit.validating import verified_metadata
 
     rel = registry.resolve(repo, name, version)
     fmt = fmt or next(iter(rel.formats))

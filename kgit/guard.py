@@ -238,7 +238,7 @@ def _say(message: str) -> None:
 
 def pre_push(remote: str, updates: list[RefUpdate], repo: Repo | None = None) -> int:
     """The pre-push hook; returns the exit code (0 lets the push go on)."""
-    from kgit import checking
+    from kgit import validating
 
     repo = repo or Repo(".")
     plan = plan_push(repo, updates, remote)
@@ -266,14 +266,14 @@ def pre_push(remote: str, updates: list[RefUpdate], repo: Repo | None = None) ->
     if not plan.tags:
         return 0  # nothing new: the common case, and it touched git only
     try:
-        targets = [t for tag in plan.tags for t in checking.targets_for(repo, [_ref_of(tag)])]
+        targets = [t for tag in plan.tags for t in validating.targets_for(repo, [_ref_of(tag)])]
     except KgitError as exc:  # e.g. a tag that is not a valid release, or changed since first seen
         _say(f"push refused: {exc}")
         return 1
-    broken = [r for r in (checking.release_check(repo, t) for t in targets) if r is not None]
+    broken = [r for r in (validating.release_check(repo, t) for t in targets) if r is not None]
     if broken:
         return _refuse_validation(broken)
-    record = checking.Record(repo)
+    record = validating.Record(repo)
     stale = [t for t in targets if not record.is_current(t.release.tag, t.fmt, t.md5, repo.root / t.rel_path)]
     if stale:
         code = _run_stage(repo, sorted({t.label for t in stale}))

@@ -481,7 +481,7 @@ def _publish(git: Repo, req: _Request, label: str, tag: str, staging: Path, meta
         git.create_tag(tag, commit, journal.tag_message)
         txn.failpoint("tagged")
         journal.clear(git)
-        from kgit.checking import remember_release
+        from kgit.validating import remember_release
 
         remember_release(git, tag, hashes, validation)
     except BaseException:

@@ -108,7 +108,7 @@ def _select(repo: Repo, refs: list[str]) -> dict[str, dict[int, registry.Release
 
 def _source(repo: Repo, rel: registry.Release) -> tuple[Path, Metadata]:
     """The release's savedmodel folder in the work tree, fetched if absent, verified against git."""
-    from kgit.checking import verified_metadata
+    from kgit.validating import verified_metadata
 
     folder = repo.root / rel.formats[FORMAT]["path"]
     if not (folder / METADATA_FILE).exists():  # not here yet: fetch that version's savedmodel only

@@ -74,7 +74,7 @@ def promote(repo: Repo, name: str, version: str, stage: str, *, note: str | None
     """Put ``name@version`` in ``stage`` (validating it first if it has not been validated here), if
     its metrics pass the ``require`` rules ("val.accuracy>=0.9"), beat the version in the stage now on
     the ``require_better`` keys, and pass the gates committed in ``.kgit/gates.yaml`` (kgit.gates)."""
-    from kgit import checking, gates
+    from kgit import gates, validating
 
     _check_stage(repo, stage)
     # the rules' syntax first, before the lock and any reading
@@ -92,8 +92,8 @@ def promote(repo: Repo, name: str, version: str, stage: str, *, note: str | None
         # git only: a promotion the gates refuse costs no validation
         rules = gates.check_promotion(repo, reg, rel, stage, require=require,
                                       require_better=require_better)
-        targets = [checking.Target(rel, fmt) for fmt in rel.formats]
-        results = checking.check(repo, targets, progress=progress)
+        targets = [validating.Target(rel, fmt) for fmt in rel.formats]
+        results = validating.check(repo, targets, progress=progress)
         bad = [r for r in results if not r.ok]
         if bad:
             r = bad[0]

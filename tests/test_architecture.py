@@ -47,3 +47,10 @@ def test_the_rule_catches_a_cli_module_reaching_past_the_api(tmp_path: Path) -> 
 def test_every_public_api_function_is_documented() -> None:
     missing = [name for name in api.__all__ if not (getattr(api, name).__doc__ or "").strip()]
     assert missing == []
+
+
+def test_no_module_is_named_like_a_public_function() -> None:
+    """`import kgit.validate` would replace the function `kgit.validate` with the module for everyone:
+    modules take other names (releasing, validating, diffing...)."""
+    modules = {p.stem for p in PACKAGE.glob("*.py")} | {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    assert sorted(modules & set(kgit.__all__)) == []
