@@ -27,6 +27,7 @@ __all__ = [
     "load",
     "promote",
     "release",
+    "report",
     "show",
     "validate",
     "verify",
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
         load,
         promote,
         release,
+        report,
         show,
         validate,
     )

@@ -13,7 +13,7 @@ from kgit.releasing import ReleaseRecord, release
 from kgit.versions import check_name
 
 __all__ = ["release", "load", "get", "diff", "list_releases", "show", "init", "validate", "promote", "demote",
-           "deprecate", "history", "verify", "ReleaseRecord"]
+           "deprecate", "history", "verify", "report", "ReleaseRecord"]
 
 
 def init(path: str | os.PathLike[str] = ".", remote: str | None = None) -> Any:
@@ -87,6 +87,15 @@ def history(name: str, *, repo: str | os.PathLike[str] = ".") -> list[registry.H
     if not events:
         raise ReleaseNotFoundError(f"no releases of model {name!r}: see `kgit list`")
     return events
+
+
+def report(names: list[str] | None = None, *, out: str | os.PathLike[str] = "kgit-report",
+           repo: str | os.PathLike[str] = ".") -> Any:
+    """Write the static registry site (index.html, a page per model and per version) into ``out``,
+    from git alone; returns a ReportResult (``out``, ``index``, ``models``, ...). See ``kgit report --help``."""
+    from kgit import reporting
+
+    return reporting.build(Repo(repo), names, out)
 
 
 def diff(ref_a: str, ref_b: str, *, repo: str | os.PathLike[str] = ".") -> dict[str, Any]:

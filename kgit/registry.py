@@ -336,16 +336,18 @@ def _checked(repo: Repo, rel: Release) -> Release:
     return rel
 
 
-def release_problems(repo: Repo, rel: Release, formats: list[str] | None = None) -> list[str]:
+def release_problems(repo: Repo, rel: Release, formats: list[str] | None = None, *,
+                     texts: dict[tuple[str, str], str | None] | None = None) -> list[str]:
     """Git only: what at the tagged commit contradicts the tag. Each format's ``.dvc`` file must be
     at the path the tag names, hold the hash the tag recorded, and carry kgit metadata naming this
-    model, version and format."""
+    model, version and format. ``texts``: the files already read, ``(commit, path) -> text``
+    (``Repo.show_files``), so checking many releases costs one git call."""
     problems = list(rel.problems)
     for fmt, info in rel.formats.items():
         if formats is not None and fmt not in formats:
             continue
         dvc_path = f"{info['path']}.dvc"
-        text = repo.show_file(rel.commit, dvc_path)
+        text = texts.get((rel.commit, dvc_path)) if texts is not None else repo.show_file(rel.commit, dvc_path)
         if text is None:
             problems.append(f"its commit {rel.commit[:8]} has no {dvc_path}")
             continue
@@ -368,15 +370,17 @@ def release_problems(repo: Repo, rel: Release, formats: list[str] | None = None)
     return problems
 
 
-def metadata(repo: Repo, release: Release, fmt: str | None = None) -> Metadata:
-    """Full metadata of one format of a release, read from its ``.dvc`` file at the release commit."""
+def metadata(repo: Repo, release: Release, fmt: str | None = None, *,
+             texts: dict[tuple[str, str], str | None] | None = None) -> Metadata:
+    """Full metadata of one format of a release, read from its ``.dvc`` file at the release commit
+    (or from ``texts``, as in ``release_problems``)."""
     if not release.formats:
         raise KgitError(f"release tag {release.tag} carries no formats")
     fmt = fmt or next(iter(release.formats))
     if fmt not in release.formats:
         raise ReleaseNotFoundError(f"{release.name}@{release.version} has no {fmt} format (it has {', '.join(release.formats)})")
     dvc_path = release.dvc_file(fmt)
-    text = repo.show_file(release.commit, dvc_path)
+    text = texts.get((release.commit, dvc_path)) if texts is not None else repo.show_file(release.commit, dvc_path)
     if text is None:
         raise KgitError(f"{dvc_path} is missing at commit {release.commit[:8]} of release {release.tag}")
     data = read_dvc_file(text, dvc_path)
