@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 
-def _validate(folder: Path) -> dict[str, Any]:
+def _validate(folder: Path, evaluate: str | None = None) -> dict[str, Any]:
     from kgit import formats, training_state, usercode
     from kgit.errors import KgitError, one_line
     from kgit.metadata import Metadata
@@ -51,6 +51,8 @@ def _validate(folder: Path) -> dict[str, Any]:
             {"name": n, "max_abs_diff": d, "ok": d <= meta.reference.atol} for n, d in checks.items()
         ]
         result["ok"] = all(o["ok"] for o in result["outputs"])
+        if evaluate and result["ok"]:
+            _evaluate(model, evaluate, result)
     except KgitError as exc:
         result["error"] = str(exc)
     except Exception as exc:  # the artifact itself is broken: report, don't crash
@@ -58,6 +60,27 @@ def _validate(folder: Path) -> dict[str, Any]:
         if "KGIT_DEBUG" in __import__("os").environ:
             traceback.print_exc()
     return result
+
+
+def _evaluate(model: Any, spec: str, result: dict[str, Any]) -> None:
+    """--evaluate: call the user's function with the model as reloaded from the artifact."""
+    from kgit import metrics, usercode
+    from kgit.errors import KgitError, one_line
+
+    result["ok"], result["check"] = False, "evaluate"
+    if model is None:
+        result["error"] = "this artifact reloads as no Keras model to evaluate: release a keras or savedmodel format first"
+        return
+    func = usercode.resolve_attr(spec, "evaluate function")
+    try:
+        returned = func(model)
+    except KgitError:
+        raise
+    except Exception as exc:
+        result["error"] = f"it raised {type(exc).__name__}: {one_line(exc, 300)}"
+        return
+    result["metrics"] = metrics.flatten(returned, "what it returned", scalars=True)
+    result["ok"], result["check"] = True, "roundtrip"
 
 
 def _flavour(folder: Path) -> str | None:
@@ -69,12 +92,15 @@ def _flavour(folder: Path) -> str | None:
 
 def main(argv: list[str]) -> int:
     spec_path, result_path = Path(argv[0]), Path(argv[1])
-    folders = [Path(p) for p in json.loads(spec_path.read_text())]
+    spec = json.loads(spec_path.read_text())
+    evaluate = spec.get("evaluate") if isinstance(spec, dict) else None  # {"folder", "function"}: --evaluate
+    folders = [Path(p) for p in (spec["folders"] if isinstance(spec, dict) else spec)]
     if any(_flavour(f) == "tf_keras" for f in folders):  # before TensorFlow is imported
         from kgit import tf_keras_flavour
 
         tf_keras_flavour.use_in_this_process()
-    results = [_validate(f) for f in folders]
+    results = [_validate(f, evaluate["function"] if evaluate and evaluate["folder"] == str(f) else None)
+               for f in folders]
     text = json.dumps(results, default=lambda o: None)
     # json writes inf as Infinity, which Python reads back: fine for this private channel.
     result_path.write_text(text)

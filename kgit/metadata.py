@@ -90,6 +90,12 @@ class Metadata:
     # false for an inference-only release and for a model that was never compiled.
     resumable: bool = True
     keras_flavour: str = "keras"  # "keras" (Keras 3) or "tf_keras" (Keras 2, validated with TF_USE_LEGACY_KERAS=1)
+    # How good the model is: flat dotted keys (val.accuracy) -> finite numbers (kgit.metrics); also in
+    # the release tag's summary. ``measured``: the keys the ``evaluate`` function (MODULE:FUNC) returned
+    # when run on the model reloaded from the artifact in the fresh validation process.
+    metrics: dict[str, float] = field(default_factory=dict)
+    measured: list[str] = field(default_factory=list)
+    evaluate: str | None = None
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:

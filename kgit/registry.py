@@ -1,7 +1,7 @@
 """Reading releases from git alone: tags and ``.dvc`` files. No TensorFlow, no DVC, no download.
 
 Each release tag's message carries a JSON summary (formats, their DVC hashes and sizes, created,
-dataset, source commit), so listing thousands of releases is one ``git for-each-ref``. The full
+dataset, source commit, metrics), so listing thousands of releases is one ``git for-each-ref``. The full
 metadata lives in each format's ``.dvc`` file (``meta.kgit``) at the tagged commit.
 """
 
@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any
 
+from kgit import metrics
 from kgit.dvc_ops import read_dvc_file
 from kgit.errors import InvalidReleaseError, KgitError, ReleaseNotFoundError
 from kgit.git_ops import Repo, TagInfo
@@ -39,6 +40,10 @@ class Release:
     deprecated: bool = False
     object: str = ""  # the tag object's id
     problems: list[str] = field(default_factory=list)  # why this tag is not a valid release (empty: valid)
+    # how good the model is: flat dotted keys (val.accuracy) -> finite floats, from the tag's summary
+    metrics: dict[str, float] = field(default_factory=dict)
+    # the keys of ``metrics`` that `--evaluate` measured on the model reloaded from the artifact
+    measured: tuple[str, ...] = ()
 
     @cached_property
     def key(self) -> tuple[int, int, int]:
@@ -56,7 +61,7 @@ class Release:
         return self.formats[fmt]["path"] + ".dvc"
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "status": self.status}
+        return {**asdict(self), "measured": list(self.measured), "status": self.status}
 
 
 def tag_message(name: str, version: str, summary: dict[str, Any]) -> str:
@@ -122,6 +127,9 @@ def _summary_problems(name: str, tag_version: Version, summary: dict[str, Any]) 
     for key in ("created_at", "dataset_id", "source_commit"):
         if summary.get(key) is not None and not isinstance(summary.get(key), str):
             problems.append(f"its message's {key} is not text")
+    bad_metrics = metrics.from_summary(summary.get("metrics"), summary.get("measured"))[2]
+    if bad_metrics:
+        problems.append(bad_metrics)
     return label, problems
 
 
@@ -146,10 +154,11 @@ def release_from_tag(tag: TagInfo) -> Release | None:
                for f, i in formats.items() if f in FORMATS and isinstance(i, dict)} if isinstance(formats, dict) else {}
     text = {k: v if isinstance(v, str) else None for k, v in
             ((k, summary.get(k)) for k in ("created_at", "dataset_id", "source_commit"))}
+    values, measured, _bad = metrics.from_summary(summary.get("metrics"), summary.get("measured"))
     return Release(
         name=model, version=label, tag=tag.name, commit=tag.target, formats=dict(formats or {}),
         created_at=text["created_at"], dataset_id=text["dataset_id"], source_commit=text["source_commit"],
-        tagger=tag.tagger, date=tag.date, object=tag.object, problems=problems,
+        tagger=tag.tagger, date=tag.date, object=tag.object, problems=problems, metrics=values, measured=measured,
     )
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kgit import dvc_ops, project, registry, txn
+from kgit import metrics as metrics_mod
 from kgit.errors import (
     DirtyRepoError,
     KgitError,
@@ -85,6 +86,8 @@ class _Request:
     unsafe: bool
     sign_with: tuple[Path, str] | None = None  # (private key, fingerprint) per the signing policy
     inference_only: bool = False  # release without the training state (recorded as resumable: false)
+    metrics: dict[str, float] = field(default_factory=dict)  # given by the user (kgit.metrics)
+    evaluate: str | None = None  # MODULE:FUNC measuring metrics on the model reloaded from the artifact
 
 
 def release(
@@ -105,6 +108,8 @@ def release(
     allow_dirty: bool = False,
     unsafe: bool = False,
     inference_only: bool = False,
+    metrics: Mapping[str, Any] | None = None,
+    evaluate: Any = None,
     repo: str | os.PathLike[str] = ".",
     progress: Progress | None = None,
 ) -> ReleaseRecord:
@@ -112,12 +117,19 @@ def release(
     as the next version of ``name``; returns what was released. See ``kgit release --help``.
 
     A compiled model's training state (optimizer and its step) is released with it and checked on
-    reload, or the release is refused; ``inference_only=True`` releases the model without it."""
+    reload, or the release is refused; ``inference_only=True`` releases the model without it.
+
+    ``metrics`` (nested allowed: ``{"val": {"accuracy": 0.93}}`` is recorded as ``val.accuracy``)
+    are recorded in the metadata and the tag; ``evaluate`` (a function or "module:function") is called
+    with the model reloaded from the artifact in the fresh validation process, and the metrics it
+    returns are recorded as measured."""
     say = progress or (lambda _msg: None)
     git = Repo(repo)
     project.require_initialised(git)
     req = _check_request(git, name, formats, version, bump, dataset_id, dataset, hyperparams, notes,
                          custom_objects, builder, reference_inputs, atol, allow_dirty, unsafe, inference_only)
+    req.metrics = metrics_mod.flatten(metrics or {}, "metrics")
+    req.evaluate = _callable_spec(evaluate, "evaluate function") if evaluate is not None else None
 
     say("loading the model")
     prepared = _prepare_model(model, req)
@@ -135,6 +147,7 @@ def release(
             txn.failpoint("staged")
             say(f"validating {req.name} {label} in a fresh process")
             validation = _validate(staging, req)
+            _seal(staging, req, metas, _measured(validation, req), say)
             txn.failpoint("validated")
             return _publish(git, req, label, tag, staging, metas, validation, say)
         finally:
@@ -348,14 +361,9 @@ def _stage(git: Repo, req: _Request, prep: _Prepared, label: str, staging: Path,
             files=hash_folder(folder), custom_objects=req.custom_objects, custom_modules=prep.custom_modules,
             builder=req.builder, unsafe=req.unsafe, notes=req.notes,
             signed_by=req.sign_with[1] if req.sign_with else None, resumable=prep.resumable,
-            keras_flavour=prep.keras_flavour,
+            keras_flavour=prep.keras_flavour, metrics=dict(req.metrics), evaluate=req.evaluate,
         )
         (folder / METADATA_FILE).write_text(meta.to_json(), encoding="utf-8")
-        if req.sign_with:
-            from kgit import signing
-
-            say(f"signing {req.name} {label} ({fmt}) with key {req.sign_with[1][:16]}")
-            signing.sign(folder, req.sign_with[0])
         metas[fmt] = meta
     return metas
 
@@ -364,14 +372,47 @@ def _stage(git: Repo, req: _Request, prep: _Prepared, label: str, staging: Path,
 def _validate(staging: Path, req: _Request) -> list[Any]:
     from kgit.validation import roundtrip
 
-    results = roundtrip([staging / fmt for fmt in req.formats])
+    first = staging / req.formats[0]
+    results = roundtrip([staging / fmt for fmt in req.formats], evaluate=(first, req.evaluate) if req.evaluate else None)
     failed = [r for r in results if not r.ok]
     if failed:
         r = failed[0]
+        if r.check == "evaluate":
+            raise ValidationError(f"--evaluate {req.evaluate} on the {r.format} artifact reloaded in a fresh process: "
+                                  f"{r.reason()}; nothing was released")
         fix = ("; kgit cannot bring this model's training state back from the saved file: pass --inference-only "
                "to release it without (recorded as resumable: false)") if r.check == "training" else ""
         raise ValidationError(f"round-trip validation of the {r.format} artifact failed: {r.reason()}{fix}; nothing was released")
     return results
+
+
+def _measured(results: list[Any], req: _Request) -> dict[str, float]:
+    """The metrics the --evaluate function returned (checked again here: the worker is another process)."""
+    if not req.evaluate:
+        return {}
+    values = metrics_mod.flatten(results[0].metrics or {}, f"what --evaluate {req.evaluate} returned")
+    both = sorted(set(values) & set(req.metrics))
+    if both:
+        raise KgitError(f"metric {both[0]} is both given and measured by --evaluate {req.evaluate}: "
+                        "give it one way (the measured value is the one taken from the artifact); nothing was released")
+    metrics_mod.combine(req.metrics, values)
+    return values
+
+
+def _seal(staging: Path, req: _Request, metas: dict[str, Metadata], measured: dict[str, float], say: Progress) -> None:
+    """Record the measured metrics in each format's metadata, then sign each folder (the signature
+    covers metadata.json, so this comes last)."""
+    for fmt, meta in metas.items():
+        folder = staging / fmt
+        if measured:
+            meta.metrics = {**meta.metrics, **measured}
+            meta.measured = list(measured)
+            (folder / METADATA_FILE).write_text(meta.to_json(), encoding="utf-8")
+        if req.sign_with:
+            from kgit import signing
+
+            say(f"signing {req.name} {meta.version} ({fmt}) with key {req.sign_with[1][:16]}")
+            signing.sign(folder, req.sign_with[0])
 
 
 # -- 6. publish: place, track, commit, tag (journaled) ------------------------------------------
@@ -424,6 +465,7 @@ def _publish(git: Repo, req: _Request, label: str, tag: str, staging: Path, meta
         journal.tag_message = registry.tag_message(req.name, label, {
             "formats": hashes, "created_at": meta0.created_at, "dataset_id": req.dataset_id,
             "source_commit": meta0.git.commit, "dirty": meta0.git.dirty, "kgit": meta0.libraries.get("kgit"),
+            **({"metrics": meta0.metrics, "measured": meta0.measured} if meta0.metrics else {}),
         })
         journal.save(git)
         txn.failpoint("described")  # dvc.yaml written, nothing committed

@@ -34,8 +34,9 @@ class FolderResult:
     atol: float = 0.0
     outputs: list[OutputCheck] = field(default_factory=list)
     error: str | None = None
-    check: str = "roundtrip"  # the check that decided the result: data, release, files, metadata, roundtrip, training
+    check: str = "roundtrip"  # the check that decided the result: data, release, files, metadata, roundtrip, training, evaluate
     status: str = ""  # passed, failed, missing (data not here), cached (validated before at this content)
+    metrics: dict[str, float] | None = None  # what the --evaluate function measured on this reloaded folder
 
     def __post_init__(self) -> None:
         if not self.status:
@@ -73,13 +74,19 @@ def check_files(folder: Path, meta: Metadata) -> str | None:
     return "; ".join(problems) or None
 
 
-def roundtrip(folders: list[Path], *, timeout: float | None = None) -> list[FolderResult]:
-    """Validate release folders (each with its metadata.json) in one fresh Python process."""
+def roundtrip(folders: list[Path], *, timeout: float | None = None,
+              evaluate: tuple[Path, str] | None = None) -> list[FolderResult]:
+    """Validate release folders (each with its metadata.json) in one fresh Python process. With
+    ``evaluate`` (folder, "module:function"), the function is also called with the model reloaded
+    from that folder, and what it returns is that folder's result's ``metrics``."""
     if not folders:
         return []
     with tempfile.TemporaryDirectory(prefix="kgit-validate-") as tmp:
         spec_path, result_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
-        spec_path.write_text(json.dumps([str(f.resolve()) for f in folders]))
+        spec: object = [str(f.resolve()) for f in folders]
+        if evaluate is not None:
+            spec = {"folders": spec, "evaluate": {"folder": str(evaluate[0].resolve()), "function": evaluate[1]}}
+        spec_path.write_text(json.dumps(spec))
         env = dict(os.environ)
         # The worker sees the same importable modules as this process, nothing more.
         paths = [p if p else os.getcwd() for p in sys.path if p == "" or os.path.isdir(p)]

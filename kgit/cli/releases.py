@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from kgit.cli.app import Steps, app, err, print_json, size_text, write_columns
-from kgit.errors import KgitError, one_line
+from kgit.errors import KgitError
 
 
 # -- init ----------------------------------------------------------------------------------------
@@ -37,35 +37,12 @@ def init(
 
 
 # -- release -------------------------------------------------------------------------------------
-PARAMS_FILE_LIMIT = 1_000_000  # bytes of a --params file
-PARAMS_NODE_LIMIT = 100_000  # values in it once YAML aliases are expanded
-
-
 def _parse_params(params: list[str], params_file: Path | None) -> dict[str, Any]:
     result: dict[str, Any] = {}
     if params_file is not None:
-        import yaml
+        from kgit import bounded_yaml
 
-        try:
-            with open(params_file, "rb") as fh:
-                raw = fh.read(PARAMS_FILE_LIMIT + 1)
-        except OSError as exc:
-            raise KgitError(f"cannot read --params {params_file}: {exc.strerror}") from None
-        if len(raw) > PARAMS_FILE_LIMIT:
-            raise KgitError(f"--params {params_file} is larger than 1 MB: hyperparameters are limited to 1 MB")
-        loader = yaml.SafeLoader(raw)
-        try:
-            node = loader.get_single_node()
-            if node is not None and _expanded_size(node, PARAMS_NODE_LIMIT) > PARAMS_NODE_LIMIT:
-                raise KgitError(f"--params {params_file} holds more than {PARAMS_NODE_LIMIT:,} values once its YAML "
-                                "aliases (*name) are expanded: write the hyperparameters out, within 1 MB")
-            loaded = loader.construct_document(node) if node is not None else None
-        except yaml.YAMLError as exc:
-            raise KgitError(f"--params {params_file} is not valid YAML/JSON ({one_line(exc, 150)})") from None
-        except RecursionError:
-            raise KgitError(f"--params {params_file} is nested too deeply to read") from None
-        finally:
-            loader.dispose()
+        loaded = bounded_yaml.read_file(params_file, f"--params {params_file}")
         if loaded is not None and not isinstance(loaded, dict):
             raise KgitError(f"--params {params_file} must hold a mapping of names to values")
         result.update(loaded or {})
@@ -78,32 +55,6 @@ def _parse_params(params: list[str], params_file: Path | None) -> dict[str, Any]
         except json.JSONDecodeError:
             result[key.strip()] = value
     return result
-
-
-def _expanded_size(root: Any, limit: int) -> int:
-    """How many nodes a composed YAML document has with every alias expanded, without expanding it:
-    each node's size is counted once (aliases share the node they name). A node that contains itself
-    (``&a [*a]``) expands forever, and so counts as ``limit + 1``; so does anything past ``limit``."""
-    sizes: dict[int, int] = {}
-    visiting: set[int] = set()
-    stack: list[tuple[Any, bool]] = [(root, False)]
-    while stack:
-        node, done = stack.pop()
-        key = id(node)
-        value = node.value if isinstance(node.value, list) else []
-        children = [c for item in value for c in (item if isinstance(item, tuple) else (item,))]
-        if done:
-            visiting.discard(key)
-            sizes[key] = min(limit + 1, 1 + sum(sizes[id(c)] for c in children))
-            continue
-        if key in sizes:
-            continue
-        if key in visiting:
-            return limit + 1
-        visiting.add(key)
-        stack.append((node, True))
-        stack.extend((c, False) for c in children if id(c) not in sizes)
-    return sizes[id(root)]
 
 
 @app.command()
@@ -130,12 +81,23 @@ def release(
     inference_only: bool = typer.Option(False, "--inference-only",
                                         help="Release without the training state (optimizer and its step): loads uncompiled; "
                                         "recorded as resumable: false. Default: the state is released and checked, or the release is refused."),
+    metrics_file: Path = typer.Option(None, "--metrics", metavar="FILE",
+                                      help="Metrics from a JSON or YAML file (nested allowed, e.g. dvclive's metrics.json; "
+                                      "nested keys are recorded with dots: val.accuracy)."),
+    metric: list[str] = typer.Option([], "--metric", "-m", metavar="KEY=VALUE",
+                                     help="A metric (a finite number); repeatable; wins over the same key in --metrics."),
+    evaluate: str = typer.Option(None, "--evaluate", metavar="MODULE:FUNC",
+                                 help="Function called with the model reloaded from the artifact in the fresh validation "
+                                 "process; the metrics it returns are recorded as measured on the artifact."),
     json_out: bool = typer.Option(False, "--json", help="Print the release record as JSON on stdout."),
 ) -> None:
     """Release a trained model as a new immutable version: save, validate, track with DVC, commit, tag."""
     from kgit import api
+    from kgit import metrics as metrics_mod
 
     hyper = _parse_params(params, params_file)
+    given = metrics_mod.combine(metrics_mod.read_file(metrics_file) if metrics_file is not None else {},
+                                metrics_mod.parse_assignments(metric))
     if reference_input is not None and not reference_input.is_file():
         raise KgitError(f"--reference-input {reference_input} does not exist")
     with Steps(enabled=True) as steps:
@@ -143,7 +105,7 @@ def release(
             source, name, formats=formats, version=version, bump=bump, dataset_id=dataset_id, dataset=dataset,
             hyperparams=hyper, notes=notes, custom_objects=custom_objects, builder=builder,
             reference_inputs=reference_input, atol=atol, allow_dirty=allow_dirty, unsafe=unsafe,
-            inference_only=inference_only, progress=steps,
+            inference_only=inference_only, metrics=given, evaluate=evaluate, progress=steps,
         )
     if json_out:
         print_json(record.to_dict())
@@ -151,6 +113,10 @@ def release(
     worst = max((v.get("max_abs_diff") or 0.0 for v in record.validation), default=0.0)
     err(f"[green]released[/green] {record.name} {record.version} ({', '.join(record.formats)}) "
          f"as tag {record.tag} on commit {record.commit[:8]}; round trip max abs diff {worst:.2g}")
+    if record.metadata.get("metrics"):
+        measured = set(record.metadata.get("measured") or [])
+        err("metrics: " + ", ".join(f"{k} {v:g}" + (" (measured)" if k in measured else "")
+                                    for k, v in record.metadata["metrics"].items()))
     if not record.metadata.get("resumable", True):
         err("the release holds no training state (resumable: false): it loads for inference; training restarts")
     err("next: `git push` publishes the commit, the tag and (with kgit's hook) the data")
