@@ -128,14 +128,15 @@ def _training(v: VersionView) -> str:
     return f"{opt.get('class_name') if isinstance(opt, dict) else opt} (lr {lr_text}), loss {_show(training.get('loss'))}"
 
 
-def _delta(key: str, value: Any, other: Any, direction: str) -> dict[str, str] | None:
+def _delta(value: Any, other: Any, direction: str) -> dict[str, str] | None:
     if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (value, other)):
         return None
+    from kgit.metrics import is_better
+
     change = value - other
     if change == 0:
         return {"text": "same", "verdict": "same"}
-    better = change > 0 if direction != "min" else change < 0
-    return {"text": f"{change:+.4g}", "verdict": "better" if better else "worse"}
+    return {"text": f"{change:+.4g}", "verdict": "better" if is_better(value, other, direction) else "worse"}
 
 
 def _metric_rows(m: ModelView, v: VersionView, comparisons: list[Comparison]) -> list[dict[str, Any]]:
@@ -145,7 +146,7 @@ def _metric_rows(m: ModelView, v: VersionView, comparisons: list[Comparison]) ->
         value = v.metrics.get(key)
         rows.append({"key": key, "value": metric_text(value), "others": [
             {"value": metric_text(c.other.metrics.get(key)),
-             "delta": _delta(key, value, c.other.metrics.get(key), m.directions.get(key, "max"))}
+             "delta": _delta(value, c.other.metrics.get(key), m.directions.get(key, "max"))}
             for c in comparisons]})
     return rows
 

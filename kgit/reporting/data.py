@@ -167,9 +167,7 @@ def _version_view(repo: Repo, rel: registry.Release, texts: dict[tuple[str, str]
             meta = registry.metadata(repo, rel, texts=texts)
         except KgitError as exc:
             problems = [str(exc)]
-    metrics = getattr(rel, "metrics", None) or {}
-    measured = tuple(getattr(rel, "measured", ()) or ())
-    return VersionView(rel, meta, problems[0] if problems else None, dict(metrics), measured, False)
+    return VersionView(rel, meta, problems[0] if problems else None, dict(rel.metrics), tuple(rel.measured), False)
 
 
 def _mark_validated(repo: Repo, views: list[VersionView]) -> None:
@@ -200,11 +198,9 @@ def _event_notes(repo: Repo, names: list[str]) -> dict[str, str]:
 
 def _directions(repo: Repo) -> dict[str, str]:
     """Whether lower ("min") or higher ("max") is better, per metric, as the team's gates say."""
-    try:
-        from kgit import gates
-    except ImportError:
-        return {}
-    return dict(gates.directions(repo))
+    from kgit import gates
+
+    return gates.directions(repo)
 
 
 def metric_text(value: Any) -> str:
