@@ -31,6 +31,9 @@ def dense_model(n_in: int, n_out: int, seed: int = 0) -> Any:
     keras.utils.set_random_seed(seed)
     model = keras.Sequential([keras.Input((n_in,), name="x"), keras.layers.Dense(n_out, name="dense")])
     model.compile(optimizer="adam", loss="mse")
+    # as after training: the optimizer's slots exist (a compiled model whose optimizer was never built
+    # is refused by kgit release, its training state would not load back)
+    model.optimizer.build(model.trainable_variables)
     return model
 
 
@@ -179,7 +182,10 @@ def listing_repo(repo: Path, remote: Path, versions: int) -> Path:
         label = f"v{i}"
         summary = {"formats": {"keras": {**v1_summary.formats["keras"], "path": str(Path(rel_path).with_name(label))}},
                    "created_at": v1_summary.created_at, "dataset_id": None, "source_commit": v1_summary.source_commit,
-                   "dirty": False, "kgit": kgit.__version__}
+                   "dirty": False, "kgit": kgit.__version__,
+                   # two metrics that drift over the versions, for the report's charts
+                   "metrics": {"val.accuracy": round(0.5 + 0.4 * i / versions, 4),
+                               "val.loss": round(1.0 - 0.6 * i / versions + 0.05 * (i % 7), 4)}}
         body = registry.tag_message(MODEL, label, summary).encode()
         stream.append(f"tag {MODEL}@{label}.0.0\nfrom {commit}\ntagger {ident} {int(time.time())} +0000\n"
                       f"data {len(body)}\n".encode() + body + b"\n")

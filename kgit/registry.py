@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any
@@ -352,44 +353,68 @@ def release_problems(repo: Repo, rel: Release, formats: list[str] | None = None,
     model, version and format. ``texts``: the files already read, ``(commit, path) -> text``
     (``Repo.show_files``), so checking many releases costs one git call."""
     problems = list(rel.problems)
+    for _fmt, found, _meta in _dvc_checks(repo, rel, formats, texts):
+        problems += found
+    return problems
+
+
+def checked_metadata(repo: Repo, rel: Release, texts: dict[tuple[str, str], str | None] | None = None
+                     ) -> tuple[list[str], Metadata | None]:
+    """``release_problems`` and, when there are none, the metadata of the release's first format,
+    from one reading of each ``.dvc`` file (parsing them is most of the cost at thousands of releases)."""
+    problems = list(rel.problems)
+    first = None
+    for _fmt, found, meta in _dvc_checks(repo, rel, None, texts):
+        problems += found
+        first = meta if first is None else first
+    if problems or first is None:
+        return problems or [f"release tag {rel.tag} carries no formats"], None
+    try:
+        return [], Metadata.from_dict(first)
+    except KgitError as exc:
+        return [str(exc)], None
+
+
+def _dvc_checks(repo: Repo, rel: Release, formats: list[str] | None,
+                texts: dict[tuple[str, str], str | None] | None) -> Iterator[tuple[str, list[str], dict[str, Any] | None]]:
+    """Per format: (format, what contradicts the tag, its kgit metadata when it names this release)."""
     for fmt, info in rel.formats.items():
         if formats is not None and fmt not in formats:
             continue
         dvc_path = f"{info['path']}.dvc"
         text = texts.get((rel.commit, dvc_path)) if texts is not None else repo.show_file(rel.commit, dvc_path)
         if text is None:
-            problems.append(f"its commit {rel.commit[:8]} has no {dvc_path}")
+            yield fmt, [f"its commit {rel.commit[:8]} has no {dvc_path}"], None
             continue
         try:
             data = read_dvc_file(text, dvc_path)
         except KgitError as exc:
-            problems.append(str(exc).split(": restore it")[0] + f" (at {rel.commit[:8]})")
+            yield fmt, [str(exc).split(": restore it")[0] + f" (at {rel.commit[:8]})"], None
             continue
+        problems = []
         out = data["outs"][0] if isinstance(data["outs"][0], dict) else {}
         if out.get("md5") != info.get("md5"):
             problems.append(f"{dvc_path} has DVC hash {str(out.get('md5'))[:40]}, the tag recorded {info.get('md5')}")
         meta = (data.get("meta") or {}).get("kgit") if isinstance(data.get("meta"), dict) else None
         if not isinstance(meta, dict):
-            problems.append(f"{dvc_path} carries no kgit metadata")
+            yield fmt, [*problems, f"{dvc_path} carries no kgit metadata"], None
             continue
         said = (meta.get("name"), meta.get("version"), meta.get("format"))
         if said != (rel.name, rel.version, fmt):
             problems.append(f"{dvc_path}'s metadata says {':'.join(str(x)[:40] for x in said)}, "
                             f"the tag says {rel.name}:{rel.version}:{fmt}")
-    return problems
+        yield fmt, problems, meta
 
 
-def metadata(repo: Repo, release: Release, fmt: str | None = None, *,
-             texts: dict[tuple[str, str], str | None] | None = None) -> Metadata:
-    """Full metadata of one format of a release, read from its ``.dvc`` file at the release commit
-    (or from ``texts``, as in ``release_problems``)."""
+def metadata(repo: Repo, release: Release, fmt: str | None = None) -> Metadata:
+    """Full metadata of one format of a release, read from its ``.dvc`` file at the release commit."""
     if not release.formats:
         raise KgitError(f"release tag {release.tag} carries no formats")
     fmt = fmt or next(iter(release.formats))
     if fmt not in release.formats:
         raise ReleaseNotFoundError(f"{release.name}@{release.version} has no {fmt} format (it has {', '.join(release.formats)})")
     dvc_path = release.dvc_file(fmt)
-    text = texts.get((release.commit, dvc_path)) if texts is not None else repo.show_file(release.commit, dvc_path)
+    text = repo.show_file(release.commit, dvc_path)
     if text is None:
         raise KgitError(f"{dvc_path} is missing at commit {release.commit[:8]} of release {release.tag}")
     data = read_dvc_file(text, dvc_path)

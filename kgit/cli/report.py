@@ -11,7 +11,7 @@ from kgit.cli.app import app, err, print_json
 
 @app.command()
 def report(
-    names: list[str] = typer.Argument(None, metavar="[NAME...]", help="Only these models (default: every model)."),
+    names: list[str] = typer.Argument(None, metavar="NAME", help="Only these models (default: every model)."),
     out: Path = typer.Option(Path("kgit-report"), "--out", "-o", metavar="DIR",
                              help="Folder to write the site into: new, empty, or a report written before (replaced whole)."),
     open_: bool = typer.Option(False, "--open", help="Open index.html in the web browser afterwards."),

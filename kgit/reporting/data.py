@@ -11,7 +11,7 @@ from typing import Any
 
 from kgit import registry
 from kgit.diffing import Change, compare
-from kgit.errors import KgitError, ReleaseNotFoundError
+from kgit.errors import ReleaseNotFoundError
 from kgit.git_ops import Repo
 from kgit.metadata import Metadata
 from kgit.versions import check_name
@@ -160,13 +160,7 @@ def read_models(repo: Repo, names: list[str] | None = None) -> list[ModelView]:
 
 
 def _version_view(repo: Repo, rel: registry.Release, texts: dict[tuple[str, str], str | None]) -> VersionView:
-    problems = registry.release_problems(repo, rel, texts=texts)
-    meta = None
-    if not problems:
-        try:
-            meta = registry.metadata(repo, rel, texts=texts)
-        except KgitError as exc:
-            problems = [str(exc)]
+    problems, meta = registry.checked_metadata(repo, rel, texts)
     return VersionView(rel, meta, problems[0] if problems else None, dict(rel.metrics), tuple(rel.measured), False)
 
 
