@@ -53,7 +53,7 @@ def metric_chart(model: ModelView, key: str, div_id: str) -> str:
             "type": "scatter", "x": [v.version for v in holders], "y": [v.metrics[key] for v in holders],
             "customdata": hover(holders), "mode": "markers+text", "name": "stage holders",
             "text": [", ".join(v.release.stages) for v in holders], "textposition": "top center",
-            "hovertemplate": template,
+            "cliponaxis": False, "hovertemplate": template,
             "marker": {"size": 16, "symbol": "star", "color": STAGE, "line": {"color": "#333", "width": 1}},
         })
     layout = {
@@ -77,7 +77,7 @@ def stage_chart(model: ModelView, div_id: str) -> str | None:
             "type": "scatter", "x": [e.when for e in events], "y": [stage] * len(events), "name": stage,
             "mode": "lines+markers+text", "line": {"shape": "hv", "width": 6},
             "text": [e.version if e.event == "promoted" else "demoted" for e in events],
-            "textposition": "top center",
+            "textposition": "top center", "cliponaxis": False,
             "customdata": [[e.event, e.version or "-", e.who, e.commit[:8]] for e in events],
             "hovertemplate": "%{customdata[0]} %{customdata[1]}<br>by %{customdata[2]}<br>"
                              "commit %{customdata[3]}<br>%{x}<extra>%{y}</extra>",
