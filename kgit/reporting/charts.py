@@ -41,7 +41,7 @@ def metric_chart(model: ModelView, key: str, div_id: str) -> str:
                  " (deprecated)" if v.release.deprecated else "", key] for v in vs]
 
     template = "<b>%{x}</b>%{customdata[3]}<br>commit %{customdata[0]}<br>%{customdata[4]} = %{customdata[1]}<extra>%{customdata[2]}</extra>"
-    traces = [{
+    traces: list[dict[str, Any]] = [{
         "type": "scatter", "x": [v.version for v in points], "y": [v.metrics[key] for v in points],
         "customdata": hover(points), "mode": "lines+markers", "name": "versions", "hovertemplate": template,
         "line": {"color": BLUE, "width": 1.5},
