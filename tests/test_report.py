@@ -318,3 +318,12 @@ def test_show_files_reads_many_files_in_one_call(git_repo: Path) -> None:
     assert repo.show_files([]) == {}
     with pytest.raises(ValueError):
         repo.show_files([("HEAD", "a\nb")])
+
+
+def test_empty_registry(kgit_repo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "site"
+    result = json.loads(kgit(kgit_repo, "report", "--out", str(out), "--json", check=True).stdout)
+    assert result["models"] == [] and result["versions"] == 0
+    assert result["url"] == (out / "index.html").as_uri()
+    html = (out / "index.html").read_text()
+    assert "no releases yet" in html and sorted(p.name for p in out.iterdir()) == [".kgit-report", "assets", "index.html"]
