@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from kgit import registry
-from kgit.errors import ReleaseNotFoundError
+from kgit.errors import KgitError, ReleaseNotFoundError
 from kgit.git_ops import Repo
 from kgit.metadata import Metadata
 from kgit.releasing import ReleaseRecord, release
@@ -26,9 +27,45 @@ def init(path: str | os.PathLike[str] = ".", remote: str | None = None) -> Any:
         return project.init(path, remote=remote)
 
 
-def list_releases(name: str | None = None, repo: str | os.PathLike[str] = ".") -> list[registry.Release]:
-    """Every release (of one model if ``name``), from git tags alone."""
-    return registry.releases(Repo(repo), name)
+def list_releases(name: str | None = None, repo: str | os.PathLike[str] = ".", *,
+                  sort: str | None = None, columns: Sequence[str] = ()) -> list[registry.Release]:
+    """Every release (of one model if ``name``), from git tags alone; with ``sort`` (a metric key),
+    best first (direction from ``.kgit/gates.yaml``, default higher is better), those without it last.
+    ``columns``: metric keys the caller will show, checked to be valid metric names."""
+    from kgit import metrics
+
+    for key in columns:
+        metrics.check_key(key, "--metric")
+    git = Repo(repo)
+    rels = registry.releases(git, name)
+    if sort is None:
+        return rels
+    from kgit import gates
+
+    metrics.check_key(sort, "--sort")
+    return metrics.sort_releases(rels, sort, gates.directions(git).get(sort, "max"))
+
+
+def read_metrics(file: str | os.PathLike[str] | None = None, items: Sequence[str] = ()) -> dict[str, float]:
+    """Metrics from a JSON/YAML file (nested keys joined with dots: ``val.accuracy``) and from
+    ``KEY=VALUE`` items, which win; every value a finite number, or a KgitError naming the key."""
+    from pathlib import Path
+
+    from kgit import metrics
+
+    return metrics.combine(metrics.read_file(Path(file)) if file is not None else {}, metrics.parse_assignments(items))
+
+
+def read_params_file(file: str | os.PathLike[str]) -> dict[str, Any]:
+    """Hyperparameters from a YAML/JSON file (e.g. DVC's params.yaml), read safely and bounded."""
+    from pathlib import Path
+
+    from kgit import bounded_yaml
+
+    loaded = bounded_yaml.read_file(Path(file), f"--params {file}")
+    if loaded is not None and not isinstance(loaded, dict):
+        raise KgitError(f"--params {file} must hold a mapping of names to values")
+    return dict(loaded or {})
 
 
 def show(name: str, version: str = "latest", fmt: str | None = None, repo: str | os.PathLike[str] = ".") -> Metadata:
@@ -54,13 +91,19 @@ def verify(refs: list[str] | None = None, *, repo: str | os.PathLike[str] = ".")
     return checking.verify_signatures(git, checking.targets_for(git, refs))
 
 
-def promote(ref: str, stage: str, *, note: str | None = None, repo: str | os.PathLike[str] = ".", progress: Any = None) -> Any:
-    """Put a release (``NAME@VERSION``) in ``stage`` (e.g. "prod"); validates it first if needed."""
+def promote(ref: str, stage: str, *, note: str | None = None, require: Sequence[str] = (),
+            require_better: Sequence[str] = (), repo: str | os.PathLike[str] = ".", progress: Any = None) -> Any:
+    """Put a release (``NAME@VERSION``) in ``stage`` (e.g. "prod"); validates it first if needed.
+
+    Refused (kgit.gates.GateError) unless its metrics pass each ``require`` rule ("val.accuracy>=0.9"),
+    are strictly better than the version in the stage now on each ``require_better`` key, and pass
+    the rules for the stage committed in ``.kgit/gates.yaml``."""
     from kgit import stages
     from kgit.versions import parse_ref
 
     name, version = parse_ref(ref)
-    return stages.promote(Repo(repo), name, version, stage, note=note, progress=progress)
+    return stages.promote(Repo(repo), name, version, stage, note=note, progress=progress, require=require,
+                          require_better=require_better)
 
 
 def demote(name: str, stage: str, *, note: str | None = None, repo: str | os.PathLike[str] = ".") -> Any:

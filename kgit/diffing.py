@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from kgit import registry
+from kgit import gates, metrics, registry
 from kgit.git_ops import Repo
 from kgit.metadata import Metadata
 from kgit.versions import parse_ref
 
 ABSENT = None
-SECTIONS = ("hyperparameters", "training", "dataset", "signature", "formats", "sizes", "libraries", "source", "reference")
+SECTIONS = ("metrics", "hyperparameters", "training", "dataset", "signature", "formats", "sizes", "libraries", "source", "reference")
 
 
 @dataclass
@@ -34,6 +34,7 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 def _view(rel: registry.Release, meta: Metadata) -> dict[str, dict[str, Any]]:
     sig = meta.signature
     return {
+        "metrics": dict(rel.metrics),
         "hyperparameters": _flatten(meta.hyperparameters),
         "training": _flatten(meta.training),
         "dataset": {"id": meta.dataset.id, "path": meta.dataset.path, "dvc_hash": meta.dataset.dvc_hash},
@@ -64,11 +65,31 @@ def compare(rel_a: registry.Release, meta_a: Metadata, rel_b: registry.Release, 
 
 
 def diff(repo: Repo, ref_a: str, ref_b: str) -> dict[str, Any]:
-    """Changes from release A to release B, section by section (only what differs)."""
+    """Changes from release A to release B, section by section (only what differs), and under
+    ``metrics`` every metric of either release with its old and new value and the delta."""
     rels = []
     for ref in (ref_a, ref_b):
         name, version = parse_ref(ref)
         rels.append(registry.resolve(repo, name, version))
     changes = compare(rels[0], registry.metadata(repo, rels[0]), rels[1], registry.metadata(repo, rels[1]))
     label = [f"{r.name}@{r.version}" for r in rels]
-    return {"a": label[0], "b": label[1], "changes": [asdict(c) for c in changes]}
+    return {"a": label[0], "b": label[1], "changes": [asdict(c) for c in changes],
+            "metrics": metric_deltas(rels[0], rels[1], gates.directions(repo))}
+
+
+def metric_deltas(a: registry.Release, b: registry.Release, directions: dict[str, str]) -> list[dict[str, Any]]:
+    """Every metric of either release: its old and new value, the delta (new - old), the direction
+    (max: higher is better) and whether B is better, worse or the same ("-" when one side lacks it)."""
+    out = []
+    for key in dict.fromkeys([*a.metrics, *b.metrics]):
+        va, vb = a.metrics.get(key), b.metrics.get(key)
+        direction = directions.get(key, "max")
+        if va is None or vb is None:
+            verdict = "-"
+        elif va == vb:
+            verdict = "same"
+        else:
+            verdict = "better" if metrics.is_better(vb, va, direction) else "worse"
+        out.append({"key": key, "a": va, "b": vb, "delta": metrics.delta(va, vb), "direction": direction,
+                    "verdict": verdict, "measured": [key in a.measured, key in b.measured]})
+    return out

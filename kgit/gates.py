@@ -20,6 +20,7 @@ Git only: no TensorFlow, no DVC.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -170,10 +171,13 @@ def read(repo: Repo, rev: str = "HEAD") -> Gates:
     return gates
 
 
-def directions(repo: Repo) -> dict[str, str]:
+def directions(repo: Repo | str | os.PathLike[str] = ".") -> dict[str, str]:
     """Per metric key, "max" (higher is better) or "min", as declared in the committed
-    ``.kgit/gates.yaml`` at HEAD; keys not declared are "max" (look them up with ``.get(key, "max")``)."""
-    return dict(read(repo).directions)
+    ``.kgit/gates.yaml`` at HEAD (``repo``: a Repo or a path); keys not declared are "max" (look
+    them up with ``.get(key, "max")``). Git only; GateError if the committed file is malformed."""
+    from kgit.git_ops import Repo as GitRepo
+
+    return dict(read(repo if isinstance(repo, GitRepo) else GitRepo(repo)).directions)
 
 
 def holder(reg: Registry, name: str, stage: str, before: int | None = None) -> Release | None:

@@ -65,6 +65,7 @@ class PushPlan:
     tags: list[str] = field(default_factory=list)  # release tags the push brings
     violations: list[str] = field(default_factory=list)  # released versions changed by the push
     tag_changes: list[str] = field(default_factory=list)  # release/stage tags the push moves or deletes
+    promotions: list[str] = field(default_factory=list)  # new stage tags the push brings (checked by the gates)
 
 
 def is_protected_tag(ref: str) -> bool:
@@ -112,6 +113,8 @@ def plan_push(repo: Repo, updates: list[RefUpdate], remote: str) -> PushPlan:
             continue  # a deletion sends nothing
         if u.local_ref.startswith("refs/tags/"):
             tag = u.local_ref[len("refs/tags/"):]
+            if tag in staged and u.remote_sha == ZERO:
+                plan.promotions.append(tag)
             tag = tag_of.get(staged.get(tag, ""), tag)
             if tag in released and tag not in plan.tags:
                 plan.tags.append(tag)
@@ -125,6 +128,32 @@ def plan_push(repo: Repo, updates: list[RefUpdate], remote: str) -> PushPlan:
                 plan.tags.append(tag)
         plan.violations += changed_releases(repo, rng, u.local_sha, by_dvc_file)
     return plan
+
+
+def gate_problems(repo: Repo, tags: list[str], rev: str = "HEAD") -> list[str]:
+    """Git only: the stage tags (already made here) whose version the promotion gates committed at
+    ``rev`` refuse, each judged against the version that held the stage just before it."""
+    from kgit import gates
+
+    reg = registry.read(repo, remember=False)
+    try:
+        rules = gates.read(repo, rev)
+    except KgitError as exc:
+        return [f"cannot apply the promotion gates: {exc}"]
+    problems = []
+    for tag in tags:
+        event = parse_event(tag)
+        found = next((e for e in reg.events if e.tag == tag), None)
+        if event is None or event.stage is None or found is None:
+            continue
+        rel = next((r for r in reg.releases if r.name == event.name and r.version == found.version and r.valid), None)
+        if rel is None:
+            continue  # not a valid version: refused elsewhere
+        try:
+            gates.check_promotion(repo, reg, rel, event.stage, gates=rules, before=event.counter)
+        except KgitError as exc:
+            problems.append(f"{tag}: {exc}")
+    return problems
 
 
 def changed_releases(repo: Repo, rng: list[str], tip: str,
@@ -217,6 +246,14 @@ def pre_push(remote: str, updates: list[RefUpdate], repo: Repo | None = None) ->
             sys.stderr.write(f"  - {v}\n")
         _say("restore them (git checkout <tag> -- <file>) and amend, or push with --no-verify to override")
         return 1
+    if plan.promotions:
+        refused = gate_problems(repo, plan.promotions)
+        if refused:
+            _say("push refused: stage tags that the promotion gates refuse:")
+            for p in refused:
+                sys.stderr.write(f"  - {p}\n")
+            _say("demote the stage (`kgit demote`), or change the rule in .kgit/gates.yaml and commit it")
+            return 1
     if not plan.tags:
         return 0  # nothing new: the common case, and it touched git only
     try:

@@ -14,9 +14,9 @@ from __future__ import annotations
 import math
 import numbers
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from kgit.errors import KgitError
 
@@ -27,6 +27,14 @@ MAX_FILE_BYTES = 1_000_000
 # nothing a rule like "val.loss<=0.3" or a --metric KEY=VALUE could read as an operator
 _PART = r"[A-Za-z0-9_][A-Za-z0-9_\-/]*"
 KEY_RE = re.compile(rf"^{_PART}(\.{_PART})*$")
+
+
+class _HasMetrics(Protocol):
+    @property
+    def metrics(self) -> dict[str, float]: ...
+
+
+_T = TypeVar("_T", bound=_HasMetrics)
 
 
 class MetricError(KgitError):
@@ -171,6 +179,13 @@ def from_summary(value: Any, measured: Any) -> tuple[dict[str, float], tuple[str
 def is_better(new: float, old: float, direction: str) -> bool:
     """Strictly better in ``direction`` ("max": higher is better, "min": lower is better)."""
     return new < old if direction == "min" else new > old
+
+
+def sort_releases(releases: Sequence[_T], key: str, direction: str = "max") -> list[_T]:
+    """Best first by metric ``key`` in ``direction``; releases without it keep their order, last."""
+    have = [r for r in releases if key in r.metrics]
+    have.sort(key=lambda r: r.metrics[key], reverse=direction != "min")
+    return have + [r for r in releases if key not in r.metrics]
 
 
 def delta(a: float | None, b: float | None) -> float | None:

@@ -350,8 +350,8 @@ def release_problems(repo: Repo, rel: Release, formats: list[str] | None = None,
                      texts: dict[tuple[str, str], str | None] | None = None) -> list[str]:
     """Git only: what at the tagged commit contradicts the tag. Each format's ``.dvc`` file must be
     at the path the tag names, hold the hash the tag recorded, and carry kgit metadata naming this
-    model, version and format. ``texts``: the files already read, ``(commit, path) -> text``
-    (``Repo.show_files``), so checking many releases costs one git call."""
+    model, version and format, with the metrics the tag carries. ``texts``: the files already read,
+    ``(commit, path) -> text`` (``Repo.show_files``), so checking many releases costs one git call."""
     problems = list(rel.problems)
     for _fmt, found, _meta in _dvc_checks(repo, rel, formats, texts):
         problems += found
@@ -403,6 +403,8 @@ def _dvc_checks(repo: Repo, rel: Release, formats: list[str] | None,
         if said != (rel.name, rel.version, fmt):
             problems.append(f"{dvc_path}'s metadata says {':'.join(str(x)[:40] for x in said)}, "
                             f"the tag says {rel.name}:{rel.version}:{fmt}")
+        elif (meta.get("metrics") or {}) != rel.metrics or list(meta.get("measured") or []) != list(rel.measured):
+            problems.append(f"its message's metrics differ from those in {dvc_path}'s metadata")
         yield fmt, problems, meta
 
 

@@ -250,6 +250,8 @@ def _prepare_model(source: Any, req: _Request) -> _Prepared:
     custom = usercode.load_custom_objects(req.custom_objects)
     if req.builder:
         usercode.resolve_attr(req.builder, "builder")  # fail now if it cannot be imported
+    if req.evaluate:
+        usercode.resolve_attr(req.evaluate, "evaluate function")
     model = model_source.obtain_model(source, custom, req.unsafe, training_state=not req.inference_only)
     # a plain SavedModel (no Keras model inside) is only ever re-exported, never Keras-serialised
     formats.check_plain_savedmodel(model, req.formats, req.inference_only)

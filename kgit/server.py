@@ -10,7 +10,8 @@ as ``remote: kgit: ...``:
 - commits that change or delete a released version's ``.dvc`` file;
 - a new release tag that is not a consistent kgit release (its message, ``.dvc`` files and metadata
   must agree with its name), or a lightweight/foreign tag using a kgit model's release tag name;
-- a stage tag pointing at an unknown, invalid or deprecated version;
+- a stage tag pointing at an unknown, invalid or deprecated version, or at a version whose metrics the
+  promotion gates in ``.kgit/gates.yaml`` (as on HEAD before the push) refuse;
 - a new release whose DVC objects are not in the DVC remote (``--dvc-remote``, else the default
   remote named in the tagged commit's ``.dvc/config``);
 - with signing keys in the repository, changes under ``.kgit/`` not endorsed by a key already trusted.
@@ -111,6 +112,7 @@ def check_updates(repo: Repo, updates: list[Update], dvc_remote: str | None = No
             verdict.problems += _check_branch(repo, u, reg.releases + verdict.new_releases)
     if pushed_events:
         verdict.problems += _check_events(reg, verdict.new_releases, pushed_events)
+        verdict.problems += _gate_problems(repo, reg, verdict.new_releases, pushed_events)
     if check_data and verdict.new_releases and not verdict.problems:
         verdict.problems += data_problems(repo, verdict.new_releases, dvc_remote)
     return verdict
@@ -163,6 +165,36 @@ def _check_events(reg: registry.Registry, new: list[Release], events: list[tuple
         elif rel.deprecated or (rel.name, rel.key) in deprecating:
             problems.append(f"new stage tag {tag} puts {rel.name}@{rel.version} in {event.stage}, but that version "
                             "is deprecated")
+    return problems
+
+
+def _gate_problems(repo: Repo, reg: registry.Registry, new: list[Release], events: list[tuple[str, str]]) -> list[str]:
+    """Each new stage tag's version must pass the promotion gates in ``.kgit/gates.yaml`` as committed
+    on this repository's HEAD branch *before* the push (refs are not updated yet while pre-receive
+    runs): a push that weakens the file and brings a stage tag is judged by the rule it weakens."""
+    from kgit import gates
+
+    promotions = []
+    for tag, commit in events:
+        event = parse_event(tag)
+        if event is not None and event.kind == "promote" and event.stage:
+            promotions.append((event, tag, commit))
+    if not promotions:
+        return []
+    try:
+        rules = gates.read(repo, "HEAD")
+    except KgitError as exc:
+        return [f"cannot apply the promotion gates to {promotions[0][1]}: {exc}"]
+    by_commit = {(r.name, r.commit): r for r in reg.releases + new if r.valid}
+    problems = []
+    for event, tag, commit in promotions:
+        rel = by_commit.get((event.name, commit))
+        if rel is None:
+            continue  # refused by _check_events
+        try:
+            gates.check_promotion(repo, reg, rel, str(event.stage), gates=rules, before=event.counter)
+        except KgitError as exc:
+            problems.append(f"new stage tag {tag}: {exc}")
     return problems
 
 

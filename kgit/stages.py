@@ -9,7 +9,8 @@ Stage and deprecation tags point at the version's release commit and travel with
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +29,11 @@ class StageChange:
     version: str
     stage: str | None
     tag: str
+    gates: list[str] = field(default_factory=list)  # the rules the promotion passed ("val.accuracy >= 0.9")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"event": self.event, "name": self.name, "version": self.version, "stage": self.stage, "tag": self.tag}
+        return {"event": self.event, "name": self.name, "version": self.version, "stage": self.stage, "tag": self.tag,
+                "gates": list(self.gates)}
 
 
 def allowed_stages(root: Path) -> list[str] | None:
@@ -70,11 +73,19 @@ def event_note(message: str) -> str | None:
     return note or None
 
 
-def promote(repo: Repo, name: str, version: str, stage: str, *, note: str | None = None, progress: Any = None) -> StageChange:
-    """Put ``name@version`` in ``stage`` (validating it first if it has not been validated here)."""
-    from kgit import checking
+def promote(repo: Repo, name: str, version: str, stage: str, *, note: str | None = None, progress: Any = None,
+            require: Sequence[str] = (), require_better: Sequence[str] = ()) -> StageChange:
+    """Put ``name@version`` in ``stage`` (validating it first if it has not been validated here), if
+    its metrics pass the ``require`` rules ("val.accuracy>=0.9"), beat the version in the stage now on
+    the ``require_better`` keys, and pass the gates committed in ``.kgit/gates.yaml`` (kgit.gates)."""
+    from kgit import checking, gates
 
     _check_stage(repo, stage)
+    # the rules' syntax first, before the lock and any reading
+    for rule in require:
+        gates.parse_rule(rule)
+    for key in require_better:
+        gates.better_rule(key)
     with txn.repo_lock(repo):
         txn.recover(repo)
         reg = registry.read(repo, name)
@@ -83,6 +94,9 @@ def promote(repo: Repo, name: str, version: str, stage: str, *, note: str | None
             raise KgitError(f"{name}@{rel.version} is deprecated: it cannot be promoted (release a new version)")
         if stage in rel.stages:
             raise KgitError(f"{name}@{rel.version} is already in {stage}")
+        # git only: a promotion the gates refuse costs no validation
+        rules = gates.check_promotion(repo, reg, rel, stage, require=require,
+                                      require_better=require_better)
         targets = [checking.Target(rel, fmt) for fmt in rel.formats]
         results = checking.check(repo, targets, progress=progress)
         bad = [r for r in results if not r.ok]
@@ -91,7 +105,8 @@ def promote(repo: Repo, name: str, version: str, stage: str, *, note: str | None
             raise KgitError(f"cannot promote {name}@{rel.version}: {r.format} {r.check} check {r.status}: {r.reason()}")
         tag = stage_tag(name, stage, reg.max_counter.get(name, 0) + 1)
         repo.create_tag(tag, rel.commit, _message("promote", rel, stage, note))
-    return StageChange("promoted", name, rel.version, stage, tag)
+    return StageChange("promoted", name, rel.version, stage, tag, [r.text for r in rules])
+
 
 
 def demote(repo: Repo, name: str, stage: str, *, note: str | None = None) -> StageChange:

@@ -13,16 +13,20 @@ def test_demo_releases_two_versions(tmp_path: Path) -> None:
     proc = kgit(tmp_path, "demo", str(target))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     repo = target / "project"
-    assert git(repo, "tag", "-l").split() == ["circle@v1.0.0", "circle@v2.0.0"]
+    assert git(repo, "tag", "-l").split() == ["circle#prod#1", "circle@v1.0.0", "circle@v2.0.0"]
     rows = json.loads(kgit(repo, "list", "--json", check=True).stdout)
     assert [r["version"] for r in rows] == ["v1", "v2"]
     v1 = json.loads(kgit(repo, "show", "circle@v1", "--json", check=True).stdout)
     v2 = json.loads(kgit(repo, "show", "circle@v2", "--json", check=True).stdout)
     assert v1["hyperparameters"]["learning_rate"] == 0.01 and v2["hyperparameters"]["learning_rate"] == 0.05
     assert "already released" in proc.stdout  # the narrated refusal
+    # metrics measured on each released artifact by --evaluate; the gates let v2 into prod, not v1
+    acc = {r["version"]: r["metrics"]["holdout.accuracy"] for r in rows}
+    assert acc["v2"] >= 0.9 > acc["v1"] and all(set(r["measured"]) == {"holdout.accuracy", "holdout.loss"} for r in rows)
+    assert "circle@v1 has holdout.accuracy" in proc.stdout and [r["stages"] for r in rows] == [[], ["prod"]]
     assert (target / "dvc-remote").is_dir()
     # step 6 pushed: the tags reached origin and the hook uploaded the data
-    assert git(target / "origin.git", "tag", "-l").split() == ["circle@v1.0.0", "circle@v2.0.0"]
+    assert git(target / "origin.git", "tag", "-l").split() == ["circle#prod#1", "circle@v1.0.0", "circle@v2.0.0"]
     assert any((target / "dvc-remote" / "files" / "md5").rglob("*.dir"))
     # the last step wrote the registry report
     assert (target / "report" / "models" / "circle" / "v2.html").is_file()

@@ -4,6 +4,7 @@ shown by list and diff; measured on the reloaded artifact with --evaluate. Real 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -155,3 +156,93 @@ def test_cli_metric_refusals_are_one_line_and_change_nothing(kgit_repo: Path, tm
         assert proc.returncode == 1 and proc.stderr.startswith("kgit: error: ") and says in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
     assert snapshot(kgit_repo) == before
+
+
+# -- --evaluate: measured on the model reloaded from the artifact, in the fresh process ------------
+EVALMOD = '''\
+import os, sys
+import numpy as np
+from support import zoo
+
+def evaluate(model):
+    with open(os.environ["KGIT_TEST_EVAL_LOG"], "a") as fh:
+        fh.write(f"{os.getpid()} {os.path.basename(sys.argv[0])} {type(model).__name__}\\n")
+    x, y = zoo.data(32, seed=1)
+    mse, mae = model.evaluate(x, y, verbose=0)
+    return {"holdout": {"mse": mse, "mae": np.float32(mae)}, "n": np.int64(len(x))}
+
+def words(model):
+    return {"holdout": {"grade": "good"}}
+
+def broken(model):
+    raise RuntimeError("the holdout set is missing")
+'''
+
+
+@pytest.fixture
+def eval_repo(kgit_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (kgit_repo / "evalmod.py").write_text(EVALMOD)
+    git(kgit_repo, "add", "evalmod.py")
+    git(kgit_repo, "commit", "-q", "-m", "evaluation")
+    monkeypatch.setenv("KGIT_TEST_EVAL_LOG", str(tmp_path / "eval.log"))
+    return kgit_repo
+
+
+@pytest.mark.slow
+def test_evaluate_measures_the_reloaded_artifact_and_is_signed_with_it(eval_repo: Path, tmp_path: Path) -> None:
+    repo = eval_repo
+    kgit(repo, "keys", "init", "--require", check=True)
+    proc = kgit(repo, "release", "ev", "--from", "support.zoo:plain_model", "-f", "savedmodel", "-f", "keras",
+                "--evaluate", "evalmod:evaluate", "--metric", "train.loss=0.5", "--json", check=True)
+    record = json.loads(proc.stdout)
+    assert set(record["metadata"]["measured"]) == {"holdout.mse", "holdout.mae", "n"}
+    log = (tmp_path / "eval.log").read_text().split()
+    # once, in the validation worker (not the releasing process), on a Keras model reloaded from savedmodel
+    assert log[1:] == ["_roundtrip.py", "Sequential"] and int(log[0]) != os.getpid()
+    rel = registry.resolve(Repo(repo), "ev", "v1")
+    assert rel.metrics["train.loss"] == 0.5 and rel.metrics["n"] == 32.0
+    assert set(rel.measured) == {"holdout.mse", "holdout.mae", "n"}
+    # the recorded numbers are what the released artifact gives
+    import keras
+    from support import zoo
+
+    model = keras.models.load_model(repo / "artifacts/ev/keras/v1/model.keras")
+    mse, mae = model.evaluate(*zoo.data(32, seed=1), verbose=0)
+    assert rel.metrics["holdout.mse"] == pytest.approx(mse, rel=1e-5)
+    assert rel.metrics["holdout.mae"] == pytest.approx(mae, rel=1e-5)
+    for fmt in ("savedmodel", "keras"):  # every format's metadata carries them, and the signature covers them
+        meta = json.loads((repo / f"artifacts/ev/{fmt}/v1/metadata.json").read_text())
+        assert meta["metrics"] == rel.metrics and meta["evaluate"] == "evalmod:evaluate"
+    verified = json.loads(kgit(repo, "verify", "--json", check=True).stdout)
+    assert [r["status"] for r in verified] == ["passed", "passed"]
+    shown = kgit(repo, "show", "ev@v1", check=True).stdout
+    assert "holdout.mse" in shown and "(measured)" in shown
+
+
+@pytest.mark.slow
+def test_evaluate_failures_release_nothing(eval_repo: Path) -> None:
+    repo = eval_repo
+    before = snapshot(repo)
+    for args, says in [
+        (["--evaluate", "evalmod:broken"], "--evaluate evalmod:broken on the keras artifact reloaded in a fresh "
+                                           "process: it raised RuntimeError: the holdout set is missing"),
+        (["--evaluate", "evalmod:words"], "holdout.grade is 'good' (str), not a number"),
+        (["--evaluate", "evalmod:evaluate", "--metric", "n=3"], "metric n is both given and measured"),
+        (["--evaluate", "nomod:evaluate"], "cannot import module 'nomod'"),
+    ]:
+        proc = kgit(repo, "release", "ev", "--from", "support.zoo:plain_model", "-f", "keras", *args)
+        assert proc.returncode == 1 and says in proc.stderr, proc.stderr
+        assert proc.stderr.strip().splitlines()[-1].startswith("kgit: error: ") and "Traceback" not in proc.stderr
+    assert snapshot(repo) == before
+
+
+def test_a_tag_whose_metrics_differ_from_the_release_metadata_is_refused(scored: Path, tmp_path: Path) -> None:
+    repo = tmp_path / "copy"
+    subprocess.run(["cp", "-a", str(scored), str(repo)], check=True)
+    message = tag_message(repo, "sc@v1.0.0").replace('"val.accuracy": 0.8', '"val.accuracy": 0.99')
+    git(repo, "tag", "-d", "sc@v1.0.0")
+    (repo / ".git/kgit/seen.json").unlink(missing_ok=True)  # a clone that never saw the honest tag
+    forge_tag(repo, "sc@v1.0.0", git(repo, "rev-list", "-n1", "sc@v2.0.0") + "~1", message)
+    with pytest.raises(KgitError, match="its message's metrics differ from those in artifacts/sc/keras/v1.dvc"):
+        api.promote("sc@v1", "prod", repo=repo)
+    assert git(repo, "tag", "-l", "sc#*") == ""

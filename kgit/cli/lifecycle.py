@@ -16,13 +16,22 @@ def promote(
     ref: str = typer.Argument(..., metavar="NAME@VERSION", help="The release to promote, e.g. mnist@v3."),
     stage: str = typer.Argument(..., help="The stage, e.g. prod or staging (lowercase; .gto may list the allowed ones)."),
     note: str = typer.Option(None, "--note", help="Why: recorded in the tag message."),
+    require: list[str] = typer.Option([], "--require", metavar="RULE",
+                                      help="A rule the version's metrics must pass, KEY OP NUMBER with OP one of >= <= > < == "
+                                      "(e.g. \"val.accuracy>=0.9\"); repeatable."),
+    require_better: list[str] = typer.Option([], "--require-better", metavar="KEY",
+                                             help="The metric must be strictly better than the version in STAGE now "
+                                             "(min/max from .kgit/gates.yaml, default max: higher is better); repeatable."),
     json_out: bool = typer.Option(False, "--json", help="Print the event as JSON."),
 ) -> None:
-    """Put a released version in a stage (GTO stage tag NAME#STAGE#N). Validates it first if needed."""
+    """Put a released version in a stage (GTO stage tag NAME#STAGE#N). Validates it first if needed.
+
+    The version's metrics must also pass the --require/--require-better rules and the stage's rules
+    committed in .kgit/gates.yaml; there is no override flag: change the committed rule instead."""
     from kgit import api
 
     with Steps(enabled=not json_out) as steps:
-        change = api.promote(ref, stage, note=note, progress=steps)
+        change = api.promote(ref, stage, note=note, require=require, require_better=require_better, progress=steps)
     _report_change(change, json_out)
 
 
@@ -56,7 +65,8 @@ def _report_change(change: Any, json_out: bool) -> None:
         print_json(change.to_dict())
         return
     where = f" {'to' if change.event == 'promoted' else 'from'} {change.stage}" if change.stage else ""
-    err(f"{change.event} {change.name} {change.version}{where} (tag {change.tag}); `git push` shares it")
+    gates = f"; passed {', '.join(change.gates)}" if getattr(change, "gates", None) else ""
+    err(f"{change.event} {change.name} {change.version}{where} (tag {change.tag}){gates}; `git push` shares it")
 
 
 @app.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +41,9 @@ def init(
 def _parse_params(params: list[str], params_file: Path | None) -> dict[str, Any]:
     result: dict[str, Any] = {}
     if params_file is not None:
-        from kgit import bounded_yaml
+        from kgit import api
 
-        loaded = bounded_yaml.read_file(params_file, f"--params {params_file}")
-        if loaded is not None and not isinstance(loaded, dict):
-            raise KgitError(f"--params {params_file} must hold a mapping of names to values")
-        result.update(loaded or {})
+        result.update(api.read_params_file(params_file))
     for item in params:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
@@ -93,11 +91,9 @@ def release(
 ) -> None:
     """Release a trained model as a new immutable version: save, validate, track with DVC, commit, tag."""
     from kgit import api
-    from kgit import metrics as metrics_mod
 
     hyper = _parse_params(params, params_file)
-    given = metrics_mod.combine(metrics_mod.read_file(metrics_file) if metrics_file is not None else {},
-                                metrics_mod.parse_assignments(metric))
+    given = api.read_metrics(metrics_file, metric)
     if reference_input is not None and not reference_input.is_file():
         raise KgitError(f"--reference-input {reference_input} does not exist")
     with Steps(enabled=True) as steps:
@@ -126,13 +122,17 @@ def release(
 @app.command("list")
 def list_(
     name: str = typer.Argument(None, help="Only this model."),
-    json_out: bool = typer.Option(False, "--json", help="Print the releases as JSON."),
+    metric: list[str] = typer.Option([], "--metric", "-m", metavar="KEY",
+                                     help="Add a column with this metric (e.g. val.accuracy); repeatable."),
+    sort: str = typer.Option(None, "--sort", metavar="KEY",
+                             help="Sort by this metric, best first (min/max from .kgit/gates.yaml, default max); "
+                             "releases without it last."),
+    json_out: bool = typer.Option(False, "--json", help="Print the releases as JSON (with all their metrics)."),
 ) -> None:
     """List releases (from git tags alone: fast, works before any data is fetched)."""
-    from kgit import registry
-    from kgit.git_ops import Repo
+    from kgit import api
 
-    rels = registry.releases(Repo("."), name)
+    rels = api.list_releases(name, sort=sort, columns=metric)
     if json_out:
         print_json([r.to_dict() for r in rels])
         return
@@ -142,10 +142,10 @@ def list_(
     rows = [
         [r.name, r.version, (",".join(r.stages) + (" (deprecated)" if r.deprecated else "")).strip() or "-",
          ",".join(r.formats), (r.created_at or "").replace("T", " ").rstrip("Z"), r.dataset_id or "-",
-         (r.source_commit or "-")[:8]]
+         (r.source_commit or "-")[:8], *(_metric_cell(r.metrics.get(k)) for k in metric)]
         for r in rels
     ]
-    header = ["name", "version", "stages", "formats", "created", "dataset", "commit"]
+    header = ["name", "version", "stages", "formats", "created", "dataset", "commit", *metric]
     invalid = [r for r in rels if not r.valid]
     if invalid:  # tags that are not valid releases are listed, marked, and never used
         header.append("status")
@@ -156,6 +156,10 @@ def list_(
     if invalid:
         err(f"kgit: warning: {len(invalid)} tag(s) are not valid releases and will not be used "
             f"(get, load, validate and promote refuse them): {', '.join(r.tag for r in invalid[:3])}")
+
+
+def _metric_cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6g}"
 
 
 @app.command()
@@ -191,6 +195,8 @@ def show(
                                        + (" (dirty)" if meta.git.dirty else "")),
         ("dataset", " ".join(x for x in [meta.dataset.id or "", meta.dataset.path or "", meta.dataset.dvc_hash or ""] if x) or "-"),
         ("hyperparameters", json.dumps(meta.hyperparameters) if meta.hyperparameters else "-"),
+        ("metrics", ", ".join(f"{k} {v:g}" + (" (measured)" if k in meta.measured else "")
+                              for k, v in meta.metrics.items()) or "-"),
         ("training", _training(meta.training)),
         ("resumable", _resumable(meta)),
         *([("keras flavour", f"{meta.keras_flavour} (validated with TF_USE_LEGACY_KERAS=1)")]
@@ -257,23 +263,31 @@ def diff(
     ref_b: str = typer.Argument(..., metavar="NAME@VERSION", help="The newer release."),
     json_out: bool = typer.Option(False, "--json", help="Print the changes as JSON."),
 ) -> None:
-    """What changed between two releases: hyperparameters, training, dataset, signature, formats, sizes, libraries."""
+    """What changed between two releases: metrics (old, new, delta), hyperparameters, training, dataset, signature, formats, sizes, libraries."""
     from kgit import api
 
     result = api.diff(ref_a, ref_b)
     if json_out:
         print_json(result)
         return
-    if not result["changes"]:
-        err(f"{result['a']} and {result['b']} have the same metadata")
+    if result["metrics"]:
+        rows = [[m["key"], _metric_cell(m["a"]), _metric_cell(m["b"]),
+                 "-" if m["delta"] is None else f"{m['delta']:+.6g}", f"{m['verdict']} ({m['direction']})"]
+                for m in result["metrics"]]
+        write_columns(["metric", result["a"], result["b"], "delta", "b is"], rows)
+    changes = [c for c in result["changes"] if c["section"] != "metrics"]  # metrics: in the table above
+    if not changes:
+        err(f"{result['a']} and {result['b']} have the same metadata" + (" but for metrics" if result["changes"] else ""))
         return
     from rich.console import Console
     from rich.table import Table
 
+    if result["metrics"]:
+        sys.stdout.write("\n")
     t = Table(box=None, header_style="bold")
     for col in ("section", "key", result["a"], result["b"]):
         t.add_column(col, overflow="fold")
-    for c in result["changes"]:
+    for c in changes:
         t.add_row(c["section"], c["key"], _cell(c["a"]), _cell(c["b"]))
     Console(soft_wrap=True).print(t)
 

@@ -1,0 +1,241 @@
+"""Promotion gates: `kgit promote --require/--require-better`, the committed `.kgit/gates.yaml`,
+and the same gates in the pre-push and server hooks for stage tags made any other way. Real git
+pushes to a real bare repository with kgit's server hook, real DVC and Keras releases."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import git as cgit
+from conftest import kgit as ckgit
+from support.world import World, git, kgit, run
+
+from kgit import gates
+from kgit.errors import KgitError
+from kgit.git_ops import Repo
+
+GATES = """\
+metrics:
+  val.loss: min
+stages:
+  prod:
+    require: ["val.accuracy >= 0.85"]
+    require_better: [val.accuracy]
+  m#staging:
+    require: ["val.loss<0.5"]
+"""
+
+
+# -- the file --------------------------------------------------------------------------------------
+def test_gates_file_is_parsed_into_directions_and_rules() -> None:
+    g = gates.parse(GATES)
+    assert g.directions == {"val.loss": "min"} and g.direction("val.accuracy") == "max"
+    assert [r.text for r in g.rules_for("m", "prod")] == ["val.accuracy >= 0.85", "better val.accuracy"]
+    assert [r.text for r in g.rules_for("m", "staging")] == ["val.loss < 0.5"]
+    assert g.rules_for("other", "staging") == [] and gates.parse("") == gates.Gates()
+
+
+@pytest.mark.parametrize("text, says", [
+    ("stage:\n  prod: {}\n", "unknown field 'stage'"),
+    ("stages:\n  prod:\n    requires: [a>1]\n", "unknown field 'requires'"),
+    ("metrics:\n  val.loss: lower\n", "use max or min"),
+    ("stages:\n  prod:\n    require: ['val.accuracy => 0.9']\n", "is not KEY OP NUMBER"),
+    ("stages:\n  prod:\n    require: ['acc >= high']\n", "'high' is not a number"),
+    ("stages:\n  prod:\n    require: ['acc >= nan']\n", "not a finite number"),
+    ("stages:\n  Prod!:\n    require: []\n", "is not a stage"),
+    ("stages:\n  prod:\n    require: [1]\n", "is not a rule"),
+    ("stages: [prod]\n", "must map stage names"),
+    ("- a\n", "must be a mapping"),
+    ("a: &a [*a]\n", "YAML aliases"),
+])
+def test_malformed_gates_are_refused_naming_the_problem(text: str, says: str) -> None:
+    with pytest.raises(KgitError) as exc:
+        gates.parse(text)
+    assert says in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_directions_come_from_the_committed_file_at_head(git_repo: Path) -> None:
+    repo = Repo(git_repo)
+    assert gates.directions(repo) == {}
+    (git_repo / ".kgit").mkdir()
+    (git_repo / ".kgit/gates.yaml").write_text(GATES)
+    assert gates.directions(repo) == {}  # not committed: does not count
+    cgit(git_repo, "add", ".kgit/gates.yaml")
+    cgit(git_repo, "commit", "-q", "-m", "gates")
+    assert gates.directions(repo) == {"val.loss": "min"} == gates.directions(git_repo)
+    (git_repo / ".kgit/gates.yaml").write_text("metrics:\n  val.loss: max\n")
+    assert gates.directions(repo) == {"val.loss": "min"}
+
+
+# -- a world: three releases with metrics, origin guarded by the server hook ----------------------
+ACC = {"v1": 0.8, "v2": 0.9, "v3": 0.88}
+LOSS = {"v1": 0.6, "v2": 0.3, "v3": 0.35}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, plain_model) -> World:  # type: ignore[no-untyped-def]
+    import kgit as api
+
+    w = World.create(tmp_path_factory.mktemp("gates-world"))
+    assert kgit(w.base, "server", "install", str(w.origin), "--dvc-remote", str(w.store)).returncode == 0
+    (w.repo / ".kgit").mkdir()
+    (w.repo / ".kgit/gates.yaml").write_text(GATES)
+    git(w.repo, "add", ".kgit/gates.yaml")
+    git(w.repo, "commit", "-q", "-m", "promotion gates")
+    for v in ("v1", "v2", "v3"):
+        api.release(plain_model, "m", formats=["keras"], repo=w.repo,
+                    metrics={"val": {"accuracy": ACC[v], "loss": LOSS[v]}})
+    proc = w.push("main", "--follow-tags")
+    assert proc.returncode == 0, proc.stderr
+    return w
+
+
+@pytest.fixture
+def w(world: World, tmp_path: Path) -> World:
+    return world.copy(tmp_path / "w")
+
+
+def tags(repo: Path, pattern: str = "m#*") -> list[str]:
+    return git(repo, "tag", "-l", pattern).split()
+
+
+def one_line_error(proc) -> str:  # type: ignore[no-untyped-def]
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("kgit: error: ") and "Traceback" not in proc.stderr, proc.stderr
+    return lines[-1]
+
+
+@pytest.mark.slow
+def test_promote_require_refuses_naming_the_rule_and_numbers(w: World) -> None:
+    msg = one_line_error(kgit(w.repo, "promote", "m@v1", "dev", "--require", "val.accuracy>=0.85"))
+    assert "rule `val.accuracy >= 0.85` (--require): m@v1 has val.accuracy 0.8" in msg
+    msg = one_line_error(kgit(w.repo, "promote", "m@v2", "dev", "--require", "test.accuracy>0.5"))
+    assert "m@v2 has no metric test.accuracy (it has: val.accuracy, val.loss)" in msg
+    msg = one_line_error(kgit(w.repo, "promote", "m@v2", "dev", "--require", "val.accuracy=>0.5"))
+    assert "is not KEY OP NUMBER" in msg
+    assert tags(w.repo) == []
+    proc = kgit(w.repo, "promote", "m@v2", "dev", "--require", "val.accuracy>=0.85", "--require", "val.loss<0.4",
+                "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["gates"] == ["val.accuracy >= 0.85", "val.loss < 0.4"]
+    assert tags(w.repo) == ["m#dev#1"]
+
+
+@pytest.mark.slow
+def test_require_better_compares_with_the_version_in_the_stage_now(w: World) -> None:
+    # dev is empty: nothing to beat
+    assert kgit(w.repo, "promote", "m@v3", "dev", "--require-better", "val.accuracy").returncode == 0
+    msg = one_line_error(kgit(w.repo, "promote", "m@v1", "dev", "--require-better", "val.accuracy"))
+    assert "rule `better val.accuracy` (--require-better): m@v1 has val.accuracy 0.8, m@v3 (in the stage now) has 0.88" in msg
+    # val.loss is declared `min` in the committed gates: lower is better
+    msg = one_line_error(kgit(w.repo, "promote", "m@v1", "dev", "--require-better", "val.loss"))
+    assert "m@v1 has val.loss 0.6, m@v3 (in the stage now) has 0.35; lower is better" in msg
+    assert kgit(w.repo, "promote", "m@v2", "dev", "--require-better", "val.loss").returncode == 0
+    assert tags(w.repo) == ["m#dev#1", "m#dev#2"]
+
+
+@pytest.mark.slow
+def test_committed_gates_apply_to_every_promotion_and_only_a_commit_changes_them(w: World) -> None:
+    msg = one_line_error(kgit(w.repo, "promote", "m@v1", "prod"))
+    assert "rule `val.accuracy >= 0.85` (.kgit/gates.yaml (at " in msg and "(prod)): m@v1 has val.accuracy 0.8" in msg
+    assert kgit(w.repo, "promote", "m@v2", "prod").returncode == 0
+    # v3 passes the threshold but is not better than v2 in prod
+    msg = one_line_error(kgit(w.repo, "promote", "m@v3", "prod"))
+    assert "rule `better val.accuracy`" in msg and "m@v3 has val.accuracy 0.88, m@v2 (in the stage now) has 0.9" in msg
+    # model-specific stage rule: m#staging
+    msg = one_line_error(kgit(w.repo, "promote", "m@v1", "staging"))
+    assert "rule `val.loss < 0.5`" in msg
+    # an uncommitted edit does not count; there is no --force
+    (w.repo / ".kgit/gates.yaml").write_text("stages: {}\n")
+    assert "rule `better val.accuracy`" in one_line_error(kgit(w.repo, "promote", "m@v3", "prod"))
+    assert kgit(w.repo, "promote", "m@v3", "prod", "--force").returncode == 2
+    git(w.repo, "commit", "-q", "-am", "Let v3 into prod: ties on accuracy allowed this week")
+    assert kgit(w.repo, "promote", "m@v3", "prod").returncode == 0
+    assert tags(w.repo) == ["m#prod#1", "m#prod#2"]
+
+
+@pytest.mark.slow
+def test_pre_push_refuses_a_hand_made_stage_tag_the_gates_refuse(w: World) -> None:
+    commit = git(w.repo, "rev-list", "-n1", "m@v1.0.0")
+    git(w.repo, "tag", "-a", "m#prod#7", commit, "-m", "promote by hand")
+    proc = w.push("m#prod#7")
+    assert proc.returncode != 0
+    assert "push refused: stage tags that the promotion gates refuse" in proc.stderr
+    assert "m#prod#7: m@v1 cannot go to prod: rule `val.accuracy >= 0.85`" in proc.stderr
+    assert "m@v1 has val.accuracy 0.8" in proc.stderr
+    assert "m#prod#7" not in w.origin_tags()
+
+
+def rejected(proc, reason: str) -> None:  # type: ignore[no-untyped-def]
+    assert proc.returncode != 0, proc.stderr
+    assert "pre-receive hook declined" in proc.stderr, proc.stderr
+    assert f"remote: kgit: rejected: {reason}" in proc.stderr, proc.stderr
+
+
+@pytest.mark.slow
+def test_server_rejects_a_stage_tag_the_gates_refuse_even_with_no_verify(w: World) -> None:
+    commit = git(w.repo, "rev-list", "-n1", "m@v1.0.0")
+    git(w.repo, "tag", "-a", "m#prod#7", commit, "-m", "promote by hand")
+    rejected(w.push("--no-verify", "m#prod#7"), "new stage tag m#prod#7: m@v1 cannot go to prod: rule "
+             "`val.accuracy >= 0.85`")
+    assert "m#prod#7" not in w.origin_tags()
+    git(w.repo, "tag", "-d", "m#prod#7")  # (push.followTags would send it again)
+    # a good one goes through: v2 passes, and prod is empty on the server
+    git(w.repo, "tag", "-a", "m#prod#8", git(w.repo, "rev-list", "-n1", "m@v2.0.0"), "-m", "promote by hand")
+    proc = w.push("--no-verify", "m#prod#8")
+    assert proc.returncode == 0, proc.stderr
+    # v3 is not better than v2, which holds prod on the server now
+    git(w.repo, "tag", "-a", "m#prod#9", git(w.repo, "rev-list", "-n1", "m@v3.0.0"), "-m", "promote by hand")
+    rejected(w.push("--no-verify", "m#prod#9"), "new stage tag m#prod#9: m@v3 cannot go to prod: rule `better "
+             "val.accuracy`")
+
+
+@pytest.mark.slow
+def test_weakening_the_gates_in_the_same_push_does_not_let_the_stage_tag_through(w: World) -> None:
+    (w.repo / ".kgit/gates.yaml").write_text("stages: {}\n")
+    git(w.repo, "commit", "-q", "-am", "no gates")
+    git(w.repo, "tag", "-a", "m#prod#7", git(w.repo, "rev-list", "-n1", "m@v1.0.0"), "-m", "promote by hand")
+    rejected(w.push("--no-verify", "main", "m#prod#7"), "new stage tag m#prod#7: m@v1 cannot go to prod")
+    assert "m#prod#7" not in w.origin_tags() and git(w.origin, "rev-parse", "main") != git(w.repo, "rev-parse", "main")
+    # the weaker rule counts once it is on the server, where history shows who changed it
+    proc = run(w.repo, "git", "-c", "push.followTags=false", "push", "--no-verify", "origin", "main")
+    assert proc.returncode == 0, proc.stderr
+    proc = w.push("--no-verify", "m#prod#7")
+    assert proc.returncode == 0, proc.stderr
+    assert "no gates" in git(w.origin, "log", "-1", "--format=%s", "--", ".kgit/gates.yaml")
+
+
+@pytest.mark.slow
+def test_malformed_committed_gates_refuse_promotion_with_the_fix(w: World) -> None:
+    (w.repo / ".kgit/gates.yaml").write_text("stages:\n  prod:\n    require: ['val.accuracy => 0.9']\n")
+    git(w.repo, "commit", "-q", "-am", "typo")
+    msg = one_line_error(kgit(w.repo, "promote", "m@v2", "prod"))
+    assert ".kgit/gates.yaml (at " in msg and "is not KEY OP NUMBER" in msg
+    assert tags(w.repo) == []
+    # git-only readers say so too, in one line
+    with pytest.raises(gates.GateError, match="is not KEY OP NUMBER"):
+        gates.directions(Repo(w.repo))
+    assert "is not KEY OP NUMBER" in one_line_error(kgit(w.repo, "list", "--sort", "val.loss"))
+
+
+@pytest.mark.slow
+def test_list_metric_columns_sort_and_diff_deltas(w: World) -> None:
+    out = ckgit(w.repo, "list", "m", "--metric", "val.accuracy", "--metric", "val.loss", "--sort", "val.accuracy",
+                check=True).stdout.splitlines()
+    assert out[0].split()[-2:] == ["val.accuracy", "val.loss"]
+    assert [line.split()[1] for line in out[1:]] == ["v2", "v3", "v1"]
+    assert out[1].split()[-2:] == ["0.9", "0.3"]
+    rows = json.loads(ckgit(w.repo, "list", "m", "--sort", "val.loss", "--json", check=True).stdout)
+    assert [r["version"] for r in rows] == ["v2", "v3", "v1"]  # val.loss is min: lowest first
+    d = json.loads(ckgit(w.repo, "diff", "m@v1", "m@v2", "--json", check=True).stdout)
+    by_key = {m["key"]: m for m in d["metrics"]}
+    assert by_key["val.accuracy"]["a"] == 0.8 and by_key["val.accuracy"]["b"] == 0.9
+    assert by_key["val.accuracy"]["delta"] == pytest.approx(0.1) and by_key["val.accuracy"]["verdict"] == "better"
+    assert by_key["val.loss"]["delta"] == pytest.approx(-0.3) and by_key["val.loss"]["verdict"] == "better"
+    assert {"section": "metrics", "key": "val.loss", "a": 0.6, "b": 0.3} in d["changes"]
+    text = ckgit(w.repo, "diff", "m@v2", "m@v3", check=True).stdout
+    line = next(x for x in text.splitlines() if x.startswith("val.accuracy"))
+    assert line.split() == ["val.accuracy", "0.9", "0.88", "-0.02", "worse", "(max)"]
