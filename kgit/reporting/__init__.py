@@ -21,7 +21,7 @@ from typing import Any
 
 from kgit.git_ops import Repo
 from kgit.reporting import data, site
-from kgit.reporting.data import COMPARE_STAGE, Comparison, ModelView, VersionView, metric_text
+from kgit.reporting.data import COMPARE_STAGE, Comparison, VersionView, metric_text
 
 __all__ = ["DEFAULT_OUT", "ReportResult", "build"]
 
@@ -79,7 +79,7 @@ def build(repo: Repo, names: list[str] | None = None, out: str | os.PathLike[str
             comparisons = m.comparisons(v, previous, holder)
             files[v.page] = version_page.render(
                 root="../../", charts=False, v=v, older=previous, newer=valid[i - 1] if i else None,
-                comparisons=comparisons, metric_rows=_metric_rows(m, v, comparisons),
+                comparisons=comparisons, metric_rows=_metric_rows(v, comparisons),
                 param_rows=_param_rows(v, comparisons), training=_training(v), semver=v.release.tag.split("@", 1)[1])
     activity = sorted(((m, e) for m in models for e in m.timeline), key=lambda me: me[1].when, reverse=True)[:ACTIVITY]
     files["index.html"] = env.get_template("index.html.j2").render(root="", models=models, activity=activity,
@@ -128,26 +128,20 @@ def _training(v: VersionView) -> str:
     return f"{opt.get('class_name') if isinstance(opt, dict) else opt} (lr {lr_text}), loss {_show(training.get('loss'))}"
 
 
-def _delta(value: Any, other: Any, direction: str) -> dict[str, str] | None:
-    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (value, other)):
-        return None
-    from kgit.metrics import is_better
-
-    change = value - other
-    if change == 0:
-        return {"text": "same", "verdict": "same"}
-    return {"text": f"{change:+.4g}", "verdict": "better" if is_better(value, other, direction) else "worse"}
-
-
-def _metric_rows(m: ModelView, v: VersionView, comparisons: list[Comparison]) -> list[dict[str, Any]]:
+def _metric_rows(v: VersionView, comparisons: list[Comparison]) -> list[dict[str, Any]]:
+    """Per metric: this version's value, and each comparison's value and change (better or worse
+    in the metric's direction, as ``kgit diff`` says)."""
     keys = sorted(set(v.metrics).union(*(c.other.metrics for c in comparisons)))
     rows = []
     for key in keys:
-        value = v.metrics.get(key)
-        rows.append({"key": key, "value": metric_text(value), "others": [
-            {"value": metric_text(c.other.metrics.get(key)),
-             "delta": _delta(value, c.other.metrics.get(key), m.directions.get(key, "max"))}
-            for c in comparisons]})
+        others = []
+        for c in comparisons:
+            d = c.metrics.get(key) or {}
+            delta = d.get("delta")
+            text = None if delta is None else ("same" if d.get("verdict") == "same" else f"{delta:+.4g}")
+            others.append({"value": metric_text(c.other.metrics.get(key)),
+                           "delta": {"text": text, "verdict": d.get("verdict")} if text else None})
+        rows.append({"key": key, "value": metric_text(v.metrics.get(key)), "others": others})
     return rows
 
 

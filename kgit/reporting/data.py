@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kgit import registry
-from kgit.diffing import Change, compare
+from kgit.diffing import Change, compare, metric_deltas
 from kgit.errors import ReleaseNotFoundError
 from kgit.git_ops import Repo
 from kgit.metadata import Metadata
@@ -88,7 +88,8 @@ class Comparison:
 
     label: str  # "previous" or the stage
     other: VersionView
-    changes: list[Change]  # every metadata difference (kgit diff's sections)
+    changes: list[Change]  # every other metadata difference (kgit diff's sections)
+    metrics: dict[str, dict[str, Any]]  # key -> kgit diff's metric delta (a: the other, b: this one)
 
 
 @dataclass
@@ -123,7 +124,9 @@ class ModelView:
         found = [("previous", previous)] if previous is not None else []
         if holder is not None and holder is not view:
             found.append((COMPARE_STAGE, holder))
-        return [Comparison(label, other, compare(other.release, other.meta, view.release, view.meta))
+        return [Comparison(label, other,
+                           [c for c in compare(other.release, other.meta, view.release, view.meta) if c.section != "metrics"],
+                           {d["key"]: d for d in metric_deltas(other.release, view.release, self.directions)})
                 for label, other in found if other is not None and other.meta is not None]
 
 
