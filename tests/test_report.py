@@ -217,6 +217,11 @@ def test_version_page_compares_with_previous_and_prod(site: tuple[Path, dict[str
     # the note is shown as the text it is: no script ran, no image was requested
     assert page.inner_text("#notes") == XSS
     assert page.evaluate("window.__pwned") is None
+    # v3's previous version is the prod holder: compared once
+    browser.open(out / "models" / "circle" / "v3.html")
+    head = page.eval_on_selector_all("#metrics thead th", "hs => hs.map(h => h.innerText.trim())")
+    assert head == ["metric", "v3", "previous and prod: v2", "change"]
+    assert page.locator("table.changes").count() == 1
     assert browser.errors == [] and all(u.startswith("file://") for u in browser.requests)
 
 

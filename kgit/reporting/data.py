@@ -122,7 +122,9 @@ class ModelView:
         if view.meta is None:
             return []
         found = [("previous", previous)] if previous is not None else []
-        if holder is not None and holder is not view:
+        if holder is not None and holder is previous:
+            found = [(f"previous and {COMPARE_STAGE}", previous)]  # one table, not the same one twice
+        elif holder is not None and holder is not view:
             found.append((COMPARE_STAGE, holder))
         return [Comparison(label, other,
                            [c for c in compare(other.release, other.meta, view.release, view.meta) if c.section != "metrics"],
