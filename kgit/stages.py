@@ -59,9 +59,13 @@ def _check_stage(repo: Repo, stage: str) -> str:
     return stage
 
 
-def _message(event: str, rel: registry.Release, stage: str | None, note: str | None) -> str:
+def _message(event: str, rel: registry.Release, stage: str | None, note: str | None,
+             gates: list[str] | None = None) -> str:
     what = f"{event} {rel.name} {rel.version}" + (f" {'to' if event == 'promote' else 'from'} {stage}" if stage else "")
-    body = {"event": event, "name": rel.name, "version": rel.version, "stage": stage, "release": rel.tag}
+    body: dict[str, Any] = {"event": event, "name": rel.name, "version": rel.version, "stage": stage, "release": rel.tag}
+    if gates:  # the rules this promotion passed, and the metrics they were judged on
+        body["gates"] = gates
+        body["metrics"] = rel.metrics
     return f"kgit {what}\n\n" + (f"{note}\n\n" if note else "") + f"kgit-event: {json.dumps(body)}\n"
 
 
@@ -104,8 +108,9 @@ def promote(repo: Repo, name: str, version: str, stage: str, *, note: str | None
             r = bad[0]
             raise KgitError(f"cannot promote {name}@{rel.version}: {r.format} {r.check} check {r.status}: {r.reason()}")
         tag = stage_tag(name, stage, reg.max_counter.get(name, 0) + 1)
-        repo.create_tag(tag, rel.commit, _message("promote", rel, stage, note))
-    return StageChange("promoted", name, rel.version, stage, tag, [r.text for r in rules])
+        passed = [r.text for r in rules]
+        repo.create_tag(tag, rel.commit, _message("promote", rel, stage, note, passed))
+    return StageChange("promoted", name, rel.version, stage, tag, passed)
 
 
 

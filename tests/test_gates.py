@@ -122,6 +122,9 @@ def test_promote_require_refuses_naming_the_rule_and_numbers(w: World) -> None:
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["gates"] == ["val.accuracy >= 0.85", "val.loss < 0.4"]
     assert tags(w.repo) == ["m#dev#1"]
+    event = json.loads(git(w.repo, "for-each-ref", "--format=%(contents)", "refs/tags/m#dev#1").split("kgit-event: ")[1])
+    assert event["gates"] == ["val.accuracy >= 0.85", "val.loss < 0.4"]  # the tag records what it passed
+    assert event["metrics"] == {"val.accuracy": 0.9, "val.loss": 0.3}
 
 
 @pytest.mark.slow

@@ -155,6 +155,9 @@ def test_cli_metric_refusals_are_one_line_and_change_nothing(kgit_repo: Path, tm
         proc = kgit(kgit_repo, "release", "bad", "--from", "support.zoo:plain_model", *args)
         assert proc.returncode == 1 and proc.stderr.startswith("kgit: error: ") and says in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    for args in (["--metric", "a b"], ["--sort", "acc>1"]):
+        proc = kgit(kgit_repo, "list", *args)
+        assert proc.returncode == 1 and "is not a valid metric name" in proc.stderr, proc.stderr
     assert snapshot(kgit_repo) == before
 
 
