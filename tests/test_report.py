@@ -225,6 +225,7 @@ def test_version_page_compares_with_previous_and_prod(site: tuple[Path, dict[str
     assert browser.errors == [] and all(u.startswith("file://") for u in browser.requests)
 
 
+@pytest.mark.slow
 def test_markup_in_notes_is_escaped(site: tuple[Path, dict[str, Any]]) -> None:
     out, _ = site
     for page in ("models/circle.html", "models/circle/v4.html", "index.html"):
@@ -234,6 +235,7 @@ def test_markup_in_notes_is_escaped(site: tuple[Path, dict[str, Any]]) -> None:
     assert "&lt;script&gt;window.__pwned" in (out / "models/circle.html").read_text()  # the promote note
 
 
+@pytest.mark.slow
 def test_report_reads_git_alone(registry_repo: Path, tmp_path: Path) -> None:
     code = (
         "import sys\nfrom kgit.cli import main\n"
@@ -250,6 +252,7 @@ def test_report_reads_git_alone(registry_repo: Path, tmp_path: Path) -> None:
     assert "wrote" in proc.stderr and "1 model and 4 versions" in proc.stderr
 
 
+@pytest.mark.slow
 def test_rerun_replaces_the_site_whole(registry_repo: Path, tmp_path: Path) -> None:
     out = tmp_path / "site"
     kgit(registry_repo, "report", "--out", str(out), check=True)
@@ -262,6 +265,7 @@ def test_rerun_replaces_the_site_whole(registry_repo: Path, tmp_path: Path) -> N
     assert not (out / "assets" / "plotly.min.js").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["foreign folder", "file", "unknown model", "bad name", "missing parent"])
 def test_bad_input_changes_nothing(registry_repo: Path, tmp_path: Path, case: str) -> None:
     out = tmp_path / "out"
@@ -291,6 +295,7 @@ def test_bad_input_changes_nothing(registry_repo: Path, tmp_path: Path, case: st
         assert out.read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_open_starts_the_browser_on_the_index(registry_repo: Path, tmp_path: Path) -> None:
     opened = tmp_path / "opened.txt"
     fake = tmp_path / "browser.sh"
