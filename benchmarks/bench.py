@@ -12,6 +12,8 @@ Groups:
   push     the pre-push hook after one new release, against `kgit validate --recheck` of it
   get      `kgit get NAME@VERSION` on a fresh clone against `dvc pull`: time and bytes fetched
   memory   peak memory of `kgit release` and `kgit validate --recheck` of the ~100 MB model
+  report   `kgit report` with --list-versions releases, against `kgit list`; metadata read in one
+           `git cat-file --batch` against one `git show` per version
 
 Builds its own fixtures in a temp folder (real git, real DVC, real Keras models), prints progress
 on stderr and one table on stdout. Timings only: no pass/fail here (the machine may be shared and
@@ -35,6 +37,7 @@ import bench_get  # noqa: E402
 import bench_hooks  # noqa: E402
 import bench_memory  # noqa: E402
 import bench_release  # noqa: E402
+import bench_report  # noqa: E402
 import bench_startup  # noqa: E402
 from bench_fixtures import Fixtures  # noqa: E402
 from bench_util import Row, log  # noqa: E402
@@ -46,6 +49,7 @@ GROUPS: dict[str, Callable[[Fixtures, int], list[Row]]] = {
     "push": bench_hooks.one_new,  # after "hooks": it adds a release to the same repository
     "get": bench_get.bench,
     "memory": bench_memory.bench,
+    "report": bench_report.bench,
 }
 
 

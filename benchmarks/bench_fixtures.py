@@ -31,6 +31,9 @@ def dense_model(n_in: int, n_out: int, seed: int = 0) -> Any:
     keras.utils.set_random_seed(seed)
     model = keras.Sequential([keras.Input((n_in,), name="x"), keras.layers.Dense(n_out, name="dense")])
     model.compile(optimizer="adam", loss="mse")
+    # as after training: the optimizer's slots exist (a compiled model whose optimizer was never built
+    # is refused by kgit release, its training state would not load back)
+    model.optimizer.build(model.trainable_variables)
     return model
 
 
@@ -163,7 +166,7 @@ def listing_repo(repo: Path, remote: Path, versions: int) -> Path:
     trailers = []
     for i in range(2, versions + 1):
         label = f"v{i}"
-        meta = dict(v1["meta"]["kgit"], version=label)
+        meta = dict(v1["meta"]["kgit"], version=label, metrics=_metrics(i, versions), measured=[])
         outs = [dict(v1["outs"][0], path=label)]
         data = {"desc": f"kgit release {MODEL} {label} (keras)", "outs": outs, "meta": {"kgit": meta}}
         v1_file.with_name(f"{label}.dvc").write_text(yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=120))
@@ -179,12 +182,19 @@ def listing_repo(repo: Path, remote: Path, versions: int) -> Path:
         label = f"v{i}"
         summary = {"formats": {"keras": {**v1_summary.formats["keras"], "path": str(Path(rel_path).with_name(label))}},
                    "created_at": v1_summary.created_at, "dataset_id": None, "source_commit": v1_summary.source_commit,
-                   "dirty": False, "kgit": kgit.__version__}
+                   "dirty": False, "kgit": kgit.__version__,
+                   "metrics": _metrics(i, versions), "measured": []}
         body = registry.tag_message(MODEL, label, summary).encode()
         stream.append(f"tag {MODEL}@{label}.0.0\nfrom {commit}\ntagger {ident} {int(time.time())} +0000\n"
                       f"data {len(body)}\n".encode() + body + b"\n")
     subprocess.run(["git", "fast-import", "--quiet"], cwd=repo, input=b"".join(stream), check=True)
     return repo
+
+
+def _metrics(i: int, versions: int) -> dict[str, float]:
+    """Two metrics that drift over the versions (the report draws them); the tag and the .dvc agree."""
+    return {"val.accuracy": round(0.5 + 0.4 * i / versions, 4),
+            "val.loss": round(1.0 - 0.6 * i / versions + 0.05 * (i % 7), 4)}
 
 
 def dvc_push_all(repo: Path) -> None:

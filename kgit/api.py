@@ -22,12 +22,13 @@ from kgit.versions import check_name, release_ref
 if TYPE_CHECKING:
     from kgit.fetch import Fetched
     from kgit.project import InitResult
+    from kgit.reporting import ReportResult
     from kgit.serving import Layout
     from kgit.stages import StageChange
     from kgit.validation import FolderResult
 
 __all__ = ["release", "load", "get", "diff", "list_releases", "show", "init", "validate", "promote", "demote",
-           "deprecate", "history", "verify", "check", "ReleaseRecord", "ReleaseView",
+           "deprecate", "history", "verify", "check", "report", "ReleaseRecord", "ReleaseView",
            "hooks_install", "hooks_uninstall", "run_hook", "server_install", "server_uninstall",
            "keys_init", "keys_trust", "keys_accept", "keys_policy", "keys_list", "demo", "serve_layout"]
 
@@ -238,6 +239,15 @@ def history(name: str, *, repo: PathLike = ".") -> list[registry.HistoryEvent]:
     if not events:
         raise ReleaseNotFoundError(f"no releases of model {name!r}: see `kgit list`")
     return events
+
+
+# -- the registry page -------------------------------------------------------------------------
+def report(names: list[str] | None = None, *, out: PathLike = "kgit-report", repo: PathLike = ".") -> ReportResult:
+    """Write the static registry site (index.html, a page per model and per version) into ``out``,
+    from git alone; returns a ReportResult (``out``, ``index``, ``models``, ...). See ``kgit report --help``."""
+    from kgit import reporting
+
+    return reporting.build(Repo(repo), names, out)
 
 
 # -- checks ------------------------------------------------------------------------------------

@@ -184,6 +184,9 @@ def run_demo(directory: Path | None = None) -> Path:
     out = _run(console, [sys.executable, "-c", _LOAD_AND_COMPARE], clone, show=False)
     console.print(textwrap.indent(out.rstrip(), "  "), markup=False)
 
+    step(10, "The registry as a static site, from git alone: open it in a browser, or publish it from CI")
+    _run(console, ["kgit", "report", "--out", str(base / "report")], repo)
+
     console.print(f"\n[bold green]Done.[/bold green] The demo repository is {repo}, pushed to {origin}; "
                   f"the model data is in the DVC remote {remote}.")
     return repo

@@ -51,14 +51,9 @@ def _view(rel: registry.Release, meta: Metadata) -> dict[str, dict[str, Any]]:
     }
 
 
-def diff(repo: Repo, ref_a: str, ref_b: str) -> dict[str, Any]:
-    """Changes from release A to release B, section by section (only what differs), and under
-    ``metrics`` every metric of either release with its old and new value and the delta."""
-    rels = []
-    for ref in (ref_a, ref_b):
-        name, version = parse_ref(ref)
-        rels.append(registry.resolve(repo, name, version))
-    views = [_view(r, registry.metadata(repo, r)) for r in rels]
+def compare(rel_a: registry.Release, meta_a: Metadata, rel_b: registry.Release, meta_b: Metadata) -> list[Change]:
+    """What differs from release A to release B, section by section, from what was read of each."""
+    views = [_view(rel_a, meta_a), _view(rel_b, meta_b)]
     changes = []
     for section in SECTIONS:
         a, b = views[0][section], views[1][section]
@@ -66,6 +61,17 @@ def diff(repo: Repo, ref_a: str, ref_b: str) -> dict[str, Any]:
             va, vb = a.get(key, ABSENT), b.get(key, ABSENT)
             if va != vb:
                 changes.append(Change(section, key, va, vb))
+    return changes
+
+
+def diff(repo: Repo, ref_a: str, ref_b: str) -> dict[str, Any]:
+    """Changes from release A to release B, section by section (only what differs), and under
+    ``metrics`` every metric of either release with its old and new value and the delta."""
+    rels = []
+    for ref in (ref_a, ref_b):
+        name, version = parse_ref(ref)
+        rels.append(registry.resolve(repo, name, version))
+    changes = compare(rels[0], registry.metadata(repo, rels[0]), rels[1], registry.metadata(repo, rels[1]))
     label = [f"{r.name}@{r.version}" for r in rels]
     return {"a": label[0], "b": label[1], "changes": [asdict(c) for c in changes],
             "metrics": metric_deltas(rels[0], rels[1], gates.directions(repo))}

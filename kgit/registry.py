@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any
@@ -345,30 +346,58 @@ def _checked(repo: Repo, rel: Release) -> Release:
     return rel
 
 
-def release_problems(repo: Repo, rel: Release, formats: list[str] | None = None) -> list[str]:
+def release_problems(repo: Repo, rel: Release, formats: list[str] | None = None, *,
+                     texts: dict[tuple[str, str], str | None] | None = None) -> list[str]:
     """Git only: what at the tagged commit contradicts the tag. Each format's ``.dvc`` file must be
     at the path the tag names, hold the hash the tag recorded, and carry kgit metadata naming this
-    model, version and format, with the metrics the tag carries."""
+    model, version and format, with the metrics the tag carries. ``texts``: the files already read,
+    ``(commit, path) -> text`` (``Repo.show_files``), so checking many releases costs one git call."""
     problems = list(rel.problems)
+    for _fmt, found, _meta in _dvc_checks(repo, rel, formats, texts):
+        problems += found
+    return problems
+
+
+def checked_metadata(repo: Repo, rel: Release, texts: dict[tuple[str, str], str | None] | None = None
+                     ) -> tuple[list[str], Metadata | None]:
+    """``release_problems`` and, when there are none, the metadata of the release's first format,
+    from one reading of each ``.dvc`` file (parsing them is most of the cost at thousands of releases)."""
+    problems = list(rel.problems)
+    first = None
+    for _fmt, found, meta in _dvc_checks(repo, rel, None, texts):
+        problems += found
+        first = meta if first is None else first
+    if problems or first is None:
+        return problems or [f"release tag {rel.tag} carries no formats"], None
+    try:
+        return [], Metadata.from_dict(first)
+    except KgitError as exc:
+        return [str(exc)], None
+
+
+def _dvc_checks(repo: Repo, rel: Release, formats: list[str] | None,
+                texts: dict[tuple[str, str], str | None] | None) -> Iterator[tuple[str, list[str], dict[str, Any] | None]]:
+    """Per format: (format, what contradicts the tag, its kgit metadata when it names this release)."""
     for fmt, info in rel.formats.items():
         if formats is not None and fmt not in formats:
             continue
         dvc_path = f"{info['path']}.dvc"
-        text = repo.show_file(rel.commit, dvc_path)
+        text = texts.get((rel.commit, dvc_path)) if texts is not None else repo.show_file(rel.commit, dvc_path)
         if text is None:
-            problems.append(f"its commit {rel.commit[:8]} has no {dvc_path}")
+            yield fmt, [f"its commit {rel.commit[:8]} has no {dvc_path}"], None
             continue
         try:
             data = read_dvc_file(text, dvc_path)
         except KgitError as exc:
-            problems.append(str(exc).split(": restore it")[0] + f" (at {rel.commit[:8]})")
+            yield fmt, [str(exc).split(": restore it")[0] + f" (at {rel.commit[:8]})"], None
             continue
+        problems = []
         out = data["outs"][0] if isinstance(data["outs"][0], dict) else {}
         if out.get("md5") != info.get("md5"):
             problems.append(f"{dvc_path} has DVC hash {str(out.get('md5'))[:40]}, the tag recorded {info.get('md5')}")
         meta = (data.get("meta") or {}).get("kgit") if isinstance(data.get("meta"), dict) else None
         if not isinstance(meta, dict):
-            problems.append(f"{dvc_path} carries no kgit metadata")
+            yield fmt, [*problems, f"{dvc_path} carries no kgit metadata"], None
             continue
         said = (meta.get("name"), meta.get("version"), meta.get("format"))
         if said != (rel.name, rel.version, fmt):
@@ -376,7 +405,7 @@ def release_problems(repo: Repo, rel: Release, formats: list[str] | None = None)
                             f"the tag says {rel.name}:{rel.version}:{fmt}")
         elif (meta.get("metrics") or {}) != rel.metrics or list(meta.get("measured") or []) != list(rel.measured):
             problems.append(f"its message's metrics differ from those in {dvc_path}'s metadata")
-    return problems
+        yield fmt, problems, meta
 
 
 def metadata(repo: Repo, release: Release, fmt: str | None = None) -> Metadata:

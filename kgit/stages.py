@@ -69,6 +69,14 @@ def _message(event: str, rel: registry.Release, stage: str | None, note: str | N
     return f"kgit {what}\n\n" + (f"{note}\n\n" if note else "") + f"kgit-event: {json.dumps(body)}\n"
 
 
+def event_note(message: str) -> str | None:
+    """The note an event tag's message carries (written by ``_message``), or None."""
+    lines = message.split("\n")
+    ends = [i for i, line in enumerate(lines) if line.startswith("kgit-event:")]
+    note = "\n".join(lines[1:ends[-1]] if ends else lines[1:]).strip()
+    return note or None
+
+
 def promote(repo: Repo, name: str, version: str, stage: str, *, note: str | None = None, progress: Any = None,
             require: Sequence[str] = (), require_better: Sequence[str] = ()) -> StageChange:
     """Put ``name@version`` in ``stage`` (validating it first if it has not been validated here), if

@@ -3,17 +3,19 @@
 #   bash scripts/setup.sh          what kgit itself needs (the demo uses this)
 #   bash scripts/setup.sh --test   also the test tools, the model libraries the tests use, an
 #                                  OpenSSH server for the SSH-remote tests, DVC's S3 plugin and
-#                                  moto's S3 server for the S3-remote tests (the tests start it)
+#                                  moto's S3 server for the S3-remote tests (the tests start it),
+#                                  and Chromium for the report tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-}
 
-# System packages: git always; an OpenSSH server and client for the tests only.
+# System packages: git always; an OpenSSH server and client and Chromium for the tests only.
 missing=()
 command -v git >/dev/null 2>&1 || missing+=(git)
 if [ "$mode" = "--test" ]; then
   [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
   command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # the report tests open the site in it
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
@@ -31,7 +33,7 @@ target=.
 check="import kgit, tensorflow, dvc, git, typer"
 if [ "$mode" = "--test" ]; then
   target='.[test]'
-  check="$check, keras_hub, pytest, dvc_s3, moto.server, boto3"
+  check="$check, keras_hub, pytest, dvc_s3, moto.server, boto3, playwright"
 fi
 .venv/bin/python -m pip install -q --upgrade pip "setuptools>=77" 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -m pip install -q -e "$target" 2>&1 | grep -v "^WARNING: Location" || true

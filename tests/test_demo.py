@@ -31,6 +31,9 @@ def test_demo_releases_two_versions(tmp_path: Path) -> None:
     # step 6 pushed: the tags reached origin and the hook uploaded the data
     assert git(target / "origin.git", "tag", "-l").split() == ["circle#prod#1", "circle@v1.0.0", "circle@v2.0.0"]
     assert any((target / "dvc-remote" / "files" / "md5").rglob("*.dir"))
+    # the last step wrote the registry report, with a chart of each measured metric
+    assert (target / "report" / "models" / "circle" / "v2.html").is_file()
+    assert 'data-metric="holdout.accuracy"' in (target / "report" / "models" / "circle.html").read_text()
 
 
 def test_demo_refuses_a_non_empty_folder(tmp_path: Path) -> None:

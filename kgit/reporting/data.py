@@ -1,0 +1,215 @@
+"""What the registry report shows, read from git alone: releases, their metadata, stages, history.
+
+Every release's metadata is read in one ``git cat-file --batch`` (a ``git show`` per version costs
+seconds at 1,500 versions). Nothing here imports TensorFlow or DVC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from kgit import registry
+from kgit.diffing import Change, compare, metric_deltas
+from kgit.errors import ReleaseNotFoundError
+from kgit.git_ops import Repo
+from kgit.metadata import Metadata
+from kgit.versions import check_name
+
+KEY_METRICS = 4  # metric columns in a model's versions table (every metric has its chart)
+COMPARE_STAGE = "prod"  # each version page compares with the version in this stage
+
+
+@dataclass
+class VersionView:
+    """One release as the report shows it."""
+
+    release: registry.Release
+    meta: Metadata | None  # None when the release is invalid
+    problem: str | None  # why the release cannot be trusted (None: valid)
+    metrics: dict[str, float]
+    measured: tuple[str, ...]
+    validated_here: float | None | bool  # max abs diff of this clone's last validation; False: never here
+
+    @property
+    def name(self) -> str:
+        return self.release.name
+
+    @property
+    def version(self) -> str:
+        return self.release.version
+
+    @property
+    def page(self) -> str:
+        """Path of the version's page, from the site's root."""
+        return f"models/{self.name}/{self.version}.html"
+
+    @property
+    def size(self) -> int | None:
+        sizes = [i.get("size") for i in self.release.formats.values()]
+        return sum(s for s in sizes if isinstance(s, int)) if sizes and all(isinstance(s, int) for s in sizes) else None
+
+    @property
+    def who(self) -> str:
+        return self.release.tagger.split(" <")[0] or self.release.tagger
+
+    @property
+    def created(self) -> str:
+        text = (self.meta.created_at if self.meta else None) or self.release.created_at or self.release.date
+        return text.replace("T", " ").replace("Z", "")[:19]
+
+    @property
+    def source_commit(self) -> str | None:
+        return (self.meta.git.commit if self.meta else None) or self.release.source_commit
+
+    @property
+    def dataset(self) -> str:
+        if self.meta is not None:
+            ds = self.meta.dataset
+            return ds.id or ds.path or "-"
+        return self.release.dataset_id or "-"
+
+
+@dataclass
+class TimelineEvent:
+    event: str  # released, promoted, demoted, deprecated
+    version: str | None
+    stage: str | None
+    who: str
+    when: str
+    commit: str
+    tag: str
+    note: str | None
+
+
+@dataclass
+class Comparison:
+    """A version against another (the previous one, or the stage holder)."""
+
+    label: str  # "previous" or the stage
+    other: VersionView
+    changes: list[Change]  # every other metadata difference (kgit diff's sections)
+    metrics: dict[str, dict[str, Any]]  # key -> kgit diff's metric delta (a: the other, b: this one)
+
+
+@dataclass
+class ModelView:
+    name: str
+    versions: list[VersionView]  # newest first
+    timeline: list[TimelineEvent]  # newest first
+    stages: dict[str, str]  # stage -> version holding it now
+    directions: dict[str, str]  # metric -> "min" or "max"
+    metric_keys: list[str] = field(default_factory=list)  # every metric of any version, sorted
+    key_metrics: list[str] = field(default_factory=list)  # the table's metric columns
+
+    @property
+    def page(self) -> str:
+        return f"models/{self.name}.html"
+
+    @property
+    def valid(self) -> list[VersionView]:
+        return [v for v in self.versions if v.problem is None]
+
+    def holder(self, stage: str) -> VersionView | None:
+        """The valid version in ``stage`` now, if any."""
+        version = self.stages.get(stage)
+        return next((v for v in self.versions if v.version == version and v.problem is None), None) if version else None
+
+    def comparisons(self, view: VersionView, previous: VersionView | None,
+                    holder: VersionView | None) -> list[Comparison]:
+        """``view`` against ``previous`` (the valid version before it) and ``holder`` (the version
+        in COMPARE_STAGE, see ``holder``)."""
+        if view.meta is None:
+            return []
+        found = [("previous", previous)] if previous is not None else []
+        if holder is not None and holder is previous:
+            found = [(f"previous and {COMPARE_STAGE}", previous)]  # one table, not the same one twice
+        elif holder is not None and holder is not view:
+            found.append((COMPARE_STAGE, holder))
+        return [Comparison(label, other,
+                           [c for c in compare(other.release, other.meta, view.release, view.meta) if c.section != "metrics"],
+                           {d["key"]: d for d in metric_deltas(other.release, view.release, self.directions)})
+                for label, other in found if other is not None and other.meta is not None]
+
+
+def read_models(repo: Repo, names: list[str] | None = None) -> list[ModelView]:
+    """The models to report (all, or ``names``), each with its versions and history."""
+    reg = registry.read(repo)
+    wanted = list(dict.fromkeys(names)) if names else sorted({r.name for r in reg.releases})
+    for name in wanted:
+        check_name(name)
+        if not any(r.name == name for r in reg.releases):
+            raise ReleaseNotFoundError(f"no releases of model {name!r}: see `kgit list`")
+    chosen = [r for r in reg.releases if r.name in wanted]
+    texts = repo.show_files([(r.commit, r.dvc_file(f)) for r in chosen for f in r.formats])
+    views = {r.tag: _version_view(repo, r, texts) for r in chosen}
+    _mark_validated(repo, list(views.values()))
+    notes = _event_notes(repo, wanted)
+    directions = _directions(repo)
+    models = []
+    for name in wanted:
+        versions = sorted((v for v in views.values() if v.name == name), key=lambda v: v.release.key, reverse=True)
+        timeline = [TimelineEvent(e.event, e.version, e.stage, e.who.split(" <")[0] or e.who, e.when, e.commit,
+                                  e.tag, notes.get(e.tag)) for e in reg.events if e.name == name]
+        timeline.sort(key=lambda e: (e.when, e.tag), reverse=True)
+        stages = {s: v.version for v in versions for s in v.release.stages}
+        model = ModelView(name, versions, timeline, dict(sorted(stages.items())), directions)
+        counts: dict[str, int] = {}
+        for v in versions:
+            for key in v.metrics:
+                counts[key] = counts.get(key, 0) + 1
+        model.metric_keys = sorted(counts)
+        model.key_metrics = sorted(counts, key=lambda k: (k not in directions, -counts[k], k))[:KEY_METRICS]
+        models.append(model)
+    return models
+
+
+def _version_view(repo: Repo, rel: registry.Release, texts: dict[tuple[str, str], str | None]) -> VersionView:
+    problems, meta = registry.checked_metadata(repo, rel, texts)
+    return VersionView(rel, meta, problems[0] if problems else None, dict(rel.metrics), tuple(rel.measured), False)
+
+
+def _mark_validated(repo: Repo, views: list[VersionView]) -> None:
+    """Which versions this clone validated (kgit validate's record, read only)."""
+    from kgit.validating import Record
+
+    record = Record(repo)
+    for view in views:
+        entries = [record.entry(view.release.tag, f) for f in view.release.formats]
+        if view.release.formats and all(entries):
+            diffs = [e.get("max_abs_diff") for e in entries]
+            known = [d for d in diffs if isinstance(d, (int, float))]
+            view.validated_here = max(known) if known else None
+
+
+def _event_notes(repo: Repo, names: list[str]) -> dict[str, str]:
+    """Notes of the stage and deprecation tags (``--note``), by tag name."""
+    from kgit.stages import event_note
+
+    patterns = [p for n in names for p in (f"refs/tags/{n}#*", f"refs/tags/{n}@*!*")]
+    notes = {}
+    for tag in repo.tags(*patterns):
+        note = event_note(tag.message) if tag.annotated else None
+        if note:
+            notes[tag.name] = note
+    return notes
+
+
+def _directions(repo: Repo) -> dict[str, str]:
+    """Whether lower ("min") or higher ("max") is better, per metric, as the team's gates say."""
+    from kgit import gates
+
+    return gates.directions(repo)
+
+
+def metric_text(value: Any) -> str:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "-"
+    return f"{value:.4g}"
+
+
+def to_dict(model: ModelView) -> dict[str, Any]:
+    """What ``kgit report --json`` says of a model."""
+    return {"name": model.name, "page": model.page, "versions": len(model.versions),
+            "invalid": sum(1 for v in model.versions if v.problem), "stages": model.stages,
+            "metrics": model.metric_keys}
