@@ -87,3 +87,8 @@ def one_line(text: object, limit: int = 300) -> str:
         return flat
     cut = flat[:limit + 1].rsplit(" ", 1)[0] if " " in flat[:limit + 1] else flat[:limit]
     return cut.rstrip(" ,;:") + " …"
+
+
+def describe(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one line of a message: ``ValueError: what it said`` (see ``one_line``)."""
+    return f"{type(exc).__name__}: {one_line(exc, limit)}"

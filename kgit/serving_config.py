@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from kgit.errors import InvalidVersionError, KgitError
+from kgit.errors import InvalidVersionError, KgitError, describe
 from kgit.versions import Version, check_name
 
 CONFIG_FILE = "models.config"
@@ -115,7 +115,7 @@ def read_manifest(out: Path) -> Manifest | None:
             raise
         raise KgitError(f"{bad} ({exc}): give another --out, or remove the folder if it is yours") from None
     except (OSError, ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError) as exc:
-        raise KgitError(f"{bad} ({type(exc).__name__}: {str(exc)[:80]}): give another --out, "
+        raise KgitError(f"{bad} ({describe(exc, 80)}): give another --out, "
                         "or remove the folder if it is yours") from None
 
 

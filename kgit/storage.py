@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kgit.errors import KgitError, one_line
+from kgit.errors import KgitError, describe
 
 
 def _dir_entries(odb: Any, oid: str) -> list[str] | None:
@@ -276,4 +276,4 @@ def chain_text(exc: BaseException) -> str:
 
 
 def _one_line(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {one_line(exc, 200)}"
+    return f"{describe(exc, 200)}"

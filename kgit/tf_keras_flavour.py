@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from kgit.errors import ModelSourceError
+from kgit.errors import ModelSourceError, describe
 
 FLAVOUR = "tf_keras"
 ENV = "TF_USE_LEGACY_KERAS"  # makes tf.keras mean tf_keras in the validation process
@@ -66,9 +66,8 @@ def load(path: Path, custom_objects: dict[str, Any], *, training_state: bool = T
         model = tf_keras.models.load_model(str(path), custom_objects=custom_objects or None,
                                            compile=training_state)
     except Exception as exc:
-        from kgit.errors import one_line
 
-        raise ModelSourceError(f"cannot load {path} with tf_keras: {type(exc).__name__}: {one_line(exc)}") from None
+        raise ModelSourceError(f"cannot load {path} with tf_keras: {describe(exc)}") from None
     if training_state and path.is_dir():
         _restore_savedmodel_optimizer(model, path)
     return model

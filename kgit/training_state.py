@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from kgit.errors import ModelSourceError, one_line
+from kgit.errors import ModelSourceError, describe
 
 
 def _keras() -> Any:
@@ -86,7 +86,7 @@ def restore_keras_optimizer(model: Any, path: Path, custom_objects: dict[str, An
         except Exception as exc:
             raise ModelSourceError(
                 f"{path}: {type(model).__name__} overrides compile() and cannot be recompiled from its saved "
-                f"compile config ({type(exc).__name__}: {one_line(exc, 200)}), so its optimizer state cannot be "
+                f"compile config ({describe(exc, 200)}), so its optimizer state cannot be "
                 "restored: pass --inference-only to release it without training state"
             ) from None
         optimizer = model.optimizer

@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Any
 
-from kgit.errors import CustomObjectError, ModelSourceError
+from kgit.errors import CustomObjectError, ModelSourceError, describe
 
 
 def resolve_attr(spec: str, what: str) -> Any:
@@ -27,7 +27,7 @@ def resolve_attr(spec: str, what: str) -> Any:
     except ImportError as exc:
         raise ModelSourceError(f"{what} {spec!r}: cannot import module {module_name!r} ({exc})") from None
     except Exception as exc:  # user code failed while importing
-        raise ModelSourceError(f"{what} {spec!r}: importing {module_name!r} raised {type(exc).__name__}: {exc}") from None
+        raise ModelSourceError(f"{what} {spec!r}: importing {module_name!r} raised {describe(exc)}") from None
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):

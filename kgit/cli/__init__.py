@@ -18,7 +18,7 @@ from typer.exceptions import TyperException
 from kgit.cli import releases, lifecycle, checks, serving, report  # noqa: F401
 # isort: on
 from kgit.cli.app import _state, app
-from kgit.errors import KgitError, one_line
+from kgit.errors import KgitError, describe
 
 __all__ = ["app", "main"]
 
@@ -63,4 +63,4 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # a bug in kgit or a library: say so, briefly, and how to see more
         if _state["traceback"] or os.environ.get("KGIT_TRACEBACK"):
             raise
-        _fail(f"unexpected {type(exc).__name__}: {one_line(exc)} (rerun with --traceback for details)", 2)
+        _fail(f"unexpected {describe(exc)} (rerun with --traceback for details)", 2)
