@@ -142,7 +142,7 @@ def test_model_page_in_chromium(site: tuple[Path, dict[str, Any]], browser: Brow
     assert stars.locator("path.point").count() == 2
     assert sorted(stars.locator("text").all_text_contents()) == ["prod", "staging"]
     # hovering v3's point shows its version, its source commit and its value
-    v3 = api.show("circle", "v3", repo=registry_repo)
+    v3 = api.show("circle", "v3", repo=registry_repo).metadata
     page.locator(f"{first} .scatterlayer .trace").nth(0).locator("path.point").nth(2).hover(force=True)
     page.wait_for_selector(f"{first} .hoverlayer .hovertext", timeout=5000)
     hover = " ".join(page.locator(f"{first} .hoverlayer .hovertext").all_text_contents())
@@ -196,7 +196,7 @@ def test_version_page_compares_with_previous_and_prod(site: tuple[Path, dict[str
     meta = dict((r[0], r[1]) for r in page.eval_on_selector_all(
         "#metadata tr", "rows => rows.map(r => [r.cells[0].innerText, r.cells[1].innerText])"))
     assert meta["tag"] == "circle@v4.0.0" and meta["dataset"] == "circle-4"
-    assert meta["source commit"].startswith(api.show("circle", "v4", repo=registry_repo).git.commit[:8])
+    assert meta["source commit"].startswith(api.show("circle", "v4", repo=registry_repo).metadata.git.commit[:8])
     head = page.eval_on_selector_all("#metrics thead th", "hs => hs.map(h => h.innerText.trim())")
     assert head == ["metric", "v4", "previous: v3", "change", "prod: v2", "change"]
     metrics = {r[0].split()[0]: r[1:] for r in _cells(browser, "#metrics")}
