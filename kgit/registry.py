@@ -1,7 +1,8 @@
 """Reading releases from git alone: tags and ``.dvc`` files. No TensorFlow, no DVC, no download.
 
 Each release tag's message carries a JSON summary (formats, their DVC hashes and sizes, created,
-dataset, source commit, metrics), so listing thousands of releases is one ``git for-each-ref``. The full
+dataset, source commit, metrics), so listing thousands of releases needs no other file: one ``git
+for-each-ref`` for the tag names, and each tag object is parsed once per clone (kgit.tagcache). The full
 metadata lives in each format's ``.dvc`` file (``meta.kgit``) at the tagged commit.
 """
 
@@ -189,7 +190,7 @@ class HistoryEvent:
 
 @dataclass
 class Registry:
-    """Every kgit release and every stage/deprecation event, from one ``git for-each-ref``."""
+    """Every kgit release and every stage/deprecation event, read from the tags."""
 
     releases: list[Release]
     events: list[HistoryEvent]
@@ -486,7 +487,7 @@ def metadata(repo: Repo, release: Release, fmt: str | None = None) -> Metadata:
 def existing_versions(repo: Repo, name: str) -> list[Version]:
     """Versions of ``name`` known from tags (any tool's) and from folders in the work tree."""
     versions = set()
-    tags = [t.name for t in repo.tags(f"refs/tags/{name}@*")] + list(SeenRecord(repo).tags)
+    tags = repo.tag_names(f"refs/tags/{name}@*") + list(SeenRecord(repo).tags)
     for tag in tags:  # with tags this clone saw once and no longer has: a version is never reused
         parsed = parse_tag(tag)
         if parsed and parsed[0] == name:
