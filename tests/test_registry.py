@@ -209,3 +209,15 @@ def test_an_unwritable_cache_only_means_parsing_again(cached: Path, how: str) ->
         assert registry.resolve(Repo(cached), "m", "latest").version == "v3"
     finally:
         state.chmod(0o755)
+
+
+def test_seen_json_is_read_again_when_it_changes_on_disk(repo: Path) -> None:
+    """seen.json is parsed once per process, but a file replaced on disk is read again."""
+    synthetic.release(repo, "m", "v1")
+    assert registry.resolve(Repo(repo), "m", "v1").valid
+    seen = repo / ".git" / "kgit" / "seen.json"
+    record = json.loads(seen.read_text())
+    record["tags"]["m@v1.0.0"]["object"] = "0" * 40  # as if another tag had been seen under that name
+    seen.write_text(json.dumps(record))
+    with pytest.raises(KgitError, match="changed since this clone first saw it"):
+        registry.resolve(Repo(repo), "m", "v1")
