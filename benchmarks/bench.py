@@ -14,6 +14,8 @@ Groups:
   memory   peak memory of `kgit release` and `kgit validate --recheck` of the ~100 MB model
   report   `kgit report` with --list-versions releases, against `kgit list`; metadata read in one
            `git cat-file --batch` against one `git show` per version
+  tags15k  --tag-versions release tags (15,000): list, list --json, show and resolve one version, the
+           pre-push hook with nothing new, the server hook for a plain push; wall and CPU time
 
 Builds its own fixtures in a temp folder (real git, real DVC, real Keras models), prints progress
 on stderr and one table on stdout. Timings only: no pass/fail here (the machine may be shared and
@@ -39,6 +41,7 @@ import bench_memory  # noqa: E402
 import bench_release  # noqa: E402
 import bench_report  # noqa: E402
 import bench_startup  # noqa: E402
+import bench_tags  # noqa: E402
 from bench_fixtures import Fixtures  # noqa: E402
 from bench_util import Row, log  # noqa: E402
 
@@ -50,6 +53,7 @@ GROUPS: dict[str, Callable[[Fixtures, int], list[Row]]] = {
     "get": bench_get.bench,
     "memory": bench_memory.bench,
     "report": bench_report.bench,
+    "tags15k": bench_tags.bench,
 }
 
 
@@ -88,6 +92,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5, help="timed runs per measurement; the median is reported")
     parser.add_argument("--versions", type=int, default=100, help="released versions in the hooks/push repository")
     parser.add_argument("--list-versions", type=int, default=1500, help="released versions in the list/show repository")
+    parser.add_argument("--tag-versions", type=int, default=15000, help="release tags in the tags15k repository")
     parser.add_argument("--get-versions", type=int, default=10, help="versions of the ~5 MB model in the get repository")
     parser.add_argument("--keep", action="store_true", help="keep the fixtures' temp folder (its path is printed)")
     args = parser.parse_args()
@@ -101,7 +106,7 @@ def main() -> int:
     log(f"fixtures in {tmp}")
     results: list[tuple[str, list[Row]]] = []
     failed = []
-    fx = Fixtures(Path(tmp), args.versions, args.list_versions, args.get_versions)
+    fx = Fixtures(Path(tmp), args.versions, args.list_versions, args.get_versions, args.tag_versions)
     try:
         for group in selected:
             log(f"group {group}")

@@ -204,8 +204,10 @@ def dvc_push_all(repo: Path) -> None:
 class Fixtures:
     """Each fixture is built on first use, under ``base``, and shared by the groups that need it."""
 
-    def __init__(self, base: Path, hook_versions: int, list_versions: int, get_versions: int) -> None:
+    def __init__(self, base: Path, hook_versions: int, list_versions: int, get_versions: int,
+                 tag_versions: int = 15000) -> None:
         self.base = base
+        self.tag_versions = tag_versions
         self.hook_versions = hook_versions
         self.list_versions = list_versions
         self.get_versions = get_versions
@@ -233,6 +235,22 @@ class Fixtures:
         n = self.list_versions
         return self._once("listing", f"a repository with {n:,} released versions (tags + .dvc files)",
                           lambda: listing_repo(self.base / "listing", self.base / "listing.dvc-remote", n))
+
+    def many_tags(self) -> tuple[Path, Path]:
+        """``tag_versions`` releases as git sees them (see listing_repo), pushed to a bare origin
+        (without kgit's hook: only v1 has data), then one more plain commit not pushed yet."""
+        def build() -> tuple[Path, Path]:
+            repo, origin = self.base / "tags", self.base / "tags-origin.git"
+            listing_repo(repo, self.base / "tags.dvc-remote", self.tag_versions)
+            add_origin(repo, origin)
+            push(repo, verify=False)
+            run(["git", "push", "-q", "--no-verify", "origin", "--tags"], repo, env=tool_env())
+            (repo / "notes.txt").write_text("work\n")
+            git(repo, "add", "notes.txt")
+            git(repo, "commit", "-q", "--no-verify", "-m", "notes")
+            return repo, origin
+
+        return self._once("tags", f"a repository with {self.tag_versions:,} release tags, pushed", build)
 
     def hooks(self) -> tuple[Path, Path]:
         """``hook_versions`` released versions of a small model, pushed (with their data) to a bare origin."""

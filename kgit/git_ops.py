@@ -157,6 +157,43 @@ class Repo:
             yield TagInfo(name, peeled if annotated else oid, tagger.strip(), date, message if annotated else "",
                           oid, annotated)
 
+    def tag_refs(self, *patterns: str) -> list[tuple[str, str, str]]:
+        """(name, object type, object id) of the tags matching ``patterns`` (default: every tag),
+        without reading any tag's message: cheap even with thousands of tags."""
+        out = self.git("for-each-ref", "--format=%(objectname) %(objecttype) %(refname:strip=2)",
+                       *(patterns or ("refs/tags",)))
+        refs = []
+        for line in out.splitlines():
+            oid, otype, name = (line.split(" ", 2) + ["", ""])[:3]
+            if name:
+                refs.append((name, otype, oid))
+        return refs
+
+    def annotated_tags(self, refs: list[tuple[str, str]]) -> Iterator[TagInfo]:
+        """TagInfo of each (name, tag object id) in ``refs``, read in one ``git cat-file --batch``;
+        the target is the object the tag names (one level, as for-each-ref's ``%(*objectname)``).
+        Objects that are missing or not tags are skipped."""
+        if not refs:
+            return
+        proc = subprocess.run(["git", "cat-file", "--batch"], cwd=self._repo.working_dir, capture_output=True,
+                              input="".join(f"{oid}\n" for _name, oid in refs).encode(), check=False)
+        if proc.returncode != 0:
+            raise CommandError(["git", "cat-file", "--batch"], proc.returncode, proc.stderr.decode(errors="replace"))
+        out, pos = proc.stdout, 0
+        for name, _oid in refs:
+            end = out.index(b"\n", pos)
+            header = out[pos:end].decode(errors="replace").split()
+            pos = end + 1
+            if len(header) != 3:  # "<oid> missing"
+                continue
+            oid, otype, size = header[0], header[1], int(header[2])
+            body = out[pos:pos + size]
+            pos += size + 1
+            if otype == "tag":
+                info = _tag_info(name, oid, body.decode("utf-8", errors="replace"))
+                if info is not None:
+                    yield info
+
     def tag_object(self, oid: str, name: str) -> TagInfo | None:
         """The tag object ``oid`` (not yet behind a ref, e.g. in a push being received) as TagInfo;
         a commit id gives a lightweight TagInfo; None if ``oid`` is neither."""
@@ -219,6 +256,18 @@ class Repo:
 
     def config_set(self, key: str, value: str) -> None:
         self.git("config", key, value)
+
+
+def _tag_info(name: str, oid: str, raw: str) -> TagInfo | None:
+    """An annotated tag object's text (headers, blank line, message) as TagInfo."""
+    head, _, message = raw.partition("\n\n")
+    target, tagger, date = "", "", ""
+    for line in head.splitlines():
+        if line.startswith("object ") and not target:
+            target = line[len("object "):].strip()
+        elif line.startswith("tagger "):
+            tagger, date = _parse_ident(line[len("tagger "):])
+    return TagInfo(name, target, tagger, date, message, oid, True) if target else None
 
 
 def _parse_ident(ident: str) -> tuple[str, str]:

@@ -19,7 +19,9 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -99,12 +101,7 @@ def _range(repo: Repo, u: RefUpdate, remote: str) -> list[str]:
 def plan_push(repo: Repo, updates: list[RefUpdate], remote: str) -> PushPlan:
     """Git only: which releases a push brings, and which released versions it changes."""
     plan = PushPlan()
-    reg = registry.read(repo)
-    released = {r.tag: r for r in reg.releases}
-    # a pushed stage tag brings the version it points to (validated before it reaches production)
-    staged = {e.tag: f"{e.name}@{e.version}" for e in reg.events if e.event == "promoted" and e.version}
-    tag_of = {f"{r.name}@{r.version}": r.tag for r in reg.releases}
-    by_dvc_file = dvc_files_of(reg.releases)
+    known = _Released(repo)
     for u in updates:
         change = protected_tag_change(u.remote_ref, u.remote_sha, u.local_sha)
         if change:
@@ -114,10 +111,10 @@ def plan_push(repo: Repo, updates: list[RefUpdate], remote: str) -> PushPlan:
             continue  # a deletion sends nothing
         if u.local_ref.startswith("refs/tags/"):
             tag = u.local_ref[len("refs/tags/"):]
-            if tag in staged and u.remote_sha == ZERO:
+            if tag in known.staged and u.remote_sha == ZERO:
                 plan.promotions.append(tag)
-            tag = tag_of.get(staged.get(tag, ""), tag)
-            if tag in released and tag not in plan.tags:
+            tag = known.tag_of.get(known.staged.get(tag, ""), tag)
+            if tag in known.released and tag not in plan.tags:
                 plan.tags.append(tag)
             continue
         if repo.try_git("cat-file", "-e", f"{u.local_sha}^{{commit}}")[0] != 0:
@@ -125,10 +122,48 @@ def plan_push(repo: Repo, updates: list[RefUpdate], remote: str) -> PushPlan:
         rng = _range(repo, u, remote)
         trailers = repo.git("log", f"--format=%(trailers:key={txn.TRAILER},valueonly,separator=%x20)", *rng)
         for tag in trailers.split():
-            if tag in released and tag not in plan.tags:
+            if tag in known.released and tag not in plan.tags:
                 plan.tags.append(tag)
-        plan.violations += changed_releases(repo, rng, u.local_sha, by_dvc_file)
+        plan.violations += changed_releases(repo, rng, u.local_sha, known)
     return plan
+
+
+class _Released(Mapping[str, tuple[registry.Release, str]]):
+    """The releases (read from the tags on first use: a push of plain commits that touch no
+    released file, the common case, reads no tag) and, as a mapping, their ``.dvc`` files."""
+
+    def __init__(self, repo: Repo) -> None:
+        self.repo = repo
+
+    @cached_property
+    def reg(self) -> registry.Registry:
+        return registry.read(self.repo)
+
+    @cached_property
+    def released(self) -> dict[str, registry.Release]:
+        return {r.tag: r for r in self.reg.releases}
+
+    @cached_property
+    def staged(self) -> dict[str, str]:
+        # a pushed stage tag brings the version it points to (validated before it reaches production)
+        return {e.tag: f"{e.name}@{e.version}" for e in self.reg.events if e.event == "promoted" and e.version}
+
+    @cached_property
+    def tag_of(self) -> dict[str, str]:
+        return {f"{r.name}@{r.version}": r.tag for r in self.reg.releases}
+
+    @cached_property
+    def by_dvc_file(self) -> dict[str, tuple[registry.Release, str]]:
+        return dvc_files_of(self.reg.releases)
+
+    def __getitem__(self, path: str) -> tuple[registry.Release, str]:
+        return self.by_dvc_file[path]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.by_dvc_file)
+
+    def __len__(self) -> int:
+        return len(self.by_dvc_file)
 
 
 def gate_problems(repo: Repo, tags: list[str], rev: str = "HEAD") -> list[str]:
@@ -158,7 +193,7 @@ def gate_problems(repo: Repo, tags: list[str], rev: str = "HEAD") -> list[str]:
 
 
 def changed_releases(repo: Repo, rng: list[str], tip: str,
-                     by_dvc_file: dict[str, tuple[registry.Release, str]]) -> list[str]:
+                     by_dvc_file: Mapping[str, tuple[registry.Release, str]]) -> list[str]:
     """Released versions whose ``.dvc`` file the commits ``rng`` change, as they stand at ``tip``."""
     from kgit.dvc_ops import read_dvc_file
 

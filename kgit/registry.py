@@ -1,7 +1,8 @@
 """Reading releases from git alone: tags and ``.dvc`` files. No TensorFlow, no DVC, no download.
 
 Each release tag's message carries a JSON summary (formats, their DVC hashes and sizes, created,
-dataset, source commit, metrics), so listing thousands of releases is one ``git for-each-ref``. The full
+dataset, source commit, metrics), so listing thousands of releases needs no other file: one ``git
+for-each-ref`` for the tag names, and each tag object is parsed once per clone (kgit.tagcache). The full
 metadata lives in each format's ``.dvc`` file (``meta.kgit``) at the tagged commit.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -20,6 +21,7 @@ from kgit.errors import InvalidReleaseError, KgitError, ReleaseNotFoundError
 from kgit.git_ops import Repo, TagInfo
 from kgit.metadata import ARTIFACTS_DIR, FORMATS, Metadata
 from kgit.seen import SeenRecord
+from kgit.tagcache import TagCache
 from kgit.versions import Event, Version, check_name, parse_event, parse_tag
 
 SUMMARY_MARK = "kgit-release:"
@@ -62,7 +64,13 @@ class Release:
         return self.formats[fmt]["path"] + ".dvc"
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "measured": list(self.measured), "status": self.status}
+        # by hand, not dataclasses.asdict: its deep copy was most of `kgit list --json` at 15,000 releases
+        return {"name": self.name, "version": self.version, "tag": self.tag, "commit": self.commit,
+                "formats": {f: dict(i) for f, i in self.formats.items()}, "created_at": self.created_at,
+                "dataset_id": self.dataset_id, "source_commit": self.source_commit, "tagger": self.tagger,
+                "date": self.date, "stages": list(self.stages), "deprecated": self.deprecated,
+                "object": self.object, "problems": list(self.problems), "metrics": dict(self.metrics),
+                "measured": list(self.measured), "status": self.status}
 
 
 def tag_message(name: str, version: str, summary: dict[str, Any]) -> str:
@@ -183,7 +191,7 @@ class HistoryEvent:
 
 @dataclass
 class Registry:
-    """Every kgit release and every stage/deprecation event, from one ``git for-each-ref``."""
+    """Every kgit release and every stage/deprecation event, read from the tags."""
 
     releases: list[Release]
     events: list[HistoryEvent]
@@ -214,18 +222,15 @@ def _read(repo: Repo, patterns: list[str], name: str | None, remember: bool) -> 
     max_counter: dict[str, int] = {}
     seen = SeenRecord(repo) if remember else None
     changed_events: dict[str, str] = {}
-    for tag in repo.tags(*patterns):
-        if parse_tag(tag.name) is None:
+    for tag, rel in _tags(repo, patterns, name):
+        if rel is None:  # an event tag
             event = parse_event(tag.name)
-            if event is not None and (name is None or event.name == name):
-                raw_events.append((event, tag))
-                max_counter[event.name] = max(max_counter.get(event.name, 0), event.counter)
-                problem = seen.check(tag) if seen is not None else None
-                if problem:
-                    changed_events[tag.name] = problem
-            continue
-        rel = release_from_tag(tag)
-        if rel is None or (name is not None and rel.name != name):
+            assert event is not None
+            raw_events.append((event, tag))
+            max_counter[event.name] = max(max_counter.get(event.name, 0), event.counter)
+            problem = seen.check(tag) if seen is not None else None
+            if problem:
+                changed_events[tag.name] = problem
             continue
         problem = seen.check(tag, {f: i.get("md5") for f, i in rel.formats.items()}) if seen is not None else None
         if problem:
@@ -234,6 +239,88 @@ def _read(repo: Repo, patterns: list[str], name: str | None, remember: bool) -> 
     if seen is not None:
         seen.save()
     return _assemble(found, raw_events, max_counter, changed_events)
+
+
+_FEW_TAGS = 64
+
+
+def _tags(repo: Repo, patterns: list[str], name: str | None) -> list[tuple[TagInfo, Release | None]]:
+    """The release tags (with their release) and event tags (with None) among ``patterns``, of
+    model ``name`` if given, in git's order. Tag objects already parsed in this clone come from
+    kgit.tagcache; the others are read in one ``git cat-file --batch`` and parsed once."""
+    # (tag name, object type, object id, the version of a release tag or None for an event tag)
+    wanted: list[tuple[str, str, str, Version | None]] = []
+    for tag_name_, otype, oid in repo.tag_refs(*patterns):
+        parsed = parse_tag(tag_name_)
+        if parsed is not None:
+            if (name is None or parsed[0] == name) and otype == "tag":  # lightweight: never a release
+                wanted.append((tag_name_, otype, oid, parsed[1]))
+            continue
+        event = parse_event(tag_name_)
+        if event is not None and (name is None or event.name == name):
+            wanted.append((tag_name_, otype, oid, None))
+    known: dict[tuple[str, str], tuple[TagInfo, Release | None]] = {}
+    missing = []
+    # a few tags (one version's) are read faster than the cache file of thousands
+    cache = TagCache(repo) if len(wanted) > _FEW_TAGS else None
+    for tag_name_, otype, oid, version in wanted:
+        if otype != "tag":
+            continue
+        hit = _from_entry(tag_name_, oid, version, cache.get(tag_name_, oid)) if cache is not None else None
+        if hit is None:
+            missing.append((tag_name_, oid))
+        else:
+            known[(tag_name_, oid)] = hit
+    for info in repo.annotated_tags(missing):
+        rel = release_from_tag(info) if parse_tag(info.name) is not None else None
+        if cache is not None:
+            cache.put(info.object, [info.name, info.target, info.tagger, info.date,
+                                    _release_record(rel) if rel is not None else None])
+        known[(info.name, info.object)] = (replace(info, message=""), rel)
+    if cache is not None:
+        cache.save(prune=patterns == ["refs/tags"])
+    result: list[tuple[TagInfo, Release | None]] = []
+    for tag_name_, otype, oid, version in wanted:
+        if otype != "tag":  # a lightweight event tag counts, as GTO counts it
+            result.append((TagInfo(tag_name_, oid, "", "", "", oid, False), None))
+        elif (tag_name_, oid) in known:
+            info, rel = known[(tag_name_, oid)]
+            if version is None:
+                result.append((info, None))
+            elif rel is not None:
+                result.append((info, rel))
+    return result
+
+
+def _release_record(rel: Release) -> list[Any]:
+    """What a tag's parse gives, less what the tag itself gives (name, target, tagger, date), as JSON."""
+    return [rel.version, rel.formats, rel.created_at, rel.dataset_id, rel.source_commit, list(rel.problems),
+            rel.metrics, list(rel.measured)]
+
+
+def _from_entry(tag: str, oid: str, version: Version | None,
+                entry: list[Any] | None) -> tuple[TagInfo, Release | None] | None:
+    """A cache entry as (TagInfo, its release or None); None if there is none or it is malformed."""
+    if entry is None:
+        return None
+    info = TagInfo(tag, entry[1], entry[2], entry[3], "", oid, True)
+    record = entry[4]
+    if record is None or version is None:
+        return (info, None) if record is None else None
+    if not isinstance(record, list) or len(record) != 8:
+        return None
+    label, formats, created, dataset, source, problems, values, measured = record
+    # the file is parsed afresh on each read: its lists and dicts are this release's own
+    if (type(label) is not str or type(formats) is not dict or type(problems) is not list
+            or type(values) is not dict or type(measured) is not list):
+        return None
+    for entry_of_format in formats.values():  # a loop, not all(): this runs 15,000 times per listing
+        if type(entry_of_format) is not dict:
+            return None
+    rel = Release(tag.split("@", 1)[0], label, tag, info.target, formats, created, dataset, source, info.tagger,
+                  info.date, object=oid, problems=problems, metrics=values, measured=tuple(measured))
+    rel.__dict__["key"] = version.key  # the tag's own version: a summary that disagrees is a problem
+    return info, rel
 
 
 def _assemble(found: list[Release], raw_events: list[tuple[Event, TagInfo]], max_counter: dict[str, int],
@@ -429,7 +516,7 @@ def metadata(repo: Repo, release: Release, fmt: str | None = None) -> Metadata:
 def existing_versions(repo: Repo, name: str) -> list[Version]:
     """Versions of ``name`` known from tags (any tool's) and from folders in the work tree."""
     versions = set()
-    tags = [t.name for t in repo.tags(f"refs/tags/{name}@*")] + list(SeenRecord(repo).tags)
+    tags = repo.tag_names(f"refs/tags/{name}@*") + list(SeenRecord(repo).tags)
     for tag in tags:  # with tags this clone saw once and no longer has: a version is never reused
         parsed = parse_tag(tag)
         if parsed and parsed[0] == name:

@@ -25,12 +25,7 @@ class SeenRecord:
     def __init__(self, repo: Repo) -> None:
         self.path: Path = repo.common_dir / "kgit" / SEEN_FILE  # kgit.txn.state_dir, not created here
         self.changed = False
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-            tags = data.get("tags") if isinstance(data, dict) else None
-            self.tags: dict[str, dict[str, Any]] = tags if isinstance(tags, dict) else {}
-        except (OSError, ValueError, RecursionError):
-            self.tags = {}
+        self.tags: dict[str, dict[str, Any]] = _load(self.path)
 
     def check(self, tag: TagInfo, md5s: dict[str, Any] | None = None) -> str | None:
         """None if ``tag`` is what this clone first saw (recording it if new); else what changed."""
@@ -61,9 +56,47 @@ class SeenRecord:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             write_json(self.path, {"tags": self.tags})
+            _remember(self.path, self.tags)
         except OSError:
             pass
         self.changed = False
+
+
+# path -> (the file's stat when read, its tags): one command resolves a version several times, and
+# at 15,000 tags each parse of the file costs ~35 ms. The entries are only ever added to, by check().
+_LOADED: dict[Path, tuple[tuple[int, int, int], dict[str, dict[str, Any]]]] = {}
+
+
+def _stat(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+def _load(path: Path) -> dict[str, dict[str, Any]]:
+    stamp = _stat(path)
+    if stamp is None:
+        return {}
+    hit = _LOADED.get(path)
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return {}
+    tags = data.get("tags") if isinstance(data, dict) else None
+    if not isinstance(tags, dict):
+        return {}
+    _LOADED[path] = (stamp, tags)
+    return tags
+
+
+def _remember(path: Path, tags: dict[str, dict[str, Any]]) -> None:
+    stamp = _stat(path)
+    if stamp is not None:
+        _LOADED[path] = (stamp, tags)
 
 
 def _short(md5s: dict[str, Any]) -> str:

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from support import synthetic
 from support.synthetic import git
 
-from kgit import registry
+from kgit import registry, tagcache
 from kgit.errors import KgitError
 from kgit.git_ops import Repo
 
@@ -86,3 +87,127 @@ def test_an_unknown_model_or_version_is_one_clear_error(repo: Path) -> None:
         registry.resolve(Repo(repo), "nope", "latest")
     with pytest.raises(KgitError, match="v7"):
         registry.resolve(Repo(repo), "m", "v7")
+
+
+# -- the tag cache (.git/kgit/tagcache.json) ------------------------------------------------------
+@pytest.fixture
+def cached(repo: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``repo`` with the cache used for every read, not only for reads of more than a few tags."""
+    monkeypatch.setattr(registry, "_FEW_TAGS", 0)
+    return repo
+
+
+def _cache(repo: Path) -> Path:
+    return repo / ".git" / "kgit" / tagcache.CACHE_FILE
+
+
+def _everything(repo: Path) -> list[dict[str, object]]:
+    reg = registry.read(Repo(repo), remember=False)
+    return [r.to_dict() for r in reg.releases] + [e.to_dict() for e in reg.events]
+
+
+def _mixed(repo: Path) -> None:
+    """Valid releases, a lying one, a lightweight one, stage tags (one lightweight), another tool's tag."""
+    for v in ("v1", "v2", "v3"):
+        synthetic.release(repo, "m", v, ("keras", "h5"))
+    synthetic.release(repo, "m", "v4", claims={"version": "v1"})
+    synthetic.release(repo, "other", "v1")
+    synthetic.promote(repo, "m", "v2", "prod", 1)
+    git(repo, "tag", "m#staging#2", "m@v3.0.0^{commit}")
+    git(repo, "tag", "m@v9.0.0")
+    git(repo, "tag", "-a", "build-7", "-m", "not kgit's")
+
+
+def test_the_cache_gives_what_parsing_the_tags_gives(cached: Path) -> None:
+    _mixed(cached)
+    assert not _cache(cached).exists()
+    fresh = _everything(cached)
+    assert _cache(cached).exists()
+    assert _everything(cached) == fresh  # from the cache
+    assert len(json.loads(_cache(cached).read_text())["tags"]) == 6  # kgit's annotated tags only
+    assert [r["version"] for r in fresh if "status" in r] == ["v1", "v2", "v3", "v4.0.0", "v1"]
+    assert next(r for r in fresh if r.get("tag") == "m@v4.0.0")["problems"][0] == "its message says v1, its name says v4.0.0"
+    assert next(r for r in fresh if r.get("tag") == "m@v2.0.0")["stages"] == ["prod"]
+
+
+def test_a_moved_tag_is_read_anew_and_still_refused_by_the_clone(cached: Path) -> None:
+    _mixed(cached)
+    assert registry.resolve(Repo(cached), "m", "v1").valid  # cached, and seen
+    old = git(cached, "rev-parse", "m@v1.0.0")
+    message = git(cached, "tag", "-l", "--format=%(contents)", "m@v1.0.0")
+    git(cached, "commit", "-q", "--allow-empty", "-m", "elsewhere")
+    git(cached, "tag", "-f", "-a", "m@v1.0.0", "-m", message.replace("data-1", "data-2"))
+    moved = registry.read(Repo(cached), "m", remember=False).releases[0]
+    assert moved.object == git(cached, "rev-parse", "m@v1.0.0") != old
+    assert moved.commit == git(cached, "rev-parse", "HEAD") and moved.dataset_id == "data-2"
+    with pytest.raises(KgitError, match="changed since this clone first saw it"):
+        registry.resolve(Repo(cached), "m", "v1")
+    registry.read(Repo(cached), remember=False)  # a read of every tag forgets the objects no tag names
+    assert old not in json.loads(_cache(cached).read_text())["tags"]
+
+
+def test_a_tag_object_behind_another_name_is_parsed_for_that_name(cached: Path) -> None:
+    synthetic.release(cached, "m", "v1")
+    registry.read(Repo(cached), remember=False)
+    git(cached, "update-ref", "refs/tags/m@v2.0.0", git(cached, "rev-parse", "m@v1.0.0"))
+    v2 = registry.read(Repo(cached), "m", remember=False).releases[1]
+    assert v2.tag == "m@v2.0.0" and v2.problems[0] == "its message says v1, its name says v2.0.0"
+
+
+@pytest.mark.parametrize("content", [
+    "{not json", "[]", '{"stamp": 1, "tags": []}',
+    # well-formed JSON, malformed entries: each is parsed again from git
+    'MALFORMED',
+])
+def test_a_corrupt_cache_is_ignored_and_rewritten(cached: Path, content: str) -> None:
+    _mixed(cached)
+    fresh = _everything(cached)
+    good = json.loads(_cache(cached).read_text())["tags"]
+    if content == "MALFORMED":
+        entries = json.loads(_cache(cached).read_text())
+        tags = entries["tags"]
+        oids = sorted(tags)
+        tags[oids[0]] = ["wrong length"]
+        tags[oids[1]] = [tags[oids[1]][0], 7, "", "", None]
+        for oid in oids[2:]:
+            if tags[oid][4] is not None:
+                tags[oid][4] = ["v1", "not formats", None, None, None, [], {}, []]
+        content = json.dumps(entries)
+    _cache(cached).write_text(content)
+    assert _everything(cached) == fresh
+    assert json.loads(_cache(cached).read_text())["tags"] == good
+
+
+def test_a_cache_of_another_kgit_version_is_not_used(cached: Path) -> None:
+    synthetic.release(cached, "m", "v1")
+    fresh = _everything(cached)
+    data = json.loads(_cache(cached).read_text())
+    for entry in data["tags"].values():
+        entry[4][5] = ["a check of another kgit version"]
+    _cache(cached).write_text(json.dumps({**data, "stamp": "1/0.0.0-old"}))
+    assert _everything(cached) == fresh
+
+
+def test_an_unwritable_cache_only_means_parsing_again(cached: Path) -> None:
+    """A cache that cannot be written (here a folder stands where the file goes; as root, a read-only
+    folder would still be writable) only means the tags are parsed again, with the same results."""
+    _mixed(cached)
+    fresh = _everything(cached)
+    _cache(cached).unlink()
+    _cache(cached).mkdir()
+    assert _everything(cached) == fresh
+    assert _everything(cached) == fresh
+    assert _cache(cached).is_dir()
+    assert registry.resolve(Repo(cached), "m", "latest").version == "v3"
+
+
+def test_seen_json_is_read_again_when_it_changes_on_disk(repo: Path) -> None:
+    """seen.json is parsed once per process, but a file replaced on disk is read again."""
+    synthetic.release(repo, "m", "v1")
+    assert registry.resolve(Repo(repo), "m", "v1").valid
+    seen = repo / ".git" / "kgit" / "seen.json"
+    record = json.loads(seen.read_text())
+    record["tags"]["m@v1.0.0"]["object"] = "0" * 40  # as if another tag had been seen under that name
+    seen.write_text(json.dumps(record))
+    with pytest.raises(KgitError, match="changed since this clone first saw it"):
+        registry.resolve(Repo(repo), "m", "v1")

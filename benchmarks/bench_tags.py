@@ -1,0 +1,86 @@
+"""Thousands of release tags (``--tag-versions``, default 15,000, of one model): the commands that
+read git alone, each timed as wall time and as CPU time (user + sys of the command and its git
+children; the machine may be shared, and CPU time is what the code itself costs).
+
+  list, list --json       every tag
+  show NAME@vMID          one version (must not read every tag)
+  resolve one version     what `kgit get` / `kgit validate` / `kgit.load` do before touching data:
+                          ``registry.resolve`` of vMID and of ``latest``, in a fresh process
+  pre-push, nothing new   ``kgit hook pre-push`` for a plain commit
+  server pre-receive      ``kgit hook pre-receive`` receiving a plain commit
+
+Each measurement runs once more before the timed runs, so kgit's tag cache (``.git/kgit/tagcache.json``)
+is warm, as it is in a clone that has listed its tags once; the first, cold ``kgit list`` is reported
+on its own row.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench_fixtures import MODEL, Fixtures
+from bench_util import KGIT, CommandFailed, Row, git, tool_env, verdict
+
+TARGET_ONE = 0.3  # seconds: resolving one version
+TARGET_LIST = 1.0  # seconds: kgit list
+
+
+def run_cpu(cmd: Sequence[str], cwd: Path, stdin: str | None = None) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the command and its children) of one run of ``cmd``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run(list(cmd), cwd=cwd, input=stdin, capture_output=True, text=True, env=tool_env(),
+                          stdin=None if stdin is not None else subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise CommandFailed(f"benchmark command failed (exit {proc.returncode}): {' '.join(cmd)} in {cwd}\n"
+                            f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+def _rows(measurement: str, fixture: str, samples: list[tuple[float, float]], target: float) -> list[Row]:
+    wall = statistics.median(s[0] for s in samples)
+    cpu = statistics.median(s[1] for s in samples)
+    return [Row(f"{measurement}: wall", fixture, wall, runs=len(samples), target=verdict(wall < target, f"< {target} s")),
+            Row(f"{measurement}: CPU (user+sys)", fixture, cpu, runs=len(samples),
+                target=verdict(cpu < target, f"< {target} s"))]
+
+
+def bench(fx: Fixtures, runs: int) -> list[Row]:
+    repo, origin = fx.many_tags()
+    n = fx.tag_versions
+    fixture = f"{n:,} tags"
+    mid = f"v{n // 2}"
+    (repo / ".git" / "kgit" / "tagcache.json").unlink(missing_ok=True)
+    rows = _rows("`kgit list`, first run (no tag cache)", fixture, [run_cpu([KGIT, "list"], repo)], TARGET_LIST)
+    resolve = ("from kgit import registry; from kgit.git_ops import Repo; r = Repo('.'); "
+               f"registry.resolve(r, {MODEL!r}, {mid!r}); registry.resolve(r, {MODEL!r}, 'latest')")
+    stdin = f"refs/heads/main {git(repo, 'rev-parse', 'HEAD')} refs/heads/main {git(repo, 'rev-parse', 'origin/main')}\n"
+    received = f"{git(repo, 'rev-parse', 'HEAD~1')} {git(repo, 'rev-parse', 'HEAD')} refs/heads/main\n"
+    cases: list[tuple[str, list[str], Path, str | None, float]] = [
+        ("`kgit list`", [KGIT, "list"], repo, None, TARGET_LIST),
+        ("`kgit list --json`", [KGIT, "list", "--json"], repo, None, TARGET_LIST),
+        (f"`kgit show {MODEL}@{mid}`", [KGIT, "show", f"{MODEL}@{mid}"], repo, None, TARGET_ONE),
+        (f"resolve {MODEL}@{mid} and {MODEL}@latest (get/validate/load)", [sys.executable, "-c", resolve], repo, None,
+         TARGET_ONE),
+        ("pre-push, nothing new (`kgit hook pre-push`)", [KGIT, "hook", "pre-push", "origin", str(origin)], repo, stdin,
+         TARGET_ONE),
+        ("server pre-receive, a plain commit", [KGIT, "hook", "pre-receive"], repo / ".git", received, TARGET_ONE),
+    ]
+    for _name, cmd, cwd, text, _target in cases:  # warm-up: the tag cache, .pyc, the file cache
+        run_cpu(cmd, cwd, text)
+    samples: dict[str, list[tuple[float, float]]] = {c[0]: [] for c in cases}
+    for _ in range(runs):  # in turns, so that the machine's slow moments are shared out
+        for name, cmd, cwd, text, _target in cases:
+            samples[name].append(run_cpu(cmd, cwd, text))
+    for name, _cmd, _cwd, _text, target in cases:
+        rows += _rows(name, fixture, samples[name], target)
+    return rows
