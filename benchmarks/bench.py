@@ -12,6 +12,9 @@ Groups:
   push     the pre-push hook after one new release, against `kgit validate --recheck` of it
   get      `kgit get NAME@VERSION` on a fresh clone against `dvc pull`: time and bytes fetched
   memory   peak memory of `kgit release` and `kgit validate --recheck` of the ~100 MB model
+  release-file  whole processes: `kgit release --from FILE.keras` of the ~100 MB model against the
+           same release by hand (time, CPU, peak RSS, steps)
+  large    (on demand only: --only large) the same with a ~1 GB model
 
 Builds its own fixtures in a temp folder (real git, real DVC, real Keras models), prints progress
 on stderr and one table on stdout. Timings only: no pass/fail here (the machine may be shared and
@@ -35,6 +38,7 @@ import bench_get  # noqa: E402
 import bench_hooks  # noqa: E402
 import bench_memory  # noqa: E402
 import bench_release  # noqa: E402
+import bench_release_file  # noqa: E402
 import bench_startup  # noqa: E402
 from bench_fixtures import Fixtures  # noqa: E402
 from bench_util import Row, log  # noqa: E402
@@ -46,7 +50,9 @@ GROUPS: dict[str, Callable[[Fixtures, int], list[Row]]] = {
     "push": bench_hooks.one_new,  # after "hooks": it adds a release to the same repository
     "get": bench_get.bench,
     "memory": bench_memory.bench,
+    "release-file": bench_release_file.bench,
 }
+ON_DEMAND: dict[str, Callable[[Fixtures, int], list[Row]]] = {"large": bench_release_file.large}
 
 
 def _value(row: Row) -> str:
@@ -79,8 +85,8 @@ def render(results: list[tuple[str, list[Row]]], runs: int, elapsed: float) -> N
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", action="append", choices=list(GROUPS), metavar="NAME",
-                        help=f"run only this group (repeatable): {', '.join(GROUPS)}")
+    parser.add_argument("--only", action="append", choices=[*GROUPS, *ON_DEMAND], metavar="NAME",
+                        help=f"run only this group (repeatable): {', '.join([*GROUPS, *ON_DEMAND])}")
     parser.add_argument("--runs", type=int, default=5, help="timed runs per measurement; the median is reported")
     parser.add_argument("--versions", type=int, default=100, help="released versions in the hooks/push repository")
     parser.add_argument("--list-versions", type=int, default=1500, help="released versions in the list/show repository")
@@ -91,7 +97,7 @@ def main() -> int:
         parser.error("--runs must be at least 1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-    selected = [g for g in GROUPS if not args.only or g in args.only]
+    selected = [g for g in [*GROUPS, *ON_DEMAND] if (not args.only and g in GROUPS) or g in (args.only or [])]
     started = time.perf_counter()
     tmp = tempfile.mkdtemp(prefix="kgit-bench-")
     log(f"fixtures in {tmp}")
@@ -102,7 +108,7 @@ def main() -> int:
         for group in selected:
             log(f"group {group}")
             try:
-                results.append((group, GROUPS[group](fx, args.runs)))
+                results.append((group, {**GROUPS, **ON_DEMAND}[group](fx, args.runs)))
             except (SystemExit, Exception) as exc:  # report it, go on with the other groups
                 failed.append(group)
                 detail = "".join(traceback.format_exception(exc)) if isinstance(exc, Exception) else str(exc)
