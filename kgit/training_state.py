@@ -197,7 +197,7 @@ def optimizer_state(model: Any) -> dict[str, Any] | None:
         for var in variables:
             arr = np.ascontiguousarray(np.asarray(var))
             digest.update(f"{arr.dtype.str}{arr.shape};".encode())
-            digest.update(arr.reshape(-1).view(np.uint8))  # the bytes of tobytes(), without a copy
+            digest.update(arr.reshape(-1).view(np.uint8).data)  # the bytes of tobytes(), without a copy
         state["variables"] = len(variables)
         state["variables_sha256"] = digest.hexdigest()
     return state
