@@ -16,6 +16,9 @@ Groups:
            `git cat-file --batch` against one `git show` per version
   tags15k  --tag-versions release tags (15,000): list, list --json, show and resolve one version, the
            pre-push hook with nothing new, the server hook for a plain push; wall and CPU time
+  release-file  whole processes: `kgit release --from FILE.keras` of the ~100 MB model against the
+           same release by hand (time, CPU, peak RSS, steps)
+  large    (on demand only: --only large) the same with a ~1 GB model
 
 Builds its own fixtures in a temp folder (real git, real DVC, real Keras models), prints progress
 on stderr and one table on stdout. Timings only: no pass/fail here (the machine may be shared and
@@ -39,6 +42,7 @@ import bench_get  # noqa: E402
 import bench_hooks  # noqa: E402
 import bench_memory  # noqa: E402
 import bench_release  # noqa: E402
+import bench_release_file  # noqa: E402
 import bench_report  # noqa: E402
 import bench_startup  # noqa: E402
 import bench_tags  # noqa: E402
@@ -54,7 +58,9 @@ GROUPS: dict[str, Callable[[Fixtures, int], list[Row]]] = {
     "memory": bench_memory.bench,
     "report": bench_report.bench,
     "tags15k": bench_tags.bench,
+    "release-file": bench_release_file.bench,
 }
+ON_DEMAND: dict[str, Callable[[Fixtures, int], list[Row]]] = {"large": bench_release_file.large}
 
 
 def _value(row: Row) -> str:
@@ -87,8 +93,8 @@ def render(results: list[tuple[str, list[Row]]], runs: int, elapsed: float) -> N
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", action="append", choices=list(GROUPS), metavar="NAME",
-                        help=f"run only this group (repeatable): {', '.join(GROUPS)}")
+    parser.add_argument("--only", action="append", choices=[*GROUPS, *ON_DEMAND], metavar="NAME",
+                        help=f"run only this group (repeatable): {', '.join([*GROUPS, *ON_DEMAND])}")
     parser.add_argument("--runs", type=int, default=5, help="timed runs per measurement; the median is reported")
     parser.add_argument("--versions", type=int, default=100, help="released versions in the hooks/push repository")
     parser.add_argument("--list-versions", type=int, default=1500, help="released versions in the list/show repository")
@@ -100,7 +106,7 @@ def main() -> int:
         parser.error("--runs must be at least 1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-    selected = [g for g in GROUPS if not args.only or g in args.only]
+    selected = [g for g in [*GROUPS, *ON_DEMAND] if (not args.only and g in GROUPS) or g in (args.only or [])]
     started = time.perf_counter()
     tmp = tempfile.mkdtemp(prefix="kgit-bench-")
     log(f"fixtures in {tmp}")
@@ -111,7 +117,7 @@ def main() -> int:
         for group in selected:
             log(f"group {group}")
             try:
-                results.append((group, GROUPS[group](fx, args.runs)))
+                results.append((group, {**GROUPS, **ON_DEMAND}[group](fx, args.runs)))
             except (SystemExit, Exception) as exc:  # report it, go on with the other groups
                 failed.append(group)
                 detail = "".join(traceback.format_exception(exc)) if isinstance(exc, Exception) else str(exc)

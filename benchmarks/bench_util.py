@@ -167,6 +167,7 @@ class Usage:
     seconds: float
     max_rss: float  # bytes: the largest single process of the tree (ru_maxrss of the waited-for command)
     tree_peak: float  # bytes: the largest sum of RSS over the command and its live descendants (sampled)
+    cpu: float = 0.0  # seconds of CPU (user + system) of the command and every descendant it waited for
 
 
 # The measured command is started by this small launcher, not by the benchmark process: a process
@@ -175,7 +176,8 @@ class Usage:
 _LAUNCHER = """
 import resource, subprocess, sys
 code = subprocess.run(sys.argv[2:]).returncode
-open(sys.argv[1], "w").write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+open(sys.argv[1], "w").write(f"{usage.ru_maxrss} {usage.ru_utime + usage.ru_stime}")
 sys.exit(code)
 """
 
@@ -212,5 +214,5 @@ def measure_usage(cmd: Sequence[str], cwd: Path, env: dict[str, str] | None = No
         if launcher.returncode != 0 or not rss_file.exists():
             raise CommandFailed(f"benchmark command failed (exit {launcher.returncode}): {' '.join(cmd)} in {cwd}\n"
                                 f"{out_file.read_text(errors='replace')[-3000:]}\n{err_file.read_text(errors='replace')[-3000:]}")
-        max_rss = float(rss_file.read_text()) * 1024.0  # KB on Linux
-    return Usage(elapsed, max_rss, float(peak))
+        rss_kb, cpu = rss_file.read_text().split()
+    return Usage(elapsed, float(rss_kb) * 1024.0, float(peak), float(cpu))  # ru_maxrss is in KB on Linux

@@ -1,6 +1,7 @@
 """One timed release of the ~100 MB model in a fresh process (started by bench_release.py).
 
     python release_worker.py kgit|manual REPO RESULT.json
+    python release_worker.py kgit-file REPO RESULT.json SOURCE.keras
 
 Both modes build the same seeded, compiled model first (untimed), then time from the moment the
 model exists, as a training script would have it:
@@ -11,18 +12,25 @@ model exists, as a training script would have it:
           outputs, metadata.json, reload in a fresh process and compare, ``dvc add`` (DVC's Python
           API), ``git add``, ``git commit``, ``git tag -a``
 
+``kgit-file`` is the whole process of a release from a ``.keras`` file, timed from this process'
+start (Python and TensorFlow's import included): ``kgit.release("SOURCE.keras", NAME, formats="keras")``,
+its breakdown for bench_release_file.py (whose by-hand side is by_hand_release.py).
+
 RESULT.json: {"total": seconds, "phases": {phase: seconds}}.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
-from typing import Any
+
+_T0 = time.perf_counter()
+
+import json  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -42,7 +50,7 @@ sys.exit(0 if np.max(np.abs(got - ref["outputs"])) <= 1e-6 else 1)
 """
 
 
-def _kgit(model: Any, repo: Path) -> dict[str, Any]:
+def _kgit(model: Any, repo: Path, t0: float | None = None) -> dict[str, Any]:
     import kgit
     from kgit import formats, releasing
 
@@ -61,12 +69,13 @@ def _kgit(model: Any, repo: Path) -> dict[str, Any]:
     releasing.sha256_file = timing("hash", releasing.sha256_file)
     formats.save = timing("model.save", formats.save)
     marks: list[tuple[float, str]] = []
-    t0 = time.perf_counter()
+    started = time.perf_counter()
+    t0 = started if t0 is None else t0
     kgit.release(model, NAME, formats="keras", repo=repo, progress=lambda m: marks.append((time.perf_counter(), m)))
     end = time.perf_counter()
-    steps = {"loading": "prepare", "saving": "save", "validating": "validate", "tracking": "dvc add", "committing": "git"}
+    steps = {"start": "start", "loading": "prepare", "saving": "save", "validating": "validate", "tracking": "dvc add", "committing": "git"}
     phases: dict[str, float] = {}
-    bounds = [(t0, "loading"), *[(t, m.split()[0]) for t, m in marks], (end, "")]
+    bounds = [*([(t0, "start")] if t0 < started else []), (started, "loading"), *[(t, m.split()[0]) for t, m in marks], (end, "")]
     for (start, word), (stop, _next) in zip(bounds, bounds[1:]):
         phase = steps.get(word, "prepare")
         phases[phase] = phases.get(phase, 0.0) + stop - start
@@ -136,6 +145,11 @@ def main(argv: list[str]) -> int:
 
     from kgit import formats
 
+    if mode == "kgit-file":
+        with contextlib.redirect_stdout(io.StringIO()):
+            out = _kgit(argv[3], repo, t0=_T0)
+        result.write_text(json.dumps(out))
+        return 0
     formats.import_keras()  # TensorFlow's start-up lines stay off the terminal
     model = dense_model(*LARGE)
     # DVC's own messages ("To track the changes with git, run: ...") are not part of the result

@@ -8,6 +8,7 @@ outputs. Writes one JSON result per folder; never raises.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -90,11 +91,50 @@ def _flavour(folder: Path) -> str | None:
         return None  # _validate reports the unreadable metadata
 
 
-def main(argv: list[str]) -> int:
-    spec_path, result_path = Path(argv[0]), Path(argv[1])
+def _die_with_parent(parent: int) -> None:
+    """Linux: get SIGKILL when kgit dies, even by SIGKILL; elsewhere stdin's EOF ends the wait."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        sys.exit(1)
+
+
+def wait(parent: int) -> int:
+    """``--wait PARENT_PID``: import TensorFlow now, then read ``SPEC\tRESULT\tPATHS`` from stdin
+    and validate. Exits without a word when stdin closes without work."""
+    _die_with_parent(parent)
+    from kgit import formats
+
+    formats.import_keras()
+    line = sys.stdin.readline()
+    if not line.strip():
+        return 0
+    spec, result, paths = line.rstrip("\n").split("\t", 2)
+    sys.path[:0] = [p for p in json.loads(paths) if p not in sys.path]
+    os.environ["PYTHONPATH"] = os.pathsep.join(json.loads(paths))
+    folders, _evaluate = _read_spec(Path(spec))
+    if any(_flavour(f) == "tf_keras" for f in folders):
+        return 3  # Keras 3 is already imported here: kgit.validation starts a fresh worker (RESTART)
+    return main([spec, result])
+
+
+def _read_spec(spec_path: Path) -> tuple[list[Path], dict[str, str] | None]:
     spec = json.loads(spec_path.read_text())
     evaluate = spec.get("evaluate") if isinstance(spec, dict) else None  # {"folder", "function"}: --evaluate
-    folders = [Path(p) for p in (spec["folders"] if isinstance(spec, dict) else spec)]
+    return [Path(p) for p in (spec["folders"] if isinstance(spec, dict) else spec)], evaluate
+
+
+def main(argv: list[str]) -> int:
+    if argv and argv[0] == "--wait":
+        return wait(int(argv[1]))
+    spec_path, result_path = Path(argv[0]), Path(argv[1])
+    folders, evaluate = _read_spec(spec_path)
     if any(_flavour(f) == "tf_keras" for f in folders):  # before TensorFlow is imported
         from kgit import tf_keras_flavour
 

@@ -127,38 +127,43 @@ def release(
     say = progress or (lambda _msg: None)
     git = Repo(repo)
     project.require_initialised(git)
-    req = _check_request(git, name, formats, version, bump, dataset_id, dataset, hyperparams, notes,
-                         custom_objects, builder, reference_inputs, atol, allow_dirty, unsafe, inference_only)
-    req.metrics = metrics_mod.flatten(metrics or {}, "metrics")
-    req.evaluate = _callable_spec(evaluate, "evaluate function") if evaluate is not None else None
+    req = _check_request(
+        git, name=name, formats=formats, version=version, bump=bump, dataset_id=dataset_id, dataset=dataset,
+        hyperparams=hyperparams, notes=notes, custom_objects=custom_objects, builder=builder,
+        reference_inputs=reference_inputs, atol=atol, allow_dirty=allow_dirty, unsafe=unsafe,
+        inference_only=inference_only, metrics=metrics, evaluate=evaluate,
+    )
+    from kgit.validation import Worker
 
-    say("loading the model")
-    prepared = _prepare_model(model, req)
+    # The fresh validation process imports TensorFlow while this one loads and writes the model.
+    with Worker() as worker:
+        say("loading the model")
+        prepared = _prepare_model(model, req)
 
-    with txn.writing(git, log=say):
-        if not req.allow_dirty:
-            _check_clean(git)  # again, under the lock: another release may have committed meanwhile
-        ver = _choose_version(git, req)
-        tag = tag_name(req.name, ver)
-        label = str(ver)
-        staging = txn.staging_dir(git) / f"{req.name}-{label}"
-        try:
-            metas = _stage(git, req, prepared, label, staging, say)
-            txn.failpoint("staged")
-            say(f"validating {req.name} {label} in a fresh process")
-            validation = _validate(staging, req)
-            _seal(staging, req, metas, _measured(validation, req), say)
-            txn.failpoint("validated")
-            return _publish(git, req, label, tag, staging, metas, validation, say)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        with txn.writing(git, log=say):
+            if not req.allow_dirty:
+                _check_clean(git)  # again, under the lock: another release may have committed meanwhile
+            ver = _choose_version(git, req)
+            tag = tag_name(req.name, ver)
+            label = str(ver)
+            staging = txn.staging_dir(git) / f"{req.name}-{label}"
+            try:
+                metas = _stage(git, req, prepared, label, staging, say)
+                txn.failpoint("staged")
+                say(f"validating {req.name} {label} in a fresh process")
+                validation = _validate(staging, req, worker)
+                _seal(staging, req, metas, _measured(validation, req), say)
+                txn.failpoint("validated")
+                return _publish(git, req, label, tag, staging, metas, validation, say)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
 
 
 # -- 1. check the request (cheap, no TensorFlow) ----------------------------------------------
-def _check_request(git: Repo, name: str, formats: Sequence[str] | str, version: str | None, bump: str | None,
+def _check_request(git: Repo, *, name: str, formats: Sequence[str] | str, version: str | None, bump: str | None,
                    dataset_id: str | None, dataset: Any, hyperparams: Mapping[str, Any] | None, notes: str | None,
                    custom_objects: Any, builder: Any, reference_inputs: Any, atol: float, allow_dirty: bool,
-                   unsafe: bool, inference_only: bool = False) -> _Request:
+                   unsafe: bool, inference_only: bool, metrics: Mapping[str, Any] | None, evaluate: Any) -> _Request:
     check_name(name)
     fmts = [formats] if isinstance(formats, str) else list(formats) or ["savedmodel"]
     for f in fmts:
@@ -197,7 +202,9 @@ def _check_request(git: Repo, name: str, formats: Sequence[str] | str, version: 
     return _Request(name=name, formats=fmts, version=version, bump=bump, dataset_id=dataset_id, dataset=dataset_rel,
                     hyperparams=params, notes=notes, custom_objects=co_specs, builder=builder_spec,
                     reference_input=reference_inputs, atol=atol, allow_dirty=allow_dirty, unsafe=unsafe,
-                    sign_with=sign_with, inference_only=bool(inference_only))
+                    sign_with=sign_with, inference_only=bool(inference_only),
+                    metrics=metrics_mod.flatten(metrics or {}, "metrics"),
+                    evaluate=_callable_spec(evaluate, "evaluate function") if evaluate is not None else None)
 
 
 def _check_clean(git: Repo) -> None:
@@ -371,11 +378,12 @@ def _stage(git: Repo, req: _Request, prep: _Prepared, label: str, staging: Path,
 
 
 # -- 5. validate: reload in a fresh process ------------------------------------------------------
-def _validate(staging: Path, req: _Request) -> list[Any]:
+def _validate(staging: Path, req: _Request, worker: Any = None) -> list[Any]:
     from kgit.validation import roundtrip
 
     first = staging / req.formats[0]
-    results = roundtrip([staging / fmt for fmt in req.formats], evaluate=(first, req.evaluate) if req.evaluate else None)
+    results = roundtrip([staging / fmt for fmt in req.formats], evaluate=(first, req.evaluate) if req.evaluate else None,
+                        worker=worker)
     failed = [r for r in results if not r.ok]
     if failed:
         r = failed[0]
@@ -417,69 +425,22 @@ def _seal(staging: Path, req: _Request, metas: dict[str, Metadata], measured: di
             signing.sign(folder, req.sign_with[0])
 
 
-# -- 6. publish: place, track, commit, tag (journaled) ------------------------------------------
+# -- 6. publish: place, track, describe, commit, tag (journaled) -------------------------------
 def _publish(git: Repo, req: _Request, label: str, tag: str, staging: Path, metas: dict[str, Metadata],
              validation: list[Any], say: Progress) -> ReleaseRecord:
-
-    root = git.root
     model_dir = Path(ARTIFACTS_DIR) / req.name
     folders = {fmt: model_dir / fmt / label for fmt in req.formats}
-    journal = txn.Journal(tag=tag, head_before=git.head(), tag_message="")
-    for fmt, rel in folders.items():
-        journal.created += [rel.as_posix(), f"{rel.as_posix()}.dvc"]
-        journal.folders[rel.as_posix()] = hash_folder(staging / fmt, exclude=(), known=metas[fmt].files)
-        ignore = (model_dir / fmt / ".gitignore").as_posix()
-        journal.backups[ignore] = txn.read_backup(root / ignore)
-    journal.backups[project.DVC_YAML] = txn.read_backup(root / project.DVC_YAML)
-    dvc_files = [f"{rel.as_posix()}.dvc" for rel in folders.values()]
-    journal.save(git)
+    journal = _open_journal(git, tag, staging, metas, folders)
     try:
-        for fmt, rel in folders.items():
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staging / fmt, root / rel)
+        _place(git.root, staging, folders)
         txn.failpoint("placed")
         say(f"tracking {req.name} {label} with DVC")
-        dvc_ops.add(root, [root / rel for rel in folders.values()])
-        journal.note_written(root, [*dvc_files, *(p for p in journal.backups if p != project.DVC_YAML)])
-        journal.save(git)
+        _track(git, folders, journal)
         txn.failpoint("tracked")
-        hashes = {}
-        for fmt, rel in folders.items():
-            dvc_file = root / f"{rel.as_posix()}.dvc"
-            desc = f"kgit release {req.name} {label} ({fmt})"
-            dvc_ops.write_meta(dvc_file, metas[fmt].to_dict(), desc)
-            h = dvc_ops.out_hash(dvc_ops.read_dvc_file(dvc_file.read_text(), str(dvc_file)))
-            hashes[fmt] = {"path": rel.as_posix(), **h, "resumable": metas[fmt].resumable}
-        first = req.formats[0]
-        data = project.with_artifact(
-            project.read_dvc_yaml(root), req.name, folders[first].as_posix(),
-            f"{req.name}: Keras model released with kgit",
-            {"version": label, "formats": list(req.formats)},
-        )
-        dvc_yaml = project.dump_dvc_yaml(data)
-        journal.note_written(root, dvc_files)  # now with kgit's metadata
-        journal.expect(project.DVC_YAML, dvc_yaml.encode("utf-8"))
-        journal.save(git)
-        write_atomic(root / project.DVC_YAML, dvc_yaml)
-        journal.note_written(root, [project.DVC_YAML])
-        meta0 = metas[first]
-        journal.tag_message = registry.tag_message(req.name, label, {
-            "formats": hashes, "created_at": meta0.created_at, "dataset_id": req.dataset_id,
-            "source_commit": meta0.git.commit, "dirty": meta0.git.dirty, "kgit": meta0.libraries.get("kgit"),
-            **({"metrics": meta0.metrics, "measured": meta0.measured} if meta0.metrics else {}),
-        })
-        journal.save(git)
+        hashes = _describe(git, req, label, folders, metas, journal)
         txn.failpoint("described")  # dvc.yaml written, nothing committed
         say(f"committing and tagging {tag}")
-        paths = [p for p in [*journal.created, *journal.backups] if (root / p).exists() and not (root / p).is_dir()]
-        git.add(paths)
-        message = f"Release {req.name} {label}\n\n" + (f"{req.notes}\n\n" if req.notes else "") + f"{txn.TRAILER}: {tag}\n"
-        commit = git.commit_paths(message, paths)
-        txn.failpoint("committed")
-        journal.commit = commit
-        journal.save(git)
-        git.create_tag(tag, commit, journal.tag_message)
-        txn.failpoint("tagged")
+        commit = _commit_and_tag(git, req, label, tag, journal)
         journal.clear(git)
         from kgit.validating import remember_release
 
@@ -488,5 +449,84 @@ def _publish(git: Repo, req: _Request, label: str, tag: str, staging: Path, meta
         # Error, Ctrl-C or SIGTERM: finish if committed, otherwise remove every trace.
         txn.recover(git, log=say, own=True)
         raise
-    return ReleaseRecord(req.name, label, tag, commit, hashes, metas[first].to_dict(),
+    return ReleaseRecord(req.name, label, tag, commit, hashes, metas[req.formats[0]].to_dict(),
                          [r.to_dict() for r in validation])
+
+
+def _open_journal(git: Repo, tag: str, staging: Path, metas: dict[str, Metadata], folders: dict[str, Path]) -> txn.Journal:
+    """Record, before anything changes, what the release will create and what it may overwrite."""
+    root = git.root
+    journal = txn.Journal(tag=tag, head_before=git.head(), tag_message="")
+    for fmt, rel in folders.items():
+        journal.created += [rel.as_posix(), f"{rel.as_posix()}.dvc"]
+        journal.folders[rel.as_posix()] = hash_folder(staging / fmt, exclude=(), known=metas[fmt].files)
+        ignore = (rel.parent / ".gitignore").as_posix()
+        journal.backups[ignore] = txn.read_backup(root / ignore)
+    journal.backups[project.DVC_YAML] = txn.read_backup(root / project.DVC_YAML)
+    journal.save(git)
+    return journal
+
+
+def _place(root: Path, staging: Path, folders: dict[str, Path]) -> None:
+    for fmt, rel in folders.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / fmt, root / rel)
+
+
+def _dvc_files(folders: dict[str, Path]) -> list[str]:
+    return [f"{rel.as_posix()}.dvc" for rel in folders.values()]
+
+
+def _track(git: Repo, folders: dict[str, Path], journal: txn.Journal) -> None:
+    root = git.root
+    dvc_ops.add(root, [root / rel for rel in folders.values()])
+    journal.note_written(root, [*_dvc_files(folders), *(p for p in journal.backups if p != project.DVC_YAML)])
+    journal.save(git)
+
+
+def _describe(git: Repo, req: _Request, label: str, folders: dict[str, Path], metas: dict[str, Metadata],
+              journal: txn.Journal) -> dict[str, dict[str, Any]]:
+    """kgit's metadata into each .dvc file, the artifact into dvc.yaml, the tag message into the
+    journal; returns each format's path and DVC hash."""
+    root = git.root
+    hashes = {}
+    for fmt, rel in folders.items():
+        dvc_file = root / f"{rel.as_posix()}.dvc"
+        desc = f"kgit release {req.name} {label} ({fmt})"
+        dvc_ops.write_meta(dvc_file, metas[fmt].to_dict(), desc)
+        h = dvc_ops.out_hash(dvc_ops.read_dvc_file(dvc_file.read_text(), str(dvc_file)))
+        hashes[fmt] = {"path": rel.as_posix(), **h, "resumable": metas[fmt].resumable}
+    first = req.formats[0]
+    data = project.with_artifact(
+        project.read_dvc_yaml(root), req.name, folders[first].as_posix(),
+        f"{req.name}: Keras model released with kgit",
+        {"version": label, "formats": list(req.formats)},
+    )
+    dvc_yaml = project.dump_dvc_yaml(data)
+    journal.note_written(root, _dvc_files(folders))  # now with kgit's metadata
+    journal.expect(project.DVC_YAML, dvc_yaml.encode("utf-8"))
+    journal.save(git)
+    write_atomic(root / project.DVC_YAML, dvc_yaml)
+    journal.note_written(root, [project.DVC_YAML])
+    meta0 = metas[first]
+    journal.tag_message = registry.tag_message(req.name, label, {
+        "formats": hashes, "created_at": meta0.created_at, "dataset_id": req.dataset_id,
+        "source_commit": meta0.git.commit, "dirty": meta0.git.dirty, "kgit": meta0.libraries.get("kgit"),
+        **({"metrics": meta0.metrics, "measured": meta0.measured} if meta0.metrics else {}),
+    })
+    journal.save(git)
+    return hashes
+
+
+def _commit_and_tag(git: Repo, req: _Request, label: str, tag: str, journal: txn.Journal) -> str:
+    root = git.root
+    paths = [p for p in [*journal.created, *journal.backups] if (root / p).exists() and not (root / p).is_dir()]
+    git.add(paths)
+    message = f"Release {req.name} {label}\n\n" + (f"{req.notes}\n\n" if req.notes else "") + f"{txn.TRAILER}: {tag}\n"
+    commit = git.commit_paths(message, paths)
+    txn.failpoint("committed")
+    journal.commit = commit
+    journal.save(git)
+    git.create_tag(tag, commit, journal.tag_message)
+    txn.failpoint("tagged")
+    return commit

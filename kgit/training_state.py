@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -18,7 +19,7 @@ import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -45,6 +46,55 @@ def _numeric_keys(group: Any) -> list[str]:
     return sorted(group.keys(), key=lambda k: int(k) if str(k).isdigit() else -1)
 
 
+class _Window(io.RawIOBase):
+    """A read-only, seekable view of bytes [start, start + size) of a file: a stored (uncompressed)
+    zip member. h5py seeks back and forth; zipfile's own member file re-reads from the member's
+    start on every backward seek (seconds for a large model)."""
+
+    def __init__(self, fh: BinaryIO, start: int, size: int) -> None:
+        self._fh, self._start, self._size, self._pos = fh, start, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        n = max(0, min(len(view), self._size - self._pos))
+        if not n:
+            return 0
+        self._fh.seek(self._start + self._pos)
+        got = self._fh.readinto(view[:n]) or 0  # type: ignore[attr-defined]
+        self._pos += got
+        return got
+
+
+@contextlib.contextmanager
+def _zip_member(path: Path, zf: zipfile.ZipFile, name: str) -> Iterator[Any]:
+    info = zf.getinfo(name)
+    if info.compress_type != zipfile.ZIP_STORED:
+        with zf.open(info) as member:
+            yield member
+        return
+    with open(path, "rb") as fh:
+        fh.seek(info.header_offset)
+        header = fh.read(30)
+        if len(header) != 30 or header[:4] != b"PK\x03\x04":
+            raise zipfile.BadZipFile(f"bad local header for {name} in {path}")
+        start = info.header_offset + 30 + int.from_bytes(header[26:28], "little") + int.from_bytes(header[28:30], "little")
+        yield _Window(fh, start, info.file_size)
+
+
 def _read_keras_training_state(path: Path, values: bool) -> tuple[int, list[np.ndarray], bool, dict[str, Any] | None]:
     """(how many optimizer variables were saved, their values in saved order if ``values``, whether a
     LossScaleOptimizer saved them, the compile config)."""
@@ -54,7 +104,7 @@ def _read_keras_training_state(path: Path, values: bool) -> tuple[int, list[np.n
         compile_config = json.loads(zf.read("config.json")).get("compile_config")
         if "model.weights.h5" not in zf.namelist():
             return 0, [], False, compile_config
-        with zf.open("model.weights.h5") as raw, h5py.File(raw, "r") as fh:
+        with _zip_member(path, zf, "model.weights.h5") as raw, h5py.File(raw, "r") as fh:
             group = fh.get(OPTIMIZER_GROUP)
             if group is None or "vars" not in group:
                 return 0, [], False, compile_config
@@ -147,7 +197,7 @@ def optimizer_state(model: Any) -> dict[str, Any] | None:
         for var in variables:
             arr = np.ascontiguousarray(np.asarray(var))
             digest.update(f"{arr.dtype.str}{arr.shape};".encode())
-            digest.update(arr.tobytes())
+            digest.update(arr.reshape(-1).view(np.uint8).data)  # the bytes of tobytes(), without a copy
         state["variables"] = len(variables)
         state["variables_sha256"] = digest.hexdigest()
     return state

@@ -80,11 +80,98 @@ def check_files(folder: Path, meta: Metadata) -> str | None:
     return "; ".join(problems) or None
 
 
+class Worker:
+    """A validation process started ahead of time: it imports TensorFlow while the release is still
+    writing its artifacts, then validates whatever it is handed (``roundtrip(..., worker=w)``).
+
+    It is still a fresh interpreter that sees only the bytes as written: it is handed the folders
+    once they are complete. It never outlives kgit: it dies with its parent (Linux
+    PR_SET_PDEATHSIG), exits when its stdin closes, and ``close()`` kills it if it was never used.
+    """
+
+    def __init__(self) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="kgit-validate-")
+        self.dir = Path(self._tmp.name)
+        self._stderr = open(self.dir / "stderr.log", "wb")  # a file: a pipe nobody reads could fill up
+        try:
+            self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
+                [sys.executable, "-m", "kgit._roundtrip", "--wait", str(os.getpid())],
+                env=_worker_env(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr,
+            )
+        except OSError:
+            self.proc = None  # roundtrip() falls back to a process of its own
+
+    def hand_over(self, spec: Path, result: Path, timeout: float | None) -> int | None:
+        """Give the worker its spec and wait; its exit code, or None if it cannot take the work."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None or proc.stdin is None:
+            _kill(proc)
+            return None
+        try:
+            proc.stdin.write(f"{spec}\t{result}\t{json.dumps(_import_paths())}\n".encode())
+            proc.stdin.close()
+        except OSError:
+            _kill(proc)
+            return None
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill(proc)
+            raise ValidationError(f"validation did not finish within {timeout}s") from None
+        except BaseException:
+            _kill(proc)
+            raise
+
+    def stderr_tail(self) -> str:
+        self._stderr.flush()
+        try:
+            text = (self.dir / "stderr.log").read_text(errors="replace")
+        except OSError:
+            return ""
+        return " ".join(text.strip().splitlines()[-2:])
+
+    def close(self) -> None:
+        _kill(self.proc)
+        self.proc = None
+        self._stderr.close()
+        self._tmp.cleanup()
+
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _kill(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def _import_paths() -> list[str]:
+    # The worker sees the same importable modules as this process, nothing more.
+    paths = [p if p else os.getcwd() for p in sys.path if p == "" or os.path.isdir(p)]
+    return list(dict.fromkeys([os.getcwd(), *paths]))
+
+
+def _worker_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(_import_paths())
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    return env
+
+
+# the worker's exit code when it imported the wrong Keras for the artifact (tf_keras): start afresh
+RESTART = 3
+
+
 def roundtrip(folders: list[Path], *, timeout: float | None = None,
-              evaluate: tuple[Path, str] | None = None) -> list[FolderResult]:
+              evaluate: tuple[Path, str] | None = None, worker: Worker | None = None) -> list[FolderResult]:
     """Validate release folders (each with its metadata.json) in one fresh Python process. With
     ``evaluate`` (folder, "module:function"), the function is also called with the model reloaded
-    from that folder, and what it returns is that folder's result's ``metrics``."""
+    from that folder, and what it returns is that folder's result's ``metrics``. With ``worker``
+    (started earlier), that process does it, having imported TensorFlow meanwhile."""
     if not folders:
         return []
     with tempfile.TemporaryDirectory(prefix="kgit-validate-") as tmp:
@@ -93,21 +180,19 @@ def roundtrip(folders: list[Path], *, timeout: float | None = None,
         if evaluate is not None:
             spec = {"folders": spec, "evaluate": {"folder": str(evaluate[0].resolve()), "function": evaluate[1]}}
         spec_path.write_text(json.dumps(spec))
-        env = dict(os.environ)
-        # The worker sees the same importable modules as this process, nothing more.
-        paths = [p if p else os.getcwd() for p in sys.path if p == "" or os.path.isdir(p)]
-        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([os.getcwd(), *paths]))
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        try:
-            proc = subprocess.run(
-                [sys.executable, "-m", "kgit._roundtrip", str(spec_path), str(result_path)],
-                env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
-            )
-        except subprocess.TimeoutExpired:
-            raise ValidationError(f"validation did not finish within {timeout}s") from None
+        code = worker.hand_over(spec_path, result_path, timeout) if worker is not None else None
+        tail = worker.stderr_tail() if worker is not None else ""
+        if code is None or (code == RESTART and not result_path.exists()):
+            try:
+                proc = subprocess.run(
+                    [sys.executable, "-m", "kgit._roundtrip", str(spec_path), str(result_path)],
+                    env=_worker_env(), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                )
+            except subprocess.TimeoutExpired:
+                raise ValidationError(f"validation did not finish within {timeout}s") from None
+            code, tail = proc.returncode, " ".join((proc.stderr or "").strip().splitlines()[-2:])
         if not result_path.exists():
-            tail = " ".join((proc.stderr or "").strip().splitlines()[-2:])
-            raise ValidationError(f"the validation process died (exit {proc.returncode}): {tail or 'no output'}")
+            raise ValidationError(f"the validation process died (exit {code}): {tail or 'no output'}")
         raw = json.loads(result_path.read_text())
     results = []
     for item in raw:
