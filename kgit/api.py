@@ -23,9 +23,9 @@ if TYPE_CHECKING:
     from kgit.fetch import Fetched
     from kgit.project import InitResult
     from kgit.reporting import ReportResult
+    from kgit.roundtrip import FolderResult
     from kgit.serving import Layout
     from kgit.stages import StageChange
-    from kgit.validation import FolderResult
 
 __all__ = ["release", "load", "get", "diff", "list_releases", "show", "init", "validate", "promote", "demote",
            "deprecate", "history", "verify", "check", "report", "ReleaseRecord", "ReleaseView",
@@ -62,9 +62,9 @@ def hooks_uninstall(repo: PathLike = ".") -> list[str]:
 def run_hook(name: str, args: list[str], stdin_text: str) -> int:
     """Run kgit's ``pre-push``, ``pre-commit`` or (server) ``pre-receive`` hook in the current
     repository, as the hook shims do; returns the hook's exit code."""
-    from kgit import guard
+    from kgit import client_hooks
 
-    return guard.run_hook(name, args, stdin_text)
+    return client_hooks.run_hook(name, args, stdin_text)
 
 
 def server_install(bare_repo: PathLike, dvc_remote: str | None = None,
@@ -256,11 +256,11 @@ def validate(refs: list[str] | None = None, *, all: bool = False, recheck: bool 
     """Check released versions (see kgit.validating); returns one result per version and format.
     With ``all`` (or no ``refs``), every release; inside the pre-push hook's validation stage, the
     releases being pushed."""
-    from kgit import guard, validating
+    from kgit import client_hooks, validating
 
     git = Repo(repo)
     if all or not refs:
-        refs = guard.stage_targets()
+        refs = client_hooks.stage_targets()
     return validating.check(git, validating.targets_for(git, refs), use_record=not recheck, progress=progress)
 
 

@@ -133,7 +133,7 @@ def release(
         reference_inputs=reference_inputs, atol=atol, allow_dirty=allow_dirty, unsafe=unsafe,
         inference_only=inference_only, metrics=metrics, evaluate=evaluate,
     )
-    from kgit.validation import Worker
+    from kgit.roundtrip import Worker
 
     # The fresh validation process imports TensorFlow while this one loads and writes the model.
     with Worker() as worker:
@@ -379,7 +379,7 @@ def _stage(git: Repo, req: _Request, prep: _Prepared, label: str, staging: Path,
 
 # -- 5. validate: reload in a fresh process ------------------------------------------------------
 def _validate(staging: Path, req: _Request, worker: Any = None) -> list[Any]:
-    from kgit.validation import roundtrip
+    from kgit.roundtrip import roundtrip
 
     first = staging / req.formats[0]
     results = roundtrip([staging / fmt for fmt in req.formats], evaluate=(first, req.evaluate) if req.evaluate else None,

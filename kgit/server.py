@@ -26,13 +26,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kgit import guard, hooks, registry, txn
+from kgit import client_hooks, hooks, registry, txn
 from kgit.errors import KgitError
 from kgit.git_ops import Repo
 from kgit.registry import Release
 from kgit.versions import parse_event, parse_tag
 
-ZERO = guard.ZERO
+ZERO = client_hooks.ZERO
 HOOK = "pre-receive"
 REMOTE_CONFIG_KEY = "kgit.dvcRemote"
 REMOTE_OPTION_KEY = "kgit.dvcRemoteOption"  # multi-valued: KEY=VALUE, the remote's DVC settings
@@ -135,7 +135,7 @@ def check_updates(repo: Repo, updates: list[Update], dvc_remote: str | None = No
     models = {r.name for r in reg.releases}
     pushed_events: list[tuple[str, str]] = []  # (tag, commit)
     for u in updates:
-        change = guard.protected_tag_change(u.ref, u.old, u.new)
+        change = client_hooks.protected_tag_change(u.ref, u.old, u.new)
         if change:
             verdict.problems.append(change)
             continue
@@ -257,7 +257,7 @@ def _check_branch(repo: Repo, u: Update, releases: list[Release]) -> list[str]:
     if u.new == ZERO:
         return problems
     rng = [f"{u.old}..{u.new}"] if u.old != ZERO else [u.new, "--not", "--branches"]
-    problems += guard.changed_releases(repo, rng, u.new, guard.dvc_files_of(releases))
+    problems += client_hooks.changed_releases(repo, rng, u.new, client_hooks.dvc_files_of(releases))
     problems += _trust_problems(repo, u)
     return problems
 
@@ -352,7 +352,7 @@ def check_clone(repo: Repo, since: str | None = None, *, check_data: bool = True
         base = repo.git("rev-parse", "--verify", "-q", f"{since}^{{commit}}", check=False)
         if not base:
             raise KgitError(f"--since {since!r} is not a commit here (fetch it, or use the pipeline's before-SHA)")
-        problems += guard.changed_releases(repo, [f"{base}..{head}"], head, guard.dvc_files_of(valid))
+        problems += client_hooks.changed_releases(repo, [f"{base}..{head}"], head, client_hooks.dvc_files_of(valid))
         problems += _trust_problems(repo, Update(base, head, "refs/heads/HEAD"))
     if check_data and valid:
         problems += _clone_data_problems(repo, valid)
@@ -362,7 +362,7 @@ def check_clone(repo: Repo, since: str | None = None, *, check_data: bool = True
 def _clone_data_problems(repo: Repo, releases: list[Release]) -> list[str]:
     from kgit import storage
 
-    name, url = guard.remote_url(repo)
+    name, url = client_hooks.remote_url(repo)
     if not name:
         return ["no default DVC remote is configured, so the releases' data cannot be checked: "
                 "run `kgit init --remote URL`"]

@@ -26,7 +26,7 @@ from kgit.errors import KgitError
 from kgit.fsutil import write_json
 from kgit.git_ops import Repo
 from kgit.metadata import METADATA_FILE, Metadata
-from kgit.validation import FolderResult, check_files
+from kgit.roundtrip import FolderResult, check_files
 
 RECORD_FILE = "validated.json"
 
@@ -212,7 +212,7 @@ def signature_problem(repo: Repo, folder: Path, meta: Metadata, label: str) -> s
 
 def check(repo: Repo, targets: list[Target], *, use_record: bool = True, progress: Any = None) -> list[FolderResult]:
     """Run the checks on ``targets``; remember what passed. One fresh process for all round trips."""
-    from kgit.validation import roundtrip
+    from kgit.roundtrip import roundtrip
 
     record = Record(repo)
     results: dict[int, FolderResult] = {}
@@ -227,7 +227,7 @@ def check(repo: Repo, targets: list[Target], *, use_record: bool = True, progres
             prev = record.entry(t.release.tag, t.fmt)
             r = FolderResult(t.label, t.fmt, True, check="roundtrip", status="cached")
             if prev.get("max_abs_diff") is not None:
-                from kgit.validation import OutputCheck
+                from kgit.roundtrip import OutputCheck
 
                 r.outputs = [OutputCheck("(recorded)", float(prev["max_abs_diff"]), True)]
             results[i] = r

@@ -206,7 +206,7 @@ def test_evaluate_measures_the_reloaded_artifact_and_is_signed_with_it(eval_repo
     assert set(record["metadata"]["measured"]) == {"holdout.mse", "holdout.mae", "n"}
     log = (tmp_path / "eval.log").read_text().split()
     # once, in the validation worker (not the releasing process), on a Keras model reloaded from savedmodel
-    assert log[1:] == ["_roundtrip.py", "Sequential"] and int(log[0]) != os.getpid()
+    assert log[1:] == ["roundtrip_worker.py", "Sequential"] and int(log[0]) != os.getpid()
     rel = registry.resolve(Repo(repo), "ev", "v1")
     assert rel.metrics["train.loss"] == 0.5 and rel.metrics["n"] == 32.0
     assert set(rel.measured) == {"holdout.mse", "holdout.mae", "n"}

@@ -9,10 +9,10 @@ import pytest
 from support import synthetic
 from support.synthetic import git
 
-from kgit import guard
+from kgit import client_hooks
 from kgit.git_ops import Repo
 
-ZERO = guard.ZERO
+ZERO = client_hooks.ZERO
 
 
 @pytest.fixture
@@ -25,20 +25,20 @@ def repo(tmp_path: Path) -> Path:
     return repo
 
 
-def updates_for(repo: Path, *refs: str) -> list[guard.RefUpdate]:
+def updates_for(repo: Path, *refs: str) -> list[client_hooks.RefUpdate]:
     """The pre-push lines git would give for pushing ``refs`` to origin (remote sha: what origin has)."""
     lines = []
     for ref in refs:
         local = git(repo, "rev-parse", ref)
         remote = git(repo, "ls-remote", "origin", ref).split("\t")[0] or ZERO
         lines.append(f"{ref} {local} {ref} {remote}")
-    return guard.parse_updates("\n".join(lines) + "\n")
+    return client_hooks.parse_updates("\n".join(lines) + "\n")
 
 
 def test_a_push_brings_the_releases_its_commits_and_tags_carry(repo: Path) -> None:
     synthetic.release(repo, "m", "v1")
     synthetic.release(repo, "m", "v2")
-    plan = guard.plan_push(Repo(repo), updates_for(repo, "refs/heads/main", "refs/tags/m@v2.0.0"), "origin")
+    plan = client_hooks.plan_push(Repo(repo), updates_for(repo, "refs/heads/main", "refs/tags/m@v2.0.0"), "origin")
     assert sorted(plan.tags) == ["m@v1.0.0", "m@v2.0.0"] and plan.violations == [] and plan.tag_changes == []
 
 
@@ -48,12 +48,12 @@ def test_a_commit_that_changes_a_released_dvc_file_is_a_violation(repo: Path) ->
     (repo / "artifacts/m/keras/v1.dvc").write_text(
         synthetic.dvc_text("m", "v1", "keras", synthetic.md5_of("m", "v1", "keras", salt="swapped")))
     git(repo, "commit", "-qam", "a quiet swap")
-    plan = guard.plan_push(Repo(repo), updates_for(repo, "refs/heads/main"), "origin")
+    plan = client_hooks.plan_push(Repo(repo), updates_for(repo, "refs/heads/main"), "origin")
     assert len(plan.violations) == 1
     assert plan.violations[0].startswith("m@v1 (keras): artifacts/m/keras/v1.dvc in the pushed commits has DVC hash")
     git(repo, "rm", "-q", "artifacts/m/keras/v1.dvc")
     git(repo, "commit", "-qm", "and then deleted")
-    plan = guard.plan_push(Repo(repo), updates_for(repo, "refs/heads/main"), "origin")
+    plan = client_hooks.plan_push(Repo(repo), updates_for(repo, "refs/heads/main"), "origin")
     assert plan.violations == ["m@v1 (keras): artifacts/m/keras/v1.dvc is deleted by the pushed commits"]
 
 
@@ -63,7 +63,7 @@ def test_a_commit_that_leaves_released_files_alone_is_fine(repo: Path) -> None:
     (repo / "train.py").write_text("print('more training')\n")
     git(repo, "add", "train.py")
     git(repo, "commit", "-qm", "training code")
-    plan = guard.plan_push(Repo(repo), updates_for(repo, "refs/heads/main"), "origin")
+    plan = client_hooks.plan_push(Repo(repo), updates_for(repo, "refs/heads/main"), "origin")
     assert (plan.tags, plan.violations, plan.tag_changes) == ([], [], [])
 
 
@@ -77,7 +77,7 @@ def test_a_commit_that_leaves_released_files_alone_is_fine(repo: Path) -> None:
     ("refs/heads/m@v1.0.0", "a" * 40, "b" * 40, None),  # a branch, whatever its name
 ])
 def test_protected_tag_changes(ref: str, old: str, new: str, expected: str | None) -> None:
-    change = guard.protected_tag_change(ref, old, new)
+    change = client_hooks.protected_tag_change(ref, old, new)
     assert (change is None) if expected is None else (change is not None and change.startswith(expected)), change
 
 
@@ -87,5 +87,5 @@ def test_moving_a_shared_release_tag_is_planned_as_a_tag_change(repo: Path) -> N
     message = git(repo, "tag", "-l", "--format=%(contents)", "m@v1.0.0")
     git(repo, "commit", "-q", "--allow-empty", "-m", "elsewhere")
     git(repo, "tag", "-f", "-a", "m@v1.0.0", "-m", message)
-    plan = guard.plan_push(Repo(repo), updates_for(repo, "refs/tags/m@v1.0.0"), "origin")
+    plan = client_hooks.plan_push(Repo(repo), updates_for(repo, "refs/tags/m@v1.0.0"), "origin")
     assert len(plan.tag_changes) == 1 and plan.tag_changes[0].startswith("moving the release tag m@v1.0.0")

@@ -16,7 +16,7 @@ from conftest import snapshot
 
 import kgit as api
 from kgit.errors import ValidationError
-from kgit.validation import Worker, roundtrip
+from kgit.roundtrip import Worker, roundtrip
 
 pytestmark = pytest.mark.slow  # TensorFlow models: the full suite, not the fast tier
 
@@ -79,7 +79,7 @@ def test_worker_dies_with_a_killed_parent(tmp_path: Path) -> None:
     script = tmp_path / "parent.py"
     script.write_text(
         "import os, signal, sys, time\n"
-        "from kgit.validation import Worker\n"
+        "from kgit.roundtrip import Worker\n"
         "w = Worker()\n"
         "print(w.proc.pid, flush=True)\n"
         "time.sleep(0.3)\n"

@@ -95,7 +95,7 @@ class Worker:
         self._stderr = open(self.dir / "stderr.log", "wb")  # a file: a pipe nobody reads could fill up
         try:
             self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
-                [sys.executable, "-m", "kgit._roundtrip", "--wait", str(os.getpid())],
+                [sys.executable, "-m", "kgit.roundtrip_worker", "--wait", str(os.getpid())],
                 env=_worker_env(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr,
             )
         except OSError:
@@ -185,7 +185,7 @@ def roundtrip(folders: list[Path], *, timeout: float | None = None,
         if code is None or (code == RESTART and not result_path.exists()):
             try:
                 proc = subprocess.run(
-                    [sys.executable, "-m", "kgit._roundtrip", str(spec_path), str(result_path)],
+                    [sys.executable, "-m", "kgit.roundtrip_worker", str(spec_path), str(result_path)],
                     env=_worker_env(), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
                 )
             except subprocess.TimeoutExpired:

@@ -1,4 +1,4 @@
-"""Worker for kgit.validation: ``python -m kgit._roundtrip SPEC.json RESULT.json``.
+"""Worker for kgit.roundtrip: ``python -m kgit.roundtrip_worker SPEC.json RESULT.json``.
 
 Runs in a fresh interpreter. For each folder: import what the metadata says the model needs,
 load the artifact, run the recorded reference inputs (training off), compare with the recorded
@@ -120,7 +120,7 @@ def wait(parent: int) -> int:
     os.environ["PYTHONPATH"] = os.pathsep.join(json.loads(paths))
     folders, _evaluate = _read_spec(Path(spec))
     if any(_flavour(f) == "tf_keras" for f in folders):
-        return 3  # Keras 3 is already imported here: kgit.validation starts a fresh worker (RESTART)
+        return 3  # Keras 3 is already imported here: kgit.roundtrip starts a fresh worker (RESTART)
     return main([spec, result])
 
 

@@ -30,7 +30,7 @@ from kgit.errors import KgitError, one_line
 from kgit.fsutil import write_json
 from kgit.git_ops import Repo
 from kgit.metadata import ARTIFACTS_DIR
-from kgit.validation import FolderResult
+from kgit.roundtrip import FolderResult
 from kgit.versions import parse_event, parse_tag
 
 ZERO = "0" * 40
