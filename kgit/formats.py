@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from kgit import savedmodel
-from kgit.errors import CustomObjectError, ModelSourceError, UnsafeModelError, one_line
+from kgit.errors import CustomObjectError, ModelSourceError, UnsafeModelError, describe, one_line
 from kgit.metadata import FORMATS, Signature
 from kgit.training_state import (
     OPTIMIZER_GROUP,
@@ -256,7 +256,7 @@ def save(model: Any, fmt: str, folder: Path, *, inference_only: bool = False) ->
         except ModelSourceError:
             raise
         except Exception as exc:
-            raise ModelSourceError(f"saving the tf_keras model as {fmt} failed: {type(exc).__name__}: {one_line(exc)}") from None
+            raise ModelSourceError(f"saving the tf_keras model as {fmt} failed: {describe(exc)}") from None
     check_plain_savedmodel(model, [fmt], inference_only)
     repair_compile_config(model)
     try:
@@ -278,7 +278,7 @@ def save(model: Any, fmt: str, folder: Path, *, inference_only: bool = False) ->
     except ModelSourceError:
         raise
     except Exception as exc:
-        raise ModelSourceError(f"saving the model as {fmt} failed: {type(exc).__name__}: {one_line(exc)}") from None
+        raise ModelSourceError(f"saving the model as {fmt} failed: {describe(exc)}") from None
     if inference_only:
         _strip_training_state(fmt, folder)
 
@@ -324,7 +324,7 @@ def load_keras_model(
         try:
             model = build()
         except Exception as exc:
-            raise ModelSourceError(f"builder {builder}() raised {type(exc).__name__}: {exc}") from None
+            raise ModelSourceError(f"builder {builder}() raised {describe(exc)}") from None
         if not getattr(model, "built", True) and sig is not None:
             from kgit.reference import generate_inputs
 

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from kgit.errors import KgitError
+from kgit.errors import KgitError, describe
 
 SCHEMA_VERSION = 1
 METADATA_FILE = "metadata.json"
@@ -131,7 +131,7 @@ class Metadata:
         except KgitError:
             raise
         except (KeyError, TypeError, AttributeError) as exc:
-            raise KgitError(f"metadata is malformed ({type(exc).__name__}: {exc})") from None
+            raise KgitError(f"metadata is malformed ({describe(exc)})") from None
 
     @classmethod
     def from_json(cls, text: str, source: str = "metadata") -> Metadata:

@@ -22,7 +22,7 @@ from kgit.errors import (
     ModelSignatureError,
     ModelSourceError,
     UnsafeModelError,
-    one_line,
+    describe,
 )
 from kgit.formats import (
     SAVEDMODEL_KERAS,
@@ -190,7 +190,7 @@ def obtain_model(source: Any, custom_objects: dict[str, Any], unsafe: bool, *, t
         try:
             model = factory()
         except Exception as exc:
-            raise ModelSourceError(f"model source {text}() raised {type(exc).__name__}: {exc}") from None
+            raise ModelSourceError(f"model source {text}() raised {describe(exc)}") from None
         if not isinstance(model, keras.Model):
             raise ModelSourceError(f"model source {text}() returned a {type(model).__name__}, not a keras.Model")
         return model
@@ -345,7 +345,7 @@ def built_signature(model: Any, model_name: str, vocabulary: list[str] | None = 
         shown = ", ".join(f"{s.name} {s.shape}" for s in sig.inputs)
         raise ModelSignatureError(
             f"the model was built with inputs {shown} but fails on float32 inputs of those shapes "
-            f"({type(exc).__name__}: {one_line(exc, 150)}): {fix}"
+            f"({describe(exc, 150)}): {fix}"
         ) from None
 
 

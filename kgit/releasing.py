@@ -26,7 +26,7 @@ from kgit.errors import (
     ModelSignatureError,
     ValidationError,
     VersionExistsError,
-    one_line,
+    describe,
 )
 from kgit.fsutil import write_atomic
 from kgit.git_ops import Repo
@@ -280,7 +280,7 @@ def _prepare_model(source: Any, req: _Request) -> _Prepared:
     try:
         outputs = formats.run_model(model, inputs, sig)
     except Exception as exc:
-        raise ModelSignatureError(f"the model failed on the reference inputs: {type(exc).__name__}: {one_line(exc)}") from None
+        raise ModelSignatureError(f"the model failed on the reference inputs: {describe(exc)}") from None
     missing = [s.name for s in sig.outputs if s.name not in outputs]
     if missing:
         raise ModelSignatureError(f"the model did not return outputs {missing}")

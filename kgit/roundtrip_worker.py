@@ -17,7 +17,7 @@ from typing import Any
 
 def _validate(folder: Path, evaluate: str | None = None) -> dict[str, Any]:
     from kgit import formats, savedmodel, training_state, usercode
-    from kgit.errors import KgitError, one_line
+    from kgit.errors import KgitError, describe
     from kgit.metadata import Metadata
     from kgit.reference import load_npz, max_abs_diff
 
@@ -57,7 +57,7 @@ def _validate(folder: Path, evaluate: str | None = None) -> dict[str, Any]:
     except KgitError as exc:
         result["error"] = str(exc)
     except Exception as exc:  # the artifact itself is broken: report, don't crash
-        result["error"] = f"{type(exc).__name__}: {one_line(exc, 400)}"
+        result["error"] = f"{describe(exc, 400)}"
         if "KGIT_DEBUG" in __import__("os").environ:
             traceback.print_exc()
     return result
@@ -66,7 +66,7 @@ def _validate(folder: Path, evaluate: str | None = None) -> dict[str, Any]:
 def _evaluate(model: Any, spec: str, result: dict[str, Any]) -> None:
     """--evaluate: call the user's function with the model as reloaded from the artifact."""
     from kgit import metrics, usercode
-    from kgit.errors import KgitError, one_line
+    from kgit.errors import KgitError, describe
 
     result["ok"], result["check"] = False, "evaluate"
     if model is None:
@@ -78,7 +78,7 @@ def _evaluate(model: Any, spec: str, result: dict[str, Any]) -> None:
     except KgitError:
         raise
     except Exception as exc:
-        result["error"] = f"it raised {type(exc).__name__}: {one_line(exc, 300)}"
+        result["error"] = f"it raised {describe(exc, 300)}"
         return
     result["metrics"] = metrics.flatten(returned, "what it returned", scalars=True)
     result["ok"], result["check"] = True, "roundtrip"

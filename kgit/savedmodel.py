@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from kgit.errors import ModelSourceError, one_line
+from kgit.errors import ModelSourceError, describe, one_line
 from kgit.metadata import Signature
 
 KERAS_FILE = "assets.extra/model.keras"
@@ -232,7 +232,7 @@ def _rebuild(folder: Path, complete: Path, scratch: Path) -> None:
                 os.unlink(weights)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise ModelSourceError(
-            f"{folder / KERAS_FILE} cannot be completed from variables/ ({type(exc).__name__}: {one_line(exc, 160)}): "
+            f"{folder / KERAS_FILE} cannot be completed from variables/ ({describe(exc, 160)}): "
             "the release is damaged, fetch it again with kgit get"
         ) from None
 
