@@ -6,7 +6,7 @@ seconds at 1,500 versions). Nothing here imports TensorFlow or DVC.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from kgit import registry
@@ -14,6 +14,7 @@ from kgit.diffing import Change, compare, metric_deltas
 from kgit.errors import ReleaseNotFoundError
 from kgit.git_ops import Repo
 from kgit.metadata import Metadata
+from kgit.registry import HistoryEvent
 from kgit.versions import check_name
 
 KEY_METRICS = 4  # metric columns in a model's versions table (every metric has its chart)
@@ -71,15 +72,10 @@ class VersionView:
 
 
 @dataclass
-class TimelineEvent:
-    event: str  # released, promoted, demoted, deprecated
-    version: str | None
-    stage: str | None
-    who: str
-    when: str
-    commit: str
-    tag: str
-    note: str | None
+class TimelineEvent(HistoryEvent):
+    """A history event as the timeline shows it: who by name only, and the tag's --note."""
+
+    note: str | None = None
 
 
 @dataclass
@@ -149,8 +145,8 @@ def read_models(repo: Repo, names: list[str] | None = None) -> list[ModelView]:
     models = []
     for name in wanted:
         versions = sorted((v for v in views.values() if v.name == name), key=lambda v: v.release.key, reverse=True)
-        timeline = [TimelineEvent(e.event, e.version, e.stage, e.who.split(" <")[0] or e.who, e.when, e.commit,
-                                  e.tag, notes.get(e.tag)) for e in reg.events if e.name == name]
+        timeline = [TimelineEvent(**{**asdict(e), "who": e.who.split(" <")[0] or e.who}, note=notes.get(e.tag))
+                    for e in reg.events if e.name == name]
         timeline.sort(key=lambda e: (e.when, e.tag), reverse=True)
         stages = {s: v.version for v in versions for s in v.release.stages}
         model = ModelView(name, versions, timeline, dict(sorted(stages.items())), directions)
