@@ -18,7 +18,7 @@ from kgit.errors import ModelSourceError, describe
 
 FLAVOUR = "tf_keras"
 ENV = "TF_USE_LEGACY_KERAS"  # makes tf.keras mean tf_keras in the validation process
-FORMATS = ("savedmodel", "h5", "weights")
+KERAS2_FORMATS = ("savedmodel", "h5", "weights")  # what Keras 2 saves and reloads with training state (a subset of metadata.FORMATS)
 SAVEDMODEL_MARKER = "keras_metadata.pb"  # written by tf_keras' model.save(dir), not by Keras 3's export
 H5_FILE = "model.h5"
 WEIGHTS_FILE = "model.weights.h5"
@@ -102,9 +102,9 @@ def _restore_savedmodel_optimizer(model: Any, folder: Path) -> None:
 
 
 def check_formats(fmts: list[str]) -> None:
-    bad = [f for f in fmts if f not in FORMATS]
+    bad = [f for f in fmts if f not in KERAS2_FORMATS]
     if bad:
-        raise ModelSourceError(f"a tf_keras (Keras 2) model releases as {', '.join(FORMATS)}, not {', '.join(bad)}")
+        raise ModelSourceError(f"a tf_keras (Keras 2) model releases as {', '.join(KERAS2_FORMATS)}, not {', '.join(bad)}")
 
 
 def save(model: Any, fmt: str, folder: Path, *, inference_only: bool) -> None:
