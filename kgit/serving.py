@@ -120,11 +120,12 @@ def _source(repo: Repo, rel: registry.Release) -> tuple[Path, Metadata]:
 
 # -- laying out ---------------------------------------------------------------------------------
 def _served_files(meta: Metadata) -> list[str]:
-    """What TF Serving needs and what says where it came from: every released file but the Keras copy
-    kept for training (``assets.extra/model.keras``) and the signature over the whole folder."""
-    from kgit.formats import SAVEDMODEL_KERAS
+    """What TF Serving needs and what says where it came from: every released file but kgit's own
+    extras for training (``assets.extra/``: the Keras copy and the map of its weights in variables/)
+    and the signature over the whole folder."""
+    from kgit.savedmodel import KERAS_FILE, WEIGHTS_MAP
 
-    return [rel for rel in sorted(meta.files) if rel != SAVEDMODEL_KERAS] + [METADATA_FILE]
+    return [rel for rel in sorted(meta.files) if rel not in (KERAS_FILE, WEIGHTS_MAP)] + [METADATA_FILE]
 
 
 def _build(src: Path, dest: Path, meta: Metadata, copy: bool) -> tuple[str, dict[str, list[Any]]]:
