@@ -3,6 +3,7 @@ HEAD, tags, DVC cache)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -218,7 +219,9 @@ def test_unknown_release_in_show(repo_v1) -> None:  # type: ignore[no-untyped-de
     repo, _ = repo_v1
     assert_refused(repo, "show", "plain@v9", expect="not released")
     assert_refused(repo, "show", "nosuch@v1", expect="no releases of model")
-    assert_refused(repo, "show", "plain", expect="NAME@VERSION")
+    assert_refused(repo, "show", "plain@1.x", expect="invalid version")
+    latest = json.loads(kgit(repo, "show", "plain", "--json", check=True).stdout)  # a bare name: the latest
+    assert (latest["name"], latest["version"]) == ("plain", "v1")
 
 
 def test_plain_savedmodel_only_as_savedmodel(repo_v1) -> None:  # type: ignore[no-untyped-def]
