@@ -16,12 +16,12 @@ from kgit import registry
 from kgit.errors import KgitError, ReleaseNotFoundError
 from kgit.git_ops import Repo
 from kgit.metadata import Metadata
-from kgit.releasing import ReleaseRecord, release
 from kgit.versions import check_name, release_ref
 
 if TYPE_CHECKING:
     from kgit.fetch import Fetched
     from kgit.project import InitResult
+    from kgit.releasing import ReleaseRecord, release
     from kgit.reporting import ReportResult
     from kgit.roundtrip import FolderResult
     from kgit.serving import Layout
@@ -33,6 +33,16 @@ __all__ = ["release", "load", "get", "diff", "list_releases", "show", "init", "v
            "keys_init", "keys_trust", "keys_accept", "keys_policy", "keys_list", "demo", "serve_layout"]
 
 PathLike = str | os.PathLike[str]
+
+
+def __getattr__(name: str) -> Any:
+    """``release`` and ``ReleaseRecord`` come from kgit.releasing, imported on first use: commands
+    that only read git do not pay for the release machinery's imports."""
+    if name in ("release", "ReleaseRecord"):
+        from kgit import releasing
+
+        return getattr(releasing, name)
+    raise AttributeError(f"module 'kgit.api' has no attribute {name!r}")
 
 
 # -- set-up ------------------------------------------------------------------------------------

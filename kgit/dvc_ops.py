@@ -13,8 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from kgit.errors import KgitError, one_line
 from kgit.fsutil import write_atomic
 
@@ -217,6 +215,8 @@ MAX_DVC_FILE = 16 << 20  # a .dvc file with kgit's metadata is kilobytes; hyperp
 
 def read_dvc_file(text: str, source: str) -> dict[str, Any]:
     """Parse a ``.dvc`` file (plain YAML, no DVC import), refusing oversized or deeply nested ones."""
+    import yaml  # here: `kgit list` reads no .dvc file and need not import it
+
     from kgit.metadata import too_deep
 
     restore = f"restore it with `git checkout -- {source}`"
@@ -250,6 +250,8 @@ def write_meta(dvc_file: Path, meta: dict[str, Any], desc: str | None = None) ->
         ordered["desc"] = desc
     ordered["outs"] = data["outs"]
     ordered["meta"] = {"kgit": meta}
+    import yaml
+
     text = yaml.safe_dump(ordered, sort_keys=False, default_flow_style=False, width=120)
     write_atomic(dvc_file, text)
 
@@ -269,6 +271,8 @@ def dataset_hash(root: Path, path: str) -> str:
             return str(h)
     lock = root / "dvc.lock"
     if lock.exists():
+        import yaml
+
         lock_data = yaml.safe_load(lock.read_text()) or {}
         for stage in (lock_data.get("stages") or {}).values():
             for out in stage.get("outs") or []:

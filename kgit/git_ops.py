@@ -1,4 +1,8 @@
-"""The git adapter: everything kgit asks of git goes through here (GitPython underneath)."""
+"""The git adapter: everything kgit asks of git goes through here.
+
+git runs as a subprocess with fixed plumbing formats; the repository is found as git finds it
+(``git rev-parse``, so GIT_DIR, worktrees and safe.directory behave as in git). Nothing heavier is
+imported: read-only commands (list, show, the hooks' nothing-to-do path) must answer fast."""
 
 from __future__ import annotations
 
@@ -9,8 +13,6 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import git
 
 from kgit.errors import CommandError, NotAGitRepoError
 
@@ -33,38 +35,49 @@ class Repo:
     """A git working tree, opened from any folder inside it."""
 
     def __init__(self, path: str | os.PathLike[str] = ".", *, bare: bool = False) -> None:
-        """Open the repository at (or above) ``path``. With ``bare``, a bare repository (a server's)
-        is accepted too; its ``root`` is then the git directory, which has no work tree."""
+        """Open the repository at (or above) ``path``, as git itself finds it (``git rev-parse``).
+        With ``bare``, a bare repository (a server's) is accepted too; its ``root`` is then the git
+        directory, which has no work tree."""
+        start = Path(path)
+        where = start if start.is_dir() else start.parent
         try:
-            self._repo = git.Repo(path, search_parent_directories=True)
-        except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+            proc = subprocess.run(["git", "rev-parse", "--path-format=absolute", "--git-dir", "--git-common-dir",
+                                   "--is-bare-repository", "--show-toplevel"], cwd=where, capture_output=True,
+                                  stdin=subprocess.DEVNULL, env=_git_env(), check=False)
+        except OSError:
+            proc = None
+        lines = proc.stdout.decode(errors="surrogateescape").splitlines() if proc is not None else []
+        if len(lines) < 3:
             raise NotAGitRepoError(
-                f"{Path(path).resolve()} is not inside a git repository: run `git init` first, or cd into one"
-            ) from None
-        self.git_dir = Path(self._repo.git_dir).resolve()
-        self.common_dir = Path(self._repo.common_dir).resolve()
-        self.bare = bool(self._repo.bare or self._repo.working_tree_dir is None)
+                f"{start.resolve()} is not inside a git repository: run `git init` first, or cd into one")
+        self.git_dir = Path(lines[0]).resolve()
+        self.common_dir = Path(lines[1]).resolve()
+        self.bare = lines[2] == "true" or len(lines) < 4
         if self.bare and not bare:
             raise NotAGitRepoError(f"{path} is a bare git repository: kgit needs a working tree")
-        self.root = self.git_dir if self.bare else Path(str(self._repo.working_tree_dir)).resolve()
+        self.root = self.git_dir if self.bare else Path(lines[3]).resolve()
 
     # -- plumbing -------------------------------------------------------------------------
     def git(self, *args: str, check: bool = True, raw: bool = False) -> str:
-        """Run ``git args`` in the repository root and return stdout (stripped unless ``raw``)."""
-        try:
-            out = self._repo.git.execute(["git", *args], with_extended_output=False)
-        except git.GitCommandError as exc:
+        """Run ``git args`` in the repository root and return stdout (stripped unless ``raw``; raw
+        output loses only its last newline)."""
+        code, out, err = self.try_git(*args)
+        if code != 0:
             if not check:
                 return ""
-            raise CommandError(["git", *args], exc.status if isinstance(exc.status, int) else 1,
-                               f"{exc.stderr or ''}{exc.stdout or ''}") from None
-        return str(out) if raw else str(out).strip()
+            raise CommandError(["git", *args], code, f"{err}{out}")
+        return out if raw else out.strip()
 
-    def try_git(self, *args: str) -> tuple[int, str, str]:
-        status, out, err = self._repo.git.execute(
-            ["git", *args], with_extended_output=True, with_exceptions=False
-        )
-        return int(status), str(out), str(err)
+    def try_git(self, *args: str, timeout: float | None = None,
+                env: dict[str, str] | None = None) -> tuple[int, str, str]:
+        """(exit status, stdout less its last newline, stderr less its last newline) of ``git args``
+        run in the repository root, in git's own English (LC_ALL=C: kgit reads some of its messages)."""
+        try:
+            proc = subprocess.run(["git", *args], cwd=self.root, capture_output=True, stdin=subprocess.DEVNULL,
+                                  env=_git_env(env), timeout=timeout, check=False)
+        except subprocess.TimeoutExpired as exc:
+            return 124, "", f"git {args[0]} gave no answer within {exc.timeout:.0f} s"
+        return proc.returncode, _text(proc.stdout), _text(proc.stderr)
 
     # -- state ------------------------------------------------------------------------------
     def head(self) -> str | None:
@@ -175,7 +188,7 @@ class Repo:
         Objects that are missing or not tags are skipped."""
         if not refs:
             return
-        proc = subprocess.run(["git", "cat-file", "--batch"], cwd=self._repo.working_dir, capture_output=True,
+        proc = subprocess.run(["git", "cat-file", "--batch"], cwd=self.root, capture_output=True,
                               input="".join(f"{oid}\n" for _name, oid in refs).encode(), check=False)
         if proc.returncode != 0:
             raise CommandError(["git", "cat-file", "--batch"], proc.returncode, proc.stderr.decode(errors="replace"))
@@ -226,14 +239,8 @@ class Repo:
         code, out, _ = self.try_git("remote")
         if code != 0 or remote not in out.split():
             return None
-        try:
-            status, out, _ = self._repo.git.execute(
-                ["git", "ls-remote", "--tags", remote, f"refs/tags/{tag}"],
-                with_extended_output=True, with_exceptions=False, kill_after_timeout=timeout,
-                env={"GIT_TERMINAL_PROMPT": "0", "GIT_SSH_COMMAND": "ssh -o BatchMode=yes"},
-            )
-        except git.GitCommandError:
-            return None
+        status, out, _ = self.try_git("ls-remote", "--tags", remote, f"refs/tags/{tag}", timeout=timeout,
+                                      env={"GIT_TERMINAL_PROMPT": "0", "GIT_SSH_COMMAND": "ssh -o BatchMode=yes"})
         if status != 0:
             return None
         return bool(str(out).strip())
@@ -268,6 +275,17 @@ def _tag_info(name: str, oid: str, raw: str) -> TagInfo | None:
         elif line.startswith("tagger "):
             tagger, date = _parse_ident(line[len("tagger "):])
     return TagInfo(name, target, tagger, date, message, oid, True) if target else None
+
+
+def _git_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment git runs in: the caller's, with git's own English whatever the locale (kgit
+    reads some of its messages), plus ``extra``."""
+    return {**os.environ, "LANGUAGE": "C", "LC_ALL": "C", **(extra or {})}
+
+
+def _text(data: bytes) -> str:
+    text = data.decode("utf-8", errors="replace")
+    return text[:-1] if text.endswith("\n") else text
 
 
 def _parse_ident(ident: str) -> tuple[str, str]:

@@ -222,7 +222,10 @@ def _read(repo: Repo, patterns: list[str], name: str | None, remember: bool) -> 
     max_counter: dict[str, int] = {}
     seen = SeenRecord(repo) if remember else None
     changed_events: dict[str, str] = {}
-    for tag, rel in _tags(repo, patterns, name):
+    tags = _tags(repo, patterns, name)
+    if seen is not None:
+        seen.preload(len(tags))
+    for tag, rel in tags:
         if rel is None:  # an event tag
             event = parse_event(tag.name)
             assert event is not None
@@ -516,7 +519,7 @@ def metadata(repo: Repo, release: Release, fmt: str | None = None) -> Metadata:
 def existing_versions(repo: Repo, name: str) -> list[Version]:
     """Versions of ``name`` known from tags (any tool's) and from folders in the work tree."""
     versions = set()
-    tags = repo.tag_names(f"refs/tags/{name}@*") + list(SeenRecord(repo).tags)
+    tags = repo.tag_names(f"refs/tags/{name}@*") + SeenRecord(repo).names(f"{name}@")
     for tag in tags:  # with tags this clone saw once and no longer has: a version is never reused
         parsed = parse_tag(tag)
         if parsed and parsed[0] == name:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -201,13 +202,37 @@ def test_an_unwritable_cache_only_means_parsing_again(cached: Path) -> None:
     assert registry.resolve(Repo(cached), "m", "latest").version == "v3"
 
 
-def test_seen_json_is_read_again_when_it_changes_on_disk(repo: Path) -> None:
-    """seen.json is parsed once per process, but a file replaced on disk is read again."""
+def test_the_seen_record_is_read_again_when_another_process_changes_it(repo: Path) -> None:
+    """Each command reads the record afresh: what another process recorded (here: another tag
+    seen under that name) counts at once."""
     synthetic.release(repo, "m", "v1")
     assert registry.resolve(Repo(repo), "m", "v1").valid
-    seen = repo / ".git" / "kgit" / "seen.json"
-    record = json.loads(seen.read_text())
-    record["tags"]["m@v1.0.0"]["object"] = "0" * 40  # as if another tag had been seen under that name
-    seen.write_text(json.dumps(record))
+    db = sqlite3.connect(repo / ".git" / "kgit" / "seen.db")
+    with db:
+        assert db.execute("UPDATE tags SET object = ? WHERE name = 'm@v1.0.0'", ("0" * 40,)).rowcount == 1
+    db.close()
     with pytest.raises(KgitError, match="changed since this clone first saw it"):
         registry.resolve(Repo(repo), "m", "v1")
+
+
+def test_a_seen_json_record_of_earlier_kgit_is_imported_and_still_refuses_a_moved_tag(repo: Path) -> None:
+    synthetic.release(repo, "m", "v1")
+    legacy = repo / ".git" / "kgit" / "seen.json"
+    legacy.parent.mkdir(exist_ok=True)
+    (repo / ".git" / "kgit" / "seen.db").unlink(missing_ok=True)
+    legacy.write_text(json.dumps({"tags": {"m@v1.0.0": {"object": "1" * 40, "commit": "2" * 40,
+                                                        "md5": {"keras": "3" * 32}}}}))
+    with pytest.raises(KgitError, match=r"changed since this clone first saw it \(was commit 22222222.*"
+                                        r"DVC hashes were keras 33333333"):
+        registry.resolve(Repo(repo), "m", "v1")
+    assert not legacy.exists() and (repo / ".git" / "kgit" / "seen.db").is_file()
+    with pytest.raises(KgitError, match="changed since this clone first saw it"):  # the import was kept
+        registry.resolve(Repo(repo), "m", "v1")
+
+
+def test_versions_seen_once_are_never_reused_even_after_their_tags_are_deleted(repo: Path) -> None:
+    synthetic.release(repo, "m", "v1")
+    synthetic.release(repo, "m", "v2")
+    assert [r.version for r in registry.releases(Repo(repo), "m")] == ["v1", "v2"]  # both seen now
+    git(repo, "tag", "-d", "m@v2.0.0")
+    assert [str(v) for v in registry.existing_versions(Repo(repo), "m")] == ["v1.0.0", "v2.0.0"]
