@@ -101,7 +101,7 @@ def _range(repo: Repo, u: RefUpdate, remote: str) -> list[str]:
 def plan_push(repo: Repo, updates: list[RefUpdate], remote: str) -> PushPlan:
     """Git only: which releases a push brings, and which released versions it changes."""
     plan = PushPlan()
-    known = _Released(repo)
+    known = KnownReleases(repo)
     for u in updates:
         change = protected_tag_change(u.remote_ref, u.remote_sha, u.local_sha)
         if change:
@@ -128,16 +128,20 @@ def plan_push(repo: Repo, updates: list[RefUpdate], remote: str) -> PushPlan:
     return plan
 
 
-class _Released(Mapping[str, tuple[registry.Release, str]]):
+class KnownReleases(Mapping[str, tuple[registry.Release, str]]):
     """The releases (read from the tags on first use: a push of plain commits that touch no
-    released file, the common case, reads no tag) and, as a mapping, their ``.dvc`` files."""
+    released file, the common case, reads no tag) and, as a mapping, their ``.dvc`` files.
+    ``extra``: releases not tagged here yet (a server's list of those the push brings, which grows
+    as the push is checked), whose files count too."""
 
-    def __init__(self, repo: Repo) -> None:
+    def __init__(self, repo: Repo, *, remember: bool = True, extra: list[registry.Release] | None = None) -> None:
         self.repo = repo
+        self.remember = remember
+        self.extra = extra if extra is not None else []
 
     @cached_property
     def reg(self) -> registry.Registry:
-        return registry.read(self.repo)
+        return registry.read(self.repo, remember=self.remember)
 
     @cached_property
     def released(self) -> dict[str, registry.Release]:
@@ -156,14 +160,17 @@ class _Released(Mapping[str, tuple[registry.Release, str]]):
     def by_dvc_file(self) -> dict[str, tuple[registry.Release, str]]:
         return dvc_files_of(self.reg.releases)
 
+    def _all_files(self) -> dict[str, tuple[registry.Release, str]]:
+        return {**self.by_dvc_file, **dvc_files_of(self.extra)} if self.extra else self.by_dvc_file
+
     def __getitem__(self, path: str) -> tuple[registry.Release, str]:
-        return self.by_dvc_file[path]
+        return self._all_files()[path]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.by_dvc_file)
+        return iter(self._all_files())
 
     def __len__(self) -> int:
-        return len(self.by_dvc_file)
+        return len(self._all_files())
 
 
 def gate_problems(repo: Repo, tags: list[str], rev: str = "HEAD") -> list[str]:

@@ -7,7 +7,9 @@ imported: read-only commands (list, show, the hooks' nothing-to-do path) must an
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import os
+import re
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -148,6 +150,10 @@ class Repo:
 
     def tag_names(self, pattern: str = "refs/tags", points_at: str | None = None) -> list[str]:
         """Names of the tags matching ``pattern`` (optionally only those pointing at a commit): cheap."""
+        if not points_at:
+            names = self._tag_names_matching([pattern])
+            if names is not None:
+                return names
         extra = [f"--points-at={points_at}"] if points_at else []
         return self.git("for-each-ref", "--format=%(refname:strip=2)", *extra, pattern).split()
 
@@ -173,12 +179,76 @@ class Repo:
     def tag_refs(self, *patterns: str) -> list[tuple[str, str, str]]:
         """(name, object type, object id) of the tags matching ``patterns`` (default: every tag),
         without reading any tag's message: cheap even with thousands of tags."""
+        names = self._tag_names_matching(list(patterns)) if patterns else None
+        if names is not None:
+            return self._refs_of(names)
         out = self.git("for-each-ref", "--format=%(objectname) %(objecttype) %(refname:strip=2)",
                        *(patterns or ("refs/tags",)))
         refs = []
         for line in out.splitlines():
             oid, otype, name = (line.split(" ", 2) + ["", ""])[:3]
             if name:
+                refs.append((name, otype, oid))
+        return refs
+
+    def _tag_names_matching(self, patterns: list[str]) -> list[str] | None:
+        """The tag names matching ``patterns`` (each ``refs/tags/NAME`` or a glob of one, as
+        for-each-ref takes them), sorted, from the names alone: the loose tag files' names and the
+        packed-refs file, whose values git reads later. ``git for-each-ref`` with any pattern reads
+        every loose tag file (0.1 s at 15,000, as a repository has them after fetching many tags
+        until ``git gc``). None where the files backend's simple layout does not hold (reftable,
+        tags in sub-folders): then ask git."""
+        wanted = [p[len("refs/tags/"):] for p in patterns if p.startswith("refs/tags/")]
+        if len(wanted) != len(patterns) or any("/" in w or not w for w in wanted):
+            return None
+        if (self.common_dir / "reftable").exists():
+            return None
+        names: set[str] = set()
+        try:
+            with os.scandir(self.common_dir / "refs" / "tags") as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        return None
+                    if not entry.name.endswith(".lock"):
+                        names.add(entry.name)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return None
+        try:
+            packed = (self.common_dir / "packed-refs").read_text(encoding="utf-8", errors="surrogateescape")
+        except FileNotFoundError:
+            packed = ""
+        except OSError:
+            return None
+        for line in packed.splitlines():
+            ref = line.partition(" ")[2]
+            if ref.startswith("refs/tags/") and not line.startswith(("#", "^")):
+                name = ref[len("refs/tags/"):]
+                if "/" in name:
+                    return None
+                names.add(name)
+        found = {w for w in wanted if w in names and not _is_glob(w)}
+        for glob in filter(_is_glob, wanted):  # the literal start first: most names fail there
+            head = glob[:min(glob.index(c) for c in "*?[" if c in glob)]
+            match = re.compile(fnmatch.translate(glob)).match
+            found.update(n for n in names if n.startswith(head) and match(n))
+        return sorted(found)
+
+    def _refs_of(self, names: list[str]) -> list[tuple[str, str, str]]:
+        """(name, object type, object id) of each tag in ``names`` that exists, in one ``git
+        cat-file --batch-check`` (each a lookup of its own, not a scan of every tag)."""
+        if not names:
+            return []
+        proc = subprocess.run(["git", "cat-file", "--batch-check=%(objectname) %(objecttype)"], cwd=self.root,
+                              capture_output=True, input="".join(f"refs/tags/{n}\n" for n in names).encode(),
+                              env=_git_env(), check=False)
+        if proc.returncode != 0:
+            raise CommandError(["git", "cat-file", "--batch-check"], proc.returncode, _text(proc.stderr))
+        refs = []
+        for name, line in zip(names, proc.stdout.decode(errors="replace").splitlines(), strict=False):
+            oid, _, otype = line.partition(" ")
+            if otype and not line.endswith(" missing"):
                 refs.append((name, otype, oid))
         return refs
 
@@ -275,6 +345,10 @@ def _tag_info(name: str, oid: str, raw: str) -> TagInfo | None:
         elif line.startswith("tagger "):
             tagger, date = _parse_ident(line[len("tagger "):])
     return TagInfo(name, target, tagger, date, message, oid, True) if target else None
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[")
 
 
 def _git_env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -377,7 +377,7 @@ def resolve(repo: Repo, name: str, version: str) -> Release:
         return _resolve_stage(repo, name, version[1:])
     if version == "latest":
         versions = _versions(repo.tag_names(f"refs/tags/{name}@*"), name)
-        for ver in sorted(versions, reverse=True):  # a forged high tag never wins
+        for ver in sorted(versions, key=lambda v: v.key, reverse=True):  # a forged high tag never wins
             rel = _one(repo, name, ver)
             if rel is not None and not rel.deprecated and rel.valid and not release_problems(repo, rel):
                 return rel
@@ -389,7 +389,7 @@ def resolve(repo: Repo, name: str, version: str) -> Release:
     rel = _one(repo, name, wanted)
     if rel is not None:
         return _checked(repo, rel)
-    known = sorted(_versions(repo.tag_names(f"refs/tags/{name}@*"), name))
+    known = sorted(_versions(repo.tag_names(f"refs/tags/{name}@*"), name), key=lambda v: v.key)
     if not known:
         raise ReleaseNotFoundError(f"no releases of model {name!r}: see `kgit list`")
     raise ReleaseNotFoundError(f"{name}@{version} is not released (latest: {', '.join(str(v) for v in known[-5:])})")
@@ -534,4 +534,4 @@ def existing_versions(repo: Repo, name: str) -> list[Version]:
                         versions.add(Version.parse(label))
                     except KgitError:
                         continue
-    return sorted(versions)
+    return sorted(versions, key=lambda v: v.key)

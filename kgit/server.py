@@ -131,8 +131,8 @@ def check_updates(repo: Repo, updates: list[Update], dvc_remote: str | None = No
                   dvc_remote_options: dict[str, str] | None = None, *, check_data: bool = True) -> Verdict:
     """Everything the pre-receive hook refuses, as one-line problems (empty: accept the push)."""
     verdict = Verdict()
-    reg = registry.read(repo, remember=False)
-    models = {r.name for r in reg.releases}
+    # the tags are read only if the push needs them: a plain push that touches no release reads none
+    known = client_hooks.KnownReleases(repo, remember=False, extra=verdict.new_releases)
     pushed_events: list[tuple[str, str]] = []  # (tag, commit)
     for u in updates:
         change = client_hooks.protected_tag_change(u.ref, u.old, u.new)
@@ -142,28 +142,28 @@ def check_updates(repo: Repo, updates: list[Update], dvc_remote: str | None = No
         if u.ref.startswith("refs/tags/") and u.new != ZERO:
             tag = u.ref[len("refs/tags/"):]
             if parse_tag(tag) is not None:
-                _check_new_release(repo, tag, u.new, models, verdict)
+                _check_new_release(repo, tag, u.new, known, verdict)
             elif parse_event(tag) is not None:
                 target = repo.git("rev-parse", "--verify", "-q", f"{u.new}^{{commit}}", check=False)
                 pushed_events.append((tag, target))
         elif u.ref.startswith("refs/heads/"):
-            verdict.problems += _check_branch(repo, u, reg.releases + verdict.new_releases)
+            verdict.problems += _check_branch(repo, u, known)
     if pushed_events:
-        verdict.problems += _check_events(reg, verdict.new_releases, pushed_events)
-        verdict.problems += _gate_problems(repo, reg, verdict.new_releases, pushed_events)
+        verdict.problems += _check_events(known.reg, verdict.new_releases, pushed_events)
+        verdict.problems += _gate_problems(repo, known.reg, verdict.new_releases, pushed_events)
     if check_data and verdict.new_releases and not verdict.problems:
         verdict.problems += data_problems(repo, verdict.new_releases, dvc_remote, dvc_remote_options)
     return verdict
 
 
-def _check_new_release(repo: Repo, tag: str, oid: str, models: set[str], verdict: Verdict) -> None:
+def _check_new_release(repo: Repo, tag: str, oid: str, known: client_hooks.KnownReleases, verdict: Verdict) -> None:
     parsed = parse_tag(tag)
     assert parsed is not None
     info = repo.tag_object(oid, tag)
     rel = registry.release_from_tag(info) if info is not None else None
     if rel is None:
         commit = info.target if info is not None else oid
-        kgit_model = parsed[0] in models or repo.try_git("cat-file", "-e", f"{commit}:artifacts/{parsed[0]}")[0] == 0
+        kgit_model = any(r.name == parsed[0] for r in known.reg.releases) or repo.try_git("cat-file", "-e", f"{commit}:artifacts/{parsed[0]}")[0] == 0
         if kgit_model:
             what = "a lightweight tag" if info is not None and not info.annotated else "not a kgit release tag"
             verdict.problems.append(f"new tag {tag} is {what}, but {parsed[0]} is a kgit model: "
@@ -236,10 +236,9 @@ def _gate_problems(repo: Repo, reg: registry.Registry, new: list[Release], event
     return problems
 
 
-def _check_branch(repo: Repo, u: Update, releases: list[Release]) -> list[str]:
+def _check_branch(repo: Repo, u: Update, known: client_hooks.KnownReleases) -> list[str]:
     problems = []
     branch = u.ref[len("refs/heads/"):]
-    release_commits = {r.commit: r for r in releases if r.valid}
     if u.old != ZERO:
         forward = u.new != ZERO and repo.try_git("merge-base", "--is-ancestor", u.old, u.new)[0] == 0
         if not forward:
@@ -248,16 +247,19 @@ def _check_branch(repo: Repo, u: Update, releases: list[Release]) -> list[str]:
             out = repo.git("log", f"--format=%H %(trailers:key={txn.TRAILER},valueonly,separator=%x20)",
                            u.old, *keep, "--not", f"--exclude={branch}", "--branches")
             lost = []
-            for line in out.splitlines():
-                sha, _, tags = line.partition(" ")
-                lost += [release_commits[sha].tag] if sha in release_commits else [t for t in tags.split() if parse_tag(t)]
+            if out.strip():
+                release_commits = {r.commit: r for r in known.reg.releases + known.extra if r.valid}
+                for line in out.splitlines():
+                    sha, _, tags = line.partition(" ")
+                    lost += ([release_commits[sha].tag] if sha in release_commits
+                             else [t for t in tags.split() if parse_tag(t)])
             if lost:
                 problems.append(f"{'deleting' if u.new == ZERO else 'rewriting'} branch {branch} drops the release "
                                 f"commit of {', '.join(sorted(set(lost))[:3])}: merge or rebase onto it instead")
     if u.new == ZERO:
         return problems
     rng = [f"{u.old}..{u.new}"] if u.old != ZERO else [u.new, "--not", "--branches"]
-    problems += client_hooks.changed_releases(repo, rng, u.new, client_hooks.dvc_files_of(releases))
+    problems += client_hooks.changed_releases(repo, rng, u.new, known)
     problems += _trust_problems(repo, u)
     return problems
 

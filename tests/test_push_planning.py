@@ -4,12 +4,13 @@ released versions it changes, which release and stage tags it moves or deletes."
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import synthetic
 from support.synthetic import git
 
-from kgit import client_hooks
+from kgit import client_hooks, registry, server
 from kgit.git_ops import Repo
 
 ZERO = client_hooks.ZERO
@@ -89,3 +90,43 @@ def test_moving_a_shared_release_tag_is_planned_as_a_tag_change(repo: Path) -> N
     git(repo, "tag", "-f", "-a", "m@v1.0.0", "-m", message)
     plan = client_hooks.plan_push(Repo(repo), updates_for(repo, "refs/tags/m@v1.0.0"), "origin")
     assert len(plan.tag_changes) == 1 and plan.tag_changes[0].startswith("moving the release tag m@v1.0.0")
+
+
+def _count_tag_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every registry.read from here on adds to the returned list (the real read still runs)."""
+    reads: list[int] = []
+    real = registry.read
+
+    def counted(*args: Any, **kwargs: Any) -> registry.Registry:
+        reads.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(registry, "read", counted)
+    return reads
+
+
+def test_plain_pushes_read_no_tag_on_either_side_but_a_changed_release_is_still_caught(
+        repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synthetic.release(repo, "m", "v1")
+    git(repo, "push", "-q", "origin", "main", "m@v1.0.0")
+    origin = Repo(repo.parent / "origin.git", bare=True)
+    (repo / "notes.txt").write_text("work\n")
+    git(repo, "add", "notes.txt")
+    git(repo, "commit", "-qm", "notes")
+    old, new = git(repo, "rev-parse", "origin/main"), git(repo, "rev-parse", "main")
+    git(repo, "push", "-q", "--no-verify", "origin", f"{new}:refs/heads/incoming")  # the objects, as a push sends them
+    reads = _count_tag_reads(monkeypatch)
+    plan = client_hooks.plan_push(Repo(repo), updates_for(repo, "refs/heads/main"), "origin")
+    verdict = server.check_updates(origin, server.parse_updates(f"{old} {new} refs/heads/main\n"))
+    assert (plan.tags, plan.violations, verdict.problems, reads) == ([], [], [], [])
+
+    (repo / "artifacts/m/keras/v1.dvc").write_text(
+        synthetic.dvc_text("m", "v1", "keras", synthetic.md5_of("m", "v1", "keras", salt="swapped")))
+    git(repo, "commit", "-qam", "a quiet swap")
+    swapped = git(repo, "rev-parse", "main")
+    git(repo, "push", "-q", "--no-verify", "origin", f"{swapped}:refs/heads/incoming")
+    plan = client_hooks.plan_push(Repo(repo), updates_for(repo, "refs/heads/main"), "origin")
+    verdict = server.check_updates(origin, server.parse_updates(f"{old} {swapped} refs/heads/main\n"))
+    assert len(reads) == 2
+    assert [p[:40] for p in plan.violations] == ["m@v1 (keras): artifacts/m/keras/v1.dvc i"]
+    assert [p[:40] for p in verdict.problems] == ["m@v1 (keras): artifacts/m/keras/v1.dvc i"]

@@ -236,3 +236,33 @@ def test_versions_seen_once_are_never_reused_even_after_their_tags_are_deleted(r
     assert [r.version for r in registry.releases(Repo(repo), "m")] == ["v1", "v2"]  # both seen now
     git(repo, "tag", "-d", "m@v2.0.0")
     assert [str(v) for v in registry.existing_versions(Repo(repo), "m")] == ["v1.0.0", "v2.0.0"]
+
+
+def test_tags_found_by_name_are_those_git_for_each_ref_finds(repo: Path) -> None:
+    """Resolving one version lists tag names from the ref files themselves (git for-each-ref reads
+    every loose tag): loose, packed, packed then deleted, re-created over a packed one, and a
+    half-written `.lock` all come out as git says."""
+    git(repo, "commit", "-q", "--allow-empty", "-m", "c")
+    commit = git(repo, "rev-parse", "HEAD")
+    for tag in ("m@v1.0.0", "m@v2.0.0", "m#prod#1", "m#prod#2", "mm@v1.0.0", "other#prod#1"):
+        git(repo, "tag", "-a", tag, "-m", tag)
+    git(repo, "pack-refs", "--all")
+    git(repo, "tag", "-d", "m@v2.0.0")  # packed, then deleted
+    git(repo, "tag", "-f", "-a", "m#prod#1", "-m", "again", commit)  # loose over packed
+    git(repo, "tag", "m@v3.0.0")  # loose, lightweight
+    git(repo, "tag", "-a", "m@v3.0.0!#1", "-m", "deprecated")
+    (repo / ".git/refs/tags/m@v4.0.0.lock").write_text("0" * 40 + "\n")  # another process writing
+    r = Repo(repo)
+    cases = [["refs/tags/m@v1.0.0"], ["refs/tags/m@v2.0.0"], ["refs/tags/m#*"], ["refs/tags/m@*", "refs/tags/m#*"],
+             ["refs/tags/m@v3.0.0", "refs/tags/m@v3.0.0!*", "refs/tags/m#*"], ["refs/tags/m?v1.0.0"]]
+    for patterns in cases:
+        by_git = git(repo, "for-each-ref", "--format=%(refname:strip=2) %(objecttype) %(objectname)", *patterns)
+        assert r._tag_names_matching(patterns) is not None
+        assert [" ".join(t) for t in r.tag_refs(*patterns)] == [
+            " ".join((n, t, o)) for n, t, o in (line.split() for line in by_git.splitlines())], patterns
+        assert r.tag_names(patterns[0]) == [line.split()[0] for line in git(
+            repo, "for-each-ref", "--format=%(refname:strip=2) x", patterns[0]).splitlines()]
+    (repo / ".git/refs/tags/team").mkdir()  # tags in a folder: git is asked instead
+    git(repo, "tag", "-a", "team/m@v1.0.0", "-m", "x")
+    assert r._tag_names_matching(["refs/tags/m#*"]) is None
+    assert [t[0] for t in r.tag_refs("refs/tags/m#*")] == ["m#prod#1", "m#prod#2"]
