@@ -250,7 +250,7 @@ def test_a_tag_whose_metrics_differ_from_the_release_metadata_is_refused(scored:
     subprocess.run(["cp", "-a", str(scored), str(repo)], check=True)
     message = tag_message(repo, "sc@v1.0.0").replace('"val.accuracy": 0.8', '"val.accuracy": 0.99')
     git(repo, "tag", "-d", "sc@v1.0.0")
-    (repo / ".git/kgit/seen.json").unlink(missing_ok=True)  # a clone that never saw the honest tag
+    (repo / ".git/kgit/seen.db").unlink(missing_ok=True)  # a clone that never saw the honest tag
     forge_tag(repo, "sc@v1.0.0", git(repo, "rev-list", "-n1", "sc@v2.0.0") + "~1", message)
     with pytest.raises(KgitError, match="its message's metrics differ from those in artifacts/sc/keras/v1.dvc"):
         api.promote("sc@v1", "prod", repo=repo)
