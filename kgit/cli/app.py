@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import sys
+import textwrap
 from typing import Any
 
 import typer
@@ -102,6 +104,21 @@ def write_columns(header: list[str], rows: list[list[str]]) -> None:
         head = f"\033[1m{head}\033[0m"
     lines = [head] + ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     sys.stdout.write("\n".join(lines) + "\n")
+
+
+def write_pairs(rows: list[tuple[str, str]]) -> None:
+    """``key  value`` lines on stdout in one write, keys aligned (bold on a terminal, where long
+    values wrap under their column; a pipe gets each value on one line, for grep)."""
+    width = max(len(k) for k, _ in rows) + 2
+    tty = sys.stdout.isatty()
+    room = shutil.get_terminal_size().columns - width if tty else 0
+    lines = []
+    for key, value in rows:
+        head = f"\033[1m{key}\033[0m" + " " * (width - len(key)) if tty else key.ljust(width)
+        parts = textwrap.wrap(value, room, break_on_hyphens=False) if room >= 20 else []
+        lines.append(head + (parts[0] if parts else value))
+        lines += [" " * width + part for part in parts[1:]]
+    sys.stdout.write("\n".join(line.rstrip() for line in lines) + "\n")
 
 
 def parse_key_values(items: list[str], option: str) -> dict[str, str]:
