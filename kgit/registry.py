@@ -8,9 +8,11 @@ metadata lives in each format's ``.dvc`` file (``meta.kgit``) at the tagged comm
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from typing import Any
@@ -208,12 +210,26 @@ def read(repo: Repo, name: str | None = None, *, remember: bool = True, version:
     does not read them all). With ``remember``, each tag is checked against (and added to) what this
     clone has seen before (kgit.seen)."""
     if name is None:
-        return _read(repo, ["refs/tags"], None, remember)
+        with _collector_paused():  # 15,000 releases are ~200,000 small objects, none in a cycle
+            return _read(repo, ["refs/tags"], None, remember)
     check_name(name)
     if version is None:
         return _read(repo, [f"refs/tags/{name}@*", f"refs/tags/{name}#*"], name, remember)
     own = f"refs/tags/{name}@{version.semver}"
     return _read(repo, [own, f"{own}!*", f"refs/tags/{name}#*"], name, remember)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cycle collector off while a large registry is built (its passes over the growing
+    heap were a fifth of `kgit list` at 15,000 releases), back as it was after."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _read(repo: Repo, patterns: list[str], name: str | None, remember: bool) -> Registry:
