@@ -50,6 +50,10 @@ class Repo:
             proc = None
         lines = proc.stdout.decode(errors="surrogateescape").splitlines() if proc is not None else []
         if len(lines) < 3:
+            said = _text(proc.stderr).strip().splitlines() if proc is not None else []
+            if said and "not a git repository" not in said[0]:  # e.g. git's "dubious ownership": its own words
+                raise NotAGitRepoError(f"git cannot open {start.resolve()}: {said[0].removeprefix('fatal: ')}"
+                                       + (f" ({said[-1].strip()})" if len(said) > 1 else ""))
             raise NotAGitRepoError(
                 f"{start.resolve()} is not inside a git repository: run `git init` first, or cd into one")
         self.git_dir = Path(lines[0]).resolve()

@@ -266,3 +266,14 @@ def test_tags_found_by_name_are_those_git_for_each_ref_finds(repo: Path) -> None
     git(repo, "tag", "-a", "team/m@v1.0.0", "-m", "x")
     assert r._tag_names_matching(["refs/tags/m#*"]) is None
     assert [t[0] for t in r.tag_refs("refs/tags/m#*")] == ["m#prod#1", "m#prod#2"]
+
+
+def test_a_repository_git_refuses_to_open_is_refused_in_gits_words(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GIT_TEST_ASSUME_DIFFERENT_OWNER", "1")  # git's own switch: as if another user owned it
+    with pytest.raises(KgitError, match=r"git cannot open .*dubious ownership.*safe\.directory"):
+        Repo(repo)
+    monkeypatch.delenv("GIT_TEST_ASSUME_DIFFERENT_OWNER")
+    with pytest.raises(KgitError, match="is not inside a git repository: run `git init` first"):
+        Repo(repo.parent)
+    (repo / "deep" / "er").mkdir(parents=True)
+    assert Repo(repo / "deep" / "er").root == repo.resolve()  # found from a folder inside, as git finds it
