@@ -28,7 +28,7 @@ from typing import Any
 from kgit import project, registry, txn
 from kgit.errors import KgitError, one_line
 from kgit.fsutil import write_json
-from kgit.git_ops import Repo
+from kgit.git_ops import Repo, hook_records
 from kgit.metadata import ARTIFACTS_DIR
 from kgit.roundtrip import FolderResult
 from kgit.versions import parse_event, parse_tag
@@ -46,12 +46,7 @@ class RefUpdate:
 
 
 def parse_updates(text: str) -> list[RefUpdate]:
-    updates = []
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 4:
-            updates.append(RefUpdate(*parts))
-    return updates
+    return [RefUpdate(*fields) for fields in hook_records(text, 4)]
 
 
 def updates_from_pre_commit_framework() -> list[RefUpdate]:

@@ -351,6 +351,12 @@ def _tag_info(name: str, oid: str, raw: str) -> TagInfo | None:
     return TagInfo(name, target, tagger, date, message, oid, True) if target else None
 
 
+def hook_records(text: str, width: int) -> list[list[str]]:
+    """The records git gives a hook on stdin (pre-push: 4 fields a line, pre-receive: 3); lines of
+    any other shape are not git's and are skipped."""
+    return [parts for parts in (line.split() for line in text.splitlines()) if len(parts) == width]
+
+
 def _is_glob(pattern: str) -> bool:
     return any(c in pattern for c in "*?[")
 

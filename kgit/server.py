@@ -28,7 +28,7 @@ from pathlib import Path
 
 from kgit import client_hooks, hooks, registry, txn
 from kgit.errors import KgitError
-from kgit.git_ops import Repo
+from kgit.git_ops import Repo, hook_records
 from kgit.registry import Release
 from kgit.versions import parse_event, parse_tag
 
@@ -46,12 +46,7 @@ class Update:
 
 
 def parse_updates(text: str) -> list[Update]:
-    updates = []
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 3:
-            updates.append(Update(*parts))
-    return updates
+    return [Update(*fields) for fields in hook_records(text, 3)]
 
 
 # -- install -----------------------------------------------------------------------------------
