@@ -157,11 +157,14 @@ def show(ref: str, version: str | None = None, *, stage: str | None = None, form
 
 
 def get(ref: str, version: str | None = None, *, stage: str | None = None, formats: list[str] | None = None,
-        repo: PathLike = ".") -> Fetched:
-    """Fetch a release's data from the DVC remote (only that version's bytes), verified."""
+        repo: PathLike = ".", progress: bool | None = None) -> Fetched:
+    """Fetch a release's data from the DVC remote (only that version's bytes), verified.
+
+    ``progress``: draw bytes, rate and time left on stderr (True), never (False), or only when
+    stderr is a terminal and ``CI`` is not set (None, the default)."""
     from kgit import fetch
 
-    return fetch.get(*release_ref(ref, version, stage), formats=formats, repo=Repo(repo))
+    return fetch.get(*release_ref(ref, version, stage), formats=formats, repo=Repo(repo), progress=progress)
 
 
 def load(ref: str, version: str | None = None, *, stage: str | None = None, format: str | None = None,
