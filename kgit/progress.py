@@ -65,11 +65,11 @@ class Meter:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._progress is None:
-            return
         with self._lock:
             if exc[0] is None:  # finished: the bar says what was moved
                 self.total = self.done
+        if self._progress is None:
+            return
         self._progress.update(self._task, completed=self.done, total=max(self.total, 1))
         self._progress.stop()
 
