@@ -9,13 +9,18 @@ Builds a scratch git + DVC repository with one folder (``--mb`` MiB in one file,
 in one call each), ``dvc add``s it, then pushes it with ``kgit.dvc_ops.push`` to an empty remote
 folder, in turns: ``bar`` (a ``kgit.progress.Meter`` drawing on a pseudo-terminal read by a thread,
 as a user's terminal reads it), ``none`` (no meter: what a pipe or CI gets), and ``dvc-push`` (the
-``python -m dvc push`` subprocess the hook ran before, stderr piped). Prints the median wall time and
-CPU time (user + system, this process and its children) of each and the bar's cost against none.
+``python -m dvc push`` subprocess the hook ran before, stderr piped). Prints the median and the
+best wall time and CPU time (user + system, this process and its children) of each, and the bar's
+cost against none. On a shared machine a local copy of 1 GiB varies by 2x from run to run (page cache,
+writeback), more than the bar costs; so it also times the bar's own work directly: one
+``Meter.add`` with the bar drawn (DVC reports a local copy once per MiB, an object store once per
+part of several MiB), and the display's redraws (2 a second).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import shutil
@@ -83,16 +88,43 @@ def push_once(repo: Path, oid: str, store: Path, mode: str, total: int) -> tuple
 
     shutil.rmtree(store, ignore_errors=True)
     shutil.rmtree(repo / ".dvc" / "tmp" / "index", ignore_errors=True)  # DVC's index of what the remote has
-    t0, c0 = time.perf_counter(), cpu()
-    if mode == "dvc-push":
-        subprocess.run([sys.executable, "-m", "dvc", "push", "-q", "data.dvc"], cwd=repo, check=True,
-                       stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    elif mode == "bar":
-        with Terminal(), progress.Meter("uploading", total, show=True) as meter:
-            dvc_ops.push(repo, [oid], "kgit", meter)
-    else:
-        dvc_ops.push(repo, [oid], "kgit")
-    return time.perf_counter() - t0, cpu() - c0
+    with Terminal() if mode == "bar" else contextlib.nullcontext():  # the terminal is there before the push
+        t0, c0 = time.perf_counter(), cpu()
+        if mode == "dvc-push":
+            subprocess.run([sys.executable, "-m", "dvc", "push", "-q", "data.dvc"], cwd=repo, check=True,
+                           stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        elif mode == "bar":
+            with progress.Meter("uploading", total, show=True) as meter:
+                dvc_ops.push(repo, [oid], "kgit", meter)
+        else:
+            dvc_ops.push(repo, [oid], "kgit")
+        return time.perf_counter() - t0, cpu() - c0
+
+
+def update_cost(n: int = 20000) -> tuple[float, float]:
+    """(microseconds per ``Meter.add`` with the bar drawn on a terminal, without it)."""
+    from kgit import progress
+
+    costs = []
+    for show in (True, False):
+        with Terminal(), progress.Meter("uploading", n * MIB, show=show) as meter:
+            t0 = time.process_time()
+            for _ in range(n):
+                meter.add(MIB)
+            costs.append((time.process_time() - t0) / n * 1e6)
+    return costs[0], costs[1]
+
+
+def redraw_cost(seconds: float = 2.0) -> float:
+    """Milliseconds of CPU per second the bar is shown (its redraws, and 20 updates a second)."""
+    from kgit import progress
+
+    with Terminal(), progress.Meter("uploading", 1 << 40, show=True) as meter:
+        t0, end = time.process_time(), time.monotonic() + seconds
+        while time.monotonic() < end:
+            meter.add(MIB)
+            time.sleep(0.05)
+        return (time.process_time() - t0) / seconds * 1e3
 
 
 def main() -> None:
@@ -107,17 +139,27 @@ def main() -> None:
         total = (args.mb + 64) * MIB
         modes = ["bar", "none", "dvc-push"]
         times: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}
+        for mode in modes:  # warm-up, untimed: imports, page cache
+            push_once(repo, oid, base / "store", mode, total)
         for i in range(args.runs):
             for mode in modes[i % 3:] + modes[:i % 3]:
                 times[mode].append(push_once(repo, oid, base / "store", mode, total))
         print(f"push of {total / MIB:.0f} MiB ({args.mb} MiB file + 64 x 1 MiB) to a local-folder remote, "
               f"median of {args.runs}:")
         med = {m: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for m, v in times.items()}
+        best = {m: (min(w for w, _ in v), min(c for _, c in v)) for m, v in times.items()}
         for mode in modes:
-            wall, cpu_s = med[mode]
-            print(f"  {mode:9s} wall {wall:6.2f} s  cpu {cpu_s:6.2f} s  "
-                  f"(runs: {', '.join(f'{w:.2f}' for w, _ in times[mode])})")
-        print(f"  bar against none: wall {med['bar'][0] / med['none'][0]:.3f}x, cpu {med['bar'][1] / med['none'][1]:.3f}x")
+            print(f"  {mode:9s} wall {med[mode][0]:6.2f} s (best {best[mode][0]:5.2f})  cpu {med[mode][1]:6.2f} s "
+                  f"(best {best[mode][1]:5.2f})  runs: {', '.join(f'{w:.2f}' for w, _ in times[mode])}")
+        print(f"  bar against none: median wall {med['bar'][0] / med['none'][0]:.3f}x, cpu "
+              f"{med['bar'][1] / med['none'][1]:.3f}x; best wall {best['bar'][0] / best['none'][0]:.3f}x, "
+              f"cpu {best['bar'][1] / best['none'][1]:.3f}x")
+        drawn, counted = update_cost()
+        per_gib = drawn * 1024 / 1e3
+        print(f"  one Meter.add: {drawn:.1f} us with the bar drawn, {counted:.1f} us without; at one per MiB: "
+              f"{per_gib:.1f} ms per GiB, {per_gib / 1e3 / best['none'][0] * (total / (1 << 30)) * 100:.2f}% of the best "
+              f"push above")
+        print(f"  the display's redraws: {redraw_cost():.1f} ms of CPU per second shown")
 
 
 if __name__ == "__main__":

@@ -117,7 +117,7 @@ class Meter:
 
         console = Console(file=sys.stderr, highlight=False)
         self._progress = Progress(TextColumn("{task.description}"), BarColumn(bar_width=30, complete_style="green", finished_style="green"), Figures(),
-                                  console=console, refresh_per_second=5, redirect_stdout=False,
+                                  console=console, refresh_per_second=2, redirect_stdout=False,
                                   redirect_stderr=False)
         self._task = self._progress.add_task(self.label, total=max(self.total, 1))
         self._progress.start()
