@@ -168,17 +168,17 @@ def get(ref: str, version: str | None = None, *, stage: str | None = None, forma
 
 
 def load(ref: str, version: str | None = None, *, stage: str | None = None, format: str | None = None,
-         repo: PathLike = ".", custom_objects: dict[str, Any] | None = None) -> Any:
+         repo: PathLike = ".", custom_objects: dict[str, Any] | None = None, progress: bool | None = None) -> Any:
     """The Keras model of a release, fetched first if its data is not here, and verified.
 
     Full-model formats (savedmodel, keras, h5) come back compiled with their optimizer state, so
     training resumes; ``weights`` is rebuilt with the recorded builder. ``format`` defaults to the
-    first format of the release.
+    first format of the release. ``progress`` is as for ``get`` (when the data must be fetched).
     """
     from kgit import fetch
 
     name, selector = release_ref(ref, version, stage)
-    return fetch.load_model(Repo(repo), name, selector, format, custom_objects=custom_objects)
+    return fetch.load_model(Repo(repo), name, selector, format, custom_objects=custom_objects, progress=progress)
 
 
 def diff(ref_a: str, ref_b: str, *, repo: PathLike = ".") -> dict[str, Any]:
