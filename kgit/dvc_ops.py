@@ -251,15 +251,14 @@ def _local_size(paths: tuple[Any, ...]) -> int:
 
 def _with_files(tops: list[Any], odbs: list[Any]) -> list[Any]:
     """The objects to transfer for these top-level ones: each directory object's files, then itself
-    (its listing is read from the first of ``odbs`` that has it), as ``dvc fetch`` collects them."""
+    (its listing is read from the first of ``odbs`` that has it), as ``dvc fetch`` collects them. A
+    listing none has is left to DVC's transfer, which reports it missing (and checkout then fails)."""
     from dvc_data.hashfile.transfer import find_tree_by_obj_id
 
     objs: dict[str, Any] = {}
     for top in tops:
-        if top.isdir:
-            tree = find_tree_by_obj_id(odbs, top)
-            if tree is None:
-                raise FileNotFoundError(f"the listing of {top.value} is not in the DVC remote")
+        tree = find_tree_by_obj_id(odbs, top) if top.isdir else None
+        if tree is not None:
             objs.update((oid.value, oid) for _, _, oid in tree if oid is not None)
         objs[top.value] = top
     return list(objs.values())

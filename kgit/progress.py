@@ -54,6 +54,7 @@ class Meter:
         self.done = 0
         self.show = show
         self.started = time.monotonic()
+        self.stopped = False
         self._lock = threading.Lock()
         self._progress: Any = None
         self._task: Any = None
@@ -68,6 +69,8 @@ class Meter:
         with self._lock:
             if exc[0] is None:  # finished: the bar says what was moved
                 self.total = self.done
+            else:  # failed: the bar stays where it stopped, without a time left
+                self.stopped = True
         if self._progress is None:
             return
         self._progress.update(self._task, completed=self.done, total=max(self.total, 1))
@@ -98,7 +101,9 @@ class Meter:
         """``12.0/50.0 MB  8.1 MB/s  ETA 0:00:05``: what the display shows after the bar."""
         rate = self.rate()
         text = f"{_size(self.done)}/{_size(self.total)}  " + (f"{_size(rate)}/s" if rate else "-- MB/s")
-        if rate and self.total > self.done:
+        if self.stopped:
+            text += "  stopped"
+        elif rate and self.total > self.done:
             text += f"  ETA {_clock((self.total - self.done) / rate)}"
         elif self.total and self.done >= self.total:
             text += f"  in {self.elapsed:.1f} s"

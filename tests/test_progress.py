@@ -114,6 +114,10 @@ def test_meter_counts_bytes_and_ends_at_what_was_moved() -> None:
     with progress.Meter("fetching", 4_000_000, show=False) as meter:
         meter.add(3_000_000)  # the rest was already in the cache
     assert meter.total == meter.done == 3_000_000 and " in " in meter.figures()
+    with pytest.raises(OSError), progress.Meter("fetching", 4_000_000, show=False) as meter:
+        meter.add(1_000_000)
+        raise OSError("connection reset")
+    assert meter.total == 4_000_000 and meter.figures().endswith("  stopped") and "ETA" not in meter.figures()
 
 
 def test_dvc_callbacks_count_reported_bytes_and_files_copied_in_one_call(tmp_path: Path) -> None:
@@ -178,6 +182,9 @@ def test_push_on_a_terminal_shows_bytes_rate_and_refusals(world: World, tmp_path
     assert code != 0 and "Traceback" not in text, text
     refusals = [line for line in plain(text) if line.startswith("kgit: push refused")]
     assert len(refusals) == 1 and "uploading to DVC remote kgit" in refusals[0] and "failed" in refusals[0], text
+    lines = plain(text)
+    bar = max(i for i, line in enumerate(lines) if line.startswith("uploading ") and BAR in line)
+    assert lines[bar].endswith("stopped") and lines.index(refusals[0]) > bar, text  # no time left shown for it
     assert w.origin_tags() == {}
 
     w.point_dvc_remote(w.repo)
