@@ -11,12 +11,15 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from kgit.errors import KgitError, one_line
 from kgit.fsutil import write_atomic
+
+if TYPE_CHECKING:
+    from kgit.progress import Meter
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
@@ -202,7 +205,7 @@ def _no_dvc_bars() -> Iterator[None]:
             lg.setLevel(level)
 
 
-def _byte_callback(meter: Any) -> Any:
+def _byte_callback(meter: Meter) -> Any:
     """An fsspec callback, as DVC's transfers call it, that counts bytes into ``meter``.
 
     DVC calls the top callback once per object and a child (``branched``) per file copied, which
@@ -235,7 +238,7 @@ def _byte_callback(meter: Any) -> Any:
     return Objects()
 
 
-def _callback(meter: Any) -> dict[str, Any]:
+def _callback(meter: Meter | None) -> dict[str, Any]:
     return {"callback": _byte_callback(meter)} if meter is not None else {}
 
 
@@ -293,7 +296,7 @@ def _failure(repo: Any, remote: str | None, logged: list[str], exc: BaseExceptio
     return TransferFailed(one_line(said or "no output", 300), explained=False)
 
 
-def push(root: Path, oids: list[str], remote: str, meter: Any = None) -> int:
+def push(root: Path, oids: list[str], remote: str, meter: Meter | None = None) -> int:
     """Upload these objects (a version folder's ``.dir`` hash and its files) from the local DVC cache
     to DVC remote ``remote``, as ``dvc push`` does; returns how many objects were sent.
 
@@ -310,7 +313,7 @@ def push(root: Path, oids: list[str], remote: str, meter: Any = None) -> int:
             if log_missing is not None:
                 log_missing(status)
             if meter is not None:
-                meter.total = sum(_local_size((cache.oid_to_path(h.value),)) for h in status.new if h.value)
+                meter.expect(sum(_local_size((cache.oid_to_path(h.value),)) for h in status.new if h.value))
 
         try:
             odb = repo.cloud.get_remote_odb(remote, "push")
@@ -325,7 +328,7 @@ def push(root: Path, oids: list[str], remote: str, meter: Any = None) -> int:
     return len(result.transferred)
 
 
-def pull(root: Path, dvc_files: list[str], remote: str | None = None, meter: Any = None) -> int:
+def pull(root: Path, dvc_files: list[str], remote: str | None = None, meter: Meter | None = None) -> int:
     """``dvc pull`` exactly these ``.dvc`` files (fetch into the cache, check out into the work tree).
 
     Returns how many objects DVC fetched. ``meter`` (a ``kgit.progress.Meter``) counts the bytes

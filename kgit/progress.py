@@ -76,6 +76,14 @@ class Meter:
         self._progress.update(self._task, completed=self.done, total=max(self.total, 1))
         self._progress.stop()
 
+    def expect(self, nbytes: int) -> None:
+        """The transfer now knows its size: ``nbytes`` in all (what it will move)."""
+        with self._lock:
+            self.total = max(int(nbytes), self.done)
+            done, total = self.done, self.total
+        if self._progress is not None:
+            self._progress.update(self._task, completed=done, total=max(total, 1))
+
     def add(self, nbytes: int) -> None:
         """``nbytes`` more have been moved."""
         if nbytes <= 0:

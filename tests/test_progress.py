@@ -111,6 +111,12 @@ def test_meter_counts_bytes_and_ends_at_what_was_moved() -> None:
         assert shown.startswith("1.0 MB/4.0 MB  ") and RATE.search(shown) and "ETA " in shown, shown
         meter.add(3_500_000)  # more than expected: the total follows
         assert meter.total == 4_500_000
+    with progress.Meter("uploading", 9_000_000, show=False) as meter:
+        meter.expect(2_000_000)  # DVC found what the remote lacks: less than the versions' sizes
+        assert meter.total == 2_000_000
+        meter.add(1_500_000)
+        meter.expect(1_000_000)  # never below what has moved
+        assert meter.total == 1_500_000
     with progress.Meter("fetching", 4_000_000, show=False) as meter:
         meter.add(3_000_000)  # the rest was already in the cache
     assert meter.total == meter.done == 3_000_000 and " in " in meter.figures()
