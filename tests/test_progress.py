@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import termios
+import time
 from pathlib import Path
 
 import pytest
@@ -120,6 +121,9 @@ def test_meter_counts_bytes_and_ends_at_what_was_moved() -> None:
     with progress.Meter("fetching", 4_000_000, show=False) as meter:
         meter.add(3_000_000)  # the rest was already in the cache
     assert meter.total == meter.done == 3_000_000 and " in " in meter.figures()
+    shown = meter.figures()
+    time.sleep(0.2)
+    assert meter.figures() == shown  # the time it took (and the rate) stay what they were
     with pytest.raises(OSError), progress.Meter("fetching", 4_000_000, show=False) as meter:
         meter.add(1_000_000)
         raise OSError("connection reset")
