@@ -167,25 +167,28 @@ def show(ref: str, version: str | None = None, *, stage: str | None = None, form
 
 
 def get(ref: str, version: str | None = None, *, stage: str | None = None, formats: list[str] | None = None,
-        repo: PathLike = ".") -> Fetched:
-    """Fetch a release's data from the DVC remote (only that version's bytes), verified."""
+        repo: PathLike = ".", progress: bool | None = None) -> Fetched:
+    """Fetch a release's data from the DVC remote (only that version's bytes), verified.
+
+    ``progress``: draw bytes, rate and time left on stderr (True), never (False), or only when
+    stderr is a terminal and ``CI`` is not set (None, the default)."""
     from kgit import fetch
 
-    return fetch.get(*release_ref(ref, version, stage), formats=formats, repo=Repo(repo))
+    return fetch.get(*release_ref(ref, version, stage), formats=formats, repo=Repo(repo), progress=progress)
 
 
 def load(ref: str, version: str | None = None, *, stage: str | None = None, format: str | None = None,
-         repo: PathLike = ".", custom_objects: dict[str, Any] | None = None) -> Any:
+         repo: PathLike = ".", custom_objects: dict[str, Any] | None = None, progress: bool | None = None) -> Any:
     """The Keras model of a release, fetched first if its data is not here, and verified.
 
     Full-model formats (savedmodel, keras, h5) come back compiled with their optimizer state, so
     training resumes; ``weights`` is rebuilt with the recorded builder. ``format`` defaults to the
-    first format of the release.
+    first format of the release. ``progress`` is as for ``get`` (when the data must be fetched).
     """
     from kgit import fetch
 
     name, selector = release_ref(ref, version, stage)
-    return fetch.load_model(Repo(repo), name, selector, format, custom_objects=custom_objects)
+    return fetch.load_model(Repo(repo), name, selector, format, custom_objects=custom_objects, progress=progress)
 
 
 def diff(ref_a: str, ref_b: str, *, repo: PathLike = ".") -> dict[str, Any]:

@@ -6,7 +6,7 @@ pre-push (``kgit hook pre-push REMOTE URL``, refs on stdin):
   2. git only, no TensorFlow, no DVC: if nothing is new or changed, exit at once;
   3. validate what is new or changed through the ``kgit-validate`` stage of dvc.yaml
      (``dvc repro``; kgit validate is incremental, so versions validated at release are not redone);
-  4. upload those versions' data to the default DVC remote (``dvc push`` with its progress bars),
+  4. upload those versions' data to the default DVC remote (as ``dvc push`` does; a progress bar on a terminal),
      remembering per remote what was uploaded, so a retry after a failure uploads it again.
 
 pre-commit: refuse a commit that modifies, deletes or renames a released version's ``.dvc`` file
@@ -352,19 +352,17 @@ def _upload(repo: Repo, name: str, url: str, to_upload: list[Any]) -> int:
         return 1
     where = storage.Where.of(name, url, remote_settings(repo))
     if not_there:
+        from kgit import dvc_ops, progress
+
         size = sum(int(t.release.formats[t.fmt].get("size") or 0) for t in to_upload if t.md5 in not_there)
         _say(f"uploading {labels(not_there)}: {size / 1e6:.1f} MB to {where}")
-        proc = subprocess.run([sys.executable, "-m", "dvc", "push", "--remote", name,
-                               *[f"{t.rel_path}.dvc" for t in to_upload if t.md5 in not_there]], cwd=repo.root,
-                              stdin=subprocess.DEVNULL, stdout=sys.stderr, stderr=subprocess.PIPE, text=True)
-        why = storage.explain(proc.stderr or "", where) if proc.returncode != 0 else None
-        for line in (proc.stderr or "").splitlines():  # DVC's warnings matter here: pass them on
-            if line.startswith("WARNING") or (line.startswith("ERROR") and why is None):  # (explained below)
-                sys.stderr.write(f"  dvc: {line}\n")
-        if proc.returncode != 0:
-            tail = " ".join((proc.stderr or "").strip().splitlines()[-2:])
-            _say(f"push refused: uploading to {where} failed: {why or tail or 'no output'}; "
-                 + ("push again once that is fixed" if why else
+        # git hands the hook its own stderr: a terminal gets a progress bar, a pipe or CI only these lines
+        try:
+            with progress.Meter("uploading", size, show=progress.wanted()) as meter:
+                dvc_ops.push(repo.root, [str(t.md5) for t in to_upload if t.md5 in not_there], name, meter)
+        except dvc_ops.TransferFailed as exc:
+            _say(f"push refused: uploading to {where} failed: {exc}; "
+                 + ("push again once that is fixed" if exc.explained else
                     "fix the remote (see `dvc remote list`) and push again, or push with --no-verify to skip"))
             return 1
     try:

@@ -11,10 +11,13 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kgit.errors import KgitError, one_line
 from kgit.fsutil import write_atomic
+
+if TYPE_CHECKING:
+    from kgit.progress import Meter
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
@@ -185,29 +188,177 @@ def add(root: Path, targets: list[Path]) -> None:
         raise KgitError(f"`dvc add {' '.join(rel)}` failed: {exc}") from None
 
 
-def pull(root: Path, dvc_files: list[str], remote: str | None = None) -> int:
-    """``dvc pull`` exactly these ``.dvc`` files (fetch into the cache, check out into the work tree).
+@contextlib.contextmanager
+def _no_dvc_bars() -> Iterator[None]:
+    """DVC draws its own tqdm bars on a terminal (collecting, checkout, one per file); kgit draws one
+    for the whole transfer instead. DVC's bars turn themselves off above their loggers' level."""
+    loggers = [logging.getLogger(n) for n in ("dvc.progress", "dvc_data.callbacks")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
-    Returns how many files DVC fetched. DVC shows its own progress bars on a terminal."""
-    from dvc.exceptions import DvcException
 
+def _byte_callback(meter: Meter) -> Any:
+    """An fsspec callback, as DVC's transfers call it, that counts bytes into ``meter``.
+
+    DVC calls the top callback once per object and a child (``branched``) per file copied, which
+    reports bytes as they move when the filesystem does (object stores; local copies of 1 GB and
+    more). A file that reported nothing counts its size when it is done (DVC copies smaller local
+    files in one call)."""
+    from fsspec.callbacks import Callback
+
+    class FileBytes(Callback):
+        def __init__(self, paths: tuple[Any, ...]) -> None:
+            super().__init__()
+            self.paths = paths
+            self.counted = 0
+
+        def call(self, hook_name: str | None = None, **kwargs: Any) -> None:
+            value = int(self.value or 0)
+            if value > self.counted:
+                meter.add(value - self.counted)
+                self.counted = value
+
+        def __exit__(self, *exc: object) -> None:
+            if exc[0] is None and not self.counted:
+                meter.add(_local_size(self.paths))
+            self.close()
+
+    class Objects(Callback):
+        def branched(self, path_1: Any, path_2: Any, **kwargs: Any) -> Any:
+            return FileBytes((path_1, path_2))
+
+    return Objects()
+
+
+def _callback(meter: Meter | None) -> dict[str, Any]:
+    return {"callback": _byte_callback(meter)} if meter is not None else {}
+
+
+def _local_size(paths: tuple[Any, ...]) -> int:
+    for p in paths:
+        if isinstance(p, str):
+            try:
+                return os.path.getsize(p)
+            except OSError:
+                continue
+    return 0
+
+
+def _with_files(tops: list[Any], odbs: list[Any]) -> list[Any]:
+    """The objects to transfer for these top-level ones: each directory object's files, then itself
+    (its listing is read from the first of ``odbs`` that has it), as ``dvc fetch`` collects them. A
+    listing none has is left to DVC's transfer, which reports it missing (and checkout then fails)."""
+    from dvc_data.hashfile.transfer import find_tree_by_obj_id
+
+    objs: dict[str, Any] = {}
+    for top in tops:
+        tree = find_tree_by_obj_id(odbs, top) if top.isdir else None
+        if tree is not None:
+            objs.update((oid.value, oid) for _, _, oid in tree if oid is not None)
+        objs[top.value] = top
+    return list(objs.values())
+
+
+class TransferFailed(KgitError):
+    """An upload or download failed; ``explained`` when the message says what the failure means."""
+
+    def __init__(self, message: str, explained: bool) -> None:
+        super().__init__(message)
+        self.explained = explained
+
+
+def _where(repo: Any, remote: str | None) -> Any:
     from kgit import storage
 
-    def where(repo: Any) -> storage.Where:
-        name = remote or repo.config["core"].get("remote")
-        conf = dict(repo.config["remote"].get(name) or {}) if name else {}
-        return storage.Where.of(name, str(conf.get("url", "")), conf)
+    name = remote or repo.config["core"].get("remote")
+    conf = dict(repo.config["remote"].get(name) or {}) if name else {}
+    return storage.Where.of(name, str(conf.get("url", "")), conf)
 
-    with open_repo(root) as repo, _cwd(root), _dvc_errors() as logged:
+
+def _failure(repo: Any, remote: str | None, logged: list[str], exc: BaseException | None) -> TransferFailed:
+    """One line for a failed transfer: what it means if kgit knows the failure (``storage.explain``),
+    else DVC's own words."""
+    from kgit import storage
+
+    texts = [*logged, storage.chain_text(exc)] if exc is not None else logged
+    why = storage.explain(" ".join(texts), _where(repo, remote))
+    if why:
+        return TransferFailed(why, explained=True)
+    said = "; ".join([*logged[:2], *([str(exc) or type(exc).__name__] if exc is not None else [])])
+    return TransferFailed(one_line(said or "no output", 300), explained=False)
+
+
+def push(root: Path, oids: list[str], remote: str, meter: Meter | None = None) -> int:
+    """Upload these objects (a version folder's ``.dir`` hash and its files) from the local DVC cache
+    to DVC remote ``remote``, as ``dvc push`` does; returns how many objects were sent.
+
+    ``meter`` (a ``kgit.progress.Meter``) counts the bytes: its total becomes the size of the
+    objects the remote lacks, as DVC finds them. Raises ``TransferFailed``."""
+    from dvc_data.hashfile.db import get_index
+    from dvc_data.hashfile.hash_info import HashInfo
+
+    with open_repo(root) as repo, _no_dvc_bars(), _dvc_errors() as logged:
+        cache = repo.cache.local
+
+        def sizes(status: Any) -> None:  # DVC hands over what it will send before sending it
+            log_missing = getattr(repo.cloud, "_log_missing", None)
+            if log_missing is not None:
+                log_missing(status)
+            if meter is not None:
+                meter.expect(sum(_local_size((cache.oid_to_path(h.value),)) for h in status.new if h.value))
+
         try:
-            stats = repo.pull(targets=dvc_files, remote=remote)
+            odb = repo.cloud.get_remote_odb(remote, "push")
+            with contextlib.closing(get_index(odb)) as index:
+                result = repo.cloud.transfer(cache, odb, [HashInfo("md5", oid) for oid in oids],
+                                             dest_index=index, cache_odb=cache, validate_status=sizes,
+                                             shallow=False, **_callback(meter))
+        except Exception as exc:  # a remote's filesystem raises its own errors (network, credentials, disk)
+            raise _failure(repo, remote, logged, exc) from None
+        if result.failed:
+            raise _failure(repo, remote, logged or [f"{len(result.failed)} file(s) failed to upload"], None)
+    return len(result.transferred)
+
+
+def pull(root: Path, dvc_files: list[str], remote: str | None = None, meter: Meter | None = None) -> int:
+    """``dvc pull`` exactly these ``.dvc`` files (fetch into the cache, check out into the work tree).
+
+    Returns how many objects DVC fetched. ``meter`` (a ``kgit.progress.Meter``) counts the bytes
+    as DVC's transfer reports them; DVC's own bars are not drawn."""
+    from dvc.exceptions import DvcException
+    from dvc_data.hashfile.db import get_index
+    from dvc_data.hashfile.hash_info import HashInfo
+
+    tops = []
+    for f in dvc_files:
+        out = read_dvc_file((root / f).read_text(), f)["outs"][0]
+        tops.append(HashInfo(str(out.get("hash") or "md5"), str(out.get("md5"))))
+    with open_repo(root) as repo, _cwd(root), _no_dvc_bars(), _dvc_errors() as logged:
+        try:
+            odb = repo.cloud.get_remote_odb(remote, "pull")
+            cache = repo.cache.local
+            oids = _with_files(tops, [cache, odb])
+            with contextlib.closing(get_index(odb)) as index:
+                result = repo.cloud.transfer(odb, cache, oids, src_index=index, cache_odb=cache, verify=odb.verify,
+                                             validate_status=getattr(repo.cloud, "_log_missing", None),
+                                             **_callback(meter))
+            if result.failed:
+                raise _failure(repo, remote, logged or [f"{len(result.failed)} file(s) failed to download"], None)
+            repo.checkout(targets=dvc_files)
+        except TransferFailed as exc:
+            raise KgitError(f"fetching {', '.join(dvc_files)} failed: {exc}") from None
         except Exception as exc:  # a remote's filesystem raises its own errors (network, credentials)
-            why = storage.explain(" ".join([*logged, storage.chain_text(exc)]), where(repo))
-            if why is None and not isinstance(exc, DvcException):
+            failed = _failure(repo, remote, logged, exc)
+            if not failed.explained and not isinstance(exc, DvcException):
                 raise
-            said = "; ".join([*logged[:2], str(exc)])
-            raise KgitError(f"fetching {', '.join(dvc_files)} failed: {why or one_line(said, 300)}") from None
-    return int((stats or {}).get("fetched", 0)) if isinstance(stats, dict) else 0
+            raise KgitError(f"fetching {', '.join(dvc_files)} failed: {failed}") from None
+    return len(result.transferred)
 
 
 MAX_DVC_FILE = 16 << 20  # a .dvc file with kgit's metadata is kilobytes; hyperparameters at most 1 MB

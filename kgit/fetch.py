@@ -30,9 +30,14 @@ class Fetched:
         return {"name": self.name, "version": self.version, "tag": self.tag, "formats": self.formats}
 
 
-def get(name: str, version: str, *, formats: list[str] | None = None, repo: Repo) -> Fetched:
-    """Fetch ``name@version`` (all its formats, or ``formats``) from the DVC remote if not present."""
+def get(name: str, version: str, *, formats: list[str] | None = None, repo: Repo,
+        progress: bool | None = None) -> Fetched:
+    """Fetch ``name@version`` (all its formats, or ``formats``) from the DVC remote if not present.
+
+    ``progress``: draw the download's progress on stderr (True), never (False), or when stderr is a
+    terminal and ``CI`` is not set (None)."""
     from kgit import dvc_ops
+    from kgit import progress as progress_display
 
     rel = registry.resolve(repo, name, version)
     wanted = formats or list(rel.formats)
@@ -62,7 +67,10 @@ def get(name: str, version: str, *, formats: list[str] | None = None, repo: Repo
     pulled = False
     try:
         if to_pull:
-            dvc_ops.pull(repo.root, to_pull)
+            expected = sum(int(result.formats[fmt].get("size") or 0) for fmt in wanted if result.formats[fmt]["fetched"])
+            show = progress_display.wanted() if progress is None else progress
+            with progress_display.Meter(f"fetching {rel.name}@{rel.version}", expected, show=show) as meter:
+                dvc_ops.pull(repo.root, to_pull, meter=meter)
         pulled = True
         for fmt in wanted:
             verified_metadata(repo, rel, fmt)
@@ -103,7 +111,7 @@ def _remove(repo: Repo, folders: list[Path]) -> str:
 
 
 def load_model(repo: Repo, name: str, version: str, fmt: str | None = None, *,
-               custom_objects: dict[str, Any] | None = None) -> Any:
+               custom_objects: dict[str, Any] | None = None, progress: bool | None = None) -> Any:
     """Resolve ``name@version``, fetch that format's data if it is not here, verify it against the
     release, import the code the release names, and load the Keras model."""
     from kgit import formats, usercode
@@ -115,7 +123,7 @@ def load_model(repo: Repo, name: str, version: str, fmt: str | None = None, *,
         raise ReleaseNotFoundError(f"{name}@{rel.version} has no {fmt} format (it has {', '.join(rel.formats)})")
     folder = repo.root / rel.formats[fmt]["path"]
     if not (folder / METADATA_FILE).exists():  # not here yet: fetch that version only
-        get(name, rel.version, formats=[fmt], repo=repo)
+        get(name, rel.version, formats=[fmt], repo=repo, progress=progress)
     meta = verified_metadata(repo, rel, fmt)
     custom = usercode.load_custom_objects(meta.custom_objects)
     custom.update(custom_objects or {})

@@ -245,11 +245,12 @@ def get(
     ref: str = typer.Argument(..., metavar="NAME@VERSION", help="A release: mnist@v2, mnist#prod, or mnist (its latest version)."),
     formats: list[str] = typer.Option([], "--format", "-f", help="Only this format (repeatable; default: all formats of the release)."),
     json_out: bool = typer.Option(False, "--json", help="Print what was fetched as JSON."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar (it is drawn only when stderr is a terminal and CI is not set)."),
 ) -> None:
     """Fetch one release's data from the DVC remote (only that version's bytes), verified against the release."""
     from kgit import api
 
-    result = api.get(ref, formats=formats or None)
+    result = api.get(ref, formats=formats or None, progress=False if quiet else None)
     if json_out:
         print_json(result.to_dict())
         return
