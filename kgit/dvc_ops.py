@@ -9,12 +9,12 @@ import contextlib
 import io
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kgit.errors import KgitError, one_line
-from kgit.fsutil import write_atomic
+from kgit.fsutil import FileDigest, write_atomic
 
 if TYPE_CHECKING:
     from kgit.progress import Meter
@@ -176,13 +176,19 @@ def set_remote_options(root: Path, name: str, options: dict[str, str], level: st
     return changed
 
 
-def add(root: Path, targets: list[Path]) -> None:
-    """``dvc add`` each folder (each becomes its own output with its own ``.dvc`` file)."""
+def add(root: Path, targets: list[Path], known: Mapping[Path, FileDigest] | None = None) -> None:
+    """``dvc add`` each folder (each becomes its own output with its own ``.dvc`` file).
+
+    ``known``: md5s kgit computed while hashing these files (kgit.fsutil.digest_file), which DVC
+    then takes from its state database instead of reading every byte again; a file whose identity
+    (inode, size, mtime, ctime) is no longer the one hashed is left for DVC to hash."""
     from dvc.exceptions import DvcException
 
     rel = [str(t.relative_to(root)) for t in targets]
     try:
         with open_repo(root) as repo, _quiet(), _cwd(root):  # DVC resolves outputs from the cwd
+            if known:
+                seed_hashes(repo, root, known)
             repo.add(rel)
     except DvcException as exc:
         raise KgitError(f"`dvc add {' '.join(rel)}` failed: {exc}") from None
@@ -201,6 +207,33 @@ def _no_dvc_bars() -> Iterator[None]:
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
+
+
+def seed_hashes(repo: Any, root: Path, known: Mapping[Path, FileDigest]) -> int:
+    """Put md5s kgit computed into DVC's state database (keyed, as DVC keys it, by path, inode,
+    mtime and size), so ``dvc add`` does not hash those files again. Only files that are still
+    exactly as hashed are entered; returns how many. A DVC without this database, or with another
+    hash than md5, is left alone: it then hashes every file itself, as it always did."""
+    odb = repo.cache.local
+    state = getattr(odb, "state", None)
+    if getattr(odb, "hash_name", None) != "md5" or state is None or not hasattr(state, "save_many"):
+        return 0
+    from dvc_data.hashfile.hash_info import HashInfo
+
+    items = []
+    for path, digest in known.items():
+        full = os.path.join(repo.root_dir, os.path.relpath(path, root))  # the path DVC looks up
+        try:
+            st = os.stat(full, follow_symlinks=False)
+        except OSError:
+            continue
+        if not digest.describes(st):
+            continue
+        # what DVC's own stat gives for these keys (dvc_data.fsutils._localfs_info)
+        items.append((full, HashInfo("md5", digest.md5), {"ino": st.st_ino, "mtime": st.st_mtime, "size": st.st_size}))
+    if items:
+        state.save_many(items, odb.fs)
+    return len(items)
 
 
 def _byte_callback(meter: Meter) -> Any:

@@ -28,7 +28,7 @@ from kgit.errors import (
     VersionExistsError,
     describe,
 )
-from kgit.fsutil import write_atomic
+from kgit.fsutil import FileDigest, FolderDigests, regular_files, write_atomic
 from kgit.git_ops import Repo
 from kgit.metadata import (
     ARTIFACTS_DIR,
@@ -36,6 +36,7 @@ from kgit.metadata import (
     METADATA_FILE,
     REFERENCE_INPUTS_FILE,
     REFERENCE_OUTPUTS_FILE,
+    SIGNATURE_FILE,
     DatasetInfo,
     GitInfo,
     Metadata,
@@ -147,15 +148,18 @@ def release(
             tag = tag_name(req.name, ver)
             label = str(ver)
             staging = txn.staging_dir(git) / f"{req.name}-{label}"
+            hashing: dict[str, FolderDigests] = {}  # per format: sha256 and md5 of its files, in one read
             try:
-                metas = _stage(git, req, prepared, label, staging, say)
+                metas = _stage(git, req, prepared, label, staging, hashing, say)
                 txn.failpoint("staged")
                 say(f"validating {req.name} {label} in a fresh process")
                 validation = _validate(staging, req, worker)
-                _seal(staging, req, metas, _measured(validation, req), say)
+                digests = _seal(staging, req, metas, _measured(validation, req), hashing, say)
                 txn.failpoint("validated")
-                return _publish(git, req, label, tag, staging, metas, validation, say)
+                return _publish(git, req, label, tag, staging, metas, validation, digests, say)
             finally:
+                for h in hashing.values():
+                    h.stop()
                 shutil.rmtree(staging, ignore_errors=True)
 
 
@@ -343,7 +347,10 @@ def _choose_version(git: Repo, req: _Request) -> Version:
 
 
 # -- 4. stage: write each format into a private folder ------------------------------------------
-def _stage(git: Repo, req: _Request, prep: _Prepared, label: str, staging: Path, say: Progress) -> dict[str, Metadata]:
+def _stage(git: Repo, req: _Request, prep: _Prepared, label: str, staging: Path,
+           hashing: dict[str, FolderDigests], say: Progress) -> dict[str, Metadata]:
+    """Write each format's folder and start hashing its files (``hashing``), which goes on while the
+    release is validated; the metadata written here gets its ``files`` in ``_seal``."""
     from kgit import formats
     from kgit.reference import save_npz
 
@@ -360,6 +367,7 @@ def _stage(git: Repo, req: _Request, prep: _Prepared, label: str, staging: Path,
         formats.save(prep.model, fmt, folder, inference_only=req.inference_only)
         save_npz(folder / REFERENCE_INPUTS_FILE, prep.inputs)
         save_npz(folder / REFERENCE_OUTPUTS_FILE, prep.outputs)
+        hashing[fmt] = FolderDigests(folder, exclude=(METADATA_FILE, SIGNATURE_FILE))
         meta = Metadata(
             name=req.name, version=label, format=fmt, formats=list(req.formats), created_at=created,
             git=gitinfo, dataset=dataset, hyperparameters=req.hyperparams, training=prep.training,
@@ -367,7 +375,7 @@ def _stage(git: Repo, req: _Request, prep: _Prepared, label: str, staging: Path,
             reference=ReferenceInfo(REFERENCE_INPUTS_FILE, sha256_file(folder / REFERENCE_INPUTS_FILE),
                                     REFERENCE_OUTPUTS_FILE, sha256_file(folder / REFERENCE_OUTPUTS_FILE),
                                     req.atol, prep.generated),
-            files=hash_folder(folder), custom_objects=req.custom_objects, custom_modules=prep.custom_modules,
+            files={}, custom_objects=req.custom_objects, custom_modules=prep.custom_modules,
             builder=req.builder, unsafe=req.unsafe, notes=req.notes,
             signed_by=req.sign_with[1] if req.sign_with else None, resumable=prep.resumable,
             keras_flavour=prep.keras_flavour, metrics=dict(req.metrics), evaluate=req.evaluate,
@@ -409,25 +417,42 @@ def _measured(results: list[Any], req: _Request) -> dict[str, float]:
     return values
 
 
-def _seal(staging: Path, req: _Request, metas: dict[str, Metadata], measured: dict[str, float], say: Progress) -> None:
-    """Record the measured metrics in each format's metadata, then sign each folder (the signature
-    covers metadata.json, so this comes last)."""
+def _seal(staging: Path, req: _Request, metas: dict[str, Metadata], measured: dict[str, float],
+          hashing: dict[str, FolderDigests], say: Progress) -> dict[str, dict[str, FileDigest]]:
+    """Record each file's sha256 and the measured metrics in each format's metadata, then sign each
+    folder (the signature covers metadata.json, so this comes last). Returns the digests per format."""
+    digests = {}
     for fmt, meta in metas.items():
         folder = staging / fmt
+        digests[fmt] = found = hashing[fmt].result()
+        _check_unchanged(folder, found)
+        meta.files = {rel: d.sha256 for rel, d in found.items()}
         if measured:
             meta.metrics = {**meta.metrics, **measured}
             meta.measured = list(measured)
-            (folder / METADATA_FILE).write_text(meta.to_json(), encoding="utf-8")
+        (folder / METADATA_FILE).write_text(meta.to_json(), encoding="utf-8")
         if req.sign_with:
             from kgit import signing
 
             say(f"signing {req.name} {meta.version} ({fmt}) with key {req.sign_with[1][:16]}")
             signing.sign(folder, req.sign_with[0])
+    return digests
+
+
+def _check_unchanged(folder: Path, digests: dict[str, FileDigest]) -> None:
+    """The folder holds exactly the files that were hashed, each still as it was then (hashing
+    overlapped validation: nothing may have been added or rewritten meanwhile)."""
+    now = regular_files(folder, exclude=(METADATA_FILE, SIGNATURE_FILE))
+    changed = [rel for rel in now if rel not in digests or not digests[rel].describes(os.stat(folder / rel))]
+    changed += [rel for rel in digests if rel not in now]
+    if changed:
+        raise KgitError(f"{folder / changed[0]} changed after it was written: nothing may write into a release "
+                        "being made; run the release again")
 
 
 # -- 6. publish: place, track, describe, commit, tag (journaled) -------------------------------
 def _publish(git: Repo, req: _Request, label: str, tag: str, staging: Path, metas: dict[str, Metadata],
-             validation: list[Any], say: Progress) -> ReleaseRecord:
+             validation: list[Any], digests: dict[str, dict[str, FileDigest]], say: Progress) -> ReleaseRecord:
     model_dir = Path(ARTIFACTS_DIR) / req.name
     folders = {fmt: model_dir / fmt / label for fmt in req.formats}
     journal = _open_journal(git, tag, staging, metas, folders)
@@ -435,7 +460,7 @@ def _publish(git: Repo, req: _Request, label: str, tag: str, staging: Path, meta
         _place(git.root, staging, folders)
         txn.failpoint("placed")
         say(f"tracking {req.name} {label} with DVC")
-        _track(git, folders, journal)
+        _track(git, folders, digests, journal)
         txn.failpoint("tracked")
         hashes = _describe(git, req, label, folders, metas, journal)
         txn.failpoint("described")  # dvc.yaml written, nothing committed
@@ -477,9 +502,11 @@ def _dvc_files(folders: dict[str, Path]) -> list[str]:
     return [f"{rel.as_posix()}.dvc" for rel in folders.values()]
 
 
-def _track(git: Repo, folders: dict[str, Path], journal: txn.Journal) -> None:
+def _track(git: Repo, folders: dict[str, Path], digests: dict[str, dict[str, FileDigest]], journal: txn.Journal) -> None:
     root = git.root
-    dvc_ops.add(root, [root / rel for rel in folders.values()])
+    # DVC reuses the md5s computed with kgit's sha256s (same read) for files still exactly as hashed
+    known = {root / rel / name: d for fmt, rel in folders.items() for name, d in digests[fmt].items()}
+    dvc_ops.add(root, [root / rel for rel in folders.values()], known=known)
     journal.note_written(root, [*_dvc_files(folders), *(p for p in journal.backups if p != project.DVC_YAML)])
     journal.save(git)
 

@@ -195,12 +195,28 @@ def optimizer_state(model: Any) -> dict[str, Any] | None:
     if getattr(opt, "built", False) or getattr(opt, "_built", False):  # tf_keras: _built
         digest = hashlib.sha256()
         for var in variables:
-            arr = np.ascontiguousarray(np.asarray(var))
+            arr = np.ascontiguousarray(_host_values(var))
             digest.update(f"{arr.dtype.str}{arr.shape};".encode())
             digest.update(arr.reshape(-1).view(np.uint8).data)  # the bytes of tobytes(), without a copy
         state["variables"] = len(variables)
         state["variables_sha256"] = digest.hexdigest()
     return state
+
+
+def _host_values(var: Any) -> np.ndarray:
+    """A variable's values as a NumPy array, read in place where TensorFlow allows it: ``np.asarray``
+    copies every slot (``EagerTensor.numpy()`` returns a copy), a second copy of the optimizer state
+    at a time when the model and its slots are all in memory. The array is only read."""
+    tf_var = getattr(var, "value", var)  # a Keras 3 Variable holds a tf.Variable; tf_keras' is one
+    if callable(tf_var):  # tf.Variable.value is a method
+        tf_var = var
+    try:
+        values = tf_var.read_value()._numpy()
+    except Exception:  # another backend or TensorFlow version: the public, copying way
+        values = None
+    if isinstance(values, np.ndarray) and values.shape == tuple(var.shape):
+        return values
+    return np.asarray(var)
 
 
 def restore_h5_optimizer(model: Any, path: Path) -> None:
