@@ -5,9 +5,10 @@ children; the machine may be shared, and CPU time is what the code itself costs)
   list, list --json       every tag
   show NAME@vMID          one version (must not read every tag)
   resolve one version     what `kgit get` / `kgit validate` / `kgit.load` do before touching data:
-                          ``registry.resolve`` of vMID and of ``latest``, in a fresh process
+                          ``registry.resolve`` of vMID, and of ``latest``, each in a fresh process
   pre-push, nothing new   ``kgit hook pre-push`` for a plain commit
   server pre-receive      ``kgit hook pre-receive`` receiving a plain commit
+  the floor               ``python -c pass`` and ``kgit --version`` (CPU), in the same minutes
 
 Each measurement runs once more before the timed runs, so kgit's tag cache (``.git/kgit/tagcache.json``)
 is warm, as it is in a clone that has listed its tags once; the first, cold ``kgit list`` is reported
@@ -61,16 +62,18 @@ def bench(fx: Fixtures, runs: int) -> list[Row]:
     mid = f"v{n // 2}"
     (repo / ".git" / "kgit" / "tagcache.json").unlink(missing_ok=True)
     rows = _rows("`kgit list`, first run (no tag cache)", fixture, [run_cpu([KGIT, "list"], repo)], TARGET_LIST)
-    resolve = ("from kgit import registry; from kgit.git_ops import Repo; r = Repo('.'); "
-               f"registry.resolve(r, {MODEL!r}, {mid!r}); registry.resolve(r, {MODEL!r}, 'latest')")
+    resolve = ("from kgit import registry; from kgit.git_ops import Repo; "
+               "registry.resolve(Repo('.'), {model!r}, {version!r})")
     stdin = f"refs/heads/main {git(repo, 'rev-parse', 'HEAD')} refs/heads/main {git(repo, 'rev-parse', 'origin/main')}\n"
     received = f"{git(repo, 'rev-parse', 'HEAD~1')} {git(repo, 'rev-parse', 'HEAD')} refs/heads/main\n"
     cases: list[tuple[str, list[str], Path, str | None, float]] = [
         ("`kgit list`", [KGIT, "list"], repo, None, TARGET_LIST),
         ("`kgit list --json`", [KGIT, "list", "--json"], repo, None, TARGET_LIST),
         (f"`kgit show {MODEL}@{mid}`", [KGIT, "show", f"{MODEL}@{mid}"], repo, None, TARGET_ONE),
-        (f"resolve {MODEL}@{mid} and {MODEL}@latest (get/validate/load)", [sys.executable, "-c", resolve], repo, None,
-         TARGET_ONE),
+        (f"resolve {MODEL}@{mid} (get/validate/load)",
+         [sys.executable, "-c", resolve.format(model=MODEL, version=mid)], repo, None, TARGET_ONE),
+        (f"resolve {MODEL}@latest (get/validate/load)",
+         [sys.executable, "-c", resolve.format(model=MODEL, version="latest")], repo, None, TARGET_ONE),
         ("pre-push, nothing new (`kgit hook pre-push`)", [KGIT, "hook", "pre-push", "origin", str(origin)], repo, stdin,
          TARGET_ONE),
         ("server pre-receive, a plain commit", [KGIT, "hook", "pre-receive"], repo / ".git", received, TARGET_ONE),
@@ -83,4 +86,8 @@ def bench(fx: Fixtures, runs: int) -> list[Row]:
             samples[name].append(run_cpu(cmd, cwd, text))
     for name, _cmd, _cwd, _text, target in cases:
         rows += _rows(name, fixture, samples[name], target)
+    # the floor every command stands on, measured in the same minutes: this machine's speed varies
+    for name, cmd in (("Python start-up alone (`python -c pass`)", [sys.executable, "-c", "pass"]),
+                      ("start-up and the command line's imports (`kgit --version`)", [KGIT, "--version"])):
+        rows += _rows(name, "-", [run_cpu(cmd, repo) for _ in range(runs)], TARGET_ONE)[1:]
     return rows

@@ -62,6 +62,7 @@ class Repo:
         if self.bare and not bare:
             raise NotAGitRepoError(f"{path} is a bare git repository: kgit needs a working tree")
         self.root = self.git_dir if self.bare else Path(lines[3]).resolve()
+        self._shown: dict[tuple[str, str], str | None] = {}
 
     # -- plumbing -------------------------------------------------------------------------
     def git(self, *args: str, check: bool = True, raw: bool = False) -> str:
@@ -114,8 +115,16 @@ class Repo:
         return paths
 
     def show_file(self, rev: str, relpath: str) -> str | None:
+        """The file ``relpath`` at ``rev`` (None if it has none). A full commit id names content
+        that never changes: those are read from git once per Repo."""
+        fixed = len(rev) == 40 and all(c in "0123456789abcdef" for c in rev)
+        if fixed and (rev, relpath) in self._shown:
+            return self._shown[(rev, relpath)]
         code, out, _ = self.try_git("show", f"{rev}:{relpath}")
-        return out if code == 0 else None
+        text = out if code == 0 else None
+        if fixed:
+            self._shown[(rev, relpath)] = text
+        return text
 
     def show_files(self, specs: list[tuple[str, str]]) -> dict[tuple[str, str], str | None]:
         """The text of many files at many revisions, ``(rev, relpath) -> text`` (None where it is
@@ -200,21 +209,25 @@ class Repo:
         for-each-ref takes them), sorted, from the names alone: the loose tag files' names and the
         packed-refs file, whose values git reads later. ``git for-each-ref`` with any pattern reads
         every loose tag file (0.1 s at 15,000, as a repository has them after fetching many tags
-        until ``git gc``). None where the files backend's simple layout does not hold (reftable,
-        tags in sub-folders): then ask git."""
+        until ``git gc``). None where the files backend's simple layout does not hold (reftable, a
+        folder of tags where a match could be): then ask git."""
         wanted = [p[len("refs/tags/"):] for p in patterns if p.startswith("refs/tags/")]
         if len(wanted) != len(patterns) or any("/" in w or not w for w in wanted):
             return None
         if (self.common_dir / "reftable").exists():
             return None
+        # the literal start of each pattern: only names that begin so can match (a tag in a folder
+        # never matches a pattern without "/", but a folder named like a match would: ask git)
+        heads = tuple(w[:min((w.index(c) for c in "*?[" if c in w), default=len(w))] for w in wanted)
         names: set[str] = set()
         try:
             with os.scandir(self.common_dir / "refs" / "tags") as entries:
                 for entry in entries:
-                    if entry.is_dir(follow_symlinks=False):
-                        return None
-                    if not entry.name.endswith(".lock"):
-                        names.add(entry.name)
+                    if entry.name.startswith(heads):
+                        if entry.is_dir(follow_symlinks=False):
+                            return None
+                        if not entry.name.endswith(".lock"):
+                            names.add(entry.name)
         except FileNotFoundError:
             pass
         except OSError:
@@ -229,14 +242,14 @@ class Repo:
             ref = line.partition(" ")[2]
             if ref.startswith("refs/tags/") and not line.startswith(("#", "^")):
                 name = ref[len("refs/tags/"):]
-                if "/" in name:
-                    return None
-                names.add(name)
+                if name.startswith(heads):
+                    if "/" in name:
+                        return None
+                    names.add(name)
         found = {w for w in wanted if w in names and not _is_glob(w)}
-        for glob in filter(_is_glob, wanted):  # the literal start first: most names fail there
-            head = glob[:min(glob.index(c) for c in "*?[" if c in glob)]
+        for glob in filter(_is_glob, wanted):
             match = re.compile(fnmatch.translate(glob)).match
-            found.update(n for n in names if n.startswith(head) and match(n))
+            found.update(n for n in names if match(n))
         return sorted(found)
 
     def _refs_of(self, names: list[str]) -> list[tuple[str, str, str]]:

@@ -24,7 +24,7 @@ from kgit.git_ops import Repo, TagInfo
 from kgit.metadata import ARTIFACTS_DIR, FORMATS, Metadata
 from kgit.seen import SeenRecord
 from kgit.tagcache import TagCache
-from kgit.versions import Event, Version, check_name, parse_event, parse_tag
+from kgit.versions import Event, Version, check_name, parse_event, parse_tag, tag_version_key
 
 SUMMARY_MARK = "kgit-release:"
 
@@ -392,32 +392,34 @@ def resolve(repo: Repo, name: str, version: str) -> Release:
     if version.startswith("#"):
         return _resolve_stage(repo, name, version[1:])
     if version == "latest":
-        versions = _versions(repo.tag_names(f"refs/tags/{name}@*"), name)
-        for ver in sorted(versions, key=lambda v: v.key, reverse=True):  # a forged high tag never wins
-            rel = _one(repo, name, ver)
+        keys = _version_keys(repo.tag_names(f"refs/tags/{name}@*"), name)
+        for key in reversed(keys):  # highest first; a forged high tag never wins
+            rel = _one(repo, name, Version(*key))
             if rel is not None and not rel.deprecated and rel.valid and not release_problems(repo, rel):
                 return rel
-        if not versions:
+        if not keys:
             raise ReleaseNotFoundError(f"no releases of model {name!r}: see `kgit list`")
         raise ReleaseNotFoundError(f"every version of {name} is deprecated or invalid: name one explicitly "
-                                   f"({name}@{max(versions)}); see `kgit list {name}`")
+                                   f"({name}@{Version(*keys[-1])}); see `kgit list {name}`")
     wanted = Version.parse(version)
     rel = _one(repo, name, wanted)
     if rel is not None:
         return _checked(repo, rel)
-    known = sorted(_versions(repo.tag_names(f"refs/tags/{name}@*"), name), key=lambda v: v.key)
+    known = [Version(*k) for k in _version_keys(repo.tag_names(f"refs/tags/{name}@*"), name)[-5:]]
     if not known:
         raise ReleaseNotFoundError(f"no releases of model {name!r}: see `kgit list`")
-    raise ReleaseNotFoundError(f"{name}@{version} is not released (latest: {', '.join(str(v) for v in known[-5:])})")
+    raise ReleaseNotFoundError(f"{name}@{version} is not released (latest: {', '.join(str(v) for v in known)})")
 
 
-def _versions(tags: list[str], name: str) -> set[Version]:
-    versions = set()
+def _version_keys(tags: list[str], name: str) -> list[tuple[int, int, int]]:
+    """The (major, minor, patch) of ``name``'s version tags among ``tags``, lowest first: tuples,
+    not Version objects, as a model may have thousands."""
+    keys = set()
     for tag in tags:
-        parsed = parse_tag(tag)
+        parsed = tag_version_key(tag)
         if parsed is not None and parsed[0] == name:
-            versions.add(parsed[1])
-    return versions
+            keys.add(parsed[1])
+    return sorted(keys)
 
 
 def _one(repo: Repo, name: str, version: Version) -> Release | None:

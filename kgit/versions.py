@@ -136,10 +136,17 @@ def tag_name(name: str, version: Version) -> str:
 
 def parse_tag(tag: str) -> tuple[str, Version] | None:
     """Inverse of tag_name; None for tags that are not kgit/GTO version tags."""
+    parsed = tag_version_key(tag)
+    return (parsed[0], Version(*parsed[1])) if parsed is not None else None
+
+
+def tag_version_key(tag: str) -> tuple[str, tuple[int, int, int]] | None:
+    """parse_tag's (name, (major, minor, patch)), without building a Version."""
     m = _TAG_RE.match(tag)
     if not m:
         return None
-    return m.group("name"), Version(int(m.group("major")), int(m.group("minor")), int(m.group("patch")))
+    name, major, minor, patch = m.groups()
+    return name, (int(major), int(minor), int(patch))
 
 
 @dataclass(frozen=True)

@@ -262,8 +262,9 @@ def test_tags_found_by_name_are_those_git_for_each_ref_finds(repo: Path) -> None
             " ".join((n, t, o)) for n, t, o in (line.split() for line in by_git.splitlines())], patterns
         assert r.tag_names(patterns[0]) == [line.split()[0] for line in git(
             repo, "for-each-ref", "--format=%(refname:strip=2) x", patterns[0]).splitlines()]
-    (repo / ".git/refs/tags/team").mkdir()  # tags in a folder: git is asked instead
-    git(repo, "tag", "-a", "team/m@v1.0.0", "-m", "x")
+    git(repo, "tag", "-a", "team/m@v1.0.0", "-m", "x")  # a folder of tags no pattern reaches: no matter
+    assert r._tag_names_matching(["refs/tags/m#*"]) == ["m#prod#1", "m#prod#2"]
+    git(repo, "tag", "-a", "m#prod#3/x", "-m", "x")  # a folder named like a match: git is asked instead
     assert r._tag_names_matching(["refs/tags/m#*"]) is None
     assert [t[0] for t in r.tag_refs("refs/tags/m#*")] == ["m#prod#1", "m#prod#2"]
 

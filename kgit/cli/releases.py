@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 from pathlib import Path
@@ -147,6 +148,7 @@ def list_(
     from kgit import api
 
     rels = api.list_releases(name, sort=sort, columns=metric)
+    gc.freeze()  # they live until the process ends: the collector need not walk them again (-10% at 15,000)
     if json_out:
         print_json([r.to_dict() for r in rels])
         return
