@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from kgit.errors import KgitError, describe
+from kgit.fsutil import regular_files
 
 SCHEMA_VERSION = 1
 METADATA_FILE = "metadata.json"
@@ -169,18 +169,7 @@ def hash_folder(folder: Path, exclude: tuple[str, ...] = (METADATA_FILE, SIGNATU
     """sha256 of every regular file under ``folder`` (sorted relative POSIX paths); hashes in
     ``known`` are taken as given."""
     known = known or {}
-    result = {}
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames.sort()
-        for fname in sorted(filenames):
-            full = Path(dirpath) / fname
-            rel = full.relative_to(folder).as_posix()
-            if rel in exclude:
-                continue
-            if full.is_symlink():
-                raise KgitError(f"{full} is a symlink: release folders must hold regular files only")
-            result[rel] = known.get(rel) or sha256_file(full)
-    return result
+    return {rel: known.get(rel) or sha256_file(folder / rel) for rel in regular_files(folder, exclude)}
 
 
 def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
