@@ -138,7 +138,7 @@ class Repo:
                 raise ValueError(f"cannot read {rev}:{relpath!r}: a newline in the name")
         request = "".join(f"{rev}:{relpath}\n" for rev, relpath in wanted).encode()
         proc = subprocess.run(["git", "cat-file", "--batch"], cwd=self.root, input=request,
-                              capture_output=True, check=False)
+                              capture_output=True, env=_git_env(), check=False)
         if proc.returncode != 0:
             raise CommandError(["git", "cat-file", "--batch"], proc.returncode, proc.stderr.decode(errors="replace"))
         out, pos = proc.stdout, 0
@@ -276,7 +276,7 @@ class Repo:
         if not refs:
             return
         proc = subprocess.run(["git", "cat-file", "--batch"], cwd=self.root, capture_output=True,
-                              input="".join(f"{oid}\n" for _name, oid in refs).encode(), check=False)
+                              input="".join(f"{oid}\n" for _name, oid in refs).encode(), env=_git_env(), check=False)
         if proc.returncode != 0:
             raise CommandError(["git", "cat-file", "--batch"], proc.returncode, proc.stderr.decode(errors="replace"))
         out, pos = proc.stdout, 0
@@ -376,8 +376,9 @@ def _is_glob(pattern: str) -> bool:
 
 def _git_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment git runs in: the caller's, with git's own English whatever the locale (kgit
-    reads some of its messages), plus ``extra``."""
-    return {**os.environ, "LANGUAGE": "C", "LC_ALL": "C", **(extra or {})}
+    reads some of its messages), replace objects and grafts off (``refs/replace/*`` would let anyone
+    who can push a ref show kgit other content under a released object's id), plus ``extra``."""
+    return {**os.environ, "LANGUAGE": "C", "LC_ALL": "C", "GIT_NO_REPLACE_OBJECTS": "1", **(extra or {})}
 
 
 def _text(data: bytes) -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -231,11 +232,12 @@ class _Git:
         return cls(["git", f"--git-dir={git_dir}"])
 
     def run(self, *args: str, stdin: bytes | None = None) -> tuple[int, bytes]:
+        env = {**os.environ, "GIT_NO_REPLACE_OBJECTS": "1"}  # replace refs never change what is read
         try:
             if stdin is None:
-                proc = subprocess.run([*self.base, *args], stdin=subprocess.DEVNULL, capture_output=True)
+                proc = subprocess.run([*self.base, *args], stdin=subprocess.DEVNULL, capture_output=True, env=env)
             else:
-                proc = subprocess.run([*self.base, *args], input=stdin, capture_output=True)
+                proc = subprocess.run([*self.base, *args], input=stdin, capture_output=True, env=env)
         except FileNotFoundError:
             raise TrustError("git not found on PATH") from None
         return proc.returncode, proc.stdout

@@ -15,22 +15,26 @@ from kgit.errors import InvalidNameError, InvalidVersionError
 
 # The intersection of what the user asked for ([a-z0-9][a-z0-9._-]*) and GTO's artifact-name
 # grammar (alphanumeric at both ends, no dots), so every name is also a valid tag and folder.
-_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$")
-_SHORT_RE = re.compile(r"^v(0|[1-9]\d{0,8})$")
-_SEMVER_RE = re.compile(r"^v?(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})$")
-_TAG_RE = re.compile(
-    r"^(?P<name>[a-z0-9](?:[a-z0-9_-]*[a-z0-9])?)@v(?P<major>0|[1-9]\d*)\.(?P<minor>0|[1-9]\d*)\.(?P<patch>0|[1-9]\d*)$"
-)
+_MODEL = r"[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?"
+_NAME_RE = re.compile(_MODEL, re.ASCII)
+# Numbers as kgit writes them: ASCII digits only (``\d`` would also take Arabic-Indic or fullwidth
+# digits, look-alikes that int() accepts), no leading zeros, at most nine digits.
+_NUM = r"(?:0|[1-9][0-9]{0,8})"
+_SHORT_RE = re.compile(rf"v({_NUM})", re.ASCII)
+_SEMVER_RE = re.compile(rf"v?({_NUM})\.({_NUM})\.({_NUM})", re.ASCII)
+_TAG_RE = re.compile(rf"(?P<name>{_MODEL})@v(?P<major>{_NUM})\.(?P<minor>{_NUM})\.(?P<patch>{_NUM})", re.ASCII)
 
-_STAGE_RE = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$")
+_STAGE_RE = re.compile(_MODEL, re.ASCII)  # stage names follow the model-name grammar
 # GTO's event tags: stage assigned / unassigned, version deregistered, artifact deprecated; #N counts
-# the artifact's events (1 + the highest counter of any of its tags).
+# the artifact's events (1 + the highest counter of any of its tags), from 1, written without zeros
+# in front.
 _EVENT_RE = re.compile(
-    r"^(?P<name>[a-z0-9](?:[a-z0-9_-]*[a-z0-9])?)"
-    r"(?:#(?P<stage>[a-z0-9](?:[a-z0-9_-]*[a-z0-9])?)(?P<stage_cancel>!?)"
-    r"|@v(?P<major>0|[1-9]\d*)\.(?P<minor>0|[1-9]\d*)\.(?P<patch>0|[1-9]\d*)!"
+    rf"(?P<name>{_MODEL})"
+    rf"(?:#(?P<stage>{_MODEL})(?P<stage_cancel>!?)"
+    rf"|@v(?P<major>{_NUM})\.(?P<minor>{_NUM})\.(?P<patch>{_NUM})!"
     r"|@(?P<deprecated>deprecated))"
-    r"#(?P<counter>[0-9]+)$"
+    r"#(?P<counter>[1-9][0-9]{0,8})",
+    re.ASCII,
 )
 
 BUMPS = ("major", "minor", "patch")
@@ -38,7 +42,7 @@ BUMPS = ("major", "minor", "patch")
 
 def check_stage(stage: str) -> str:
     """Return ``stage`` if it is a valid stage name (e.g. prod, staging), else raise InvalidNameError."""
-    if not isinstance(stage, str) or not _STAGE_RE.match(stage):
+    if not isinstance(stage, str) or not _STAGE_RE.fullmatch(stage):
         raise InvalidNameError(
             f"invalid stage name {stage!r}: use lowercase letters, digits, '-' and '_', "
             "starting and ending with a letter or digit (e.g. prod, staging)"
@@ -48,7 +52,7 @@ def check_stage(stage: str) -> str:
 
 def check_name(name: str) -> str:
     """Return ``name`` if it is a valid model name, else raise InvalidNameError."""
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise InvalidNameError(
             f"invalid model name {name!r}: use lowercase letters, digits, '-' and '_', "
             "starting and ending with a letter or digit (at most 64 characters)"
@@ -71,10 +75,10 @@ class Version:
         text = text.strip() if isinstance(text, str) else text
         if not isinstance(text, str):
             raise InvalidVersionError(f"invalid version {text!r}")
-        m = _SHORT_RE.match(text)
+        m = _SHORT_RE.fullmatch(text)
         if m:
             return cls(int(m.group(1)), short=True)
-        m = _SEMVER_RE.match(text)
+        m = _SEMVER_RE.fullmatch(text)
         if m:
             return cls(int(m.group(1)), int(m.group(2)), int(m.group(3)))
         raise InvalidVersionError(
@@ -142,7 +146,7 @@ def parse_tag(tag: str) -> tuple[str, Version] | None:
 
 def tag_version_key(tag: str) -> tuple[str, tuple[int, int, int]] | None:
     """parse_tag's (name, (major, minor, patch)), without building a Version."""
-    m = _TAG_RE.match(tag)
+    m = _TAG_RE.fullmatch(tag)
     if not m:
         return None
     name, major, minor, patch = m.groups()
@@ -169,7 +173,7 @@ def deprecate_tag(name: str, version: Version, counter: int) -> str:
 
 
 def parse_event(tag: str) -> Event | None:
-    m = _EVENT_RE.match(tag)
+    m = _EVENT_RE.fullmatch(tag)
     if not m:
         return None
     counter = int(m.group("counter"))
