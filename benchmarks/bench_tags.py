@@ -7,7 +7,9 @@ children; the machine may be shared, and CPU time is what the code itself costs)
   resolve one version     what `kgit get` / `kgit validate` / `kgit.load` do before touching data:
                           ``registry.resolve`` of vMID, and of ``latest``, each in a fresh process
   pre-push, nothing new   ``kgit hook pre-push`` for a plain commit
-  server pre-receive      ``kgit hook pre-receive`` receiving a plain commit
+  server pre-receive      ``kgit hook pre-receive`` receiving a plain commit; a commit that changes
+                          ``artifacts/`` and a new branch, where every release's released file is
+                          compared with the tip's tree (the state check)
   the floor               ``python -c pass`` and ``kgit --version`` (CPU), in the same minutes
 
 Each measurement runs once more before the timed runs, so kgit's tag cache (``.git/kgit/tagcache.json``)
@@ -30,6 +32,22 @@ from bench_util import KGIT, CommandFailed, Row, git, tool_env, verdict
 
 TARGET_ONE = 0.3  # seconds: resolving one version
 TARGET_LIST = 1.0  # seconds: kgit list
+
+
+def commit_touching_artifacts(repo: Path) -> str:
+    """A commit on top of HEAD that adds ``artifacts/NOTES.md`` (no release changes), made with git's
+    plumbing and a private index: no branch moves, the work tree is untouched."""
+    index = repo / ".git" / "bench-index"
+    env = {**tool_env(), "GIT_INDEX_FILE": str(index)}
+    blob = subprocess.run(["git", "hash-object", "-w", "--stdin"], cwd=repo, input="notes\n", capture_output=True,
+                          text=True, check=True, env=env).stdout.strip()
+    for args in (["read-tree", "HEAD"], ["update-index", "--add", "--cacheinfo", f"100644,{blob},artifacts/NOTES.md"]):
+        subprocess.run(["git", *args], cwd=repo, check=True, env=env)
+    tree = subprocess.run(["git", "write-tree"], cwd=repo, capture_output=True, text=True, check=True,
+                          env=env).stdout.strip()
+    index.unlink()
+    return subprocess.run(["git", "commit-tree", tree, "-p", "HEAD", "-m", "notes beside the models"], cwd=repo,
+                          capture_output=True, text=True, check=True, env=env).stdout.strip()
 
 
 def run_cpu(cmd: Sequence[str], cwd: Path, stdin: str | None = None) -> tuple[float, float]:
@@ -66,6 +84,7 @@ def bench(fx: Fixtures, runs: int) -> list[Row]:
                "registry.resolve(Repo('.'), {model!r}, {version!r})")
     stdin = f"refs/heads/main {git(repo, 'rev-parse', 'HEAD')} refs/heads/main {git(repo, 'rev-parse', 'origin/main')}\n"
     received = f"{git(repo, 'rev-parse', 'HEAD~1')} {git(repo, 'rev-parse', 'HEAD')} refs/heads/main\n"
+    touching = commit_touching_artifacts(repo)
     cases: list[tuple[str, list[str], Path, str | None, float]] = [
         ("`kgit list`", [KGIT, "list"], repo, None, TARGET_LIST),
         ("`kgit list --json`", [KGIT, "list", "--json"], repo, None, TARGET_LIST),
@@ -77,6 +96,10 @@ def bench(fx: Fixtures, runs: int) -> list[Row]:
         ("pre-push, nothing new (`kgit hook pre-push`)", [KGIT, "hook", "pre-push", "origin", str(origin)], repo, stdin,
          TARGET_ONE),
         ("server pre-receive, a plain commit", [KGIT, "hook", "pre-receive"], repo / ".git", received, TARGET_ONE),
+        ("server pre-receive, a commit changing artifacts/ (every release checked)", [KGIT, "hook", "pre-receive"],
+         repo / ".git", f"{git(repo, 'rev-parse', 'HEAD')} {touching} refs/heads/main\n", TARGET_LIST),
+        ("server pre-receive, a new branch (every release checked)", [KGIT, "hook", "pre-receive"], repo / ".git",
+         f"{'0' * 40} {git(repo, 'rev-parse', 'HEAD')} refs/heads/feature\n", TARGET_LIST),
     ]
     for _name, cmd, cwd, text, _target in cases:  # warm-up: the tag cache, .pyc, the file cache
         run_cpu(cmd, cwd, text)

@@ -19,13 +19,12 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from kgit import project, registry, txn
+from kgit import invariants, project, registry, txn
 from kgit.errors import KgitError, one_line
 from kgit.fsutil import write_json
 from kgit.git_ops import Repo, hook_records
@@ -33,7 +32,7 @@ from kgit.metadata import ARTIFACTS_DIR
 from kgit.roundtrip import FolderResult
 from kgit.versions import parse_event, parse_tag
 
-ZERO = "0" * 40
+ZERO = invariants.ZERO
 PUBLISHED_FILE = "published.json"
 
 
@@ -66,46 +65,40 @@ class PushPlan:
     promotions: list[str] = field(default_factory=list)  # new stage tags the push brings (checked by the gates)
 
 
-def is_protected_tag(ref: str) -> bool:
-    """Release tags (NAME@vX.Y.Z) and GTO event tags (stages, deprecations) never change once shared."""
-    if not ref.startswith("refs/tags/"):
-        return False
-    tag = ref[len("refs/tags/"):]
-    return parse_tag(tag) is not None or parse_event(tag) is not None
-
-
-def protected_tag_change(ref: str, old: str, new: str) -> str | None:
-    """One line if updating ``ref`` from ``old`` to ``new`` moves or deletes a release/stage tag."""
-    if old == ZERO or old == new or not is_protected_tag(ref):
+def _remote_tip(repo: Repo, u: RefUpdate) -> str | None:
+    """The tip the remote has for ``u``'s ref, when this clone has that commit (else None)."""
+    if u.remote_sha == ZERO or repo.try_git("cat-file", "-e", f"{u.remote_sha}^{{commit}}")[0] != 0:
         return None
-    tag = ref[len("refs/tags/"):]
-    kind = "release" if parse_tag(tag) is not None else "stage/deprecation"
-    if new == ZERO:
-        return f"deleting the {kind} tag {tag} (it is shared: teammates and deployments resolve it)"
-    return (f"moving the {kind} tag {tag} from {old[:8]} to {new[:8]} (a shared release is never replaced: "
-            "release the new model as a new version)")
+    return u.remote_sha
 
 
 def _range(repo: Repo, u: RefUpdate, remote: str) -> list[str]:
     """Arguments for git log selecting the commits this update sends."""
-    if u.remote_sha != ZERO and repo.try_git("cat-file", "-e", f"{u.remote_sha}^{{commit}}")[0] == 0:
-        return [f"{u.remote_sha}..{u.local_sha}"]
-    return [u.local_sha, "--not", f"--remotes={remote}"]
+    old = _remote_tip(repo, u)
+    return [f"{old}..{u.local_sha}"] if old else [u.local_sha, "--not", f"--remotes={remote}"]
 
 
 def plan_push(repo: Repo, updates: list[RefUpdate], remote: str) -> PushPlan:
     """Git only: which releases a push brings, and which released versions it changes."""
     plan = PushPlan()
     known = KnownReleases(repo)
+    tips = []
     for u in updates:
-        change = protected_tag_change(u.remote_ref, u.remote_sha, u.local_sha)
+        change = invariants.protected_tag_change(u.remote_ref, u.remote_sha, u.local_sha)
         if change:
             plan.tag_changes.append(change)
             continue
         if u.local_sha == ZERO:
             continue  # a deletion sends nothing
+        if not u.remote_ref.startswith(("refs/heads/", "refs/tags/")):
+            plan.violations.append(invariants.foreign_ref_problem(u.remote_ref))
+            continue
         if u.local_ref.startswith("refs/tags/"):
             tag = u.local_ref[len("refs/tags/"):]
+            problem = invariants.new_tag_problem(repo, tag, u.local_sha) if u.remote_sha == ZERO else None
+            if problem:
+                plan.violations.append(problem)
+                continue
             if tag in known.staged and u.remote_sha == ZERO:
                 plan.promotions.append(tag)
             tag = known.tag_of.get(known.staged.get(tag, ""), tag)
@@ -119,15 +112,16 @@ def plan_push(repo: Repo, updates: list[RefUpdate], remote: str) -> PushPlan:
         for tag in trailers.split():
             if tag in known.released and tag not in plan.tags:
                 plan.tags.append(tag)
-        plan.violations += changed_releases(repo, rng, u.local_sha, known)
+        if u.remote_ref.startswith("refs/heads/"):
+            tips.append(invariants.Tip(u.remote_ref[len("refs/heads/"):], _remote_tip(repo, u), u.local_sha))
+    plan.violations += invariants.tip_problems(repo, tips, lambda: known.reg.releases)
     return plan
 
 
-class KnownReleases(Mapping[str, tuple[registry.Release, str]]):
-    """The releases (read from the tags on first use: a push of plain commits that touch no
-    released file, the common case, reads no tag) and, as a mapping, their ``.dvc`` files.
-    ``extra``: releases not tagged here yet (a server's list of those the push brings, which grows
-    as the push is checked), whose files count too."""
+class KnownReleases:
+    """The releases, read from the tags on first use (a push of plain commits that touch no
+    released file, the common case, reads no tag). ``extra``: releases not tagged here yet (a
+    server's list of those the push brings, which grows as the push is checked)."""
 
     def __init__(self, repo: Repo, *, remember: bool = True, extra: list[registry.Release] | None = None) -> None:
         self.repo = repo
@@ -150,22 +144,6 @@ class KnownReleases(Mapping[str, tuple[registry.Release, str]]):
     @cached_property
     def tag_of(self) -> dict[str, str]:
         return {f"{r.name}@{r.version}": r.tag for r in self.reg.releases}
-
-    @cached_property
-    def by_dvc_file(self) -> dict[str, tuple[registry.Release, str]]:
-        return dvc_files_of(self.reg.releases)
-
-    def _all_files(self) -> dict[str, tuple[registry.Release, str]]:
-        return {**self.by_dvc_file, **dvc_files_of(self.extra)} if self.extra else self.by_dvc_file
-
-    def __getitem__(self, path: str) -> tuple[registry.Release, str]:
-        return self._all_files()[path]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._all_files())
-
-    def __len__(self) -> int:
-        return len(self._all_files())
 
 
 def gate_problems(repo: Repo, tags: list[str], rev: str = "HEAD") -> list[str]:
@@ -192,37 +170,6 @@ def gate_problems(repo: Repo, tags: list[str], rev: str = "HEAD") -> list[str]:
         except KgitError as exc:
             problems.append(f"{tag}: {exc}")
     return problems
-
-
-def changed_releases(repo: Repo, rng: list[str], tip: str,
-                     by_dvc_file: Mapping[str, tuple[registry.Release, str]]) -> list[str]:
-    """Released versions whose ``.dvc`` file the commits ``rng`` change, as they stand at ``tip``."""
-    from kgit.dvc_ops import read_dvc_file
-
-    problems = []
-    touched = repo.git("log", "--format=", "--name-only", *rng, "--", ARTIFACTS_DIR)
-    for path in sorted(set(touched.split())):
-        if path not in by_dvc_file:
-            continue
-        rel, fmt = by_dvc_file[path]
-        text = repo.show_file(tip, path)
-        want = rel.formats[fmt].get("md5")
-        if text is None:
-            problems.append(f"{rel.name}@{rel.version} ({fmt}): {path} is deleted by the pushed commits")
-            continue
-        try:
-            got = read_dvc_file(text, path)["outs"][0].get("md5")
-        except KgitError as exc:
-            problems.append(f"{rel.name}@{rel.version} ({fmt}): {exc}")
-            continue
-        if got != want:
-            problems.append(f"{rel.name}@{rel.version} ({fmt}): {path} in the pushed commits has DVC hash {got}, "
-                            f"its release tag recorded {want}")
-    return problems
-
-
-def dvc_files_of(releases: list[registry.Release]) -> dict[str, tuple[registry.Release, str]]:
-    return {f"{info['path']}.dvc": (r, fmt) for r in releases if r.valid for fmt, info in r.formats.items()}
 
 
 # -- the published record ---------------------------------------------------------------------
@@ -446,25 +393,18 @@ def _run_stage(repo: Repo, labels: list[str]) -> int:
 
 
 def pre_commit(repo: Repo | None = None) -> int:
-    """The pre-commit hook; returns the exit code."""
+    """The pre-commit hook; returns the exit code. The tree about to be committed (the index) is
+    held to the same rules as a pushed branch tip, its parents being HEAD and, while a merge is
+    concluded, the commits being merged."""
     repo = repo or Repo(".")
-    out = repo.git("diff", "--cached", "--name-status", "-z", "--no-renames", "--", ARTIFACTS_DIR, raw=True)
-    fields = [f for f in out.split("\0") if f]
-    changes = list(zip(fields[::2], fields[1::2]))
-    if not changes:
-        return 0
-    releases = registry.releases(repo)
-    by_dvc_file = {f"{info['path']}.dvc": (r, fmt) for r in releases for fmt, info in r.formats.items()}
-    folders = {f"{info['path']}/": (r, fmt) for r in releases for fmt, info in r.formats.items()}
-    problems = []
-    for status, path in changes:
-        if path in by_dvc_file and status != "A":
-            rel, fmt = by_dvc_file[path]
-            what = {"D": "deletes", "M": "modifies"}.get(status[0], "changes")
-            problems.append(f"{rel.name}@{rel.version} ({fmt}): the commit {what} {path}")
-        for prefix, (rel, fmt) in folders.items():
-            if path.startswith(prefix):
-                problems.append(f"{rel.name}@{rel.version} ({fmt}): the commit adds {path} to git (release data lives in DVC)")
+    merging = [line for line in (repo.show_file_at_git_dir("MERGE_HEAD") or "").split() if line]
+    staged = repo.git("diff", "--cached", "--name-only", "-z", "--no-renames", "--", ARTIFACTS_DIR, raw=True)
+    if not staged.strip("\0") and not merging:
+        return 0  # nothing under artifacts/ changes: the common case reads no tag
+    tree = repo.git("write-tree")
+    parents = [c for c in (repo.head(), *merging) if c]
+    files = invariants.released_files(repo, registry.releases(repo))
+    problems = invariants.problems(repo, tree, parents, files, "the commit")
     if not problems:
         return 0
     _say("commit refused: released versions are immutable:")

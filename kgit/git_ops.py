@@ -126,6 +126,13 @@ class Repo:
             self._shown[(rev, relpath)] = text
         return text
 
+    def show_file_at_git_dir(self, name: str) -> str | None:
+        """A file of the git directory (``MERGE_HEAD``...), None if there is none."""
+        try:
+            return (self.git_dir / name).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return None
+
     def show_files(self, specs: list[tuple[str, str]]) -> dict[tuple[str, str], str | None]:
         """The text of many files at many revisions, ``(rev, relpath) -> text`` (None where it is
         missing or not a file), read in one ``git cat-file --batch``: one process, however many
@@ -155,6 +162,48 @@ class Repo:
             else:  # "<spec> missing" / "ambiguous"
                 result[spec] = None
         return result
+
+    def object_ids(self, specs: list[str]) -> dict[str, str | None]:
+        """The object id each of ``specs`` names (``REV:PATH``, a ref, an id), None where it names
+        nothing, in one ``git cat-file --batch-check`` however many there are."""
+        wanted = list(dict.fromkeys(specs))
+        if not wanted:
+            return {}
+        if any("\n" in spec for spec in wanted):
+            raise ValueError("an object name with a newline")
+        proc = subprocess.run(["git", "cat-file", "--batch-check=%(objectname)"], cwd=self.root, capture_output=True,
+                              input="".join(f"{spec}\n" for spec in wanted).encode(errors="surrogateescape"),
+                              env=_git_env(), check=False)
+        if proc.returncode != 0:
+            raise CommandError(["git", "cat-file", "--batch-check"], proc.returncode, _text(proc.stderr))
+        lines = proc.stdout.decode(errors="replace").splitlines()
+        return {spec: (line if len(line) in (40, 64) and " " not in line else None)
+                for spec, line in zip(wanted, lines, strict=False)}
+
+    def ls_tree(self, tree_ish: str, folder: str) -> dict[str, str]:
+        """Every file (blob or link) under ``folder`` in ``tree_ish``: path -> object id. Paths as
+        stored, no rename detection: a tree is compared as it is."""
+        code, out, _ = self.try_git("ls-tree", "-r", "-z", "--full-tree", tree_ish, "--", folder)
+        files: dict[str, str] = {}
+        if code != 0:
+            return files
+        for entry in out.split("\0"):
+            info, _, path = entry.partition("\t")
+            parts = info.split()
+            if len(parts) == 3 and parts[1] == "blob":
+                files[path] = parts[2]
+        return files
+
+    def reachable_from(self, commits: list[str], tips: list[str]) -> set[str]:
+        """Those of ``commits`` that are one of ``tips`` or an ancestor of one."""
+        wanted = set(commits)
+        if not wanted or not tips:
+            return set()
+        if len(wanted) <= 8:  # a few questions: git answers each from the commit graph
+            return {c for c in wanted if any(
+                self.try_git("merge-base", "--is-ancestor", c, tip)[0] == 0 for tip in tips)}
+        out = self.git("rev-list", *tips)  # many: one walk of the history
+        return wanted & set(out.split())
 
     # -- tags -------------------------------------------------------------------------------
     def tag_exists(self, tag: str) -> bool:
@@ -317,6 +366,17 @@ class Repo:
                 tagger, date = _parse_ident(line[len("tagger "):])
         return TagInfo(name, target, tagger, date, message, oid, True)
 
+    def tag_header_problem(self, oid: str, name: str) -> str | None:
+        """What is wrong with the header of tag object ``oid`` pushed as ``name`` (None: nothing):
+        the fields git writes, each well formed, in UTF-8 and of a sane size, naming ``name``. A tag
+        made by hand (``git hash-object -t tag --literally``) can carry anything; kgit reads every
+        tag on every listing, so such a tag is refused where it arrives."""
+        code = subprocess.run(["git", "cat-file", "tag", oid], cwd=self.root, capture_output=True,
+                              stdin=subprocess.DEVNULL, env=_git_env(), check=False)
+        if code.returncode != 0:
+            return "it is not a tag object"
+        return tag_header_problem(code.stdout, name)
+
     def create_tag(self, tag: str, target: str, message: str) -> None:
         with _message_file(message) as path:
             self.git("tag", "-a", tag, target, "-F", path)
@@ -364,6 +424,45 @@ def _tag_info(name: str, oid: str, raw: str) -> TagInfo | None:
     return TagInfo(name, target, tagger, date, message, oid, True) if target else None
 
 
+MAX_TAG_BYTES = 1 << 20  # a kgit tag's message is a few kilobytes
+MAX_HEADER_LINE = 4096
+_IDENT_RE = re.compile(rb"[^<>\n]*<[^<>\n]*> (0|[1-9][0-9]{0,11}) [+-]([0-9]{2})([0-9]{2})")
+
+
+def tag_header_problem(raw: bytes, name: str) -> str | None:
+    """``Repo.tag_header_problem`` on the raw object."""
+    if len(raw) > MAX_TAG_BYTES:
+        return f"it is {len(raw):,} bytes (at most {MAX_TAG_BYTES:,})"
+    head, sep, body = raw.partition(b"\n\n")
+    fields: dict[bytes, bytes] = {}
+    for line in head.split(b"\n"):
+        key, _, value = line.partition(b" ")
+        if len(line) > MAX_HEADER_LINE:
+            return f"its {key[:20].decode(errors='replace')} line is {len(line):,} bytes long"
+        if key in fields:
+            return f"it has two {key.decode(errors='replace')} lines"
+        fields[key] = value
+    try:
+        head.decode("utf-8")
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return "it is not UTF-8 text"
+    for key in (b"object", b"type", b"tag", b"tagger"):
+        if key not in fields:
+            return f"it has no {key.decode()} line"
+    if fields[b"tag"].decode() != name:
+        return f"its header names tag {fields[b'tag'].decode()[:80]!r}, not {name}"
+    ident = _IDENT_RE.fullmatch(fields[b"tagger"])
+    if ident is None:
+        return "its tagger line is not `Name <email> SECONDS +HHMM`"
+    hours, minutes = int(ident.group(2)), int(ident.group(3))
+    if hours > 14 or minutes > 59 or (hours == 14 and minutes):
+        return f"its tagger's time zone {ident.group(2).decode()}{ident.group(3).decode()} is out of range"
+    if not sep:
+        return "it has no message"
+    return None
+
+
 def hook_records(text: str, width: int) -> list[list[str]]:
     """The records git gives a hook on stdin (pre-push: 4 fields a line, pre-receive: 3); lines of
     any other shape are not git's and are skipped."""
@@ -387,16 +486,21 @@ def _text(data: bytes) -> str:
 
 
 def _parse_ident(ident: str) -> tuple[str, str]:
-    """``Name <email> 1700000000 +0100`` -> ("Name <email>", ISO-8601 date)."""
+    """``Name <email> 1700000000 +0100`` -> ("Name <email>", ISO-8601 date). A date git would not
+    write (a time zone of 99 hours, a year past 9999, no date at all) reads as no date: a tag
+    made by hand stays that tag's problem, never every command's."""
     from datetime import datetime, timedelta, timezone
 
     who, _, when = ident.rpartition("> ")
     parts = when.split()
     date = ""
-    if len(parts) == 2 and parts[0].isdigit() and len(parts[1]) == 5:
+    if len(parts) == 2 and parts[0].isascii() and parts[0].isdigit() and re.fullmatch(r"[+-][0-9]{4}", parts[1]):
         sign = -1 if parts[1][0] == "-" else 1
-        offset = timedelta(hours=int(parts[1][1:3]), minutes=int(parts[1][3:5])) * sign
-        date = datetime.fromtimestamp(int(parts[0]), timezone(offset)).isoformat()
+        try:
+            offset = timedelta(hours=int(parts[1][1:3]), minutes=int(parts[1][3:5])) * sign
+            date = datetime.fromtimestamp(int(parts[0]), timezone(offset)).isoformat()
+        except (ValueError, OverflowError, OSError):
+            date = ""
     return (who + ">" if who else ident).strip(), date
 
 

@@ -49,6 +49,13 @@ class Release:
     metrics: dict[str, float] = field(default_factory=dict)
     # the keys of ``metrics`` that `--evaluate` measured on the model reloaded from the artifact
     measured: tuple[str, ...] = ()
+    # other releases whose tags name the same data (one of them is a tag made by hand; its problem says which)
+    shares_with: tuple[str, ...] = ()
+
+    @property
+    def only_shares_data(self) -> bool:
+        """Whether sharing its data with another release, undecided without the data, is its only problem."""
+        return bool(self.shares_with) and len(self.problems) == 1
 
     @cached_property
     def key(self) -> tuple[int, int, int]:
@@ -257,7 +264,34 @@ def _read(repo: Repo, patterns: list[str], name: str | None, remember: bool) -> 
         found.append(rel)
     if seen is not None:
         seen.save()
+    _flag_shared_data(repo, found)
     return _assemble(found, raw_events, max_counter, changed_events)
+
+
+def _flag_shared_data(repo: Repo, found: list[Release]) -> None:
+    """Two releases never hold the same data (each version folder's metadata.json names its own
+    model, version and format): a tag made by hand over another release's data shares its DVC
+    hash. Which one is genuine, the data itself says when this clone's DVC cache holds it; without
+    the data, each is listed invalid (``kgit check`` reads the remote and tells which)."""
+    by_md5: dict[str, list[tuple[Release, str]]] = {}
+    for rel in found:
+        if rel.valid:
+            for fmt, info in rel.formats.items():
+                by_md5.setdefault(str(info.get("md5")), []).append((rel, fmt))
+    for md5, holders in by_md5.items():
+        if len(holders) < 2:
+            continue
+        from kgit.storage import local_identity
+
+        said = local_identity(repo.root, md5) if not repo.bare else None
+        for rel, fmt in holders:
+            if said == (rel.name, rel.version, fmt):
+                continue
+            others = ", ".join(f"{r.name}@{r.version}" for r, _f in holders if r is not rel)
+            rel.shares_with = tuple(r.tag for r, _f in holders if r is not rel)
+            rel.problems.append(f"its {fmt} data (DVC hash {md5[:12]}) is also {others}'s: "
+                                + (f"the data's metadata.json names {':'.join(said)}" if said else
+                                   "a tag made by hand over another release's data (`kgit check` reads the data and tells which)"))
 
 
 _FEW_TAGS = 64
@@ -395,7 +429,8 @@ def resolve(repo: Repo, name: str, version: str) -> Release:
         keys = _version_keys(repo.tag_names(f"refs/tags/{name}@*"), name)
         for key in reversed(keys):  # highest first; a forged high tag never wins
             rel = _one(repo, name, Version(*key))
-            if rel is not None and not rel.deprecated and rel.valid and not release_problems(repo, rel):
+            if (rel is not None and not rel.deprecated and rel.valid and not release_problems(repo, rel)
+                    and not _data_identity(repo, rel)):
                 return rel
         if not keys:
             raise ReleaseNotFoundError(f"no releases of model {name!r}: see `kgit list`")
@@ -448,10 +483,24 @@ def _resolve_stage(repo: Repo, name: str, stage: str) -> Release:
 
 
 def _checked(repo: Repo, rel: Release) -> Release:
-    problems = rel.problems or release_problems(repo, rel)
+    problems = rel.problems or release_problems(repo, rel) or _data_identity(repo, rel)
     if problems:
         raise InvalidReleaseError(f"{rel.tag} is not a valid release: {problems[0]}")
     return rel
+
+
+def _data_identity(repo: Repo, rel: Release) -> list[str]:
+    """What the release's data, when this clone's DVC cache holds it, says against the tag: its
+    metadata.json must name this model, version and format (two small files read, no DVC import)."""
+    from kgit.storage import local_identity
+
+    problems = []
+    for fmt, info in rel.formats.items():
+        said = local_identity(repo.root, str(info.get("md5"))) if not repo.bare else None
+        if said is not None and said != (rel.name, rel.version, fmt):
+            problems.append(f"the metadata.json in its {fmt} data is for {':'.join(said)} (a tag made by hand over "
+                            "another release's data)")
+    return problems
 
 
 def release_problems(repo: Repo, rel: Release, formats: list[str] | None = None, *,

@@ -22,17 +22,18 @@ for hosted forges without server hooks (``kgit check``).
 
 from __future__ import annotations
 
+import fnmatch
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kgit import client_hooks, hooks, registry, txn
+from kgit import client_hooks, hooks, invariants, registry, txn
 from kgit.errors import KgitError
 from kgit.git_ops import Repo, hook_records
 from kgit.registry import Release
 from kgit.versions import parse_event, parse_tag
 
-ZERO = client_hooks.ZERO
+ZERO = invariants.ZERO
 HOOK = "pre-receive"
 REMOTE_CONFIG_KEY = "kgit.dvcRemote"
 REMOTE_OPTION_KEY = "kgit.dvcRemoteOption"  # multi-valued: KEY=VALUE, the remote's DVC settings
@@ -122,6 +123,8 @@ class Verdict:
     new_releases: list[Release] = field(default_factory=list)
 
 
+
+
 def check_updates(repo: Repo, updates: list[Update], dvc_remote: str | None = None,
                   dvc_remote_options: dict[str, str] | None = None, *, check_data: bool = True) -> Verdict:
     """Everything the pre-receive hook refuses, as one-line problems (empty: accept the push)."""
@@ -129,26 +132,67 @@ def check_updates(repo: Repo, updates: list[Update], dvc_remote: str | None = No
     # the tags are read only if the push needs them: a plain push that touches no release reads none
     known = client_hooks.KnownReleases(repo, remember=False, extra=verdict.new_releases)
     pushed_events: list[tuple[str, str]] = []  # (tag, commit)
+    tips: list[invariants.Tip] = []
+    allowed = _allowed_refs(repo)
     for u in updates:
-        change = client_hooks.protected_tag_change(u.ref, u.old, u.new)
+        if not u.ref.startswith(invariants.OWN_NAMESPACES):
+            if u.new != ZERO and not any(fnmatch.fnmatchcase(u.ref, glob) for glob in allowed):
+                verdict.problems.append(invariants.foreign_ref_problem(u.ref))
+            continue
+        change = invariants.protected_tag_change(u.ref, u.old, u.new)
         if change:
             verdict.problems.append(change)
             continue
         if u.ref.startswith("refs/tags/") and u.new != ZERO:
             tag = u.ref[len("refs/tags/"):]
-            if parse_tag(tag) is not None:
+            problem = invariants.new_tag_problem(repo, tag, u.new)
+            if problem:
+                verdict.problems.append(problem)
+            elif parse_tag(tag) is not None:
                 _check_new_release(repo, tag, u.new, known, verdict)
             elif parse_event(tag) is not None:
                 target = repo.git("rev-parse", "--verify", "-q", f"{u.new}^{{commit}}", check=False)
                 pushed_events.append((tag, target))
-        elif u.ref.startswith("refs/heads/"):
-            verdict.problems += _check_branch(repo, u, known)
+        elif u.ref.startswith("refs/heads/") and u.new != ZERO:
+            verdict.problems += _trust_problems(repo, u)
+            tips.append(invariants.Tip(u.ref[len("refs/heads/"):], u.old if u.old != ZERO else _held_base(repo, u.new),
+                                       u.new))
+    heads = [u for u in updates if u.ref.startswith("refs/heads/")]
+    if heads or verdict.new_releases:
+        before = _branches(repo)
+        after = {**before, **{u.ref: u.new for u in heads}}
+        after = {ref: sha for ref, sha in after.items() if sha != ZERO}
+        verdict.problems += _lost_releases(repo, heads, after, known)
+        others = {ref[len("refs/heads/"):]: sha for ref, sha in after.items() if ref not in {u.ref for u in heads}}
+        verdict.problems += invariants.tip_problems(repo, tips, lambda: known.reg.releases,
+                                                    verdict.new_releases, others)
+        held = repo.reachable_from([r.commit for r in verdict.new_releases], list(after.values()))
+        verdict.problems += [f"new tag {r.tag}: no branch holds its release commit {r.commit[:8]}: push the branch "
+                             "it was released on with it" for r in verdict.new_releases if r.commit not in held]
     if pushed_events:
         verdict.problems += _check_events(known.reg, verdict.new_releases, pushed_events)
         verdict.problems += _gate_problems(repo, known.reg, verdict.new_releases, pushed_events)
     if check_data and verdict.new_releases and not verdict.problems:
         verdict.problems += data_problems(repo, verdict.new_releases, dvc_remote, dvc_remote_options)
     return verdict
+
+
+def _allowed_refs(repo: Repo) -> list[str]:
+    return repo.git("config", "--get-all", invariants.ALLOW_REF_KEY, check=False).split()
+
+
+def _held_base(repo: Repo, new: str) -> str | None:
+    """For a new branch: the tip of a branch the server holds (so checked already) that ``new``
+    contains, to check the new branch against as if it moved from there; None: check it whole."""
+    out = repo.git("for-each-ref", f"--merged={new}", "--count=1", "--sort=-committerdate",
+                   "--format=%(objectname)", "refs/heads/", check=False)
+    return out.strip() or None
+
+
+def _branches(repo: Repo) -> dict[str, str]:
+    """Every branch's ref name and tip before the push."""
+    out = repo.git("for-each-ref", "--format=%(refname) %(objectname)", "refs/heads/")
+    return {ref: sha for ref, _, sha in (line.partition(" ") for line in out.splitlines())}
 
 
 def _check_new_release(repo: Repo, tag: str, oid: str, known: client_hooks.KnownReleases, verdict: Verdict) -> None:
@@ -231,32 +275,26 @@ def _gate_problems(repo: Repo, reg: registry.Registry, new: list[Release], event
     return problems
 
 
-def _check_branch(repo: Repo, u: Update, known: client_hooks.KnownReleases) -> list[str]:
-    problems = []
-    branch = u.ref[len("refs/heads/"):]
-    if u.old != ZERO:
-        forward = u.new != ZERO and repo.try_git("merge-base", "--is-ancestor", u.old, u.new)[0] == 0
-        if not forward:
-            # commits only this branch had, that the update takes away from every branch
-            keep = [f"^{u.new}"] if u.new != ZERO else []
-            out = repo.git("log", f"--format=%H %(trailers:key={txn.TRAILER},valueonly,separator=%x20)",
-                           u.old, *keep, "--not", f"--exclude={branch}", "--branches")
-            lost = []
-            if out.strip():
-                release_commits = {r.commit: r for r in known.reg.releases + known.extra if r.valid}
-                for line in out.splitlines():
-                    sha, _, tags = line.partition(" ")
-                    lost += ([release_commits[sha].tag] if sha in release_commits
-                             else [t for t in tags.split() if parse_tag(t)])
-            if lost:
-                problems.append(f"{'deleting' if u.new == ZERO else 'rewriting'} branch {branch} drops the release "
-                                f"commit of {', '.join(sorted(set(lost))[:3])}: merge or rebase onto it instead")
-    if u.new == ZERO:
-        return problems
-    rng = [f"{u.old}..{u.new}"] if u.old != ZERO else [u.new, "--not", "--branches"]
-    problems += client_hooks.changed_releases(repo, rng, u.new, known)
-    problems += _trust_problems(repo, u)
-    return problems
+def _lost_releases(repo: Repo, updates: list[Update], after: dict[str, str], known: client_hooks.KnownReleases) -> list[str]:
+    """Release commits some branch held before the push that no branch holds after it (branches
+    rewritten or deleted, however many at once): the state after the push, not each update alone."""
+    gone = [u.old for u in updates if u.ref.startswith("refs/heads/") and u.old != ZERO
+            and (u.new == ZERO or repo.try_git("merge-base", "--is-ancestor", u.old, u.new)[0] != 0)]
+    if not gone:
+        return []
+    out = repo.git("log", f"--format=%H %(trailers:key={txn.TRAILER},valueonly,separator=%x20)",
+                   *gone, "--not", *after.values(), "--")
+    if not out.strip():
+        return []
+    release_commits = {r.commit: r for r in known.reg.releases + known.extra if r.valid}
+    lost = []
+    for line in out.splitlines():
+        sha, _, tags = line.partition(" ")
+        lost += ([release_commits[sha].tag] if sha in release_commits else [t for t in tags.split() if parse_tag(t)])
+    if not lost:
+        return []
+    return [f"the push leaves no branch holding the release commit of {', '.join(sorted(set(lost))[:3])} "
+            "(a branch rewritten or deleted): merge or rebase onto it instead"]
 
 
 def _trust_problems(repo: Repo, u: Update) -> list[str]:
@@ -287,13 +325,18 @@ def data_problems(repo: Repo, releases: list[Release], dvc_remote: str | None,
             continue
         oids = {str(i.get("md5")): fmt for fmt, i in rel.formats.items()}
         try:
-            absent = storage.missing_at_url(str(Path(url).expanduser()) if "://" not in url else url, oids, settings)
+            odb, where = storage.odb_at_url(str(Path(url).expanduser()) if "://" not in url else url, settings)
+            absent = storage.missing(odb, oids, where)
+            wrong = storage.identity_problems(odb, [(o, (rel.name, rel.version, f)) for o, f in oids.items()], where)
         except KgitError as exc:
             problems.append(f"cannot check that {rel.tag}'s data was uploaded: {exc}")
             continue
         for oid, objs in absent.items():
             problems.append(f"{rel.tag} ({oids[oid]}): {len(objs)} DVC object(s) are not in the DVC remote {url}: "
                             "push the data first (kgit's pre-push hook does; or `dvc push`), then push the tag")
+        for oid, _want, why in wrong:
+            problems.append(f"new tag {rel.tag} ({oids[oid]}) is not a valid release: {why} (a tag made by hand "
+                            "over another release's data)")
     return problems
 
 
@@ -335,25 +378,46 @@ def check_clone(repo: Repo, since: str | None = None, *, check_data: bool = True
     consistent, every stage tag on a valid version, every release's data in the DVC remote, and with
     ``since`` the commits since then changing no release and no trust unendorsed."""
     reg = registry.read(repo, remember=False)
-    problems = [f"{r.tag} is not a valid release: {p[0]}" for r in reg.releases
-                if (p := registry.release_problems(repo, r))]
-    valid = [r for r in reg.releases if r.valid and not registry.release_problems(repo, r)]
+    found = {r.tag: registry.release_problems(repo, r) for r in reg.releases}
+    # releases that share their data: the data read from the remote tells which is genuine
+    undecided = {r.tag for r in reg.releases if check_data and r.only_shares_data and len(found[r.tag]) == 1}
+    problems = [f"{tag} is not a valid release: {p[0]}" for tag, p in found.items() if p and tag not in undecided]
+    valid = [r for r in reg.releases if not found[r.tag] or r.tag in undecided]
     for e in reg.events:
         if e.event == "promoted" and e.version is None:
             problems.append(f"stage tag {e.tag} points at {e.commit[:8]}, which is not a valid release of {e.name}")
     for r in valid:
         if r.deprecated and r.stages:
             problems.append(f"{r.tag} is deprecated but still in stage {', '.join(r.stages)}: demote it")
+    problems += [f"tag {t[:80]!r} looks like a kgit release or stage tag but is not in kgit's exact form: "
+                 "delete it (git push origin :refs/tags/TAG)" for t in repo.tag_names() if invariants.is_lookalike(t)]
+    tips = _clone_tips(repo)
+    files = invariants.released_files(repo, valid)
+    for tip, name in tips.items():
+        problems += invariants.problems(repo, tip, [tip], files, name)
     if since is not None and since.strip("0"):  # CI systems pass all zeros for a new branch: nothing before
         head = repo.git("rev-parse", "HEAD")
         base = repo.git("rev-parse", "--verify", "-q", f"{since}^{{commit}}", check=False)
         if not base:
             raise KgitError(f"--since {since!r} is not a commit here (fetch it, or use the pipeline's before-SHA)")
-        problems += client_hooks.changed_releases(repo, [f"{base}..{head}"], head, client_hooks.dvc_files_of(valid))
         problems += _trust_problems(repo, Update(base, head, "refs/heads/HEAD"))
     if check_data and valid:
         problems += _clone_data_problems(repo, valid)
     return problems
+
+
+def _clone_tips(repo: Repo) -> dict[str, str]:
+    """Every tip a clone knows (HEAD, its branches, the remotes' branches): commit -> a name for it."""
+    out = repo.git("for-each-ref", "--format=%(objectname) %(refname:short)", "refs/heads/", "refs/remotes/")
+    tips: dict[str, str] = {}
+    for line in out.splitlines():
+        sha, _, name = line.partition(" ")
+        if not name.endswith("/HEAD"):
+            tips.setdefault(sha, f"branch {name}")
+    head = repo.head()
+    if head:
+        tips.setdefault(head, "HEAD")
+    return tips
 
 
 def _clone_data_problems(repo: Repo, releases: list[Release]) -> list[str]:
@@ -364,7 +428,10 @@ def _clone_data_problems(repo: Repo, releases: list[Release]) -> list[str]:
         return ["no default DVC remote is configured, so the releases' data cannot be checked: "
                 "run `kgit init --remote URL`"]
     oids = {str(i.get("md5")): (r, fmt) for r in releases for fmt, i in r.formats.items()}
-    absent = storage.missing_in_remote(repo.root, name, oids)
+    wanted = [(str(i.get("md5")), (r.name, r.version, fmt)) for r in releases for fmt, i in r.formats.items()]
+    absent, wrong = storage.check_remote(repo.root, name, oids, wanted)
     return [f"{oids[o][0].tag} ({oids[o][1]}): {len(objs)} DVC object(s) are not in the DVC remote {name} ({url}): "
             "whoever released it must push its data (`git push` with kgit's hook, or `dvc push`)"
-            for o, objs in absent.items()]
+            for o, objs in absent.items()] + [
+        f"{n}@{v} ({f}) is not a valid release: {why} (a tag made by hand over another release's data)"
+        for _o, (n, v, f), why in wrong]

@@ -186,6 +186,18 @@ def parse_event(tag: str) -> Event | None:
     return Event("deprecate", m.group("name"), counter, version=version)
 
 
+# Anything a person or another tool could take for a kgit tag: NAME@v<digit...>, NAME@deprecated,
+# NAME#... with any letters and any script's digits (``\d`` here on purpose).
+_LOOKALIKE_RE = re.compile(r"[^@#]+(?:@v?\d|@deprecated|#)", re.IGNORECASE)
+
+
+def is_lookalike(tag: str) -> bool:
+    """Whether ``tag`` looks like a release or event tag without being one in kgit's exact form
+    (``m@v01.0.0``, ``M@v1.0.0``, ``m#prod#01``, ``m@v\u0661.0.0``): kgit ignores such a tag, but a
+    person, GTO or ``dvc artifacts get`` may read it as a version or a stage."""
+    return parse_tag(tag) is None and parse_event(tag) is None and _LOOKALIKE_RE.match(tag) is not None
+
+
 def parse_ref(ref: str) -> tuple[str, str]:
     """Split a release reference into (name, selector).
 

@@ -92,8 +92,13 @@ def test_forged_reference_outputs_with_matching_hashes_are_refused(origin_repo, 
     git(repo, "commit", "-q", "--no-verify", "-am", "forge")
     proc = push(repo)
     assert proc.returncode != 0 and "subtle@v1" in proc.stderr
+    # the forged .dvc file is a changed release: refused before anything is loaded
+    assert "subtle@v1 (keras): branch main modifies artifacts/subtle/keras/v1.dvc" in proc.stderr, proc.stderr
+    # and the forged data, whatever git says, fails validation against the release recorded at the tag
+    proc = kgit(repo, "validate", "subtle@v1")
+    assert proc.returncode != 0
     assert ("subtle@v1 (keras) metadata: metadata.json differs from the release's metadata in git (files, reference)"
-            in proc.stderr), proc.stderr
+            in proc.stderr + proc.stdout), proc.stderr
 
 
 def test_changed_dvc_file_in_pushed_commits_is_refused(origin_repo, plain_model) -> None:  # type: ignore[no-untyped-def]

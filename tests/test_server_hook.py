@@ -92,7 +92,7 @@ def test_rewriting_history_that_drops_a_release_commit_is_rejected(w: World) -> 
     git(w.repo, "reset", "-q", "--hard", "HEAD~1")
     (w.repo / "train.py").write_text("print('rewritten')\n")
     git(w.repo, "commit", "-q", "--no-verify", "-am", "rewrite")
-    rejected(w.push("--no-verify", "--force", "main"), f"rewriting branch main drops the release commit of {V1}")
+    rejected(w.push("--no-verify", "--force", "main"), f"the push leaves no branch holding the release commit of {V1}")
     assert origin_state(w) == before
 
 
@@ -101,7 +101,7 @@ def test_commit_changing_a_released_dvc_file_is_rejected(w: World) -> None:
     md5 = dvc_md5(w.repo, "artifacts/m/keras/v1.dvc")
     dvc.write_text(dvc.read_text().replace(md5, "0" * 32 + ".dir"))
     git(w.repo, "commit", "-q", "--no-verify", "-am", "swap the model")
-    rejected(w.push("--no-verify", "main"), "m@v1 (keras): artifacts/m/keras/v1.dvc in the pushed commits has DVC hash")
+    rejected(w.push("--no-verify", "main"), "m@v1 (keras): branch main modifies artifacts/m/keras/v1.dvc (blob")
 
 
 def test_stage_tags_must_name_a_valid_live_version(w: World) -> None:
@@ -194,5 +194,55 @@ def test_kgit_check_finds_what_the_server_hook_would_refuse(w: World, tmp_path: 
     assert w.push("--no-verify", "main").returncode == 0
     git(ci, "pull", "-q", "--ff-only")
     proc = kgit(ci, "check", "--no-data", "--since", base)
-    assert proc.returncode == 1 and "m@v1 (keras): artifacts/m/keras/v1.dvc in the pushed commits has DVC hash" in proc.stderr
+    assert proc.returncode == 1 and "m@v1 (keras): branch main modifies artifacts/m/keras/v1.dvc (blob" in proc.stderr
 
+
+
+def _release_over_v1_data(w: World, version: str) -> str:
+    """A release made by hand that reuses m@v1's data: v1's `.dvc` file copied to VERSION's path
+    with git's side (DVC path, kgit metadata, tag summary) rewritten to say VERSION, so every check
+    that reads git alone finds it consistent. Returns the tag."""
+    import json
+
+    import yaml
+
+    from kgit.registry import SUMMARY_MARK
+    from kgit.registry import tag_message as make_message
+
+    data = yaml.safe_load((w.repo / "artifacts/m/keras/v1.dvc").read_text())
+    data["outs"][0]["path"] = version
+    data["meta"]["kgit"]["version"] = version
+    (w.repo / f"artifacts/m/keras/{version}.dvc").write_text(yaml.safe_dump(data, sort_keys=False))
+    git(w.repo, "add", f"artifacts/m/keras/{version}.dvc")
+    git(w.repo, "commit", "-q", "--no-verify", "-m", f"release {version} by hand")
+    summary = json.loads(tag_message(w.repo, V1).split(SUMMARY_MARK, 1)[1])
+    summary["formats"]["keras"]["path"] = f"artifacts/m/keras/{version}"
+    body = {k: v for k, v in summary.items() if k not in ("name", "version")}
+    tag = f"m@{version}.0.0"
+    forge_tag(w.repo, tag, git(w.repo, "rev-parse", "HEAD"), make_message("m", version, body))
+    return tag
+
+
+def test_a_hand_made_release_over_another_release_s_data_is_refused_and_never_latest(w: World) -> None:
+    before = origin_state(w)
+    tag = _release_over_v1_data(w, "v7")
+    assert kgit(w.repo, "list").returncode == 0
+    rejected(w.push("--no-verify", "main", f"refs/tags/{tag}"),
+             f"new tag {tag} (keras) is not a valid release: the metadata.json in its data is for m:v1:keras, not m:v7:keras")
+    assert origin_state(w) == before
+    # on a forge without the server hook it lands: every clone then refuses it
+    assert kgit(w.base, "server", "uninstall", str(w.origin)).returncode == 0
+    assert w.push("--no-verify", "main", f"refs/tags/{tag}").returncode == 0
+    proc = kgit(w.repo, "list", "m", "--json")  # this clone's DVC cache holds the data: it says which is genuine
+    import json
+
+    listed = {r["version"]: r for r in json.loads(proc.stdout)}
+    assert listed["v1"]["status"] == "valid"
+    assert listed["v7"]["status"].startswith("invalid: its keras data (DVC hash") and "m:v1:keras" in listed["v7"]["status"]
+    assert json.loads(kgit(w.repo, "show", "m@latest", "--json").stdout)["version"] == "v1"
+    proc = kgit(w.repo, "get", "m@v7")
+    assert proc.returncode == 1 and "the metadata.json in its keras data is for m:v1:keras" in proc.stderr
+    ci = w.clone("ci")  # no data here: git alone cannot tell which of the two is genuine; the remote can
+    proc = kgit(ci, "check", "--json")
+    assert proc.returncode == 1
+    assert "m@v7 (keras) is not a valid release: the metadata.json in its data is for m:v1:keras" in proc.stdout
