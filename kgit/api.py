@@ -56,7 +56,7 @@ def init(path: PathLike = ".", remote: str | None = None, remote_options: dict[s
 
 
 def hooks_install(repo: PathLike = ".") -> list[str]:
-    """Install kgit's pre-commit and pre-push hooks (chaining existing ones); what changed."""
+    """Install kgit's pre-commit, pre-merge-commit and pre-push hooks (chaining existing ones); what changed."""
     from kgit import hooks
 
     return hooks.install(Repo(repo))

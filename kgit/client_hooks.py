@@ -358,13 +358,13 @@ def run_hook(name: str, args: list[str], stdin_text: str) -> int:
     if name == "pre-push":
         updates = parse_updates(stdin_text) or updates_from_pre_commit_framework()
         return pre_push((args or ["origin"])[0], updates)
-    if name == "pre-commit":
+    if name in ("pre-commit", "pre-merge-commit"):  # a merge git concludes itself runs only the latter
         return pre_commit()
     if name == "pre-receive":
         from kgit import server
 
         return server.pre_receive(stdin_text)
-    raise KgitError(f"unknown hook {name!r}: kgit provides pre-push, pre-commit and pre-receive")
+    raise KgitError(f"unknown hook {name!r}: kgit provides pre-push, pre-commit, pre-merge-commit and pre-receive")
 
 
 def _run_stage(repo: Repo, labels: list[str]) -> int:
@@ -397,7 +397,10 @@ def pre_commit(repo: Repo | None = None) -> int:
     held to the same rules as a pushed branch tip, its parents being HEAD and, while a merge is
     concluded, the commits being merged."""
     repo = repo or Repo(".")
+    # the commits being merged: MERGE_HEAD when `git commit` concludes a merge; git merge runs
+    # pre-merge-commit before writing it, with each merged commit in a GITHEAD_<id> variable
     merging = [line for line in (repo.show_file_at_git_dir("MERGE_HEAD") or "").split() if line]
+    merging += [k[len("GITHEAD_"):] for k in os.environ if k.startswith("GITHEAD_") and len(k) in (48, 72)]
     staged = repo.git("diff", "--cached", "--name-only", "-z", "--no-renames", "--", ARTIFACTS_DIR, raw=True)
     if not staged.strip("\0") and not merging:
         return 0  # nothing under artifacts/ changes: the common case reads no tag

@@ -18,7 +18,7 @@ from kgit.errors import KgitError
 from kgit.fsutil import write_atomic
 from kgit.git_ops import Repo
 
-HOOKS = ("pre-commit", "pre-push")
+HOOKS = ("pre-commit", "pre-merge-commit", "pre-push")  # pre-merge-commit: git merge runs it, not pre-commit
 MARKER = "kgit-hook-shim"
 CHAINED_SUFFIX = ".kgit-chained"
 

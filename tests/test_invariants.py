@@ -16,7 +16,7 @@ import pytest
 from support import synthetic
 from support.synthetic import git
 
-from kgit import client_hooks, invariants, registry, server
+from kgit import client_hooks, hooks, invariants, registry, server
 from kgit.git_ops import Repo
 
 ZERO = invariants.ZERO
@@ -108,6 +108,20 @@ def test_a_merge_that_keeps_our_side_drops_the_release_it_brings(setup: tuple[Pa
     assert f"m@v1 (keras): branch side deletes {V1} (deleted or renamed, while it contains the release)" in problems
     assert any(p.startswith("m@v2 (keras)") for p in problems)
     assert any("m@v1 (keras)" in v for v in plan(repo, "side:refs/heads/side").violations)
+
+
+def test_git_merge_itself_is_refused_by_the_merge_hook(setup: tuple[Path, Origin]) -> None:
+    repo, _origin = setup
+    hooks.install(Repo(repo))
+    git(repo, "checkout", "-q", "-b", "side", "main~2")
+    before = git(repo, "rev-parse", "HEAD")
+    proc = subprocess.run(["git", "merge", "-s", "ours", "-m", "keep ours", "main"], cwd=repo, capture_output=True,
+                          text=True)
+    assert proc.returncode != 0, proc.stderr
+    assert f"m@v1 (keras): the commit deletes {V1}" in proc.stderr
+    assert git(repo, "rev-parse", "HEAD") == before
+    git(repo, "merge", "--abort")
+    assert subprocess.run(["git", "merge", "-q", "--no-edit", "main"], cwd=repo).returncode == 0  # a real merge
 
 
 def test_a_rename_or_a_copy_over_a_released_file_is_refused(setup: tuple[Path, Origin]) -> None:

@@ -72,13 +72,13 @@ def verify(
 
 
 # -- hooks -------------------------------------------------------------------------------------
-hooks_app = typer.Typer(help="Install or remove kgit's git hooks (pre-commit, pre-push).", no_args_is_help=True)
+hooks_app = typer.Typer(help="Install or remove kgit's git hooks (pre-commit, pre-merge-commit, pre-push).", no_args_is_help=True)
 app.add_typer(hooks_app, name="hooks")
 
 
 @hooks_app.command("install")
 def hooks_install() -> None:
-    """Install kgit's pre-commit and pre-push hooks (honours core.hooksPath; chains existing hooks)."""
+    """Install kgit's pre-commit, pre-merge-commit and pre-push hooks (honours core.hooksPath; chains existing hooks)."""
     from kgit import api
 
     changes = api.hooks_install()
