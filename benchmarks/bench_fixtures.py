@@ -151,9 +151,10 @@ def released_repo(repo: Path, remote: Path, shape: tuple[int, int], versions: in
 
 def listing_repo(repo: Path, remote: Path, versions: int) -> Path:
     """``versions`` releases as git sees them, for the commands that read git alone (list, show):
-    v1 is a real release; v2..vN are ``.dvc`` files (kgit's metadata, v1's DVC output) added in one
-    commit, and their annotated release tags (kgit's summary) all point at that commit. Only v1 has
-    data: listing and showing never read it."""
+    v1 is a real release; v2..vN are ``.dvc`` files (kgit's metadata, v1's DVC output under a DVC
+    hash of their own: two releases never share data) added in one commit, and their annotated
+    release tags (kgit's summary) all point at that commit. Only v1 has data: listing and showing
+    never read it."""
     import kgit
     from kgit import registry, txn
     from kgit.git_ops import Repo
@@ -167,7 +168,7 @@ def listing_repo(repo: Path, remote: Path, versions: int) -> Path:
     for i in range(2, versions + 1):
         label = f"v{i}"
         meta = dict(v1["meta"]["kgit"], version=label, metrics=_metrics(i, versions), measured=[])
-        outs = [dict(v1["outs"][0], path=label)]
+        outs = [dict(v1["outs"][0], path=label, md5=_fake_md5(label))]
         data = {"desc": f"kgit release {MODEL} {label} (keras)", "outs": outs, "meta": {"kgit": meta}}
         v1_file.with_name(f"{label}.dvc").write_text(yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=120))
         trailers.append(f"{txn.TRAILER}: {MODEL}@{label}.0.0")
@@ -180,7 +181,8 @@ def listing_repo(repo: Path, remote: Path, versions: int) -> Path:
     stream = []
     for i in range(2, versions + 1):
         label = f"v{i}"
-        summary = {"formats": {"keras": {**v1_summary.formats["keras"], "path": str(Path(rel_path).with_name(label))}},
+        summary = {"formats": {"keras": {**v1_summary.formats["keras"], "path": str(Path(rel_path).with_name(label)),
+                                         "md5": _fake_md5(label)}},
                    "created_at": v1_summary.created_at, "dataset_id": None, "source_commit": v1_summary.source_commit,
                    "dirty": False, "kgit": kgit.__version__,
                    "metrics": _metrics(i, versions), "measured": []}
@@ -189,6 +191,12 @@ def listing_repo(repo: Path, remote: Path, versions: int) -> Path:
                       f"data {len(body)}\n".encode() + body + b"\n")
     subprocess.run(["git", "fast-import", "--quiet"], cwd=repo, input=b"".join(stream), check=True)
     return repo
+
+
+def _fake_md5(label: str) -> str:
+    import hashlib
+
+    return hashlib.md5(f"{MODEL} {label}".encode()).hexdigest() + ".dir"
 
 
 def _metrics(i: int, versions: int) -> dict[str, float]:
