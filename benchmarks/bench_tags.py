@@ -8,8 +8,8 @@ children; the machine may be shared, and CPU time is what the code itself costs)
                           ``registry.resolve`` of vMID, and of ``latest``, each in a fresh process
   pre-push, nothing new   ``kgit hook pre-push`` for a plain commit
   server pre-receive      ``kgit hook pre-receive`` receiving a plain commit; a commit that changes
-                          ``artifacts/`` and a new branch, where every release's released file is
-                          compared with the tip's tree (the state check)
+                          ``artifacts/`` (every release's released file is compared with the tip's
+                          tree: the state check); a new branch grown from main
   the floor               ``python -c pass`` and ``kgit --version`` (CPU), in the same minutes
 
 Each measurement runs once more before the timed runs, so kgit's tag cache (``.git/kgit/tagcache.json``)
@@ -98,7 +98,7 @@ def bench(fx: Fixtures, runs: int) -> list[Row]:
         ("server pre-receive, a plain commit", [KGIT, "hook", "pre-receive"], repo / ".git", received, TARGET_ONE),
         ("server pre-receive, a commit changing artifacts/ (every release checked)", [KGIT, "hook", "pre-receive"],
          repo / ".git", f"{git(repo, 'rev-parse', 'HEAD')} {touching} refs/heads/main\n", TARGET_LIST),
-        ("server pre-receive, a new branch (every release checked)", [KGIT, "hook", "pre-receive"], repo / ".git",
+        ("server pre-receive, a new branch grown from main", [KGIT, "hook", "pre-receive"], repo / ".git",
          f"{'0' * 40} {git(repo, 'rev-parse', 'HEAD')} refs/heads/feature\n", TARGET_LIST),
     ]
     for _name, cmd, cwd, text, _target in cases:  # warm-up: the tag cache, .pyc, the file cache

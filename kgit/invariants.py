@@ -52,7 +52,11 @@ class ReleasedFile:
 
 def released_files(repo: Repo, releases: Iterable[Release]) -> list[ReleasedFile]:
     """The released ``.dvc`` files of ``releases`` (registry.Release; the invalid ones are skipped:
-    a forged tag freezes nothing), each with its blob at the release commit, read in one git call."""
+    a forged tag freezes nothing), each with its blob at the release commit. git finds a path in a
+    tree by reading its entries one by one (thousands, in a model's folder): each blob is looked up
+    once per clone, in one git call, and kept in kgit's tag cache."""
+    from kgit.tagcache import TagCache
+
     specs = []
     for rel in releases:
         if not rel.valid:
@@ -60,7 +64,16 @@ def released_files(repo: Repo, releases: Iterable[Release]) -> list[ReleasedFile
         for fmt, info in rel.formats.items():
             path = f"{info['path']}.dvc"
             specs.append((rel.commit, path, f"{rel.name}@{rel.version} ({fmt})"))
-    blobs = repo.object_ids([f"{commit}:{path}" for commit, path, _ in specs])
+    if not specs:
+        return []
+    cache = TagCache(repo)
+    blobs = {f"{c}:{p}": cache.blob(f"{c}:{p}") for c, p, _ in specs}
+    missing = [spec for spec, blob in blobs.items() if blob is None]
+    for spec, blob in repo.object_ids(missing).items():
+        blobs[spec] = blob
+        if blob is not None:
+            cache.put_blob(spec, blob)
+    cache.save()
     return [ReleasedFile(path, blob, commit, label) for commit, path, label in specs
             if (blob := blobs.get(f"{commit}:{path}")) is not None]
 

@@ -30,19 +30,32 @@ def _stamp() -> str:
 
 class TagCache:
     """Tag object id -> [tag name, target, tagger, date, the parsed release or None] (lists, not
-    objects: the file of 15,000 tags is read on every listing)."""
+    objects: the file of 15,000 tags is read on every listing); and ``COMMIT:PATH`` -> the blob id
+    there (a released ``.dvc`` file's blob: found by git in a tree of thousands of entries, once)."""
 
     def __init__(self, repo: Repo) -> None:
         self.path: Path = repo.common_dir / "kgit" / CACHE_FILE
         self.changed = False
         self.used: set[str] = set()
         self.entries: dict[str, Any] = {}
+        self.blobs: dict[str, str] = {}
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError, RecursionError):
             return
         if isinstance(data, dict) and data.get("stamp") == _stamp() and isinstance(data.get("tags"), dict):
             self.entries = data["tags"]
+            blobs = data.get("blobs")
+            self.blobs = blobs if isinstance(blobs, dict) else {}
+
+    def blob(self, spec: str) -> str | None:
+        """The blob id recorded for ``COMMIT:PATH`` (both fixed: a commit id names one tree forever)."""
+        found = self.blobs.get(spec)
+        return found if type(found) is str else None
+
+    def put_blob(self, spec: str, oid: str) -> None:
+        self.blobs[spec] = oid
+        self.changed = True
 
     def get(self, name: str, oid: str) -> list[Any] | None:
         """The entry of tag object ``oid`` read under ``name``: [name, target, tagger, date, the
@@ -69,7 +82,7 @@ class TagCache:
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            write_json(self.path, {"stamp": _stamp(), "tags": self.entries})
+            write_json(self.path, {"stamp": _stamp(), "tags": self.entries, "blobs": self.blobs})
         except OSError:
             pass
         self.changed = False
