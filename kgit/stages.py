@@ -168,8 +168,18 @@ def _validated_tag(repo: Repo, log: StageLog, rel: registry.Release, stage: str,
         r = bad[0]
         raise KgitError(f"cannot {event} {rel.name}@{rel.version}: {r.format} {r.check} check {r.status}: {r.reason()}")
     tag = stage_tag(rel.name, stage, log.next_counter(rel.name))
-    repo.create_tag(tag, rel.commit, _message(event, rel, stage, note, [r.text for r in rules], replaced))
+    _create_tag(repo, tag, rel.commit, _message(event, rel, stage, note, [r.text for r in rules], replaced))
     return tag
+
+
+def _create_tag(repo: Repo, tag: str, commit: str, message: str) -> None:
+    """Make the event tag ``tag``. Its name is the model's next counter, so a tag of that name this
+    clone saw before was deleted here (a push refused it): what was seen under it no longer counts."""
+    from kgit.seen import SeenRecord
+
+    if not repo.tag_exists(tag):
+        SeenRecord(repo).forget(tag)
+    repo.create_tag(tag, commit, message)
 
 
 def demote(repo: Repo, name: str, stage: str, *, note: str | None = None) -> StageChange:
@@ -181,7 +191,7 @@ def demote(repo: Repo, name: str, stage: str, *, note: str | None = None) -> Sta
         if holder is None:
             raise KgitError(f"no version of {name} is in stage {stage!r}: nothing to demote")
         tag = stage_tag(name, stage, StageLog.of(reg).next_counter(name), cancel=True)
-        repo.create_tag(tag, holder.commit, _message("demote", holder, stage, note))
+        _create_tag(repo, tag, holder.commit, _message("demote", holder, stage, note))
     return StageChange("demoted", name, holder.version, stage, tag)
 
 
@@ -198,5 +208,5 @@ def deprecate(repo: Repo, name: str, version: str, *, note: str | None = None) -
             raise KgitError(f"{name}@{rel.version} is in {', '.join(rel.stages)}: demote it first "
                             f"(kgit demote {name} {rel.stages[0]}) or promote another version there")
         tag = deprecate_tag(name, Version.parse(rel.version), StageLog.of(reg).next_counter(name))
-        repo.create_tag(tag, rel.commit, _message("deprecate", rel, None, note))
+        _create_tag(repo, tag, rel.commit, _message("deprecate", rel, None, note))
     return StageChange("deprecated", name, rel.version, None, tag)

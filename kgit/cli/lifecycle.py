@@ -20,8 +20,9 @@ def promote(
                                       help="A rule the version's metrics must pass, KEY OP NUMBER with OP one of >= <= > < == "
                                       "(e.g. \"val.accuracy>=0.9\"); repeatable."),
     require_better: list[str] = typer.Option([], "--require-better", metavar="KEY",
-                                             help="The metric must be strictly better than the version in STAGE now "
-                                             "(min/max from .kgit/gates.yaml, default max: higher is better); repeatable."),
+                                             help="The metric must be strictly better than STAGE's last holder (the version in it now, "
+                                             "or the last one there if demoted since; min/max from .kgit/gates.yaml, "
+                                             "default max: higher is better); repeatable."),
     json_out: bool = typer.Option(False, "--json", help="Print the event as JSON."),
 ) -> None:
     """Put a released version in a stage (GTO stage tag NAME#STAGE#N). Validates it first if needed.
