@@ -136,10 +136,11 @@ def rollback(repo: Repo, name: str, stage: str, *, to: str | None = None, note: 
             if before is None:
                 raise KgitError(f"only {last.version if last else holders[-1][:8]} of {name} has been in {stage}: "
                                 "there is no earlier version to roll back to")
-            rel = log.release(name, before)
-            if rel is None:
+            found = log.release(name, before)
+            if found is None:
                 raise KgitError(f"the version of {name} in {stage} before the last one (commit {before[:8]}) is not a "
                                 f"valid release: name one with --to (versions that held {stage}: {held})")
+            rel = registry.resolve(repo, name, found.version)  # its .dvc files checked, as for --to
         else:
             rel = registry.resolve(repo, name, to)
             if rel.commit not in holders:
