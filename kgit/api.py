@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from kgit.serving import Layout
     from kgit.stages import StageChange
 
-__all__ = ["release", "load", "get", "diff", "list_releases", "show", "init", "validate", "promote", "demote",
-           "deprecate", "history", "verify", "check", "report", "ReleaseRecord", "ReleaseView",
+__all__ = ["release", "load", "get", "diff", "list_releases", "show", "init", "validate", "promote", "rollback",
+           "demote", "deprecate", "history", "verify", "check", "report", "ReleaseRecord", "ReleaseView",
            "hooks_install", "hooks_uninstall", "run_hook", "server_install", "server_uninstall",
            "keys_init", "keys_trust", "keys_accept", "keys_policy", "keys_list", "demo", "serve_layout"]
 
@@ -220,13 +220,26 @@ def promote(ref: str, stage: str, *, version: str | None = None, note: str | Non
     """Put a release in ``stage`` (e.g. "prod"); validates it first if needed.
 
     Refused (kgit.gates.GateError) unless its metrics pass each ``require`` rule ("val.accuracy>=0.9"),
-    are strictly better than the version in the stage now on each ``require_better`` key, and pass
-    the rules for the stage committed in ``.kgit/gates.yaml``."""
+    are strictly better on each ``require_better`` key than the stage's last holder (the version in
+    the stage now, or the last one there if it was demoted since), and pass the rules for the stage
+    committed in ``.kgit/gates.yaml``."""
     from kgit import stages
 
     name, selector = release_ref(ref, version)
     return stages.promote(Repo(repo), name, selector, stage, note=note, progress=progress, require=require,
                           require_better=require_better)
+
+
+def rollback(name: str, stage: str, *, to: str | None = None, note: str | None = None, repo: PathLike = ".",
+             progress: Any = None) -> StageChange:
+    """Put back in ``stage`` a version of model ``name`` that held it before: ``to`` (e.g. "v2"), or
+    by default the one that held it before the current (or last, if demoted) holder. Validates it
+    first if needed. The stage's gates apply as to ``promote``, except the require_better rules of
+    entries that set ``allow_rollback: true`` in ``.kgit/gates.yaml`` (kgit.gates.GateError otherwise)."""
+    from kgit import stages
+
+    check_name(name)
+    return stages.rollback(Repo(repo), name, stage, to=to, note=note, progress=progress)
 
 
 def demote(name: str, stage: str, *, note: str | None = None, repo: PathLike = ".") -> StageChange:
@@ -246,12 +259,20 @@ def deprecate(ref: str, *, version: str | None = None, note: str | None = None, 
 
 
 def history(name: str, *, repo: PathLike = ".") -> list[registry.HistoryEvent]:
-    """Every event of a model (released, promoted, demoted, deprecated) with who, when and the commit."""
+    """Every event of a model (released, promoted, rolled back, demoted, deprecated) with who, when
+    and the commit. A rollback is a promotion tag whose message says so and that goes back to a
+    version that held the stage before (kgit.stage_checks)."""
+    from dataclasses import replace
+
+    from kgit import stage_checks
+
     check_name(name)
-    events = registry.read(Repo(repo), name).events
-    if not events:
+    git = Repo(repo)
+    reg = registry.read(git, name)
+    if not reg.events:
         raise ReleaseNotFoundError(f"no releases of model {name!r}: see `kgit list`")
-    return events
+    rolled = stage_checks.rollbacks(git, reg, name)
+    return [replace(e, event="rolled back") if e.tag in rolled else e for e in reg.events]
 
 
 # -- the registry page -------------------------------------------------------------------------

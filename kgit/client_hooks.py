@@ -62,7 +62,7 @@ class PushPlan:
     tags: list[str] = field(default_factory=list)  # release tags the push brings
     violations: list[str] = field(default_factory=list)  # released versions changed by the push
     tag_changes: list[str] = field(default_factory=list)  # release/stage tags the push moves or deletes
-    promotions: list[str] = field(default_factory=list)  # new stage tags the push brings (checked by the gates)
+    promotions: list[str] = field(default_factory=list)  # new stage/deprecation tags (kgit.stage_checks judges them)
 
 
 def _remote_tip(repo: Repo, u: RefUpdate) -> str | None:
@@ -99,7 +99,7 @@ def plan_push(repo: Repo, updates: list[RefUpdate], remote: str) -> PushPlan:
             if problem:
                 plan.violations.append(problem)
                 continue
-            if tag in known.staged and u.remote_sha == ZERO:
+            if u.remote_sha == ZERO and parse_event(tag) is not None:
                 plan.promotions.append(tag)
             tag = known.tag_of.get(known.staged.get(tag, ""), tag)
             if tag in known.released and tag not in plan.tags:
@@ -147,29 +147,16 @@ class KnownReleases:
 
 
 def gate_problems(repo: Repo, tags: list[str], rev: str = "HEAD") -> list[str]:
-    """Git only: the stage tags (already made here) whose version the promotion gates committed at
-    ``rev`` refuse, each judged against the version that held the stage just before it."""
-    from kgit import gates
+    """Git only: the new stage and deprecation tags (already made here) that kgit.stage_checks
+    refuses, as the server judges them: a counter that is not the next after this clone's other
+    event tags, a promotion the gates committed at ``rev`` refuse (against the stage's last holder),
+    a rollback to a version that never held the stage."""
+    from kgit import gates, stage_checks
 
     reg = registry.read(repo, remember=False)
-    try:
-        rules = gates.read(repo, rev)
-    except KgitError as exc:
-        return [f"cannot apply the promotion gates: {exc}"]
-    problems = []
-    for tag in tags:
-        event = parse_event(tag)
-        found = next((e for e in reg.events if e.tag == tag), None)
-        if event is None or event.stage is None or found is None:
-            continue
-        rel = next((r for r in reg.releases if r.name == event.name and r.version == found.version and r.valid), None)
-        if rel is None:
-            continue  # not a valid version: refused elsewhere
-        try:
-            gates.check_promotion(repo, reg, rel, event.stage, gates=rules, before=event.counter)
-        except KgitError as exc:
-            problems.append(f"{tag}: {exc}")
-    return problems
+    log = stage_checks.StageLog.of(reg, leave_out=tags)
+    new = stage_checks.read_local(repo, tags)
+    return [f"{tag}: {why}" for tag, why in stage_checks.problems(log, new, lambda: gates.read(repo, rev))]
 
 
 # -- the published record ---------------------------------------------------------------------
@@ -242,10 +229,11 @@ def pre_push(remote: str, updates: list[RefUpdate], repo: Repo | None = None) ->
     if plan.promotions:
         refused = gate_problems(repo, plan.promotions)
         if refused:
-            _say("push refused: stage tags that the promotion gates refuse:")
+            _say("push refused: stage tags that the event counters or the promotion gates refuse:")
             for p in refused:
                 sys.stderr.write(f"  - {p}\n")
-            _say("demote the stage (`kgit demote`), or change the rule in .kgit/gates.yaml and commit it")
+            _say("delete the refused tag here (git tag -d TAG), or change the rule in .kgit/gates.yaml and commit it; "
+                 f"to push the rest without it: git push --no-follow-tags {remote} BRANCH, then any other tag by name")
             return 1
     if not plan.tags:
         return 0  # nothing new: the common case, and it touched git only

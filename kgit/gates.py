@@ -9,12 +9,15 @@ and server hooks for stage tags made any other way)::
     stages:
       prod:               # every model's prod; "mnist#prod" for one model's only
         require: ["val.accuracy >= 0.9", "val.loss <= 0.35"]
-        require_better: [val.accuracy]     # strictly better than the version in prod now
+        require_better: [val.accuracy]     # strictly better than the stage's last holder
+        allow_rollback: true               # `kgit rollback` may skip this entry's require_better
 
 There is no override flag: to let a model through, change the committed rule, which history shows.
 Which version of the file applies: the one committed at HEAD (``kgit promote``, pre-push), and on
 the server the one on the repository's HEAD branch *before* the push, so a push that weakens the
-file cannot use the weaker rule for a stage tag it carries (the rule counts from the next push).
+file cannot use the weaker rule for a stage tag it carries (the rule counts from the next push). A
+server whose HEAD names no existing branch applies every branch's rules at once (``read_on_server``).
+Which version a rule compares with, counters and rollbacks: kgit.stage_checks.
 Git only: no TensorFlow, no DVC.
 """
 
@@ -31,10 +34,11 @@ from kgit.errors import KgitError
 
 if TYPE_CHECKING:
     from kgit.git_ops import Repo
-    from kgit.registry import Registry, Release
+    from kgit.registry import Release
 
 GATES_FILE = ".kgit/gates.yaml"
 DIRECTIONS = ("max", "min")
+STAGE_FIELDS = ("require", "require_better", "allow_rollback")
 MAX_FILE_BYTES = 100_000
 _OPS = (">=", "<=", "==", ">", "<")
 _RULE_RE = re.compile(r"^\s*(?P<key>[^\s<>=!]+)\s*(?P<op>>=|<=|==|>|<)\s*(?P<value>\S+)\s*$")
@@ -47,9 +51,10 @@ class GateError(KgitError):
 @dataclass(frozen=True)
 class Rule:
     key: str
-    op: str  # one of _OPS, or "better": strictly better than the version in the stage now
+    op: str  # one of _OPS, or "better": strictly better than the stage's last holder
     value: float | None = None
     source: str = "--require"  # where the rule comes from, shown when it refuses
+    rollback_ok: bool = False  # a "better" rule a rollback skips (its entry sets allow_rollback: true)
 
     @property
     def text(self) -> str:
@@ -66,6 +71,7 @@ class Gates:
     directions: dict[str, str] = field(default_factory=dict)
     stages: dict[str, list[Rule]] = field(default_factory=dict)  # "prod" or "mnist#prod" -> rules
     commit: str | None = None  # the commit the file was read at
+    note: str | None = None  # why these rules, when it is not the plain reading of one file
 
     def direction(self, key: str) -> str:
         return self.directions.get(key, "max")
@@ -88,8 +94,9 @@ def parse_rule(text: str, source: str = "--require") -> Rule:
     return Rule(key, m["op"], metrics.number(value, key, f"{source} rule"), source)
 
 
-def better_rule(key: str, source: str = "--require-better") -> Rule:
-    return Rule(metrics.check_key(key.strip() if isinstance(key, str) else key, source), "better", None, source)
+def better_rule(key: str, source: str = "--require-better", rollback_ok: bool = False) -> Rule:
+    return Rule(metrics.check_key(key.strip() if isinstance(key, str) else key, source), "better", None, source,
+                rollback_ok)
 
 
 def parse(text: str, where: str = GATES_FILE) -> Gates:
@@ -121,12 +128,16 @@ def parse(text: str, where: str = GATES_FILE) -> Gates:
         _check_stage_key(stage, where)
         if not isinstance(spec, dict):
             raise GateError(f"{where}: stage {stage} must have `require:` and/or `require_better:` lists")
-        extra = sorted(str(k) for k in spec if k not in ("require", "require_better"))
+        extra = sorted(str(k) for k in spec if k not in STAGE_FIELDS)
         if extra:
-            raise GateError(f"{where}: stage {stage}: unknown field {extra[0][:40]!r} (known: require, require_better)")
+            raise GateError(f"{where}: stage {stage}: unknown field {extra[0][:40]!r} (known: {', '.join(STAGE_FIELDS)})")
+        rollback_ok = spec.get("allow_rollback", False)
+        if not isinstance(rollback_ok, bool):
+            raise GateError(f"{where}: stage {stage}: allow_rollback is {str(rollback_ok)[:20]!r}: use true or false")
         source = f"{where} ({stage})"
         rules = [parse_rule(r, source) for r in _list(spec.get("require"), f"{where}: {stage}.require")]
-        rules += [better_rule(k, source) for k in _list(spec.get("require_better"), f"{where}: {stage}.require_better")]
+        rules += [better_rule(k, source, rollback_ok)
+                  for k in _list(spec.get("require_better"), f"{where}: {stage}.require_better")]
         gates.stages[stage] = rules
     return gates
 
@@ -158,7 +169,7 @@ def _check_stage_key(key: Any, where: str) -> None:
         raise GateError(f"{where}: {key[:40]!r} is not a stage (prod) or a model's stage (mnist#prod)") from None
 
 
-def read(repo: Repo, rev: str = "HEAD") -> Gates:
+def read(repo: Repo, rev: str = "HEAD", where: str = GATES_FILE) -> Gates:
     """The gates committed at ``rev`` (works in a bare repository; none if the file or commit is absent)."""
     commit = repo.git("rev-parse", "--verify", "-q", f"{rev}^{{commit}}", check=False)
     if not commit:
@@ -166,9 +177,47 @@ def read(repo: Repo, rev: str = "HEAD") -> Gates:
     text = repo.show_file(commit, GATES_FILE)
     if text is None:
         return Gates(commit=commit)
-    gates = parse(text, f"{GATES_FILE} (at {commit[:8]})")
+    gates = parse(text, f"{where} (at {commit[:8]})")
     gates.commit = commit
     return gates
+
+
+def read_on_server(repo: Repo) -> Gates:
+    """The gates a bare repository applies to pushed stage tags: those committed on its HEAD branch
+    (before the push, as refs are while pre-receive runs). If HEAD names no existing branch (a bare
+    repository made with git's default ``master`` while the team pushes ``main``) or is not a
+    branch, every branch's rules at once, the strictest reading, never none; ``note`` then says so
+    and how to fix HEAD."""
+    head = repo.git("symbolic-ref", "-q", "HEAD", check=False)
+    if head.startswith("refs/heads/") and repo.git("rev-parse", "--verify", "-q", f"{head}^{{commit}}", check=False):
+        return read(repo, head)
+    what = f"HEAD names {head}, which does not exist" if head else "HEAD is not a branch"
+    fix = "point HEAD at the team's branch in the bare repository: git symbolic-ref HEAD refs/heads/main"
+    branches = [b[len("refs/heads/"):] for b in repo.git("for-each-ref", "--format=%(refname)", "refs/heads").split()]
+    try:
+        merged = union([(b, read(repo, f"refs/heads/{b}", f"{GATES_FILE} on {b}")) for b in branches])
+    except GateError as exc:
+        raise GateError(f"{exc} ({what}, so every branch's gates apply; {fix})") from None
+    merged.note = f"{what}: the promotion gates of every branch apply ({len(branches)} branch(es)); {fix}"
+    return merged
+
+
+def union(parts: Sequence[tuple[str, Gates]]) -> Gates:
+    """Every rule of every ``(label, gates)``, for each stage: a promotion must pass them all. Two
+    that declare opposite directions for a metric are a GateError (no rule could pass both)."""
+    out = Gates()
+    declared: dict[str, list[str]] = {}
+    for label, gates in parts:
+        for key, direction in gates.directions.items():
+            declared.setdefault(key, []).append(f"{label}: {direction}")
+            if out.directions.setdefault(key, direction) != direction:
+                raise GateError(f"{GATES_FILE} says {key} is better both ways ({', '.join(declared[key])}): "
+                                "no promotion could pass both")
+        for stage, rules in gates.stages.items():
+            have = out.stages.setdefault(stage, [])
+            same = {(r.key, r.op, r.value, r.rollback_ok) for r in have}
+            have += [r for r in rules if (r.key, r.op, r.value, r.rollback_ok) not in same]
+    return out
 
 
 def directions(repo: Repo | str | os.PathLike[str] = ".") -> dict[str, str]:
@@ -180,22 +229,22 @@ def directions(repo: Repo | str | os.PathLike[str] = ".") -> dict[str, str]:
     return dict(read(repo if isinstance(repo, GitRepo) else GitRepo(repo)).directions)
 
 
-def holder(reg: Registry, name: str, stage: str, before: int | None = None) -> Release | None:
-    """The valid release of ``name`` in ``stage`` (just before the event tag numbered ``before``)."""
-    last = None
-    for e in sorted((e for e in reg.events if e.name == name and e.stage == stage), key=lambda e: e.counter):
-        if e.event in ("promoted", "demoted") and (before is None or e.counter < before):
-            last = e
-    if last is None or last.event != "promoted" or last.version is None:
-        return None
-    return next((r for r in reg.releases if r.name == name and r.version == last.version and r.valid), None)
+def waived(rule: Rule, rollback: bool) -> bool:
+    """Whether ``rule`` does not apply: a rollback skips the require_better rules of an entry with
+    ``allow_rollback: true``."""
+    return rollback and rule.op == "better" and rule.rollback_ok
 
 
-def failures(rules: Sequence[Rule], candidate: Release, incumbent: Release | None, gates: Gates) -> list[str]:
-    """One line per rule ``candidate`` does not pass (empty: it may be promoted)."""
+def failures(rules: Sequence[Rule], candidate: Release, incumbent: Release | None, gates: Gates, *,
+             rollback: bool = False, incumbent_is: str = "in the stage now") -> list[str]:
+    """One line per rule ``candidate`` does not pass (empty: it may be promoted). ``incumbent``: the
+    version a "better" rule compares with (kgit.stage_checks: the stage's last holder), described
+    as ``incumbent_is``; ``rollback``: the promotion is a rollback (see ``waived``)."""
     out = []
     label = f"{candidate.name}@{candidate.version}"
     for rule in rules:
+        if waived(rule, rollback):
+            continue
         value = candidate.metrics.get(rule.key)
         where = f"rule `{rule.text}` ({rule.source})"
         if value is None:
@@ -205,12 +254,14 @@ def failures(rules: Sequence[Rule], candidate: Release, incumbent: Release | Non
         if rule.op == "better":
             old = incumbent.metrics.get(rule.key) if incumbent is not None else None
             if incumbent is None or old is None or incumbent.tag == candidate.tag:
-                continue  # nothing to beat: the stage is empty, or its version never recorded the metric
+                continue  # nothing to beat: the stage never had a version, or it never recorded the metric
             direction = gates.direction(rule.key)
             if not metrics.is_better(value, old, direction):
                 word = "lower" if direction == "min" else "higher"
+                why = (" (a rollback skips require_better only where the stage's entry in "
+                       f"{GATES_FILE} sets `allow_rollback: true`)" if rollback else "")
                 out.append(f"{where}: {label} has {rule.key} {value:g}, {incumbent.name}@{incumbent.version} "
-                           f"(in the stage now) has {old:g}; {word} is better")
+                           f"({incumbent_is}) has {old:g}; {word} is better{why}")
             continue
         assert rule.value is not None
         passed = {">=": value >= rule.value, "<=": value <= rule.value, ">": value > rule.value,
@@ -218,18 +269,3 @@ def failures(rules: Sequence[Rule], candidate: Release, incumbent: Release | Non
         if not passed:
             out.append(f"{where}: {label} has {rule.key} {value:g}")
     return out
-
-
-def check_promotion(repo: Repo, reg: Registry, candidate: Release, stage: str, *,
-                    require: Sequence[str] = (), require_better: Sequence[str] = (),
-                    gates: Gates | None = None, before: int | None = None) -> list[Rule]:
-    """Refuse (GateError, one line naming each failed rule and the numbers) unless ``candidate`` passes
-    the rules given and the committed gates for ``stage``; returns the rules that were applied."""
-    gates = gates if gates is not None else read(repo)
-    rules = [*(parse_rule(r) for r in require), *(better_rule(k) for k in require_better),
-             *gates.rules_for(candidate.name, stage)]
-    failed = failures(rules, candidate, holder(reg, candidate.name, stage, before), gates)
-    if failed:
-        raise GateError(f"{candidate.name}@{candidate.version} cannot go to {stage}: {'; '.join(failed)} "
-                        f"(a committed rule changes only by a commit to {GATES_FILE}, which history shows)")
-    return rules

@@ -90,6 +90,20 @@ class SeenRecord:
                 "a release tag was moved or re-created; ask who did it, and if the new one is legitimate, "
                 f"release it under a new version")
 
+    def forget(self, name: str) -> None:
+        """Drop what was seen under ``name``, a tag that no longer exists here and that kgit is about
+        to make again (an event tag a push refused, deleted, then made afresh with the same counter)."""
+        self._new.pop(name, None)
+        if self._all is not None:
+            self._all.pop(name, None)
+        if self._db is None:
+            return
+        try:
+            with self._db:
+                self._db.execute("DELETE FROM tags WHERE name = ?", (name,))
+        except sqlite3.Error:
+            return
+
     def save(self) -> None:
         """Record the tags seen for the first time; a name another process recorded meanwhile keeps
         that first record. A read-only git directory just means nothing is remembered."""

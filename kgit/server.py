@@ -10,8 +10,10 @@ as ``remote: kgit: ...``:
 - commits that change or delete a released version's ``.dvc`` file;
 - a new release tag that is not a consistent kgit release (its message, ``.dvc`` files and metadata
   must agree with its name), or a lightweight/foreign tag using a kgit model's release tag name;
-- a stage tag pointing at an unknown, invalid or deprecated version, or at a version whose metrics the
-  promotion gates in ``.kgit/gates.yaml`` (as on HEAD before the push) refuse;
+- a stage tag pointing at an unknown, invalid or deprecated version; a stage or deprecation tag whose
+  counter is not its model's next; a promotion the gates in ``.kgit/gates.yaml`` (as on the HEAD
+  branch before the push; every branch's if HEAD names none) refuse, or a false rollback
+  (kgit.stage_checks, the same judgement as the client's pre-push hook);
 - a new release whose DVC objects are not in the DVC remote (``--dvc-remote``, else the default
   remote named in the tagged commit's ``.dvc/config``);
 - with signing keys in the repository, changes under ``.kgit/`` not endorsed by a key already trusted.
@@ -121,8 +123,7 @@ def _bare(path: str | Path) -> Repo:
 class Verdict:
     problems: list[str] = field(default_factory=list)
     new_releases: list[Release] = field(default_factory=list)
-
-
+    notes: list[str] = field(default_factory=list)  # shown to the pusher whatever the verdict
 
 
 def check_updates(repo: Repo, updates: list[Update], dvc_remote: str | None = None,
@@ -131,7 +132,7 @@ def check_updates(repo: Repo, updates: list[Update], dvc_remote: str | None = No
     verdict = Verdict()
     # the tags are read only if the push needs them: a plain push that touches no release reads none
     known = client_hooks.KnownReleases(repo, remember=False, extra=verdict.new_releases)
-    pushed_events: list[tuple[str, str]] = []  # (tag, commit)
+    pushed_events: list[tuple[str, str, str]] = []  # (tag, commit, tag object)
     tips: list[invariants.Tip] = []
     allowed = _allowed_refs(repo)
     for u in updates:
@@ -152,7 +153,7 @@ def check_updates(repo: Repo, updates: list[Update], dvc_remote: str | None = No
                 _check_new_release(repo, tag, u.new, known, verdict)
             elif parse_event(tag) is not None:
                 target = repo.git("rev-parse", "--verify", "-q", f"{u.new}^{{commit}}", check=False)
-                pushed_events.append((tag, target))
+                pushed_events.append((tag, target, u.new))
         elif u.ref.startswith("refs/heads/") and u.new != ZERO:
             verdict.problems += _trust_problems(repo, u)
             tips.append(invariants.Tip(u.ref[len("refs/heads/"):], u.old if u.old != ZERO else _held_base(repo, u.new),
@@ -171,7 +172,7 @@ def check_updates(repo: Repo, updates: list[Update], dvc_remote: str | None = No
                              "it was released on with it" for r in verdict.new_releases if r.commit not in held]
     if pushed_events:
         verdict.problems += _check_events(known.reg, verdict.new_releases, pushed_events)
-        verdict.problems += _gate_problems(repo, known.reg, verdict.new_releases, pushed_events)
+        verdict.problems += _gate_problems(repo, known.reg, verdict, pushed_events)
     if check_data and verdict.new_releases and not verdict.problems:
         verdict.problems += data_problems(repo, verdict.new_releases, dvc_remote, dvc_remote_options)
     return verdict
@@ -215,18 +216,18 @@ def _check_new_release(repo: Repo, tag: str, oid: str, known: client_hooks.Known
     verdict.new_releases.append(rel)
 
 
-def _check_events(reg: registry.Registry, new: list[Release], events: list[tuple[str, str]]) -> list[str]:
+def _check_events(reg: registry.Registry, new: list[Release], events: list[tuple[str, str, str]]) -> list[str]:
     """Stage and deprecation tags must point at a valid, known, not deprecated release."""
     problems = []
     releases = [r for r in reg.releases + new if r.valid]
     by_commit = {(r.name, r.commit): r for r in releases}
     by_key = {(r.name, r.key): r for r in releases}
     deprecating = set()
-    for tag, _commit in events:
+    for tag, _commit, _oid in events:
         event = parse_event(tag)
         if event is not None and event.kind == "deprecate" and event.version is not None:
             deprecating.add((event.name, event.version.key))
-    for tag, commit in events:
+    for tag, commit, _oid in events:
         event = parse_event(tag)
         assert event is not None
         if event.kind == "deprecate" and event.version is not None:
@@ -245,33 +246,28 @@ def _check_events(reg: registry.Registry, new: list[Release], events: list[tuple
     return problems
 
 
-def _gate_problems(repo: Repo, reg: registry.Registry, new: list[Release], events: list[tuple[str, str]]) -> list[str]:
-    """Each new stage tag's version must pass the promotion gates in ``.kgit/gates.yaml`` as committed
-    on this repository's HEAD branch *before* the push (refs are not updated yet while pre-receive
-    runs): a push that weakens the file and brings a stage tag is judged by the rule it weakens."""
-    from kgit import gates
+def _gate_problems(repo: Repo, reg: registry.Registry, verdict: Verdict, events: list[tuple[str, str, str]]) -> list[str]:
+    """The new stage and deprecation tags kgit.stage_checks refuses (as the client's pre-push hook
+    does), with the gates in ``.kgit/gates.yaml`` as committed on this repository's HEAD branch
+    *before* the push (refs are not updated yet while pre-receive runs), so a push that weakens the
+    file and brings a stage tag is judged by the rule it weakens; if HEAD names no existing branch,
+    every branch's rules (kgit.gates.read_on_server), never none."""
+    from kgit import gates, stage_checks
 
-    promotions = []
-    for tag, commit in events:
-        event = parse_event(tag)
-        if event is not None and event.kind == "promote" and event.stage:
-            promotions.append((event, tag, commit))
-    if not promotions:
-        return []
-    try:
-        rules = gates.read(repo, "HEAD")
-    except KgitError as exc:
-        return [f"cannot apply the promotion gates to {promotions[0][1]}: {exc}"]
-    by_commit = {(r.name, r.commit): r for r in reg.releases + new if r.valid}
-    problems = []
-    for event, tag, commit in promotions:
-        rel = by_commit.get((event.name, commit))
-        if rel is None:
-            continue  # refused by _check_events
-        try:
-            gates.check_promotion(repo, reg, rel, str(event.stage), gates=rules, before=event.counter)
-        except KgitError as exc:
-            problems.append(f"new stage tag {tag}: {exc}")
+    def read_gates() -> gates.Gates:
+        found = gates.read_on_server(repo)
+        if found.note:
+            verdict.notes.append(found.note)
+        return found
+
+    log = stage_checks.StageLog.of(reg, releases=verdict.new_releases)
+    new = stage_checks.read_new(repo, [(tag, oid) for tag, _commit, oid in events])
+    problems = [f"new {'deprecation' if '@' in tag else 'stage'} tag {tag}: {why}"
+                for tag, why in stage_checks.problems(log, new, read_gates)]
+    if problems:
+        verdict.notes.append("git takes or refuses a push whole: delete the refused tag in your clone (git tag -d TAG) "
+                             "or push the rest without it (git push --no-follow-tags origin BRANCH, then other tags "
+                             "by name: git push origin refs/tags/NAME@vX.Y.Z)")
     return problems
 
 
@@ -364,9 +360,13 @@ def pre_receive(text: str, repo: Repo | None = None) -> int:
     except KgitError as exc:
         verdict = Verdict([f"could not check the push: {exc}"])
     if not verdict.problems:
+        for note in verdict.notes:
+            sys.stderr.write(f"kgit: note: {note}\n")
         return 0
     for p in verdict.problems:
         sys.stderr.write(f"kgit: rejected: {p}\n")
+    for note in verdict.notes:
+        sys.stderr.write(f"kgit: note: {note}\n")
     sys.stderr.write("kgit: push rejected by kgit's server hook: released models are immutable and must be "
                      "complete (see `kgit check` and the README's threat model)\n")
     return 1

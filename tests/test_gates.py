@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import git as cgit
 from conftest import kgit as ckgit
-from support.world import World, git, kgit, run
+from support.world import World, forge_tag, git, kgit, run
 
 from kgit import gates
 from kgit.errors import KgitError
@@ -163,13 +163,13 @@ def test_committed_gates_apply_to_every_promotion_and_only_a_commit_changes_them
 @pytest.mark.slow
 def test_pre_push_refuses_a_hand_made_stage_tag_the_gates_refuse(w: World) -> None:
     commit = git(w.repo, "rev-list", "-n1", "m@v1.0.0")
-    git(w.repo, "tag", "-a", "m#prod#7", commit, "-m", "promote by hand")
-    proc = w.push("m#prod#7")
+    git(w.repo, "tag", "-a", "m#prod#1", commit, "-m", "promote by hand")
+    proc = w.push("m#prod#1")
     assert proc.returncode != 0
-    assert "push refused: stage tags that the promotion gates refuse" in proc.stderr
-    assert "m#prod#7: m@v1 cannot go to prod: rule `val.accuracy >= 0.85`" in proc.stderr
+    assert "push refused: stage tags that the event counters or the promotion gates refuse" in proc.stderr
+    assert "m#prod#1: m@v1 cannot go to prod: rule `val.accuracy >= 0.85`" in proc.stderr
     assert "m@v1 has val.accuracy 0.8" in proc.stderr
-    assert "m#prod#7" not in w.origin_tags()
+    assert "m#prod#1" not in w.origin_tags()
 
 
 def rejected(proc, reason: str) -> None:  # type: ignore[no-untyped-def]
@@ -181,18 +181,18 @@ def rejected(proc, reason: str) -> None:  # type: ignore[no-untyped-def]
 @pytest.mark.slow
 def test_server_rejects_a_stage_tag_the_gates_refuse_even_with_no_verify(w: World) -> None:
     commit = git(w.repo, "rev-list", "-n1", "m@v1.0.0")
-    git(w.repo, "tag", "-a", "m#prod#7", commit, "-m", "promote by hand")
-    rejected(w.push("--no-verify", "m#prod#7"), "new stage tag m#prod#7: m@v1 cannot go to prod: rule "
+    git(w.repo, "tag", "-a", "m#prod#1", commit, "-m", "promote by hand")
+    rejected(w.push("--no-verify", "m#prod#1"), "new stage tag m#prod#1: m@v1 cannot go to prod: rule "
              "`val.accuracy >= 0.85`")
-    assert "m#prod#7" not in w.origin_tags()
-    git(w.repo, "tag", "-d", "m#prod#7")  # (push.followTags would send it again)
+    assert "m#prod#1" not in w.origin_tags()
+    git(w.repo, "tag", "-d", "m#prod#1")  # (push.followTags would send it again)
     # a good one goes through: v2 passes, and prod is empty on the server
-    git(w.repo, "tag", "-a", "m#prod#8", git(w.repo, "rev-list", "-n1", "m@v2.0.0"), "-m", "promote by hand")
-    proc = w.push("--no-verify", "m#prod#8")
+    git(w.repo, "tag", "-a", "m#prod#1", git(w.repo, "rev-list", "-n1", "m@v2.0.0"), "-m", "promote by hand")
+    proc = w.push("--no-verify", "m#prod#1")
     assert proc.returncode == 0, proc.stderr
     # v3 is not better than v2, which holds prod on the server now
-    git(w.repo, "tag", "-a", "m#prod#9", git(w.repo, "rev-list", "-n1", "m@v3.0.0"), "-m", "promote by hand")
-    rejected(w.push("--no-verify", "m#prod#9"), "new stage tag m#prod#9: m@v3 cannot go to prod: rule `better "
+    git(w.repo, "tag", "-a", "m#prod#2", git(w.repo, "rev-list", "-n1", "m@v3.0.0"), "-m", "promote by hand")
+    rejected(w.push("--no-verify", "m#prod#2"), "new stage tag m#prod#2: m@v3 cannot go to prod: rule `better "
              "val.accuracy`")
 
 
@@ -200,15 +200,138 @@ def test_server_rejects_a_stage_tag_the_gates_refuse_even_with_no_verify(w: Worl
 def test_weakening_the_gates_in_the_same_push_does_not_let_the_stage_tag_through(w: World) -> None:
     (w.repo / ".kgit/gates.yaml").write_text("stages: {}\n")
     git(w.repo, "commit", "-q", "-am", "no gates")
-    git(w.repo, "tag", "-a", "m#prod#7", git(w.repo, "rev-list", "-n1", "m@v1.0.0"), "-m", "promote by hand")
-    rejected(w.push("--no-verify", "main", "m#prod#7"), "new stage tag m#prod#7: m@v1 cannot go to prod")
-    assert "m#prod#7" not in w.origin_tags() and git(w.origin, "rev-parse", "main") != git(w.repo, "rev-parse", "main")
+    git(w.repo, "tag", "-a", "m#prod#1", git(w.repo, "rev-list", "-n1", "m@v1.0.0"), "-m", "promote by hand")
+    rejected(w.push("--no-verify", "main", "m#prod#1"), "new stage tag m#prod#1: m@v1 cannot go to prod")
+    assert "m#prod#1" not in w.origin_tags() and git(w.origin, "rev-parse", "main") != git(w.repo, "rev-parse", "main")
     # the weaker rule counts once it is on the server, where history shows who changed it
     proc = run(w.repo, "git", "-c", "push.followTags=false", "push", "--no-verify", "origin", "main")
     assert proc.returncode == 0, proc.stderr
-    proc = w.push("--no-verify", "m#prod#7")
+    proc = w.push("--no-verify", "m#prod#1")
     assert proc.returncode == 0, proc.stderr
     assert "no gates" in git(w.origin, "log", "-1", "--format=%s", "--", ".kgit/gates.yaml")
+
+
+# -- stage tags as invariants: the next counter, the last holder, rollbacks (kgit.stage_checks) -------
+def commit_of(w: World, version: str) -> str:
+    return git(w.repo, "rev-list", "-n1", f"m@{version}.0.0")
+
+
+def refused_before_and_after_no_verify(w: World, tag: str, reason: str) -> None:
+    """The pre-push hook refuses to push ``tag`` and the server rejects it with --no-verify, both
+    naming the tag and ``reason``; the server does not get it."""
+    proc = w.push(f"refs/tags/{tag}")
+    assert proc.returncode != 0 and f"  - {tag}: {reason}" in proc.stderr, proc.stderr
+    assert "push refused: stage tags that the event counters or the promotion gates refuse" in proc.stderr
+    rejected(w.push("--no-verify", f"refs/tags/{tag}"), f"new stage tag {tag}: {reason}")
+    assert tag not in w.origin_tags()
+
+
+def rollback_message(version: str) -> str:
+    """What `kgit rollback` writes, made by hand."""
+    body = {"event": "rollback", "name": "m", "version": version, "stage": "prod", "release": f"m@{version}.0.0"}
+    return f"kgit roll prod of m back to {version}\n\nkgit-event: {json.dumps(body)}\n"
+
+
+def allow_rollback(w: World) -> None:
+    (w.repo / ".kgit/gates.yaml").write_text(GATES.replace("    require_better: [val.accuracy]\n",
+                                                          "    require_better: [val.accuracy]\n    allow_rollback: true\n"))
+    git(w.repo, "commit", "-q", "-am", "prod may roll back below require_better")
+    proc = w.push("main")
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.slow
+def test_hand_made_stage_tags_with_a_skipped_or_reused_counter_are_refused(w: World) -> None:
+    git(w.repo, "tag", "-a", "m#prod#2", commit_of(w, "v2"), "-m", "promote by hand")  # m's next is #1
+    refused_before_and_after_no_verify(w, "m#prod#2", "#2 is not the next event counter of m: expected #1 (it has no "
+                                       "event tags yet)")
+    git(w.repo, "tag", "-d", "m#prod#2")
+    assert kgit(w.repo, "promote", "m@v2", "prod").returncode == 0
+    proc = w.push("refs/tags/m#prod#1")
+    assert proc.returncode == 0, proc.stderr
+    git(w.repo, "tag", "-a", "m#dev#1", commit_of(w, "v3"), "-m", "promote by hand")  # #1 is taken
+    refused_before_and_after_no_verify(w, "m#dev#1", "#1 is not the next event counter of m: expected #2 (its event "
+                                       "tags end at #1)")
+    assert [t for t in w.origin_tags() if "#" in t] == ["m#prod#1"]
+
+
+@pytest.mark.slow
+def test_a_demote_does_not_lower_the_bar_for_the_next_promotion(w: World) -> None:
+    assert kgit(w.repo, "promote", "m@v2", "prod").returncode == 0
+    assert kgit(w.repo, "demote", "m", "prod").returncode == 0
+    reason = "m@v3 has val.accuracy 0.88, m@v2 (the last version in prod) has 0.9; higher is better"
+    assert reason in one_line_error(kgit(w.repo, "promote", "m@v3", "prod"))
+    assert tags(w.repo) == ["m#prod!#2", "m#prod#1"]
+    # the same promotion by hand, with the right counter: the earlier tags of the push count first
+    git(w.repo, "tag", "-a", "m#prod#3", commit_of(w, "v3"), "-m", "promote by hand")
+    proc = w.push("m#prod#1", "m#prod!#2", "m#prod#3")
+    assert proc.returncode != 0 and "  - m#prod#3: m@v3 cannot go to prod: rule `better val.accuracy`" in proc.stderr
+    assert reason in proc.stderr
+    rejected(w.push("--no-verify", "m#prod#1", "m#prod!#2", "m#prod#3"), "new stage tag m#prod#3: m@v3 cannot go to prod")
+    assert not [t for t in w.origin_tags() if "#" in t]
+
+
+@pytest.mark.slow
+def test_rollback_below_require_better_needs_allow_rollback_in_the_committed_gates(w: World) -> None:
+    assert kgit(w.repo, "promote", "m@v3", "prod").returncode == 0
+    assert kgit(w.repo, "promote", "m@v2", "prod").returncode == 0  # 0.9 beats 0.88
+    assert w.push("m#prod#1", "m#prod#2").returncode == 0
+    # refused alike by `kgit rollback`, the pre-push hook and the server
+    msg = one_line_error(kgit(w.repo, "rollback", "m", "prod"))
+    reason = ("m@v3 cannot go to prod: rule `better val.accuracy` (.kgit/gates.yaml (at ")
+    assert reason in msg and "m@v3 has val.accuracy 0.88, m@v2 (in the stage now) has 0.9" in msg
+    assert "sets `allow_rollback: true`" in msg
+    assert tags(w.repo) == ["m#prod#1", "m#prod#2"]
+    forge_tag(w.repo, "m#prod#3", commit_of(w, "v3"), rollback_message("v3"))
+    refused_before_and_after_no_verify(w, "m#prod#3", reason)
+    proc = w.push("--no-verify", "m#prod#3")
+    assert "sets `allow_rollback: true`" in proc.stderr
+    git(w.repo, "tag", "-d", "m#prod#3")
+    # allowed by a committed rule: the command, the pre-push hook and the server agree
+    allow_rollback(w)
+    proc = kgit(w.repo, "rollback", "m", "prod", "--note", "v2 misbehaves on Mondays", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"event": "rolled back", "name": "m", "version": "v3", "stage": "prod",
+                                       "tag": "m#prod#3", "gates": ["val.accuracy >= 0.85"], "from": "v2"}
+    proc = w.push("m#prod#3")
+    assert proc.returncode == 0, proc.stderr
+    assert "m#prod#3" in w.origin_tags()
+    assert json.loads(ckgit(w.repo, "show", "m#prod", "--json", check=True).stdout)["version"] == "v3"
+    events = json.loads(ckgit(w.repo, "history", "m", "--json", check=True).stdout)
+    assert [(e["event"], e["version"], e["stage"]) for e in events if e["stage"]] == [
+        ("promoted", "v3", "prod"), ("promoted", "v2", "prod"), ("rolled back", "v3", "prod")]
+    assert "rolled back" in ckgit(w.repo, "history", "m", check=True).stdout
+    assert "v2 misbehaves on Mondays" in git(w.repo, "for-each-ref", "--format=%(contents)", "refs/tags/m#prod#3")
+
+
+@pytest.mark.slow
+def test_a_rollback_to_a_version_that_never_held_the_stage_is_refused(w: World) -> None:
+    allow_rollback(w)
+    assert kgit(w.repo, "promote", "m@v2", "prod").returncode == 0
+    assert w.push("m#prod#1").returncode == 0
+    assert "only v2 of m has been in prod: there is no earlier version" in one_line_error(kgit(w.repo, "rollback", "m", "prod"))
+    msg = one_line_error(kgit(w.repo, "rollback", "m", "prod", "--to", "v3"))
+    assert "m@v3 has never been in prod (versions that have: v2)" in msg
+    # a message that calls a promotion of v3 a rollback does not make it one
+    forge_tag(w.repo, "m#prod#2", commit_of(w, "v3"), rollback_message("v3"))
+    refused_before_and_after_no_verify(w, "m#prod#2", "its message says it rolls prod back to m@v3, which never held "
+                                       "prod")
+    assert [e["event"] for e in json.loads(ckgit(w.repo, "history", "m", "--json", check=True).stdout)
+            if e["stage"]] == ["promoted", "promoted"]
+
+
+@pytest.mark.slow
+def test_a_server_whose_head_names_no_branch_still_applies_the_gates(w: World) -> None:
+    git(w.origin, "symbolic-ref", "HEAD", "refs/heads/master")  # git's default; the team pushes main
+    git(w.repo, "tag", "-a", "m#prod#1", commit_of(w, "v1"), "-m", "promote by hand")
+    rejected(w.push("--no-verify", "m#prod#1"), "new stage tag m#prod#1: m@v1 cannot go to prod: rule "
+             "`val.accuracy >= 0.85` (.kgit/gates.yaml on main (at ")
+    git(w.repo, "tag", "-d", "m#prod#1")
+    assert kgit(w.repo, "promote", "m@v2", "prod").returncode == 0
+    proc = w.push("m#prod#1")
+    assert proc.returncode == 0, proc.stderr
+    assert "kgit: note: HEAD names refs/heads/master, which does not exist: the promotion gates of every branch" in proc.stderr
+    assert "m#prod#1" in w.origin_tags()
 
 
 @pytest.mark.slow

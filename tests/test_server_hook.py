@@ -109,14 +109,14 @@ def test_stage_tags_must_name_a_valid_live_version(w: World) -> None:
     (w.repo / "train.py").write_text("print('more')\n")
     git(w.repo, "commit", "-q", "-am", "not a release")
     assert w.push("main").returncode == 0
-    forge_tag(w.repo, "m#prod#4", git(w.repo, "rev-parse", "HEAD"), "promote\n")
-    rejected(w.push("--no-verify", "refs/tags/m#prod#4"), "new stage tag m#prod#4 points at")
-    git(w.repo, "tag", "-d", "m#prod#4")
+    forge_tag(w.repo, "m#prod#1", git(w.repo, "rev-parse", "HEAD"), "promote\n")
+    rejected(w.push("--no-verify", "refs/tags/m#prod#1"), "new stage tag m#prod#1 points at")
+    git(w.repo, "tag", "-d", "m#prod#1")
     assert kgit(w.repo, "deprecate", "m@v1").returncode == 0
     deprecation = git(w.repo, "tag", "-l", "m@v1.0.0!*")
     assert w.push("--no-verify", f"refs/tags/{deprecation}").returncode == 0  # deprecating is allowed
-    forge_tag(w.repo, "m#staging#9", head, "promote a deprecated version\n")
-    rejected(w.push("--no-verify", "refs/tags/m#staging#9"), "new stage tag m#staging#9 puts m@v1 in staging, but that version is deprecated")
+    forge_tag(w.repo, "m#staging#2", head, "promote a deprecated version\n")
+    rejected(w.push("--no-verify", "refs/tags/m#staging#2"), "new stage tag m#staging#2 puts m@v1 in staging, but that version is deprecated")
 
 
 def test_plain_push_is_accepted_without_tensorflow_or_dvc(w: World) -> None:

@@ -1,4 +1,4 @@
-"""Commands that move releases through their life: promote, demote, deprecate, history; signing keys."""
+"""Commands that move releases through their life: promote, rollback, demote, deprecate, history; signing keys."""
 
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ def promote(
                                       help="A rule the version's metrics must pass, KEY OP NUMBER with OP one of >= <= > < == "
                                       "(e.g. \"val.accuracy>=0.9\"); repeatable."),
     require_better: list[str] = typer.Option([], "--require-better", metavar="KEY",
-                                             help="The metric must be strictly better than the version in STAGE now "
-                                             "(min/max from .kgit/gates.yaml, default max: higher is better); repeatable."),
+                                             help="The metric must be strictly better than STAGE's last holder (the version in it now, "
+                                             "or the last one there if demoted since; min/max from .kgit/gates.yaml, "
+                                             "default max: higher is better); repeatable."),
     json_out: bool = typer.Option(False, "--json", help="Print the event as JSON."),
 ) -> None:
     """Put a released version in a stage (GTO stage tag NAME#STAGE#N). Validates it first if needed.
@@ -32,6 +33,27 @@ def promote(
 
     with Steps(enabled=not json_out) as steps:
         change = api.promote(ref, stage, note=note, require=require, require_better=require_better, progress=steps)
+    _report_change(change, json_out)
+
+
+@app.command()
+def rollback(
+    name: str = typer.Argument(..., help="The model."),
+    stage: str = typer.Argument(..., help="The stage to roll back, e.g. prod."),
+    to: str = typer.Option(None, "--to", metavar="VERSION",
+                           help="The version to go back to, one that held STAGE before (e.g. v2); default: the one "
+                           "that held it before the current (or, if demoted, last) holder."),
+    note: str = typer.Option(None, "--note", help="Why: recorded in the tag message."),
+    json_out: bool = typer.Option(False, "--json", help="Print the event as JSON."),
+) -> None:
+    """Put back in a stage a version that held it before (a stage tag NAME#STAGE#N whose message says rollback).
+
+    Validates the version first if needed. The stage's rules in .kgit/gates.yaml apply as to promote,
+    except require_better where the stage's entry sets allow_rollback: true."""
+    from kgit import api
+
+    with Steps(enabled=not json_out) as steps:
+        change = api.rollback(name, stage, to=to, note=note, progress=steps)
     _report_change(change, json_out)
 
 
@@ -64,9 +86,14 @@ def _report_change(change: Any, json_out: bool) -> None:
     if json_out:
         print_json(change.to_dict())
         return
-    where = f" {'to' if change.event == 'promoted' else 'from'} {change.stage}" if change.stage else ""
     gates = f"; passed {', '.join(change.gates)}" if getattr(change, "gates", None) else ""
-    err(f"{change.event} {change.name} {change.version}{where} (tag {change.tag}){gates}; `git push` shares it")
+    if change.event == "rolled back":
+        what = f"rolled back {change.stage} of {change.name} to {change.version}" + (
+            f" from {change.replaced}" if change.replaced else "")
+    else:
+        where = f" {'to' if change.event == 'promoted' else 'from'} {change.stage}" if change.stage else ""
+        what = f"{change.event} {change.name} {change.version}{where}"
+    err(f"{what} (tag {change.tag}){gates}; `git push` shares it")
 
 
 @app.command()
@@ -74,7 +101,7 @@ def history(
     name: str = typer.Argument(..., help="The model."),
     json_out: bool = typer.Option(False, "--json", help="Print the events as JSON."),
 ) -> None:
-    """Every event of a model (released, promoted, demoted, deprecated): who, when, commit; from tags."""
+    """Every event of a model (released, promoted, rolled back, demoted, deprecated): who, when, commit; from tags."""
     from kgit import api
 
     events = api.history(name)
