@@ -16,7 +16,7 @@ from typing import Any
 from kgit import registry
 from kgit.errors import KgitError, ReleaseNotFoundError
 from kgit.git_ops import Repo
-from kgit.metadata import METADATA_FILE
+from kgit.metadata import METADATA_FILE, Metadata
 
 
 @dataclass
@@ -93,13 +93,12 @@ def get(name: str, version: str, *, formats: list[str] | None = None, repo: Repo
     return result
 
 
-def _load_warnings(folder: Path, label: str, meta: Any) -> list[str]:
+def _load_warnings(folder: Path, label: str, meta: Metadata) -> list[str]:
     """What kgit.load and kgit validate would refuse in this (verified) folder, said at fetch time."""
-    from kgit import config_scan, formats
+    from kgit import formats
 
     try:
-        findings = config_scan.scan_files(formats.config_files(folder, meta.format),
-                                          formats.declared_modules(meta.custom_modules, specs=meta.custom_objects))
+        findings = formats.release_findings(folder, meta)
     except KgitError as exc:
         return [f"{label}: {exc}"]
     never = next((f for f in findings if not f.code), None)

@@ -31,7 +31,7 @@ import numpy as np
 
 from kgit import config_scan, savedmodel
 from kgit.errors import CustomObjectError, ModelSourceError, UnsafeModelError, describe, one_line
-from kgit.metadata import FORMATS, Signature
+from kgit.metadata import FORMATS, Metadata, Signature
 from kgit.tf_keras_flavour import SAVEDMODEL_MARKER as TF_KERAS_METADATA
 from kgit.training_state import (
     OPTIMIZER_GROUP,
@@ -316,6 +316,12 @@ def declared_modules(modules: list[str], custom_objects: dict[str, Any] | None =
     found = [*modules, *(spec.partition(":")[0] if ":" in spec else spec.rpartition(".")[0] for spec in specs)]
     found += [m for o in (custom_objects or {}).values() if isinstance(m := getattr(o, "__module__", None), str)]
     return [m for m in dict.fromkeys(found) if m and m != "__main__"]
+
+
+def release_findings(folder: Path, meta: Metadata) -> list[config_scan.Finding]:
+    """What loading a (verified) release folder would run, judged by what its metadata declares."""
+    declared = declared_modules(meta.custom_modules, specs=meta.custom_objects)
+    return config_scan.scan_files(config_files(folder, meta.format), declared)
 
 
 def check_config(folder: Path, fmt: str, *, declared: list[str], unsafe: bool, label: str,

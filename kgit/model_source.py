@@ -199,6 +199,8 @@ def _load_source_path(path: Path, custom_objects: dict[str, Any], unsafe: bool, 
             with savedmodel.keras_file(path) as inner:
                 return _load_source_path(inner, custom_objects, unsafe, training_state)
         if tf_keras_flavour.is_savedmodel(path):  # tf_keras' model.save(dir): the model and its training state
+            for config in config_scan.read_configs(path / tf_keras_flavour.SAVEDMODEL_MARKER):
+                _check_code(config, str(path), unsafe)  # tf_keras has no safe mode here: before it loads
             return tf_keras_flavour.load(path, custom_objects, training_state=training_state)
         if not (path / "saved_model.pb").is_file():
             raise ModelSourceError(f"{path} is a folder but not a SavedModel (no saved_model.pb)")

@@ -238,12 +238,11 @@ def code_check(repo: Repo, t: Target, meta: Metadata, unsafe: bool) -> tuple[Fol
     """The ``code`` check of a verified folder: (the failure, or None; whether its code may run)."""
     from kgit import config_scan, formats
 
-    folder = repo.root / t.rel_path
     label = f"{t.label} ({t.fmt})"
     try:
-        findings = config_scan.scan_files(formats.config_files(folder, t.fmt),
-                                          formats.declared_modules(meta.custom_modules, specs=meta.custom_objects))
-        allowed = any(f.code for f in findings) and code_allowed(repo, meta, unsafe)
+        findings = formats.release_findings(repo.root / t.rel_path, meta)
+        # the caller's --unsafe passes through; the clone's policy is consulted only for code it found
+        allowed = unsafe or (any(f.code for f in findings) and code_allowed(repo, meta, False))
     except KgitError as exc:
         return _fail(t, "code", f"{label}: {exc}", atol=meta.reference.atol), False
     fix = f"run `kgit validate --unsafe {t.label}` (kgit.validate(..., unsafe=True)) only if you trust who released it"
