@@ -178,17 +178,22 @@ def get(ref: str, version: str | None = None, *, stage: str | None = None, forma
 
 
 def load(ref: str, version: str | None = None, *, stage: str | None = None, format: str | None = None,
-         repo: PathLike = ".", custom_objects: dict[str, Any] | None = None, progress: bool | None = None) -> Any:
+         repo: PathLike = ".", custom_objects: dict[str, Any] | None = None, progress: bool | None = None,
+         unsafe: bool = False) -> Any:
     """The Keras model of a release, fetched first if its data is not here, and verified.
 
     Full-model formats (savedmodel, keras, h5) come back compiled with their optimizer state, so
     training resumes; ``weights`` is rebuilt with the recorded builder. ``format`` defaults to the
     first format of the release. ``progress`` is as for ``get`` (when the data must be fetched).
+    A model whose configuration carries code (a Python Lambda layer: a release made with
+    ``--unsafe``) is refused unless you pass ``unsafe=True`` (only if you trust who released it),
+    or this clone's git config ``kgit.unsafeLoading`` is ``signed`` and a key it trusts signed it.
     """
     from kgit import fetch
 
     name, selector = release_ref(ref, version, stage)
-    return fetch.load_model(Repo(repo), name, selector, format, custom_objects=custom_objects, progress=progress)
+    return fetch.load_model(Repo(repo), name, selector, format, custom_objects=custom_objects, progress=progress,
+                            unsafe=unsafe)
 
 
 def diff(ref_a: str, ref_b: str, *, repo: PathLike = ".") -> dict[str, Any]:
@@ -286,16 +291,18 @@ def report(names: list[str] | None = None, *, out: PathLike = "kgit-report", rep
 
 # -- checks ------------------------------------------------------------------------------------
 def validate(refs: list[str] | None = None, *, all: bool = False, recheck: bool = False,
-             repo: PathLike = ".", progress: Any = None) -> list[FolderResult]:
+             repo: PathLike = ".", progress: Any = None, unsafe: bool = False) -> list[FolderResult]:
     """Check released versions (see kgit.validating); returns one result per version and format.
     With ``all`` (or no ``refs``), every release; inside the pre-push hook's validation stage, the
-    releases being pushed."""
+    releases being pushed. ``unsafe``: let the round trip run the code a release carries (a Lambda
+    layer); without it such a release fails its ``code`` check (unless validated here before)."""
     from kgit import client_hooks, validating
 
     git = Repo(repo)
     if all or not refs:
         refs = client_hooks.stage_targets()
-    return validating.check(git, validating.targets_for(git, refs), use_record=not recheck, progress=progress)
+    return validating.check(git, validating.targets_for(git, refs), use_record=not recheck, progress=progress,
+                            unsafe=unsafe)
 
 
 def verify(refs: list[str] | None = None, *, repo: PathLike = ".") -> list[FolderResult]:

@@ -16,7 +16,7 @@ from typing import Any
 from kgit import registry
 from kgit.errors import KgitError, ReleaseNotFoundError
 from kgit.git_ops import Repo
-from kgit.metadata import METADATA_FILE
+from kgit.metadata import METADATA_FILE, Metadata
 
 
 @dataclass
@@ -25,9 +25,12 @@ class Fetched:
     version: str
     tag: str
     formats: dict[str, dict[str, Any]] = field(default_factory=dict)  # format -> {path, size, fetched}
+    # what loading would refuse (kgit.config_scan): fetching runs no code, loading asks first
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "tag": self.tag, "formats": self.formats}
+        return {"name": self.name, "version": self.version, "tag": self.tag, "formats": self.formats,
+                "warnings": self.warnings}
 
 
 def get(name: str, version: str, *, formats: list[str] | None = None, repo: Repo,
@@ -72,8 +75,7 @@ def get(name: str, version: str, *, formats: list[str] | None = None, repo: Repo
             with progress_display.Meter(f"fetching {rel.name}@{rel.version}", expected, show=show) as meter:
                 dvc_ops.pull(repo.root, to_pull, meter=meter)
         pulled = True
-        for fmt in wanted:
-            verified_metadata(repo, rel, fmt)
+        metas = {fmt: verified_metadata(repo, rel, fmt) for fmt in wanted}
     except KgitError as exc:
         said = _remove(repo, brought)
         if not said:
@@ -86,7 +88,27 @@ def get(name: str, version: str, *, formats: list[str] | None = None, repo: Repo
         else:
             hint = "fix the cause and retry"
         raise KgitError(f"{exc}; {said}: {hint}") from None
+    for fmt, meta in metas.items():
+        result.warnings += _load_warnings(repo.root / rel.formats[fmt]["path"], f"{rel.name}@{rel.version} ({fmt})", meta)
     return result
+
+
+def _load_warnings(folder: Path, label: str, meta: Metadata) -> list[str]:
+    """What kgit.load and kgit validate would refuse in this (verified) folder, said at fetch time."""
+    from kgit import formats
+
+    try:
+        findings = formats.release_findings(folder, meta)
+    except KgitError as exc:
+        return [f"{label}: {exc}"]
+    never = next((f for f in findings if not f.code), None)
+    if never is not None:
+        return [f"{never.describe(label)}: kgit will not load it, with or without --unsafe"]
+    code = next((f for f in findings if f.code), None)
+    if code is not None:
+        return [f"{code.describe(label)}: loading it runs that code, so kgit validate and kgit.load refuse it "
+                "unless you pass --unsafe (unsafe=True)"]
+    return []
 
 
 def _remove(repo: Repo, folders: list[Path]) -> str:
@@ -111,11 +133,13 @@ def _remove(repo: Repo, folders: list[Path]) -> str:
 
 
 def load_model(repo: Repo, name: str, version: str, fmt: str | None = None, *,
-               custom_objects: dict[str, Any] | None = None, progress: bool | None = None) -> Any:
+               custom_objects: dict[str, Any] | None = None, progress: bool | None = None,
+               unsafe: bool = False) -> Any:
     """Resolve ``name@version``, fetch that format's data if it is not here, verify it against the
-    release, import the code the release names, and load the Keras model."""
+    release, check what its configuration would run (``unsafe``: the caller allows its code; see
+    kgit.validating.code_allowed), import the code the release names, and load the Keras model."""
     from kgit import formats, usercode
-    from kgit.validating import verified_metadata
+    from kgit.validating import code_allowed, verified_metadata
 
     rel = registry.resolve(repo, name, version)
     fmt = fmt or next(iter(rel.formats))
@@ -125,7 +149,12 @@ def load_model(repo: Repo, name: str, version: str, fmt: str | None = None, *,
     if not (folder / METADATA_FILE).exists():  # not here yet: fetch that version only
         get(name, rel.version, formats=[fmt], repo=repo, progress=progress)
     meta = verified_metadata(repo, rel, fmt)
+    label = f"{rel.name}@{rel.version} ({fmt})"
+    allowed = code_allowed(repo, meta, unsafe)
+    # before any of the release's own modules are imported: a refusal runs nothing
+    formats.check_config(folder, fmt, declared=formats.declared_modules(meta.custom_modules, custom_objects, meta.custom_objects),
+                         unsafe=allowed, label=label)
     custom = usercode.load_custom_objects(meta.custom_objects)
     custom.update(custom_objects or {})
     return formats.load_keras_model(folder, fmt, custom_objects=custom, modules=meta.custom_modules,
-                                    builder=meta.builder, unsafe=meta.unsafe, sig=meta.signature)
+                                    builder=meta.builder, unsafe=allowed, sig=meta.signature, label=label)

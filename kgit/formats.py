@@ -29,9 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from kgit import savedmodel
+from kgit import config_scan, savedmodel
 from kgit.errors import CustomObjectError, ModelSourceError, UnsafeModelError, describe, one_line
-from kgit.metadata import FORMATS, Signature
+from kgit.metadata import FORMATS, Metadata, Signature
+from kgit.tf_keras_flavour import SAVEDMODEL_MARKER as TF_KERAS_METADATA
 from kgit.training_state import (
     OPTIMIZER_GROUP,
     compile_config_kept,
@@ -47,6 +48,8 @@ from kgit.usercode import import_modules, resolve_attr
 
 MODEL_FILES = {"keras": "model.keras", "h5": "model.h5", "weights": "model.weights.h5"}
 SAVEDMODEL_KERAS = savedmodel.KERAS_FILE
+# How the person loading a release opts in to the code it carries (the end of a refusal's line).
+LOAD_OPT_IN = "pass --unsafe (kgit.load(..., unsafe=True)) only if you trust who released it"
 
 
 @contextlib.contextmanager
@@ -296,13 +299,50 @@ def _strip_training_state(fmt: str, folder: Path) -> None:
         copy_h5_without(folder / MODEL_FILES[fmt], groups=(OPTIMIZER_GROUP,), attrs=())
 
 
+# -- what loading a release folder would run (kgit.config_scan), checked before it loads -----------
+def config_files(folder: Path, fmt: str) -> list[Path]:
+    """The files of a release folder whose model configuration a load deserializes."""
+    if fmt == "savedmodel":
+        return [p for p in (folder / SAVEDMODEL_KERAS, folder / TF_KERAS_METADATA) if p.is_file()]
+    if fmt in ("keras", "h5"):
+        return [folder / MODEL_FILES[fmt]]
+    return []  # weights: no configuration, the recorded builder makes the model
+
+
+def declared_modules(modules: list[str], custom_objects: dict[str, Any] | None = None,
+                     specs: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """The modules a release declares (its ``custom_modules`` and ``MODULE:ATTR`` custom objects) and
+    those of the objects the loader passes: what a configuration may name besides Keras."""
+    found = [*modules, *(spec.partition(":")[0] if ":" in spec else spec.rpartition(".")[0] for spec in specs)]
+    found += [m for o in (custom_objects or {}).values() if isinstance(m := getattr(o, "__module__", None), str)]
+    return [m for m in dict.fromkeys(found) if m and m != "__main__"]
+
+
+def release_findings(folder: Path, meta: Metadata) -> list[config_scan.Finding]:
+    """What loading a (verified) release folder would run, judged by what its metadata declares."""
+    declared = declared_modules(meta.custom_modules, specs=meta.custom_objects)
+    return config_scan.scan_files(config_files(folder, meta.format), declared)
+
+
+def check_config(folder: Path, fmt: str, *, declared: list[str], unsafe: bool, label: str,
+                 opt_in: str = LOAD_OPT_IN) -> None:
+    """Refuse (UnsafeModelError, one line naming the layer) to load a release folder whose model
+    configuration holds code the loader did not allow (``unsafe``) or anything never allowed; reads
+    the configuration only, before TensorFlow is imported."""
+    config_scan.check_files(config_files(folder, fmt), label=label, declared=declared, allow_code=unsafe, fix=opt_in)
+
+
 def load_keras_model(
     folder: Path, fmt: str, *, custom_objects: dict[str, Any], modules: list[str], builder: str | None,
-    unsafe: bool, sig: Signature | None = None,
+    unsafe: bool, sig: Signature | None = None, label: str | None = None,
 ) -> Any:
-    """The Keras model in a release folder (compiled with optimizer state for full-model formats)."""
+    """The Keras model in a release folder (compiled with optimizer state for full-model formats).
+    ``unsafe``: the person loading allows the code the model carries (Keras' safe mode off); the
+    configuration is checked first either way (kgit.config_scan)."""
     from kgit import tf_keras_flavour
 
+    check_config(folder, fmt, declared=declared_modules(modules, custom_objects), unsafe=unsafe,
+                 label=label or str(folder))
     import_keras()
     import_modules(modules)
     if fmt == "savedmodel":

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from kgit import savedmodel
+from kgit import config_scan, savedmodel
 from kgit.errors import (
     CustomObjectError,
     ModelSignatureError,
@@ -66,8 +65,14 @@ def _custom_entries(config: Any) -> list[dict[str, Any]]:
     return found
 
 
-def _is_unsafe(config: Any) -> bool:
-    return any(e.get("class_name") == "Lambda" for e in _walk_classes(config))
+def _check_code(config: Any, where: str, unsafe: bool) -> None:
+    """Refuse the releaser's model if its configuration holds code (a Lambda layer...) and they did not
+    pass --unsafe, or anything kgit never loads (kgit.config_scan; the module check is left to the
+    custom-object rules below: this is the releaser's own model)."""
+    fix = "replace it with a registered custom layer, or pass --unsafe if you trust this model's code"
+    problem = config_scan.refusal(where, config_scan.scan(config, None), allow_code=unsafe, fix=fix)
+    if problem is not None:
+        raise UnsafeModelError(problem)
 
 
 def _saving(model: Any) -> Any:
@@ -97,11 +102,7 @@ def inspect_custom_objects(model: Any, custom_objects: dict[str, Any], unsafe: b
     one neither registered nor passed as a custom object, cannot be loaded elsewhere: refuse now.
     """
     config = _model_config(model)
-    if _is_unsafe(config) and not unsafe:
-        raise UnsafeModelError(
-            "the model contains a Lambda layer (arbitrary Python code), which Keras' safe mode refuses to load: "
-            "replace it with a registered custom layer, or pass --unsafe if you trust this model's code"
-        )
+    _check_code(config, "the model", unsafe)
     modules: list[str] = []
     for entry in _custom_entries(config):
         cls_name = entry["class_name"]
@@ -150,23 +151,16 @@ def _json_safe(value: Any) -> Any:
     return json.loads(json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
 
 
-def _read_file_config(path: Path) -> Any:
-    if path.suffix == ".keras":
-        try:
-            with zipfile.ZipFile(path) as zf:
-                return json.loads(zf.read("config.json"))
-        except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError):
-            raise ModelSourceError(f"{path} is not a valid .keras file (truncated or not a Keras model)") from None
-    import h5py
-
+def _read_file_config(path: Path) -> list[Any]:
+    """The model configuration(s) in a .keras or .h5 file, read without loading it."""
     try:
-        with h5py.File(path, "r") as fh:
-            raw = fh.attrs.get("model_config")
-            if raw is None:
-                raise ModelSourceError(f"{path} is an HDF5 file without a model (weights only?): give a full model")
-            return json.loads(raw)
-    except OSError:
-        raise ModelSourceError(f"{path} is not a valid HDF5 model file (truncated or not a model)") from None
+        configs = config_scan.read_configs(path)
+    except ModelSourceError:
+        what = ".keras file (truncated or not a Keras model)" if path.suffix == ".keras" else "HDF5 model file (truncated or not a model)"
+        raise ModelSourceError(f"{path} is not a valid {what}") from None
+    if not configs:
+        raise ModelSourceError(f"{path} is an HDF5 file without a model (weights only?): give a full model")
+    return configs
 
 
 def obtain_model(source: Any, custom_objects: dict[str, Any], unsafe: bool, *, training_state: bool = True) -> Any:
@@ -205,6 +199,8 @@ def _load_source_path(path: Path, custom_objects: dict[str, Any], unsafe: bool, 
             with savedmodel.keras_file(path) as inner:
                 return _load_source_path(inner, custom_objects, unsafe, training_state)
         if tf_keras_flavour.is_savedmodel(path):  # tf_keras' model.save(dir): the model and its training state
+            for config in config_scan.read_configs(path / tf_keras_flavour.SAVEDMODEL_MARKER):
+                _check_code(config, str(path), unsafe)  # tf_keras has no safe mode here: before it loads
             return tf_keras_flavour.load(path, custom_objects, training_state=training_state)
         if not (path / "saved_model.pb").is_file():
             raise ModelSourceError(f"{path} is a folder but not a SavedModel (no saved_model.pb)")
@@ -214,10 +210,7 @@ def _load_source_path(path: Path, custom_objects: dict[str, Any], unsafe: bool, 
     if path.suffix not in (".keras", ".h5", ".hdf5"):
         raise ModelSourceError(f"{path}: unsupported model file (expected .keras, .h5 or a SavedModel folder)")
     config = _read_file_config(path)
-    if _is_unsafe(config) and not unsafe:
-        raise UnsafeModelError(
-            f"{path} contains a Lambda layer (arbitrary Python code) that Keras' safe mode refuses: pass --unsafe if you trust it"
-        )
+    _check_code(config, str(path), unsafe)  # before anything is imported or loaded
     import_modules(sorted({e["module"] for e in _custom_entries(config) if e.get("module") not in (None, "__main__")}))
     if path.suffix != ".keras" and tf_keras_flavour.is_h5(path):
         return tf_keras_flavour.load(path, custom_objects, training_state=training_state)

@@ -390,8 +390,10 @@ def _validate(staging: Path, req: _Request, worker: Any = None) -> list[Any]:
     from kgit.roundtrip import roundtrip
 
     first = staging / req.formats[0]
-    results = roundtrip([staging / fmt for fmt in req.formats], evaluate=(first, req.evaluate) if req.evaluate else None,
-                        worker=worker)
+    folders = [staging / fmt for fmt in req.formats]
+    # --unsafe is the releaser's own opt-in, on the releaser's machine: the round trip may run the model's code
+    results = roundtrip(folders, evaluate=(first, req.evaluate) if req.evaluate else None, worker=worker,
+                        unsafe=folders if req.unsafe else ())
     failed = [r for r in results if not r.ok]
     if failed:
         r = failed[0]

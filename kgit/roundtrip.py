@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -167,18 +168,22 @@ RESTART = 3
 
 
 def roundtrip(folders: list[Path], *, timeout: float | None = None,
-              evaluate: tuple[Path, str] | None = None, worker: Worker | None = None) -> list[FolderResult]:
+              evaluate: tuple[Path, str] | None = None, worker: Worker | None = None,
+              unsafe: Sequence[Path] = ()) -> list[FolderResult]:
     """Validate release folders (each with its metadata.json) in one fresh Python process. With
     ``evaluate`` (folder, "module:function"), the function is also called with the model reloaded
     from that folder, and what it returns is that folder's result's ``metrics``. With ``worker``
-    (started earlier), that process does it, having imported TensorFlow meanwhile."""
+    (started earlier), that process does it, having imported TensorFlow meanwhile. ``unsafe``: the
+    folders whose code (a Lambda layer...) the caller allows to run; the others are loaded with
+    Keras' safe mode, after the worker checked their configuration (kgit.config_scan)."""
     if not folders:
         return []
     with tempfile.TemporaryDirectory(prefix="kgit-validate-") as tmp:
         spec_path, result_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
-        spec: object = [str(f.resolve()) for f in folders]
+        spec: dict[str, object] = {"folders": [str(f.resolve()) for f in folders],
+                                   "unsafe": [str(f.resolve()) for f in unsafe]}
         if evaluate is not None:
-            spec = {"folders": spec, "evaluate": {"folder": str(evaluate[0].resolve()), "function": evaluate[1]}}
+            spec["evaluate"] = {"folder": str(evaluate[0].resolve()), "function": evaluate[1]}
         spec_path.write_text(json.dumps(spec))
         code = worker.hand_over(spec_path, result_path, timeout) if worker is not None else None
         tail = worker.stderr_tail() if worker is not None else ""

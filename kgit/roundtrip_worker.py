@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 
-def _validate(folder: Path, evaluate: str | None = None) -> dict[str, Any]:
+def _validate(folder: Path, evaluate: str | None = None, unsafe: bool = False) -> dict[str, Any]:
     from kgit import formats, savedmodel, training_state, usercode
-    from kgit.errors import KgitError, describe
+    from kgit.errors import KgitError, UnsafeModelError, describe
     from kgit.metadata import Metadata
     from kgit.reference import load_npz, max_abs_diff
 
@@ -25,6 +25,13 @@ def _validate(folder: Path, evaluate: str | None = None) -> dict[str, Any]:
     try:
         meta = Metadata.read(folder)
         result["format"], result["atol"] = meta.format, meta.reference.atol
+        label = f"{meta.name}@{meta.version} ({meta.format})"
+        try:  # before anything of the artifact loads; ``unsafe`` is the caller's decision, not the metadata's
+            formats.check_config(folder, meta.format, unsafe=unsafe, label=label,
+                                 declared=formats.declared_modules(meta.custom_modules, specs=meta.custom_objects))
+        except UnsafeModelError as exc:
+            result["error"], result["check"] = str(exc), "code"
+            return result
         inputs = load_npz(folder / meta.reference.inputs_file)
         expected = load_npz(folder / meta.reference.outputs_file)
         formats.import_keras()
@@ -35,7 +42,7 @@ def _validate(folder: Path, evaluate: str | None = None) -> dict[str, Any]:
             runs.append(savedmodel.run(folder, inputs, meta.signature))
         if meta.format != "savedmodel" or savedmodel.has_keras_model(folder):
             model = formats.load_keras_model(folder, meta.format, custom_objects=custom, modules=meta.custom_modules,
-                                             builder=meta.builder, unsafe=meta.unsafe, sig=meta.signature)
+                                             builder=meta.builder, unsafe=unsafe, sig=meta.signature, label=label)
             runs.append(formats.run_model(model, inputs, meta.signature))
         if model is not None and meta.format != "weights" and meta.resumable:
             # a resumable release of a full-model format: the optimizer must come back as released
@@ -118,28 +125,32 @@ def wait(parent: int) -> int:
     spec, result, paths = line.rstrip("\n").split("\t", 2)
     sys.path[:0] = [p for p in json.loads(paths) if p not in sys.path]
     os.environ["PYTHONPATH"] = os.pathsep.join(json.loads(paths))
-    folders, _evaluate = _read_spec(Path(spec))
+    folders, _evaluate, _unsafe = _read_spec(Path(spec))
     if any(_flavour(f) == "tf_keras" for f in folders):
         return 3  # Keras 3 is already imported here: kgit.roundtrip starts a fresh worker (RESTART)
     return main([spec, result])
 
 
-def _read_spec(spec_path: Path) -> tuple[list[Path], dict[str, str] | None]:
+def _read_spec(spec_path: Path) -> tuple[list[Path], dict[str, str] | None, set[str]]:
+    """The folders to validate, the --evaluate request ({"folder", "function"}) and the folders whose
+    code may run (Keras' safe mode off), as the calling kgit decided."""
     spec = json.loads(spec_path.read_text())
-    evaluate = spec.get("evaluate") if isinstance(spec, dict) else None  # {"folder", "function"}: --evaluate
-    return [Path(p) for p in (spec["folders"] if isinstance(spec, dict) else spec)], evaluate
+    if not isinstance(spec, dict):
+        spec = {"folders": spec}
+    return [Path(p) for p in spec["folders"]], spec.get("evaluate"), set(spec.get("unsafe") or [])
 
 
 def main(argv: list[str]) -> int:
     if argv and argv[0] == "--wait":
         return wait(int(argv[1]))
     spec_path, result_path = Path(argv[0]), Path(argv[1])
-    folders, evaluate = _read_spec(spec_path)
+    folders, evaluate, unsafe = _read_spec(spec_path)
     if any(_flavour(f) == "tf_keras" for f in folders):  # before TensorFlow is imported
         from kgit import tf_keras_flavour
 
         tf_keras_flavour.use_in_this_process()
-    results = [_validate(f, evaluate["function"] if evaluate and evaluate["folder"] == str(f) else None)
+    results = [_validate(f, evaluate["function"] if evaluate and evaluate["folder"] == str(f) else None,
+                         unsafe=str(f) in unsafe)
                for f in folders]
     text = json.dumps(results, default=lambda o: None)
     # json writes inf as Infinity, which Python reads back: fine for this private channel.

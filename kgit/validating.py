@@ -5,6 +5,9 @@ Per version and format, in order, stopping at the first failure:
   release   its ``.dvc`` file still has the DVC hash the release tag recorded
   metadata  ``metadata.json`` is the one recorded in git at the release
   files     every file's sha256 matches the metadata
+  signature the signature verifies with a key this clone trusts (when signed or required)
+  code      the model's configuration holds no code the person validating did not allow
+            (kgit.config_scan; see ``code_allowed``), read without loading anything
   roundtrip reload in a fresh process, rerun reference inputs, compare within atol
 
 A version that passed is remembered in ``.git/kgit/validated.json`` (local, never committed) with
@@ -29,6 +32,10 @@ from kgit.metadata import METADATA_FILE, Metadata
 from kgit.roundtrip import FolderResult, check_files
 
 RECORD_FILE = "validated.json"
+# Local git config: `signed` lets releases made with --unsafe run their code here without --unsafe
+# when a key this clone trusts signed them; `never` (the default) asks for --unsafe every time.
+UNSAFE_LOADING_KEY = "kgit.unsafeLoading"
+UNSAFE_LOADING = ("never", "signed")
 
 
 # -- the record of what was validated ---------------------------------------------------------
@@ -210,13 +217,50 @@ def signature_problem(repo: Repo, folder: Path, meta: Metadata, label: str) -> s
     return None
 
 
-def check(repo: Repo, targets: list[Target], *, use_record: bool = True, progress: Any = None) -> list[FolderResult]:
-    """Run the checks on ``targets``; remember what passed. One fresh process for all round trips."""
+def code_allowed(repo: Repo, meta: Metadata, unsafe: bool) -> bool:
+    """Whether loading a release may run the code it carries (a Lambda layer...): the person loading
+    said so (``unsafe``), or this clone's git config ``kgit.unsafeLoading`` is ``signed`` and the
+    release was made with ``--unsafe`` and signed by a key this clone trusts. Never decided by the
+    release: ``meta`` must come from the checks that verified its signature (``verified_metadata``)."""
+    if unsafe:
+        return True
+    setting = (repo.config_get(UNSAFE_LOADING_KEY) or "never").strip().lower()
+    if setting not in UNSAFE_LOADING:
+        raise KgitError(f"git config {UNSAFE_LOADING_KEY} is {setting!r}: use one of {', '.join(UNSAFE_LOADING)}")
+    if setting != "signed" or not meta.unsafe or not meta.signed_by:
+        return False
+    from kgit import trust
+
+    return trust.effective(repo).is_trusted(meta.signed_by)
+
+
+def code_check(repo: Repo, t: Target, meta: Metadata, unsafe: bool) -> tuple[FolderResult | None, bool]:
+    """The ``code`` check of a verified folder: (the failure, or None; whether its code may run)."""
+    from kgit import config_scan, formats
+
+    label = f"{t.label} ({t.fmt})"
+    try:
+        findings = formats.release_findings(repo.root / t.rel_path, meta)
+        # the caller's --unsafe passes through; the clone's policy is consulted only for code it found
+        allowed = unsafe or (any(f.code for f in findings) and code_allowed(repo, meta, False))
+    except KgitError as exc:
+        return _fail(t, "code", f"{label}: {exc}", atol=meta.reference.atol), False
+    fix = f"run `kgit validate --unsafe {t.label}` (kgit.validate(..., unsafe=True)) only if you trust who released it"
+    problem = config_scan.refusal(label, findings, allow_code=allowed, fix=fix)
+    return (_fail(t, "code", problem, atol=meta.reference.atol) if problem else None), allowed
+
+
+def check(repo: Repo, targets: list[Target], *, use_record: bool = True, progress: Any = None,
+          unsafe: bool = False) -> list[FolderResult]:
+    """Run the checks on ``targets``; remember what passed. One fresh process for all round trips.
+    ``unsafe``: the caller allows the code releases carry to run in the round trip (see ``code_allowed``);
+    a version validated here before is not reloaded, so nothing runs for it either way."""
     from kgit.roundtrip import roundtrip
 
     record = Record(repo)
     results: dict[int, FolderResult] = {}
     pending: list[tuple[int, Target, Path]] = []
+    code: list[Path] = []  # folders whose code the round trip may run (Keras' safe mode off)
     for i, t in enumerate(targets):
         failed = release_check(repo, t)
         if failed:
@@ -232,15 +276,20 @@ def check(repo: Repo, targets: list[Target], *, use_record: bool = True, progres
                 r.outputs = [OutputCheck("(recorded)", float(prev["max_abs_diff"]), True)]
             results[i] = r
             continue
-        failed, _meta = _static_checks(repo, t)
+        failed, meta = _static_checks(repo, t)
+        if failed is None:
+            assert meta is not None
+            failed, allowed = code_check(repo, t, meta, unsafe)
         if failed:
             results[i] = failed
             continue
         pending.append((i, t, folder))
+        if allowed:
+            code.append(folder)
     if pending:
         if callable(progress):
             progress(f"round trip of {len(pending)} artifact(s) in a fresh process")
-        by_folder = {r.folder: r for r in roundtrip([f for _, _, f in pending])}
+        by_folder = {r.folder: r for r in roundtrip([f for _, _, f in pending], unsafe=code)}
         for i, t, folder in pending:
             r = by_folder[str(folder.resolve())]
             r.folder = t.label

@@ -17,13 +17,14 @@ def validate(
     refs: list[str] = typer.Argument(None, metavar="[NAME@VERSION]...", help="Releases to check (default: all)."),
     all_: bool = typer.Option(False, "--all", help="Check every release."),
     recheck: bool = typer.Option(False, "--recheck", help="Check again even versions already validated at their current content."),
+    unsafe: bool = typer.Option(False, "--unsafe", help="Let the reload run the code a release carries (a Python Lambda: a release made with --unsafe). Only if you trust who released it."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
-    """Check releases: data present, unchanged since tagging, file hashes, signature, then a reload in a fresh process compared with the reference outputs. Incremental."""
+    """Check releases: data present, unchanged since tagging, file hashes, signature, the model's configuration (no code unless --unsafe), then a reload in a fresh process compared with the reference outputs. Incremental."""
     from kgit import api
 
     with Steps(enabled=not json_out) as steps:
-        results = api.validate(refs or None, all=all_ or not refs, recheck=recheck, progress=steps)
+        results = api.validate(refs or None, all=all_ or not refs, recheck=recheck, progress=steps, unsafe=unsafe)
     _report(results, json_out)
     if not results:
         err("no releases to validate")

@@ -255,10 +255,12 @@ def get(
     result = api.get(ref, formats=formats or None, progress=False if quiet else None)
     if json_out:
         print_json(result.to_dict())
-        return
-    for fmt, info in result.formats.items():
-        state = "fetched" if info["fetched"] else "already here"
-        err(f"{result.name}@{result.version} ({fmt}): {state}, verified: {info['path']} ({size_text(info.get('size'))})")
+    else:
+        for fmt, info in result.formats.items():
+            state = "fetched" if info["fetched"] else "already here"
+            err(f"{result.name}@{result.version} ({fmt}): {state}, verified: {info['path']} ({size_text(info.get('size'))})")
+    for warning in result.warnings:  # fetching ran none of it; loading asks first
+        err(f"kgit: warning: {warning}")
 
 
 @app.command()

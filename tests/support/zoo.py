@@ -128,6 +128,14 @@ def lambda_model():
     return keras.Model(inp, keras.layers.Lambda(lambda t: t * 3.0)(inp))
 
 
+def marker_lambda_model():
+    """A Lambda whose code leaves a file ``lambda-ran`` in $HOME each time it runs (Keras runs it when it
+    rebuilds the model): shows on whose machine a release's code ran."""
+    inp = keras.Input((4,), name="x")
+    mark = lambda t: (__import__("pathlib").Path(__import__("os").environ["HOME"], "lambda-ran").touch(), t * 3.0)[1]  # noqa: E731
+    return keras.Model(inp, keras.layers.Lambda(mark, name="triple")(inp))
+
+
 def unregistered_model():
     inp = keras.Input((4,), name="x")
     return keras.Model(inp, Unregistered()(inp))
