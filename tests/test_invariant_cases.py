@@ -127,7 +127,7 @@ def _mirror(box: Sandbox) -> None:
 
 
 @pytest.mark.xfail(strict=True, reason="(e): the hook checks only refs/heads/ and refs/tags/ and accepts any other "
-                   "ref: refs/replace/* changes what git shows for a released blob or commit")
+                   "ref (refs/replace/* even changes what git shows for a released blob or commit)")
 @pytest.mark.parametrize("attack", [_replace_blob, _replace_commit, _notes, _other_namespace, _mirror],
                          ids=["replace-released-blob", "replace-release-commit", "notes", "refs-foo-bar", "mirror"])
 def test_refs_outside_branches_and_tags(box: Sandbox, attack) -> None:  # type: ignore[no-untyped-def]

@@ -175,7 +175,7 @@ class Sandbox:
         self.ask(who, "rebase", "--abort")
         self.git(who, "fetch", "-q", "--prune", "origin", "+refs/heads/*:refs/remotes/origin/*")
         self.ask(who, "reset", "-q", "--hard")
-        self.ask(who, "clean", "-qfd")
+        self.ask(who, "clean", "-qfd", "-e", ".dvc/config.local")  # the copy's own DVC remote stays
         names = self.branches()
         if not names:
             self.git(who, "checkout", "-q", "-f", "--orphan", "main")
