@@ -37,14 +37,13 @@ from support.attacks import (
     Merge,
     NewRelease,
     OtherRefs,
-    PushFlags,
     Rewrite,
-    Sandbox,
     TagOp,
     TouchReleased,
     Work,
 )
 from support.invariant import cli_problems, plain_git, raise_first
+from support.sandbox import PushFlags, Sandbox
 
 pytestmark = pytest.mark.slow
 

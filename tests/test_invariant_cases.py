@@ -11,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from support.attacks import Sandbox, literal_tag
+from support.attacks import literal_tag
 from support.invariant import check
+from support.sandbox import Sandbox
 
 pytestmark = pytest.mark.slow
 
