@@ -167,3 +167,14 @@ def snapshot(repo: Path) -> dict[str, object]:
         "cache": listing(repo / ".dvc" / "cache"),
         "dvc_yaml": (repo / "dvc.yaml").read_text() if (repo / "dvc.yaml").exists() else None,
     }
+
+
+@pytest.fixture(scope="session")
+def attack_world(tmp_path_factory: pytest.TempPathFactory, guide_model):  # type: ignore[no-untyped-def]
+    """A guarded origin with real releases pushed, ana's and bob's clones (support.sandbox), and the
+    invariant's record of what it accepted (support.invariant). Read-only: copy it per attack."""
+    from support.invariant import Oracle
+    from support.sandbox import build_world
+
+    base = build_world(tmp_path_factory.mktemp("attack-world"), guide_model)
+    return base, Oracle.record(base / "origin.git")
