@@ -123,8 +123,6 @@ def test_the_oracle_holds_after_the_releases_and_sees_each_clause_broken_without
     assert clauses == set("abcdef"), "\n".join(map(str, box.oracle.problems(box.origin))) + "\n" + "\n".join(box.transcript)
 
 
-@pytest.mark.xfail(strict=True, reason="the current server hook lets pushes break the invariant: see "
-                   "tests/test_invariant_cases.py for each hole")
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
           suppress_health_check=list(HealthCheck), report_multiple_bugs=EXPLORE,
           phases=[Phase.explicit, Phase.generate, *([Phase.shrink] if EXPLORE else [])])

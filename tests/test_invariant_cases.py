@@ -38,8 +38,6 @@ def edit(box: Sandbox, who: str, path: str, old: str, new: str) -> None:
 
 
 # -- (b) a branch that holds a release loses or changes its .dvc files ----------------------------
-@pytest.mark.xfail(strict=True, reason="(b): the hook reads changed files with `git log --name-only`, which "
-                   "lists none for a merge commit: a merge that drops released .dvc files passes")
 def test_merge_commit_dropping_released_files(box: Sandbox) -> None:
     box.git("ana", "checkout", "-q", "-B", "main", "origin/main")
     box.git("ana", "merge", "-q", "--no-commit", "--no-ff", "origin/dev")
@@ -49,9 +47,6 @@ def test_merge_commit_dropping_released_files(box: Sandbox) -> None:
     holds(box)
 
 
-@pytest.mark.xfail(strict=True, reason="(b): a new branch is checked only for commits no branch had, and the "
-                   "merge commit among them lists no files: `merge -s ours` of main into a branch from before "
-                   "the releases, pushed as a new branch, has every release commit without their .dvc files")
 def test_ours_merge_pushed_as_a_new_branch(box: Sandbox) -> None:
     box.git("bob", "checkout", "-q", "-B", "old", "origin/old")
     box.git("bob", "merge", "-q", "--no-edit", "-s", "ours", "origin/main")
@@ -59,8 +54,6 @@ def test_ours_merge_pushed_as_a_new_branch(box: Sandbox) -> None:
     holds(box)
 
 
-@pytest.mark.xfail(strict=True, reason="(b): `git log --name-only` detects renames and lists only the new "
-                   "name, so renaming a released .dvc file is not seen as its deletion")
 def test_renamed_released_file(box: Sandbox) -> None:
     box.git("ana", "checkout", "-q", "-B", "main", "origin/main")
     box.git("ana", "mv", M1_KERAS, "artifacts/m/keras/v1-old.dvc")
@@ -69,8 +62,6 @@ def test_renamed_released_file(box: Sandbox) -> None:
     holds(box)
 
 
-@pytest.mark.xfail(strict=True, reason="(b, c): the hook compares only the DVC hash (outs[0].md5) of a "
-                   "released .dvc file, so editing its metadata (meta.kgit) beside an unchanged hash passes")
 def test_released_metadata_edited_beside_the_same_hash(box: Sandbox) -> None:
     box.git("bob", "checkout", "-q", "-B", "main", "origin/main")
     edit(box, "bob", M1_H5, "notes: null", "notes: edited")
@@ -79,9 +70,6 @@ def test_released_metadata_edited_beside_the_same_hash(box: Sandbox) -> None:
     holds(box)
 
 
-@pytest.mark.xfail(strict=True, reason="(b, c): pushed commits are judged by the pushed tip's tree, and a new "
-                   "branch only by commits no branch had: a branch at an already pushed commit whose released "
-                   ".dvc file differs (fixed again in the next commit) is never checked")
 def test_new_branch_at_an_already_pushed_commit_with_a_changed_release(box: Sandbox) -> None:
     box.git("ana", "checkout", "-q", "-B", "main", "origin/main")
     edit(box, "ana", M1_KERAS, "md5: ", "md5: 0")
@@ -94,8 +82,6 @@ def test_new_branch_at_an_already_pushed_commit_with_a_changed_release(box: Sand
 
 
 # -- (d) a release commit on no branch ------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="(d): each ref update is checked against the branches as they were before "
-                   "the push, so deleting one branch and rewinding the other in one push each count on the other")
 def test_deleting_one_branch_and_rewinding_the_other_in_one_push(box: Sandbox) -> None:
     box.push("ana", "--no-verify", "origin", "origin/main:refs/heads/b0")
     box.push("ana", "--force", "--no-verify", "origin", ":refs/heads/b0", "origin/old:refs/heads/main")
@@ -127,8 +113,6 @@ def _mirror(box: Sandbox) -> None:
     box.push("bob", "--mirror", "--no-verify", "origin")  # bob's refs/remotes/origin/* too
 
 
-@pytest.mark.xfail(strict=True, reason="(e): the hook checks only refs/heads/ and refs/tags/ and accepts any other "
-                   "ref (refs/replace/* even changes what git shows for a released blob or commit)")
 @pytest.mark.parametrize("attack", [_replace_blob, _replace_commit, _notes, _other_namespace, _mirror],
                          ids=["replace-released-blob", "replace-release-commit", "notes", "refs-foo-bar", "mirror"])
 def test_refs_outside_branches_and_tags(box: Sandbox, attack) -> None:  # type: ignore[no-untyped-def]
@@ -137,8 +121,6 @@ def test_refs_outside_branches_and_tags(box: Sandbox, attack) -> None:  # type: 
 
 
 # -- (f) look-alike tag names ------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="(f): names kgit's grammar rejects are not kgit tags to the hook, so it "
-                   "accepts them, though teammates and GTO read them as versions and stages")
 @pytest.mark.parametrize("name", ["m@v01.0.0", "m@v\u0661.0.0", "m@v\uff11.0.0", "M@v1.0.0", "m@v1.0",
                                   "m@v1.0.0-rc1", "m#prod#01", "m#Prod#1", "m@v1.0.0!#01"])
 def test_lookalike_tag_names(box: Sandbox, name: str) -> None:
@@ -148,9 +130,6 @@ def test_lookalike_tag_names(box: Sandbox, name: str) -> None:
 
 
 # -- (g) kgit list / check in a fresh clone -------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="(g): the hook does not read an event tag's tagger line, and a tagger "
-                   "timezone of +9900 (which git writes with hash-object --literally) makes `kgit list` and "
-                   "`kgit check` end with ValueError in every clone")
 @pytest.mark.parametrize("name", ["m#prod#2", "m@v1.0.0!#2", "m@deprecated#2"])
 def test_event_tag_with_a_tagger_timezone_of_99_hours(box: Sandbox, name: str) -> None:
     commit = box.ask("ana", "rev-parse", "m@v1.0.0^{commit}")
