@@ -116,11 +116,11 @@ def hook(
 # -- check (the server hook's checks, in a clone: for CI on hosted forges) -------------------------
 @app.command()
 def check(
-    since: str = typer.Option(None, "--since", metavar="REV", help="Also check the commits since REV (e.g. the pipeline's before-SHA): no released .dvc file changed, no unendorsed key or policy change."),
-    no_data: bool = typer.Option(False, "--no-data", help="Skip checking that every release's data is in the DVC remote."),
+    since: str = typer.Option(None, "--since", metavar="REV", help="Also check the changes to trust since REV (e.g. the pipeline's before-SHA): no unendorsed key or policy change."),
+    no_data: bool = typer.Option(False, "--no-data", help="Skip reading the DVC remote (every release's data there, its metadata.json naming that release)."),
     json_out: bool = typer.Option(False, "--json", help="Print the problems as JSON."),
 ) -> None:
-    """Check the repository as kgit's server hook would: every release tag consistent, stage tags on valid versions, data in the DVC remote. Git and DVC only (no TensorFlow); for CI jobs on hosted forges."""
+    """Check the repository as kgit's server hook would: every release tag consistent, stage tags on valid versions, every branch tip holding its releases as released, data in the DVC remote. Git and DVC only (no TensorFlow); for CI jobs on hosted forges."""
     from kgit import api
 
     problems = api.check(since, data=not no_data)
