@@ -435,6 +435,7 @@ def _run_stage(repo: Repo, labels: list[str]) -> int:
         _say(f"push refused: the {project.STAGE_NAME} stage in dvc.yaml is not kgit's ({changed}; last changed "
              f"in {commit}): kgit runs only its own validation; restore the stage with `kgit init` and commit it")
         return 1
+    txn.before_dvc(repo, log=_say)  # a killed DVC process's lock file would stop `dvc repro`
     _say(f"validating {', '.join(labels)} (dvc repro {project.STAGE_NAME})")
     env = dict(os.environ)
     env[STAGE_ONLY_ENV] = " ".join(labels)

@@ -76,10 +76,43 @@ def open_repo(root: Path) -> Iterator[Any]:
             repo = DvcRepo(str(root))
     except DvcException as exc:
         raise KgitError(f"cannot open the DVC repository in {root}: {exc}") from None
+    from kgit.txn import failpoint_inside
+
     try:
-        yield repo
+        # crash tests: KGIT_FAILPOINT=dvc-rwlock stops the process inside DVC, right after it
+        # truncated .dvc/tmp/rwlock to rewrite it
+        with failpoint_inside("dvc-rwlock", os.path.join("dvc", "rwlock.py"), "dump"):
+            yield repo
     finally:
         repo.close()
+
+
+@contextlib.contextmanager
+def locked_idle(root: Path) -> Iterator[bool]:
+    """Hold DVC's own locks of the repository, ``.dvc/tmp/lock`` (a DVC command runs) then
+    ``.dvc/tmp/rwlock.lock`` (the rwlock file is being edited), taken as DVC takes them (its
+    ``hardlink_lock`` setting included), for the block; yields True. Yields False, holding neither,
+    if a DVC command holds them (DVC's own wait: about 3 seconds)."""
+    from dvc.lock import LockError, make_lock
+
+    with open_repo(root) as repo:
+        hardlink = bool(repo.config["core"].get("hardlink_lock", False))
+        tmp = str(repo.tmp_dir)
+    os.makedirs(tmp, exist_ok=True)
+    held = []
+    try:
+        for name in ("lock", "rwlock.lock"):
+            lock = make_lock(os.path.join(tmp, name), tmp_dir=tmp, hardlink_lock=hardlink)
+            try:
+                with _quiet():
+                    lock.lock()
+            except LockError:
+                break
+            held.append(lock)
+        yield len(held) == 2
+    finally:
+        for lock in reversed(held):
+            lock.unlock()
 
 
 @contextlib.contextmanager
@@ -184,12 +217,16 @@ def add(root: Path, targets: list[Path], known: Mapping[Path, FileDigest] | None
     (inode, size, mtime, ctime) is no longer the one hashed is left for DVC to hash."""
     from dvc.exceptions import DvcException
 
+    from kgit.txn import failpoint
+
     rel = [str(t.relative_to(root)) for t in targets]
     try:
         with open_repo(root) as repo, _quiet(), _cwd(root):  # DVC resolves outputs from the cwd
             if known:
                 seed_hashes(repo, root, known)
+            failpoint("dvc-add")
             repo.add(rel)
+            failpoint("dvc-added")
     except DvcException as exc:
         raise KgitError(f"`dvc add {' '.join(rel)}` failed: {exc}") from None
 
@@ -346,8 +383,11 @@ def push(root: Path, oids: list[str], remote: str, meter: Meter | None = None) -
             if meter is not None:
                 meter.expect(sum(_local_size((cache.oid_to_path(h.value),)) for h in status.new if h.value))
 
+        from kgit.txn import failpoint
+
         try:
             odb = repo.cloud.get_remote_odb(remote, "push")
+            failpoint("dvc-push")
             with contextlib.closing(get_index(odb)) as index:
                 result = repo.cloud.transfer(cache, odb, [HashInfo("md5", oid) for oid in oids],
                                              dest_index=index, cache_odb=cache, validate_status=sizes,
@@ -356,6 +396,7 @@ def push(root: Path, oids: list[str], remote: str, meter: Meter | None = None) -
             raise _failure(repo, remote, logged, exc) from None
         if result.failed:
             raise _failure(repo, remote, logged or [f"{len(result.failed)} file(s) failed to upload"], None)
+        failpoint("dvc-pushed")  # uploaded, not yet confirmed nor recorded as published
     return len(result.transferred)
 
 

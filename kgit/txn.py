@@ -22,6 +22,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from kgit.errors import KgitError, one_line
 from kgit.fsutil import exclusive, write_atomic, write_json
@@ -42,6 +43,31 @@ def failpoint(name: str) -> None:
     point, _, sig = os.environ.get(FAILPOINT_ENV, "").partition(":")
     if point == name:
         os.kill(os.getpid(), {"INT": signal.SIGINT, "TERM": signal.SIGTERM}.get(sig, signal.SIGKILL))
+
+
+@contextlib.contextmanager
+def failpoint_inside(name: str, filename: str, callee: str) -> Iterator[None]:
+    """Crash-test hook inside a library's own work: with ``KGIT_FAILPOINT=<name>`` (``:INT``/``:TERM``
+    as for ``failpoint``), the process is stopped the first time code in a file whose path ends with
+    ``filename`` calls a function named ``callee`` (DVC's ``rwlock.py`` calling ``dump``: right after
+    it truncated the file, before it wrote it again)."""
+    if os.environ.get(FAILPOINT_ENV, "").partition(":")[0] != name:
+        yield
+        return
+
+    def hook(frame: Any, event: str, arg: object) -> None:
+        caller = frame.f_back
+        if event == "call" and frame.f_code.co_name == callee and caller is not None \
+                and caller.f_code.co_filename.endswith(filename):
+            sys.setprofile(None)
+            failpoint(name)
+
+    previous = sys.getprofile()
+    sys.setprofile(hook)
+    try:
+        yield
+    finally:
+        sys.setprofile(previous)
 
 
 def state_dir(repo: Repo) -> Path:
@@ -320,8 +346,36 @@ def recover(repo: Repo, log: object = None, *, own: bool = False) -> str | None:
                             "check them (git status, git diff)")
         journal.clear(repo)
     shutil.rmtree(staging_dir(repo), ignore_errors=True)
-    if outcome and callable(log):
-        log(outcome)
-    elif outcome:
-        print(f"kgit: {outcome}", file=sys.stderr)
+    _tell(log, outcome)
+    _tell(log, _repair_dvc(repo))
     return outcome
+
+
+def before_dvc(repo: Repo, log: Callable[[str], None] | None = None) -> None:
+    """What a command that does not otherwise write runs before DVC works in the repository (the
+    pre-push hook's `dvc repro`, `kgit get`'s checkout): repair DVC's lock file, as recovery does,
+    if a killed process left it so that DVC would stop; under the repository's lock, as writers do."""
+    from kgit import dvc_locks
+
+    if dvc_locks.inspect(repo.root) is None:
+        return
+    on_wait = (lambda: log("waiting for another kgit command in this repository")) if log else None
+    with repo_lock(repo, on_wait=on_wait):
+        _tell(log, _repair_dvc(repo))
+
+
+def _repair_dvc(repo: Repo) -> str | None:
+    """Repair what a killed DVC process left in ``.dvc/tmp`` (see kgit.dvc_locks); what was done."""
+    from kgit import dvc_locks
+
+    try:
+        return dvc_locks.repair(repo.root)
+    except (KgitError, OSError) as exc:
+        return f"could not repair {dvc_locks.RWLOCK} ({one_line(exc, 150)}): DVC may refuse to run until it is removed"
+
+
+def _tell(log: object, text: str | None) -> None:
+    if text and callable(log):
+        log(text)
+    elif text:
+        print(f"kgit: {text}", file=sys.stderr)
