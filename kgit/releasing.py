@@ -506,8 +506,11 @@ def _track(git: Repo, folders: dict[str, Path], digests: dict[str, dict[str, Fil
     root = git.root
     # DVC reuses the md5s computed with kgit's sha256s (same read) for files still exactly as hashed
     known = {root / rel / name: d for fmt, rel in folders.items() for name, d in digests[fmt].items()}
+    journal.dvc_writing = [*_dvc_files(folders), *(p for p in journal.backups if p != project.DVC_YAML)]
+    journal.save(git)
     dvc_ops.add(root, [root / rel for rel in folders.values()], known=known)
-    journal.note_written(root, [*_dvc_files(folders), *(p for p in journal.backups if p != project.DVC_YAML)])
+    journal.note_written(root, journal.dvc_writing)
+    journal.dvc_writing = []
     journal.save(git)
 
 

@@ -113,6 +113,9 @@ class Journal:
     # release wrote there, and for each version folder it placed, file -> sha256.
     written: dict[str, list[str]] = field(default_factory=dict)
     folders: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Files `dvc add` is writing (the .dvc pointers, DVC's .gitignore entries): killed inside DVC, the
+    # release could not record their hashes, so recovery recognises what DVC writes there instead.
+    dvc_writing: list[str] = field(default_factory=list)
 
     @staticmethod
     def path(repo: Repo) -> Path:
@@ -167,7 +170,7 @@ class Journal:
         if not all(v is None or isinstance(v, str) for v in (self.head_before, self.commit)):
             raise ValueError("bad commit")
         if not strs(self.created) or not isinstance(self.backups, dict) or not isinstance(self.written, dict) \
-                or not isinstance(self.folders, dict):
+                or not isinstance(self.folders, dict) or not strs(self.dvc_writing):
             raise ValueError("bad file lists")
         if not all(v is None or isinstance(v, str) for v in self.backups.values()):
             raise ValueError("bad backups")
@@ -178,7 +181,7 @@ class Journal:
                 raise ValueError("bad folder listing")
             for rel in manifest:
                 _check_rel(rel)
-        for rel in [*self.created, *self.backups, *self.written, *self.folders]:
+        for rel in [*self.created, *self.backups, *self.written, *self.folders, *self.dvc_writing]:
             _check_rel(rel)
 
     def clear(self, repo: Repo) -> None:
@@ -229,7 +232,8 @@ def rollback(repo: Repo, journal: Journal, *, own: bool = False) -> list[str]:
     errors: list[str] = []
 
     def ours(rel: str, content: bytes) -> bool:
-        return own or hashlib.sha256(content).hexdigest() in journal.written.get(rel, [])
+        return (own or hashlib.sha256(content).hexdigest() in journal.written.get(rel, [])
+                or _written_by_dvc_add(journal, rel, content))
 
     for rel in journal.created:
         p = root / rel
@@ -283,6 +287,45 @@ def rollback(repo: Repo, journal: Journal, *, own: bool = False) -> list[str]:
         # simply leave the index.
         repo.git("reset", "-q", "HEAD", "--", *paths)
     return left
+
+
+def _written_by_dvc_add(journal: Journal, rel: str, content: bytes) -> bool:
+    """Whether ``content`` is what `dvc add` of the release's folders writes into ``rel``, or part
+    of it (DVC writes in place: a kill can cut it short): a pointer to one of those folders without
+    kgit's metadata, or the folder's entry added to a ``.gitignore``. Anything else is someone's edit."""
+    if rel not in journal.dvc_writing:
+        return False
+    path = PurePosixPath(rel)
+    if rel.endswith(".dvc"):
+        if rel[:-4] not in journal.folders:
+            return False
+        from kgit import bounded_yaml
+
+        try:
+            data = bounded_yaml.load(content, rel, max_bytes=64 << 10, max_nodes=1_000)
+        except bounded_yaml.SyntaxProblem:
+            return True  # cut short while DVC wrote it
+        except KgitError:
+            return False
+        if data is None or (isinstance(data, str) and "outs".startswith(data)):
+            return True  # nothing yet, or cut short in its first word
+        if not isinstance(data, dict) or set(data) - {"outs"}:
+            return False  # DVC writes `outs:` alone (kgit adds `meta:` once it has recorded the file)
+        outs = data.get("outs")
+        if outs is None:
+            return True
+        if not isinstance(outs, list) or len(outs) > 1 or not all(isinstance(o, dict) for o in outs):
+            return False
+        found = outs[0].get("path") if outs else None
+        return found is None or (isinstance(found, str) and bool(found) and path.name[:-4].startswith(found))
+    if path.name != ".gitignore":
+        return False
+    before = _backup_bytes(journal.backups.get(rel) or "")
+    if not content.startswith(before):
+        return False
+    entries = [f"/{PurePosixPath(f).name}" for f in journal.folders if PurePosixPath(f).parent == path.parent]
+    added = content[len(before):].decode("utf-8", "replace").splitlines()
+    return all(not line.strip() or any(e.startswith(line.strip()) for e in entries) for line in added)
 
 
 def _remove_folder(folder: Path, manifest: dict[str, str] | None, own: bool) -> list[str]:

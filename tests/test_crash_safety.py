@@ -84,7 +84,106 @@ def test_ctrl_c_during_validation_leaves_no_trace(kgit_repo: Path) -> None:
     assert kgit(kgit_repo, *RELEASE).returncode == 0
 
 
+# -- kills inside DVC's own work (in kgit's process) ----------------------------------------------
+RWLOCK = Path(".dvc") / "tmp" / "rwlock"
+
+
+def assert_next_commands_work(repo: Path, origin: Path) -> subprocess.CompletedProcess[str]:
+    """After an interruption, the next release, a real `git push` through kgit's hooks (which
+    validates again through `dvc repro`) and `kgit validate --all` succeed. Returns the release."""
+    retry = kgit(repo, *RELEASE)
+    assert retry.returncode == 0, retry.stderr
+    assert_consistent(repo)
+    assert git(repo, "status", "--porcelain") == ""
+    (repo / ".git" / "kgit" / "validated.json").unlink()  # so the push's `dvc repro` validates everything
+    push = subprocess.run(["git", "push", "origin", "main"], cwd=repo, capture_output=True, text=True)
+    assert push.returncode == 0 and "dvc repro" in push.stderr, push.stderr
+    assert sorted(git(origin, "tag", "-l").split()) == sorted(git(repo, "tag", "-l").split())
+    checked = kgit(repo, "validate", "--all")
+    assert checked.returncode == 0, checked.stderr
+    json.loads((repo / RWLOCK).read_text())  # DVC's lock file is whole again
+    return retry
+
+
+@pytest.mark.parametrize("point,sig", [
+    ("dvc-add", "KILL"), ("dvc-rwlock", "KILL"), ("dvc-added", "KILL"), ("dvc-rwlock", "INT"), ("dvc-added", "TERM"),
+])
+def test_kill_inside_dvc_add_blocks_nothing_after(kgit_repo: Path, tmp_path: Path, point: str, sig: str) -> None:
+    """Right before `dvc add`, inside it (DVC has just truncated its rwlock file to rewrite it) and
+    right after it, in the release's own process."""
+    origin = bare_origin(tmp_path, kgit_repo)
+    head_before = git(kgit_repo, "rev-parse", "HEAD")
+    env = {**os.environ, "KGIT_FAILPOINT": point if sig == "KILL" else f"{point}:{sig}"}
+    proc = subprocess.run([sys.executable, "-m", "kgit", *RELEASE], cwd=kgit_repo, env=env, capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL)
+    if sig == "KILL":
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+        if point == "dvc-rwlock":
+            assert (kgit_repo / RWLOCK).read_text() == ""  # the hole: every DVC command would now stop
+    else:
+        assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr
+        assert (kgit_repo / RWLOCK).read_text().strip() != ""  # the release repaired it on its way out
+    assert_consistent(kgit_repo)
+    assert git(kgit_repo, "rev-parse", "HEAD") == head_before and git(kgit_repo, "tag", "-l") == ""
+    retry = assert_next_commands_work(kgit_repo, origin)
+    if (point, sig) == ("dvc-rwlock", "KILL"):
+        assert "reset .dvc/tmp/rwlock, which an interrupted DVC command left empty" in retry.stderr
+    assert git(kgit_repo, "tag", "-l") == "safe@v1.0.0"
+
+
+def test_kill_at_random_moments_during_dvc_add(kgit_repo: Path, tmp_path: Path) -> None:
+    """SIGKILL from a timer started when the release says it is tracking with DVC: wherever it lands
+    (DVC's import, its locks, hashing, the cache, the .dvc files), nothing blocks what comes next."""
+    import random
+
+    seed = int(os.environ.get("KGIT_TEST_SEED") or time.time_ns() % 1_000_000)
+    rng = random.Random(seed)
+    origin = bare_origin(tmp_path, kgit_repo)
+    for attempt in range(3):
+        delay = rng.uniform(0.0, 0.4)
+        proc = subprocess.Popen([sys.executable, "-m", "kgit", *RELEASE], cwd=kgit_repo, stderr=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True)
+        assert proc.stderr is not None
+        seen = ""
+        for line in proc.stderr:
+            seen += line
+            if "with DVC" in line:
+                break
+        time.sleep(delay)
+        proc.kill()
+        seen += proc.stderr.read()
+        proc.wait()
+        rwlock = (kgit_repo / RWLOCK).read_text() if (kgit_repo / RWLOCK).exists() else None
+        left = sorted(str(p.relative_to(kgit_repo)) for p in (kgit_repo / "artifacts").rglob("*.dvc")
+                      if git(kgit_repo, "ls-files", str(p.relative_to(kgit_repo))) == "")
+        print(f"seed {seed} attempt {attempt}: killed {delay:.3f} s after 'tracking'; committed: "
+              f"{'committing' in seen}; rwlock {rwlock!r}; untracked .dvc files {left}")
+        assert_consistent(kgit_repo)
+        assert_next_commands_work(kgit_repo, origin)
+
+
+def test_kill_inside_the_push_upload(kgit_repo: Path, tmp_path: Path, plain_model) -> None:  # type: ignore[no-untyped-def]
+    """The pre-push hook killed right before DVC uploads and right after (sent, not yet confirmed):
+    the push does not happen; the next one uploads and a fresh clone gets the release."""
+    rec = api.release(plain_model, "up", formats="keras", repo=kgit_repo)
+    origin = bare_origin(tmp_path, kgit_repo)
+    for point in ("dvc-push", "dvc-pushed"):
+        env = {**os.environ, "KGIT_FAILPOINT": point}
+        push = subprocess.run(["git", "push", "origin", "main"], cwd=kgit_repo, env=env, capture_output=True, text=True)
+        assert push.returncode != 0, push.stderr
+        assert git(origin, "tag", "-l") == ""  # git sent nothing
+        assert rec.formats["keras"]["md5"] not in sum(_published(kgit_repo).values(), [])
+    push = subprocess.run(["git", "push", "origin", "main"], cwd=kgit_repo, capture_output=True, text=True)
+    assert push.returncode == 0, push.stderr
+    assert git(origin, "tag", "-l") == "up@v1.0.0"
+    fresh = tmp_path / "fresh"
+    git(tmp_path, "clone", "-q", str(origin), str(fresh))
+    assert kgit(fresh, "get", "up@v1").returncode == 0
+    assert kgit(fresh, "validate", "--all").returncode == 0
+
+
 def test_concurrent_releases_get_distinct_versions(kgit_repo: Path) -> None:
+    (kgit_repo / RWLOCK).write_text("")  # as a release killed inside DVC left it: the first to get the lock repairs it
     procs = [
         subprocess.Popen([sys.executable, "-m", "kgit", *RELEASE, "--json"], cwd=kgit_repo, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
@@ -98,6 +197,9 @@ def test_concurrent_releases_get_distinct_versions(kgit_repo: Path) -> None:
     assert sorted(git(kgit_repo, "tag", "-l").split()) == sorted(f"safe@{v}.0.0" for v in versions)
     assert_consistent(kgit_repo)
     assert git(kgit_repo, "status", "--porcelain") == ""
+    said = "".join(err for _, _, err in results)
+    assert said.count("reset .dvc/tmp/rwlock") == 1
+    assert said.count("waiting for another kgit command in this repository") >= 1  # serialised by the lock
 
 
 def test_version_tagged_on_origin_is_refused(kgit_repo: Path, tmp_path: Path, plain_model) -> None:  # type: ignore[no-untyped-def]

@@ -84,7 +84,7 @@ def test_entries_of_ended_zombie_or_newer_processes_are_stale(tmp_path: Path, sl
 
 
 def test_a_damaged_file_names_the_processes_still_in_it(tmp_path: Path, sleeper: subprocess.Popen[bytes]) -> None:
-    write_rwlock(tmp_path, '{"read": {"/a": [{"pid": %d, "cmd": "dvc repro"}, {"pid": 4194303, "cm' % sleeper.pid)
+    write_rwlock(tmp_path, '{"read": {"/a": [{"pid": ' + str(sleeper.pid) + ', "cmd": "dvc repro"}, {"pid": 4194303, "cm')
     found = dvc_locks.inspect(tmp_path)
     assert found is not None and found.unreadable and [e.pid for e in found.live] == [sleeper.pid]
 
@@ -117,7 +117,7 @@ def test_an_unreadable_file_is_reset_when_nothing_runs(dvc_repo: Path, text: str
 
 @pytest.mark.slow
 def test_an_unreadable_file_naming_a_running_process_is_left(dvc_repo: Path, sleeper: subprocess.Popen[bytes]) -> None:
-    text = '{"write": {"/x": {"pid": %d, "cmd": "dvc repro"}}, "re' % sleeper.pid
+    text = '{"write": {"/x": {"pid": ' + str(sleeper.pid) + ', "cmd": "dvc repro"}}, "re'
     path = write_rwlock(dvc_repo, text)
     said = dvc_locks.repair(dvc_repo)
     assert said is not None and f"it names PID {sleeper.pid}, which still runs" in said
