@@ -313,6 +313,11 @@ def pre_push(remote: str, updates: list[RefUpdate], repo: Repo | None = None) ->
     record = validating.Record(repo)
     stale = [t for t in targets if not record.is_current(t.release.tag, t.fmt, t.md5, repo.root / t.rel_path)]
     if stale:
+        try:
+            project.before_dvc(repo, log=_say)  # `dvc repro` reads every DVC file and DVC's lock file
+        except KgitError as exc:
+            _say(f"push refused: {exc}")
+            return 1
         code = _run_stage(repo, sorted({t.label for t in stale}))
         if code != 0:
             _say("push refused: the validation above failed; fix or re-release, or push with --no-verify to override")
@@ -435,7 +440,6 @@ def _run_stage(repo: Repo, labels: list[str]) -> int:
         _say(f"push refused: the {project.STAGE_NAME} stage in dvc.yaml is not kgit's ({changed}; last changed "
              f"in {commit}): kgit runs only its own validation; restore the stage with `kgit init` and commit it")
         return 1
-    txn.before_dvc(repo, log=_say)  # a killed DVC process's lock file would stop `dvc repro`
     _say(f"validating {', '.join(labels)} (dvc repro {project.STAGE_NAME})")
     env = dict(os.environ)
     env[STAGE_ONLY_ENV] = " ".join(labels)

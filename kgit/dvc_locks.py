@@ -20,11 +20,14 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kgit.errors import KgitError, one_line
 from kgit.fsutil import write_atomic
+from kgit.git_ops import Repo
 
 RWLOCK = ".dvc/tmp/rwlock"
 MAX_BYTES = 16 << 20  # a lock naming thousands of outputs is a few hundred KB; beyond this, leave it alone
@@ -75,10 +78,31 @@ def inspect(root: Path) -> Finding | None:
 
 
 def repair(root: Path) -> str | None:
-    """Repair ``.dvc/tmp/rwlock`` if ``inspect`` finds it needs it and it is safe; returns one line
-    saying what was done, or why it was left as it is; None if nothing needed doing."""
+    """Repair ``.dvc/tmp/rwlock`` if ``inspect`` finds it needs it and it is safe (call with kgit's
+    repository lock held); returns one line saying what was done, or why it was left as it is; None
+    if nothing needed doing."""
     if inspect(root) is None:
         return None
+    try:
+        return _repair(root)
+    except (KgitError, OSError) as exc:
+        return f"could not repair {RWLOCK} ({one_line(exc, 150)}): DVC may refuse to run until it is removed"
+
+
+def before_dvc(repo: Repo, log: Callable[[str], None] | None = None) -> None:
+    """``repair``, for a command that does not otherwise write (the pre-push hook's `dvc repro`, `kgit
+    get`'s checkout) and so holds no lock: the repository's lock is taken only when there is something
+    to repair."""
+    from kgit import txn
+
+    if inspect(repo.root) is None:
+        return
+    on_wait = (lambda: log("waiting for another kgit command in this repository")) if log else None
+    with txn.repo_lock(repo, on_wait=on_wait):
+        txn.tell(log, repair(repo.root))
+
+
+def _repair(root: Path) -> str | None:
     from kgit import dvc_ops
 
     with dvc_ops.locked_idle(root) as idle:

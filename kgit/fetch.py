@@ -67,9 +67,9 @@ def get(name: str, version: str, *, formats: list[str] | None = None, repo: Repo
     pulled = False
     try:
         if to_pull:
-            from kgit import txn
+            from kgit import project
 
-            txn.before_dvc(repo)  # a killed DVC process's lock file would stop the checkout
+            project.before_dvc(repo)
             expected = sum(int(result.formats[fmt].get("size") or 0) for fmt in wanted if result.formats[fmt]["fetched"])
             show = progress_display.wanted() if progress is None else progress
             with progress_display.Meter(f"fetching {rel.name}@{rel.version}", expected, show=show) as meter:

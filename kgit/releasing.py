@@ -128,6 +128,7 @@ def release(
     say = progress or (lambda _msg: None)
     git = Repo(repo)
     project.require_initialised(git)
+    project.check_dvc_files(git)  # DVC reads them all in `dvc add`: refuse what it would hang on, now
     req = _check_request(
         git, name=name, formats=formats, version=version, bump=bump, dataset_id=dataset_id, dataset=dataset,
         hyperparams=hyperparams, notes=notes, custom_objects=custom_objects, builder=builder,
@@ -524,7 +525,7 @@ def _describe(git: Repo, req: _Request, label: str, folders: dict[str, Path], me
         dvc_file = root / f"{rel.as_posix()}.dvc"
         desc = f"kgit release {req.name} {label} ({fmt})"
         dvc_ops.write_meta(dvc_file, metas[fmt].to_dict(), desc)
-        h = dvc_ops.out_hash(dvc_ops.read_dvc_file(dvc_file.read_text(), str(dvc_file)))
+        h = dvc_ops.out_hash(dvc_ops.read_dvc_path(dvc_file, str(dvc_file)))
         hashes[fmt] = {"path": rel.as_posix(), **h, "resumable": metas[fmt].resumable}
     first = req.formats[0]
     data = project.with_artifact(

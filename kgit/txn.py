@@ -389,35 +389,15 @@ def recover(repo: Repo, log: object = None, *, own: bool = False) -> str | None:
                             "check them (git status, git diff)")
         journal.clear(repo)
     shutil.rmtree(staging_dir(repo), ignore_errors=True)
-    _tell(log, outcome)
-    _tell(log, _repair_dvc(repo))
+    tell(log, outcome)
+    from kgit import dvc_locks
+
+    tell(log, dvc_locks.repair(repo.root))  # what a process killed inside DVC left in .dvc/tmp
     return outcome
 
 
-def before_dvc(repo: Repo, log: Callable[[str], None] | None = None) -> None:
-    """What a command that does not otherwise write runs before DVC works in the repository (the
-    pre-push hook's `dvc repro`, `kgit get`'s checkout): repair DVC's lock file, as recovery does,
-    if a killed process left it so that DVC would stop; under the repository's lock, as writers do."""
-    from kgit import dvc_locks
-
-    if dvc_locks.inspect(repo.root) is None:
-        return
-    on_wait = (lambda: log("waiting for another kgit command in this repository")) if log else None
-    with repo_lock(repo, on_wait=on_wait):
-        _tell(log, _repair_dvc(repo))
-
-
-def _repair_dvc(repo: Repo) -> str | None:
-    """Repair what a killed DVC process left in ``.dvc/tmp`` (see kgit.dvc_locks); what was done."""
-    from kgit import dvc_locks
-
-    try:
-        return dvc_locks.repair(repo.root)
-    except (KgitError, OSError) as exc:
-        return f"could not repair {dvc_locks.RWLOCK} ({one_line(exc, 150)}): DVC may refuse to run until it is removed"
-
-
-def _tell(log: object, text: str | None) -> None:
+def tell(log: object, text: str | None) -> None:
+    """Say ``text`` through ``log`` (a command's progress), else as a `kgit:` line on stderr."""
     if text and callable(log):
         log(text)
     elif text:

@@ -131,33 +131,48 @@ def test_kill_inside_dvc_add_blocks_nothing_after(kgit_repo: Path, tmp_path: Pat
     assert git(kgit_repo, "tag", "-l") == "safe@v1.0.0"
 
 
+def release_streaming(repo: Path, kill_after: float | None = None) -> tuple[str, float]:
+    """Run `kgit release` reading its progress as it comes; ``kill_after``: SIGKILL it that many
+    seconds after it says it is tracking with DVC. Returns its stderr and the seconds from that line
+    to the next one (the time `dvc add` took), if it got there."""
+    proc = subprocess.Popen([sys.executable, "-m", "kgit", *RELEASE], cwd=repo, stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True)
+    assert proc.stderr is not None
+    seen, tracking, took = "", None, 0.0
+    for line in proc.stderr:
+        seen += line
+        if tracking is not None and not took:
+            took = time.monotonic() - tracking
+        if "with DVC" in line:
+            tracking = time.monotonic()
+            if kill_after is not None:
+                time.sleep(kill_after)
+                proc.kill()
+    proc.wait()
+    return seen, took
+
+
 def test_kill_at_random_moments_during_dvc_add(kgit_repo: Path, tmp_path: Path) -> None:
-    """SIGKILL from a timer started when the release says it is tracking with DVC: wherever it lands
-    (DVC's import, its locks, hashing, the cache, the .dvc files), nothing blocks what comes next."""
+    """SIGKILL from a timer started when the release says it is tracking with DVC, at a random moment
+    of each third of the time `dvc add` takes: wherever it lands (DVC's import, its locks, hashing,
+    the cache, the .dvc files), nothing blocks what comes next."""
     import random
 
     seed = int(os.environ.get("KGIT_TEST_SEED") or time.time_ns() % 1_000_000)
     rng = random.Random(seed)
     origin = bare_origin(tmp_path, kgit_repo)
+    seen, window = release_streaming(kgit_repo)  # how long `dvc add` takes here, now
+    assert "released safe v1" in seen, seen
     for attempt in range(3):
-        delay = rng.uniform(0.0, 0.4)
-        proc = subprocess.Popen([sys.executable, "-m", "kgit", *RELEASE], cwd=kgit_repo, stderr=subprocess.PIPE,
-                                stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True)
-        assert proc.stderr is not None
-        seen = ""
-        for line in proc.stderr:
-            seen += line
-            if "with DVC" in line:
-                break
-        time.sleep(delay)
-        proc.kill()
-        seen += proc.stderr.read()
-        proc.wait()
+        delay = rng.uniform(attempt / 3, (attempt + 1) / 3) * window
+        release_streaming(kgit_repo, kill_after=delay)
+        journal = kgit_repo / ".git" / "kgit" / "journal.json"
+        inside = journal.exists() and bool(json.loads(journal.read_text()).get("dvc_writing"))
         rwlock = (kgit_repo / RWLOCK).read_text() if (kgit_repo / RWLOCK).exists() else None
-        left = sorted(str(p.relative_to(kgit_repo)) for p in (kgit_repo / "artifacts").rglob("*.dvc")
+        left = sorted(p.name for p in (kgit_repo / "artifacts").rglob("*.dvc")
                       if git(kgit_repo, "ls-files", str(p.relative_to(kgit_repo))) == "")
-        print(f"seed {seed} attempt {attempt}: killed {delay:.3f} s after 'tracking'; committed: "
-              f"{'committing' in seen}; rwlock {rwlock!r}; untracked .dvc files {left}")
+        print(f"seed {seed} attempt {attempt}: killed {delay:.3f} s after 'tracking' (dvc add took {window:.3f} s); "
+              f"inside dvc add: {inside}; rwlock {rwlock!r}; .dvc files written: {left}")
         assert_consistent(kgit_repo)
         assert_next_commands_work(kgit_repo, origin)
 
