@@ -197,7 +197,9 @@ def _check_request(git: Repo, *, name: str, formats: Sequence[str] | str, versio
         dataset_rel = os.path.relpath(Path(dataset).resolve(), git.root)
         if dataset_rel.startswith(".."):
             raise KgitError(f"dataset {dataset} is outside the repository")
-    if not allow_dirty:
+    if not allow_dirty and not txn.writer_active(git):
+        # early, before the model is loaded; while another release writes, its own files are uncommitted
+        # for a moment: then only the check under the lock counts
         _check_clean(git)
     co_specs = _custom_object_specs(custom_objects)
     builder_spec = _callable_spec(builder, "builder") if builder is not None else None

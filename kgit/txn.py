@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from kgit.errors import KgitError, one_line
+from kgit.errors import BusyError, KgitError, one_line
 from kgit.fsutil import exclusive, write_atomic, write_json
 from kgit.git_ops import Repo
 from kgit.metadata import sha256_file
@@ -39,10 +39,12 @@ class JournalError(KgitError):
 
 def failpoint(name: str) -> None:
     """Crash-test hook: ``KGIT_FAILPOINT=<name>`` kills the process with SIGKILL at that point;
-    ``<name>:INT`` / ``<name>:TERM`` send SIGINT (Ctrl-C) / SIGTERM instead."""
+    ``<name>:INT`` / ``<name>:TERM`` send SIGINT (Ctrl-C) / SIGTERM instead; ``<name>:STOP`` stops
+    it there until it gets SIGCONT (a test's way to hold a release at one step)."""
     point, _, sig = os.environ.get(FAILPOINT_ENV, "").partition(":")
     if point == name:
-        os.kill(os.getpid(), {"INT": signal.SIGINT, "TERM": signal.SIGTERM}.get(sig, signal.SIGKILL))
+        signals = {"INT": signal.SIGINT, "TERM": signal.SIGTERM, "STOP": signal.SIGSTOP}
+        os.kill(os.getpid(), signals.get(sig, signal.SIGKILL))
 
 
 @contextlib.contextmanager
@@ -89,6 +91,15 @@ def repo_lock(repo: Repo, timeout: float | None = None, on_wait: Callable[[], No
             "wait for it to finish and retry")
     with exclusive(state_dir(repo) / "lock", busy, timeout=timeout, on_wait=on_wait):
         yield
+
+
+def writer_active(repo: Repo) -> bool:
+    """Whether another kgit command holds the repository's write lock at this moment."""
+    try:
+        with exclusive(state_dir(repo) / "lock", "busy", timeout=0):
+            return False
+    except BusyError:
+        return True
 
 
 @contextlib.contextmanager

@@ -217,6 +217,39 @@ def test_concurrent_releases_get_distinct_versions(kgit_repo: Path) -> None:
     assert said.count("waiting for another kgit command in this repository") >= 1  # serialised by the lock
 
 
+def test_a_release_started_while_another_is_about_to_commit_waits(kgit_repo: Path) -> None:
+    """The first release is held (SIGSTOP) with dvc.yaml written and not yet committed; a second one
+    started then does not take those files for uncommitted work: it waits for the lock, and both
+    succeed with distinct versions."""
+    def start(env: dict[str, str]) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", "kgit", *RELEASE, "--json"], cwd=kgit_repo, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+
+    first = start({**os.environ, "KGIT_FAILPOINT": "described:STOP"})
+    try:
+        deadline = time.monotonic() + 600
+        while Path(f"/proc/{first.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+            time.sleep(0.1)
+        assert "dvc.yaml" in git(kgit_repo, "status", "--porcelain")  # the first one's write, uncommitted
+        second = start(dict(os.environ))
+        assert second.stderr is not None
+        said = ""
+        for line in second.stderr:
+            said += line
+            if "waiting for another kgit command" in line:
+                break
+        assert "waiting for another kgit command" in said, said
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    out1, err1 = first.communicate(timeout=600)
+    out2, err2 = second.communicate(timeout=600)
+    assert first.returncode == 0 and second.returncode == 0, (err1, said + err2)
+    assert [json.loads(out1)["version"], json.loads(out2)["version"]] == ["v1", "v2"]
+    assert_consistent(kgit_repo)
+    assert git(kgit_repo, "status", "--porcelain") == ""
+
+
 def test_version_tagged_on_origin_is_refused(kgit_repo: Path, tmp_path: Path, plain_model) -> None:  # type: ignore[no-untyped-def]
     import kgit as api
 
