@@ -99,20 +99,22 @@ def locked_idle(root: Path) -> Iterator[bool]:
         hardlink = bool(repo.config["core"].get("hardlink_lock", False))
         tmp = str(repo.tmp_dir)
     os.makedirs(tmp, exist_ok=True)
-    held = []
+    held: list[Any] = []
+    for name in ("lock", "rwlock.lock"):
+        lock = make_lock(os.path.join(tmp, name), tmp_dir=tmp, hardlink_lock=hardlink)
+        try:
+            lock.lock()
+        except LockError:
+            for taken in reversed(held):
+                taken.unlock()
+            held = []
+            break
+        held.append(lock)
     try:
-        for name in ("lock", "rwlock.lock"):
-            lock = make_lock(os.path.join(tmp, name), tmp_dir=tmp, hardlink_lock=hardlink)
-            try:
-                with _quiet():
-                    lock.lock()
-            except LockError:
-                break
-            held.append(lock)
-        yield len(held) == 2
+        yield bool(held)
     finally:
-        for lock in reversed(held):
-            lock.unlock()
+        for taken in reversed(held):
+            taken.unlock()
 
 
 @contextlib.contextmanager
