@@ -14,6 +14,7 @@ when kgit rewrites ``dvc.yaml``); ``load_json`` bounds a JSON file kgit wrote it
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,8 @@ def read_bytes(path: Path, what: str, *, max_bytes: int = MAX_BYTES, fix: str | 
     """At most ``max_bytes`` + 1 bytes of the file (so that one byte more is refused, never read whole)."""
     try:
         with open(path, "rb") as fh:
-            return fh.read(max_bytes + 1)
+            # no bigger buffer than the file needs: a read of max_bytes would allocate that much each time
+            return fh.read(min(os.fstat(fh.fileno()).st_size, max_bytes) + 1)
     except OSError as exc:
         raise KgitError(_said(f"cannot read {what}: {exc.strerror}", fix)) from None
 

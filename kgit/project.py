@@ -174,12 +174,13 @@ def check_dvc_files(repo: Repo) -> None:
 
     listed = repo.git("ls-files", "-z", "--", ":(glob)**/*.dvc", f":(glob)**/{DVC_YAML}", f":(glob)**/{DVC_LOCK}",
                       raw=True)
+    root = str(repo.root)
     for rel in filter(None, listed.split("\0")):
-        path = repo.root / rel
-        if not path.is_file():
-            continue
+        path = os.path.join(root, rel)
+        if not os.path.isfile(path):
+            continue  # deleted in the work tree: DVC does not read it either
         fix = f"fix it, or restore it with `git checkout -- {rel}`"
-        raw = bounded_yaml.read_bytes(path, rel, max_bytes=MAX_DVC_FILE, fix=fix)
+        raw = bounded_yaml.read_bytes(Path(path), rel, max_bytes=MAX_DVC_FILE, fix=fix)
         if b"&" in raw or b"*" in raw or raw.count(b"[") + raw.count(b"{") > bounded_yaml.MAX_DEPTH:
             bounded_yaml.check(raw, rel, max_bytes=MAX_DVC_FILE, max_nodes=MAX_DVC_VALUES, fix=fix)
 
