@@ -51,7 +51,9 @@ def init(path: PathLike = ".", remote: str | None = None, remote_options: dict[s
     ``remote_options``: DVC settings of the remote, e.g. ``{"endpointurl": "https://..."}``."""
     from kgit import project, txn
 
-    with txn.writing(Repo(path)):
+    repo = Repo(path)
+    project.check_checkout(repo)  # before anything is written, the lock file included
+    with txn.writing(repo):
         return project.init(path, remote=remote, remote_options=remote_options)
 
 

@@ -248,6 +248,11 @@ def pre_push(remote: str, updates: list[RefUpdate], repo: Repo | None = None) ->
     record = validating.Record(repo)
     stale = [t for t in targets if not record.is_current(t.release.tag, t.fmt, t.md5, repo.root / t.rel_path)]
     if stale:
+        try:
+            project.before_dvc(repo, log=_say)  # `dvc repro` reads every DVC file and DVC's lock file
+        except KgitError as exc:
+            _say(f"push refused: {exc}")
+            return 1
         code = _run_stage(repo, sorted({t.label for t in stale}))
         if code != 0:
             _say("push refused: the validation above failed; fix or re-release, or push with --no-verify to override")

@@ -76,10 +76,45 @@ def open_repo(root: Path) -> Iterator[Any]:
             repo = DvcRepo(str(root))
     except DvcException as exc:
         raise KgitError(f"cannot open the DVC repository in {root}: {exc}") from None
+    from kgit.txn import failpoint_inside
+
     try:
-        yield repo
+        # crash tests: KGIT_FAILPOINT=dvc-rwlock stops the process inside DVC, right after it
+        # truncated .dvc/tmp/rwlock to rewrite it
+        with failpoint_inside("dvc-rwlock", os.path.join("dvc", "rwlock.py"), "dump"):
+            yield repo
     finally:
         repo.close()
+
+
+@contextlib.contextmanager
+def locked_idle(root: Path) -> Iterator[bool]:
+    """Hold DVC's own locks of the repository, ``.dvc/tmp/lock`` (a DVC command runs) then
+    ``.dvc/tmp/rwlock.lock`` (the rwlock file is being edited), taken as DVC takes them (its
+    ``hardlink_lock`` setting included), for the block; yields True. Yields False, holding neither,
+    if a DVC command holds them (DVC's own wait: about 3 seconds)."""
+    from dvc.lock import LockError, make_lock
+
+    with open_repo(root) as repo:
+        hardlink = bool(repo.config["core"].get("hardlink_lock", False))
+        tmp = str(repo.tmp_dir)
+    os.makedirs(tmp, exist_ok=True)
+    held: list[Any] = []
+    for name in ("lock", "rwlock.lock"):
+        lock = make_lock(os.path.join(tmp, name), tmp_dir=tmp, hardlink_lock=hardlink)
+        try:
+            lock.lock()
+        except LockError:
+            for taken in reversed(held):
+                taken.unlock()
+            held = []
+            break
+        held.append(lock)
+    try:
+        yield bool(held)
+    finally:
+        for taken in reversed(held):
+            taken.unlock()
 
 
 @contextlib.contextmanager
@@ -184,12 +219,16 @@ def add(root: Path, targets: list[Path], known: Mapping[Path, FileDigest] | None
     (inode, size, mtime, ctime) is no longer the one hashed is left for DVC to hash."""
     from dvc.exceptions import DvcException
 
+    from kgit.txn import failpoint
+
     rel = [str(t.relative_to(root)) for t in targets]
     try:
         with open_repo(root) as repo, _quiet(), _cwd(root):  # DVC resolves outputs from the cwd
             if known:
                 seed_hashes(repo, root, known)
+            failpoint("dvc-add")
             repo.add(rel)
+            failpoint("dvc-added")
     except DvcException as exc:
         raise KgitError(f"`dvc add {' '.join(rel)}` failed: {exc}") from None
 
@@ -346,8 +385,11 @@ def push(root: Path, oids: list[str], remote: str, meter: Meter | None = None) -
             if meter is not None:
                 meter.expect(sum(_local_size((cache.oid_to_path(h.value),)) for h in status.new if h.value))
 
+        from kgit.txn import failpoint
+
         try:
             odb = repo.cloud.get_remote_odb(remote, "push")
+            failpoint("dvc-push")
             with contextlib.closing(get_index(odb)) as index:
                 result = repo.cloud.transfer(cache, odb, [HashInfo("md5", oid) for oid in oids],
                                              dest_index=index, cache_odb=cache, validate_status=sizes,
@@ -356,6 +398,7 @@ def push(root: Path, oids: list[str], remote: str, meter: Meter | None = None) -
             raise _failure(repo, remote, logged, exc) from None
         if result.failed:
             raise _failure(repo, remote, logged or [f"{len(result.failed)} file(s) failed to upload"], None)
+        failpoint("dvc-pushed")  # uploaded, not yet confirmed nor recorded as published
     return len(result.transferred)
 
 
@@ -370,7 +413,7 @@ def pull(root: Path, dvc_files: list[str], remote: str | None = None, meter: Met
 
     tops = []
     for f in dvc_files:
-        out = read_dvc_file((root / f).read_text(), f)["outs"][0]
+        out = read_dvc_path(root / f, f)["outs"][0]
         tops.append(HashInfo(str(out.get("hash") or "md5"), str(out.get("md5"))))
     with open_repo(root) as repo, _cwd(root), _no_dvc_bars(), _dvc_errors() as logged:
         try:
@@ -394,31 +437,31 @@ def pull(root: Path, dvc_files: list[str], remote: str | None = None, meter: Met
     return len(result.transferred)
 
 
-MAX_DVC_FILE = 16 << 20  # a .dvc file with kgit's metadata is kilobytes; hyperparameters at most 1 MB
+MAX_DVC_FILE = 16_000_000  # a .dvc file with kgit's metadata is kilobytes; hyperparameters at most 1 MB
+# values a DVC file (a .dvc file, dvc.yaml, dvc.lock) may hold, aliases expanded: 1 MB of hyperparameters
+# is at most 500,000 of them; a "billion laughs" file is refused long before
+MAX_DVC_VALUES = 1_000_000
 
 
-def read_dvc_file(text: str, source: str) -> dict[str, Any]:
-    """Parse a ``.dvc`` file (plain YAML, no DVC import), refusing oversized or deeply nested ones."""
-    import yaml  # here: `kgit list` reads no .dvc file and need not import it
-
-    from kgit.metadata import too_deep
+def read_dvc_file(text: str | bytes, source: str) -> dict[str, Any]:
+    """Parse a ``.dvc`` file (YAML, no DVC import) through kgit's bounded reader, refusing oversized,
+    deeply nested or alias-bomb ones and anything that is not a DVC pointer."""
+    from kgit import bounded_yaml
 
     restore = f"restore it with `git checkout -- {source}`"
-    if len(text) > MAX_DVC_FILE:
-        raise KgitError(f"{source} is larger than {MAX_DVC_FILE >> 20} MB, not a DVC file kgit wrote: {restore}")
-    try:
-        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except yaml.YAMLError as exc:
-        if "nesting depth" in str(exc):
-            raise KgitError(f"{source} is nested too deeply: {restore}") from None
-        raise KgitError(f"{source} is not valid YAML ({one_line(exc, 200)}): {restore}") from None
-    except RecursionError:
-        raise KgitError(f"{source} is nested too deeply: {restore}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("outs"), list) or not data["outs"]:
+    data = bounded_yaml.load(text, source, max_bytes=MAX_DVC_FILE, max_nodes=MAX_DVC_VALUES, fix=restore)
+    if not isinstance(data, dict) or not isinstance(data.get("outs"), list) or not data["outs"] \
+            or not isinstance(data["outs"][0], dict):
         raise KgitError(f"{source} is not a DVC file (no outs): {restore}")
-    if too_deep(data):
-        raise KgitError(f"{source} is nested too deeply: {restore}")
     return data
+
+
+def read_dvc_path(path: Path, source: str) -> dict[str, Any]:
+    """``read_dvc_file`` of the file at ``path``, read no further than the size limit."""
+    from kgit import bounded_yaml
+
+    restore = f"restore it with `git checkout -- {source}`"
+    return read_dvc_file(bounded_yaml.read_bytes(path, source, max_bytes=MAX_DVC_FILE, fix=restore), source)
 
 
 def out_hash(dvc_data: dict[str, Any]) -> dict[str, Any]:
@@ -428,7 +471,7 @@ def out_hash(dvc_data: dict[str, Any]) -> dict[str, Any]:
 
 def write_meta(dvc_file: Path, meta: dict[str, Any], desc: str | None = None) -> None:
     """Put kgit's metadata into the ``meta`` field of a ``.dvc`` file DVC just wrote."""
-    data = read_dvc_file(dvc_file.read_text(), str(dvc_file))
+    data = read_dvc_path(dvc_file, str(dvc_file))
     ordered: dict[str, Any] = {}
     if desc:
         ordered["desc"] = desc
@@ -449,17 +492,20 @@ def dataset_hash(root: Path, path: str) -> str:
         raise KgitError(f"dataset {path} is outside the repository") from None
     dvc_file = target.with_name(target.name + ".dvc")
     if dvc_file.exists():
-        data = read_dvc_file(dvc_file.read_text(), str(dvc_file.relative_to(root)))
+        data = read_dvc_path(dvc_file, str(dvc_file.relative_to(root)))
         h = data["outs"][0].get("md5") or data["outs"][0].get("etag")
         if h:
             return str(h)
     lock = root / "dvc.lock"
     if lock.exists():
-        import yaml
+        from kgit import bounded_yaml
 
-        lock_data = yaml.safe_load(lock.read_text()) or {}
-        for stage in (lock_data.get("stages") or {}).values():
-            for out in stage.get("outs") or []:
-                if Path(out.get("path", "")) == rel and out.get("md5"):
+        lock_data = bounded_yaml.read_file(lock, "dvc.lock", max_bytes=MAX_DVC_FILE, max_nodes=MAX_DVC_VALUES,
+                                           fix="fix it, or restore it with `git checkout -- dvc.lock`")
+        stages = lock_data.get("stages") if isinstance(lock_data, dict) else None
+        for stage in (stages or {}).values() if isinstance(stages, dict) else ():
+            outs = stage.get("outs") if isinstance(stage, dict) else None
+            for out in outs if isinstance(outs, list) else ():
+                if isinstance(out, dict) and Path(str(out.get("path", ""))) == rel and out.get("md5"):
                     return str(out["md5"])
     raise KgitError(f"dataset {path} is not tracked by DVC: run `dvc add {path}` first, or pass --dataset-id instead")

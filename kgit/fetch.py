@@ -70,6 +70,9 @@ def get(name: str, version: str, *, formats: list[str] | None = None, repo: Repo
     pulled = False
     try:
         if to_pull:
+            from kgit import project
+
+            project.before_dvc(repo)
             expected = sum(int(result.formats[fmt].get("size") or 0) for fmt in wanted if result.formats[fmt]["fetched"])
             show = progress_display.wanted() if progress is None else progress
             with progress_display.Meter(f"fetching {rel.name}@{rel.version}", expected, show=show) as meter:

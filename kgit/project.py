@@ -42,16 +42,33 @@ def _yaml() -> Any:
     return y
 
 
-def read_dvc_yaml(root: Path) -> Any:
-    path = root / DVC_YAML
+def _round_trip(path: Path, what: str, fix: str) -> Any:
+    """The YAML file at ``path`` as ruamel reads it for rewriting (comments and order kept), None if it
+    does not exist. kgit's bounded reader sees the bytes first: size, values with aliases expanded and
+    nesting are checked before ruamel, which has no such limits, parses anything."""
+    from kgit import bounded_yaml
+    from kgit.dvc_ops import MAX_DVC_FILE, MAX_DVC_VALUES
+
     if not path.exists():
         return None
+    raw = bounded_yaml.read_bytes(path, what, max_bytes=MAX_DVC_FILE, fix=fix)
+    bounded_yaml.check(raw, what, max_bytes=MAX_DVC_FILE, max_nodes=MAX_DVC_VALUES, fix=fix)
     from ruamel.yaml import YAMLError
 
     try:
-        return _yaml().load(path.read_text())
-    except YAMLError as exc:
-        raise KgitError(f"{DVC_YAML} is not valid YAML ({one_line(exc, 200)}): fix or restore it") from None
+        data = _yaml().load(raw.decode("utf-8"))
+    except (YAMLError, UnicodeDecodeError) as exc:
+        raise KgitError(f"{what} is not valid YAML ({one_line(exc, 200)}): {fix}") from None
+    sections = ("stages", "artifacts") if what == DVC_YAML else ("stages",)
+    if data is not None and (not isinstance(data, dict)
+                             or not all(isinstance(data.get(k), (dict, type(None))) for k in sections)):
+        raise KgitError(f"{what} is not what DVC reads (a mapping with {' and '.join(f'`{k}:`' for k in sections)} "
+                        f"mappings): {fix}")
+    return data
+
+
+def read_dvc_yaml(root: Path) -> Any:
+    return _round_trip(root / DVC_YAML, DVC_YAML, "fix or restore it")
 
 
 def dump_dvc_yaml(data: Any) -> str:
@@ -79,14 +96,7 @@ def lock_with_validate_stage(root: Path) -> str | None:
     text, or None when the file already holds it."""
     from ruamel.yaml.comments import CommentedMap
 
-    path = root / DVC_LOCK
-    text = path.read_text() if path.exists() else None
-    from ruamel.yaml import YAMLError
-
-    try:
-        data = _yaml().load(text) if text else None
-    except YAMLError as exc:
-        raise KgitError(f"{DVC_LOCK} is not valid YAML ({one_line(exc, 200)}): fix or delete it") from None
+    data = _round_trip(root / DVC_LOCK, DVC_LOCK, "fix or delete it")
     data = data if data is not None else CommentedMap({"schema": "2.0"})
     stages = data.get("stages")
     if stages is None:
@@ -116,6 +126,73 @@ def require_initialised(repo: Repo) -> None:
     stages = (data or {}).get("stages") or {}
     if STAGE_NAME not in stages:
         raise NotInitialisedError(f"{DVC_YAML} has no {STAGE_NAME} stage: run `kgit init` first")
+
+
+def check_checkout(repo: Repo) -> None:
+    """Refuse to set up a clone whose checkout is empty while a branch holds kgit's set-up: cloning a
+    repository whose HEAD names a branch that does not exist (a bare repository made with git's
+    default ``master`` while the team pushes ``main``) checks out no commit, and a set-up made there
+    would be a second one, with its own DVC remote."""
+    if repo.head() is not None:
+        return
+    refs = [r for r in repo.git("for-each-ref", "--format=%(refname)", "refs/heads", "refs/remotes").splitlines()
+            if r and not r.endswith("/HEAD")]
+    texts = repo.show_files([(ref, path) for ref in refs for path in (".dvc/config", DVC_YAML)])
+    holding = [ref for ref in refs if texts.get((ref, ".dvc/config")) is not None
+               and _has_validate_stage(texts.get((ref, DVC_YAML)), f"{DVC_YAML} of {ref}")]
+    if not holding:
+        return
+    names = [r.removeprefix("refs/heads/").removeprefix("refs/remotes/") for r in holding]
+    local = [r.removeprefix("refs/heads/") if r.startswith("refs/heads/") else r.split("/", 3)[3] for r in holding]
+    branch = repo.branch() or "HEAD"
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    raise KgitError(f"this clone has no commit checked out (its branch {branch} has none: the remote's HEAD may name "
+                    f"a branch that does not exist), but {shown} already hold{'s' if len(names) == 1 else ''} kgit's "
+                    f"set-up: run `git checkout {local[0]}` and use kgit there; nothing was changed")
+
+
+def _has_validate_stage(text: str | None, what: str) -> bool:
+    from kgit import bounded_yaml
+
+    if text is None:
+        return False
+    try:
+        data = bounded_yaml.load(text, what)
+    except KgitError:
+        return False
+    stages = data.get("stages") if isinstance(data, dict) else None
+    return isinstance(stages, dict) and STAGE_NAME in stages
+
+
+def check_dvc_files(repo: Repo) -> None:
+    """Refuse, before DVC reads them, the DVC files it would choke on. DVC parses every ``dvc.yaml``,
+    ``dvc.lock`` and ``.dvc`` file in the work tree (`dvc add`, `dvc repro`, checkout) without limits:
+    a 1 KB file of nested YAML aliases keeps it busy for ever. Files without aliases and with little
+    nesting, as DVC and kgit write them, pass on sight; the others go through kgit's bounded reader."""
+    from kgit import bounded_yaml
+    from kgit.dvc_ops import MAX_DVC_FILE, MAX_DVC_VALUES
+
+    listed = repo.git("ls-files", "-z", "--", ":(glob)**/*.dvc", f":(glob)**/{DVC_YAML}", f":(glob)**/{DVC_LOCK}",
+                      raw=True)
+    root = str(repo.root)
+    for rel in filter(None, listed.split("\0")):
+        path = os.path.join(root, rel)
+        if not os.path.isfile(path):
+            continue  # deleted in the work tree: DVC does not read it either
+        fix = f"fix it, or restore it with `git checkout -- {rel}`"
+        raw = bounded_yaml.read_bytes(Path(path), rel, max_bytes=MAX_DVC_FILE, fix=fix)
+        if b"&" in raw or b"*" in raw or raw.count(b"[") + raw.count(b"{") > bounded_yaml.MAX_DEPTH:
+            bounded_yaml.check(raw, rel, max_bytes=MAX_DVC_FILE, max_nodes=MAX_DVC_VALUES, fix=fix)
+
+
+def before_dvc(repo: Repo, log: Any = None) -> None:
+    """What runs before DVC reads this repository for a command that otherwise only reads (the
+    pre-push hook's `dvc repro`, `kgit get`'s checkout): DVC's files within bounds, and DVC's lock
+    file repaired if a killed process left it unreadable (writers repair it in recovery)."""
+    from kgit import dvc_locks
+
+    check_dvc_files(repo)
+    dvc_locks.before_dvc(repo, log)
 
 
 def default_remote_path(root: Path) -> Path:
@@ -200,6 +277,7 @@ def init(path: str | os.PathLike[str] = ".", remote: str | None = None, commit: 
     from kgit import hooks
 
     repo = Repo(path)
+    check_checkout(repo)
     root = repo.root
     changes: list[str] = []
     to_commit: list[str] = []

@@ -128,6 +128,7 @@ def release(
     say = progress or (lambda _msg: None)
     git = Repo(repo)
     project.require_initialised(git)
+    project.check_dvc_files(git)  # DVC reads them all in `dvc add`: refuse what it would hang on, now
     req = _check_request(
         git, name=name, formats=formats, version=version, bump=bump, dataset_id=dataset_id, dataset=dataset,
         hyperparams=hyperparams, notes=notes, custom_objects=custom_objects, builder=builder,
@@ -196,7 +197,9 @@ def _check_request(git: Repo, *, name: str, formats: Sequence[str] | str, versio
         dataset_rel = os.path.relpath(Path(dataset).resolve(), git.root)
         if dataset_rel.startswith(".."):
             raise KgitError(f"dataset {dataset} is outside the repository")
-    if not allow_dirty:
+    if not allow_dirty and not txn.writer_active(git):
+        # early, before the model is loaded; while another release writes, its own files are uncommitted
+        # for a moment: then only the check under the lock counts
         _check_clean(git)
     co_specs = _custom_object_specs(custom_objects)
     builder_spec = _callable_spec(builder, "builder") if builder is not None else None
@@ -508,8 +511,11 @@ def _track(git: Repo, folders: dict[str, Path], digests: dict[str, dict[str, Fil
     root = git.root
     # DVC reuses the md5s computed with kgit's sha256s (same read) for files still exactly as hashed
     known = {root / rel / name: d for fmt, rel in folders.items() for name, d in digests[fmt].items()}
+    journal.dvc_writing = [*_dvc_files(folders), *(p for p in journal.backups if p != project.DVC_YAML)]
+    journal.save(git)
     dvc_ops.add(root, [root / rel for rel in folders.values()], known=known)
-    journal.note_written(root, [*_dvc_files(folders), *(p for p in journal.backups if p != project.DVC_YAML)])
+    journal.note_written(root, journal.dvc_writing)
+    journal.dvc_writing = []
     journal.save(git)
 
 
@@ -523,7 +529,7 @@ def _describe(git: Repo, req: _Request, label: str, folders: dict[str, Path], me
         dvc_file = root / f"{rel.as_posix()}.dvc"
         desc = f"kgit release {req.name} {label} ({fmt})"
         dvc_ops.write_meta(dvc_file, metas[fmt].to_dict(), desc)
-        h = dvc_ops.out_hash(dvc_ops.read_dvc_file(dvc_file.read_text(), str(dvc_file)))
+        h = dvc_ops.out_hash(dvc_ops.read_dvc_path(dvc_file, str(dvc_file)))
         hashes[fmt] = {"path": rel.as_posix(), **h, "resumable": metas[fmt].resumable}
     first = req.formats[0]
     data = project.with_artifact(

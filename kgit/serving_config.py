@@ -19,6 +19,7 @@ from kgit.versions import Version, check_name
 CONFIG_FILE = "models.config"
 MANIFEST_FILE = "kgit-serving.json"
 MANIFEST_SCHEMA = 1
+MAX_MANIFEST_BYTES = 64 << 20  # about 100 bytes per file laid out: 600,000 files
 PART_LIMIT = 1000  # minor and patch must stay below this for the serving number to be unique
 
 
@@ -93,7 +94,10 @@ def read_manifest(out: Path) -> Manifest | None:
         return None
     bad = f"{path} is not a manifest kgit wrote"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        from kgit import bounded_yaml
+
+        data = bounded_yaml.load_json(bounded_yaml.read_bytes(path, str(path), max_bytes=MAX_MANIFEST_BYTES),
+                                      str(path), max_bytes=MAX_MANIFEST_BYTES, max_depth=16)
         if data.get("schema_version") != MANIFEST_SCHEMA:
             raise KgitError(f"{bad} (schema_version {str(data.get('schema_version'))[:20]}): "
                             f"give another --out, or remove the folder if it is yours")

@@ -47,14 +47,13 @@ def allowed_stages(root: Path) -> list[str] | None:
     path = root / GTO_CONFIG
     if not path.exists():
         return None
-    import yaml
+    from kgit import bounded_yaml
 
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise KgitError(f"{GTO_CONFIG} is not valid YAML ({one_line(exc, 150)})") from None
+    data = bounded_yaml.read_file(path, GTO_CONFIG, max_bytes=1 << 20, max_nodes=10_000,
+                                  fix=f"fix it (`stages: [dev, staging, prod]`) or restore it with `git checkout -- {GTO_CONFIG}`")
     stages = data.get("stages") if isinstance(data, dict) else None
-    return [str(s) for s in stages] if isinstance(stages, list) and stages else None
+    # as error messages show them: a committed file must not make a refusal longer than one line
+    return [one_line(s, 100) for s in stages] if isinstance(stages, list) and stages else None
 
 
 def _check_stage(repo: Repo, stage: str) -> str:

@@ -223,6 +223,9 @@ def default_remote_in(config_texts: list[str]) -> tuple[str | None, str | None]:
     return name, settings.get("url") if name else None
 
 
+MAX_CONFIG_BYTES = 1 << 20  # DVC config files are a few hundred bytes
+
+
 def default_remote_config_in(config_texts: list[str]) -> tuple[str | None, dict[str, str]]:
     """(name, settings) of the default remote in DVC config files' texts, later files overriding
     earlier ones setting by setting (as DVC merges them); no DVC import."""
@@ -231,6 +234,8 @@ def default_remote_config_in(config_texts: list[str]) -> tuple[str | None, dict[
     name = None
     remotes: dict[str, dict[str, str]] = {}
     for text in config_texts:
+        if len(text) > MAX_CONFIG_BYTES:  # not a DVC config file: read as one that does not parse
+            continue
         cp = configparser.ConfigParser(interpolation=None)
         try:
             cp.read_string(text)

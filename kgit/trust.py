@@ -55,12 +55,14 @@ def parse_policy(text: str | None) -> str:
     """The policy a ``.kgit/signing.yaml`` text says (``off`` when there is none)."""
     if text is None:
         return "off"
-    import yaml
+    from kgit import bounded_yaml
 
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError:
+        data = bounded_yaml.load(text, POLICY_FILE, max_bytes=64 << 10, max_nodes=1_000)
+    except bounded_yaml.SyntaxProblem:
         data = []
+    except KgitError as exc:
+        raise TrustError(f"{exc}; it must say `policy: off|optional|required`") from None
     data = {} if data is None else data
     value = data.get("policy", "off") if isinstance(data, dict) else None
     if value is False:  # `policy: off` unquoted is YAML's false: files written that way mean off

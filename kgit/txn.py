@@ -22,8 +22,9 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
-from kgit.errors import KgitError, one_line
+from kgit.errors import BusyError, KgitError, one_line
 from kgit.fsutil import exclusive, write_atomic, write_json
 from kgit.git_ops import Repo
 from kgit.metadata import sha256_file
@@ -38,10 +39,37 @@ class JournalError(KgitError):
 
 def failpoint(name: str) -> None:
     """Crash-test hook: ``KGIT_FAILPOINT=<name>`` kills the process with SIGKILL at that point;
-    ``<name>:INT`` / ``<name>:TERM`` send SIGINT (Ctrl-C) / SIGTERM instead."""
+    ``<name>:INT`` / ``<name>:TERM`` send SIGINT (Ctrl-C) / SIGTERM instead; ``<name>:STOP`` stops
+    it there until it gets SIGCONT (a test's way to hold a release at one step)."""
     point, _, sig = os.environ.get(FAILPOINT_ENV, "").partition(":")
     if point == name:
-        os.kill(os.getpid(), {"INT": signal.SIGINT, "TERM": signal.SIGTERM}.get(sig, signal.SIGKILL))
+        signals = {"INT": signal.SIGINT, "TERM": signal.SIGTERM, "STOP": signal.SIGSTOP}
+        os.kill(os.getpid(), signals.get(sig, signal.SIGKILL))
+
+
+@contextlib.contextmanager
+def failpoint_inside(name: str, filename: str, callee: str) -> Iterator[None]:
+    """Crash-test hook inside a library's own work: with ``KGIT_FAILPOINT=<name>`` (``:INT``/``:TERM``
+    as for ``failpoint``), the process is stopped the first time code in a file whose path ends with
+    ``filename`` calls a function named ``callee`` (DVC's ``rwlock.py`` calling ``dump``: right after
+    it truncated the file, before it wrote it again)."""
+    if os.environ.get(FAILPOINT_ENV, "").partition(":")[0] != name:
+        yield
+        return
+
+    def hook(frame: Any, event: str, arg: object) -> None:
+        caller = frame.f_back
+        if event == "call" and frame.f_code.co_name == callee and caller is not None \
+                and caller.f_code.co_filename.endswith(filename):
+            sys.setprofile(None)
+            failpoint(name)
+
+    previous = sys.getprofile()
+    sys.setprofile(hook)
+    try:
+        yield
+    finally:
+        sys.setprofile(previous)
 
 
 def state_dir(repo: Repo) -> Path:
@@ -63,6 +91,15 @@ def repo_lock(repo: Repo, timeout: float | None = None, on_wait: Callable[[], No
             "wait for it to finish and retry")
     with exclusive(state_dir(repo) / "lock", busy, timeout=timeout, on_wait=on_wait):
         yield
+
+
+def writer_active(repo: Repo) -> bool:
+    """Whether another kgit command holds the repository's write lock at this moment."""
+    try:
+        with exclusive(state_dir(repo) / "lock", "busy", timeout=0):
+            return False
+    except BusyError:
+        return True
 
 
 @contextlib.contextmanager
@@ -87,6 +124,9 @@ class Journal:
     # release wrote there, and for each version folder it placed, file -> sha256.
     written: dict[str, list[str]] = field(default_factory=dict)
     folders: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Files `dvc add` is writing (the .dvc pointers, DVC's .gitignore entries): killed inside DVC, the
+    # release could not record their hashes, so recovery recognises what DVC writes there instead.
+    dvc_writing: list[str] = field(default_factory=list)
 
     @staticmethod
     def path(repo: Repo) -> Path:
@@ -141,7 +181,7 @@ class Journal:
         if not all(v is None or isinstance(v, str) for v in (self.head_before, self.commit)):
             raise ValueError("bad commit")
         if not strs(self.created) or not isinstance(self.backups, dict) or not isinstance(self.written, dict) \
-                or not isinstance(self.folders, dict):
+                or not isinstance(self.folders, dict) or not strs(self.dvc_writing):
             raise ValueError("bad file lists")
         if not all(v is None or isinstance(v, str) for v in self.backups.values()):
             raise ValueError("bad backups")
@@ -152,7 +192,7 @@ class Journal:
                 raise ValueError("bad folder listing")
             for rel in manifest:
                 _check_rel(rel)
-        for rel in [*self.created, *self.backups, *self.written, *self.folders]:
+        for rel in [*self.created, *self.backups, *self.written, *self.folders, *self.dvc_writing]:
             _check_rel(rel)
 
     def clear(self, repo: Repo) -> None:
@@ -203,7 +243,8 @@ def rollback(repo: Repo, journal: Journal, *, own: bool = False) -> list[str]:
     errors: list[str] = []
 
     def ours(rel: str, content: bytes) -> bool:
-        return own or hashlib.sha256(content).hexdigest() in journal.written.get(rel, [])
+        return (own or hashlib.sha256(content).hexdigest() in journal.written.get(rel, [])
+                or _written_by_dvc_add(journal, rel, content))
 
     for rel in journal.created:
         p = root / rel
@@ -257,6 +298,45 @@ def rollback(repo: Repo, journal: Journal, *, own: bool = False) -> list[str]:
         # simply leave the index.
         repo.git("reset", "-q", "HEAD", "--", *paths)
     return left
+
+
+def _written_by_dvc_add(journal: Journal, rel: str, content: bytes) -> bool:
+    """Whether ``content`` is what `dvc add` of the release's folders writes into ``rel``, or part
+    of it (DVC writes in place: a kill can cut it short): a pointer to one of those folders without
+    kgit's metadata, or the folder's entry added to a ``.gitignore``. Anything else is someone's edit."""
+    if rel not in journal.dvc_writing:
+        return False
+    path = PurePosixPath(rel)
+    if rel.endswith(".dvc"):
+        if rel[:-4] not in journal.folders:
+            return False
+        from kgit import bounded_yaml
+
+        try:
+            data = bounded_yaml.load(content, rel, max_bytes=64 << 10, max_nodes=1_000)
+        except bounded_yaml.SyntaxProblem:
+            return True  # cut short while DVC wrote it
+        except KgitError:
+            return False
+        if data is None or (isinstance(data, str) and "outs".startswith(data)):
+            return True  # nothing yet, or cut short in its first word
+        if not isinstance(data, dict) or set(data) - {"outs"}:
+            return False  # DVC writes `outs:` alone (kgit adds `meta:` once it has recorded the file)
+        outs = data.get("outs")
+        if outs is None:
+            return True
+        if not isinstance(outs, list) or len(outs) > 1 or not all(isinstance(o, dict) for o in outs):
+            return False
+        found = outs[0].get("path") if outs else None
+        return found is None or (isinstance(found, str) and bool(found) and path.name[:-4].startswith(found))
+    if path.name != ".gitignore":
+        return False
+    before = _backup_bytes(journal.backups.get(rel) or "")
+    if not content.startswith(before):
+        return False
+    entries = [f"/{PurePosixPath(f).name}" for f in journal.folders if PurePosixPath(f).parent == path.parent]
+    added = content[len(before):].decode("utf-8", "replace").splitlines()
+    return all(not line.strip() or any(e.startswith(line.strip()) for e in entries) for line in added)
 
 
 def _remove_folder(folder: Path, manifest: dict[str, str] | None, own: bool) -> list[str]:
@@ -320,8 +400,16 @@ def recover(repo: Repo, log: object = None, *, own: bool = False) -> str | None:
                             "check them (git status, git diff)")
         journal.clear(repo)
     shutil.rmtree(staging_dir(repo), ignore_errors=True)
-    if outcome and callable(log):
-        log(outcome)
-    elif outcome:
-        print(f"kgit: {outcome}", file=sys.stderr)
+    tell(log, outcome)
+    from kgit import dvc_locks
+
+    tell(log, dvc_locks.repair(repo.root))  # what a process killed inside DVC left in .dvc/tmp
     return outcome
+
+
+def tell(log: object, text: str | None) -> None:
+    """Say ``text`` through ``log`` (a command's progress), else as a `kgit:` line on stderr."""
+    if text and callable(log):
+        log(text)
+    elif text:
+        print(f"kgit: {text}", file=sys.stderr)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from kgit import registry, txn
-from kgit.dvc_ops import read_dvc_file
+from kgit.dvc_ops import read_dvc_path
 from kgit.errors import KgitError
 from kgit.fsutil import write_json
 from kgit.git_ops import Repo
@@ -150,7 +150,7 @@ def release_check(repo: Repo, t: Target) -> FolderResult | None:
     if not dvc_path.exists():
         return None  # not in this checkout (another branch): nothing in the work tree to compare
     try:
-        out = read_dvc_file(dvc_path.read_text(), f"{t.rel_path}.dvc")["outs"][0]
+        out = read_dvc_path(dvc_path, f"{t.rel_path}.dvc")["outs"][0]
     except KgitError as exc:
         return _fail(t, "release", str(exc))
     if out.get("md5") != t.md5:

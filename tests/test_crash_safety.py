@@ -84,7 +84,121 @@ def test_ctrl_c_during_validation_leaves_no_trace(kgit_repo: Path) -> None:
     assert kgit(kgit_repo, *RELEASE).returncode == 0
 
 
+# -- kills inside DVC's own work (in kgit's process) ----------------------------------------------
+RWLOCK = Path(".dvc") / "tmp" / "rwlock"
+
+
+def assert_next_commands_work(repo: Path, origin: Path) -> subprocess.CompletedProcess[str]:
+    """After an interruption, the next release, a real `git push` through kgit's hooks (which
+    validates again through `dvc repro`) and `kgit validate --all` succeed. Returns the release."""
+    retry = kgit(repo, *RELEASE)
+    assert retry.returncode == 0, retry.stderr
+    assert_consistent(repo)
+    assert git(repo, "status", "--porcelain") == ""
+    (repo / ".git" / "kgit" / "validated.json").unlink()  # so the push's `dvc repro` validates everything
+    push = subprocess.run(["git", "push", "origin", "main"], cwd=repo, capture_output=True, text=True)
+    assert push.returncode == 0 and "dvc repro" in push.stderr, push.stderr
+    assert sorted(git(origin, "tag", "-l").split()) == sorted(git(repo, "tag", "-l").split())
+    checked = kgit(repo, "validate", "--all")
+    assert checked.returncode == 0, checked.stderr
+    json.loads((repo / RWLOCK).read_text())  # DVC's lock file is whole again
+    return retry
+
+
+@pytest.mark.parametrize("point,sig", [
+    ("dvc-add", "KILL"), ("dvc-rwlock", "KILL"), ("dvc-added", "KILL"), ("dvc-rwlock", "INT"), ("dvc-added", "TERM"),
+])
+def test_kill_inside_dvc_add_blocks_nothing_after(kgit_repo: Path, tmp_path: Path, point: str, sig: str) -> None:
+    """Right before `dvc add`, inside it (DVC has just truncated its rwlock file to rewrite it) and
+    right after it, in the release's own process."""
+    origin = bare_origin(tmp_path, kgit_repo)
+    head_before = git(kgit_repo, "rev-parse", "HEAD")
+    env = {**os.environ, "KGIT_FAILPOINT": point if sig == "KILL" else f"{point}:{sig}"}
+    proc = subprocess.run([sys.executable, "-m", "kgit", *RELEASE], cwd=kgit_repo, env=env, capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL)
+    if sig == "KILL":
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+        if point == "dvc-rwlock":
+            assert (kgit_repo / RWLOCK).read_text() == ""  # the hole: every DVC command would now stop
+    else:
+        assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr
+        assert (kgit_repo / RWLOCK).read_text().strip() != ""  # the release repaired it on its way out
+    assert_consistent(kgit_repo)
+    assert git(kgit_repo, "rev-parse", "HEAD") == head_before and git(kgit_repo, "tag", "-l") == ""
+    retry = assert_next_commands_work(kgit_repo, origin)
+    if (point, sig) == ("dvc-rwlock", "KILL"):
+        assert "reset .dvc/tmp/rwlock, which an interrupted DVC command left empty" in retry.stderr
+    assert git(kgit_repo, "tag", "-l") == "safe@v1.0.0"
+
+
+def release_streaming(repo: Path, kill_after: float | None = None) -> tuple[str, float]:
+    """Run `kgit release` reading its progress as it comes; ``kill_after``: SIGKILL it that many
+    seconds after it says it is tracking with DVC. Returns its stderr and the seconds from that line
+    to the next one (the time `dvc add` took), if it got there."""
+    proc = subprocess.Popen([sys.executable, "-m", "kgit", *RELEASE], cwd=repo, stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True)
+    assert proc.stderr is not None
+    seen, tracking, took = "", None, 0.0
+    for line in proc.stderr:
+        seen += line
+        if tracking is not None and not took:
+            took = time.monotonic() - tracking
+        if "with DVC" in line:
+            tracking = time.monotonic()
+            if kill_after is not None:
+                time.sleep(kill_after)
+                proc.kill()
+    proc.wait()
+    return seen, took
+
+
+def test_kill_at_random_moments_during_dvc_add(kgit_repo: Path, tmp_path: Path) -> None:
+    """SIGKILL from a timer started when the release says it is tracking with DVC, at a random moment
+    of each third of the time `dvc add` takes: wherever it lands (DVC's import, its locks, hashing,
+    the cache, the .dvc files), nothing blocks what comes next."""
+    import random
+
+    seed = int(os.environ.get("KGIT_TEST_SEED") or time.time_ns() % 1_000_000)
+    rng = random.Random(seed)
+    origin = bare_origin(tmp_path, kgit_repo)
+    seen, window = release_streaming(kgit_repo)  # how long `dvc add` takes here, now
+    assert "released safe v1" in seen, seen
+    for attempt in range(3):
+        delay = rng.uniform(attempt / 3, (attempt + 1) / 3) * window
+        release_streaming(kgit_repo, kill_after=delay)
+        journal = kgit_repo / ".git" / "kgit" / "journal.json"
+        inside = journal.exists() and bool(json.loads(journal.read_text()).get("dvc_writing"))
+        rwlock = (kgit_repo / RWLOCK).read_text() if (kgit_repo / RWLOCK).exists() else None
+        left = sorted(p.name for p in (kgit_repo / "artifacts").rglob("*.dvc")
+                      if git(kgit_repo, "ls-files", str(p.relative_to(kgit_repo))) == "")
+        print(f"seed {seed} attempt {attempt}: killed {delay:.3f} s after 'tracking' (dvc add took {window:.3f} s); "
+              f"inside dvc add: {inside}; rwlock {rwlock!r}; .dvc files written: {left}")
+        assert_consistent(kgit_repo)
+        assert_next_commands_work(kgit_repo, origin)
+
+
+def test_kill_inside_the_push_upload(kgit_repo: Path, tmp_path: Path, plain_model) -> None:  # type: ignore[no-untyped-def]
+    """The pre-push hook killed right before DVC uploads and right after (sent, not yet confirmed):
+    the push does not happen; the next one uploads and a fresh clone gets the release."""
+    rec = api.release(plain_model, "up", formats="keras", repo=kgit_repo)
+    origin = bare_origin(tmp_path, kgit_repo)
+    for point in ("dvc-push", "dvc-pushed"):
+        env = {**os.environ, "KGIT_FAILPOINT": point}
+        push = subprocess.run(["git", "push", "origin", "main"], cwd=kgit_repo, env=env, capture_output=True, text=True)
+        assert push.returncode != 0, push.stderr
+        assert git(origin, "tag", "-l") == ""  # git sent nothing
+        assert rec.formats["keras"]["md5"] not in sum(_published(kgit_repo).values(), [])
+    push = subprocess.run(["git", "push", "origin", "main"], cwd=kgit_repo, capture_output=True, text=True)
+    assert push.returncode == 0, push.stderr
+    assert git(origin, "tag", "-l") == "up@v1.0.0"
+    fresh = tmp_path / "fresh"
+    git(tmp_path, "clone", "-q", str(origin), str(fresh))
+    assert kgit(fresh, "get", "up@v1").returncode == 0
+    assert kgit(fresh, "validate", "--all").returncode == 0
+
+
 def test_concurrent_releases_get_distinct_versions(kgit_repo: Path) -> None:
+    (kgit_repo / RWLOCK).write_text("")  # as a release killed inside DVC left it: the first to get the lock repairs it
     procs = [
         subprocess.Popen([sys.executable, "-m", "kgit", *RELEASE, "--json"], cwd=kgit_repo, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
@@ -96,6 +210,42 @@ def test_concurrent_releases_get_distinct_versions(kgit_repo: Path) -> None:
     versions = sorted(json.loads(out)["version"] for _, out, _ in results)
     assert versions == ["v1", "v2", "v3"]
     assert sorted(git(kgit_repo, "tag", "-l").split()) == sorted(f"safe@{v}.0.0" for v in versions)
+    assert_consistent(kgit_repo)
+    assert git(kgit_repo, "status", "--porcelain") == ""
+    said = "".join(err for _, _, err in results)
+    assert said.count("reset .dvc/tmp/rwlock") == 1
+    assert said.count("waiting for another kgit command in this repository") >= 1  # serialised by the lock
+
+
+def test_a_release_started_while_another_is_about_to_commit_waits(kgit_repo: Path) -> None:
+    """The first release is held (SIGSTOP) with dvc.yaml written and not yet committed; a second one
+    started then does not take those files for uncommitted work: it waits for the lock, and both
+    succeed with distinct versions."""
+    def start(env: dict[str, str]) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", "kgit", *RELEASE, "--json"], cwd=kgit_repo, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+
+    first = start({**os.environ, "KGIT_FAILPOINT": "described:STOP"})
+    try:
+        deadline = time.monotonic() + 600
+        while Path(f"/proc/{first.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+            time.sleep(0.1)
+        assert "dvc.yaml" in git(kgit_repo, "status", "--porcelain")  # the first one's write, uncommitted
+        second = start(dict(os.environ))
+        assert second.stderr is not None
+        said = ""
+        for line in second.stderr:
+            said += line
+            if "waiting for another kgit command" in line:
+                break
+        assert "waiting for another kgit command" in said, said
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    out1, err1 = first.communicate(timeout=600)
+    out2, err2 = second.communicate(timeout=600)
+    assert first.returncode == 0 and second.returncode == 0, (err1, said + err2)
+    assert [json.loads(out1)["version"], json.loads(out2)["version"]] == ["v1", "v2"]
     assert_consistent(kgit_repo)
     assert git(kgit_repo, "status", "--porcelain") == ""
 

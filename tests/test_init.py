@@ -80,3 +80,47 @@ def test_this_repository_holds_the_stage_kgit_init_writes() -> None:
     assert data["stages"][project.STAGE_NAME] == project.VALIDATE_STAGE
     assert project.lock_with_validate_stage(ROOT) is None  # dvc.lock holds it as kgit init writes it
     assert (ROOT / ".dvc" / "config").exists()
+
+
+def test_init_in_an_empty_checkout_names_the_branch_with_the_set_up(git_repo: Path, tmp_path: Path) -> None:
+    """origin's HEAD names `master`, the team pushes `main`: a clone checks out nothing, and `kgit init`
+    there would make a second DVC set-up and remote. It is refused, naming the branch; on it, kgit works."""
+    import subprocess
+
+    kgit(git_repo, "init", "--remote", str(tmp_path / "store"), check=True)
+    origin = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", "--initial-branch=master", str(origin))
+    git(git_repo, "remote", "add", "origin", str(origin))
+    git(git_repo, "push", "-q", "origin", "main")
+    clone = tmp_path / "clone"
+    cloned = subprocess.run(["git", "clone", str(origin), str(clone)], capture_output=True, text=True)
+    assert cloned.returncode == 0 and "nonexistent ref" in cloned.stderr, cloned.stderr  # git's own warning
+    assert not (clone / "dvc.yaml").exists()
+
+    proc = kgit(clone, "init")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert "no commit checked out" in proc.stderr and "origin/main" in proc.stderr
+    assert "`git checkout main`" in proc.stderr
+    assert git(clone, "status", "--porcelain", "--ignored") == ""
+    assert sorted(p.name for p in clone.iterdir()) == [".git"]  # no .dvc, no dvc.yaml
+    assert not (clone / ".git" / "kgit").exists() and not (tmp_path / "clone.dvc-storage").exists()
+    assert kgit(clone, "init", "--remote", str(tmp_path / "other-store")).returncode == 1
+    assert not (tmp_path / "other-store").exists()
+
+    git(clone, "checkout", "-q", "main")
+    done = kgit(clone, "init", "--json")
+    assert done.returncode == 0, done.stderr
+    assert '"commit": null' in done.stdout  # the set-up was there: only this clone's hooks and settings
+    assert git(clone, "status", "--porcelain") == "" and git(clone, "rev-list", "--count", "HEAD") == "2"
+    assert "kgit-hook-shim" in (clone / ".git" / "hooks" / "pre-push").read_text()
+    assert kgit(clone, "list").returncode == 0
+
+
+def test_init_in_a_new_empty_repository_still_sets_up(tmp_path: Path) -> None:
+    """No commit and no branch holding kgit's set-up (a brand-new repository): kgit init sets it up."""
+    repo = tmp_path / "new"
+    git(tmp_path, "init", "-q", str(repo))
+    proc = kgit(repo, "init", "--remote", str(tmp_path / "store"))
+    assert proc.returncode == 0, proc.stderr
+    assert (repo / ".dvc" / "config").exists() and git(repo, "status", "--porcelain") == ""

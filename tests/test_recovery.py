@@ -82,3 +82,49 @@ def test_the_journal_is_written_whole(repo: Path) -> None:
     assert txn.Journal.load(Repo(repo)) == journal
     assert hashlib.sha256(b"outs: []\n").hexdigest() in journal.written["artifacts/m/keras/v1.dvc"]
     assert not [p for p in txn.Journal.path(Repo(repo)).parent.iterdir() if "tmp" in p.name], saved
+
+
+DVC_POINTER = "outs:\n- md5: 0123456789abcdef0123456789abcdef.dir\n  size: 12\n  nfiles: 1\n  hash: md5\n  path: v1\n"
+
+
+def killed_inside_dvc_add(repo: Path, pointer: str, ignore: str) -> txn.Journal:
+    """A release killed inside `dvc add`: DVC wrote the pointer and the .gitignore entry, kgit could
+    not yet record their hashes (the journal only says DVC was writing them)."""
+    folder, dvc, gitignore = "artifacts/m/keras/v1", "artifacts/m/keras/v1.dvc", "artifacts/m/keras/.gitignore"
+    journal = txn.Journal(tag="m@v1.0.0", head_before=git(repo, "rev-parse", "HEAD"), tag_message="")
+    journal.created += [folder, dvc]
+    journal.folders[folder] = {}
+    journal.backups[gitignore] = None
+    journal.dvc_writing = [dvc, gitignore]
+    journal.save(Repo(repo))
+    (repo / folder).mkdir(parents=True)
+    (repo / dvc).write_text(pointer)
+    (repo / gitignore).write_text(ignore)
+    return journal
+
+
+@pytest.mark.parametrize("pointer,ignore", [
+    (DVC_POINTER, "/v1\n"),  # DVC finished writing both
+    (DVC_POINTER[:57], "/v"),  # cut short mid-value
+    ("", ""),  # truncated, nothing written yet
+    ("outs:\n- md5: 01234", "\n/v1\n"),
+])
+def test_what_dvc_add_wrote_before_a_kill_is_undone(repo: Path, pointer: str, ignore: str) -> None:
+    killed_inside_dvc_add(repo, pointer, ignore)
+    outcome = txn.recover(Repo(repo), log=lambda _m: None)
+    assert outcome == "removed the traces of the interrupted release m@v1.0.0"
+    assert not (repo / "artifacts").exists() and git(repo, "status", "--porcelain") == ""
+
+
+@pytest.mark.parametrize("pointer,ignore,kept", [
+    (DVC_POINTER + "meta:\n  mine: 1\n", "/v1\n", "artifacts/m/keras/v1.dvc"),  # edited since: not what DVC writes
+    (DVC_POINTER.replace("path: v1", "path: other"), "/v1\n", "artifacts/m/keras/v1.dvc"),
+    (DVC_POINTER, "/v1\n/my-own-entry\n", "artifacts/m/keras/.gitignore"),
+    ("a: &a [*a]\n", "/v1\n", "artifacts/m/keras/v1.dvc"),
+])
+def test_what_changed_after_a_kill_inside_dvc_add_is_left_and_named(repo: Path, pointer: str, ignore: str,
+                                                                     kept: str) -> None:
+    killed_inside_dvc_add(repo, pointer, ignore)
+    outcome = txn.recover(Repo(repo), log=lambda _m: None)
+    assert outcome is not None and f"left {kept} as they are" in outcome
+    assert (repo / kept).exists()
