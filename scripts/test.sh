@@ -6,7 +6,8 @@ bash scripts/setup.sh --test
 .venv/bin/ruff check kgit tests benchmarks
 .venv/bin/mypy kgit
 set +e
-.venv/bin/python -m pytest --durations=15 "$@"
+# two workers (pytest-xdist), a test module per worker at a time: module fixtures are built once
+.venv/bin/python -m pytest -n "${KGIT_TEST_WORKERS:-2}" --dist loadfile --durations=25 "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then
