@@ -188,7 +188,7 @@ def new_tag_problem(repo: Repo, tag: str, oid: str) -> str | None:
     write. Judged the same by pre-push and the server."""
     if is_lookalike(tag):
         return (f"new tag {tag[:80]!r} looks like a kgit release or stage tag but is not in kgit's exact form "
-                "(lowercase ASCII name, ASCII digits without leading zeros, the next event counter): kgit "
+                "(lowercase ASCII name, ASCII digits without leading zeros): kgit "
                 "ignores it, other tools may not; delete it (git tag -d)")
     if parse_tag(tag) is None and parse_event(tag) is None:
         return None
