@@ -88,7 +88,7 @@ def load_json(raw: bytes | str, what: str, *, max_bytes: int = MAX_BYTES, max_de
         raise LimitError(_said(f"{what} is nested too deeply to read", fix)) from None
     except ValueError as exc:
         raise SyntaxProblem(_said(f"{what} is not valid JSON ({one_line(exc, 150)})", fix)) from None
-    if _depth(value, max_depth) > max_depth:
+    if nesting_depth(value, max_depth) > max_depth:
         raise LimitError(_said(f"{what} is nested too deeply to read (more than {max_depth} levels)", fix))
     return value
 
@@ -161,7 +161,7 @@ def expanded_size(root: Any, limit: int) -> int:
     return measure(root, limit, 1 << 30)[0]
 
 
-def _depth(value: Any, limit: int) -> int:
+def nesting_depth(value: Any, limit: int) -> int:
     """How deeply lists and dicts nest in ``value`` (at most ``limit`` + 1), without recursion."""
     deepest = 0
     stack = [(value, 1)]

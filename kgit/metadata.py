@@ -174,19 +174,9 @@ def hash_folder(folder: Path, exclude: tuple[str, ...] = (METADATA_FILE, SIGNATU
 
 def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
     """True if ``value`` nests lists/dicts deeper than ``limit`` (checked without recursion)."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children)
-    return False
+    from kgit.bounded_yaml import nesting_depth
+
+    return nesting_depth(value, limit) > limit
 
 
 def check_json_serialisable(value: Any, what: str) -> None:
