@@ -25,7 +25,7 @@ LARGE = (5000, 5000)
 # -- models -----------------------------------------------------------------------------------
 def dense_model(n_in: int, n_out: int, seed: int = 0) -> Any:
     """One wide Dense layer, seeded and compiled (Adam, MSE): its size is 4 * (n_in + 1) * n_out bytes."""
-    from kgit import formats
+    from kgit.models import formats
 
     keras = formats.import_keras()  # keeps TensorFlow's start-up lines off the terminal
     keras.utils.set_random_seed(seed)
@@ -80,7 +80,7 @@ def derive_versions(repo: Path, src: Path, first: int, last: int, model: Any = N
     outputs and file hashes recomputed), so that no two versions share their bytes."""
     import numpy as np
 
-    from kgit.metadata import (
+    from kgit.core.metadata import (
         REFERENCE_INPUTS_FILE,
         REFERENCE_OUTPUTS_FILE,
         Metadata,
@@ -95,8 +95,8 @@ def derive_versions(repo: Path, src: Path, first: int, last: int, model: Any = N
         meta = Metadata.read(dst)
         meta.version = f"v{i}"
         if model is not None:
-            from kgit import formats
-            from kgit.reference import load_npz, save_npz
+            from kgit.models import formats
+            from kgit.models.reference import load_npz, save_npz
 
             rng = np.random.default_rng(i)
             model.set_weights([(rng.standard_normal(w.shape) * 0.01).astype(w.dtype) for w in model.get_weights()])
@@ -114,7 +114,8 @@ def derive_versions(repo: Path, src: Path, first: int, last: int, model: Any = N
 def track_and_tag(repo: Path, name: str, fmt: str, made: list[tuple[Path, Any]]) -> None:
     """``dvc add`` the folders (one call), then per version: kgit's metadata into the ``.dvc`` file,
     a release commit and an annotated release tag carrying kgit's summary."""
-    from kgit import dvc_ops, registry, txn
+    from kgit.registry import catalog
+    from kgit.store import dvc_ops, txn
 
     if not made:
         return
@@ -128,7 +129,7 @@ def track_and_tag(repo: Path, name: str, fmt: str, made: list[tuple[Path, Any]])
         tag = f"{name}@{label}.0.0"
         git(repo, "add", f"{rel}.dvc", f"{dst.parent.relative_to(repo).as_posix()}/.gitignore")
         git(repo, "commit", "-q", "--no-verify", "-m", f"Release {name} {label}\n\n{txn.TRAILER}: {tag}")
-        message = registry.tag_message(name, label, {
+        message = catalog.tag_message(name, label, {
             "formats": {fmt: {"path": rel, **h}}, "created_at": meta.created_at, "dataset_id": None,
             "source_commit": meta.git.commit, "dirty": False, "kgit": meta.libraries.get("kgit"),
         })
@@ -156,8 +157,9 @@ def listing_repo(repo: Path, remote: Path, versions: int) -> Path:
     release tags (kgit's summary) all point at that commit. Only v1 has data: listing and showing
     never read it."""
     import kgit
-    from kgit import registry, txn
-    from kgit.git_ops import Repo
+    from kgit.registry import catalog
+    from kgit.store import txn
+    from kgit.store.git_ops import Repo
 
     new_repo(repo, remote)
     first = kgit.release(tiny_model(), MODEL, formats="keras", repo=repo)
@@ -176,7 +178,7 @@ def listing_repo(repo: Path, remote: Path, versions: int) -> Path:
     message = f"Release {MODEL} v2..v{versions}\n\n" + "\n".join(trailers) + "\n"
     git(repo, "commit", "-q", "--no-verify", "-F", "-", stdin=message)
     commit = git(repo, "rev-parse", "HEAD")
-    v1_summary = registry.releases(Repo(repo), MODEL)[0]
+    v1_summary = catalog.releases(Repo(repo), MODEL)[0]
     ident = git(repo, "var", "GIT_COMMITTER_IDENT").rsplit(" ", 2)[0]
     stream = []
     for i in range(2, versions + 1):
@@ -186,7 +188,7 @@ def listing_repo(repo: Path, remote: Path, versions: int) -> Path:
                    "created_at": v1_summary.created_at, "dataset_id": None, "source_commit": v1_summary.source_commit,
                    "dirty": False, "kgit": kgit.__version__,
                    "metrics": _metrics(i, versions), "measured": []}
-        body = registry.tag_message(MODEL, label, summary).encode()
+        body = catalog.tag_message(MODEL, label, summary).encode()
         stream.append(f"tag {MODEL}@{label}.0.0\nfrom {commit}\ntagger {ident} {int(time.time())} +0000\n"
                       f"data {len(body)}\n".encode() + body + b"\n")
     subprocess.run(["git", "fast-import", "--quiet"], cwd=repo, input=b"".join(stream), check=True)

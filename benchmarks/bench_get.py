@@ -25,11 +25,11 @@ NAME = "get"
 
 
 def bench(fx: Fixtures, runs: int) -> list[Row]:
-    from kgit import registry
-    from kgit.git_ops import Repo
+    from kgit.registry import catalog
+    from kgit.store.git_ops import Repo
 
     origin, source = fx.fetching()
-    releases = registry.releases(Repo(source), MODEL)
+    releases = catalog.releases(Repo(source), MODEL)
     rel = releases[len(releases) // 2]
     ref = f"{MODEL}@{rel.version}"
     info = rel.formats["keras"]

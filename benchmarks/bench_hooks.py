@@ -69,8 +69,8 @@ def _files(folder: Path) -> set[Path]:
 
 def one_new(fx: Fixtures, runs: int) -> list[Row]:
     import kgit
-    from kgit import dvc_ops, txn
-    from kgit.git_ops import Repo
+    from kgit.store import clone_state, dvc_ops
+    from kgit.store.git_ops import Repo
 
     repo, origin = fx.hooks()
     record = kgit.release(dense_model(*MEDIUM, seed=1), MODEL, formats="keras", repo=repo)
@@ -78,7 +78,7 @@ def one_new(fx: Fixtures, runs: int) -> list[Row]:
     fixture = f"{fx.hook_versions} versions + 1 new ({describe(MEDIUM)})"
     stdin = (f"refs/heads/main {git(repo, 'rev-parse', 'HEAD')} refs/heads/main {git(repo, 'rev-parse', 'origin/main')}\n"
              f"refs/tags/{record.tag} {git(repo, 'rev-parse', f'refs/tags/{record.tag}')} refs/tags/{record.tag} {ZERO}\n")
-    state = txn.state_dir(Repo(repo))
+    state = clone_state.state_dir(Repo(repo))
     published, validated = state / "published.json", state / "validated.json"
     saved = {p: p.read_bytes() if p.exists() else None for p in (published, validated)}
     _name, url = dvc_ops.default_remote(repo)

@@ -31,10 +31,10 @@ model(np.zeros((3,) + tuple(model.inputs[0].shape[1:]), "float32"), training=Fal
 
 
 def _size(repo: Path, version: str) -> int:
-    from kgit import registry
-    from kgit.git_ops import Repo
+    from kgit.registry import catalog
+    from kgit.store.git_ops import Repo
 
-    return int(registry.resolve(Repo(repo), MODEL_NAME, version).formats["keras"]["size"])
+    return int(catalog.resolve(Repo(repo), MODEL_NAME, version).formats["keras"]["size"])
 
 
 def bench(fx: Fixtures, runs: int) -> list[Row]:

@@ -6,8 +6,8 @@ local-folder remote, with the bar drawn on a (pseudo-)terminal, against the same
 
 Builds a scratch git + DVC repository with one folder (``--mb`` MiB in one file, so DVC copies it in
 1 MiB chunks and reports each one when it is 1 GiB or more, plus 64 files of 1 MiB that DVC copies
-in one call each), ``dvc add``s it, then pushes it with ``kgit.dvc_ops.push`` to an empty remote
-folder, in turns: ``bar`` (a ``kgit.progress.Meter`` drawing on a pseudo-terminal read by a thread,
+in one call each), ``dvc add``s it, then pushes it with ``kgit.store.dvc_ops.push`` to an empty remote
+folder, in turns: ``bar`` (a ``kgit.core.progress.Meter`` drawing on a pseudo-terminal read by a thread,
 as a user's terminal reads it), ``none`` (no meter: what a pipe or CI gets), and ``dvc-push`` (the
 ``python -m dvc push`` subprocess the hook ran before, stderr piped). Prints the median and the
 best wall time and CPU time (user + system, this process and its children) of each, and the bar's
@@ -41,7 +41,7 @@ def cpu() -> float:
 
 
 def make_repo(base: Path, mb: int) -> tuple[Path, str]:
-    from kgit import dvc_ops
+    from kgit.store import dvc_ops
 
     repo = base / "repo"
     (repo / "data").mkdir(parents=True)
@@ -84,7 +84,8 @@ class Terminal:
 
 
 def push_once(repo: Path, oid: str, store: Path, mode: str, total: int) -> tuple[float, float]:
-    from kgit import dvc_ops, progress
+    from kgit.core import progress
+    from kgit.store import dvc_ops
 
     shutil.rmtree(store, ignore_errors=True)
     shutil.rmtree(repo / ".dvc" / "tmp" / "index", ignore_errors=True)  # DVC's index of what the remote has
@@ -103,7 +104,7 @@ def push_once(repo: Path, oid: str, store: Path, mode: str, total: int) -> tuple
 
 def update_cost(n: int = 20000) -> tuple[float, float]:
     """(microseconds per ``Meter.add`` with the bar drawn on a terminal, without it)."""
-    from kgit import progress
+    from kgit.core import progress
 
     costs = []
     for show in (True, False):
@@ -117,7 +118,7 @@ def update_cost(n: int = 20000) -> tuple[float, float]:
 
 def redraw_cost(seconds: float = 2.0) -> float:
     """Milliseconds of CPU per second the bar is shown (its redraws, and 20 updates a second)."""
-    from kgit import progress
+    from kgit.core import progress
 
     with Terminal(), progress.Meter("uploading", 1 << 40, show=True) as meter:
         t0, end = time.process_time(), time.monotonic() + seconds

@@ -25,8 +25,8 @@ TARGET = 5.0  # seconds: "1,500 versions render in a few seconds"
 
 
 def bench(fx: Fixtures, runs: int) -> list[Row]:
-    from kgit import registry
-    from kgit.git_ops import Repo
+    from kgit.registry import catalog
+    from kgit.store.git_ops import Repo
 
     repo = fx.listing()
     fixture = f"{fx.list_versions:,} versions"
@@ -48,20 +48,20 @@ def bench(fx: Fixtures, runs: int) -> list[Row]:
                  target=verdict(cpu < TARGET, f"< {TARGET:g} s"))]
 
     git = Repo(repo)
-    rels = registry.releases(git, MODEL)
+    rels = catalog.releases(git, MODEL)
 
     def one_by_one() -> float:
         t0 = time.perf_counter()
         for rel in rels:
-            registry.release_problems(git, rel)
-            registry.metadata(git, rel)
+            catalog.release_problems(git, rel)
+            catalog.metadata(git, rel)
         return time.perf_counter() - t0
 
     def batch() -> float:
         t0 = time.perf_counter()
         texts = git.show_files([(r.commit, r.dvc_file(f)) for r in rels for f in r.formats])
         for rel in rels:
-            registry.checked_metadata(git, rel, texts)
+            catalog.checked_metadata(git, rel, texts)
         return time.perf_counter() - t0
 
     slow = timed(min(runs, 3), one_by_one)

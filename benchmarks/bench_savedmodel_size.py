@@ -5,7 +5,7 @@
 
 Builds a seeded Sequential of Dense layers (float32 weights of about --mb MB), compiles it with
 Adam and trains one step (so the optimizer holds two slots per weight), writes it with kgit's own
-``kgit.formats.save(model, "savedmodel", folder)`` and prints one table: each part of the folder
+``kgit.models.formats.save(model, "savedmodel", folder)`` and prints one table: each part of the folder
 (``saved_model.pb``, ``variables/``, ``assets.extra/model.keras`` and, inside that zip, its weights
 and its optimizer state), its size, and its size against the model's weights. For comparison, the
 same model as a ``keras`` release (``model.keras``) is measured too. Then the time to write each
@@ -98,7 +98,7 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the written folders (their path is printed)")
     args = parser.parse_args()
 
-    from kgit.formats import import_keras, load_keras_model, save
+    from kgit.models.formats import import_keras, load_keras_model, save
 
     import_keras()
     model = dense_model(args.mb)

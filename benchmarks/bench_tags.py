@@ -5,7 +5,7 @@ children; the machine may be shared, and CPU time is what the code itself costs)
   list, list --json       every tag
   show NAME@vMID          one version (must not read every tag)
   resolve one version     what `kgit get` / `kgit validate` / `kgit.load` do before touching data:
-                          ``registry.resolve`` of vMID, and of ``latest``, each in a fresh process
+                          ``catalog.resolve`` of vMID, and of ``latest``, each in a fresh process
   pre-push, nothing new   ``kgit hook pre-push`` for a plain commit
   server pre-receive      ``kgit hook pre-receive`` receiving a plain commit; a commit that changes
                           ``artifacts/`` (every release's released file is compared with the tip's
@@ -80,8 +80,8 @@ def bench(fx: Fixtures, runs: int) -> list[Row]:
     mid = f"v{n // 2}"
     (repo / ".git" / "kgit" / "tagcache.json").unlink(missing_ok=True)
     rows = _rows("`kgit list`, first run (no tag cache)", fixture, [run_cpu([KGIT, "list"], repo)], TARGET_LIST)
-    resolve = ("from kgit import registry; from kgit.git_ops import Repo; "
-               "registry.resolve(Repo('.'), {model!r}, {version!r})")
+    resolve = ("from kgit.registry import catalog; from kgit.store.git_ops import Repo; "
+               "catalog.resolve(Repo('.'), {model!r}, {version!r})")
     stdin = f"refs/heads/main {git(repo, 'rev-parse', 'HEAD')} refs/heads/main {git(repo, 'rev-parse', 'origin/main')}\n"
     received = f"{git(repo, 'rev-parse', 'HEAD~1')} {git(repo, 'rev-parse', 'HEAD')} refs/heads/main\n"
     touching = commit_touching_artifacts(repo)

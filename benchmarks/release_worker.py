@@ -53,7 +53,8 @@ sys.exit(0 if np.max(np.abs(got - ref["outputs"])) <= 1e-6 else 1)
 
 def _kgit(model: Any, repo: Path, t0: float | None = None) -> dict[str, Any]:
     import kgit
-    from kgit import formats, releasing
+    from kgit.models import formats
+    from kgit.workflow import releasing
 
     extra = {"hash": 0.0, "model.save": 0.0}
     hashing: list[tuple[float, float]] = []  # (start, end) of each hash call: taken out of its step
@@ -150,7 +151,7 @@ def main(argv: list[str]) -> int:
     import contextlib
     import io
 
-    from kgit import formats
+    from kgit.models import formats
 
     if mode == "kgit-file":
         with contextlib.redirect_stdout(io.StringIO()):

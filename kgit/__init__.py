@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from kgit.core.version import VERSION as __version__
 
 __all__ = [
     "KgitError",
@@ -57,18 +57,18 @@ if TYPE_CHECKING:
         show,
         validate,
     )
-    from kgit.errors import KgitError
-    from kgit.releasing import ReleaseRecord
+    from kgit.core.errors import KgitError
+    from kgit.workflow.releasing import ReleaseRecord
 
 
 def __getattr__(name: str) -> Any:
     # Resolve the public API on first use, so `import kgit` stays fast for git-only commands.
     if name == "KgitError":
-        from kgit.errors import KgitError
+        from kgit.core.errors import KgitError
 
         return KgitError
     if name == "ReleaseRecord":
-        from kgit.releasing import ReleaseRecord
+        from kgit.workflow.releasing import ReleaseRecord
 
         return ReleaseRecord
     if name in __all__:

@@ -12,20 +12,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from kgit import registry
-from kgit.errors import KgitError, ReleaseNotFoundError
-from kgit.git_ops import Repo
-from kgit.metadata import Metadata
-from kgit.versions import check_name, release_ref
+from kgit.core.errors import KgitError, ReleaseNotFoundError
+from kgit.core.metadata import Metadata
+from kgit.registry import catalog
+from kgit.registry.versions import check_name, release_ref
+from kgit.store.git_ops import Repo
 
 if TYPE_CHECKING:
-    from kgit.fetch import Fetched
-    from kgit.project import InitResult
-    from kgit.releasing import ReleaseRecord, release
     from kgit.reporting import ReportResult
-    from kgit.roundtrip import FolderResult
-    from kgit.serving import Layout
-    from kgit.stages import StageChange
+    from kgit.serving.layout import Layout
+    from kgit.workflow.fetch import Fetched
+    from kgit.workflow.project import InitResult
+    from kgit.workflow.releasing import ReleaseRecord, release
+    from kgit.workflow.roundtrip import FolderResult
+    from kgit.workflow.stages import StageChange
 
 __all__ = ["release", "load", "get", "diff", "list_releases", "show", "init", "validate", "promote", "rollback",
            "demote", "deprecate", "history", "verify", "check", "report", "ReleaseRecord", "ReleaseView",
@@ -36,10 +36,10 @@ PathLike = str | os.PathLike[str]
 
 
 def __getattr__(name: str) -> Any:
-    """``release`` and ``ReleaseRecord`` come from kgit.releasing, imported on first use: commands
+    """``release`` and ``ReleaseRecord`` come from kgit.workflow.releasing, imported on first use: commands
     that only read git do not pay for the release machinery's imports."""
     if name in ("release", "ReleaseRecord"):
-        from kgit import releasing
+        from kgit.workflow import releasing
 
         return getattr(releasing, name)
     raise AttributeError(f"module 'kgit.api' has no attribute {name!r}")
@@ -49,7 +49,8 @@ def __getattr__(name: str) -> Any:
 def init(path: PathLike = ".", remote: str | None = None, remote_options: dict[str, str] | None = None) -> InitResult:
     """Set up the git repository at ``path`` for kgit (idempotent). See ``kgit init --help``.
     ``remote_options``: DVC settings of the remote, e.g. ``{"endpointurl": "https://..."}``."""
-    from kgit import project, txn
+    from kgit.store import txn
+    from kgit.workflow import project
 
     repo = Repo(path)
     project.check_checkout(repo)  # before anything is written, the lock file included
@@ -59,22 +60,22 @@ def init(path: PathLike = ".", remote: str | None = None, remote_options: dict[s
 
 def hooks_install(repo: PathLike = ".") -> list[str]:
     """Install kgit's pre-commit, pre-merge-commit and pre-push hooks (chaining existing ones); what changed."""
-    from kgit import hooks
+    from kgit.store import githooks
 
-    return hooks.install(Repo(repo))
+    return githooks.install(Repo(repo))
 
 
 def hooks_uninstall(repo: PathLike = ".") -> list[str]:
     """Remove kgit's hooks and put back the hooks they chained; what changed."""
-    from kgit import hooks
+    from kgit.store import githooks
 
-    return hooks.uninstall(Repo(repo))
+    return githooks.uninstall(Repo(repo))
 
 
 def run_hook(name: str, args: list[str], stdin_text: str) -> int:
     """Run kgit's ``pre-push``, ``pre-commit`` or (server) ``pre-receive`` hook in the current
     repository, as the hook shims do; returns the hook's exit code."""
-    from kgit import client_hooks
+    from kgit.guard import client_hooks
 
     return client_hooks.run_hook(name, args, stdin_text)
 
@@ -83,14 +84,14 @@ def server_install(bare_repo: PathLike, dvc_remote: str | None = None,
                    dvc_remote_options: dict[str, str] | None = None) -> list[str]:
     """Install kgit's pre-receive hook in a bare repository; what changed. ``dvc_remote_options``:
     the remote's DVC settings (endpoint, region...) the hook needs to check data presence."""
-    from kgit import server
+    from kgit.guard import server
 
     return server.install(os.fspath(bare_repo), dvc_remote, dvc_remote_options)
 
 
 def server_uninstall(bare_repo: PathLike) -> list[str]:
     """Remove kgit's pre-receive hook from a bare repository; what changed."""
-    from kgit import server
+    from kgit.guard import server
 
     return server.uninstall(os.fspath(bare_repo))
 
@@ -99,7 +100,7 @@ def demo(directory: PathLike | None = None) -> None:
     """Walk through kgit on a built-in example (what `kgit demo` prints), in ``directory`` or a temp folder."""
     from pathlib import Path
 
-    from kgit.demo import run_demo
+    from kgit.workflow.demo import run_demo
 
     run_demo(Path(directory) if directory is not None else None)
 
@@ -109,7 +110,7 @@ def demo(directory: PathLike | None = None) -> None:
 class ReleaseView:
     """One release as ``show`` returns it: its tag (stages, formats) and one format's metadata."""
 
-    release: registry.Release
+    release: catalog.Release
     metadata: Metadata
 
     def to_dict(self) -> dict[str, Any]:
@@ -119,19 +120,19 @@ class ReleaseView:
 
 
 def list_releases(name: str | None = None, repo: PathLike = ".", *,
-                  sort: str | None = None, columns: Sequence[str] = ()) -> list[registry.Release]:
+                  sort: str | None = None, columns: Sequence[str] = ()) -> list[catalog.Release]:
     """Every release (of one model if ``name``), from git tags alone; with ``sort`` (a metric key),
     best first (direction from ``.kgit/gates.yaml``, default higher is better), those without it last.
     ``columns``: metric keys the caller will show, checked to be valid metric names."""
-    from kgit import metrics
+    from kgit.core import metrics
 
     for key in columns:
         metrics.check_key(key, "--metric")
     git = Repo(repo)
-    rels = registry.releases(git, name)
+    rels = catalog.releases(git, name)
     if sort is None:
         return rels
-    from kgit import gates
+    from kgit.registry import gates
 
     metrics.check_key(sort, "--sort")
     return metrics.sort_releases(rels, sort, gates.directions(git).get(sort, "max"))
@@ -142,7 +143,7 @@ def read_metrics(file: PathLike | None = None, items: Sequence[str] = ()) -> dic
     ``KEY=VALUE`` items, which win; every value a finite number, or a KgitError naming the key."""
     from pathlib import Path
 
-    from kgit import metrics
+    from kgit.core import metrics
 
     return metrics.combine(metrics.read_file(Path(file)) if file is not None else {}, metrics.parse_assignments(items))
 
@@ -151,7 +152,7 @@ def read_params_file(file: PathLike) -> dict[str, Any]:
     """Hyperparameters from a YAML/JSON file (e.g. DVC's params.yaml), read safely and bounded."""
     from pathlib import Path
 
-    from kgit import bounded_yaml
+    from kgit.core import bounded_yaml
 
     loaded = bounded_yaml.read_file(Path(file), f"--params {file}")
     if loaded is not None and not isinstance(loaded, dict):
@@ -164,8 +165,8 @@ def show(ref: str, version: str | None = None, *, stage: str | None = None, form
     """A release and the metadata of one of its formats (default: the first), from git alone
     (works before `dvc pull`)."""
     git = Repo(repo)
-    rel = registry.resolve(git, *release_ref(ref, version, stage))
-    return ReleaseView(rel, registry.metadata(git, rel, format))
+    rel = catalog.resolve(git, *release_ref(ref, version, stage))
+    return ReleaseView(rel, catalog.metadata(git, rel, format))
 
 
 def get(ref: str, version: str | None = None, *, stage: str | None = None, formats: list[str] | None = None,
@@ -174,7 +175,7 @@ def get(ref: str, version: str | None = None, *, stage: str | None = None, forma
 
     ``progress``: draw bytes, rate and time left on stderr (True), never (False), or only when
     stderr is a terminal and ``CI`` is not set (None, the default)."""
-    from kgit import fetch
+    from kgit.workflow import fetch
 
     return fetch.get(*release_ref(ref, version, stage), formats=formats, repo=Repo(repo), progress=progress)
 
@@ -191,7 +192,7 @@ def load(ref: str, version: str | None = None, *, stage: str | None = None, form
     ``--unsafe``) is refused unless you pass ``unsafe=True`` (only if you trust who released it),
     or this clone's git config ``kgit.unsafeLoading`` is ``signed`` and a key it trusts signed it.
     """
-    from kgit import fetch
+    from kgit.workflow import fetch
 
     name, selector = release_ref(ref, version, stage)
     return fetch.load_model(Repo(repo), name, selector, format, custom_objects=custom_objects, progress=progress,
@@ -201,7 +202,7 @@ def load(ref: str, version: str | None = None, *, stage: str | None = None, form
 def diff(ref_a: str, ref_b: str, *, repo: PathLike = ".") -> dict[str, Any]:
     """What changed between two releases (hyperparameters, dataset, signature, formats, sizes,
     library versions...), from git alone."""
-    from kgit import diffing
+    from kgit.registry import diffing
 
     return diffing.diff(Repo(repo), ref_a, ref_b)
 
@@ -211,13 +212,13 @@ def serve_layout(refs: list[str] | str, out: PathLike, *, base_path: str | None 
                  copy: bool = False, repo: PathLike = ".") -> Layout:
     """Lay out releases (``NAME``: every version in a stage, ``NAME#STAGE``, ``NAME@VERSION``) in
     ``out`` as TensorFlow Serving reads them (``out/NAME/<integer>/``, ``out/models.config`` with the
-    stages as version labels), in sync with the selection: see kgit.serving."""
+    stages as version labels), in sync with the selection: see kgit.serving.layout."""
     from pathlib import Path
 
-    from kgit import serving
+    from kgit.serving import layout
 
     refs = [refs] if isinstance(refs, str) else list(refs)
-    return serving.layout(Repo(repo), refs, Path(out), base_path=base_path, copy=copy)
+    return layout.layout(Repo(repo), refs, Path(out), base_path=base_path, copy=copy)
 
 
 # -- life cycle --------------------------------------------------------------------------------
@@ -226,11 +227,11 @@ def promote(ref: str, stage: str, *, version: str | None = None, note: str | Non
             progress: Any = None) -> StageChange:
     """Put a release in ``stage`` (e.g. "prod"); validates it first if needed.
 
-    Refused (kgit.gates.GateError) unless its metrics pass each ``require`` rule ("val.accuracy>=0.9"),
+    Refused (kgit.registry.gates.GateError) unless its metrics pass each ``require`` rule ("val.accuracy>=0.9"),
     are strictly better on each ``require_better`` key than the stage's last holder (the version in
     the stage now, or the last one there if it was demoted since), and pass the rules for the stage
     committed in ``.kgit/gates.yaml``."""
-    from kgit import stages
+    from kgit.workflow import stages
 
     name, selector = release_ref(ref, version)
     return stages.promote(Repo(repo), name, selector, stage, note=note, progress=progress, require=require,
@@ -242,8 +243,8 @@ def rollback(name: str, stage: str, *, to: str | None = None, note: str | None =
     """Put back in ``stage`` a version of model ``name`` that held it before: ``to`` (e.g. "v2"), or
     by default the one that held it before the current (or last, if demoted) holder. Validates it
     first if needed. The stage's gates apply as to ``promote``, except the require_better rules of
-    entries that set ``allow_rollback: true`` in ``.kgit/gates.yaml`` (kgit.gates.GateError otherwise)."""
-    from kgit import stages
+    entries that set ``allow_rollback: true`` in ``.kgit/gates.yaml`` (kgit.registry.gates.GateError otherwise)."""
+    from kgit.workflow import stages
 
     check_name(name)
     return stages.rollback(Repo(repo), name, stage, to=to, note=note, progress=progress)
@@ -251,7 +252,7 @@ def rollback(name: str, stage: str, *, to: str | None = None, note: str | None =
 
 def demote(name: str, stage: str, *, note: str | None = None, repo: PathLike = ".") -> StageChange:
     """Take ``stage`` away from whichever version of model ``name`` holds it."""
-    from kgit import stages
+    from kgit.workflow import stages
 
     check_name(name)
     return stages.demote(Repo(repo), name, stage, note=note)
@@ -259,23 +260,23 @@ def demote(name: str, stage: str, *, note: str | None = None, repo: PathLike = "
 
 def deprecate(ref: str, *, version: str | None = None, note: str | None = None, repo: PathLike = ".") -> StageChange:
     """Deprecate a release: the data stays; it can no longer be promoted or resolved as latest."""
-    from kgit import stages
+    from kgit.workflow import stages
 
     name, selector = release_ref(ref, version)
     return stages.deprecate(Repo(repo), name, selector, note=note)
 
 
-def history(name: str, *, repo: PathLike = ".") -> list[registry.HistoryEvent]:
+def history(name: str, *, repo: PathLike = ".") -> list[catalog.HistoryEvent]:
     """Every event of a model (released, promoted, rolled back, demoted, deprecated) with who, when
     and the commit. A rollback is a promotion tag whose message says so and that goes back to a
-    version that held the stage before (kgit.stage_checks)."""
+    version that held the stage before (kgit.registry.stage_checks)."""
     from dataclasses import replace
 
-    from kgit import stage_checks
+    from kgit.registry import stage_checks
 
     check_name(name)
     git = Repo(repo)
-    reg = registry.read(git, name)
+    reg = catalog.read(git, name)
     if not reg.events:
         raise ReleaseNotFoundError(f"no releases of model {name!r}: see `kgit list`")
     rolled = stage_checks.rollbacks(git, reg, name)
@@ -294,11 +295,12 @@ def report(names: list[str] | None = None, *, out: PathLike = "kgit-report", rep
 # -- checks ------------------------------------------------------------------------------------
 def validate(refs: list[str] | None = None, *, all: bool = False, recheck: bool = False,
              repo: PathLike = ".", progress: Any = None, unsafe: bool = False) -> list[FolderResult]:
-    """Check released versions (see kgit.validating); returns one result per version and format.
+    """Check released versions (see kgit.workflow.validating); returns one result per version and format.
     With ``all`` (or no ``refs``), every release; inside the pre-push hook's validation stage, the
     releases being pushed. ``unsafe``: let the round trip run the code a release carries (a Lambda
     layer); without it such a release fails its ``code`` check (unless validated here before)."""
-    from kgit import client_hooks, validating
+    from kgit.guard import client_hooks
+    from kgit.workflow import validating
 
     git = Repo(repo)
     if all or not refs:
@@ -309,7 +311,7 @@ def validate(refs: list[str] | None = None, *, all: bool = False, recheck: bool 
 
 def verify(refs: list[str] | None = None, *, repo: PathLike = ".") -> list[FolderResult]:
     """Check the signatures of releases (all when ``refs`` is None) against the trusted keys."""
-    from kgit import validating
+    from kgit.workflow import validating
 
     git = Repo(repo)
     return validating.verify_signatures(git, validating.targets_for(git, refs))
@@ -318,7 +320,7 @@ def verify(refs: list[str] | None = None, *, repo: PathLike = ".") -> list[Folde
 def check(since: str | None = None, *, data: bool = True, repo: PathLike = ".") -> list[str]:
     """What kgit's server hook would refuse, found in a clone (for CI on hosted forges): one line
     per problem, empty when all is well."""
-    from kgit import server
+    from kgit.guard import server
 
     return server.check_clone(Repo(repo), since, check_data=data)
 
@@ -329,7 +331,8 @@ def keys_init(*, private_key: PathLike | None = None, name: str | None = None, r
     """Create (or register) this user's signing key; commit its public key and the policy."""
     from pathlib import Path
 
-    from kgit import signing, txn
+    from kgit.store import txn
+    from kgit.trust import signing
 
     git = Repo(repo)
     with txn.writing(git):
@@ -341,7 +344,8 @@ def keys_trust(public_key: PathLike, *, name: str | None = None, repo: PathLike 
     """Add a teammate's public key, endorsed with this user's key when it is trusted."""
     from pathlib import Path
 
-    from kgit import signing, txn
+    from kgit.store import txn
+    from kgit.trust import signing
 
     git = Repo(repo)
     with txn.writing(git):
@@ -350,18 +354,19 @@ def keys_trust(public_key: PathLike, *, name: str | None = None, repo: PathLike 
 
 def keys_accept(fingerprint: str | None = None, *, policy: str | None = None, repo: PathLike = ".") -> dict[str, Any]:
     """Trust a key of the repository, or a signing policy, in this clone only."""
-    from kgit import signing
+    from kgit.trust import signing
 
     return signing.accept(Repo(repo), fingerprint, policy)
 
 
 def keys_policy(value: str | None = None, *, repo: PathLike = ".") -> dict[str, Any]:
     """The signing policy in force (``value`` None), or set it to ``value``."""
-    from kgit import signing, trust, txn
+    from kgit.store import txn
+    from kgit.trust import keyring, signing
 
     git = Repo(repo)
     if value is None:
-        t = trust.effective(git)
+        t = keyring.effective(git)
         return {"policy": t.policy, "note": t.note}
     with txn.writing(git):
         return signing.set_policy(git, value)
@@ -369,6 +374,6 @@ def keys_policy(value: str | None = None, *, repo: PathLike = ".") -> dict[str, 
 
 def keys_list(*, repo: PathLike = ".") -> dict[str, Any]:
     """The repository's public keys with their trust in this clone, the policy, and this user's key."""
-    from kgit import signing
+    from kgit.trust import signing
 
     return signing.overview(Repo(repo))

@@ -15,7 +15,7 @@ import pytest
 from conftest import assert_refused
 from support.world import World, forge_tag, git, kgit, run, tag_message
 
-from kgit import bounded_yaml
+from kgit.core import bounded_yaml
 
 pytestmark = pytest.mark.slow  # a real release, DVC and a server hook
 

@@ -1,4 +1,4 @@
-"""What loading a model would run, read from its configuration alone (kgit.config_scan): fast, no
+"""What loading a model would run, read from its configuration alone (kgit.models.config_scan): fast, no
 TensorFlow. Configurations are written here as Keras 3 and tf_keras write them (field for field),
 in real .keras zips, H5 files (h5py) and tf_keras' keras_metadata.pb protocol buffers."""
 
@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from kgit import config_scan
-from kgit.errors import ModelSourceError, UnsafeModelError
+from kgit.core.errors import ModelSourceError, UnsafeModelError
+from kgit.models import config_scan
 
 OPT_IN = "pass --unsafe (kgit.load(..., unsafe=True)) only if you trust who released it"
 
@@ -185,7 +185,7 @@ def test_unreadable_configurations_are_one_line_errors(tmp_path: Path) -> None:
 
 
 def test_the_load_funnel_refuses_before_tensorflow_is_imported(tmp_path: Path) -> None:
-    """kgit.formats.load_keras_model (what kgit.load and the validation process call) on a hand-edited
+    """kgit.models.formats.load_keras_model (what kgit.load and the validation process call) on a hand-edited
     .keras naming a module that would run code: refused naming the layer, before TensorFlow, Keras or
     that module is imported."""
     folder = tmp_path / "release"
@@ -195,8 +195,8 @@ def test_the_load_funnel_refuses_before_tensorflow_is_imported(tmp_path: Path) -
     script = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from kgit import formats\n"
-        "from kgit.errors import UnsafeModelError\n"
+        "from kgit.models import formats\n"
+        "from kgit.core.errors import UnsafeModelError\n"
         "try:\n"
         "    formats.load_keras_model(Path(sys.argv[1]), 'keras', custom_objects={}, modules=[], builder=None,\n"
         "                             unsafe=True, label='m@v1 (keras)')\n"
@@ -217,7 +217,7 @@ def test_the_scan_is_fast_and_imports_no_tensorflow() -> None:
     second, in a process that never imports TensorFlow or Keras."""
     script = (
         "import sys, time\n"
-        "from kgit import config_scan\n"
+        "from kgit.models import config_scan\n"
         "layers = [{'module': 'keras.layers', 'class_name': 'Dense', 'registered_name': None,\n"
         "           'config': {'name': f'd{i}', 'units': 4, 'kernel_initializer': {'module': 'keras.initializers',\n"
         "                      'class_name': 'GlorotUniform', 'config': {'seed': None}, 'registered_name': None}},\n"
@@ -245,7 +245,7 @@ def test_check_files_raises_the_refusal(tmp_path: Path) -> None:
 
 
 def test_declared_modules_are_the_release_s_and_the_loader_s() -> None:
-    from kgit import formats
+    from kgit.models import formats
 
     class Mine:
         pass

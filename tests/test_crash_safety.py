@@ -75,7 +75,7 @@ def test_ctrl_c_during_validation_leaves_no_trace(kgit_repo: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "kgit", *RELEASE], cwd=kgit_repo, stderr=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True, start_new_session=True)
     assert proc.stderr is not None
-    wait_for_process_in_session(proc.pid, "kgit.roundtrip_worker")  # the fresh-process validation is running
+    wait_for_process_in_session(proc.pid, "kgit.models.roundtrip_worker")  # the fresh-process validation is running
     os.killpg(proc.pid, signal.SIGINT)  # the whole group, as a terminal's Ctrl-C does
     rest = proc.stderr.read()
     assert proc.wait(timeout=120) == 130, rest

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import bare_origin, git, kgit
 
-from kgit import dvc_locks
+from kgit.store import dvc_locks
 
 HALF = '{"write": {"/repo/artifacts/m/keras/v1": {"pid": 4194303, "cmd": "kgit rel'  # cut mid-write
 

@@ -12,9 +12,9 @@ from conftest import git as cgit
 from conftest import kgit as ckgit
 from support.world import World, forge_tag, git, kgit, run
 
-from kgit import gates
-from kgit.errors import KgitError
-from kgit.git_ops import Repo
+from kgit.core.errors import KgitError
+from kgit.registry import gates
+from kgit.store.git_ops import Repo
 
 GATES = """\
 metrics:
@@ -211,7 +211,7 @@ def test_weakening_the_gates_in_the_same_push_does_not_let_the_stage_tag_through
     assert "no gates" in git(w.origin, "log", "-1", "--format=%s", "--", ".kgit/gates.yaml")
 
 
-# -- stage tags as invariants: the next counter, the last holder, rollbacks (kgit.stage_checks) -------
+# -- stage tags as invariants: the next counter, the last holder, rollbacks (kgit.registry.stage_checks) -------
 def commit_of(w: World, version: str) -> str:
     return git(w.repo, "rev-list", "-n1", f"m@{version}.0.0")
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from conftest import git, snapshot
 
-from kgit import dvc_ops
-from kgit.errors import KgitError
-from kgit.fsutil import BLOCK, FileDigest, FolderDigests, digest_file
+from kgit.core.errors import KgitError
+from kgit.core.fsutil import BLOCK, FileDigest, FolderDigests, digest_file
+from kgit.store import dvc_ops
 
 
 def _folder(base: Path, big: bytes) -> Path:
@@ -148,7 +148,7 @@ def test_a_file_changed_after_hashing_is_not_seeded(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_release_records_sha256s_and_dvc_md5s_of_the_bytes_on_disk(kgit_repo: Path, plain_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     import kgit
-    from kgit.metadata import Metadata, hash_folder
+    from kgit.core.metadata import Metadata, hash_folder
 
     record = kgit.release(plain_model, "plain", formats=["keras", "savedmodel"], repo=kgit_repo)
     for fmt, info in record.formats.items():
@@ -169,7 +169,7 @@ def test_a_file_rewritten_during_validation_stops_the_release(kgit_repo: Path, p
     """Hashing overlaps validation; a file that changes after it was written is refused, and the
     failed release leaves nothing behind."""
     import kgit
-    from kgit import releasing
+    from kgit.workflow import releasing
 
     validate = releasing._validate
 
@@ -193,7 +193,7 @@ def test_optimizer_digest_reads_in_place_and_keeps_its_definition() -> None:
     import numpy as np
     from support import zoo
 
-    from kgit import training_state
+    from kgit.models import training_state
 
     def by_copies(model) -> str:  # type: ignore[no-untyped-def]
         digest = hashlib.sha256()

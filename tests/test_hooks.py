@@ -14,7 +14,7 @@ from conftest import ROOT, bare_origin, git, kgit, snapshot
 from support import tamper
 
 import kgit as api
-from kgit import hooks
+from kgit.store import githooks
 
 pytestmark = pytest.mark.slow  # TensorFlow models and real pushes: the full suite, not the fast tier
 
@@ -80,7 +80,7 @@ def test_forged_reference_outputs_with_matching_hashes_are_refused(origin_repo, 
     folder = repo / rec.formats["keras"]["path"]
     # --no-verify everywhere: this simulates someone forging a release by hand
     tamper.change_reference_outputs(folder)
-    from kgit.metadata import Metadata, sha256_file
+    from kgit.core.metadata import Metadata, sha256_file
 
     meta = Metadata.read(folder)
     meta.files["reference_outputs.npz"] = meta.reference.outputs_sha256 = sha256_file(folder / "reference_outputs.npz")
@@ -188,7 +188,7 @@ def test_dvc_hooks_installed_first_still_work(git_repo: Path, tmp_path: Path, pl
     subprocess.run([sys.executable, "-m", "dvc", "install"], cwd=git_repo, check=True, capture_output=True)
     dvc_hooks = {h: (git_repo / ".git" / "hooks" / h).read_text() for h in ("pre-push", "pre-commit", "post-checkout")}
     kgit(git_repo, "hooks", "install", check=True)
-    assert hooks.MARKER in (git_repo / ".git" / "hooks" / "pre-push").read_text()
+    assert githooks.MARKER in (git_repo / ".git" / "hooks" / "pre-push").read_text()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # DVC's hook calls `dvc`
     bare_origin(tmp_path, git_repo)
     (git_repo / "data.txt").write_text("tracked by dvc, pushed by DVC's own hook\n")
@@ -238,8 +238,8 @@ def test_pre_commit_refuses_changes_to_released_versions(kgit_repo: Path, plain_
 
 
 def test_shipped_hook_files_match_the_installer() -> None:
-    for hook in (*hooks.HOOKS, "pre-receive"):  # pre-receive: for a bare repository (kgit server install)
-        assert (ROOT / "hooks" / hook).read_text() == hooks.shim(hook)
+    for hook in (*githooks.HOOKS, "pre-receive"):  # pre-receive: for a bare repository (kgit server install)
+        assert (ROOT / "hooks" / hook).read_text() == githooks.shim(hook)
         assert os.access(ROOT / "hooks" / hook, os.X_OK)
     entries = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
     assert {e["id"]: e["entry"] for e in entries} == {

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow  # TensorFlow models and real pushes: the full sui
 
 # -- hostile input --------------------------------------------------------------------------------
 def test_deeply_nested_and_huge_hyperparameters(kgit_repo: Path, plain_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from kgit.errors import KgitError
+    from kgit.core.errors import KgitError
 
     before = snapshot(kgit_repo)
     deep: dict[str, object] = {}
@@ -71,7 +71,7 @@ def test_symlink_planted_in_a_release_folder(kgit_repo: Path, plain_model, tmp_p
     assert proc.returncode == 1
     result = json.loads(proc.stdout)[0]
     assert result["check"] == "files" and "symlink" in result["error"]
-    from kgit.errors import KgitError
+    from kgit.core.errors import KgitError
 
     with pytest.raises(KgitError, match="symlink"):
         api.load("linked", "v1", repo=kgit_repo)

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from conftest import ROOT, git, kgit, snapshot
 
-from kgit import project
+from kgit.workflow import project
 
 pytestmark = pytest.mark.slow  # real `dvc init` and DVC config: the full suite, not the fast tier
 

@@ -16,8 +16,10 @@ import pytest
 from support import synthetic
 from support.synthetic import git
 
-from kgit import client_hooks, hooks, invariants, registry, server
-from kgit.git_ops import Repo
+from kgit.guard import client_hooks, invariants, server
+from kgit.registry import catalog
+from kgit.store import githooks
+from kgit.store.git_ops import Repo
 
 ZERO = invariants.ZERO
 
@@ -112,7 +114,7 @@ def test_a_merge_that_keeps_our_side_drops_the_release_it_brings(setup: tuple[Pa
 
 def test_git_merge_itself_is_refused_by_the_merge_hook(setup: tuple[Path, Origin]) -> None:
     repo, _origin = setup
-    hooks.install(Repo(repo))
+    githooks.install(Repo(repo))
     git(repo, "checkout", "-q", "-b", "side", "main~2")
     before = git(repo, "rev-parse", "HEAD")
     proc = subprocess.run(["git", "merge", "-s", "ours", "-m", "keep ours", "main"], cwd=repo, capture_output=True,
@@ -231,7 +233,7 @@ def test_refs_outside_branches_and_tags_are_refused_unless_allowed(setup: tuple[
     git(origin.path, "config", "--add", invariants.ALLOW_REF_KEY, "refs/foo/*")
     assert origin.push("main:refs/foo/bar") == []
     # the clone's own replace ref changes nothing kgit reads: the released blob is judged as stored
-    assert registry.release_problems(Repo(repo), registry.resolve(Repo(repo), "m", "v1")) == []
+    assert catalog.release_problems(Repo(repo), catalog.resolve(Repo(repo), "m", "v1")) == []
     assert plan(repo, "main:refs/heads/main").violations == []
 
 
@@ -266,11 +268,11 @@ HOSTILE = {
 def test_a_hostile_tag_header_is_that_tag_s_problem_only(setup: tuple[Path, Origin], kind: str) -> None:
     repo, origin = setup
     hand_made_tag(repo, "m#prod#3", HOSTILE[kind])
-    hand_made_tag(repo, "m@v9.0.0", HOSTILE[kind], registry.tag_message("m", "v9", {}).encode())
+    hand_made_tag(repo, "m@v9.0.0", HOSTILE[kind], catalog.tag_message("m", "v9", {}).encode())
     # every command keeps working here: the other releases are read as before
-    reg = registry.read(Repo(repo), remember=False)
+    reg = catalog.read(Repo(repo), remember=False)
     assert [r.tag for r in reg.releases if r.valid] == ["m@v1.0.0", "m@v2.0.0"]
-    assert registry.resolve(Repo(repo), "m", "latest").tag == "m@v2.0.0"
+    assert catalog.resolve(Repo(repo), "m", "latest").tag == "m@v2.0.0"
     proc = subprocess.run(["kgit", "list", "--json"], cwd=repo, capture_output=True, text=True,
                           env={**os.environ, "PATH": f"{Path(__import__('sys').executable).parent}:{os.environ['PATH']}"})
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr

@@ -14,9 +14,10 @@ from conftest import git, kgit, snapshot
 from support.world import forge_tag, tag_message
 
 import kgit as api
-from kgit import metrics, registry
-from kgit.errors import KgitError
-from kgit.git_ops import Repo
+from kgit.core import metrics
+from kgit.core.errors import KgitError
+from kgit.registry import catalog
+from kgit.store.git_ops import Repo
 
 
 # -- parsing (no repository) ---------------------------------------------------------------------
@@ -96,7 +97,7 @@ def scored(tmp_path_factory: pytest.TempPathFactory, plain_model):  # type: igno
 @pytest.mark.slow
 def test_metrics_are_in_metadata_and_tag_and_listed_from_git(scored: Path) -> None:
     repo = scored
-    rels = {r.version: r for r in registry.releases(Repo(repo), "sc")}
+    rels = {r.version: r for r in catalog.releases(Repo(repo), "sc")}
     assert rels["v1"].metrics == {"val.accuracy": 0.8, "val.loss": 0.45, "epochs": 3.0}  # --metric wins
     assert rels["v2"].metrics == {"val.accuracy": 0.9, "val.loss": 0.3} and rels["v2"].measured == ()
     assert rels["v3"].metrics == {} and rels["v3"].valid
@@ -132,7 +133,7 @@ def test_a_tag_with_malformed_metrics_is_listed_invalid_not_crashing(scored: Pat
         forged = {**summary, "version": version, **extra}
         forged["formats"] = {"keras": {**summary["formats"]["keras"], "path": f"artifacts/sc/keras/{version}"}}
         forge_tag(repo, f"sc@{version}", commit, f"kgit release sc {version}\n\nkgit-release: {json.dumps(forged)}\n")
-    rels = {r.version: r for r in registry.read(Repo(repo), "sc", remember=False).releases}
+    rels = {r.version: r for r in catalog.read(Repo(repo), "sc", remember=False).releases}
     for i in range(5):
         rel = rels[f"v9.0.{i}"]
         assert "its message's metrics are malformed" in rel.problems and rel.metrics == {}
@@ -207,7 +208,7 @@ def test_evaluate_measures_the_reloaded_artifact_and_is_signed_with_it(eval_repo
     log = (tmp_path / "eval.log").read_text().split()
     # once, in the validation worker (not the releasing process), on a Keras model reloaded from savedmodel
     assert log[1:] == ["roundtrip_worker.py", "Sequential"] and int(log[0]) != os.getpid()
-    rel = registry.resolve(Repo(repo), "ev", "v1")
+    rel = catalog.resolve(Repo(repo), "ev", "v1")
     assert rel.metrics["train.loss"] == 0.5 and rel.metrics["n"] == 32.0
     assert set(rel.measured) == {"holdout.mse", "holdout.mae", "n"}
     # the recorded numbers are what the released artifact gives

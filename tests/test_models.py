@@ -22,7 +22,7 @@ import pytest
 from conftest import ROOT, kgit, new_repo, snapshot
 
 import kgit as api
-from kgit.errors import KgitError, one_line
+from kgit.core.errors import KgitError, one_line
 
 pytestmark = pytest.mark.slow
 
@@ -36,14 +36,14 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _optimizer_values(model: Any) -> list[np.ndarray]:
-    from kgit.training_state import optimizer_variables
+    from kgit.models.training_state import optimizer_variables
 
     return [np.asarray(v) for v in optimizer_variables(model.optimizer)]
 
 
 def assert_same_training_state(loaded: Any, original: Any) -> None:
     """Same optimizer class, step and variable values (Keras 3 or tf_keras)."""
-    from kgit.training_state import is_compiled
+    from kgit.models.training_state import is_compiled
 
     assert is_compiled(loaded)
     assert type(loaded.optimizer).__name__ == type(original.optimizer).__name__
@@ -337,7 +337,7 @@ def test_user_string_reference_inputs_are_accepted(repo: Path, dtype: str, tmp_p
 
 # -- messages and the manual ------------------------------------------------------------------------
 def test_long_messages_are_cut_at_a_word_boundary() -> None:
-    from kgit.formats import _explain_load_error
+    from kgit.models.formats import _explain_load_error
 
     text = " ".join(f"word{i}" for i in range(200))
     message = str(_explain_load_error(Path("m.keras"), ValueError(text)))
@@ -502,7 +502,7 @@ def test_savedmodel_holds_each_weight_once(fleet: Fleet, tmp_path: Path) -> None
 
     import h5py
 
-    from kgit.metadata import hash_folder
+    from kgit.core.metadata import hash_folder
 
     model = fleet.models["application"]  # a real network: batch norm statistics, depthwise convolutions
     folder = fleet.world.repo / fleet.releases["application"][0].formats["savedmodel"]["path"]
@@ -533,7 +533,7 @@ def test_savedmodel_layouts_old_new_and_damaged(tmp_path: Path) -> None:
     import keras
     from support import zoo
 
-    from kgit import formats, model_source, savedmodel
+    from kgit.models import formats, model_source, savedmodel
 
     model = zoo.guide_model(seed=3)
     new, old = tmp_path / "new", tmp_path / "old"

@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 from support.world import World, dvc_md5, git, has_version_data
 
-from kgit import dvc_ops, progress
+from kgit.core import progress
+from kgit.store import dvc_ops
 
 MODEL = "big"
 BAR = "━"  # what rich draws the bar with

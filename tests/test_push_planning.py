@@ -10,8 +10,9 @@ import pytest
 from support import synthetic
 from support.synthetic import git
 
-from kgit import client_hooks, invariants, registry, server
-from kgit.git_ops import Repo
+from kgit.guard import client_hooks, invariants, server
+from kgit.registry import catalog
+from kgit.store.git_ops import Repo
 
 ZERO = client_hooks.ZERO
 
@@ -93,15 +94,15 @@ def test_moving_a_shared_release_tag_is_planned_as_a_tag_change(repo: Path) -> N
 
 
 def _count_tag_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Every registry.read from here on adds to the returned list (the real read still runs)."""
+    """Every catalog.read from here on adds to the returned list (the real read still runs)."""
     reads: list[int] = []
-    real = registry.read
+    real = catalog.read
 
-    def counted(*args: Any, **kwargs: Any) -> registry.Registry:
+    def counted(*args: Any, **kwargs: Any) -> catalog.Registry:
         reads.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(registry, "read", counted)
+    monkeypatch.setattr(catalog, "read", counted)
     return reads
 
 

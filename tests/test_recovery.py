@@ -10,9 +10,9 @@ import pytest
 from support import synthetic
 from support.synthetic import git
 
-from kgit import txn
-from kgit.errors import KgitError
-from kgit.git_ops import Repo
+from kgit.core.errors import KgitError
+from kgit.store import txn
+from kgit.store.git_ops import Repo
 
 
 @pytest.fixture

@@ -129,7 +129,7 @@ def test_hyperparameters_not_json(repo_v1, tmp_path: Path) -> None:  # type: ign
 
 def test_hyperparameters_not_json_from_python(repo_v1, plain_model) -> None:  # type: ignore[no-untyped-def]
     import kgit as api
-    from kgit.errors import KgitError
+    from kgit.core.errors import KgitError
 
     repo, _ = repo_v1
     before = snapshot(repo)

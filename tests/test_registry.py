@@ -11,9 +11,9 @@ import pytest
 from support import synthetic
 from support.synthetic import git
 
-from kgit import registry, tagcache
-from kgit.errors import KgitError
-from kgit.git_ops import Repo
+from kgit.core.errors import KgitError
+from kgit.registry import catalog, tagcache
+from kgit.store.git_ops import Repo
 
 
 @pytest.fixture
@@ -25,76 +25,76 @@ def test_releases_are_listed_in_version_order_and_latest_is_the_highest(repo: Pa
     for v in ("v1", "v2", "v10"):
         synthetic.release(repo, "m", v, ("keras", "h5"))
     synthetic.release(repo, "other", "v1")
-    rels = registry.releases(Repo(repo), "m")
+    rels = catalog.releases(Repo(repo), "m")
     assert [r.version for r in rels] == ["v1", "v2", "v10"]
     assert all(r.valid for r in rels) and list(rels[0].formats) == ["keras", "h5"]
-    assert registry.resolve(Repo(repo), "m", "latest").version == "v10"
-    assert registry.resolve(Repo(repo), "m", "v2").commit == git(repo, "rev-parse", "m@v2.0.0^{commit}")
+    assert catalog.resolve(Repo(repo), "m", "latest").version == "v10"
+    assert catalog.resolve(Repo(repo), "m", "v2").commit == git(repo, "rev-parse", "m@v2.0.0^{commit}")
 
 
 def test_a_message_that_contradicts_the_tag_name_is_invalid_and_never_latest(repo: Path) -> None:
     synthetic.release(repo, "m", "v1")
     synthetic.release(repo, "m", "v2", claims={"version": "v1"})
-    v2 = next(r for r in registry.releases(Repo(repo), "m") if r.tag == "m@v2.0.0")
+    v2 = next(r for r in catalog.releases(Repo(repo), "m") if r.tag == "m@v2.0.0")
     assert not v2.valid and "its message says v1, its name says v2" in v2.status
-    assert registry.resolve(Repo(repo), "m", "latest").version == "v1"
+    assert catalog.resolve(Repo(repo), "m", "latest").version == "v1"
     with pytest.raises(KgitError, match="m@v2"):
-        registry.resolve(Repo(repo), "m", "v2")
+        catalog.resolve(Repo(repo), "m", "v2")
 
 
 def test_a_lightweight_tag_named_like_a_release_is_not_a_release(repo: Path) -> None:
     synthetic.release(repo, "m", "v1")
     git(repo, "tag", "m@v5.0.0")
-    assert [r.version for r in registry.releases(Repo(repo), "m")] == ["v1"]
+    assert [r.version for r in catalog.releases(Repo(repo), "m")] == ["v1"]
 
 
 def test_a_dvc_file_that_disagrees_with_the_tag_is_a_problem(repo: Path) -> None:
     synthetic.release(repo, "m", "v1")
-    rel = registry.resolve(Repo(repo), "m", "v1")
-    assert registry.release_problems(Repo(repo), rel) == []
+    rel = catalog.resolve(Repo(repo), "m", "v1")
+    assert catalog.release_problems(Repo(repo), rel) == []
     dvc = repo / "artifacts/m/keras/v1.dvc"
     dvc.write_text(synthetic.dvc_text("m", "v1", "keras", synthetic.md5_of("m", "v1", "keras", salt="swapped")))
     git(repo, "commit", "-qam", "swap the model")
     git(repo, "tag", "-f", "-a", "m@v1.0.0", "-m", git(repo, "tag", "-l", "--format=%(contents)", "m@v1.0.0"))
-    moved = registry.read(Repo(repo), "m", remember=False).releases[0]
-    problems = registry.release_problems(Repo(repo), moved)
+    moved = catalog.read(Repo(repo), "m", remember=False).releases[0]
+    problems = catalog.release_problems(Repo(repo), moved)
     assert len(problems) == 1 and "has DVC hash" in problems[0] and "the tag recorded" in problems[0]
 
 
 def test_a_clone_refuses_a_release_tag_that_moved_after_it_saw_it(repo: Path) -> None:
     synthetic.release(repo, "m", "v1")
-    assert registry.resolve(Repo(repo), "m", "v1").valid  # seen, and remembered in .git/kgit/seen.json
+    assert catalog.resolve(Repo(repo), "m", "v1").valid  # seen, and remembered in .git/kgit/seen.json
     message = git(repo, "tag", "-l", "--format=%(contents)", "m@v1.0.0")
     git(repo, "commit", "-q", "--allow-empty", "-m", "elsewhere")
     git(repo, "tag", "-f", "-a", "m@v1.0.0", "-m", message)
     with pytest.raises(KgitError, match="changed since this clone first saw it"):
-        registry.resolve(Repo(repo), "m", "v1")
+        catalog.resolve(Repo(repo), "m", "v1")
 
 
 def test_stages_resolve_to_the_promoted_version(repo: Path) -> None:
     for v in ("v1", "v2", "v3"):
         synthetic.release(repo, "m", v)
     synthetic.promote(repo, "m", "v2", "prod", 1)
-    assert registry.resolve(Repo(repo), "m", "#prod").version == "v2"
-    assert registry.resolve(Repo(repo), "m", "latest").version == "v3"
-    assert [r.stages for r in registry.releases(Repo(repo), "m")] == [[], ["prod"], []]
+    assert catalog.resolve(Repo(repo), "m", "#prod").version == "v2"
+    assert catalog.resolve(Repo(repo), "m", "latest").version == "v3"
+    assert [r.stages for r in catalog.releases(Repo(repo), "m")] == [[], ["prod"], []]
     with pytest.raises(KgitError, match="staging"):
-        registry.resolve(Repo(repo), "m", "#staging")
+        catalog.resolve(Repo(repo), "m", "#staging")
 
 
 def test_an_unknown_model_or_version_is_one_clear_error(repo: Path) -> None:
     synthetic.release(repo, "m", "v1")
     with pytest.raises(KgitError, match="kgit list"):
-        registry.resolve(Repo(repo), "nope", "latest")
+        catalog.resolve(Repo(repo), "nope", "latest")
     with pytest.raises(KgitError, match="v7"):
-        registry.resolve(Repo(repo), "m", "v7")
+        catalog.resolve(Repo(repo), "m", "v7")
 
 
 # -- the tag cache (.git/kgit/tagcache.json) ------------------------------------------------------
 @pytest.fixture
 def cached(repo: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """``repo`` with the cache used for every read, not only for reads of more than a few tags."""
-    monkeypatch.setattr(registry, "_FEW_TAGS", 0)
+    monkeypatch.setattr(catalog, "_FEW_TAGS", 0)
     return repo
 
 
@@ -103,7 +103,7 @@ def _cache(repo: Path) -> Path:
 
 
 def _everything(repo: Path) -> list[dict[str, object]]:
-    reg = registry.read(Repo(repo), remember=False)
+    reg = catalog.read(Repo(repo), remember=False)
     return [r.to_dict() for r in reg.releases] + [e.to_dict() for e in reg.events]
 
 
@@ -133,25 +133,25 @@ def test_the_cache_gives_what_parsing_the_tags_gives(cached: Path) -> None:
 
 def test_a_moved_tag_is_read_anew_and_still_refused_by_the_clone(cached: Path) -> None:
     _mixed(cached)
-    assert registry.resolve(Repo(cached), "m", "v1").valid  # cached, and seen
+    assert catalog.resolve(Repo(cached), "m", "v1").valid  # cached, and seen
     old = git(cached, "rev-parse", "m@v1.0.0")
     message = git(cached, "tag", "-l", "--format=%(contents)", "m@v1.0.0")
     git(cached, "commit", "-q", "--allow-empty", "-m", "elsewhere")
     git(cached, "tag", "-f", "-a", "m@v1.0.0", "-m", message.replace("data-1", "data-2"))
-    moved = registry.read(Repo(cached), "m", remember=False).releases[0]
+    moved = catalog.read(Repo(cached), "m", remember=False).releases[0]
     assert moved.object == git(cached, "rev-parse", "m@v1.0.0") != old
     assert moved.commit == git(cached, "rev-parse", "HEAD") and moved.dataset_id == "data-2"
     with pytest.raises(KgitError, match="changed since this clone first saw it"):
-        registry.resolve(Repo(cached), "m", "v1")
-    registry.read(Repo(cached), remember=False)  # a read of every tag forgets the objects no tag names
+        catalog.resolve(Repo(cached), "m", "v1")
+    catalog.read(Repo(cached), remember=False)  # a read of every tag forgets the objects no tag names
     assert old not in json.loads(_cache(cached).read_text())["tags"]
 
 
 def test_a_tag_object_behind_another_name_is_parsed_for_that_name(cached: Path) -> None:
     synthetic.release(cached, "m", "v1")
-    registry.read(Repo(cached), remember=False)
+    catalog.read(Repo(cached), remember=False)
     git(cached, "update-ref", "refs/tags/m@v2.0.0", git(cached, "rev-parse", "m@v1.0.0"))
-    v2 = registry.read(Repo(cached), "m", remember=False).releases[1]
+    v2 = catalog.read(Repo(cached), "m", remember=False).releases[1]
     assert v2.tag == "m@v2.0.0" and v2.problems[0] == "its message says v1, its name says v2.0.0"
 
 
@@ -199,20 +199,20 @@ def test_an_unwritable_cache_only_means_parsing_again(cached: Path) -> None:
     assert _everything(cached) == fresh
     assert _everything(cached) == fresh
     assert _cache(cached).is_dir()
-    assert registry.resolve(Repo(cached), "m", "latest").version == "v3"
+    assert catalog.resolve(Repo(cached), "m", "latest").version == "v3"
 
 
 def test_the_seen_record_is_read_again_when_another_process_changes_it(repo: Path) -> None:
     """Each command reads the record afresh: what another process recorded (here: another tag
     seen under that name) counts at once."""
     synthetic.release(repo, "m", "v1")
-    assert registry.resolve(Repo(repo), "m", "v1").valid
+    assert catalog.resolve(Repo(repo), "m", "v1").valid
     db = sqlite3.connect(repo / ".git" / "kgit" / "seen.db")
     with db:
         assert db.execute("UPDATE tags SET object = ? WHERE name = 'm@v1.0.0'", ("0" * 40,)).rowcount == 1
     db.close()
     with pytest.raises(KgitError, match="changed since this clone first saw it"):
-        registry.resolve(Repo(repo), "m", "v1")
+        catalog.resolve(Repo(repo), "m", "v1")
 
 
 def test_a_seen_json_record_of_earlier_kgit_is_imported_and_still_refuses_a_moved_tag(repo: Path) -> None:
@@ -224,18 +224,18 @@ def test_a_seen_json_record_of_earlier_kgit_is_imported_and_still_refuses_a_move
                                                         "md5": {"keras": "3" * 32}}}}))
     with pytest.raises(KgitError, match=r"changed since this clone first saw it \(was commit 22222222.*"
                                         r"DVC hashes were keras 33333333"):
-        registry.resolve(Repo(repo), "m", "v1")
+        catalog.resolve(Repo(repo), "m", "v1")
     assert not legacy.exists() and (repo / ".git" / "kgit" / "seen.db").is_file()
     with pytest.raises(KgitError, match="changed since this clone first saw it"):  # the import was kept
-        registry.resolve(Repo(repo), "m", "v1")
+        catalog.resolve(Repo(repo), "m", "v1")
 
 
 def test_versions_seen_once_are_never_reused_even_after_their_tags_are_deleted(repo: Path) -> None:
     synthetic.release(repo, "m", "v1")
     synthetic.release(repo, "m", "v2")
-    assert [r.version for r in registry.releases(Repo(repo), "m")] == ["v1", "v2"]  # both seen now
+    assert [r.version for r in catalog.releases(Repo(repo), "m")] == ["v1", "v2"]  # both seen now
     git(repo, "tag", "-d", "m@v2.0.0")
-    assert [str(v) for v in registry.existing_versions(Repo(repo), "m")] == ["v1.0.0", "v2.0.0"]
+    assert [str(v) for v in catalog.existing_versions(Repo(repo), "m")] == ["v1.0.0", "v2.0.0"]
 
 
 def test_tags_found_by_name_are_those_git_for_each_ref_finds(repo: Path) -> None:

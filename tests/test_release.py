@@ -13,7 +13,7 @@ import yaml
 from conftest import git, kgit
 
 import kgit as api
-from kgit.metadata import Metadata, sha256_file
+from kgit.core.metadata import Metadata, sha256_file
 
 pytestmark = pytest.mark.slow  # TensorFlow models and real pushes: the full suite, not the fast tier
 

@@ -15,8 +15,8 @@ import pytest
 from conftest import snapshot
 
 import kgit as api
-from kgit.errors import ValidationError
-from kgit.roundtrip import Worker, roundtrip
+from kgit.core.errors import ValidationError
+from kgit.workflow.roundtrip import Worker, roundtrip
 
 pytestmark = pytest.mark.slow  # TensorFlow models: the full suite, not the fast tier
 
@@ -55,7 +55,7 @@ def test_worker_validates_the_folder_as_written(released, tmp_path: Path) -> Non
     # a changed reference output is caught by the early worker just as by a cold one
     import numpy as np
 
-    from kgit.reference import load_npz, save_npz
+    from kgit.models.reference import load_npz, save_npz
 
     outputs = load_npz(folder / "reference_outputs.npz")
     save_npz(folder / "reference_outputs.npz", {k: np.asarray(v) + 1.0 for k, v in outputs.items()})
@@ -79,7 +79,7 @@ def test_worker_dies_with_a_killed_parent(tmp_path: Path) -> None:
     script = tmp_path / "parent.py"
     script.write_text(
         "import os, signal, sys, time\n"
-        "from kgit.roundtrip import Worker\n"
+        "from kgit.workflow.roundtrip import Worker\n"
         "w = Worker()\n"
         "print(w.proc.pid, flush=True)\n"
         "time.sleep(0.3)\n"

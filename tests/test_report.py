@@ -18,8 +18,8 @@ import pytest
 from conftest import git, kgit, new_repo, snapshot
 
 import kgit as api
-from kgit.git_ops import Repo
-from kgit.registry import tag_message
+from kgit.registry.catalog import tag_message
+from kgit.store.git_ops import Repo
 
 XSS = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
 # (val.accuracy, val.loss) of circle v1..v4; .kgit/gates.yaml says lower val.loss is better

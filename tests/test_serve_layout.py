@@ -21,8 +21,9 @@ from conftest import snapshot
 from support.world import World, kgit
 
 import kgit as api
-from kgit import serving, serving_config
-from kgit.errors import InvalidVersionError
+from kgit.core.errors import InvalidVersionError
+from kgit.serving import layout as serving_layout
+from kgit.serving import serving_config
 
 SAVED_MODEL_CLI = str(Path(sys.executable).with_name("saved_model_cli"))
 V1, V2, V21 = 1_000_000, 2_000_000, 2_001_000  # serving numbers of srv@v1, srv@v2, srv@v2.1.0
@@ -337,7 +338,7 @@ def test_an_interrupted_layout_leaves_no_visible_version_and_the_rerun_completes
     api.serve_layout(["srv#prod"], out, repo=w.repo)
     config_before = (out / "models.config").read_text()
     calls = {"n": 0}
-    real = serving.sha256_file
+    real = serving_layout.sha256_file
 
     def interrupted(path: Path, *args: Any) -> str:  # Ctrl-C while the new version's files are checked
         calls["n"] += 1
@@ -345,7 +346,7 @@ def test_an_interrupted_layout_leaves_no_visible_version_and_the_rerun_completes
             raise KeyboardInterrupt
         return real(path, *args)
 
-    monkeypatch.setattr(serving, "sha256_file", interrupted)
+    monkeypatch.setattr(serving_layout, "sha256_file", interrupted)
     with pytest.raises(KeyboardInterrupt):
         api.serve_layout(["srv#prod", "srv@v2.1.0"], out, repo=w.repo)
     monkeypatch.undo()

@@ -125,7 +125,7 @@ def test_plain_push_is_accepted_without_tensorflow_or_dvc(w: World) -> None:
     # python -X importtime, through git's environment, reaches the hook: it must import neither
     proc = run(w.repo, "git", "push", "--no-verify", "origin", "main", env={"PYTHONPROFILEIMPORTTIME": "1"})
     assert proc.returncode == 0, proc.stderr
-    assert "import time:" in proc.stderr and "| kgit.server" in proc.stderr  # the hook ran, and was measured
+    assert "import time:" in proc.stderr and "| kgit.guard.server" in proc.stderr  # the hook ran, and was measured
     imported = {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.splitlines() if "import time:" in line}
     assert not imported & {"tensorflow", "keras", "dvc", "dvc_data", "dvc_objects"}
 
@@ -206,8 +206,8 @@ def _release_over_v1_data(w: World, version: str) -> str:
 
     import yaml
 
-    from kgit.registry import SUMMARY_MARK
-    from kgit.registry import tag_message as make_message
+    from kgit.registry.catalog import SUMMARY_MARK
+    from kgit.registry.catalog import tag_message as make_message
 
     data = yaml.safe_load((w.repo / "artifacts/m/keras/v1.dvc").read_text())
     data["outs"][0]["path"] = version

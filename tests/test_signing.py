@@ -13,7 +13,7 @@ import yaml
 from conftest import bare_origin, git, kgit, snapshot, user_env
 
 import kgit as api
-from kgit import signing
+from kgit.trust import signing
 
 pytestmark = pytest.mark.slow  # TensorFlow models and real pushes: the full suite, not the fast tier
 

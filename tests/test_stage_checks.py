@@ -1,4 +1,4 @@
-"""What a new stage or deprecation tag must satisfy (kgit.stage_checks), judged identically by the
+"""What a new stage or deprecation tag must satisfy (kgit.registry.stage_checks), judged identically by the
 pre-push hook's check and by kgit's server hook: the next event counter only, require_better against
 the stage's last holder even after a demote, rollbacks, and a server whose HEAD names no branch.
 
@@ -16,9 +16,10 @@ import pytest
 from support import synthetic
 from support.world import git, kgit, run
 
-from kgit import client_hooks, gates
-from kgit.errors import KgitError
-from kgit.git_ops import Repo
+from kgit.core.errors import KgitError
+from kgit.guard import client_hooks
+from kgit.registry import gates
+from kgit.store.git_ops import Repo
 
 GATES = """\
 metrics:

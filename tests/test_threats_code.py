@@ -36,8 +36,9 @@ else:
 FORGE = """
 import json, zipfile
 import kgit
-from kgit import formats, releasing
-from kgit.roundtrip import FolderResult
+from kgit.models import formats
+from kgit.workflow import releasing
+from kgit.workflow.roundtrip import FolderResult
 
 save = formats.save
 

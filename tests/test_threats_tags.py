@@ -50,7 +50,7 @@ def one_line_error(proc) -> str:  # type: ignore[no-untyped-def]
 def test_re_release_after_deleting_the_tag_locally_is_refused(w: World) -> None:
     """The clone saw m@v1: deleting the tag does not free the version for another model."""
     import kgit as api
-    from kgit.errors import VersionExistsError
+    from kgit.core.errors import VersionExistsError
 
     git(w.repo, "tag", "-d", V1)
     before = snapshot(w.repo)

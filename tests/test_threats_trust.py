@@ -18,7 +18,7 @@ import yaml
 from conftest import bare_origin, git, kgit, new_repo, snapshot, user_env
 
 import kgit as api
-from kgit import signing, trust
+from kgit.trust import keyring, signing
 
 
 def run(cwd: Path, *args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -179,10 +179,10 @@ def test_key_endorsed_by_a_trusted_key_is_honoured_by_a_fresh_clone(world: World
     assert keys[w.carol]["status"] == "endorsed" and keys[w.carol]["endorsed_by"] == w.alice
     assert keys[w.mallory]["status"] == "untrusted"
     # the endorsement is a signature: pointing it at Mallory's key breaks it
-    statement = next((g / trust.ENDORSEMENTS_DIR).glob(f"{w.carol[:16]}-by-*.json"))
+    statement = next((g / keyring.ENDORSEMENTS_DIR).glob(f"{w.carol[:16]}-by-*.json"))
     forged = json.loads(statement.read_text())
     forged["key"] = w.mallory
-    (g / trust.ENDORSEMENTS_DIR / f"{w.mallory[:16]}-by-{w.alice[:16]}.json").write_text(json.dumps(forged))
+    (g / keyring.ENDORSEMENTS_DIR / f"{w.mallory[:16]}-by-{w.alice[:16]}.json").write_text(json.dumps(forged))
     keys = {k["fingerprint"]: k for k in json.loads(run(g, "keys", "list", "--json", env=env_g).stdout)["keys"]}
     assert keys[w.mallory]["status"] == "untrusted"
     # removing Carol's key from the tree takes her trust away
@@ -197,7 +197,7 @@ def test_policy_weakened_without_endorsement_keeps_the_pinned_policy(world: Worl
     m, env_m = w.m, w.env_m
     git(m, "pull", "-q", "--ff-only", "--tags", "origin", "main")
     # a hand-written `policy: off` (YAML's false, as older kgit wrote it) committed by Mallory
-    (m / trust.POLICY_FILE).write_text("policy: off\n")
+    (m / keyring.POLICY_FILE).write_text("policy: off\n")
     git(m, "commit", "-q", "-am", "signing: off")
     assert signing.policy(m) == "off"  # read as off, not refused
     shown = run(m, "keys", "policy", env=env_m)
@@ -212,7 +212,7 @@ def test_policy_weakened_without_endorsement_keeps_the_pinned_policy(world: Worl
     # `kgit keys policy off` by someone without a trusted key: written quoted, accepted in that clone only
     out = run(m, "keys", "policy", "off", env=env_m).stderr
     assert "accepted in this clone only" in out and "kgit keys accept --policy off" in out, out
-    assert 'policy: "off"' in (m / trust.POLICY_FILE).read_text()
+    assert 'policy: "off"' in (m / keyring.POLICY_FILE).read_text()
     api.release(plain_model, "u", formats="keras", repo=m)  # unsigned, and it works (attack 10)
     assert api.show("u", "v1", repo=m).metadata.signed_by is None
     assert push(m, env_m).returncode == 0
@@ -234,7 +234,7 @@ def test_policy_weakened_without_endorsement_keeps_the_pinned_policy(world: Worl
     # the same weakening endorsed by a trusted key (Alice's): honoured by every clone
     out = run(w.a, "keys", "policy", "off").stderr
     assert f"signed by your key {w.alice[:16]}" in out, out
-    assert json.loads((w.a / trust.POLICY_STATEMENT).read_text())["by"] == w.alice
+    assert json.loads((w.a / keyring.POLICY_STATEMENT).read_text())["by"] == w.alice
     assert push(w.a).returncode == 0
     assert run(w.a, "get", "u@v1").returncode == 0
     git(h, "pull", "-q", "--ff-only", "--tags", "origin", "main")
@@ -248,18 +248,18 @@ def test_policy_weakened_without_endorsement_keeps_the_pinned_policy(world: Worl
 def test_policy_off_is_written_quoted_and_a_bare_off_reads_as_off(git_repo: Path) -> None:
     run(git_repo, "keys", "init")
     run(git_repo, "keys", "policy", "off")
-    text = (git_repo / trust.POLICY_FILE).read_text()
+    text = (git_repo / keyring.POLICY_FILE).read_text()
     assert 'policy: "off"' in text and yaml.safe_load(text)["policy"] == "off"
     assert run(git_repo, "keys", "policy").stdout.strip() == "off"
-    from kgit.git_ops import Repo
+    from kgit.store.git_ops import Repo
 
     assert signing.signing_key(Repo(git_repo)) is None  # a release goes ahead, unsigned
-    (git_repo / trust.POLICY_FILE).write_text("# as older kgit wrote it\npolicy: off\n")
+    (git_repo / keyring.POLICY_FILE).write_text("# as older kgit wrote it\npolicy: off\n")
     assert signing.policy(git_repo) == "off"
     assert run(git_repo, "keys", "policy").stdout.strip() == "off"
     git(git_repo, "commit", "-q", "-am", "bare off")
     assert "already off" in run(git_repo, "keys", "policy", "off").stderr
-    # bad input: one line, nothing changed (trust.json included)
+    # bad input: one line, nothing changed (keyring.json included)
     before, state = snapshot(git_repo), (git_repo / ".git/kgit/trust.json").read_text()
     for args in (("keys", "accept"), ("keys", "accept", "xyz"), ("keys", "accept", "00000000"),
                  ("keys", "accept", "--policy", "sometimes"), ("keys", "policy", "sometimes")):
@@ -272,11 +272,11 @@ def test_policy_off_is_written_quoted_and_a_bare_off_reads_as_off(git_repo: Path
 HOOK = """#!/bin/sh
 exec "{python}" -c '
 import pathlib, sys
-from kgit import trust
+from kgit.trust import keyring
 problems = []
 for line in sys.stdin:
     old, new, ref = line.split()
-    problems += trust.unendorsed_changes(pathlib.Path("."), old, new)
+    problems += keyring.unendorsed_changes(pathlib.Path("."), old, new)
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "dvc", "git"))
 for p in problems + (["imported " + ", ".join(heavy)] if heavy else []):
     print("refused:", p, file=sys.stderr)
@@ -309,19 +309,19 @@ def test_unendorsed_changes_on_a_bare_repository(tmp_path: Path) -> None:
     refused(push(x, env_x), f"key {mallory[:16]} (.kgit/keys/mallory.pem) added by commit {added[:8]} without endorsement")
     refused(push(x, env_x, "HEAD:refs/heads/mallory"), f"key {mallory[:16]}")
     assert git(origin, "rev-parse", "main") == head_before and git(origin, "branch", "--list", "mallory") == ""
-    assert len(trust.unendorsed_changes(x / ".git", head_before, added)) == 1
+    assert len(keyring.unendorsed_changes(x / ".git", head_before, added)) == 1
     # ... nor by endorsing itself
     private = Path(git(x, "config", "kgit.signingKey"))
     root = json.loads((x / ".git/kgit/trust.json").read_text())["root"]
-    rel, statement = trust.key_endorsement(signing.load_private(private), mallory, mallory, root)
-    trust.write_statement(x, rel, statement)
+    rel, statement = keyring.key_endorsement(signing.load_private(private), mallory, mallory, root)
+    keyring.write_statement(x, rel, statement)
     git(x, "add", ".kgit")
     git(x, "commit", "-q", "-m", "self-endorsed")
     refused(push(x, env_x), f"key {mallory[:16]}", "which is not trusted before this push")
 
     # the policy weakened without endorsement: hand-written, or with `kgit keys policy off`
     git(x, "reset", "-q", "--hard", "origin/main")
-    (x / trust.POLICY_FILE).write_text("policy: off\n")
+    (x / keyring.POLICY_FILE).write_text("policy: off\n")
     git(x, "commit", "-q", "-am", "off")
     refused(push(x, env_x), "weakened from required to off")
     git(x, "reset", "-q", "--hard", "origin/main")
@@ -335,13 +335,13 @@ def test_unendorsed_changes_on_a_bare_repository(tmp_path: Path) -> None:
     assert f"endorsed by your key {alice[:16]}" in out
     old = git(origin, "rev-parse", "main")
     assert push(a, env_a).returncode == 0
-    assert trust.unendorsed_changes(origin, old, git(a, "rev-parse", "HEAD")) == []
-    assert trust.unendorsed_changes(origin, None, git(a, "rev-parse", "HEAD")) == []
+    assert keyring.unendorsed_changes(origin, old, git(a, "rev-parse", "HEAD")) == []
+    assert keyring.unendorsed_changes(origin, None, git(a, "rev-parse", "HEAD")) == []
     run(a, "keys", "policy", "optional", env=env_a)
     assert push(a, env_a).returncode == 0
     run(a, "keys", "policy", "required", env=env_a)
     assert push(a, env_a).returncode == 0
     # replaying the old signed statement for "optional" after the policy went back to required
-    git(a, "checkout", "HEAD~1", "--", trust.POLICY_FILE, trust.POLICY_STATEMENT)
+    git(a, "checkout", "HEAD~1", "--", keyring.POLICY_FILE, keyring.POLICY_STATEMENT)
     git(a, "commit", "-q", "-m", "replay")
     refused(push(a, env_a), "weakened from required to optional")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from gto.constants import tag_re as gto_tag_re
 
-from kgit.errors import InvalidNameError, InvalidVersionError, KgitError
-from kgit.versions import (
+from kgit.core.errors import InvalidNameError, InvalidVersionError, KgitError
+from kgit.registry.versions import (
     Version,
     check_name,
     next_version,

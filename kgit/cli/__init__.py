@@ -18,7 +18,7 @@ from typer.exceptions import TyperException
 from kgit.cli import releases, lifecycle, checks, serving, report  # noqa: F401
 # isort: on
 from kgit.cli.app import _state, app
-from kgit.errors import KgitError, describe
+from kgit.core.errors import KgitError, describe
 
 __all__ = ["app", "main"]
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import typer
 
-from kgit.errors import KgitError
+from kgit.core.errors import KgitError
 
 app = typer.Typer(
     name="kgit",

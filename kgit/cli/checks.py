@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from kgit.cli.app import Steps, app, err, parse_key_values, print_json
-from kgit.errors import KgitError
+from kgit.core.errors import KgitError
 
 
 # -- validate ------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from kgit.cli.app import (
     write_columns,
     write_pairs,
 )
-from kgit.errors import KgitError
+from kgit.core.errors import KgitError
 
 
 # -- init ----------------------------------------------------------------------------------------

@@ -19,9 +19,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from kgit.git_ops import Repo
 from kgit.reporting import data, site
 from kgit.reporting.data import COMPARE_STAGE, Comparison, VersionView, metric_text
+from kgit.store.git_ops import Repo
 
 __all__ = ["DEFAULT_OUT", "ReportResult", "build"]
 
@@ -94,7 +94,7 @@ def build(repo: Repo, names: list[str] | None = None, out: str | os.PathLike[str
 
 
 def _site_info(repo: Repo) -> dict[str, str]:
-    from kgit import __version__
+    from kgit.core.version import VERSION as __version__
 
     head = repo.head()
     return {"generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "repo": repo.root.name,

@@ -9,13 +9,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from kgit import registry
-from kgit.diffing import Change, compare, metric_deltas
-from kgit.errors import ReleaseNotFoundError
-from kgit.git_ops import Repo
-from kgit.metadata import Metadata
-from kgit.registry import HistoryEvent
-from kgit.versions import check_name
+from kgit.core.errors import ReleaseNotFoundError
+from kgit.core.metadata import Metadata
+from kgit.registry import catalog
+from kgit.registry.catalog import HistoryEvent
+from kgit.registry.diffing import Change, compare, metric_deltas
+from kgit.registry.versions import check_name
+from kgit.store.git_ops import Repo
 
 KEY_METRICS = 4  # metric columns in a model's versions table (every metric has its chart)
 COMPARE_STAGE = "prod"  # each version page compares with the version in this stage
@@ -25,7 +25,7 @@ COMPARE_STAGE = "prod"  # each version page compares with the version in this st
 class VersionView:
     """One release as the report shows it."""
 
-    release: registry.Release
+    release: catalog.Release
     meta: Metadata | None  # None when the release is invalid
     problem: str | None  # why the release cannot be trusted (None: valid)
     metrics: dict[str, float]
@@ -130,7 +130,7 @@ class ModelView:
 
 def read_models(repo: Repo, names: list[str] | None = None) -> list[ModelView]:
     """The models to report (all, or ``names``), each with its versions and history."""
-    reg = registry.read(repo)
+    reg = catalog.read(repo)
     wanted = list(dict.fromkeys(names)) if names else sorted({r.name for r in reg.releases})
     for name in wanted:
         check_name(name)
@@ -160,14 +160,14 @@ def read_models(repo: Repo, names: list[str] | None = None) -> list[ModelView]:
     return models
 
 
-def _version_view(repo: Repo, rel: registry.Release, texts: dict[tuple[str, str], str | None]) -> VersionView:
-    problems, meta = registry.checked_metadata(repo, rel, texts)
+def _version_view(repo: Repo, rel: catalog.Release, texts: dict[tuple[str, str], str | None]) -> VersionView:
+    problems, meta = catalog.checked_metadata(repo, rel, texts)
     return VersionView(rel, meta, problems[0] if problems else None, dict(rel.metrics), tuple(rel.measured), False)
 
 
 def _mark_validated(repo: Repo, views: list[VersionView]) -> None:
     """Which versions this clone validated (kgit validate's record, read only)."""
-    from kgit.validating import Record
+    from kgit.workflow.validating import Record
 
     record = Record(repo)
     for view in views:
@@ -180,7 +180,7 @@ def _mark_validated(repo: Repo, views: list[VersionView]) -> None:
 
 def _event_notes(repo: Repo, names: list[str]) -> dict[str, str]:
     """Notes of the stage and deprecation tags (``--note``), by tag name."""
-    from kgit.stages import event_note
+    from kgit.workflow.stages import event_note
 
     patterns = [p for n in names for p in (f"refs/tags/{n}#*", f"refs/tags/{n}@*!*")]
     notes = {}
@@ -193,7 +193,7 @@ def _event_notes(repo: Repo, names: list[str]) -> dict[str, str]:
 
 def _directions(repo: Repo) -> dict[str, str]:
     """Whether lower ("min") or higher ("max") is better, per metric, as the team's gates say."""
-    from kgit import gates
+    from kgit.registry import gates
 
     return gates.directions(repo)
 

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from kgit.errors import KgitError
+from kgit.core.errors import KgitError
 
 MARKER = ".kgit-report"  # in the site's root: the folder is kgit's to replace
 TEMPLATES = Path(__file__).parent / "templates"

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import yaml
 
-from kgit import registry, txn
-from kgit.versions import Version, tag_name
+from kgit.registry import catalog
+from kgit.registry.versions import Version, tag_name
+from kgit.store import txn
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -54,7 +55,7 @@ def release(repo: Path, name: str, version: str, formats: tuple[str, ...] = ("ke
                                   "dataset_id": "data-1", "source_commit": git(repo, "rev-parse", "HEAD~1")}
     summary.update(claims or {})
     body = {k: v for k, v in summary.items() if k not in ("name", "version")}
-    message = registry.tag_message(str(summary.get("name", name)), str(summary.get("version", version)), body)
+    message = catalog.tag_message(str(summary.get("name", name)), str(summary.get("version", version)), body)
     git(repo, "tag", "-a", tag, "-m", message)
     return tag
 

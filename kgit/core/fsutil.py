@@ -1,0 +1,172 @@
+"""Files that matter: written whole or not at all, one writer at a time, and hashed in one read."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kgit.core.errors import BusyError, KgitError
+
+BLOCK = 1 << 20  # hashes stream files in blocks of this size: a file is never held whole in memory
+
+
+def write_atomic(path: Path, data: str | bytes, *, durable: bool = False, executable: bool = False) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``,
+    so a reader sees the old file or the new one, never half of one. ``durable`` also fsyncs the
+    data before the rename (for records that recovery depends on after a crash)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.kgit-tmp")
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(payload)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
+        if executable:
+            os.chmod(tmp, 0o755)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: Any, *, durable: bool = False, indent: int | None = None) -> None:
+    """``write_atomic`` of ``data`` as JSON with sorted keys."""
+    text = json.dumps(data, sort_keys=True, indent=indent) + ("\n" if indent else "")
+    write_atomic(path, text, durable=durable)
+
+
+@contextlib.contextmanager
+def exclusive(path: Path, busy: str, *, timeout: float = 0.0,
+              on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (a lock file, created if missing, or a folder) for the
+    block: one writer across processes. Waits up to ``timeout`` seconds (calling ``on_wait`` once
+    when it starts waiting), then raises BusyError(``busy``). Closing the file releases the lock,
+    so a killed holder never leaves it stuck."""
+    flags = os.O_RDONLY if path.is_dir() else os.O_RDWR | os.O_CREAT
+    fd = os.open(path, flags, 0o644)
+    try:
+        deadline = time.monotonic() + timeout
+        waited = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise BusyError(busy) from None
+                if not waited and on_wait is not None:
+                    on_wait()
+                waited = True
+                time.sleep(0.2)
+        yield
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class FileDigest:
+    """sha256 (kgit's record) and md5 (DVC's hash) of one file, computed in the same read, with the
+    identity of the file they describe: inode, size, mtime and ctime in ns, unchanged from before the
+    first byte was read to after the last. DVC may reuse the md5 only while the file still has
+    exactly this identity (see kgit.store.dvc_ops.add)."""
+
+    sha256: str
+    md5: str
+    size: int
+    ino: int
+    mtime_ns: int
+    ctime_ns: int
+
+    def describes(self, st: os.stat_result) -> bool:
+        """True if ``st`` is the file as it was when hashed (a rewrite, even to the same size and
+        mtime, changes its ctime)."""
+        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) == (self.ino, self.size, self.mtime_ns, self.ctime_ns)
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def digest_file(path: Path, stop: threading.Event | None = None) -> FileDigest:
+    """Hash ``path`` once for both sha256 and md5. The file is fsynced first, so the hashes describe
+    bytes that are on disk, and stat'ed before and after reading: a file that changed meanwhile is
+    refused (KgitError) rather than described by hashes of bytes it no longer holds."""
+    sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as fh:
+        fd = fh.fileno()
+        os.fsync(fd)
+        before = os.fstat(fd)
+        while block := fh.read(BLOCK):
+            if stop is not None and stop.is_set():
+                raise KgitError(f"hashing {path} was stopped")
+            sha.update(block)
+            md5.update(block)
+        after = os.fstat(fd)
+    if _identity(before) != _identity(after) or _identity(os.stat(path, follow_symlinks=False)) != _identity(after):
+        raise KgitError(f"{path} changed while kgit was hashing it: nothing may write into a release being made; "
+                        "run the release again")
+    return FileDigest(sha.hexdigest(), md5.hexdigest(), after.st_size, after.st_ino, after.st_mtime_ns, after.st_ctime_ns)
+
+
+def regular_files(folder: Path, exclude: tuple[str, ...] = ()) -> list[str]:
+    """Every regular file under ``folder`` as sorted relative POSIX paths, but those in ``exclude``;
+    KgitError on a symlink (release folders hold regular files only)."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        for fname in sorted(filenames):
+            full = Path(dirpath) / fname
+            rel = full.relative_to(folder).as_posix()
+            if rel in exclude:
+                continue
+            if full.is_symlink():
+                raise KgitError(f"{full} is a symlink: release folders must hold regular files only")
+            found.append(rel)
+    return found
+
+
+class FolderDigests:
+    """``digest_file`` of every file in a folder, in a thread of its own, so a release's hashing
+    overlaps its validation (a fresh process reading the same files from the page cache) instead of
+    adding to it. ``result()`` waits and returns {relative path: FileDigest} or raises what hashing
+    raised; ``stop()`` ends it early (the release failed). The files are listed when it starts."""
+
+    def __init__(self, folder: Path, exclude: tuple[str, ...] = ()) -> None:
+        self.folder = folder
+        self.files = regular_files(folder, exclude)
+        self._stop = threading.Event()
+        self._result: dict[str, FileDigest] = {}
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"kgit-hash-{folder.name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for rel in self.files:
+                self._result[rel] = digest_file(self.folder / rel, self._stop)
+        except BaseException as exc:  # handed to result()
+            self._error = exc
+
+    def result(self) -> dict[str, FileDigest]:
+        self._thread.join()
+        if self._error is not None:
+            if isinstance(self._error, KgitError):
+                raise self._error
+            if isinstance(self._error, OSError):
+                raise KgitError(f"cannot hash {self.folder}: {self._error}") from None
+            raise self._error
+        return dict(self._result)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -1,0 +1,188 @@
+"""The release metadata record: one dataclass, its schema version, and JSON in and out.
+
+The same record is written as ``metadata.json`` inside each version folder (travels with the bytes)
+and into the ``meta`` of the folder's ``.dvc`` file (travels with git, readable before `dvc pull`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from kgit.core.errors import KgitError, describe
+from kgit.core.fsutil import regular_files
+
+SCHEMA_VERSION = 1
+METADATA_FILE = "metadata.json"
+REFERENCE_INPUTS_FILE = "reference_inputs.npz"
+REFERENCE_OUTPUTS_FILE = "reference_outputs.npz"
+SIGNATURE_FILE = "kgit.sig"  # written after the metadata, over every other file (kgit.trust.signing)
+FORMATS = ("savedmodel", "keras", "h5", "weights")
+ARTIFACTS_DIR = "artifacts"  # artifacts/<model>/<format>/<version>/
+MAX_DEPTH = 64  # nesting kgit reads from git or files; deeper data is refused, never recursed into
+
+
+@dataclass
+class TensorSpec:
+    name: str
+    shape: list[int | None]
+    dtype: str
+
+
+@dataclass
+class Signature:
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    # How the model is called / what it returns: "single", "list" or "dict".
+    input_structure: str = "single"
+    output_structure: str = "single"
+
+
+@dataclass
+class GitInfo:
+    commit: str | None
+    branch: str | None
+    dirty: bool
+
+
+@dataclass
+class DatasetInfo:
+    id: str | None = None
+    path: str | None = None
+    dvc_hash: str | None = None
+
+
+@dataclass
+class ReferenceInfo:
+    inputs_file: str
+    inputs_sha256: str
+    outputs_file: str
+    outputs_sha256: str
+    atol: float
+    generated: bool  # True when kgit generated the inputs from the signature
+
+
+@dataclass
+class Metadata:
+    name: str
+    version: str
+    format: str
+    formats: list[str]
+    created_at: str
+    git: GitInfo
+    dataset: DatasetInfo
+    hyperparameters: dict[str, Any]
+    training: dict[str, Any]  # optimizer config, loss and metrics read from the compiled model
+    libraries: dict[str, str]
+    signature: Signature
+    reference: ReferenceInfo
+    files: dict[str, str]  # relative path -> sha256, every file in the folder but metadata.json
+    custom_objects: list[str] = field(default_factory=list)  # "module:attr" passed by the user
+    custom_modules: list[str] = field(default_factory=list)  # modules defining registered classes
+    builder: str | None = None
+    unsafe: bool = False
+    notes: str | None = None
+    signed_by: str | None = None  # fingerprint of the key that signed the folder, if signed
+    # Whether the release holds the model's training state (optimizer, step), so training resumes:
+    # false for an inference-only release and for a model that was never compiled.
+    resumable: bool = True
+    keras_flavour: str = "keras"  # "keras" (Keras 3) or "tf_keras" (Keras 2, validated with TF_USE_LEGACY_KERAS=1)
+    # How good the model is: flat dotted keys (val.accuracy) -> finite numbers (kgit.core.metrics); also in
+    # the release tag's summary. ``measured``: the keys the ``evaluate`` function (MODULE:FUNC) returned
+    # when run on the model reloaded from the artifact in the fresh validation process.
+    metrics: dict[str, float] = field(default_factory=dict)
+    measured: list[str] = field(default_factory=list)
+    evaluate: str | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        # schema_version first, so a human reading the file sees it first.
+        return {"schema_version": d.pop("schema_version"), **d}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False, allow_nan=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Metadata:
+        try:
+            if d.get("schema_version") != SCHEMA_VERSION:
+                raise KgitError(
+                    f"metadata schema version {d.get('schema_version')!r} is not supported by this kgit "
+                    f"(it reads version {SCHEMA_VERSION}): upgrade kgit"
+                )
+            sig = d["signature"]
+            kwargs = {f.name: d[f.name] for f in fields(cls) if f.name in d}
+            if "resumable" not in d:  # written before kgit recorded it: a compiled model kept its state
+                kwargs["resumable"] = bool((d.get("training") or {}).get("compiled"))
+            kwargs["git"] = GitInfo(**d["git"])
+            kwargs["dataset"] = DatasetInfo(**d["dataset"])
+            kwargs["reference"] = ReferenceInfo(**d["reference"])
+            kwargs["signature"] = Signature(
+                inputs=[TensorSpec(**t) for t in sig["inputs"]],
+                outputs=[TensorSpec(**t) for t in sig["outputs"]],
+                input_structure=sig.get("input_structure", "single"),
+                output_structure=sig.get("output_structure", "single"),
+            )
+            return cls(**kwargs)
+        except KgitError:
+            raise
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise KgitError(f"metadata is malformed ({describe(exc)})") from None
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "metadata") -> Metadata:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise KgitError(f"{source} is not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise KgitError(f"{source} is not a JSON object")
+        return cls.from_dict(data)
+
+    @classmethod
+    def read(cls, folder: Path) -> Metadata:
+        path = folder / METADATA_FILE
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise KgitError(f"cannot read {path}: {exc.strerror}") from None
+        return cls.from_json(text, str(path))
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(chunk)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def hash_folder(folder: Path, exclude: tuple[str, ...] = (METADATA_FILE, SIGNATURE_FILE),
+                known: dict[str, str] | None = None) -> dict[str, str]:
+    """sha256 of every regular file under ``folder`` (sorted relative POSIX paths); hashes in
+    ``known`` are taken as given."""
+    known = known or {}
+    return {rel: known.get(rel) or sha256_file(folder / rel) for rel in regular_files(folder, exclude)}
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """True if ``value`` nests lists/dicts deeper than ``limit`` (checked without recursion)."""
+    from kgit.core.bounded_yaml import nesting_depth
+
+    return nesting_depth(value, limit) > limit
+
+
+def check_json_serialisable(value: Any, what: str) -> None:
+    try:
+        json.dumps(value, allow_nan=False)
+    except RecursionError:
+        raise KgitError(f"{what} are nested too deeply to record: flatten them") from None
+    except (TypeError, ValueError) as exc:
+        raise KgitError(f"{what} is not JSON-serialisable ({exc}): use numbers, strings, lists and dicts") from None

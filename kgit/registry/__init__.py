@@ -1,0 +1,3 @@
+"""What releases exist, read from git alone: the tag grammar (``versions``), reading and resolving
+releases (``catalog``), the tag cache and what this clone saw, stage events and their counters, gates
+and diffs. Imports neither TensorFlow nor DVC at import time: git-only commands stay fast."""

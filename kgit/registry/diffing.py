@@ -1,0 +1,96 @@
+"""``kgit diff``: what changed between two releases, read from git alone."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from kgit.core import metrics
+from kgit.core.metadata import Metadata
+from kgit.registry import catalog, gates
+from kgit.registry.versions import parse_ref
+from kgit.store.git_ops import Repo
+
+ABSENT = None
+SECTIONS = ("metrics", "hyperparameters", "training", "dataset", "signature", "formats", "sizes", "libraries", "source", "reference")
+
+
+@dataclass
+class Change:
+    section: str
+    key: str
+    a: Any
+    b: Any
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix or "(value)": value}
+
+
+def _view(rel: catalog.Release, meta: Metadata) -> dict[str, dict[str, Any]]:
+    sig = meta.signature
+    return {
+        "metrics": dict(rel.metrics),
+        "hyperparameters": _flatten(meta.hyperparameters),
+        "training": _flatten(meta.training),
+        "dataset": {"id": meta.dataset.id, "path": meta.dataset.path, "dvc_hash": meta.dataset.dvc_hash},
+        "signature": {
+            **{f"input {s.name}": f"{s.shape} {s.dtype}" for s in sig.inputs},
+            **{f"output {s.name}": f"{s.shape} {s.dtype}" for s in sig.outputs},
+        },
+        "formats": {f: "yes" for f in rel.formats},
+        "sizes": {f: info.get("size") for f, info in rel.formats.items()},
+        "libraries": dict(meta.libraries),
+        "source": {"commit": meta.git.commit, "branch": meta.git.branch, "dirty": meta.git.dirty},
+        "reference": {"atol": meta.reference.atol, "inputs_sha256": meta.reference.inputs_sha256,
+                      "outputs_sha256": meta.reference.outputs_sha256},
+    }
+
+
+def compare(rel_a: catalog.Release, meta_a: Metadata, rel_b: catalog.Release, meta_b: Metadata) -> list[Change]:
+    """What differs from release A to release B, section by section, from what was read of each."""
+    views = [_view(rel_a, meta_a), _view(rel_b, meta_b)]
+    changes = []
+    for section in SECTIONS:
+        a, b = views[0][section], views[1][section]
+        for key in list(dict.fromkeys([*a, *b])):
+            va, vb = a.get(key, ABSENT), b.get(key, ABSENT)
+            if va != vb:
+                changes.append(Change(section, key, va, vb))
+    return changes
+
+
+def diff(repo: Repo, ref_a: str, ref_b: str) -> dict[str, Any]:
+    """Changes from release A to release B, section by section (only what differs), and under
+    ``metrics`` every metric of either release with its old and new value and the delta."""
+    rels = []
+    for ref in (ref_a, ref_b):
+        name, version = parse_ref(ref)
+        rels.append(catalog.resolve(repo, name, version))
+    changes = compare(rels[0], catalog.metadata(repo, rels[0]), rels[1], catalog.metadata(repo, rels[1]))
+    label = [f"{r.name}@{r.version}" for r in rels]
+    return {"a": label[0], "b": label[1], "changes": [asdict(c) for c in changes],
+            "metrics": metric_deltas(rels[0], rels[1], gates.directions(repo))}
+
+
+def metric_deltas(a: catalog.Release, b: catalog.Release, directions: dict[str, str]) -> list[dict[str, Any]]:
+    """Every metric of either release: its old and new value, the delta (new - old), the direction
+    (max: higher is better) and whether B is better, worse or the same ("-" when one side lacks it)."""
+    out = []
+    for key in dict.fromkeys([*a.metrics, *b.metrics]):
+        va, vb = a.metrics.get(key), b.metrics.get(key)
+        direction = directions.get(key, "max")
+        if va is None or vb is None:
+            verdict = "-"
+        elif va == vb:
+            verdict = "same"
+        else:
+            verdict = "better" if metrics.is_better(vb, va, direction) else "worse"
+        out.append({"key": key, "a": va, "b": vb, "delta": metrics.delta(va, vb), "direction": direction,
+                    "verdict": verdict, "measured": [key in a.measured, key in b.measured]})
+    return out

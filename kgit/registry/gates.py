@@ -1,0 +1,271 @@
+"""Promotion gates: rules on a release's metrics that a promotion to a stage must pass.
+
+Rules come from ``kgit promote --require "val.accuracy>=0.9" --require-better KEY`` and from the
+committed ``.kgit/gates.yaml``, which applies to every promotion (by the CLI, and by the pre-push
+and server hooks for stage tags made any other way)::
+
+    metrics:              # which way is better, per metric key: max (the default) or min
+      val.loss: min
+    stages:
+      prod:               # every model's prod; "mnist#prod" for one model's only
+        require: ["val.accuracy >= 0.9", "val.loss <= 0.35"]
+        require_better: [val.accuracy]     # strictly better than the stage's last holder
+        allow_rollback: true               # `kgit rollback` may skip this entry's require_better
+
+There is no override flag: to let a model through, change the committed rule, which history shows.
+Which version of the file applies: the one committed at HEAD (``kgit promote``, pre-push), and on
+the server the one on the repository's HEAD branch *before* the push, so a push that weakens the
+file cannot use the weaker rule for a stage tag it carries (the rule counts from the next push). A
+server whose HEAD names no existing branch applies every branch's rules at once (``read_on_server``).
+Which version a rule compares with, counters and rollbacks: kgit.registry.stage_checks.
+Git only: no TensorFlow, no DVC.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from kgit.core import metrics
+from kgit.core.errors import KgitError
+
+if TYPE_CHECKING:
+    from kgit.registry.catalog import Release
+    from kgit.store.git_ops import Repo
+
+GATES_FILE = ".kgit/gates.yaml"
+DIRECTIONS = ("max", "min")
+STAGE_FIELDS = ("require", "require_better", "allow_rollback")
+MAX_FILE_BYTES = 100_000
+_OPS = (">=", "<=", "==", ">", "<")
+_RULE_RE = re.compile(r"^\s*(?P<key>[^\s<>=!]+)\s*(?P<op>>=|<=|==|>|<)\s*(?P<value>\S+)\s*$")
+
+
+class GateError(KgitError):
+    """A promotion that a gate refuses, or a gate that cannot be read."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    key: str
+    op: str  # one of _OPS, or "better": strictly better than the stage's last holder
+    value: float | None = None
+    source: str = "--require"  # where the rule comes from, shown when it refuses
+    rollback_ok: bool = False  # a "better" rule a rollback skips (its entry sets allow_rollback: true)
+
+    @property
+    def text(self) -> str:
+        return f"better {self.key}" if self.op == "better" else f"{self.key} {self.op} {self.value:g}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "op": self.op, "value": self.value, "source": self.source, "text": self.text}
+
+
+@dataclass
+class Gates:
+    """What ``.kgit/gates.yaml`` says (empty when there is none)."""
+
+    directions: dict[str, str] = field(default_factory=dict)
+    stages: dict[str, list[Rule]] = field(default_factory=dict)  # "prod" or "mnist#prod" -> rules
+    commit: str | None = None  # the commit the file was read at
+    note: str | None = None  # why these rules, when it is not the plain reading of one file
+
+    def direction(self, key: str) -> str:
+        return self.directions.get(key, "max")
+
+    def rules_for(self, name: str, stage: str) -> list[Rule]:
+        return [*self.stages.get(stage, []), *self.stages.get(f"{name}#{stage}", [])]
+
+
+def parse_rule(text: str, source: str = "--require") -> Rule:
+    """``KEY OP NUMBER`` (``val.accuracy>=0.9``; OP one of >=, <=, ==, >, <)."""
+    m = _RULE_RE.match(text) if isinstance(text, str) else None
+    if m is None:
+        raise GateError(f"{source} rule {str(text)[:80]!r} is not KEY OP NUMBER (e.g. \"val.accuracy>=0.9\"; "
+                        f"OP one of {', '.join(_OPS)})")
+    key = metrics.check_key(m["key"], f"{source} rule")
+    try:
+        value = float(m["value"])
+    except ValueError:
+        raise GateError(f"{source} rule {text!r}: {m['value'][:40]!r} is not a number") from None
+    return Rule(key, m["op"], metrics.number(value, key, f"{source} rule"), source)
+
+
+def better_rule(key: str, source: str = "--require-better", rollback_ok: bool = False) -> Rule:
+    return Rule(metrics.check_key(key.strip() if isinstance(key, str) else key, source), "better", None, source,
+                rollback_ok)
+
+
+def parse(text: str, where: str = GATES_FILE) -> Gates:
+    """The gates a ``.kgit/gates.yaml`` text declares; a GateError naming the problem if malformed
+    (an unknown field is refused: a typo must not switch a gate off silently)."""
+    from kgit.core import bounded_yaml
+
+    data = bounded_yaml.load(text, where, max_bytes=MAX_FILE_BYTES, max_nodes=10_000)
+    if data is None:
+        return Gates()
+    if not isinstance(data, dict):
+        raise GateError(f"{where} must be a mapping with `metrics:` and `stages:`")
+    unknown = sorted(str(k) for k in data if k not in ("metrics", "stages"))
+    if unknown:
+        raise GateError(f"{where}: unknown field {unknown[0][:40]!r} (known: metrics, stages)")
+    gates = Gates()
+    declared = data.get("metrics") or {}
+    if not isinstance(declared, dict):
+        raise GateError(f"{where}: `metrics:` must map metric keys to max or min")
+    for key, direction in declared.items():
+        metrics.check_key(key, f"{where} metrics:")
+        if direction not in DIRECTIONS:
+            raise GateError(f"{where}: metric {key} has direction {str(direction)[:20]!r}: use max or min")
+        gates.directions[key] = direction
+    stages = data.get("stages") or {}
+    if not isinstance(stages, dict):
+        raise GateError(f"{where}: `stages:` must map stage names to their rules")
+    for stage, spec in stages.items():
+        _check_stage_key(stage, where)
+        if not isinstance(spec, dict):
+            raise GateError(f"{where}: stage {stage} must have `require:` and/or `require_better:` lists")
+        extra = sorted(str(k) for k in spec if k not in STAGE_FIELDS)
+        if extra:
+            raise GateError(f"{where}: stage {stage}: unknown field {extra[0][:40]!r} (known: {', '.join(STAGE_FIELDS)})")
+        rollback_ok = spec.get("allow_rollback", False)
+        if not isinstance(rollback_ok, bool):
+            raise GateError(f"{where}: stage {stage}: allow_rollback is {str(rollback_ok)[:20]!r}: use true or false")
+        source = f"{where} ({stage})"
+        rules = [parse_rule(r, source) for r in _list(spec.get("require"), f"{where}: {stage}.require")]
+        rules += [better_rule(k, source, rollback_ok)
+                  for k in _list(spec.get("require_better"), f"{where}: {stage}.require_better")]
+        gates.stages[stage] = rules
+    return gates
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list):
+        raise GateError(f"{where} must be a list")
+    for item in value:
+        if not isinstance(item, str):
+            raise GateError(f"{where}: {str(item)[:40]!r} is not a rule (write it as a string)")
+    return value
+
+
+def _check_stage_key(key: Any, where: str) -> None:
+    from kgit.registry.versions import check_name, check_stage
+
+    if not isinstance(key, str):
+        raise GateError(f"{where}: stage {str(key)[:40]!r} is not a stage name")
+    name, sep, stage = key.rpartition("#")
+    try:
+        check_stage(stage)
+        if sep:
+            check_name(name)
+    except KgitError:
+        raise GateError(f"{where}: {key[:40]!r} is not a stage (prod) or a model's stage (mnist#prod)") from None
+
+
+def read(repo: Repo, rev: str = "HEAD", where: str = GATES_FILE) -> Gates:
+    """The gates committed at ``rev`` (works in a bare repository; none if the file or commit is absent)."""
+    commit = repo.git("rev-parse", "--verify", "-q", f"{rev}^{{commit}}", check=False)
+    if not commit:
+        return Gates()
+    text = repo.show_file(commit, GATES_FILE)
+    if text is None:
+        return Gates(commit=commit)
+    gates = parse(text, f"{where} (at {commit[:8]})")
+    gates.commit = commit
+    return gates
+
+
+def read_on_server(repo: Repo) -> Gates:
+    """The gates a bare repository applies to pushed stage tags: those committed on its HEAD branch
+    (before the push, as refs are while pre-receive runs). If HEAD names no existing branch (a bare
+    repository made with git's default ``master`` while the team pushes ``main``) or is not a
+    branch, every branch's rules at once, the strictest reading, never none; ``note`` then says so
+    and how to fix HEAD."""
+    head = repo.git("symbolic-ref", "-q", "HEAD", check=False)
+    if head.startswith("refs/heads/") and repo.git("rev-parse", "--verify", "-q", f"{head}^{{commit}}", check=False):
+        return read(repo, head)
+    what = f"HEAD names {head}, which does not exist" if head else "HEAD is not a branch"
+    fix = "point HEAD at the team's branch in the bare repository: git symbolic-ref HEAD refs/heads/main"
+    branches = [b[len("refs/heads/"):] for b in repo.git("for-each-ref", "--format=%(refname)", "refs/heads").split()]
+    try:
+        merged = union([(b, read(repo, f"refs/heads/{b}", f"{GATES_FILE} on {b}")) for b in branches])
+    except GateError as exc:
+        raise GateError(f"{exc} ({what}, so every branch's gates apply; {fix})") from None
+    merged.note = f"{what}: the promotion gates of every branch apply ({len(branches)} branch(es)); {fix}"
+    return merged
+
+
+def union(parts: Sequence[tuple[str, Gates]]) -> Gates:
+    """Every rule of every ``(label, gates)``, for each stage: a promotion must pass them all. Two
+    that declare opposite directions for a metric are a GateError (no rule could pass both)."""
+    out = Gates()
+    declared: dict[str, list[str]] = {}
+    for label, gates in parts:
+        for key, direction in gates.directions.items():
+            declared.setdefault(key, []).append(f"{label}: {direction}")
+            if out.directions.setdefault(key, direction) != direction:
+                raise GateError(f"{GATES_FILE} says {key} is better both ways ({', '.join(declared[key])}): "
+                                "no promotion could pass both")
+        for stage, rules in gates.stages.items():
+            have = out.stages.setdefault(stage, [])
+            same = {(r.key, r.op, r.value, r.rollback_ok) for r in have}
+            have += [r for r in rules if (r.key, r.op, r.value, r.rollback_ok) not in same]
+    return out
+
+
+def directions(repo: Repo | str | os.PathLike[str] = ".") -> dict[str, str]:
+    """Per metric key, "max" (higher is better) or "min", as declared in the committed
+    ``.kgit/gates.yaml`` at HEAD (``repo``: a Repo or a path); keys not declared are "max" (look
+    them up with ``.get(key, "max")``). Git only; GateError if the committed file is malformed."""
+    from kgit.store.git_ops import Repo as GitRepo
+
+    return dict(read(repo if isinstance(repo, GitRepo) else GitRepo(repo)).directions)
+
+
+def waived(rule: Rule, rollback: bool) -> bool:
+    """Whether ``rule`` does not apply: a rollback skips the require_better rules of an entry with
+    ``allow_rollback: true``."""
+    return rollback and rule.op == "better" and rule.rollback_ok
+
+
+def failures(rules: Sequence[Rule], candidate: Release, incumbent: Release | None, gates: Gates, *,
+             rollback: bool = False, incumbent_is: str = "in the stage now") -> list[str]:
+    """One line per rule ``candidate`` does not pass (empty: it may be promoted). ``incumbent``: the
+    version a "better" rule compares with (kgit.registry.stage_checks: the stage's last holder), described
+    as ``incumbent_is``; ``rollback``: the promotion is a rollback (see ``waived``)."""
+    out = []
+    label = f"{candidate.name}@{candidate.version}"
+    for rule in rules:
+        if waived(rule, rollback):
+            continue
+        value = candidate.metrics.get(rule.key)
+        where = f"rule `{rule.text}` ({rule.source})"
+        if value is None:
+            have = ", ".join(sorted(candidate.metrics)[:5]) or "none"
+            out.append(f"{where}: {label} has no metric {rule.key} (it has: {have})")
+            continue
+        if rule.op == "better":
+            old = incumbent.metrics.get(rule.key) if incumbent is not None else None
+            if incumbent is None or old is None or incumbent.tag == candidate.tag:
+                continue  # nothing to beat: the stage never had a version, or it never recorded the metric
+            direction = gates.direction(rule.key)
+            if not metrics.is_better(value, old, direction):
+                word = "lower" if direction == "min" else "higher"
+                why = (" (a rollback skips require_better only where the stage's entry in "
+                       f"{GATES_FILE} sets `allow_rollback: true`)" if rollback else "")
+                out.append(f"{where}: {label} has {rule.key} {value:g}, {incumbent.name}@{incumbent.version} "
+                           f"({incumbent_is}) has {old:g}; {word} is better{why}")
+            continue
+        assert rule.value is not None
+        passed = {">=": value >= rule.value, "<=": value <= rule.value, ">": value > rule.value,
+                  "<": value < rule.value, "==": value == rule.value}[rule.op]
+        if not passed:
+            out.append(f"{where}: {label} has {rule.key} {value:g}")
+    return out

@@ -1,0 +1,216 @@
+"""Are a release's bytes where they must be? Object presence in the DVC cache and in a DVC remote.
+
+``dvc push`` exits 0 when objects are missing from the local cache (it only warns), so kgit checks
+for itself: before uploading, that the cache holds every object of each version; after uploading,
+that the remote does, before anything is recorded as published. The server-side hook asks the same
+of a remote given by URL. Each version folder is one DVC directory object (``<md5>.dir``, a JSON
+list of its files) plus one object per file; all of them must be present.
+
+DVC (its object database and filesystems) is imported lazily, only here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from kgit.core.errors import KgitError
+from kgit.store.dvc_remotes import Where, failure, one_line_of, scheme_of
+
+
+def _dir_entries(odb: Any, oid: str) -> list[str] | None:
+    """File object ids listed by the directory object ``oid``; None if it cannot be read."""
+    try:
+        with odb.fs.open(odb.oid_to_path(oid), mode="r") as fh:
+            entries = json.load(fh)
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(entries, list):
+        return None
+    oids = []
+    for e in entries:
+        md5 = e.get("md5") if isinstance(e, dict) else None
+        if not isinstance(md5, str):
+            return None
+        oids.append(md5)
+    return oids
+
+
+def missing(odb: Any, oids: Iterable[str], where: Where | None = None) -> dict[str, list[str]]:
+    """For each top-level object id (a version folder's ``.dir`` hash, or a file hash), the objects
+    of it that ``odb`` lacks (the id itself if its listing is absent or unreadable). Empty: all there.
+    ``where`` names the storage in error messages."""
+    result: dict[str, list[str]] = {}
+    top = list(dict.fromkeys(oids))
+    try:
+        # oids_exist, not exists(): an object store's exists() answers False for an unreachable
+        # server or refused credentials, where a listing raises
+        present_top = set(odb.oids_exist(top))
+        for oid in top:
+            if oid not in present_top:
+                result[oid] = [oid]
+                continue
+            if not oid.endswith(".dir"):
+                continue
+            files = _dir_entries(odb, oid)
+            if files is None:
+                result[oid] = [oid]
+                continue
+            present = set(odb.oids_exist(sorted(set(files))))
+            absent = sorted(set(files) - present)
+            if absent:
+                result[oid] = absent
+    except Exception as exc:  # a remote's filesystem raises its own errors (network, auth)
+        if where is None:
+            raise KgitError(f"cannot read the DVC storage at {odb.path}: {one_line_of(exc)}") from None
+        raise KgitError(failure(exc, where)) from None
+    return result
+
+
+MAX_METADATA_BYTES = 16 << 20
+
+
+Identity = tuple[str, str, str]  # (model, version, format) as a release tag names them
+
+
+def identity_problems(odb: Any, wanted: list[tuple[str, Identity]],
+                      where: Where | None = None) -> list[tuple[str, Identity, str]]:
+    """For each (version folder's ``.dir`` object id, the release its tag says it is) in ``wanted``,
+    what the ``metadata.json`` inside the data says if it names another release (a tag made by hand
+    over another release's data). Only the listing and that one small file are read; objects
+    ``odb`` lacks are skipped (``missing`` reports them)."""
+    found: list[tuple[str, Identity, str]] = []
+    try:
+        for oid, want in wanted:
+            if not oid.endswith(".dir") or not odb.exists(oid):
+                continue
+            with odb.fs.open(odb.oid_to_path(oid), mode="r") as fh:
+                entries = json.load(fh)
+            entry = next((e for e in entries if isinstance(e, dict) and e.get("relpath") == "metadata.json"), None) \
+                if isinstance(entries, list) else None
+            md5 = entry.get("md5") if entry is not None else None
+            if not isinstance(md5, str) or not odb.exists(md5):
+                found.append((oid, want, "its data holds no metadata.json"))
+                continue
+            with odb.fs.open(odb.oid_to_path(md5), mode="rb") as fh:
+                raw = fh.read(MAX_METADATA_BYTES + 1)
+            try:
+                meta = json.loads(raw) if len(raw) <= MAX_METADATA_BYTES else None
+            except (ValueError, RecursionError):
+                meta = None
+            said = tuple(str(meta.get(k))[:64] for k in ("name", "version", "format")) if isinstance(meta, dict) else None
+            if said != want:
+                what = ":".join(said) if said else "unreadable"
+                found.append((oid, want, f"the metadata.json in its data is for {what}, not {':'.join(want)}"))
+    except Exception as exc:  # a remote's filesystem raises its own errors (network, auth)
+        if where is None:
+            raise KgitError(f"cannot read the DVC storage at {odb.path}: {one_line_of(exc)}") from None
+        raise KgitError(failure(exc, where)) from None
+    return found
+
+
+def local_identity(root: Path, oid: str) -> Identity | None:
+    """The (model, version, format) that the ``metadata.json`` of version folder ``oid`` names, read
+    from the repository's local DVC cache (its default place, ``.dvc/cache``) without importing
+    DVC; None when the cache does not hold it."""
+    def read(md5: str, limit: int) -> bytes | None:
+        path = root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+        try:
+            with path.open("rb") as fh:
+                data = fh.read(limit + 1)
+        except OSError:
+            return None
+        return data if len(data) <= limit else None
+
+    listing = read(oid, MAX_METADATA_BYTES) if oid.endswith(".dir") else None
+    try:
+        entries = json.loads(listing) if listing is not None else None
+        entry = next((e for e in entries if isinstance(e, dict) and e.get("relpath") == "metadata.json"), None) \
+            if isinstance(entries, list) else None
+        md5 = entry.get("md5") if entry is not None else None
+        raw = read(md5, MAX_METADATA_BYTES) if isinstance(md5, str) and len(md5) == 32 and md5.isalnum() else None
+        meta = json.loads(raw) if raw is not None else None
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(meta, dict):
+        return None
+    name, version, fmt = (meta.get(k) for k in ("name", "version", "format"))
+    return (name, version, fmt) if all(isinstance(x, str) for x in (name, version, fmt)) else None  # type: ignore[return-value]
+
+
+def missing_in_cache(root: Path, oids: Iterable[str]) -> dict[str, list[str]]:
+    """What of ``oids`` the repository's local DVC cache lacks."""
+    from kgit.store.dvc_ops import open_repo
+
+    with open_repo(root) as repo:
+        return missing(repo.cache.local, oids)
+
+
+def missing_in_remote(root: Path, remote: str, oids: Iterable[str]) -> dict[str, list[str]]:
+    """What of ``oids`` the repository's DVC remote ``remote`` lacks (its config, credentials included)."""
+    return check_remote(root, remote, oids)[0]
+
+
+def check_remote(root: Path, remote: str, oids: Iterable[str], wanted: list[tuple[str, Identity]] | None = None
+                 ) -> tuple[dict[str, list[str]], list[tuple[str, Identity, str]]]:
+    """``missing_in_remote`` and ``identity_problems`` of ``wanted``, in one opening of the remote."""
+    from kgit.store.dvc_ops import open_repo
+
+    with open_repo(root) as repo:
+        odb, where = _remote_odb(repo, remote)
+        return missing(odb, oids, where), identity_problems(odb, wanted or [], where)
+
+
+def _remote_odb(repo: Any, remote: str) -> tuple[Any, Where]:
+    """The object database of DVC remote ``remote`` (its settings and credentials as DVC merges them)."""
+    conf = dict(repo.config["remote"].get(remote) or {})
+    where = Where.of(remote, str(conf.get("url", "")), conf)
+    try:
+        return repo.cloud.get_remote_odb(remote), where
+    except Exception as exc:
+        raise KgitError(failure(exc, where, "open")) from None
+
+
+def presence(root: Path, remote: str, oids: Iterable[str]) -> tuple[dict[str, list[str]], dict[str, list[str]] | None]:
+    """What of ``oids`` the local DVC cache lacks, then (only if the cache has everything: None
+    otherwise) what the DVC remote ``remote`` lacks, in one opening of the repository. Reaching the
+    remote here turns an unreachable server or refused credentials into one clear line before
+    anything is uploaded."""
+    from kgit.store.dvc_ops import open_repo
+
+    oids = list(oids)
+    with open_repo(root) as repo:
+        in_cache = missing(repo.cache.local, oids)
+        if in_cache:
+            return in_cache, None
+        url = str((repo.config["remote"].get(remote) or {}).get("url", ""))
+        try:
+            odb, where = _remote_odb(repo, remote)
+            return in_cache, missing(odb, oids, where)
+        except KgitError:
+            if scheme_of(url) is None:  # a folder: `dvc push` creates it, or says why it cannot
+                return in_cache, {oid: [oid] for oid in oids}
+            raise
+
+
+def missing_at_url(url: str, oids: Iterable[str], options: dict[str, Any] | None = None) -> dict[str, list[str]]:
+    """What of ``oids`` the DVC remote at ``url`` lacks (no repository needed: the server hook).
+    ``options`` are the remote's DVC settings (``endpointurl``, ``region``, ...)."""
+    odb, where = odb_at_url(url, options)
+    return missing(odb, oids, where)
+
+
+def odb_at_url(url: str, options: dict[str, Any] | None = None) -> tuple[Any, Where]:
+    """The object database of the DVC remote at ``url`` (no repository needed: the server hook)."""
+    from dvc.fs import get_cloud_fs
+    from dvc_data.hashfile.db import HashFileDB
+
+    where = Where.of(None, url, options)
+    try:
+        cls, conf, path = get_cloud_fs({}, url=url, **(options or {}))
+        fs = cls(**conf)
+    except Exception as exc:
+        raise KgitError(failure(exc, where, "open")) from None
+    return HashFileDB(fs, fs.join(path, "files", "md5")), where

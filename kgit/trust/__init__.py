@@ -1,0 +1,2 @@
+"""Whom a clone trusts (``keyring``: keys, endorsements, the signing policy anchored in
+``.git/kgit/``) and release signatures (``signing``)."""
