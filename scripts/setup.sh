@@ -4,7 +4,7 @@
 #   bash scripts/setup.sh --test   also the test tools, the model libraries the tests use, an
 #                                  OpenSSH server for the SSH-remote tests, DVC's S3 plugin and
 #                                  moto's S3 server for the S3-remote tests (the tests start it),
-#                                  and Chromium for the report tests
+#                                  Chromium for the report tests, and MkDocs for the documentation
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-}
@@ -33,7 +33,7 @@ target=.
 check="import kgit, tensorflow, dvc, git, typer"
 if [ "$mode" = "--test" ]; then
   target='.[test]'
-  check="$check, keras_hub, pytest, xdist, hypothesis, importlinter, dvc_s3, moto.server, boto3, playwright"
+  check="$check, keras_hub, pytest, xdist, hypothesis, importlinter, dvc_s3, moto.server, boto3, playwright, mkdocs, material"
 fi
 .venv/bin/python -m pip install -q --upgrade pip "setuptools>=77" 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -m pip install -q -e "$target" 2>&1 | grep -v "^WARNING: Location" || true
