@@ -1,4 +1,4 @@
-"""A picture of a model's page of the registry report, taken in headless Chromium (for the README).
+"""A picture of a model's page of the registry report, taken in headless Chromium (for the documentation, docs/report.md).
 
     .venv/bin/python scripts/screenshot.py REPO MODEL [--out docs/report.png]
 

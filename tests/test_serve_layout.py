@@ -218,7 +218,7 @@ def test_rerun_follows_promotions_and_changes_nothing_when_nothing_is_new(w: Wor
                            ("v1", V1, (), "removed")}
     assert sorted(os.listdir(out / "srv")) == [str(V2), str(V21)]
     assert config_of(out)["srv"][2:] == ([V2, V21], {"prod": V21, "staging": V2})
-    # prod moved onto a version this run added: TF Serving needs to be told (see the README)
+    # prod moved onto a version this run added: TF Serving needs to be told (see docs/operations.md)
     assert first["notes"] == [] and len(moved["notes"]) == 1
     assert f"label prod of srv moves to {V21}" in moved["notes"][0]
     assert "--force_allow_any_version_labels_for_unavailable_models" in moved["notes"][0]

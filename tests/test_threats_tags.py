@@ -1,6 +1,6 @@
 """Attacks on release identity with ordinary git and DVC commands, refused by kgit's client side.
 
-Each test reproduces one attack from the threat model (README, "Threat model"): tag replaced (1),
+Each test reproduces one attack from the threat model (docs/threat-model.md): tag replaced (1),
 shadow/downgrade tags (2), data lost before the push (3), a repository-controlled hook command (6),
 malformed tags isolated to their release (8). The server-side half is in test_server_hook.py.
 """

@@ -370,7 +370,7 @@ def pre_receive(text: str, repo: Repo | None = None) -> int:
     for note in verdict.notes:
         sys.stderr.write(f"kgit: note: {note}\n")
     sys.stderr.write("kgit: push rejected by kgit's server hook: released models are immutable and must be "
-                     "complete (see `kgit check` and the README's threat model)\n")
+                     "complete (see `kgit check` and kgit's threat model, docs/threat-model.md)\n")
     return 1
 
 
