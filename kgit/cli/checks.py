@@ -149,7 +149,7 @@ app.add_typer(server_app, name="server")
 @server_app.command("install")
 def server_install(
     bare_repo: str = typer.Argument(..., metavar="BARE_REPO", help="Path of the bare git repository (on the server)."),
-    remote: str = typer.Option(None, "--remote", "-r", metavar="URL",
+    remote: str = typer.Option(None, "--remote", "-r", metavar="PATH_OR_URL",
                                help="The DVC remote pushed releases must be in (default: the one in each release commit's .dvc/config)."),
     remote_option: list[str] = typer.Option(
         [], "--remote-option", metavar="KEY=VALUE",
