@@ -3,6 +3,7 @@ line that suggests the one probably meant, from one helper (kgit.core.errors.did
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,10 @@ def test_known_names_still_work(registry: Path, monkeypatch: pytest.MonkeyPatch,
     assert versions[:3] == ["v2.1.0", "v2", "v1"]  # best accuracy first; cats (no metrics) last
     code, out, _ = run_main(registry, "diff", "mnist@v1", "mnist@v2", "-m", "accuracy", monkeypatch=monkeypatch, capsys=capsys)
     assert code == 0 and "accuracy" in out and "val.loss" not in out
+    code, out, _ = run_main(registry, "diff", "mnist@v1", "mnist@v2", "-m", "accuracy", "--json", monkeypatch=monkeypatch, capsys=capsys)
+    diffed = json.loads(out)
+    assert [m["key"] for m in diffed["metrics"]] == ["accuracy"]
+    assert [c["key"] for c in diffed["changes"] if c["section"] == "metrics"] == ["accuracy"]
 
 
 def test_a_gate_on_a_misspelt_metric_names_the_one_meant(registry: Path, monkeypatch: pytest.MonkeyPatch,

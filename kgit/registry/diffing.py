@@ -80,8 +80,9 @@ def diff(repo: Repo, ref_a: str, ref_b: str, *, metrics: Sequence[str] = ()) -> 
         check_known(key, [*rels[0].metrics, *rels[1].metrics], "--metric", f"{label[0]} or {label[1]}")
     changes = compare(rels[0], catalog.metadata(repo, rels[0]), rels[1], catalog.metadata(repo, rels[1]))
     deltas = metric_deltas(rels[0], rels[1], gates.directions(repo))
-    if metrics:
+    if metrics:  # only those, in the order asked
         deltas = [d for key in dict.fromkeys(metrics) for d in deltas if d["key"] == key]
+        changes = [c for c in changes if c.section != "metrics" or c.key in metrics]
     return {"a": label[0], "b": label[1], "changes": [asdict(c) for c in changes], "metrics": deltas}
 
 
