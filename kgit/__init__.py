@@ -1,10 +1,22 @@
 """kgit: immutable, validated, versioned Keras model releases in your git repository, stored with DVC.
 
     import kgit
+    kgit.init(".")                   # once per repository: DVC, a default remote, git hooks
     record = kgit.release(model, "mnist", formats=["savedmodel", "keras"], dataset_id="mnist-2026-11")
-    model = kgit.load("mnist", "v2")
+    model = kgit.load("mnist@v2")    # or "mnist@latest", "mnist#prod", or "mnist", version="v2"
 
-Importing kgit is cheap: TensorFlow and DVC are imported only when a function needs them.
+The public API, by task (``help(kgit.release)`` and so on for each):
+
+    make releases     init, release
+    read them         list_releases, show, history, diff, report   (git only: no TensorFlow, no download)
+    use them          get (fetch one version's data), load (its Keras model), serve_layout (TF Serving)
+    check them        validate (reload and compare), verify (signatures), check (what the server hook checks)
+    stages            promote, rollback, demote, deprecate
+    types             ReleaseRecord (what release returns), ReleaseView (what show returns), KgitError
+
+Every expected failure raises KgitError, whose one-line message says what failed and what to do
+next. The command line (``kgit --help``) calls these same functions. Importing kgit is cheap:
+TensorFlow and DVC are imported only when a function needs them.
 """
 
 from __future__ import annotations
@@ -76,3 +88,8 @@ def __getattr__(name: str) -> Any:
 
         return getattr(api, name)
     raise AttributeError(f"module 'kgit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # The public API is resolved lazily (``__getattr__``): list it too, for dir(), completion and help().
+    return sorted(set(__all__) | set(globals()))

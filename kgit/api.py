@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from kgit.core.errors import KgitError, ReleaseNotFoundError
+from kgit.core.errors import KgitError
 from kgit.core.metadata import Metadata
 from kgit.registry import catalog
 from kgit.registry.versions import check_name, release_ref
@@ -112,29 +112,38 @@ class ReleaseView:
 
     release: catalog.Release
     metadata: Metadata
+    deprecation_note: str | None = None  # the --note of `kgit deprecate`, when deprecated with one
 
     def to_dict(self) -> dict[str, Any]:
         rel = self.release
         return {"tag": rel.tag, "release_commit": rel.commit, "formats": rel.formats, "stages": rel.stages,
-                "deprecated": rel.deprecated, **self.metadata.to_dict()}
+                "deprecated": rel.deprecated, "deprecation_note": self.deprecation_note, **self.metadata.to_dict()}
 
 
 def list_releases(name: str | None = None, repo: PathLike = ".", *,
                   sort: str | None = None, columns: Sequence[str] = ()) -> list[catalog.Release]:
     """Every release (of one model if ``name``), from git tags alone; with ``sort`` (a metric key),
     best first (direction from ``.kgit/gates.yaml``, default higher is better), those without it last.
-    ``columns``: metric keys the caller will show, checked to be valid metric names."""
+    ``columns``: metric keys the caller will show. A model, sort key or column that none of the
+    releases has is refused (ReleaseNotFoundError, MetricError), suggesting the one probably meant."""
     from kgit.core import metrics
 
-    for key in columns:
-        metrics.check_key(key, "--metric")
+    for key in [*columns, *([sort] if sort is not None else [])]:
+        metrics.check_key(key, "--sort" if key == sort else "--metric")
     git = Repo(repo)
     rels = catalog.releases(git, name)
+    if name is not None and not rels:
+        raise catalog.no_model(git, name)
+    known = {key for r in rels for key in r.metrics}
+    among = f"the releases of {name}" if name else "any release"
+    for key in columns if rels else ():
+        metrics.check_known(key, known, "--metric", among)
     if sort is None:
         return rels
     from kgit.registry import gates
 
-    metrics.check_key(sort, "--sort")
+    if rels:
+        metrics.check_known(sort, known, "--sort", among)
     return metrics.sort_releases(rels, sort, gates.directions(git).get(sort, "max"))
 
 
@@ -162,11 +171,17 @@ def read_params_file(file: PathLike) -> dict[str, Any]:
 
 def show(ref: str, version: str | None = None, *, stage: str | None = None, format: str | None = None,
          repo: PathLike = ".") -> ReleaseView:
-    """A release and the metadata of one of its formats (default: the first), from git alone
-    (works before `dvc pull`)."""
+    """A release and the metadata of one of its formats (default: the first), with the note it was
+    deprecated with, if any; from git alone (works before `dvc pull`)."""
     git = Repo(repo)
     rel = catalog.resolve(git, *release_ref(ref, version, stage))
-    return ReleaseView(rel, catalog.metadata(git, rel, format))
+    view = ReleaseView(rel, catalog.metadata(git, rel, format))
+    if rel.deprecated:
+        from kgit.registry import stage_checks
+        from kgit.registry.versions import Version
+
+        view.deprecation_note = stage_checks.deprecation_note(git, rel.name, Version.parse(rel.version))
+    return view
 
 
 def get(ref: str, version: str | None = None, *, stage: str | None = None, formats: list[str] | None = None,
@@ -199,12 +214,13 @@ def load(ref: str, version: str | None = None, *, stage: str | None = None, form
                             unsafe=unsafe)
 
 
-def diff(ref_a: str, ref_b: str, *, repo: PathLike = ".") -> dict[str, Any]:
-    """What changed between two releases (hyperparameters, dataset, signature, formats, sizes,
-    library versions...), from git alone."""
+def diff(ref_a: str, ref_b: str, *, metrics: Sequence[str] = (), repo: PathLike = ".") -> dict[str, Any]:
+    """What changed between two releases (metrics, hyperparameters, dataset, signature, formats,
+    sizes, library versions...), from git alone. ``metrics``: only these metric keys in the
+    ``metrics`` comparison (a key neither release has is refused)."""
     from kgit.registry import diffing
 
-    return diffing.diff(Repo(repo), ref_a, ref_b)
+    return diffing.diff(Repo(repo), ref_a, ref_b, metrics=metrics)
 
 
 # -- serving -----------------------------------------------------------------------------------
@@ -267,8 +283,8 @@ def deprecate(ref: str, *, version: str | None = None, note: str | None = None, 
 
 
 def history(name: str, *, repo: PathLike = ".") -> list[catalog.HistoryEvent]:
-    """Every event of a model (released, promoted, rolled back, demoted, deprecated) with who, when
-    and the commit. A rollback is a promotion tag whose message says so and that goes back to a
+    """Every event of a model (released, promoted, rolled back, demoted, deprecated) with who, when,
+    the commit and the note given (``--note``). A rollback is a promotion tag whose message says so and that goes back to a
     version that held the stage before (kgit.registry.stage_checks)."""
     from dataclasses import replace
 
@@ -278,9 +294,10 @@ def history(name: str, *, repo: PathLike = ".") -> list[catalog.HistoryEvent]:
     git = Repo(repo)
     reg = catalog.read(git, name)
     if not reg.events:
-        raise ReleaseNotFoundError(f"no releases of model {name!r}: see `kgit list`")
+        raise catalog.no_model(git, name)
     rolled = stage_checks.rollbacks(git, reg, name)
-    return [replace(e, event="rolled back") if e.tag in rolled else e for e in reg.events]
+    notes = stage_checks.event_notes(git, [name])
+    return [replace(e, event="rolled back" if e.tag in rolled else e.event, note=notes.get(e.tag)) for e in reg.events]
 
 
 # -- the registry page -------------------------------------------------------------------------
@@ -293,20 +310,25 @@ def report(names: list[str] | None = None, *, out: PathLike = "kgit-report", rep
 
 
 # -- checks ------------------------------------------------------------------------------------
-def validate(refs: list[str] | None = None, *, all: bool = False, recheck: bool = False,
-             repo: PathLike = ".", progress: Any = None, unsafe: bool = False) -> list[FolderResult]:
+def validate(refs: list[str] | None = None, *, all: bool = False, formats: list[str] | None = None,
+             recheck: bool = False, repo: PathLike = ".", progress: Any = None,
+             unsafe: bool = False) -> list[FolderResult]:
     """Check released versions (see kgit.workflow.validating); returns one result per version and format.
     With ``all`` (or no ``refs``), every release; inside the pre-push hook's validation stage, the
-    releases being pushed. ``unsafe``: let the round trip run the code a release carries (a Lambda
-    layer); without it such a release fails its ``code`` check (unless validated here before)."""
+    releases being pushed. ``formats``: only these formats of the releases ``refs`` names, whose
+    data must be here (a format not released, or not fetched, is refused before anything is loaded).
+    ``unsafe``: let the round trip run the code a release carries (a Lambda layer); without it such
+    a release fails its ``code`` check (unless validated here before)."""
     from kgit.guard import client_hooks
     from kgit.workflow import validating
 
     git = Repo(repo)
-    if all or not refs:
+    if formats and not refs:
+        refs = None  # refused by targets_for: formats are checked in named releases
+    elif all or not refs:
         refs = client_hooks.stage_targets()
-    return validating.check(git, validating.targets_for(git, refs), use_record=not recheck, progress=progress,
-                            unsafe=unsafe)
+    return validating.check(git, validating.targets_for(git, refs, formats), use_record=not recheck,
+                            progress=progress, unsafe=unsafe)
 
 
 def verify(refs: list[str] | None = None, *, repo: PathLike = ".") -> list[FolderResult]:

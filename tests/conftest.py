@@ -60,6 +60,25 @@ def kgit(cwd: Path, *args: str, check: bool = False, env: dict[str, str] | None 
     return proc
 
 
+def run_main(cwd: Path, *args: str, monkeypatch: pytest.MonkeyPatch,
+             capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run kgit's command line in this process (no subprocess: fast) in ``cwd``, stdin an empty pipe
+    and stdout/stderr captured (not terminals, as in a pipe); returns (exit code, stdout, stderr)."""
+    import io
+
+    from kgit.cli import main
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def user_env(home: Path) -> dict[str, str]:
     """The environment of another user on this machine: own HOME (keys, config), this kgit on PATH."""
     home.mkdir(parents=True, exist_ok=True)

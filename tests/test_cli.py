@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import io
+import json
 from pathlib import Path
 
 import pytest
 import typer
-from conftest import kgit, snapshot
+from conftest import kgit, run_main, snapshot
 
 from kgit.cli import app
 
@@ -61,20 +61,6 @@ def test_list_with_no_releases(kgit_repo: Path) -> None:
 
 
 # -- refusals in process (fast tier): kgit's own entry point, a real repository, no subprocess ----
-def run_main(cwd: Path, *args: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    from kgit.cli import main
-
-    monkeypatch.chdir(cwd)
-    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # as from a pipe with nothing in it
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.mark.parametrize(("args", "expect"), [
     (("show", "nope@v1"), "no releases of model 'nope'"),
     (("show", "m@v9"), "v9"),
@@ -114,3 +100,83 @@ def test_list_and_show_read_a_synthetic_release_in_process(tmp_path: Path, monke
     assert [r[:2] for r in rows] == [["m", "v1"], ["m", "v2.0.0"]] and rows[0][3] == "keras,h5"
     assert "invalid: its message says v7, its name says v2.0.0" in out
     assert "1 tag(s) are not valid releases" in err
+
+
+# -- one name per concept; JSON wherever a script reads a result ---------------------------------
+def _leaf_commands() -> dict[str, object]:
+    """Every command as `kgit ...` names it, sub-commands (keys list, hooks install...) included."""
+    found = {}
+    pending = [("", _commands()[0])]
+    while pending:
+        prefix, group = pending.pop()
+        for name, cmd in group.commands.items():  # type: ignore[attr-defined]
+            if hasattr(cmd, "commands"):
+                pending.append((f"{prefix}{name} ", cmd))
+            elif not cmd.hidden:
+                found[f"{prefix}{name}"] = cmd
+    return found
+
+
+def _options(cmd: object, hidden: bool) -> set[str]:
+    return {opt for p in cmd.params if getattr(p, "param_type_name", "") == "option"  # type: ignore[attr-defined]
+            and bool(getattr(p, "hidden", False)) == hidden for opt in p.opts}
+
+
+# the former spellings, hidden and still accepted
+FORMER = {"--notes": "--note", "--custom-objects": "--custom-object", "--dvc-remote": "--remote",
+          "--dvc-remote-option": "--remote-option"}
+
+
+def test_every_command_that_reports_has_json() -> None:
+    commands = _leaf_commands()
+    assert {"list", "show", "history", "diff", "keys list", "keys policy", "validate", "check", "hooks install"} <= set(commands)
+    without = sorted(name for name, cmd in commands.items() if "--json" not in _options(cmd, hidden=False))
+    assert without == ["demo"]  # a guided walk-through, for people
+
+
+def test_one_option_name_per_concept() -> None:
+    visible = {name: _options(cmd, hidden=False) for name, cmd in _leaf_commands().items()}
+    hidden = {name: _options(cmd, hidden=True) for name, cmd in _leaf_commands().items()}
+    for old, new in FORMER.items():
+        having = [name for name, opts in hidden.items() if old in opts]
+        assert having, old
+        assert all(new in visible[name] for name in having), (old, having)
+        assert not any(old in opts for opts in visible.values()), old
+    # the same concept, the same name and short form everywhere
+    assert all("-f" in opts for name, opts in visible.items() if "--format" in opts)
+    assert all("-o" in opts for name, opts in visible.items() if "--out" in opts)
+    assert all("-r" in opts for name, opts in visible.items() if "--remote" in opts)
+    assert {name for name, opts in visible.items() if "--note" in opts} == {"release", "promote", "rollback", "demote", "deprecate"}
+    help_text = kgit(Path("."), "release", "--help").stdout
+    assert "--note" in help_text and "--notes" not in help_text and "--custom-objects" not in help_text
+
+
+def test_former_spellings_are_still_accepted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from conftest import git
+
+    bare = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", str(bare))
+    code, out, err = run_main(tmp_path, "server", "install", str(bare), "--dvc-remote", str(tmp_path / "store"), "--json",
+                              monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 0, err
+    assert any(str(tmp_path / "store") in change for change in json.loads(out)["changes"])
+    assert git(bare, "config", "--get", "kgit.dvcRemote") == str(tmp_path / "store")
+    code, _, err = run_main(tmp_path, "release", "m", "--from", "x.keras", "--note", "a", "--notes", "b",
+                            monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 1 and err == "kgit: error: --notes is the former spelling of --note: give --note once\n"
+
+
+# -- the Python API declares itself ----------------------------------------------------------------
+def test_dir_and_help_show_the_public_api() -> None:
+    import pydoc
+
+    import kgit
+
+    names = dir(kgit)
+    assert set(kgit.__all__) <= set(names) and names == sorted(names)
+    assert {"release", "load", "list_releases", "promote", "KgitError"} <= set(names)
+    text = pydoc.render_doc(kgit, renderer=pydoc.plaintext)
+    for name in ("release(", "load(", "list_releases(", "validate(", "class KgitError", "class ReleaseRecord"):
+        assert name in text, name
+    assert "make releases" in text

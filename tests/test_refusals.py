@@ -170,12 +170,12 @@ def test_unregistered_custom_class_names_the_class_and_both_fixes(repo_v1) -> No
     repo, _ = repo_v1
     assert_refused(repo, "release", "custom", "--from", "support.zoo:unregistered_model", expect="Unregistered")
     proc = kgit(repo, "release", "custom", "--from", "support.zoo:unregistered_model")
-    assert "register_keras_serializable" in proc.stderr and "--custom-objects" in proc.stderr
+    assert "register_keras_serializable" in proc.stderr and "--custom-object MODULE:Unregistered" in proc.stderr
 
 
 def test_custom_objects_option_makes_it_loadable(kgit_repo: Path) -> None:
     proc = kgit(kgit_repo, "release", "custom", "--from", "support.zoo:unregistered_model", "-f", "keras",
-                "--custom-objects", "support.zoo:Unregistered", "--json")
+                "--custom-object", "support.zoo:Unregistered", "--json")
     assert proc.returncode == 0, proc.stderr
     import json
 

@@ -325,7 +325,7 @@ def test_server_install_options(tmp_path: Path) -> None:
     assert secret.returncode == 1 and "credentials are not stored in the repository's config" in secret.stderr
     assert "abc123" not in secret.stderr
     bad = kgit(tmp_path, "server", "install", str(origin), "--dvc-remote-option", "endpoint=http://x")
-    assert bad.returncode == 1 and "--dvc-remote-option endpoint: DVC has no such setting" in bad.stderr
+    assert bad.returncode == 1 and "--remote-option endpoint: DVC has no such setting" in bad.stderr
     assert git(origin, "config", "--get-all", "kgit.dvcRemoteOption").splitlines() == [
         "endpointurl=http://127.0.0.1:9000", "region=eu-west-1"]
     assert "removed kgit.dvcRemoteOption" in kgit(tmp_path, "server", "uninstall", str(origin)).stderr

@@ -1,6 +1,7 @@
 """The command line: parse options, call kgit's Python API, render the result. Nothing else.
 
-Every expected failure is a KgitError: one line on stderr, exit 1. Ctrl-C exits 130.
+Every expected failure is a KgitError: one line on stderr, exit 1. A usage error (unknown command
+or option, missing argument) is one line too, exit 2. Ctrl-C exits 130.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typer.exceptions import TyperException
 # Importing the command modules registers their commands; this order is the order of `kgit --help`.
 from kgit.cli import releases, lifecycle, checks, serving, report  # noqa: F401
 # isort: on
-from kgit.cli.app import _state, app
+from kgit.cli.app import _state, app, printable
 from kgit.core.errors import KgitError, describe
 
 __all__ = ["app", "main"]
@@ -25,7 +26,7 @@ __all__ = ["app", "main"]
 
 # -- entry point ---------------------------------------------------------------------------------
 def _fail(message: str, code: int = 1) -> NoReturn:
-    sys.stderr.write(f"kgit: error: {message}\n")
+    sys.stderr.write(f"kgit: error: {printable(message)}\n")  # one line, whatever the message holds
     sys.exit(code)
 
 
@@ -46,13 +47,15 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(rv)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except TyperException as exc:  # usage errors: Typer's own message and exit code (2)
-        show = getattr(exc, "show", None)
-        if callable(show):
-            show()
+    except TyperException as exc:  # usage errors: Typer's message (with its "did you mean"), one line, exit 2
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a group named alone: its help
+            exc.show()  # type: ignore[attr-defined]
         else:
-            sys.stderr.write(f"kgit: error: {exc.format_message()}\n")
-        sys.exit(exc.exit_code or 2)
+            message = " ".join(str(exc.format_message()).split())
+            hint = f" (see `{ctx.command_path} -h`)" if ctx is not None else ""
+            sys.stderr.write(f"kgit: error: {printable(message)}{hint}\n")
+        sys.exit(getattr(exc, "exit_code", None) or 2)
     except (KeyboardInterrupt, typer.Abort):
         sys.stderr.write("kgit: interrupted\n")
         sys.exit(130)

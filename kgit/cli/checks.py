@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from kgit.cli.app import Steps, app, err, parse_key_values, print_json
+from kgit.cli.app import Steps, app, either, err, former, parse_key_values, print_json, write_table
 from kgit.core.errors import KgitError
 
 
@@ -15,6 +15,9 @@ from kgit.core.errors import KgitError
 @app.command()
 def validate(
     refs: list[str] = typer.Argument(None, metavar="[NAME@VERSION]...", help="Releases to check (default: all)."),
+    formats: list[str] = typer.Option([], "--format", "-f", metavar="FORMAT",
+                                      help="Only this format of the releases named (repeatable; default: every format). "
+                                      "Its data must be here: `kgit get NAME@VERSION -f FORMAT` fetches it."),
     all_: bool = typer.Option(False, "--all", help="Check every release."),
     recheck: bool = typer.Option(False, "--recheck", help="Check again even versions already validated at their current content."),
     unsafe: bool = typer.Option(False, "--unsafe", help="Let the reload run the code a release carries (a Python Lambda: a release made with --unsafe). Only if you trust who released it."),
@@ -24,7 +27,8 @@ def validate(
     from kgit import api
 
     with Steps(enabled=not json_out) as steps:
-        results = api.validate(refs or None, all=all_ or not refs, recheck=recheck, progress=steps, unsafe=unsafe)
+        results = api.validate(refs or None, all=all_ or not refs, formats=formats or None, recheck=recheck,
+                               progress=steps, unsafe=unsafe)
     _report(results, json_out)
     if not results:
         err("no releases to validate")
@@ -42,21 +46,18 @@ def _report(results: list[Any], json_out: bool, what: str = "checks") -> None:
                         + "; ".join(f"{r.folder} ({r.format}) {r.check}: {r.reason()}" for r in bad[:3]))
 
 
-def render_validation(results: list[Any], stderr: bool = False) -> None:
-    from rich.console import Console
-    from rich.table import Table
+_COLOURS = {"passed": "green", "cached": "green", "missing": "yellow"}
 
-    t = Table(box=None, header_style="bold")
-    for col in ("version", "format", "check", "result", "max abs diff", "reason"):
-        t.add_column(col)
-    colours = {"passed": "green", "cached": "green", "missing": "yellow", "failed": "red"}
+
+def render_validation(results: list[Any]) -> None:
+    rows, styles = [], []
     for r in results:
         diff = r.max_abs_diff
-        status = r.status if r.status != "cached" else "passed (cached)"
-        t.add_row(r.folder, r.format, r.check if not r.ok else "all",
-                  f"[{colours.get(r.status, 'red')}]{status}[/]", "-" if diff is None else f"{diff:.3g}",
-                  "" if r.ok else r.reason())
-    Console(stderr=stderr, soft_wrap=True).print(t)
+        rows.append([r.folder, r.format, r.check if not r.ok else "all",
+                     r.status if r.status != "cached" else "passed (cached)",
+                     "-" if diff is None else f"{diff:.3g}", "" if r.ok else r.reason()])
+        styles.append(_COLOURS.get(r.status, "red"))
+    write_table(["version", "format", "check", "result", "max abs diff", "reason"], rows, styles)
 
 
 @app.command()
@@ -78,22 +79,26 @@ app.add_typer(hooks_app, name="hooks")
 
 
 @hooks_app.command("install")
-def hooks_install() -> None:
+def hooks_install(json_out: bool = typer.Option(False, "--json", help="Print what changed as JSON.")) -> None:
     """Install kgit's pre-commit, pre-merge-commit and pre-push hooks (honours core.hooksPath; chains existing hooks)."""
     from kgit import api
 
-    changes = api.hooks_install()
-    for c in changes or ["kgit's hooks are already installed; nothing changed"]:
-        err(f"kgit: {c}")
+    _changes(api.hooks_install(), json_out, "kgit's hooks are already installed; nothing changed")
 
 
 @hooks_app.command("uninstall")
-def hooks_uninstall() -> None:
+def hooks_uninstall(json_out: bool = typer.Option(False, "--json", help="Print what changed as JSON.")) -> None:
     """Remove kgit's hooks and put back the hooks they chained."""
     from kgit import api
 
-    changes = api.hooks_uninstall()
-    for c in changes or ["no kgit hooks installed; nothing changed"]:
+    _changes(api.hooks_uninstall(), json_out, "no kgit hooks installed; nothing changed")
+
+
+def _changes(changes: list[str], json_out: bool, none: str) -> None:
+    if json_out:
+        print_json({"changes": changes})
+        return
+    for c in changes or [none]:
         err(f"kgit: {c}")
 
 
@@ -144,27 +149,33 @@ app.add_typer(server_app, name="server")
 @server_app.command("install")
 def server_install(
     bare_repo: str = typer.Argument(..., metavar="BARE_REPO", help="Path of the bare git repository (on the server)."),
-    dvc_remote: str = typer.Option(None, "--dvc-remote", metavar="URL", help="The DVC remote pushed releases must be in (default: the one in each release commit's .dvc/config)."),
-    dvc_remote_option: list[str] = typer.Option(
-        [], "--dvc-remote-option", metavar="KEY=VALUE",
+    remote: str = typer.Option(None, "--remote", "-r", metavar="PATH_OR_URL",
+                               help="The DVC remote pushed releases must be in (default: the one in each release commit's .dvc/config)."),
+    remote_option: list[str] = typer.Option(
+        [], "--remote-option", metavar="KEY=VALUE",
         help="A DVC setting of that remote, e.g. endpointurl=http://minio:9000, region=eu-west-1, profile=NAME; repeatable "
         "(replaces the ones set before). Not credentials: the hook takes those from the server's environment "
         "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ~/.aws)."),
+    dvc_remote: str = former("--dvc-remote", "--remote"),
+    dvc_remote_option: list[str] = former("--dvc-remote-option", "--remote-option", many=True),
+    json_out: bool = typer.Option(False, "--json", help="Print what changed as JSON."),
 ) -> None:
     """Install kgit's pre-receive hook in a bare repository (chains an existing one). It refuses moved or deleted release/stage tags, inconsistent releases, releases whose data is not in the DVC remote, and more: `--no-verify` cannot skip it."""
     from kgit import api
 
-    options = parse_key_values(dvc_remote_option, "--dvc-remote-option")
-    for c in api.server_install(bare_repo, dvc_remote, options) or ["kgit's server hook is already installed; nothing changed"]:
-        err(f"kgit: {c}")
+    remote = either(remote, dvc_remote, "--remote", "--dvc-remote")
+    options = parse_key_values(either(remote_option, dvc_remote_option, "--remote-option", "--dvc-remote-option"),
+                               "--remote-option")
+    _changes(api.server_install(bare_repo, remote, options), json_out,
+             "kgit's server hook is already installed; nothing changed")
 
 
 @server_app.command("uninstall")
 def server_uninstall(
     bare_repo: str = typer.Argument(..., metavar="BARE_REPO", help="Path of the bare git repository."),
+    json_out: bool = typer.Option(False, "--json", help="Print what changed as JSON."),
 ) -> None:
     """Remove kgit's pre-receive hook and put back the hook it chained."""
     from kgit import api
 
-    for c in api.server_uninstall(bare_repo) or ["no kgit server hook installed; nothing changed"]:
-        err(f"kgit: {c}")
+    _changes(api.server_uninstall(bare_repo), json_out, "no kgit server hook installed; nothing changed")

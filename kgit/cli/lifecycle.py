@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from kgit.cli.app import Steps, app, err, print_json
+from kgit.cli.app import Steps, app, err, out, print_json, write_table
 
 
 # -- stages ----------------------------------------------------------------------------------------
@@ -101,22 +101,16 @@ def history(
     name: str = typer.Argument(..., help="The model."),
     json_out: bool = typer.Option(False, "--json", help="Print the events as JSON."),
 ) -> None:
-    """Every event of a model (released, promoted, rolled back, demoted, deprecated): who, when, commit; from tags."""
+    """Every event of a model (released, promoted, rolled back, demoted, deprecated): who, when, commit and the --note given; from tags."""
     from kgit import api
 
     events = api.history(name)
     if json_out:
         print_json([e.to_dict() for e in events])
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(box=None, header_style="bold")
-    for col in ("when", "event", "version", "stage", "who", "commit"):
-        t.add_column(col)
-    for e in events:
-        t.add_row(e.when.replace("T", " ")[:19], e.event, e.version or "-", e.stage or "-", e.who.split(" <")[0], e.commit[:8])
-    Console(soft_wrap=True).print(t)
+    rows = [[e.when.replace("T", " ")[:19], e.event, e.version or "-", e.stage or "-", e.who.split(" <")[0],
+             e.commit[:8], e.note or ""] for e in events]
+    write_table(["when", "event", "version", "stage", "who", "commit", "note"], rows)
 
 
 # -- signing -----------------------------------------------------------------------------------
@@ -195,14 +189,18 @@ def keys_accept(
 @keys_app.command("policy")
 def keys_policy(
     value: str = typer.Argument(None, metavar="[off|optional|required]", help="The new policy; omit to print the one in force."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Show or set the signing policy (committed in .kgit/signing.yaml; a weakening is signed with your
     trusted key, else accepted in this clone only)."""
     from kgit import api
 
     result = api.keys_policy(value)
+    if json_out:
+        print_json(result)
+        return
     if value is None:
-        typer.echo(result["policy"])
+        out(result["policy"])
         if result["note"]:
             err(f"kgit: {result['note']}")
         return
@@ -224,12 +222,12 @@ def keys_list(json_out: bool = typer.Option(False, "--json", help="Print the key
     if json_out:
         print_json(data)
         return
-    typer.echo(f"policy: {data['policy']} (in {data['policy_file']}: {data['tree_policy']}; pinned: {data['pinned_policy'] or '-'})")
+    out(f"policy: {data['policy']} (in {data['policy_file']}: {data['tree_policy']}; pinned: {data['pinned_policy'] or '-'})")
     if data["policy_note"]:
-        typer.echo(f"  {data['policy_note']}")
-    typer.echo(f"signing key: {data['signing_key'] or '-'}")
+        out(f"  {data['policy_note']}")
+    out(f"signing key: {data['signing_key'] or '-'}")
     for e in data["keys"]:
         why = {"endorsed": f"endorsed by {str(e['endorsed_by'])[:16]}",
                "untrusted": f"untrusted (added by commit {str(e['added_by'])[:8]})" if e["added_by"] else "untrusted (not committed)",
                "invalid": "not a PEM public key"}.get(e["status"], e["status"])
-        typer.echo(f"{(e['fingerprint'] or '-')[:16]:16}  {e['file']}  {why}")
+        out(f"{(e['fingerprint'] or '-')[:16]:16}  {e['file']}  {why}")

@@ -13,12 +13,15 @@ import typer
 from kgit.cli.app import (
     Steps,
     app,
+    either,
     err,
+    former,
     parse_key_values,
     print_json,
     size_text,
     write_columns,
     write_pairs,
+    write_table,
 )
 from kgit.core.errors import KgitError
 
@@ -84,9 +87,11 @@ def release(
     dataset: Path = typer.Option(None, "--dataset", metavar="PATH", help="A DVC-tracked path in this repository: its DVC hash is recorded."),
     params: list[str] = typer.Option([], "--param", "-p", metavar="KEY=VALUE", help="A hyperparameter (VALUE parsed as JSON when it can be); repeatable."),
     params_file: Path = typer.Option(None, "--params", metavar="FILE", help="Hyperparameters from a YAML or JSON file (e.g. DVC's params.yaml)."),
-    notes: str = typer.Option(None, "--notes", help="Free text recorded in metadata and the commit message."),
-    custom_objects: list[str] = typer.Option([], "--custom-objects", metavar="MODULE:ATTR", help="A custom class or function the model needs to load; recorded; repeatable."),
-    builder: str = typer.Option(None, "--builder", metavar="MODULE:FUNC", help="Function that rebuilds the architecture (needed for --format weights)."),
+    note: str = typer.Option(None, "--note", help="Why: free text recorded in metadata and the commit message."),
+    notes: str = former("--notes", "--note"),
+    custom_object: list[str] = typer.Option([], "--custom-object", metavar="MODULE:ATTR", help="A custom class or function the model needs to load; recorded; repeatable."),
+    custom_objects: list[str] = former("--custom-objects", "--custom-object", many=True),
+    builder: str = typer.Option(None, "--builder", metavar="MODULE:FUNCTION", help="Function that rebuilds the architecture (needed for --format weights)."),
     reference_input: Path = typer.Option(None, "--reference-input", metavar="FILE.npz", help="Reference inputs (arrays named like the model's inputs). Default: generated from the input signature."),
     atol: float = typer.Option(1e-6, "--atol", help="Largest absolute difference allowed between recorded and reloaded outputs."),
     allow_dirty: bool = typer.Option(False, "--allow-dirty", help="Release even with uncommitted changes to tracked files (recorded as dirty: true)."),
@@ -99,7 +104,7 @@ def release(
                                       "nested keys are recorded with dots: val.accuracy)."),
     metric: list[str] = typer.Option([], "--metric", "-m", metavar="KEY=VALUE",
                                      help="A metric (a finite number); repeatable; wins over the same key in --metrics."),
-    evaluate: str = typer.Option(None, "--evaluate", metavar="MODULE:FUNC",
+    evaluate: str = typer.Option(None, "--evaluate", metavar="MODULE:FUNCTION",
                                  help="Function called with the model reloaded from the artifact in the fresh validation "
                                  "process; the metrics it returns are recorded as measured on the artifact."),
     json_out: bool = typer.Option(False, "--json", help="Print the release record as JSON on stdout."),
@@ -114,7 +119,8 @@ def release(
     with Steps(enabled=True) as steps:
         record = api.release(
             source, name, formats=formats, version=version, bump=bump, dataset_id=dataset_id, dataset=dataset,
-            hyperparams=hyper, notes=notes, custom_objects=custom_objects, builder=builder,
+            hyperparams=hyper, notes=either(note, notes, "--note", "--notes"),
+            custom_objects=either(custom_object, custom_objects, "--custom-object", "--custom-objects"), builder=builder,
             reference_inputs=reference_input, atol=atol, allow_dirty=allow_dirty, unsafe=unsafe,
             inference_only=inference_only, metrics=given, evaluate=evaluate, progress=steps,
         )
@@ -122,8 +128,8 @@ def release(
         print_json(record.to_dict())
         return
     worst = max((v.get("max_abs_diff") or 0.0 for v in record.validation), default=0.0)
-    err(f"[green]released[/green] {record.name} {record.version} ({', '.join(record.formats)}) "
-         f"as tag {record.tag} on commit {record.commit[:8]}; round trip max abs diff {worst:.2g}")
+    err(f"released {record.name} {record.version} ({', '.join(record.formats)}) "
+        f"as tag {record.tag} on commit {record.commit[:8]}; round trip max abs diff {worst:.2g}", style="green")
     if record.metadata.get("metrics"):
         measured = set(record.metadata.get("measured") or [])
         err("metrics: " + ", ".join(f"{k} {v:g}" + (" (measured)" if k in measured else "")
@@ -152,8 +158,8 @@ def list_(
     if json_out:
         print_json([r.to_dict() for r in rels])
         return
-    if not rels:
-        err("no releases yet" + (f" of {name}" if name else "") + ": make one with `kgit release NAME --from MODEL`")
+    if not rels:  # (a model named that has none is refused)
+        err("no releases yet: make one with `kgit release NAME --from MODEL`")
         return
     rows = [
         [r.name, r.version, (",".join(r.stages) + (" (deprecated)" if r.deprecated else "")).strip() or "-",
@@ -193,7 +199,8 @@ def show(
         return
     rel, meta = view.release, view.metadata
     rows = [
-        ("model", f"{meta.name} {meta.version}" + (" (deprecated)" if rel.deprecated else "")), ("tag", rel.tag),
+        ("model", f"{meta.name} {meta.version}" + (" (deprecated)" if rel.deprecated else "")),
+        *([("deprecated", view.deprecation_note or "yes (no note given)")] if rel.deprecated else []), ("tag", rel.tag),
         ("stages", ", ".join(rel.stages) or "-"), ("release commit", rel.commit[:12]),
         ("formats", ", ".join(f"{f} ({size_text(i.get('size'))})" for f, i in rel.formats.items())),
         ("created", meta.created_at), ("source commit", f"{(meta.git.commit or '-')[:12]} on {meta.git.branch or '-'}"
@@ -267,12 +274,14 @@ def get(
 def diff(
     ref_a: str = typer.Argument(..., metavar="NAME@VERSION", help="The older release."),
     ref_b: str = typer.Argument(..., metavar="NAME@VERSION", help="The newer release."),
+    metric: list[str] = typer.Option([], "--metric", "-m", metavar="KEY",
+                                     help="Compare only this metric (e.g. val.accuracy); repeatable. Default: every metric of either release."),
     json_out: bool = typer.Option(False, "--json", help="Print the changes as JSON."),
 ) -> None:
     """What changed between two releases: metrics (old, new, delta), hyperparameters, training, dataset, signature, formats, sizes, libraries."""
     from kgit import api
 
-    result = api.diff(ref_a, ref_b)
+    result = api.diff(ref_a, ref_b, metrics=metric)
     if json_out:
         print_json(result)
         return
@@ -285,17 +294,10 @@ def diff(
     if not changes:
         err(f"{result['a']} and {result['b']} have the same metadata" + (" but for metrics" if result["changes"] else ""))
         return
-    from rich.console import Console
-    from rich.table import Table
-
     if result["metrics"]:
         sys.stdout.write("\n")
-    t = Table(box=None, header_style="bold")
-    for col in ("section", "key", result["a"], result["b"]):
-        t.add_column(col, overflow="fold")
-    for c in changes:
-        t.add_row(c["section"], c["key"], _cell(c["a"]), _cell(c["b"]))
-    Console(soft_wrap=True).print(t)
+    write_table(["section", "key", result["a"], result["b"]],
+                [[c["section"], c["key"], _cell(c["a"]), _cell(c["b"])] for c in changes])
 
 
 def _cell(value: Any) -> str:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class KgitError(Exception):
     """Base of every error kgit reports to a user (exit code 1, one line, no traceback)."""
@@ -92,3 +95,17 @@ def one_line(text: object, limit: int = 300) -> str:
 def describe(exc: BaseException, limit: int = 300) -> str:
     """An exception as one line of a message: ``ValueError: what it said`` (see ``one_line``)."""
     return f"{type(exc).__name__}: {one_line(exc, limit)}"
+
+
+def closest(word: str, known: Iterable[str]) -> str | None:
+    """The one of ``known`` closest to ``word`` (``difflib``), or None when none is close enough
+    to be a likely typo: what every "did you mean" of kgit suggests."""
+    matches = difflib.get_close_matches(word, sorted(set(known)), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def did_you_mean(word: str, known: Iterable[str], otherwise: str) -> str:
+    """The end of a refusal of ``word``, which is none of ``known``: ``did you mean 'X'?`` when one
+    is close (see ``closest``), else ``otherwise`` (what the valid ones are, or what to run)."""
+    match = closest(word, known)
+    return f"did you mean {match!r}?" if match is not None else otherwise

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from kgit.core.errors import KgitError
+from kgit.core.errors import KgitError, did_you_mean
 
 MAX_METRICS = 100  # per release
 MAX_KEY_LENGTH = 100
@@ -49,12 +49,24 @@ def check_key(key: object, where: str = "metric") -> str:
     return key
 
 
+def check_known(key: str, known: Iterable[str], where: str, among: str) -> str:
+    """``key`` if it is one of ``known`` (the metrics of the releases ``among`` names), else a
+    MetricError suggesting the key that was probably meant."""
+    check_key(key, where)
+    have = sorted(set(known))
+    if key in have:
+        return key
+    shown = ", ".join(have[:8]) + (", ..." if len(have) > 8 else "")
+    raise MetricError(f"{where}: no metric {key!r} in {among}: "
+                      + did_you_mean(key, have, f"they have {shown}" if have else "they record no metrics"))
+
+
 def number(value: object, key: str, where: str = "metric") -> float:
     """``value`` as a finite float; numbers only (a bool, string or list is refused, as is NaN/inf)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         kind = type(value).__name__
         raise MetricError(f"{where} {key} is {_shown(value)} ({kind}), not a number: metrics must be numbers "
-                          "(move text and lists to --param or --notes)")
+                          "(move text and lists to --param or --note)")
     result = float(value)
     if not math.isfinite(result):
         raise MetricError(f"{where} {key} is {result}, not a finite number: record only finite metrics")

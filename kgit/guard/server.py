@@ -14,7 +14,7 @@ as ``remote: kgit: ...``:
   counter is not its model's next; a promotion the gates in ``.kgit/gates.yaml`` (as on the HEAD
   branch before the push; every branch's if HEAD names none) refuse, or a false rollback
   (kgit.registry.stage_checks, the same judgement as the client's pre-push hook);
-- a new release whose DVC objects are not in the DVC remote (``--dvc-remote``, else the default
+- a new release whose DVC objects are not in the DVC remote (``--remote``, else the default
   remote named in the tagged commit's ``.dvc/config``);
 - with signing keys in the repository, changes under ``.kgit/`` not endorsed by a key already trusted.
 
@@ -84,14 +84,14 @@ def _check_server_options(repo: Repo, dvc_remote: str | None, options: dict[str,
 
     url = dvc_remote or repo.config_get(REMOTE_CONFIG_KEY)
     if not url:
-        raise KgitError("--dvc-remote-option needs the remote it configures: give --dvc-remote URL too")
+        raise KgitError("--remote-option needs the remote it configures: give --remote URL too")
     secret = sorted(k for k in options if k in dvc_remotes.SECRET_OPTIONS)
     if secret:
-        raise KgitError(f"--dvc-remote-option {secret[0]}: credentials are not stored in the repository's config; "
+        raise KgitError(f"--remote-option {secret[0]}: credentials are not stored in the repository's config; "
                         "give them to the hook through the server's environment (AWS_ACCESS_KEY_ID and "
                         "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with ~/.aws of the user git runs as)")
     dvc_remotes.require_plugin(url)
-    dvc_ops.check_remote_options(url, options, "--dvc-remote-option")
+    dvc_ops.check_remote_options(url, options, "--remote-option")
 
 
 def _stored_options(repo: Repo) -> dict[str, str]:
@@ -315,11 +315,11 @@ def data_problems(repo: Repo, releases: list[Release], dvc_remote: str | None,
         url, settings = (dvc_remote, options or {}) if dvc_remote else _remote_at(repo, rel.commit)
         if url is None:
             problems.append(f"cannot check that {rel.tag}'s data was uploaded: its commit's .dvc/config names no "
-                            "default DVC remote (install the hook with `kgit server install --dvc-remote URL`)")
+                            "default DVC remote (install the hook with `kgit server install --remote URL`)")
             continue
         if "://" not in url and not Path(url).expanduser().is_absolute():
             problems.append(f"cannot check that {rel.tag}'s data was uploaded: its DVC remote {url!r} is a relative "
-                            "path (install the hook with `kgit server install --dvc-remote URL`)")
+                            "path (install the hook with `kgit server install --remote URL`)")
             continue
         oids = {str(i.get("md5")): fmt for fmt, i in rel.formats.items()}
         try:

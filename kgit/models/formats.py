@@ -111,7 +111,7 @@ def _explain_load_error(path: Path, exc: Exception) -> ModelSourceError:
                 )
             return CustomObjectError(
                 f"{path}: custom class {cls} is not known in this process: register it with "
-                f"@keras.saving.register_keras_serializable() in an importable module, or pass --custom-objects MODULE:{cls.split('>')[-1]}"
+                f"@keras.saving.register_keras_serializable() in an importable module, or pass --custom-object MODULE:{cls.split('>')[-1]}"
             )
     return ModelSourceError(f"cannot load {path}: {type(exc).__name__}: {one_line(msg)}")
 

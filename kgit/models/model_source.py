@@ -34,6 +34,7 @@ from kgit.models.formats import (
     to_numpy,
 )
 from kgit.models.reference import dtype_name
+from kgit.models.source_kind import source_kind
 from kgit.models.training_state import is_compiled, optimizer_state
 from kgit.models.usercode import import_modules, resolve_attr
 
@@ -111,7 +112,7 @@ def inspect_custom_objects(model: Any, custom_objects: dict[str, Any], unsafe: b
             continue
         fixes = (
             f"move it into an importable module and decorate it with "
-            f"@keras.saving.register_keras_serializable(), or pass --custom-objects MODULE:{cls_name}"
+            f"@keras.saving.register_keras_serializable(), or pass --custom-object MODULE:{cls_name}"
         )
         obj = _saving(model).get_registered_object(registered)
         module = getattr(obj, "__module__", None) or entry.get("module")
@@ -171,24 +172,22 @@ def obtain_model(source: Any, custom_objects: dict[str, Any], unsafe: bool, *, t
     keras = import_keras()
     if isinstance(source, keras.Model) or tf_keras_flavour.is_model(source):
         return source
-    if not isinstance(source, (str, os.PathLike)):
+    kind = source_kind(source)
+    if kind == "model":
         raise ModelSourceError(f"cannot release a {type(source).__name__}: give a keras.Model, a model file or MODULE:FUNCTION")
     text = os.fspath(source)
-    path = Path(text)
-    if path.exists():
-        return _load_source_path(path, custom_objects, unsafe, training_state)
-    if ":" in text and not text.endswith((".keras", ".h5")):
-        factory = resolve_attr(text, "model source")
-        if not callable(factory):
-            raise ModelSourceError(f"model source {text!r} is not callable")
-        try:
-            model = factory()
-        except Exception as exc:
-            raise ModelSourceError(f"model source {text}() raised {describe(exc)}") from None
-        if not isinstance(model, keras.Model):
-            raise ModelSourceError(f"model source {text}() returned a {type(model).__name__}, not a keras.Model")
-        return model
-    raise ModelSourceError(f"model source {text!r} does not exist (expected a .keras/.h5 file, a SavedModel folder or MODULE:FUNCTION)")
+    if kind == "path":
+        return _load_source_path(Path(text), custom_objects, unsafe, training_state)
+    factory = resolve_attr(text, "model source")
+    if not callable(factory):
+        raise ModelSourceError(f"model source {text!r} is not callable")
+    try:
+        model = factory()
+    except Exception as exc:
+        raise ModelSourceError(f"model source {text}() raised {describe(exc)}") from None
+    if not isinstance(model, keras.Model):
+        raise ModelSourceError(f"model source {text}() returned a {type(model).__name__}, not a keras.Model")
+    return model
 
 
 def _load_source_path(path: Path, custom_objects: dict[str, Any], unsafe: bool, training_state: bool) -> Any:
@@ -207,9 +206,7 @@ def _load_source_path(path: Path, custom_objects: dict[str, Any], unsafe: bool, 
         if not (path / "variables").is_dir():
             raise ModelSourceError(f"{path} is an incomplete SavedModel: its variables/ folder is missing")
         return _wrap_savedmodel(path)
-    if path.suffix not in (".keras", ".h5", ".hdf5"):
-        raise ModelSourceError(f"{path}: unsupported model file (expected .keras, .h5 or a SavedModel folder)")
-    config = _read_file_config(path)
+    config = _read_file_config(path)  # (source_kind refused any other suffix)
     _check_code(config, str(path), unsafe)  # before anything is imported or loaded
     import_modules(sorted({e["module"] for e in _custom_entries(config) if e.get("module") not in (None, "__main__")}))
     if path.suffix != ".keras" and tf_keras_flavour.is_h5(path):

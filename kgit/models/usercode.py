@@ -1,6 +1,7 @@
 """Importing the user's own code: model factories, builders, custom classes.
 
-No TensorFlow here: these only import what the user named, from the current sys.path.
+No TensorFlow here: these only import what the user named, from sys.path with the project's own
+folders first (``use_project``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,21 @@ from typing import Any
 from kgit.core.errors import CustomObjectError, ModelSourceError, describe
 
 
+def project_paths(root: str | os.PathLike[str] | None = None) -> list[str]:
+    """Where the project's own modules are imported from: the current folder, then the repository's
+    root (so ``layers.py`` at the root imports the same from any subfolder)."""
+    return list(dict.fromkeys([os.getcwd(), *([os.path.abspath(root)] if root is not None else [])]))
+
+
+def use_project(root: str | os.PathLike[str] | None = None) -> None:
+    """Put ``project_paths(root)`` first on sys.path (those not on it yet): the one way kgit makes the
+    project's modules importable, for ``--builder``/``--from``/``--evaluate`` MODULE:FUNCTION, the
+    modules a model file's custom classes name, and ``--custom-object``."""
+    here = os.getcwd()
+    present = {here if p == "" else p for p in sys.path}
+    sys.path[:0] = [p for p in project_paths(root) if p not in present]
+
+
 def resolve_attr(spec: str, what: str) -> Any:
     """Import ``module:attr`` (``module.attr`` accepted for convenience) from the current sys.path."""
     module_name, sep, attr = spec.partition(":")
@@ -20,8 +36,7 @@ def resolve_attr(spec: str, what: str) -> Any:
         module_name, _, attr = spec.rpartition(".")
     if not module_name or not attr:
         raise ModelSourceError(f"{what} {spec!r} is not of the form MODULE:NAME")
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    use_project()
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -60,6 +75,9 @@ def load_custom_objects(specs: list[str]) -> dict[str, Any]:
 
 
 def import_modules(modules: list[str]) -> None:
+    """Import the modules that define a model's custom classes (registering them with Keras)."""
+    if modules:
+        use_project()
     for module in modules:
         if module == "__main__":
             continue

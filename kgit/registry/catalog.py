@@ -11,14 +11,20 @@ from __future__ import annotations
 import gc
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
 from kgit.core import metrics
-from kgit.core.errors import InvalidReleaseError, KgitError, ReleaseNotFoundError
+from kgit.core.errors import (
+    InvalidReleaseError,
+    KgitError,
+    ReleaseNotFoundError,
+    closest,
+    did_you_mean,
+)
 from kgit.core.metadata import ARTIFACTS_DIR, FORMATS, Metadata
 from kgit.registry.seen import SeenRecord
 from kgit.registry.tagcache import TagCache
@@ -200,6 +206,7 @@ class HistoryEvent:
     commit: str
     tag: str
     counter: int = 0
+    note: str | None = None  # the --note of a stage or deprecation tag (kgit.registry.stage_checks.event_notes)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -440,17 +447,50 @@ def resolve(repo: Repo, name: str, version: str) -> Release:
                     and not _data_identity(repo, rel)):
                 return rel
         if not keys:
-            raise ReleaseNotFoundError(f"no releases of model {name!r}: see `kgit list`")
+            raise no_model(repo, name)
         raise ReleaseNotFoundError(f"every version of {name} is deprecated or invalid: name one explicitly "
                                    f"({name}@{Version(*keys[-1])}); see `kgit list {name}`")
     wanted = Version.parse(version)
     rel = _one(repo, name, wanted)
     if rel is not None:
         return _checked(repo, rel)
-    known = [Version(*k) for k in _version_keys(repo.tag_names(f"refs/tags/{name}@*"), name)[-5:]]
-    if not known:
-        raise ReleaseNotFoundError(f"no releases of model {name!r}: see `kgit list`")
-    raise ReleaseNotFoundError(f"{name}@{version} is not released (latest: {', '.join(str(v) for v in known)})")
+    keys = _version_keys(repo.tag_names(f"refs/tags/{name}@*"), name)
+    if not keys:
+        raise no_model(repo, name)
+    latest = f"latest: {', '.join(str(Version(*k)) for k in keys[-5:])}"
+    # each version as one may type it: v2 for v2.0.0, and in full
+    spelled = {text: Version(*k) for k in keys for text in ([f"v{k[0]}"] if k[1:] == (0, 0) else []) + [Version(*k).semver]}
+    match = closest(version, spelled)
+    if match is not None:
+        raise ReleaseNotFoundError(f"{name}@{version} is not released: did you mean {name}@{match}? ({latest})")
+    raise ReleaseNotFoundError(f"{name}@{version} is not released ({latest})")
+
+
+def model_names(repo: Repo) -> list[str]:
+    """The models that have release tags here, from the tags' names alone (cheap)."""
+    return sorted({parsed[0] for tag in repo.tag_names("refs/tags/*@*") if (parsed := tag_version_key(tag))})
+
+
+def no_model(repo: Repo, name: str) -> ReleaseNotFoundError:
+    """The refusal of model ``name``, which has no releases here: suggests the model it was
+    probably meant to be."""
+    match = closest(name, model_names(repo))
+    if match is not None:
+        return ReleaseNotFoundError(f"no model {name!r}: did you mean {match!r}?")
+    return ReleaseNotFoundError(f"no releases of model {name!r}: see `kgit list`")
+
+
+def require_formats(rel: Release, formats: Sequence[str]) -> None:
+    """Refuse (ReleaseNotFoundError) a format ``rel`` was not released in, naming the ones it was
+    (or the format that was probably meant, for a name that is no format at all)."""
+    for fmt in formats:
+        if fmt in rel.formats:
+            continue
+        released = ", ".join(rel.formats) or "nothing"
+        if fmt not in FORMATS:
+            raise ReleaseNotFoundError(f"unknown format {fmt!r}: "
+                                       + did_you_mean(fmt, FORMATS, f"{rel.name}@{rel.version} was released as {released}"))
+        raise ReleaseNotFoundError(f"{rel.name}@{rel.version} has no {fmt} format: it was released as {released}")
 
 
 def _version_keys(tags: list[str], name: str) -> list[tuple[int, int, int]]:
@@ -482,9 +522,11 @@ def _resolve_stage(repo: Repo, name: str, stage: str) -> Release:
         if rel is not None and stage in rel.stages:
             return _checked(repo, rel)
     if not reg.events and not repo.tag_names(f"refs/tags/{name}@*"):
-        raise ReleaseNotFoundError(f"no releases of model {name!r}: see `kgit list`")
+        raise no_model(repo, name)
+    match = closest(stage, assigned)
     raise ReleaseNotFoundError(
         f"no version of {name} is in stage {stage!r}"
+        + (f": did you mean {name}#{match}?" if match is not None else "")
         + (f" (assigned stages: {', '.join(sorted(assigned))})" if assigned else " (no stage is assigned)")
     )
 
@@ -577,8 +619,7 @@ def metadata(repo: Repo, release: Release, fmt: str | None = None) -> Metadata:
     if not release.formats:
         raise KgitError(f"release tag {release.tag} carries no formats")
     fmt = fmt or next(iter(release.formats))
-    if fmt not in release.formats:
-        raise ReleaseNotFoundError(f"{release.name}@{release.version} has no {fmt} format (it has {', '.join(release.formats)})")
+    require_formats(release, [fmt])
     dvc_path = release.dvc_file(fmt)
     text = repo.show_file(release.commit, dvc_path)
     if text is None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from kgit.core import metrics
 from kgit.core.metadata import Metadata
+from kgit.core.metrics import check_known
 from kgit.registry import catalog, gates
 from kgit.registry.versions import parse_ref
 from kgit.store.git_ops import Repo
@@ -65,17 +67,23 @@ def compare(rel_a: catalog.Release, meta_a: Metadata, rel_b: catalog.Release, me
     return changes
 
 
-def diff(repo: Repo, ref_a: str, ref_b: str) -> dict[str, Any]:
+def diff(repo: Repo, ref_a: str, ref_b: str, *, metrics: Sequence[str] = ()) -> dict[str, Any]:
     """Changes from release A to release B, section by section (only what differs), and under
-    ``metrics`` every metric of either release with its old and new value and the delta."""
+    ``metrics`` every metric of either release (or only the keys ``metrics`` names) with its old
+    and new value and the delta."""
     rels = []
     for ref in (ref_a, ref_b):
         name, version = parse_ref(ref)
         rels.append(catalog.resolve(repo, name, version))
-    changes = compare(rels[0], catalog.metadata(repo, rels[0]), rels[1], catalog.metadata(repo, rels[1]))
     label = [f"{r.name}@{r.version}" for r in rels]
-    return {"a": label[0], "b": label[1], "changes": [asdict(c) for c in changes],
-            "metrics": metric_deltas(rels[0], rels[1], gates.directions(repo))}
+    for key in metrics:
+        check_known(key, [*rels[0].metrics, *rels[1].metrics], "--metric", f"{label[0]} or {label[1]}")
+    changes = compare(rels[0], catalog.metadata(repo, rels[0]), rels[1], catalog.metadata(repo, rels[1]))
+    deltas = metric_deltas(rels[0], rels[1], gates.directions(repo))
+    if metrics:  # only those, in the order asked
+        deltas = [d for key in dict.fromkeys(metrics) for d in deltas if d["key"] == key]
+        changes = [c for c in changes if c.section != "metrics" or c.key in metrics]
+    return {"a": label[0], "b": label[1], "changes": [asdict(c) for c in changes], "metrics": deltas}
 
 
 def metric_deltas(a: catalog.Release, b: catalog.Release, directions: dict[str, str]) -> list[dict[str, Any]]:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kgit.core import metrics
-from kgit.core.errors import KgitError
+from kgit.core.errors import KgitError, closest
 
 if TYPE_CHECKING:
     from kgit.registry.catalog import Release
@@ -249,7 +249,9 @@ def failures(rules: Sequence[Rule], candidate: Release, incumbent: Release | Non
         where = f"rule `{rule.text}` ({rule.source})"
         if value is None:
             have = ", ".join(sorted(candidate.metrics)[:5]) or "none"
-            out.append(f"{where}: {label} has no metric {rule.key} (it has: {have})")
+            match = closest(rule.key, candidate.metrics)
+            hint = f": did you mean {match}?" if match is not None else ""
+            out.append(f"{where}: {label} has no metric {rule.key}{hint} (it has: {have})")
             continue
         if rule.op == "better":
             old = incumbent.metrics.get(rule.key) if incumbent is not None else None

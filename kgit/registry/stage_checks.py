@@ -71,6 +71,33 @@ def event_body(message: str) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
+def event_note(message: str) -> str | None:
+    """The note (``--note``) an event tag's message carries: the text between its title line and its
+    ``kgit-event:`` line (kgit.workflow.stages writes it), or None."""
+    lines = message.split("\n")
+    ends = [i for i, line in enumerate(lines) if line.startswith(EVENT_MARK)]
+    note = "\n".join(lines[1:ends[-1]] if ends else lines[1:]).strip()
+    return note or None
+
+
+def event_notes(repo: Repo, names: Sequence[str]) -> dict[str, str]:
+    """The notes of the stage and deprecation tags of models ``names``, by tag name (one git call)."""
+    patterns = [p for n in names for p in (f"refs/tags/{n}#*", f"refs/tags/{n}@*!*")]
+    notes = {}
+    for tag in repo.tags(*patterns) if patterns else ():
+        note = event_note(tag.message) if tag.annotated else None
+        if note:
+            notes[tag.name] = note
+    return notes
+
+
+def deprecation_note(repo: Repo, name: str, version: Version) -> str | None:
+    """The note of the tag that deprecated ``name@version`` (the last one, if there are several)."""
+    found = [(event.counter, tag) for tag in repo.tags(f"refs/tags/{name}@{version.semver}!*")
+             if tag.annotated and (event := parse_event(tag.name)) is not None and event.kind == "deprecate"]
+    return event_note(max(found, key=lambda f: f[0])[1].message) if found else None
+
+
 @dataclass
 class StageLog:
     """Per model, the next event counter; per (model, stage), what each promote and demote tag did,

@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from kgit.core.errors import ReleaseNotFoundError
 from kgit.core.metadata import Metadata
-from kgit.registry import catalog
+from kgit.registry import catalog, stage_checks
 from kgit.registry.catalog import HistoryEvent
 from kgit.registry.diffing import Change, compare, metric_deltas
 from kgit.registry.versions import check_name
@@ -31,6 +30,7 @@ class VersionView:
     metrics: dict[str, float]
     measured: tuple[str, ...]
     validated_here: float | None | bool  # max abs diff of this clone's last validation; False: never here
+    deprecation_note: str | None = None  # the --note of `kgit deprecate`, if it was deprecated with one
 
     @property
     def name(self) -> str:
@@ -73,9 +73,7 @@ class VersionView:
 
 @dataclass
 class TimelineEvent(HistoryEvent):
-    """A history event as the timeline shows it: who by name only, and the tag's --note."""
-
-    note: str | None = None
+    """A history event as the timeline shows it: who by name only, with the tag's --note."""
 
 
 @dataclass
@@ -135,18 +133,23 @@ def read_models(repo: Repo, names: list[str] | None = None) -> list[ModelView]:
     for name in wanted:
         check_name(name)
         if not any(r.name == name for r in reg.releases):
-            raise ReleaseNotFoundError(f"no releases of model {name!r}: see `kgit list`")
+            raise catalog.no_model(repo, name)
     chosen = [r for r in reg.releases if r.name in wanted]
     texts = repo.show_files([(r.commit, r.dvc_file(f)) for r in chosen for f in r.formats])
     views = {r.tag: _version_view(repo, r, texts) for r in chosen}
     _mark_validated(repo, list(views.values()))
-    notes = _event_notes(repo, wanted)
+    notes = stage_checks.event_notes(repo, wanted)
     directions = _directions(repo)
     models = []
     for name in wanted:
         versions = sorted((v for v in views.values() if v.name == name), key=lambda v: v.release.key, reverse=True)
-        timeline = [TimelineEvent(**{**asdict(e), "who": e.who.split(" <")[0] or e.who}, note=notes.get(e.tag))
+        timeline = [TimelineEvent(**{**asdict(e), "who": e.who.split(" <")[0] or e.who, "note": notes.get(e.tag)})
                     for e in reg.events if e.name == name]
+        by_version = {v.version: v for v in versions}
+        for e in sorted(timeline, key=lambda e: e.counter):  # a version's last deprecation tag is its own
+            deprecated = by_version.get(e.version or "") if e.event == "deprecated" else None
+            if deprecated is not None and deprecated.release.deprecated:
+                deprecated.deprecation_note = e.note
         timeline.sort(key=lambda e: (e.when, e.tag), reverse=True)
         stages = {s: v.version for v in versions for s in v.release.stages}
         model = ModelView(name, versions, timeline, dict(sorted(stages.items())), directions)
@@ -176,19 +179,6 @@ def _mark_validated(repo: Repo, views: list[VersionView]) -> None:
             diffs = [e.get("max_abs_diff") for e in entries]
             known = [d for d in diffs if isinstance(d, (int, float))]
             view.validated_here = max(known) if known else None
-
-
-def _event_notes(repo: Repo, names: list[str]) -> dict[str, str]:
-    """Notes of the stage and deprecation tags (``--note``), by tag name."""
-    from kgit.workflow.stages import event_note
-
-    patterns = [p for n in names for p in (f"refs/tags/{n}#*", f"refs/tags/{n}@*!*")]
-    notes = {}
-    for tag in repo.tags(*patterns):
-        note = event_note(tag.message) if tag.annotated else None
-        if note:
-            notes[tag.name] = note
-    return notes
 
 
 def _directions(repo: Repo) -> dict[str, str]:

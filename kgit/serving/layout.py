@@ -84,7 +84,7 @@ def _resolve(repo: Repo, ref: str) -> list[catalog.Release]:
     found = catalog.read(repo, name).releases
     stages = sorted({s for r in found if r.valid for s in r.stages})
     if not found:
-        raise ReleaseNotFoundError(f"no releases of model {name!r}: see `kgit list`")
+        raise catalog.no_model(repo, name)
     if not stages:
         raise ReleaseNotFoundError(f"no version of {name} is in a stage: name one ({name}@VERSION or {name}@latest) "
                                    f"or promote one (kgit promote {name}@VERSION prod)")

@@ -144,7 +144,7 @@ def run_demo(directory: Path | None = None) -> Path:
             "measures the reloaded model on held-out data), dvc add, commit, tag")
     _run(console, ["kgit", "release", "circle", "--from", "train:train", "--format", "savedmodel", "--format", "keras",
                    "--params", "params.yaml", "--dataset-id", "circle-512-seed0", "--evaluate", "train:evaluate",
-                   "--notes", "first model"], repo)
+                   "--note", "first model"], repo)
 
     step(4, "Change a hyperparameter (learning_rate 0.01 -> 0.05), commit, and release v2")
     (repo / "params.yaml").write_text(PARAMS.format(lr=0.05))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kgit.core.errors import KgitError, ReleaseNotFoundError
+from kgit.core.errors import KgitError
 from kgit.core.metadata import METADATA_FILE, Metadata
 from kgit.registry import catalog
 from kgit.store.git_ops import Repo
@@ -44,9 +44,7 @@ def get(name: str, version: str, *, formats: list[str] | None = None, repo: Repo
 
     rel = catalog.resolve(repo, name, version)
     wanted = formats or list(rel.formats)
-    for fmt in wanted:
-        if fmt not in rel.formats:
-            raise ReleaseNotFoundError(f"{rel.name}@{rel.version} has no {fmt} format (it has {', '.join(rel.formats)})")
+    catalog.require_formats(rel, wanted)
     result = Fetched(rel.name, rel.version, rel.tag)
     to_pull = []
     for fmt in wanted:
@@ -146,8 +144,7 @@ def load_model(repo: Repo, name: str, version: str, fmt: str | None = None, *,
 
     rel = catalog.resolve(repo, name, version)
     fmt = fmt or next(iter(rel.formats))
-    if fmt not in rel.formats:
-        raise ReleaseNotFoundError(f"{name}@{rel.version} has no {fmt} format (it has {', '.join(rel.formats)})")
+    catalog.require_formats(rel, [fmt])
     folder = repo.root / rel.formats[fmt]["path"]
     if not (folder / METADATA_FILE).exists():  # not here yet: fetch that version only
         get(name, rel.version, formats=[fmt], repo=repo, progress=progress)
@@ -157,6 +154,7 @@ def load_model(repo: Repo, name: str, version: str, fmt: str | None = None, *,
     # before any of the release's own modules are imported: a refusal runs nothing
     formats.check_config(folder, fmt, declared=formats.declared_modules(meta.custom_modules, custom_objects, meta.custom_objects),
                          unsafe=allowed, label=label)
+    usercode.use_project(repo.root)  # the project's own modules import as they did at release
     custom = usercode.load_custom_objects(meta.custom_objects)
     custom.update(custom_objects or {})
     return formats.load_keras_model(folder, fmt, custom_objects=custom, modules=meta.custom_modules,

@@ -24,6 +24,7 @@ from kgit.core.errors import (
     ValidationError,
     VersionExistsError,
     describe,
+    did_you_mean,
 )
 from kgit.core.fsutil import FileDigest, FolderDigests, regular_files, write_atomic
 from kgit.core.metadata import (
@@ -87,6 +88,11 @@ class _Request:
     allow_dirty: bool
     unsafe: bool
     sign_with: tuple[Path, str] | None = None  # (private key, fingerprint) per the signing policy
+    dataset_hash: str | None = None  # the DVC hash of ``dataset``
+    root: Path | None = None  # the repository's root: the project's modules import from it (kgit.models.usercode)
+    # the version found free (here and on origin) before the model was loaded; under the lock, any
+    # other version is checked again, origin included
+    early: Version | None = None
     inference_only: bool = False  # release without the training state (recorded as resumable: false)
     metrics: dict[str, float] = field(default_factory=dict)  # given by the user (kgit.core.metrics)
     evaluate: str | None = None  # MODULE:FUNC measuring metrics on the model reloaded from the artifact
@@ -135,6 +141,9 @@ def release(
         reference_inputs=reference_inputs, atol=atol, allow_dirty=allow_dirty, unsafe=unsafe,
         inference_only=inference_only, metrics=metrics, evaluate=evaluate,
     )
+    from kgit.models.source_kind import source_kind
+
+    source_kind(model)  # a missing file: refused before TensorFlow
     from kgit.workflow.roundtrip import Worker
 
     # The fresh validation process imports TensorFlow while this one loads and writes the model.
@@ -173,15 +182,12 @@ def _check_request(git: Repo, *, name: str, formats: Sequence[str] | str, versio
     fmts = [formats] if isinstance(formats, str) else list(formats) or ["savedmodel"]
     for f in fmts:
         if f not in FORMATS:
-            raise KgitError(f"unknown format {f!r}: use one of {', '.join(FORMATS)}")
+            raise KgitError(f"unknown format {f!r}: {did_you_mean(f, FORMATS, 'use one of ' + ', '.join(FORMATS))}")
     fmts = list(dict.fromkeys(fmts))
     if "weights" in fmts and builder is None:
         raise KgitError("--format weights needs --builder MODULE:FUNCTION that rebuilds the architecture")
     if version is not None or bump is not None:
-        ver = next_version([], version, bump)  # syntax; existence is checked again under the lock
-        if version is not None and (ver in catalog.existing_versions(git, name) or git.tag_exists(tag_name(name, ver))):
-            raise VersionExistsError(f"{name} {ver} is already released: released versions are never overwritten; "
-                                     "pick another --version or use --bump")
+        next_version([], version, bump)  # the syntax, before anything is read
     try:
         atol = float(atol)
     except (TypeError, ValueError):
@@ -192,11 +198,12 @@ def _check_request(git: Repo, *, name: str, formats: Sequence[str] | str, versio
     check_json_serialisable(params, "hyperparameters")
     if len(json.dumps(params)) > 1_000_000:
         raise KgitError("hyperparameters are larger than 1 MB of JSON: record a file path or a dataset id instead")
-    dataset_rel = None
+    dataset_rel = dataset_hash = None
     if dataset is not None:
         dataset_rel = os.path.relpath(Path(dataset).resolve(), git.root)
         if dataset_rel.startswith(".."):
             raise KgitError(f"dataset {dataset} is outside the repository")
+        dataset_hash = dvc_ops.dataset_hash(git.root, dataset_rel)
     if not allow_dirty and not clone_state.writer_active(git):
         # early, before the model is loaded; while another release writes, its own files are uncommitted
         # for a moment: then only the check under the lock counts
@@ -206,12 +213,16 @@ def _check_request(git: Repo, *, name: str, formats: Sequence[str] | str, versio
     from kgit.trust import signing
 
     sign_with = signing.signing_key(git)
-    return _Request(name=name, formats=fmts, version=version, bump=bump, dataset_id=dataset_id, dataset=dataset_rel,
-                    hyperparams=params, notes=notes, custom_objects=co_specs, builder=builder_spec,
-                    reference_input=reference_inputs, atol=atol, allow_dirty=allow_dirty, unsafe=unsafe,
-                    sign_with=sign_with, inference_only=bool(inference_only),
-                    metrics=metrics_mod.flatten(metrics or {}, "metrics"),
-                    evaluate=_callable_spec(evaluate, "evaluate function") if evaluate is not None else None)
+    req = _Request(name=name, formats=fmts, version=version, bump=bump, dataset_id=dataset_id, dataset=dataset_rel,
+                   hyperparams=params, notes=notes, custom_objects=co_specs, builder=builder_spec,
+                   reference_input=reference_inputs, atol=atol, allow_dirty=allow_dirty, unsafe=unsafe,
+                   sign_with=sign_with, inference_only=bool(inference_only),
+                   metrics=metrics_mod.flatten(metrics or {}, "metrics"),
+                   evaluate=_callable_spec(evaluate, "evaluate function") if evaluate is not None else None,
+                   dataset_hash=dataset_hash, root=git.root)
+    # the version is free here and on origin: checked now, before the model is loaded (again under the lock)
+    req.early = _choose_version(git, req)
+    return req
 
 
 def _check_clean(git: Repo) -> None:
@@ -260,6 +271,7 @@ def _prepare_model(source: Any, req: _Request) -> _Prepared:
     from kgit.models import formats, model_source, runtime, tf_keras_flavour, usercode
     from kgit.models.reference import check_finite, check_inputs, generate_inputs, load_npz
 
+    usercode.use_project(req.root)  # the project's modules import from any folder of it, as at validation
     formats.import_keras()
     custom = usercode.load_custom_objects(req.custom_objects)
     if req.builder:
@@ -326,6 +338,8 @@ def _choose_version(git: Repo, req: _Request) -> Version:
         folder = git.root / ARTIFACTS_DIR / req.name / fmt / label
         if folder.exists() or folder.with_name(label + ".dvc").exists():
             raise VersionExistsError(f"{folder.relative_to(git.root)} already exists: released versions are never overwritten")
+    if req.early == ver:
+        return ver  # origin was asked before the model was loaded
     if git.remote_has_tag("origin", tag):
         raise VersionExistsError(f"tag {tag} already exists on origin: run `git fetch --tags` and pick the next version")
     return ver
@@ -341,7 +355,7 @@ def _stage(git: Repo, req: _Request, prep: _Prepared, label: str, staging: Path,
 
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    dataset = DatasetInfo(req.dataset_id, req.dataset, dvc_ops.dataset_hash(git.root, req.dataset) if req.dataset else None)
+    dataset = DatasetInfo(req.dataset_id, req.dataset, req.dataset_hash)
     gitinfo = GitInfo(git.head(), git.branch(), bool(git.dirty_paths(exclude_prefix=ARTIFACTS_DIR)))
     created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     metas = {}
@@ -378,7 +392,7 @@ def _validate(staging: Path, req: _Request, worker: Any = None) -> list[Any]:
     folders = [staging / fmt for fmt in req.formats]
     # --unsafe is the releaser's own opt-in, on the releaser's machine: the round trip may run the model's code
     results = roundtrip(folders, evaluate=(first, req.evaluate) if req.evaluate else None, worker=worker,
-                        unsafe=folders if req.unsafe else ())
+                        unsafe=folders if req.unsafe else (), project=req.root)
     failed = [r for r in results if not r.ok]
     if failed:
         r = failed[0]

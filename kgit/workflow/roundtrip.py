@@ -102,14 +102,15 @@ class Worker:
         except OSError:
             self.proc = None  # roundtrip() falls back to a process of its own
 
-    def hand_over(self, spec: Path, result: Path, timeout: float | None) -> int | None:
-        """Give the worker its spec and wait; its exit code, or None if it cannot take the work."""
+    def hand_over(self, spec: Path, result: Path, timeout: float | None, paths: list[str]) -> int | None:
+        """Give the worker its spec and the folders to import the project's modules from (``paths``),
+        and wait; its exit code, or None if it cannot take the work."""
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None or proc.stdin is None:
             _kill(proc)
             return None
         try:
-            proc.stdin.write(f"{spec}\t{result}\t{json.dumps(_import_paths())}\n".encode())
+            proc.stdin.write(f"{spec}\t{result}\t{json.dumps(paths)}\n".encode())
             proc.stdin.close()
         except OSError:
             _kill(proc)
@@ -150,15 +151,18 @@ def _kill(proc: subprocess.Popen[bytes] | None) -> None:
         proc.wait()
 
 
-def _import_paths() -> list[str]:
-    # The worker sees the same importable modules as this process, nothing more.
+def _import_paths(project: Path | None = None) -> list[str]:
+    # The worker sees the same importable modules as this process and the project's own folders
+    # (kgit.models.usercode.project_paths), nothing more.
+    from kgit.models.usercode import project_paths
+
     paths = [p if p else os.getcwd() for p in sys.path if p == "" or os.path.isdir(p)]
-    return list(dict.fromkeys([os.getcwd(), *paths]))
+    return list(dict.fromkeys([*project_paths(project), *paths]))
 
 
-def _worker_env() -> dict[str, str]:
+def _worker_env(project: Path | None = None) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(_import_paths())
+    env["PYTHONPATH"] = os.pathsep.join(_import_paths(project))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     return env
 
@@ -169,13 +173,14 @@ RESTART = 3
 
 def roundtrip(folders: list[Path], *, timeout: float | None = None,
               evaluate: tuple[Path, str] | None = None, worker: Worker | None = None,
-              unsafe: Sequence[Path] = ()) -> list[FolderResult]:
+              unsafe: Sequence[Path] = (), project: Path | None = None) -> list[FolderResult]:
     """Validate release folders (each with its metadata.json) in one fresh Python process. With
     ``evaluate`` (folder, "module:function"), the function is also called with the model reloaded
     from that folder, and what it returns is that folder's result's ``metrics``. With ``worker``
     (started earlier), that process does it, having imported TensorFlow meanwhile. ``unsafe``: the
     folders whose code (a Lambda layer...) the caller allows to run; the others are loaded with
-    Keras' safe mode, after the worker checked their configuration (kgit.models.config_scan)."""
+    Keras' safe mode, after the worker checked their configuration (kgit.models.config_scan).
+    ``project``: the repository's root, whose modules (custom layers...) the worker can import."""
     if not folders:
         return []
     with tempfile.TemporaryDirectory(prefix="kgit-validate-") as tmp:
@@ -185,13 +190,13 @@ def roundtrip(folders: list[Path], *, timeout: float | None = None,
         if evaluate is not None:
             spec["evaluate"] = {"folder": str(evaluate[0].resolve()), "function": evaluate[1]}
         spec_path.write_text(json.dumps(spec))
-        code = worker.hand_over(spec_path, result_path, timeout) if worker is not None else None
+        code = worker.hand_over(spec_path, result_path, timeout, _import_paths(project)) if worker is not None else None
         tail = worker.stderr_tail() if worker is not None else ""
         if code is None or (code == RESTART and not result_path.exists()):
             try:
                 proc = subprocess.run(
                     [sys.executable, "-m", "kgit.models.roundtrip_worker", str(spec_path), str(result_path)],
-                    env=_worker_env(), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                    env=_worker_env(project), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
                 )
             except subprocess.TimeoutExpired:
                 raise ValidationError(f"validation did not finish within {timeout}s") from None

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kgit.core.errors import KgitError, one_line
+from kgit.core.errors import KgitError, did_you_mean, one_line
 from kgit.registry import catalog, stage_checks
 from kgit.registry.gates import Rule
 from kgit.registry.stage_checks import EVENT_MARK, ROLLBACK, StageLog
@@ -61,7 +61,8 @@ def _check_stage(repo: Repo, stage: str) -> str:
     check_stage(stage)
     allowed = allowed_stages(repo.root)
     if allowed is not None and stage not in allowed:
-        raise KgitError(f"unknown stage {stage!r}: {GTO_CONFIG} allows {', '.join(allowed)}")
+        raise KgitError(f"unknown stage {stage!r}: "
+                        + did_you_mean(stage, allowed, f"{GTO_CONFIG} allows {', '.join(allowed)}"))
     return stage
 
 
@@ -79,14 +80,6 @@ def _message(event: str, rel: catalog.Release, stage: str | None, note: str | No
         body["gates"] = gates
         body["metrics"] = rel.metrics
     return f"kgit {what}\n\n" + (f"{note}\n\n" if note else "") + f"{EVENT_MARK} {json.dumps(body)}\n"
-
-
-def event_note(message: str) -> str | None:
-    """The note an event tag's message carries (written by ``_message``), or None."""
-    lines = message.split("\n")
-    ends = [i for i, line in enumerate(lines) if line.startswith(EVENT_MARK)]
-    note = "\n".join(lines[1:ends[-1]] if ends else lines[1:]).strip()
-    return note or None
 
 
 def promote(repo: Repo, name: str, version: str, stage: str, *, note: str | None = None, progress: Any = None,

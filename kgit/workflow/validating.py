@@ -122,10 +122,16 @@ class Target:
         return str((self.release.formats.get(self.fmt) or {}).get("path", ""))
 
 
-def targets_for(repo: Repo, refs: list[str] | None) -> list[Target]:
-    """Every format of the named releases (``NAME@VERSION``), or of all releases when ``refs`` is None."""
+def targets_for(repo: Repo, refs: list[str] | None, formats: list[str] | None = None) -> list[Target]:
+    """Every format of the named releases (``NAME@VERSION``), or of all releases when ``refs`` is None.
+
+    ``formats``: only these formats of the named releases, each of which must have been released in
+    it and have its data here (refused otherwise, naming the released formats or the `kgit get` that
+    fetches it): git and the work tree only, so a refusal comes before any validation starts."""
     from kgit.registry.versions import parse_ref
 
+    if formats and refs is None:
+        raise KgitError("name the releases whose formats to check: kgit validate NAME@VERSION -f FORMAT")
     releases: list[catalog.Release] = []
     if refs is None:
         releases = catalog.releases(repo)
@@ -133,8 +139,20 @@ def targets_for(repo: Repo, refs: list[str] | None) -> list[Target]:
         for ref in refs:
             name, version = parse_ref(ref)
             releases.append(catalog.resolve(repo, name, version))
-    # an invalid release whose tag names no usable format still gets a target, to fail its release check
-    return [Target(r, fmt) for r in releases for fmt in (r.formats or ["-"])]
+    if not formats:
+        # an invalid release whose tag names no usable format still gets a target, to fail its release check
+        return [Target(r, fmt) for r in releases for fmt in (r.formats or ["-"])]
+    wanted = list(dict.fromkeys(formats))
+    targets = []
+    for rel in releases:
+        catalog.require_formats(rel, wanted)
+        for fmt in wanted:
+            t = Target(rel, fmt)
+            if not (repo.root / t.rel_path).exists():
+                raise KgitError(f"{t.label} ({fmt}) is not present locally: fetch it with `kgit get {t.label} -f {fmt}`, "
+                                "then validate it")
+            targets.append(t)
+    return targets
 
 
 def _fail(t: Target, check: str, error: str, status: str = "failed", atol: float = 0.0) -> FolderResult:
@@ -163,7 +181,7 @@ def release_check(repo: Repo, t: Target) -> FolderResult | None:
 def _static_checks(repo: Repo, t: Target) -> tuple[FolderResult | None, Metadata | None]:
     folder = repo.root / t.rel_path
     if not (folder / METADATA_FILE).exists():
-        hint = f"run `dvc pull {t.rel_path}.dvc`" if not folder.exists() else f"restore it: `dvc checkout {t.rel_path}.dvc`"
+        hint = f"run `kgit get {t.label} -f {t.fmt}`" if not folder.exists() else f"restore it: `dvc checkout {t.rel_path}.dvc`"
         status = "missing" if not folder.exists() else "failed"
         return _fail(t, "data", f"data not present locally ({hint})" if status == "missing" else f"metadata.json is missing ({hint})", status), None
     try:
@@ -290,7 +308,7 @@ def check(repo: Repo, targets: list[Target], *, use_record: bool = True, progres
     if pending:
         if callable(progress):
             progress(f"round trip of {len(pending)} artifact(s) in a fresh process")
-        by_folder = {r.folder: r for r in roundtrip([f for _, _, f in pending], unsafe=code)}
+        by_folder = {r.folder: r for r in roundtrip([f for _, _, f in pending], unsafe=code, project=repo.root)}
         for i, t, folder in pending:
             r = by_folder[str(folder.resolve())]
             r.folder = t.label
