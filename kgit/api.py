@@ -122,7 +122,8 @@ class ReleaseView:
 def list_releases(name: str | None = None, repo: PathLike = ".", *,
                   sort: str | None = None, columns: Sequence[str] = ()) -> list[catalog.Release]:
     """Every release (of one model if ``name``), from git tags alone; with ``sort`` (a metric key),
-    best first (direction from ``.kgit/gates.yaml``, default higher is better), those without it last.
+    best first (direction from ``.kgit/gates.yaml``, else from the key's name: ``*loss``, ``*error``,
+    ``*mae``, ``*mse``, ``*rmse`` lower is better, others higher), those without it last.
     ``columns``: metric keys the caller will show, checked to be valid metric names."""
     from kgit.core import metrics
 
@@ -135,7 +136,7 @@ def list_releases(name: str | None = None, repo: PathLike = ".", *,
     from kgit.registry import gates
 
     metrics.check_key(sort, "--sort")
-    return metrics.sort_releases(rels, sort, gates.directions(git).get(sort, "max"))
+    return metrics.sort_releases(rels, sort, metrics.direction(sort, gates.directions(git)))
 
 
 def read_metrics(file: PathLike | None = None, items: Sequence[str] = ()) -> dict[str, float]:

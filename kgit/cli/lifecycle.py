@@ -21,8 +21,8 @@ def promote(
                                       "(e.g. \"val.accuracy>=0.9\"); repeatable."),
     require_better: list[str] = typer.Option([], "--require-better", metavar="KEY",
                                              help="The metric must be strictly better than STAGE's last holder (the version in it now, "
-                                             "or the last one there if demoted since; min/max from .kgit/gates.yaml, "
-                                             "default max: higher is better); repeatable."),
+                                             "or the last one there if demoted since; min/max from .kgit/gates.yaml, otherwise "
+                                             "keys ending in loss, error, mae, mse or rmse are lower-is-better, the rest higher); repeatable."),
     json_out: bool = typer.Option(False, "--json", help="Print the event as JSON."),
 ) -> None:
     """Put a released version in a stage (GTO stage tag NAME#STAGE#N). Validates it first if needed.

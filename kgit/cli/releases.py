@@ -140,8 +140,8 @@ def list_(
     metric: list[str] = typer.Option([], "--metric", "-m", metavar="KEY",
                                      help="Add a column with this metric (e.g. val.accuracy); repeatable."),
     sort: str = typer.Option(None, "--sort", metavar="KEY",
-                             help="Sort by this metric, best first (min/max from .kgit/gates.yaml, default max); "
-                             "releases without it last."),
+                             help="Sort by this metric, best first (min/max from .kgit/gates.yaml; otherwise keys ending in "
+                             "loss, error, mae, mse or rmse are lower-is-better, the rest higher); releases without it last."),
     json_out: bool = typer.Option(False, "--json", help="Print the releases as JSON (with all their metrics)."),
 ) -> None:
     """List releases (from git tags alone: fast, works before any data is fetched)."""

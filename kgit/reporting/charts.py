@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kgit.core import metrics
 from kgit.reporting.data import ModelView, metric_text
 
 GREY = "#b0b0b0"
@@ -34,7 +35,7 @@ def metric_chart(model: ModelView, key: str, div_id: str) -> str:
     """``key`` across the versions (oldest first); the versions holding a stage are starred;
     hovering a point shows its version, source commit and value."""
     points = [v for v in reversed(model.versions) if v.problem is None and key in v.metrics]
-    better = {"min": "lower is better", "max": "higher is better"}.get(model.directions.get(key, "max"), "")
+    better = {"min": "lower is better", "max": "higher is better"}.get(metrics.direction(key, model.directions), "")
 
     def hover(vs: list[Any]) -> list[list[str]]:
         return [[(v.source_commit or "-")[:8], metric_text(v.metrics[key]), ", ".join(v.release.stages),

@@ -27,9 +27,10 @@ def repo_at(path: Path) -> Path:
     return path
 
 
-def dvc_text(name: str, version: str, fmt: str, md5: str) -> str:
+def dvc_text(name: str, version: str, fmt: str, md5: str, meta: dict[str, object] | None = None) -> str:
+    """A ``.dvc`` file as `kgit release` writes it; ``meta``: more fields of kgit's metadata."""
     return yaml.safe_dump({"outs": [{"md5": md5, "size": 100, "nfiles": 3, "hash": "md5", "path": version}],
-                           "meta": {"kgit": {"name": name, "version": version, "format": fmt}}})
+                           "meta": {"kgit": {"name": name, "version": version, "format": fmt, **(meta or {})}}})
 
 
 def md5_of(name: str, version: str, fmt: str, salt: str = "") -> str:
@@ -37,16 +38,16 @@ def md5_of(name: str, version: str, fmt: str, salt: str = "") -> str:
 
 
 def release(repo: Path, name: str, version: str, formats: tuple[str, ...] = ("keras",), *,
-            claims: dict[str, object] | None = None) -> str:
+            claims: dict[str, object] | None = None, meta: dict[str, object] | None = None) -> str:
     """Commit and tag ``name@version``; ``claims`` overrides fields of the tag's summary (a lying
-    message). Returns the tag name."""
+    message), ``meta`` adds fields to the metadata in the ``.dvc`` files. Returns the tag name."""
     summary_formats = {}
     for fmt in formats:
         path = f"artifacts/{name}/{fmt}/{version}"
         md5 = md5_of(name, version, fmt)
         dvc = repo / f"{path}.dvc"
         dvc.parent.mkdir(parents=True, exist_ok=True)
-        dvc.write_text(dvc_text(name, version, fmt, md5))
+        dvc.write_text(dvc_text(name, version, fmt, md5, meta))
         summary_formats[fmt] = {"path": path, "md5": md5, "size": 100, "nfiles": 3}
     tag = tag_name(name, Version.parse(version))
     git(repo, "add", "artifacts")
