@@ -98,13 +98,30 @@ def _report_change(change: Any, json_out: bool) -> None:
 
 @app.command()
 def history(
-    name: str = typer.Argument(..., help="The model."),
-    json_out: bool = typer.Option(False, "--json", help="Print the events as JSON."),
+    ref: str = typer.Argument(..., metavar="NAME[#STAGE]", help="The model (mnist), or one of its stages (mnist#prod)."),
+    at: str = typer.Option(None, "--at", metavar="WHEN",
+                           help="Say which version held the stage (each stage, for a bare NAME) at this moment, who "
+                           "put it there, when and with which note: 'YYYY-MM-DD HH:MM' (local time) or ISO 8601 "
+                           "with a zone (2026-11-01T12:00:00+01:00). From the stage tags' dates alone."),
+    json_out: bool = typer.Option(False, "--json", help="Print the events (with --at: the stages' holders) as JSON."),
 ) -> None:
-    """Every event of a model (released, promoted, rolled back, demoted, deprecated): who, when, commit; from tags."""
+    """Every event of a model (released, promoted, rolled back, demoted, deprecated): who, when, commit, note; from tags.
+
+    With NAME#STAGE, only that stage's events; with --at, which version held the stage at that moment."""
     from kgit import api
 
-    events = api.history(name)
+    name, _, stage = ref.partition("#")
+    if at is not None:
+        holdings = api.holders_at(name, at, stage=stage if "#" in ref else None)
+        if json_out:
+            print_json(holdings[0].to_dict() if "#" in ref else [h.to_dict() for h in holdings])
+            return
+        if not holdings:
+            err(f"{name} has never had a version in a stage: there is nothing to look up at {at}")
+        for h in holdings:
+            typer.echo(_holding_text(h))
+        return
+    events = api.history(name, stage=stage if "#" in ref else None)
     if json_out:
         print_json([e.to_dict() for e in events])
         return
@@ -112,11 +129,42 @@ def history(
     from rich.table import Table
 
     t = Table(box=None, header_style="bold")
-    for col in ("when", "event", "version", "stage", "who", "commit"):
+    for col in ("when", "event", "version", "stage", "who", "commit", "note"):
         t.add_column(col)
     for e in events:
-        t.add_row(e.when.replace("T", " ")[:19], e.event, e.version or "-", e.stage or "-", e.who.split(" <")[0], e.commit[:8])
+        t.add_row(e.when.replace("T", " ")[:19], e.event, e.version or "-", e.stage or "-", e.who.split(" <")[0],
+                  e.commit[:8], _one_line(e.note))
     Console(soft_wrap=True).print(t)
+
+
+def _when(iso: str) -> str:
+    """An ISO 8601 moment as people read it: ``2026-11-01 12:00:00 +01:00``."""
+    return iso[:19].replace("T", " ") + (f" {iso[19:]}" if iso[19:] else "")
+
+
+def _one_line(note: str | None) -> str:
+    return " ".join(note.split()) if note else ""
+
+
+def _holding_text(h: Any) -> str:
+    """One line: what a stage held at a moment and who put it there, or why it held nothing."""
+    at = _when(h.at)
+    e = h.event
+    if h.held:
+        how = "rolled back to" if e.event == "rolled back" else "promoted"
+        what = f"{h.name}@{h.version}" if h.version else f"commit {e.commit[:8]} (not a valid release)"
+        note = f"; note: {_one_line(e.note)}" if e.note else ""
+        return (f"{h.stage}: {what} at {at}, {how} {_when(e.when)} by {e.who.split(' <')[0]} "
+                f"(tag {e.tag}){note}")
+    if e is not None:  # demoted by then
+        note = f"; note: {_one_line(e.note)}" if e.note else ""
+        return (f"{h.stage}: no version at {at}: demoted {_when(e.when)} by {e.who.split(' <')[0]} "
+                f"(tag {e.tag}){note}")
+    first = h.first_promotion
+    if first is None:
+        return f"{h.stage}: no version of {h.name} has ever been in {h.stage}"
+    return (f"{h.stage}: no version at {at}: the first promotion to {h.stage} was {h.name}@{first.version or '?'} "
+            f"at {_when(first.when)} by {first.who.split(' <')[0]}")
 
 
 # -- signing -----------------------------------------------------------------------------------

@@ -191,7 +191,7 @@ def release_from_tag(tag: TagInfo) -> Release | None:
 class HistoryEvent:
     """One line of a model's history, read from a tag."""
 
-    event: str  # released, promoted, demoted, deprecated
+    event: str  # released, promoted (or "rolled back", as kgit history labels it), demoted, deprecated
     name: str
     version: str | None
     stage: str | None
@@ -200,6 +200,7 @@ class HistoryEvent:
     commit: str
     tag: str
     counter: int = 0
+    note: str | None = None  # the --note of a stage or deprecation tag, when it was read
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -71,6 +71,26 @@ def event_body(message: str) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
+def event_note(message: str) -> str | None:
+    """The note (``--note``) an event tag's message carries between its title and its ``kgit-event``
+    line (kgit.workflow.stages writes it), or None."""
+    lines = message.split("\n")
+    ends = [i for i, line in enumerate(lines) if line.startswith(EVENT_MARK)]
+    note = "\n".join(lines[1:ends[-1]] if ends else lines[1:]).strip()
+    return note or None
+
+
+def event_notes(repo: Repo, names: Sequence[str]) -> dict[str, str]:
+    """The notes of the stage and deprecation tags of models ``names``, by tag name (one git call)."""
+    patterns = [p for n in names for p in (f"refs/tags/{n}#*", f"refs/tags/{n}@*!*")]
+    notes = {}
+    for tag in repo.tags(*patterns) if patterns else ():
+        note = event_note(tag.message) if tag.annotated else None
+        if note:
+            notes[tag.name] = note
+    return notes
+
+
 @dataclass
 class StageLog:
     """Per model, the next event counter; per (model, stage), what each promote and demote tag did,

@@ -11,7 +11,7 @@ from typing import Any
 
 from kgit.core.errors import ReleaseNotFoundError
 from kgit.core.metadata import Metadata
-from kgit.registry import catalog
+from kgit.registry import catalog, stage_checks
 from kgit.registry.catalog import HistoryEvent
 from kgit.registry.diffing import Change, compare, metric_deltas
 from kgit.registry.versions import check_name
@@ -73,9 +73,8 @@ class VersionView:
 
 @dataclass
 class TimelineEvent(HistoryEvent):
-    """A history event as the timeline shows it: who by name only, and the tag's --note."""
-
-    note: str | None = None
+    """A history event as the timeline shows it: who by name only, the tag's --note, rollbacks
+    labelled "rolled back" (as ``kgit history`` shows them)."""
 
 
 @dataclass
@@ -140,12 +139,14 @@ def read_models(repo: Repo, names: list[str] | None = None) -> list[ModelView]:
     texts = repo.show_files([(r.commit, r.dvc_file(f)) for r in chosen for f in r.formats])
     views = {r.tag: _version_view(repo, r, texts) for r in chosen}
     _mark_validated(repo, list(views.values()))
-    notes = _event_notes(repo, wanted)
+    notes = stage_checks.event_notes(repo, wanted)
     directions = _directions(repo)
     models = []
     for name in wanted:
         versions = sorted((v for v in views.values() if v.name == name), key=lambda v: v.release.key, reverse=True)
-        timeline = [TimelineEvent(**{**asdict(e), "who": e.who.split(" <")[0] or e.who}, note=notes.get(e.tag))
+        rolled = stage_checks.rollbacks(repo, reg, name)
+        timeline = [TimelineEvent(**{**asdict(e), "who": e.who.split(" <")[0] or e.who, "note": notes.get(e.tag),
+                                     "event": "rolled back" if e.tag in rolled else e.event})
                     for e in reg.events if e.name == name]
         timeline.sort(key=lambda e: (e.when, e.tag), reverse=True)
         stages = {s: v.version for v in versions for s in v.release.stages}
@@ -176,19 +177,6 @@ def _mark_validated(repo: Repo, views: list[VersionView]) -> None:
             diffs = [e.get("max_abs_diff") for e in entries]
             known = [d for d in diffs if isinstance(d, (int, float))]
             view.validated_here = max(known) if known else None
-
-
-def _event_notes(repo: Repo, names: list[str]) -> dict[str, str]:
-    """Notes of the stage and deprecation tags (``--note``), by tag name."""
-    from kgit.workflow.stages import event_note
-
-    patterns = [p for n in names for p in (f"refs/tags/{n}#*", f"refs/tags/{n}@*!*")]
-    notes = {}
-    for tag in repo.tags(*patterns):
-        note = event_note(tag.message) if tag.annotated else None
-        if note:
-            notes[tag.name] = note
-    return notes
 
 
 def _directions(repo: Repo) -> dict[str, str]:

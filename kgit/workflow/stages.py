@@ -81,14 +81,6 @@ def _message(event: str, rel: catalog.Release, stage: str | None, note: str | No
     return f"kgit {what}\n\n" + (f"{note}\n\n" if note else "") + f"{EVENT_MARK} {json.dumps(body)}\n"
 
 
-def event_note(message: str) -> str | None:
-    """The note an event tag's message carries (written by ``_message``), or None."""
-    lines = message.split("\n")
-    ends = [i for i, line in enumerate(lines) if line.startswith(EVENT_MARK)]
-    note = "\n".join(lines[1:ends[-1]] if ends else lines[1:]).strip()
-    return note or None
-
-
 def promote(repo: Repo, name: str, version: str, stage: str, *, note: str | None = None, progress: Any = None,
             require: Sequence[str] = (), require_better: Sequence[str] = ()) -> StageChange:
     """Put ``name@version`` in ``stage`` (validating it first if it has not been validated here), if
