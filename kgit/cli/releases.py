@@ -130,6 +130,8 @@ def release(
                                     for k, v in record.metadata["metrics"].items()))
     if not record.metadata.get("resumable", True):
         err("the release holds no training state (resumable: false): it loads for inference; training restarts")
+    for warning in record.warnings:
+        err(f"kgit: warning: {warning}")
     err("next: `git push` publishes the commit, the tag and (with kgit's hook) the data")
 
 
@@ -196,8 +198,7 @@ def show(
         ("model", f"{meta.name} {meta.version}" + (" (deprecated)" if rel.deprecated else "")), ("tag", rel.tag),
         ("stages", ", ".join(rel.stages) or "-"), ("release commit", rel.commit[:12]),
         ("formats", ", ".join(f"{f} ({size_text(i.get('size'))})" for f, i in rel.formats.items())),
-        ("created", meta.created_at), ("source commit", f"{(meta.git.commit or '-')[:12]} on {meta.git.branch or '-'}"
-                                       + (" (dirty)" if meta.git.dirty else "")),
+        ("created", meta.created_at), *_source_rows(meta),
         ("dataset", " ".join(x for x in [meta.dataset.id or "", meta.dataset.path or "", meta.dataset.dvc_hash or ""] if x) or "-"),
         ("hyperparameters", json.dumps(meta.hyperparameters) if meta.hyperparameters else "-"),
         ("metrics", ", ".join(f"{k} {v:g}" + (" (measured)" if k in meta.measured else "")
@@ -221,6 +222,14 @@ def show(
         rows.append(("notes", meta.notes))
     rows.append(("files", f"{len(meta.files)} (sha256 recorded)"))
     write_pairs([(k, str(v)) for k, v in rows])  # plain text: rich's import and table cost ~60 ms
+
+
+def _source_rows(meta: Any) -> list[tuple[str, str]]:
+    """Where the model came from: HEAD and the files not committed, the script or module it came from."""
+    branch = f" on {meta.git.branch}" if meta.git.branch else ""
+    if meta.source is None:  # released before kgit recorded which code was committed
+        return [("source commit", f"{(meta.git.commit or '-')[:12]}{branch}" + (" (dirty)" if meta.git.dirty else ""))]
+    return [("source", meta.source.summary(meta.git.branch)), ("entry", meta.source.entry_text())]
 
 
 def _resumable(meta: Any) -> str:
