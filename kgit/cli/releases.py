@@ -104,7 +104,12 @@ def release(
                                  "process; the metrics it returns are recorded as measured on the artifact."),
     json_out: bool = typer.Option(False, "--json", help="Print the release record as JSON on stdout."),
 ) -> None:
-    """Release a trained model as a new immutable version: save, validate, track with DVC, commit, tag."""
+    """Release a trained model as a new immutable version: save, validate, track with DVC, commit, tag.
+
+    The release records where the model came from (its source: HEAD, the script or module it came
+    from, and the repository's files it ran with that are modified or untracked) and a digest of its
+    weights and optimizer state. It warns, without refusing, when that code is not all committed and
+    when the weights equal an earlier version's."""
     from kgit import api
 
     hyper = _parse_params(params, params_file)
@@ -186,7 +191,8 @@ def show(
     fmt: str = typer.Option(None, "--format", "-f", help="Which format's metadata (default: the first)."),
     json_out: bool = typer.Option(False, "--json", help="Print the metadata as JSON."),
 ) -> None:
-    """Show a release's metadata (from git alone: works before any data is fetched)."""
+    """Show a release's metadata (from git alone: works before any data is fetched): its source (the commit and
+    any uncommitted files of the code that made it), metrics, training state, signature, libraries."""
     from kgit import api
 
     view = api.show(ref, format=fmt)
