@@ -161,6 +161,16 @@ def test_the_tag_carries_the_source_in_short_and_list_shows_it(tmp_path: Path) -
     # a tag re-made by hand to look clean contradicts the metadata in git
     shown = kgit(repo, "show", "m@v3")
     assert shown.returncode == 1 and "its message's source differs from the one in artifacts/m/keras/v3.dvc's metadata" in shown.stderr
+    # and the server hook rejects it, --no-verify or not
+    origin = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", "--initial-branch=main", str(origin))
+    kgit(tmp_path, "server", "install", str(origin), check=True)
+    git(repo, "remote", "add", "origin", str(origin))
+    proc = subprocess.run(["git", "push", "--no-verify", "origin", "main", "refs/tags/m@v3.0.0"], cwd=repo,
+                          capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert ("remote: kgit: rejected: new tag m@v3.0.0 is not a valid release: its message's source differs from the "
+            "one in artifacts/m/keras/v3.dvc's metadata") in proc.stderr
     # the same from the tag cache (more than a few tags are read through it), twice
     for i in range(5, 70):
         synthetic.promote(repo, "m", "v1", f"s{i}", i)
