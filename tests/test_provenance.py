@@ -194,6 +194,8 @@ def test_equal_weights_are_found_from_the_digests_in_git(tmp_path: Path) -> None
         "the weights and optimizer state equal m@v2's and m@v4's: nothing was trained since? (released anyway; "
         "`kgit deprecate` the new version if it was a mistake)")
     assert provenance.duplicate_warning("m", []) is None
+    assert provenance.duplicate_warning("m", ["v1", "v2", "v3", "v4", "v5"]).startswith(
+        "the weights and optimizer state equal m@v3's, m@v4's and m@v5's (and 2 earlier versions): ")
 
 
 # -- real releases -----------------------------------------------------------------------------------

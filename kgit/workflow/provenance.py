@@ -188,7 +188,9 @@ def duplicate_warning(name: str, versions: list[str]) -> str | None:
     """``the weights equal mnist@v3's: nothing was trained since?``, or None."""
     if not versions:
         return None
-    shown = " and ".join(f"{name}@{v}'s" for v in versions[-3:])
-    more = f" (and {len(versions) - 3} earlier versions')" if len(versions) > 3 else ""
+    named = [f"{name}@{v}'s" for v in versions[-3:]]
+    shown = named[0] if len(named) == 1 else f"{', '.join(named[:-1])} and {named[-1]}"
+    earlier = len(versions) - len(named)
+    more = f" (and {earlier} earlier version{'s' if earlier != 1 else ''})" if earlier else ""
     return (f"the weights and optimizer state equal {shown}{more}: nothing was trained since? "
             "(released anyway; `kgit deprecate` the new version if it was a mistake)")
