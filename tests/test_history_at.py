@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -128,3 +129,18 @@ def test_moments_are_read_as_git_reads_them(text: str, expected: datetime) -> No
     assert got == expected and got.tzinfo is not None
     with pytest.raises(KgitError, match="could not read --at"):
         stage_history.parse_moment(text + "x")
+
+
+def test_history_list_and_show_import_neither_tensorflow_nor_dvc(repo: Path) -> None:
+    script = (
+        "import sys\n"
+        "from kgit.cli import main\n"
+        "for args in (['history', 'm#prod', '--at', '2026-11-04 12:00'], ['history', 'm', '--json'],\n"
+        "             ['list', '--json'], ['show', 'm@v1']):\n"
+        "    try:\n"
+        "        main(args)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print([m for m in ('tensorflow', 'keras', 'h5py', 'dvc') if m in sys.modules])\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=repo, capture_output=True, text=True)
+    assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout + proc.stderr
