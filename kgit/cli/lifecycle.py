@@ -28,7 +28,9 @@ def promote(
     """Put a released version in a stage (GTO stage tag NAME#STAGE#N). Validates it first if needed.
 
     The version's metrics must also pass the --require/--require-better rules and the stage's rules
-    committed in .kgit/gates.yaml; there is no override flag: change the committed rule instead."""
+    committed in .kgit/gates.yaml (thresholds, and better than the stage's holder: strictly, by a
+    fraction of its value with min_relative_change, or by an amount with min_absolute_change);
+    there is no override flag: change the committed rule instead."""
     from kgit import api
 
     with Steps(enabled=not json_out) as steps:
