@@ -19,6 +19,9 @@ from kgit.registry.versions import check_name, release_ref
 from kgit.store.git_ops import Repo
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
+    from kgit.registry.stage_history import Holding
     from kgit.reporting import ReportResult
     from kgit.serving.layout import Layout
     from kgit.workflow.fetch import Fetched
@@ -28,7 +31,7 @@ if TYPE_CHECKING:
     from kgit.workflow.stages import StageChange
 
 __all__ = ["release", "load", "get", "diff", "list_releases", "show", "init", "validate", "promote", "rollback",
-           "demote", "deprecate", "history", "verify", "check", "report", "ReleaseRecord", "ReleaseView",
+           "demote", "deprecate", "history", "holders_at", "verify", "check", "report", "ReleaseRecord", "ReleaseView",
            "hooks_install", "hooks_uninstall", "run_hook", "server_install", "server_uninstall",
            "keys_init", "keys_trust", "keys_accept", "keys_policy", "keys_list", "demo", "serve_layout"]
 
@@ -123,7 +126,8 @@ class ReleaseView:
 def list_releases(name: str | None = None, repo: PathLike = ".", *,
                   sort: str | None = None, columns: Sequence[str] = ()) -> list[catalog.Release]:
     """Every release (of one model if ``name``), from git tags alone; with ``sort`` (a metric key),
-    best first (direction from ``.kgit/gates.yaml``, default higher is better), those without it last.
+    best first (direction from ``.kgit/gates.yaml``, else from the key's name: ``*loss``, ``*error``,
+    ``*mae``, ``*mse``, ``*rmse`` lower is better, others higher), those without it last.
     ``columns``: metric keys the caller will show. A model, sort key or column that none of the
     releases has is refused (ReleaseNotFoundError, MetricError), suggesting the one probably meant."""
     from kgit.core import metrics
@@ -144,7 +148,7 @@ def list_releases(name: str | None = None, repo: PathLike = ".", *,
 
     if rels:
         metrics.check_known(sort, known, "--sort", among)
-    return metrics.sort_releases(rels, sort, gates.directions(git).get(sort, "max"))
+    return metrics.sort_releases(rels, sort, metrics.direction(sort, gates.directions(git)))
 
 
 def read_metrics(file: PathLike | None = None, items: Sequence[str] = ()) -> dict[str, float]:
@@ -282,22 +286,43 @@ def deprecate(ref: str, *, version: str | None = None, note: str | None = None, 
     return stages.deprecate(Repo(repo), name, selector, note=note)
 
 
-def history(name: str, *, repo: PathLike = ".") -> list[catalog.HistoryEvent]:
+def history(name: str, *, stage: str | None = None, repo: PathLike = ".") -> list[catalog.HistoryEvent]:
     """Every event of a model (released, promoted, rolled back, demoted, deprecated) with who, when,
-    the commit and the note given (``--note``). A rollback is a promotion tag whose message says so and that goes back to a
-    version that held the stage before (kgit.registry.stage_checks)."""
+    the commit and the note given (``--note``); with ``stage``, only that stage's. A rollback is a promotion tag
+    whose message says so and that goes back to a version that held the stage before
+    (kgit.registry.stage_checks)."""
     from dataclasses import replace
 
     from kgit.registry import stage_checks
+    from kgit.registry.versions import check_stage
 
     check_name(name)
+    if stage is not None:
+        check_stage(stage)
     git = Repo(repo)
     reg = catalog.read(git, name)
     if not reg.events:
         raise catalog.no_model(git, name)
     rolled = stage_checks.rollbacks(git, reg, name)
     notes = stage_checks.event_notes(git, [name])
-    return [replace(e, event="rolled back" if e.tag in rolled else e.event, note=notes.get(e.tag)) for e in reg.events]
+    return [replace(e, event="rolled back" if e.tag in rolled else e.event, note=notes.get(e.tag))
+            for e in reg.events if stage is None or e.stage == stage]
+
+
+def holders_at(name: str, at: str | datetime, *, stage: str | None = None,
+               repo: PathLike = ".") -> list[Holding]:
+    """Which version held each stage of model ``name`` (or only ``stage``) at the moment ``at``
+    ("2026-11-01 12:00" in local time, ISO 8601 with a zone, or an aware datetime), with the event
+    that put it there (who, when, note), from the stage tags and their tagger dates alone
+    (kgit.registry.stage_history). A stage empty then has ``version`` None and its first promotion."""
+    from kgit.registry import stage_history
+
+    moment = stage_history.parse_moment(at) if isinstance(at, str) else at
+    if moment.tzinfo is None:
+        moment = moment.astimezone()
+    events = history(name, stage=stage, repo=repo)
+    stages = [stage] if stage is not None else stage_history.stages_of(events, name)
+    return [stage_history.holding_at(events, name, s, moment) for s in stages]
 
 
 # -- the registry page -------------------------------------------------------------------------

@@ -365,3 +365,17 @@ def test_list_metric_columns_sort_and_diff_deltas(w: World) -> None:
     text = ckgit(w.repo, "diff", "m@v2", "m@v3", check=True).stdout
     line = next(x for x in text.splitlines() if x.startswith("val.accuracy"))
     assert line.split() == ["val.accuracy", "0.9", "0.88", "-0.02", "worse", "(max)"]
+
+
+@pytest.mark.parametrize("key, direction", [
+    ("val.loss", "min"), ("val_loss", "min"), ("train/loss", "min"), ("valLoss", "min"), ("holdout.mae", "min"),
+    ("test.rmse", "min"), ("mse", "min"), ("top-1-error", "min"), ("val.Loss", "min"),
+    ("val.accuracy", "max"), ("gloss", "max"), ("terror", "max"), ("auc", "max"), ("mae2", "max"),
+])
+def test_undeclared_directions_come_from_the_metric_name(key: str, direction: str) -> None:
+    from kgit.core import metrics
+
+    assert metrics.default_direction(key) == direction == gates.parse("").direction(key)
+    # a declaration wins either way
+    flipped = {"min": "max", "max": "min"}[direction]
+    assert gates.parse(f"metrics:\n  {key}: {flipped}\n").direction(key) == flipped

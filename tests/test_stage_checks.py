@@ -132,8 +132,9 @@ def test_a_rollback_skips_require_better_only_where_allow_rollback_is_set(team: 
     team.accepted(team.tag("m#prod#1", "v3"), team.tag("m#prod#2", "v2"))
     # back to v3, which held prod: a rollback, but the committed gates do not allow one below v2
     [line] = team.refused(team.tag("m#prod#3", "v3", rollback_message("v3")))
-    assert ("m@v3 has val.accuracy 0.88, m@v2 (in the stage now) has 0.9; higher is better (a rollback skips "
-            "require_better only where the stage's entry in .kgit/gates.yaml sets `allow_rollback: true`)") in line
+    assert ("m@v3 has val.accuracy 0.88, m@v2 (in the stage now) has 0.9; higher is better (a rollback skips the "
+            "rules that compare with the stage's holder only where the stage's entry in .kgit/gates.yaml sets "
+            "`allow_rollback: true`)") in line
     (team.repo / ".kgit/gates.yaml").write_text(GATES + "    allow_rollback: true\n")
     git(team.repo, "commit", "-q", "-am", "prod may roll back")
     assert run(team.repo, "git", "push", "--no-verify", "origin", "main").returncode == 0
@@ -212,7 +213,7 @@ def test_allow_rollback_is_a_boolean_per_entry() -> None:
         ("val.accuracy >= 0.85", False), ("better val.accuracy", True), ("better val.loss", False)]
     with pytest.raises(KgitError, match="allow_rollback is 'yes please': use true or false"):
         gates.parse("stages:\n  prod:\n    allow_rollback: yes please\n")
-    with pytest.raises(KgitError, match=r"known: require, require_better, allow_rollback"):
+    with pytest.raises(KgitError, match=r"known: require, require_better, min_relative_change, min_absolute_change, allow_rollback"):
         gates.parse("stages:\n  prod:\n    allow_rollbacks: true\n")
 
 
@@ -227,3 +228,107 @@ def test_the_union_of_branches_keeps_every_rule_and_refuses_opposite_directions(
     assert gates.union([]) == gates.Gates()
     with pytest.raises(KgitError, match=r"says val.loss is better both ways \(main: min, other: max\)"):
         gates.union([("main", main), ("other", gates.parse("metrics:\n  val.loss: max\n"))])
+
+
+# -- champion-relative rules: better than the stage's holder by a fraction or an amount -------------
+CHAMPION = """\
+stages:
+  prod:
+    min_relative_change: {val.accuracy: 0.01}
+    min_absolute_change: {val.loss: 0.005}
+"""
+
+
+def champion_team(team: Team, gates_text: str = CHAMPION) -> Team:
+    """``team`` with CHAMPION's rules (no `metrics:` section: val.loss is lower-is-better by its name)
+    and m@v4..v7, whose metrics are also in their metadata, so `kgit promote` judges them too."""
+    (team.repo / ".kgit/gates.yaml").write_text(gates_text)
+    git(team.repo, "commit", "-q", "-am", "prod must beat its holder")
+    for v, acc, loss in (("v4", 0.905, 0.29), ("v5", 0.91, 0.296), ("v6", 0.95, 0.2), ("v7", 0.9595, 0.195)):
+        values = {"val.accuracy": acc, "val.loss": loss}
+        synthetic.release(team.repo, "m", v, claims={"metrics": values}, meta={"metrics": values})
+    # as in ``team``: the releases (which have no data) go in before the server hook
+    assert kgit(team.repo, "server", "uninstall", str(team.origin)).returncode == 0
+    assert run(team.repo, "git", "push", "-q", "--no-verify", "origin", "main", "--tags").returncode == 0
+    assert kgit(team.repo, "server", "install", str(team.origin)).returncode == 0
+    return team
+
+
+def test_min_relative_and_absolute_change_are_judged_against_the_stage_holder(team: Team) -> None:
+    t = champion_team(team)
+    t.accepted(t.tag("m#prod#1", "v2"))  # nothing to beat yet
+    # 0.905 is better than v2's 0.9, but not by 1 %: the refusal gives both numbers and the bar
+    [line] = t.refused(t.tag("m#prod#2", "v4"))
+    assert line.startswith("m#prod#2: m@v4 cannot go to prod: rule `val.accuracy ≥1% better` (.kgit/gates.yaml (at ")
+    assert ("(prod)): val.accuracy 0.905 is not ≥1% better than prod holder m@v2's 0.9 (needs ≥ 0.909; higher is "
+            "better)") in line
+    assert "val.loss" not in line  # 0.29 is 0.01 below v2's 0.3: enough
+    # lower is better for val.loss (its name says so): 0.296 is not 0.005 below 0.3
+    [line] = t.refused(t.tag("m#prod#2", "v5"))
+    assert ("rule `val.loss ≥0.005 better` (.kgit/gates.yaml (at " in line and
+            "val.loss 0.296 is not ≥0.005 better than prod holder m@v2's 0.3 (needs ≤ 0.295; lower is better)" in line)
+    assert "val.accuracy" not in line.split("cannot go to prod: ")[1]  # 0.91 >= 0.909
+    t.accepted(t.tag("m#prod#2", "v6"))
+    # exactly at the bar passes (0.95 * 1.01 = 0.9595, 0.2 - 0.005 = 0.195), whatever binary rounding says
+    t.accepted(t.tag("m#prod#3", "v7"))
+
+
+def test_champion_rules_compare_with_the_last_holder_after_a_demote_and_bind_rollbacks(team: Team) -> None:
+    t = champion_team(team)
+    t.accepted(t.tag("m#prod#1", "v6"), t.tag("m#prod!#2", "v6"))
+    # prod is empty, but v7's successor must still beat v6, which held it last
+    [line] = t.refused(t.tag("m#prod#3", "v5"))
+    assert "val.accuracy 0.91 is not ≥1% better than last prod holder m@v6 (demoted since)'s 0.95 (needs ≥ 0.9595" in line
+    t.accepted(t.tag("m#prod#3", "v7"))
+    # a rollback to v6 is judged by them too, unless the entry sets allow_rollback
+    [line] = t.refused(t.tag("m#prod#4", "v6", rollback_message("v6")))
+    assert "val.accuracy 0.95 is not ≥1% better than prod holder m@v7's 0.9595" in line and "`allow_rollback: true`" in line
+    (t.repo / ".kgit/gates.yaml").write_text(CHAMPION + "    allow_rollback: true\n")
+    git(t.repo, "commit", "-q", "-am", "prod may roll back")
+    assert run(t.repo, "git", "push", "-q", "--no-verify", "origin", "main").returncode == 0
+    t.accepted(t.tag("m#prod#4", "v6", rollback_message("v6")))
+
+
+def test_kgit_promote_refuses_with_the_numbers_before_any_validation(team: Team) -> None:
+    from conftest import assert_refused
+
+    t = champion_team(team)
+    t.accepted(t.tag("m#prod#1", "v6"))
+    line = assert_refused(t.repo, "promote", "m@v5", "prod",
+                          expect="val.accuracy 0.91 is not ≥1% better than prod holder m@v6's 0.95 (needs ≥ 0.9595")
+    assert "val.loss 0.296 is not ≥0.005 better than prod holder m@v6's 0.2 (needs ≤ 0.195; lower is better)" in line
+
+
+def test_champion_rules_are_parsed_and_their_values_checked() -> None:
+    g = gates.parse(CHAMPION + "    allow_rollback: true\n  m#prod:\n    min_relative_change: {val.auc: 0}\n")
+    assert [(r.key, r.op, r.value, r.rollback_ok, r.text) for r in g.rules_for("m", "prod")] == [
+        ("val.accuracy", "relative", 0.01, True, "val.accuracy ≥1% better"),
+        ("val.loss", "absolute", 0.005, True, "val.loss ≥0.005 better"),
+        ("val.auc", "relative", 0.0, False, "val.auc ≥0% better")]
+    for text, says in [
+        ("stages:\n  prod:\n    min_relative_change: [val.accuracy]\n", "prod.min_relative_change must map metric keys to numbers"),
+        ("stages:\n  prod:\n    min_absolute_change: {val.loss: -0.1}\n", "min_absolute_change val.loss is -0.1: use a number >= 0"),
+        ("stages:\n  prod:\n    min_absolute_change: {val.loss: much}\n", "val.loss is 'much' (str), not a number"),
+        ("stages:\n  prod:\n    min_relative_change: {'a b': 0.1}\n", "is not a valid metric name"),
+        ("stages:\n  prod:\n    min_relative_change: {val.auc: .nan}\n", "not a finite number"),
+    ]:
+        with pytest.raises(KgitError) as exc:
+            gates.parse(text)
+        assert says in str(exc.value) and "\n" not in str(exc.value), str(exc.value)
+
+
+@pytest.mark.parametrize("old, value, direction, op, amount, passes", [
+    (0.9, 0.909, "max", "relative", 0.01, True),   # 0.9 * 1.01 is 0.9090000000000001 in binary
+    (0.9, 0.9089, "max", "relative", 0.01, False),
+    (-2.0, -1.98, "max", "relative", 0.01, True),  # relative to |old|
+    (-2.0, -1.99, "max", "relative", 0.01, False),
+    (0.3, 0.297, "min", "relative", 0.01, True),
+    (0.3, 0.2971, "min", "relative", 0.01, False),
+    (0.0, 0.001, "max", "relative", 0.5, True),    # nothing to take a fraction of: any strict improvement
+    (0.0, 0.0, "max", "relative", 0.5, False),
+    (0.3, 0.3, "min", "absolute", 0.0, True),      # 0: at least as good
+    (0.3, 0.2951, "min", "absolute", 0.005, False),
+])
+def test_better_by_a_fraction_or_an_amount(old: float, value: float, direction: str, op: str, amount: float,
+                                           passes: bool) -> None:
+    assert gates.passes_change(gates.Rule("k", op, amount), value, old, direction) is passes

@@ -21,14 +21,16 @@ def promote(
                                       "(e.g. \"val.accuracy>=0.9\"); repeatable."),
     require_better: list[str] = typer.Option([], "--require-better", metavar="KEY",
                                              help="The metric must be strictly better than STAGE's last holder (the version in it now, "
-                                             "or the last one there if demoted since; min/max from .kgit/gates.yaml, "
-                                             "default max: higher is better); repeatable."),
+                                             "or the last one there if demoted since; min/max from .kgit/gates.yaml, otherwise "
+                                             "keys ending in loss, error, mae, mse or rmse are lower-is-better, the rest higher); repeatable."),
     json_out: bool = typer.Option(False, "--json", help="Print the event as JSON."),
 ) -> None:
     """Put a released version in a stage (GTO stage tag NAME#STAGE#N). Validates it first if needed.
 
     The version's metrics must also pass the --require/--require-better rules and the stage's rules
-    committed in .kgit/gates.yaml; there is no override flag: change the committed rule instead."""
+    committed in .kgit/gates.yaml (thresholds, and better than the stage's holder: strictly, by a
+    fraction of its value with min_relative_change, or by an amount with min_absolute_change);
+    there is no override flag: change the committed rule instead."""
     from kgit import api
 
     with Steps(enabled=not json_out) as steps:
@@ -98,19 +100,66 @@ def _report_change(change: Any, json_out: bool) -> None:
 
 @app.command()
 def history(
-    name: str = typer.Argument(..., help="The model."),
-    json_out: bool = typer.Option(False, "--json", help="Print the events as JSON."),
+    ref: str = typer.Argument(..., metavar="NAME[#STAGE]", help="The model (mnist), or one of its stages (mnist#prod)."),
+    at: str = typer.Option(None, "--at", metavar="WHEN",
+                           help="Say which version held the stage (each stage, for a bare NAME) at this moment, who "
+                           "put it there, when and with which note: 'YYYY-MM-DD HH:MM' (local time) or ISO 8601 "
+                           "with a zone (2026-11-01T12:00:00+01:00). From the stage tags' dates alone."),
+    json_out: bool = typer.Option(False, "--json", help="Print the events (with --at: the stages' holders) as JSON."),
 ) -> None:
-    """Every event of a model (released, promoted, rolled back, demoted, deprecated): who, when, commit and the --note given; from tags."""
+    """Every event of a model (released, promoted, rolled back, demoted, deprecated): who, when, commit, the --note given; from tags.
+
+    With NAME#STAGE, only that stage's events; with --at, which version held the stage at that moment."""
     from kgit import api
 
-    events = api.history(name)
+    name, _, stage = ref.partition("#")
+    if at is not None:
+        holdings = api.holders_at(name, at, stage=stage if "#" in ref else None)
+        if json_out:
+            print_json(holdings[0].to_dict() if "#" in ref else [h.to_dict() for h in holdings])
+            return
+        if not holdings:
+            err(f"{name} has never had a version in a stage: there is nothing to look up at {at}")
+        for h in holdings:
+            out(_holding_text(h))
+        return
+    events = api.history(name, stage=stage if "#" in ref else None)
     if json_out:
         print_json([e.to_dict() for e in events])
         return
     rows = [[e.when.replace("T", " ")[:19], e.event, e.version or "-", e.stage or "-", e.who.split(" <")[0],
              e.commit[:8], e.note or ""] for e in events]
     write_table(["when", "event", "version", "stage", "who", "commit", "note"], rows)
+
+
+def _when(iso: str) -> str:
+    """An ISO 8601 moment as people read it: ``2026-11-01 12:00:00 +01:00``."""
+    return iso[:19].replace("T", " ") + (f" {iso[19:]}" if iso[19:] else "")
+
+
+def _one_line(note: str | None) -> str:
+    return " ".join(note.split()) if note else ""
+
+
+def _holding_text(h: Any) -> str:
+    """One line: what a stage held at a moment and who put it there, or why it held nothing."""
+    at = _when(h.at)
+    e = h.event
+    if h.held:
+        how = "rolled back to" if e.event == "rolled back" else "promoted"
+        what = f"{h.name}@{h.version}" if h.version else f"commit {e.commit[:8]} (not a valid release)"
+        note = f"; note: {_one_line(e.note)}" if e.note else ""
+        return (f"{h.stage}: {what} at {at}, {how} {_when(e.when)} by {e.who.split(' <')[0]} "
+                f"(tag {e.tag}){note}")
+    if e is not None:  # demoted by then
+        note = f"; note: {_one_line(e.note)}" if e.note else ""
+        return (f"{h.stage}: no version at {at}: demoted {_when(e.when)} by {e.who.split(' <')[0]} "
+                f"(tag {e.tag}){note}")
+    first = h.first_promotion
+    if first is None:
+        return f"{h.stage}: no version of {h.name} has ever been in {h.stage}"
+    return (f"{h.stage}: no version at {at}: the first promotion to {h.stage} was {h.name}@{first.version or '?'} "
+            f"at {_when(first.when)} by {first.who.split(' <')[0]}")
 
 
 # -- signing -----------------------------------------------------------------------------------

@@ -109,7 +109,12 @@ def release(
                                  "process; the metrics it returns are recorded as measured on the artifact."),
     json_out: bool = typer.Option(False, "--json", help="Print the release record as JSON on stdout."),
 ) -> None:
-    """Release a trained model as a new immutable version: save, validate, track with DVC, commit, tag."""
+    """Release a trained model as a new immutable version: save, validate, track with DVC, commit, tag.
+
+    The release records where the model came from (its source: HEAD, the script or module it came
+    from, and the repository's files it ran with that are modified or untracked) and a digest of its
+    weights and optimizer state. It warns, without refusing, when that code is not all committed and
+    when the weights equal an earlier version's."""
     from kgit import api
 
     hyper = _parse_params(params, params_file)
@@ -136,6 +141,8 @@ def release(
                                     for k, v in record.metadata["metrics"].items()))
     if not record.metadata.get("resumable", True):
         err("the release holds no training state (resumable: false): it loads for inference; training restarts")
+    for warning in record.warnings:
+        err(f"kgit: warning: {warning}")
     err("next: `git push` publishes the commit, the tag and (with kgit's hook) the data")
 
 
@@ -146,8 +153,8 @@ def list_(
     metric: list[str] = typer.Option([], "--metric", "-m", metavar="KEY",
                                      help="Add a column with this metric (e.g. val.accuracy); repeatable."),
     sort: str = typer.Option(None, "--sort", metavar="KEY",
-                             help="Sort by this metric, best first (min/max from .kgit/gates.yaml, default max); "
-                             "releases without it last."),
+                             help="Sort by this metric, best first (min/max from .kgit/gates.yaml; otherwise keys ending in "
+                             "loss, error, mae, mse or rmse are lower-is-better, the rest higher); releases without it last."),
     json_out: bool = typer.Option(False, "--json", help="Print the releases as JSON (with all their metrics)."),
 ) -> None:
     """List releases (from git tags alone: fast, works before any data is fetched)."""
@@ -190,7 +197,8 @@ def show(
     fmt: str = typer.Option(None, "--format", "-f", help="Which format's metadata (default: the first)."),
     json_out: bool = typer.Option(False, "--json", help="Print the metadata as JSON."),
 ) -> None:
-    """Show a release's metadata (from git alone: works before any data is fetched)."""
+    """Show a release's metadata (from git alone: works before any data is fetched): its source (the commit and
+    any uncommitted files of the code that made it), metrics, training state, signature, libraries."""
     from kgit import api
 
     view = api.show(ref, format=fmt)
@@ -203,8 +211,7 @@ def show(
         *([("deprecated", view.deprecation_note or "yes (no note given)")] if rel.deprecated else []), ("tag", rel.tag),
         ("stages", ", ".join(rel.stages) or "-"), ("release commit", rel.commit[:12]),
         ("formats", ", ".join(f"{f} ({size_text(i.get('size'))})" for f, i in rel.formats.items())),
-        ("created", meta.created_at), ("source commit", f"{(meta.git.commit or '-')[:12]} on {meta.git.branch or '-'}"
-                                       + (" (dirty)" if meta.git.dirty else "")),
+        ("created", meta.created_at), *_source_rows(meta),
         ("dataset", " ".join(x for x in [meta.dataset.id or "", meta.dataset.path or "", meta.dataset.dvc_hash or ""] if x) or "-"),
         ("hyperparameters", json.dumps(meta.hyperparameters) if meta.hyperparameters else "-"),
         ("metrics", ", ".join(f"{k} {v:g}" + (" (measured)" if k in meta.measured else "")
@@ -228,6 +235,14 @@ def show(
         rows.append(("notes", meta.notes))
     rows.append(("files", f"{len(meta.files)} (sha256 recorded)"))
     write_pairs([(k, str(v)) for k, v in rows])  # plain text: rich's import and table cost ~60 ms
+
+
+def _source_rows(meta: Any) -> list[tuple[str, str]]:
+    """Where the model came from: HEAD and the files not committed, the script or module it came from."""
+    branch = f" on {meta.git.branch}" if meta.git.branch else ""
+    if meta.source is None:  # released before kgit recorded which code was committed
+        return [("source commit", f"{(meta.git.commit or '-')[:12]}{branch}" + (" (dirty)" if meta.git.dirty else ""))]
+    return [("source", meta.source.summary(meta.git.branch)), ("entry", meta.source.entry_text())]
 
 
 def _resumable(meta: Any) -> str:

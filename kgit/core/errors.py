@@ -10,6 +10,10 @@ class KgitError(Exception):
     """Base of every error kgit reports to a user (exit code 1, one line, no traceback)."""
 
 
+class KgitWarning(UserWarning):
+    """Something a release went ahead with that its maker should know (Python's ``warnings``)."""
+
+
 class NotAGitRepoError(KgitError):
     pass
 

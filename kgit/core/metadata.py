@@ -49,6 +49,71 @@ class GitInfo:
 
 
 @dataclass
+class SourceInfo:
+    """Whether the code that made the model is committed: HEAD, the script or module the model came
+    from (``entry``: relative to the repository's root; an absolute path or ``<stdin>`` when it is
+    not in the repository), and which of the files of the repository the releasing process had
+    imported are not in HEAD as they are (``modified``: tracked but changed; ``untracked``: not in
+    HEAD at all). ``dirty``: the code is not all committed."""
+
+    commit: str | None
+    entry: str | None
+    dirty: bool
+    modified: list[str] = field(default_factory=list)
+    untracked: list[str] = field(default_factory=list)
+
+    @property
+    def entry_outside(self) -> bool:
+        """The entry is not a file of the repository (a script elsewhere, ``<stdin>``, a notebook cell)."""
+        return self.entry is not None and (self.entry.startswith(("/", "<")) or Path(self.entry).is_absolute())
+
+    @property
+    def uncommitted(self) -> list[str]:
+        """Every file not in HEAD as it is, each with why (``train.py (modified)``): the entry first,
+        then modified files, then untracked ones."""
+        files = [(p, "modified") for p in sorted(self.modified)] + [(p, "untracked") for p in sorted(self.untracked)]
+        files.sort(key=lambda pw: pw[0] != self.entry)  # stable: the entry first, the rest as they were
+        return [f"{p} ({why})" for p, why in files]
+
+    def summary(self, branch: str | None = None) -> str:
+        """``abc123456789 + 2 uncommitted files: train.py (modified), layers.py (untracked)`` (with
+        ``branch``: ``abc123456789 on main + ...``)."""
+        return (self.commit or "no commit")[:12] + (f" on {branch}" if branch else "") + self.details()
+
+    def details(self) -> str:
+        """What ``summary`` says after the commit: `` + 2 uncommitted files: ...``, or "" when all is committed."""
+        text = ""
+        files = self.uncommitted
+        if files:
+            shown = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
+            text += f" + {len(files)} uncommitted file{'s' if len(files) != 1 else ''}: {shown}"
+        if self.entry_outside:
+            text += f"; the model came from {self.entry}, outside the repository"
+        return text
+
+    def entry_text(self) -> str:
+        """The entry and whether it is committed: ``train.py (committed)``."""
+        if self.entry is None:
+            return "unknown (released from a file, not from code kgit could see)"
+        if self.entry_outside:
+            return f"{self.entry} (outside the repository: not committed)"
+        state = ("modified" if self.entry in self.modified else "untracked" if self.entry in self.untracked
+                 else "committed")
+        return f"{self.entry} ({state})"
+
+    @classmethod
+    def from_dict(cls, d: Any) -> SourceInfo | None:
+        """The block as recorded (None for a release made before kgit recorded it)."""
+        if d is None:
+            return None
+        if not isinstance(d, dict):
+            raise TypeError("source is not an object")
+        return cls(commit=d.get("commit"), entry=d.get("entry"), dirty=bool(d.get("dirty")),
+                   modified=[str(p) for p in d.get("modified") or []],
+                   untracked=[str(p) for p in d.get("untracked") or []])
+
+
+@dataclass
 class DatasetInfo:
     id: str | None = None
     path: str | None = None
@@ -96,6 +161,12 @@ class Metadata:
     metrics: dict[str, float] = field(default_factory=dict)
     measured: list[str] = field(default_factory=list)
     evaluate: str | None = None
+    # Where the model came from: the code that made it and whether it was committed (kgit.workflow.provenance);
+    # None in releases made before kgit recorded it.
+    source: SourceInfo | None = None
+    # sha256 of the model's weights and, if compiled, its optimizer's variables, in order: the same
+    # digest as an earlier version's means nothing was trained in between. None in older releases.
+    weights_sha256: str | None = None
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -119,6 +190,7 @@ class Metadata:
             if "resumable" not in d:  # written before kgit recorded it: a compiled model kept its state
                 kwargs["resumable"] = bool((d.get("training") or {}).get("compiled"))
             kwargs["git"] = GitInfo(**d["git"])
+            kwargs["source"] = SourceInfo.from_dict(d.get("source"))
             kwargs["dataset"] = DatasetInfo(**d["dataset"])
             kwargs["reference"] = ReferenceInfo(**d["reference"])
             kwargs["signature"] = Signature(

@@ -188,6 +188,24 @@ def from_summary(value: Any, measured: Any) -> tuple[dict[str, float], tuple[str
     return metrics, tuple(dict.fromkeys(measured)), None
 
 
+# the last part of a key that names an error of some kind: lower is better
+LOWER_IS_BETTER = ("loss", "error", "mae", "mse", "rmse")
+_LOWER_RE = re.compile(rf"(^|[_\-/])({'|'.join(LOWER_IS_BETTER)})$|[a-z0-9]({'|'.join(w.capitalize() for w in LOWER_IS_BETTER)})$")
+
+
+def default_direction(key: str) -> str:
+    """Which way is better for ``key`` when nothing declares it: "min" (lower is better) when the
+    key's last part is, or ends in, loss, error, mae, mse or rmse as a word of its own (``val.loss``,
+    ``val_loss``, ``train/loss``, ``valLoss``, ``holdout.mae``); "max" for every other key."""
+    last = key.rsplit(".", 1)[-1]
+    return "min" if _LOWER_RE.search(last) or last.lower() in LOWER_IS_BETTER else "max"
+
+
+def direction(key: str, declared: Mapping[str, str]) -> str:
+    """The direction ``declared`` (``.kgit/gates.yaml``'s ``metrics:``) gives ``key``, else its default."""
+    return declared.get(key) or default_direction(key)
+
+
 def is_better(new: float, old: float, direction: str) -> bool:
     """Strictly better in ``direction`` ("max": higher is better, "min": lower is better)."""
     return new < old if direction == "min" else new > old

@@ -194,13 +194,34 @@ def optimizer_state(model: Any) -> dict[str, Any] | None:
     variables = optimizer_variables(opt)
     if getattr(opt, "built", False) or getattr(opt, "_built", False):  # tf_keras: _built
         digest = hashlib.sha256()
-        for var in variables:
-            arr = np.ascontiguousarray(_host_values(var))
-            digest.update(f"{arr.dtype.str}{arr.shape};".encode())
-            digest.update(arr.reshape(-1).view(np.uint8).data)  # the bytes of tobytes(), without a copy
+        _update(digest, variables)
         state["variables"] = len(variables)
         state["variables_sha256"] = digest.hexdigest()
     return state
+
+
+def _update(digest: Any, variables: list[Any]) -> None:
+    for var in variables:
+        arr = np.ascontiguousarray(_host_values(var))
+        digest.update(f"{arr.dtype.str}{arr.shape};".encode())
+        digest.update(arr.reshape(-1).view(np.uint8).data)  # the bytes of tobytes(), without a copy
+
+
+def weights_digest(model: Any) -> str | None:
+    """sha256 of the model's weights in order and, when it is compiled with a built optimizer, of the
+    optimizer's variables after them (dtype, shape and bytes of each): two models with the same
+    digest hold the same trained state. None when the model's variables cannot be read (a plain
+    SavedModel wrapped for inference)."""
+    try:
+        digest = hashlib.sha256()
+        _update(digest, list(model.weights))
+        opt = getattr(model, "optimizer", None)
+        if opt is not None and is_compiled(model) and (getattr(opt, "built", False) or getattr(opt, "_built", False)):
+            digest.update(b"optimizer;")
+            _update(digest, optimizer_variables(opt))
+        return digest.hexdigest()
+    except Exception:
+        return None
 
 
 def _host_values(var: Any) -> np.ndarray:

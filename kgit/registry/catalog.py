@@ -25,7 +25,7 @@ from kgit.core.errors import (
     closest,
     did_you_mean,
 )
-from kgit.core.metadata import ARTIFACTS_DIR, FORMATS, Metadata
+from kgit.core.metadata import ARTIFACTS_DIR, FORMATS, Metadata, SourceInfo
 from kgit.registry.seen import SeenRecord
 from kgit.registry.tagcache import TagCache
 from kgit.registry.versions import (
@@ -64,6 +64,8 @@ class Release:
     measured: tuple[str, ...] = ()
     # other releases whose tags name the same data (one of them is a tag made by hand; its problem says which)
     shares_with: tuple[str, ...] = ()
+    # whether the code that made it was committed, in short (``source_summary``); None before kgit recorded it
+    source: dict[str, Any] | None = None
 
     @property
     def only_shares_data(self) -> bool:
@@ -92,7 +94,26 @@ class Release:
                 "dataset_id": self.dataset_id, "source_commit": self.source_commit, "tagger": self.tagger,
                 "date": self.date, "stages": list(self.stages), "deprecated": self.deprecated,
                 "object": self.object, "problems": list(self.problems), "metrics": dict(self.metrics),
-                "measured": list(self.measured), "status": self.status}
+                "measured": list(self.measured), "source": dict(self.source) if self.source is not None else None,
+                "status": self.status}
+
+
+def source_summary(source: SourceInfo) -> dict[str, Any]:
+    """The metadata's source block as a release tag's summary carries it: the entry, whether the code
+    was all committed, and how many files were not (the file names are in the metadata)."""
+    return {"entry": source.entry, "dirty": source.dirty, "uncommitted": len(source.modified) + len(source.untracked)}
+
+
+def _source_from_summary(value: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """(the summary's source block, what is wrong with it)."""
+    if value is None:
+        return None, None
+    ok = (isinstance(value, dict) and set(value) == {"entry", "dirty", "uncommitted"}
+          and (value["entry"] is None or (isinstance(value["entry"], str) and len(value["entry"]) <= 4096))
+          and isinstance(value["dirty"], bool)
+          and isinstance(value["uncommitted"], int) and not isinstance(value["uncommitted"], bool)
+          and value["uncommitted"] >= 0)
+    return (dict(value), None) if ok else (None, "its message's source is malformed")
 
 
 def tag_message(name: str, version: str, summary: dict[str, Any]) -> str:
@@ -161,6 +182,9 @@ def _summary_problems(name: str, tag_version: Version, summary: dict[str, Any]) 
     bad_metrics = metrics.from_summary(summary.get("metrics"), summary.get("measured"))[2]
     if bad_metrics:
         problems.append(bad_metrics)
+    bad_source = _source_from_summary(summary.get("source"))[1]
+    if bad_source:
+        problems.append(bad_source)
     return label, problems
 
 
@@ -190,6 +214,7 @@ def release_from_tag(tag: TagInfo) -> Release | None:
         name=model, version=label, tag=tag.name, commit=tag.target, formats=dict(formats or {}),
         created_at=text["created_at"], dataset_id=text["dataset_id"], source_commit=text["source_commit"],
         tagger=tag.tagger, date=tag.date, object=tag.object, problems=problems, metrics=values, measured=measured,
+        source=_source_from_summary(summary.get("source"))[0],
     )
 
 
@@ -197,7 +222,7 @@ def release_from_tag(tag: TagInfo) -> Release | None:
 class HistoryEvent:
     """One line of a model's history, read from a tag."""
 
-    event: str  # released, promoted, demoted, deprecated
+    event: str  # released, promoted (or "rolled back", as kgit history labels it), demoted, deprecated
     name: str
     version: str | None
     stage: str | None
@@ -362,7 +387,7 @@ def _tags(repo: Repo, patterns: list[str], name: str | None) -> list[tuple[TagIn
 def _release_record(rel: Release) -> list[Any]:
     """What a tag's parse gives, less what the tag itself gives (name, target, tagger, date), as JSON."""
     return [rel.version, rel.formats, rel.created_at, rel.dataset_id, rel.source_commit, list(rel.problems),
-            rel.metrics, list(rel.measured)]
+            rel.metrics, list(rel.measured), rel.source]
 
 
 def _from_entry(tag: str, oid: str, version: Version | None,
@@ -374,18 +399,18 @@ def _from_entry(tag: str, oid: str, version: Version | None,
     record = entry[4]
     if record is None or version is None:
         return (info, None) if record is None else None
-    if not isinstance(record, list) or len(record) != 8:
+    if not isinstance(record, list) or len(record) != 9:  # 8: written before releases recorded their source
         return None
-    label, formats, created, dataset, source, problems, values, measured = record
+    label, formats, created, dataset, source, problems, values, measured, code = record
     # the file is parsed afresh on each read: its lists and dicts are this release's own
     if (type(label) is not str or type(formats) is not dict or type(problems) is not list
-            or type(values) is not dict or type(measured) is not list):
+            or type(values) is not dict or type(measured) is not list or (code is not None and type(code) is not dict)):
         return None
     for entry_of_format in formats.values():  # a loop, not all(): this runs 15,000 times per listing
         if type(entry_of_format) is not dict:
             return None
     rel = Release(tag.split("@", 1)[0], label, tag, info.target, formats, created, dataset, source, info.tagger,
-                  info.date, object=oid, problems=problems, metrics=values, measured=tuple(measured))
+                  info.date, object=oid, problems=problems, metrics=values, measured=tuple(measured), source=code)
     rel.__dict__["key"] = version.key  # the tag's own version: a summary that disagrees is a problem
     return info, rel
 
@@ -611,7 +636,18 @@ def _dvc_checks(repo: Repo, rel: Release, formats: list[str] | None,
                             f"the tag says {rel.name}:{rel.version}:{fmt}")
         elif (meta.get("metrics") or {}) != rel.metrics or list(meta.get("measured") or []) != list(rel.measured):
             problems.append(f"its message's metrics differ from those in {dvc_path}'s metadata")
+        elif rel.source is not None and _recorded_source(meta) != rel.source:
+            problems.append(f"its message's source differs from the one in {dvc_path}'s metadata")
         yield fmt, problems, meta
+
+
+def _recorded_source(meta: dict[str, Any]) -> dict[str, Any] | None:
+    """The summary of the source block a ``.dvc`` file's metadata records (None: none, or malformed)."""
+    try:
+        source = SourceInfo.from_dict(meta.get("source"))
+    except TypeError:
+        return None
+    return source_summary(source) if source is not None else None
 
 
 def metadata(repo: Repo, release: Release, fmt: str | None = None) -> Metadata:

@@ -88,11 +88,11 @@ def diff(repo: Repo, ref_a: str, ref_b: str, *, metrics: Sequence[str] = ()) -> 
 
 def metric_deltas(a: catalog.Release, b: catalog.Release, directions: dict[str, str]) -> list[dict[str, Any]]:
     """Every metric of either release: its old and new value, the delta (new - old), the direction
-    (max: higher is better) and whether B is better, worse or the same ("-" when one side lacks it)."""
+    (max: higher is better; declared in ``directions``, else from the key's name) and whether B is better, worse or the same ("-" when one side lacks it)."""
     out = []
     for key in dict.fromkeys([*a.metrics, *b.metrics]):
         va, vb = a.metrics.get(key), b.metrics.get(key)
-        direction = directions.get(key, "max")
+        direction = metrics.direction(key, directions)
         if va is None or vb is None:
             verdict = "-"
         elif va == vb:

@@ -4,13 +4,15 @@ Rules come from ``kgit promote --require "val.accuracy>=0.9" --require-better KE
 committed ``.kgit/gates.yaml``, which applies to every promotion (by the CLI, and by the pre-push
 and server hooks for stage tags made any other way)::
 
-    metrics:              # which way is better, per metric key: max (the default) or min
-      val.loss: min
+    metrics:              # which way is better, per metric key: max or min (default: from the name,
+      val.auc: max        # kgit.core.metrics.default_direction: *loss, *error, *mae, *mse, *rmse are min)
     stages:
       prod:               # every model's prod; "mnist#prod" for one model's only
         require: ["val.accuracy >= 0.9", "val.loss <= 0.35"]
         require_better: [val.accuracy]     # strictly better than the stage's last holder
-        allow_rollback: true               # `kgit rollback` may skip this entry's require_better
+        min_relative_change: {val.accuracy: 0.01}   # better than the last holder by >= 1 % of its value
+        min_absolute_change: {val.loss: 0.005}      # better than the last holder by >= 0.005
+        allow_rollback: true               # `kgit rollback` may skip this entry's champion rules
 
 There is no override flag: to let a model through, change the committed rule, which history shows.
 Which version of the file applies: the one committed at HEAD (``kgit promote``, pre-push), and on
@@ -38,7 +40,11 @@ if TYPE_CHECKING:
 
 GATES_FILE = ".kgit/gates.yaml"
 DIRECTIONS = ("max", "min")
-STAGE_FIELDS = ("require", "require_better", "allow_rollback")
+STAGE_FIELDS = ("require", "require_better", "min_relative_change", "min_absolute_change", "allow_rollback")
+# rules that compare with the stage's last holder (its "champion"): strictly better, better by a
+# fraction of the holder's value, better by an amount
+CHAMPION_OPS = ("better", "relative", "absolute")
+_CHANGE_FIELDS = {"min_relative_change": "relative", "min_absolute_change": "absolute"}
 MAX_FILE_BYTES = 100_000
 _OPS = (">=", "<=", "==", ">", "<")
 _RULE_RE = re.compile(r"^\s*(?P<key>[^\s<>=!]+)\s*(?P<op>>=|<=|==|>|<)\s*(?P<value>\S+)\s*$")
@@ -51,14 +57,20 @@ class GateError(KgitError):
 @dataclass(frozen=True)
 class Rule:
     key: str
-    op: str  # one of _OPS, or "better": strictly better than the stage's last holder
-    value: float | None = None
+    op: str  # one of _OPS, or one of CHAMPION_OPS (compared with the stage's last holder)
+    value: float | None = None  # the threshold; for "relative" a fraction (0.01: 1 %), "absolute" an amount
     source: str = "--require"  # where the rule comes from, shown when it refuses
-    rollback_ok: bool = False  # a "better" rule a rollback skips (its entry sets allow_rollback: true)
+    rollback_ok: bool = False  # a champion rule a rollback skips (its entry sets allow_rollback: true)
 
     @property
     def text(self) -> str:
-        return f"better {self.key}" if self.op == "better" else f"{self.key} {self.op} {self.value:g}"
+        if self.op == "better":
+            return f"better {self.key}"
+        if self.op == "relative":
+            return f"{self.key} ≥{_percent(self.value)} better"
+        if self.op == "absolute":
+            return f"{self.key} ≥{self.value:g} better"
+        return f"{self.key} {self.op} {self.value:g}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"key": self.key, "op": self.op, "value": self.value, "source": self.source, "text": self.text}
@@ -74,7 +86,8 @@ class Gates:
     note: str | None = None  # why these rules, when it is not the plain reading of one file
 
     def direction(self, key: str) -> str:
-        return self.directions.get(key, "max")
+        """"max" (higher is better) or "min": declared under ``metrics:``, else from the key's name."""
+        return metrics.direction(key, self.directions)
 
     def rules_for(self, name: str, stage: str) -> list[Rule]:
         return [*self.stages.get(stage, []), *self.stages.get(f"{name}#{stage}", [])]
@@ -97,6 +110,28 @@ def parse_rule(text: str, source: str = "--require") -> Rule:
 def better_rule(key: str, source: str = "--require-better", rollback_ok: bool = False) -> Rule:
     return Rule(metrics.check_key(key.strip() if isinstance(key, str) else key, source), "better", None, source,
                 rollback_ok)
+
+
+def _percent(fraction: float | None) -> str:
+    return f"{(fraction or 0.0) * 100:.6g}%"
+
+
+def _change_rules(value: Any, field_name: str, stage: str, where: str, rollback_ok: bool) -> list[Rule]:
+    """``min_relative_change:``/``min_absolute_change:`` of a stage entry: metric key -> a number >= 0."""
+    if value is None:
+        return []
+    if not isinstance(value, dict):
+        raise GateError(f"{where}: {stage}.{field_name} must map metric keys to numbers "
+                        f"(e.g. {field_name}: {{val.accuracy: {0.01 if field_name == 'min_relative_change' else 0.005}}})")
+    out = []
+    for key, amount in value.items():
+        metrics.check_key(key, f"{where}: {stage}.{field_name}")
+        number = metrics.number(amount, key, f"{where}: {stage}.{field_name}")
+        if number < 0:
+            raise GateError(f"{where}: {stage}.{field_name} {key} is {number:g}: use a number >= 0 "
+                            "(how much better than the stage's holder a new version must be)")
+        out.append(Rule(key, _CHANGE_FIELDS[field_name], number, f"{where} ({stage})", rollback_ok))
+    return out
 
 
 def parse(text: str, where: str = GATES_FILE) -> Gates:
@@ -127,7 +162,7 @@ def parse(text: str, where: str = GATES_FILE) -> Gates:
     for stage, spec in stages.items():
         _check_stage_key(stage, where)
         if not isinstance(spec, dict):
-            raise GateError(f"{where}: stage {stage} must have `require:` and/or `require_better:` lists")
+            raise GateError(f"{where}: stage {stage} must be a mapping of rules ({', '.join(STAGE_FIELDS)})")
         extra = sorted(str(k) for k in spec if k not in STAGE_FIELDS)
         if extra:
             raise GateError(f"{where}: stage {stage}: unknown field {extra[0][:40]!r} (known: {', '.join(STAGE_FIELDS)})")
@@ -138,6 +173,8 @@ def parse(text: str, where: str = GATES_FILE) -> Gates:
         rules = [parse_rule(r, source) for r in _list(spec.get("require"), f"{where}: {stage}.require")]
         rules += [better_rule(k, source, rollback_ok)
                   for k in _list(spec.get("require_better"), f"{where}: {stage}.require_better")]
+        for field_name in _CHANGE_FIELDS:
+            rules += _change_rules(spec.get(field_name), field_name, stage, where, rollback_ok)
         gates.stages[stage] = rules
     return gates
 
@@ -222,26 +259,49 @@ def union(parts: Sequence[tuple[str, Gates]]) -> Gates:
 
 def directions(repo: Repo | str | os.PathLike[str] = ".") -> dict[str, str]:
     """Per metric key, "max" (higher is better) or "min", as declared in the committed
-    ``.kgit/gates.yaml`` at HEAD (``repo``: a Repo or a path); keys not declared are "max" (look
-    them up with ``.get(key, "max")``). Git only; GateError if the committed file is malformed."""
+    ``.kgit/gates.yaml`` at HEAD (``repo``: a Repo or a path). Keys not declared take their default
+    from the name: look them up with ``kgit.core.metrics.direction(key, declared)``. Git only;
+    GateError if the committed file is malformed."""
     from kgit.store.git_ops import Repo as GitRepo
 
     return dict(read(repo if isinstance(repo, GitRepo) else GitRepo(repo)).directions)
 
 
 def waived(rule: Rule, rollback: bool) -> bool:
-    """Whether ``rule`` does not apply: a rollback skips the require_better rules of an entry with
-    ``allow_rollback: true``."""
-    return rollback and rule.op == "better" and rule.rollback_ok
+    """Whether ``rule`` does not apply: a rollback skips the champion rules (require_better,
+    min_relative_change, min_absolute_change) of an entry with ``allow_rollback: true``."""
+    return rollback and rule.op in CHAMPION_OPS and rule.rollback_ok
+
+
+def needed(rule: Rule, old: float, direction: str) -> float:
+    """The value a champion rule needs to beat ``old`` (the holder's): for "max" at least this, for
+    "min" at most this ("better": ``old`` itself, which must then be passed strictly)."""
+    amount = 0.0 if rule.value is None else rule.value
+    step = amount * abs(old) if rule.op == "relative" else amount if rule.op == "absolute" else 0.0
+    return old - step if direction == "min" else old + step
+
+
+def passes_change(rule: Rule, value: float, old: float, direction: str) -> bool:
+    """Whether ``value`` passes a "relative" or "absolute" rule against ``old``: better by at least the
+    amount, in ``direction``, up to float rounding (0.9 * 1.01 is 0.9090000000000001 in binary). A
+    holder at 0 has no relative scale: any strict improvement passes a relative rule."""
+    if rule.op == "relative" and old == 0:
+        return metrics.is_better(value, old, direction)
+    bound = needed(rule, old, direction)
+    slack = 1e-12 * max(1.0, abs(bound))
+    return value <= bound + slack if direction == "min" else value >= bound - slack
 
 
 def failures(rules: Sequence[Rule], candidate: Release, incumbent: Release | None, gates: Gates, *,
-             rollback: bool = False, incumbent_is: str = "in the stage now") -> list[str]:
+             rollback: bool = False, stage: str = "the stage", current: bool = True) -> list[str]:
     """One line per rule ``candidate`` does not pass (empty: it may be promoted). ``incumbent``: the
-    version a "better" rule compares with (kgit.registry.stage_checks: the stage's last holder), described
-    as ``incumbent_is``; ``rollback``: the promotion is a rollback (see ``waived``)."""
+    version the champion rules compare with (kgit.registry.stage_checks: the stage's last holder),
+    in ``stage`` now if ``current``, else demoted since; ``rollback``: the promotion is a rollback
+    (see ``waived``)."""
     out = []
     label = f"{candidate.name}@{candidate.version}"
+    why = (f" (a rollback skips the rules that compare with the stage's holder only where the stage's entry in "
+           f"{GATES_FILE} sets `allow_rollback: true`)" if rollback else "")
     for rule in rules:
         if waived(rule, rollback):
             continue
@@ -253,17 +313,25 @@ def failures(rules: Sequence[Rule], candidate: Release, incumbent: Release | Non
             hint = f": did you mean {match}?" if match is not None else ""
             out.append(f"{where}: {label} has no metric {rule.key}{hint} (it has: {have})")
             continue
-        if rule.op == "better":
+        if rule.op in CHAMPION_OPS:
             old = incumbent.metrics.get(rule.key) if incumbent is not None else None
             if incumbent is None or old is None or incumbent.tag == candidate.tag:
                 continue  # nothing to beat: the stage never had a version, or it never recorded the metric
+            assert incumbent is not None
             direction = gates.direction(rule.key)
-            if not metrics.is_better(value, old, direction):
-                word = "lower" if direction == "min" else "higher"
-                why = (" (a rollback skips require_better only where the stage's entry in "
-                       f"{GATES_FILE} sets `allow_rollback: true`)" if rollback else "")
-                out.append(f"{where}: {label} has {rule.key} {value:g}, {incumbent.name}@{incumbent.version} "
-                           f"({incumbent_is}) has {old:g}; {word} is better{why}")
+            word = "lower" if direction == "min" else "higher"
+            them = f"{incumbent.name}@{incumbent.version}"
+            if rule.op == "better":
+                if not metrics.is_better(value, old, direction):
+                    out.append(f"{where}: {label} has {rule.key} {value:g}, {them} "
+                               f"({'in the stage now' if current else f'the last version in {stage}'}) has {old:g}; "
+                               f"{word} is better{why}")
+            elif not passes_change(rule, value, old, direction):
+                how = _percent(rule.value) if rule.op == "relative" else f"{rule.value:g}"
+                holder = f"{stage} holder {them}" if current else f"last {stage} holder {them} (demoted since)"
+                out.append(f"{where}: {rule.key} {value:g} is not ≥{how} better than {holder}'s {old:g} "
+                           f"(needs {'≤' if direction == 'min' else '≥'} {needed(rule, old, direction):.6g}; "
+                           f"{word} is better){why}")
             continue
         assert rule.value is not None
         passed = {">=": value >= rule.value, "<=": value <= rule.value, ">": value > rule.value,

@@ -153,8 +153,7 @@ def judge_promotion(log: StageLog, gates: Gates, rel: Release, stage: str, *, ro
     rules = [r for r in [*extra, *gates.rules_for(rel.name, stage)] if not gates_mod.waived(r, rollback)]
     incumbent = log.last_holder(rel.name, stage)
     now = incumbent is not None and log.current(rel.name, stage) == incumbent.commit
-    failed = gates_mod.failures(rules, rel, incumbent, gates, rollback=rollback,
-                                incumbent_is="in the stage now" if now else f"the last version in {stage}")
+    failed = gates_mod.failures(rules, rel, incumbent, gates, rollback=rollback, stage=stage, current=now)
     return rules, failed
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kgit.core import metrics
 from kgit.reporting.data import ModelView, metric_text
 
 GREY = "#b0b0b0"
@@ -34,7 +35,7 @@ def metric_chart(model: ModelView, key: str, div_id: str) -> str:
     """``key`` across the versions (oldest first); the versions holding a stage are starred;
     hovering a point shows its version, source commit and value."""
     points = [v for v in reversed(model.versions) if v.problem is None and key in v.metrics]
-    better = {"min": "lower is better", "max": "higher is better"}.get(model.directions.get(key, "max"), "")
+    better = {"min": "lower is better", "max": "higher is better"}.get(metrics.direction(key, model.directions), "")
 
     def hover(vs: list[Any]) -> list[list[str]]:
         return [[(v.source_commit or "-")[:8], metric_text(v.metrics[key]), ", ".join(v.release.stages),
@@ -67,7 +68,7 @@ def metric_chart(model: ModelView, key: str, div_id: str) -> str:
 
 def stage_chart(model: ModelView, div_id: str) -> str | None:
     """Which version held each stage over time: a step line per stage, each change labelled."""
-    changes = [e for e in reversed(model.timeline) if e.stage and e.event in ("promoted", "demoted")]
+    changes = [e for e in reversed(model.timeline) if e.stage and e.event in ("promoted", "rolled back", "demoted")]
     if not changes:
         return None
     traces = []
@@ -76,12 +77,12 @@ def stage_chart(model: ModelView, div_id: str) -> str | None:
         traces.append({
             "type": "scatter", "x": [e.when for e in events], "y": [stage] * len(events), "name": stage,
             "mode": "lines+markers+text", "line": {"shape": "hv", "width": 6},
-            "text": [e.version if e.event == "promoted" else "demoted" for e in events],
+            "text": [e.version if e.event != "demoted" else "demoted" for e in events],
             "textposition": "top center", "cliponaxis": False,
             "customdata": [[e.event, e.version or "-", e.who, e.commit[:8]] for e in events],
             "hovertemplate": "%{customdata[0]} %{customdata[1]}<br>by %{customdata[2]}<br>"
                              "commit %{customdata[3]}<br>%{x}<extra>%{y}</extra>",
-            "marker": {"size": 11, "symbol": ["circle" if e.event == "promoted" else "x" for e in events]},
+            "marker": {"size": 11, "symbol": ["x" if e.event == "demoted" else "circle" for e in events]},
         })
     layout = {"height": 120 + 50 * len(traces), "margin": {"l": 80, "r": 20, "t": 30, "b": 40},
               "showlegend": False, "template": _template(), "yaxis": {"type": "category"},

@@ -73,7 +73,8 @@ class VersionView:
 
 @dataclass
 class TimelineEvent(HistoryEvent):
-    """A history event as the timeline shows it: who by name only, with the tag's --note."""
+    """A history event as the timeline shows it: who by name only, the tag's --note, rollbacks
+    labelled "rolled back" (as ``kgit history`` shows them)."""
 
 
 @dataclass
@@ -143,7 +144,9 @@ def read_models(repo: Repo, names: list[str] | None = None) -> list[ModelView]:
     models = []
     for name in wanted:
         versions = sorted((v for v in views.values() if v.name == name), key=lambda v: v.release.key, reverse=True)
-        timeline = [TimelineEvent(**{**asdict(e), "who": e.who.split(" <")[0] or e.who, "note": notes.get(e.tag)})
+        rolled = stage_checks.rollbacks(repo, reg, name)
+        timeline = [TimelineEvent(**{**asdict(e), "who": e.who.split(" <")[0] or e.who, "note": notes.get(e.tag),
+                                     "event": "rolled back" if e.tag in rolled else e.event})
                     for e in reg.events if e.name == name]
         by_version = {v.version: v for v in versions}
         for e in sorted(timeline, key=lambda e: e.counter):  # a version's last deprecation tag is its own

@@ -20,6 +20,7 @@ from kgit.core import metrics as metrics_mod
 from kgit.core.errors import (
     DirtyRepoError,
     KgitError,
+    KgitWarning,
     ModelSignatureError,
     ValidationError,
     VersionExistsError,
@@ -39,6 +40,7 @@ from kgit.core.metadata import (
     Metadata,
     ReferenceInfo,
     Signature,
+    SourceInfo,
     check_json_serialisable,
     hash_folder,
     sha256_file,
@@ -47,7 +49,7 @@ from kgit.registry import catalog
 from kgit.registry.versions import Version, check_name, next_version, tag_name
 from kgit.store import clone_state, dvc_ops, failpoints, txn
 from kgit.store.git_ops import Repo
-from kgit.workflow import project
+from kgit.workflow import project, provenance
 
 Progress = Callable[[str], None]
 
@@ -63,11 +65,14 @@ class ReleaseRecord:
     formats: dict[str, dict[str, Any]]  # format -> {path, md5, size, nfiles}
     metadata: dict[str, Any]  # metadata of the first format (the others differ only in format/files)
     validation: list[dict[str, Any]] = field(default_factory=list)
+    # what the releaser should know: the code was not all committed, the weights repeat a version's
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name, "version": self.version, "tag": self.tag, "commit": self.commit,
             "formats": self.formats, "validation": self.validation, "metadata": self.metadata,
+            "warnings": self.warnings,
         }
 
 
@@ -96,6 +101,7 @@ class _Request:
     inference_only: bool = False  # release without the training state (recorded as resumable: false)
     metrics: dict[str, float] = field(default_factory=dict)  # given by the user (kgit.core.metrics)
     evaluate: str | None = None  # MODULE:FUNC measuring metrics on the model reloaded from the artifact
+    caller: provenance.Caller | None = None  # the user's code calling from Python (None: the command line)
 
 
 def release(
@@ -130,7 +136,13 @@ def release(
     ``metrics`` (nested allowed: ``{"val": {"accuracy": 0.93}}`` is recorded as ``val.accuracy``)
     are recorded in the metadata and the tag; ``evaluate`` (a function or "module:function") is called
     with the model reloaded from the artifact in the fresh validation process, and the metrics it
-    returns are recorded as measured."""
+    returns are recorded as measured.
+
+    The metadata's ``source`` records whether the code that made the model was committed
+    (kgit.workflow.provenance); a model whose weights and optimizer state equal an earlier version's
+    is released with a warning (``ReleaseRecord.warnings``, and Python's ``warnings`` when called
+    from Python)."""
+    call = provenance.caller()
     say = progress or (lambda _msg: None)
     git = Repo(repo)
     project.require_initialised(git)
@@ -144,6 +156,7 @@ def release(
     from kgit.models.source_kind import source_kind
 
     source_kind(model)  # a missing file: refused before TensorFlow
+    req.caller = call
     from kgit.workflow.roundtrip import Worker
 
     # The fresh validation process imports TensorFlow while this one loads and writes the model.
@@ -159,18 +172,31 @@ def release(
             label = str(ver)
             staging = txn.staging_dir(git) / f"{req.name}-{label}"
             hashing: dict[str, FolderDigests] = {}  # per format: sha256 and md5 of its files, in one read
+            # git only: what the release records of its code, and whether it repeats a version
+            source = provenance.source_info(git, model, req.builder, req.caller)
+            warned = [w for w in (provenance.source_warning(source), provenance.duplicate_warning(
+                req.name, provenance.same_weights(git, req.name, prepared.weights_sha256))) if w]
+            for text in warned:
+                say(f"warning: {text}")
             try:
-                metas = _stage(git, req, prepared, label, staging, hashing, say)
+                metas = _stage(git, req, prepared, label, staging, hashing, say, source)
                 failpoints.failpoint("staged")
                 say(f"validating {req.name} {label} in a fresh process")
                 validation = _validate(staging, req, worker)
                 digests = _seal(staging, req, metas, _measured(validation, req), hashing, say)
                 failpoints.failpoint("validated")
-                return _publish(git, req, label, tag, staging, metas, validation, digests, say)
+                record = _publish(git, req, label, tag, staging, metas, validation, digests, say)
             finally:
                 for h in hashing.values():
                     h.stop()
                 shutil.rmtree(staging, ignore_errors=True)
+    record.warnings = warned
+    if req.caller is not None:  # from Python: say it where Python says such things
+        import warnings
+
+        for text in warned:
+            warnings.warn(f"{record.tag}: {text}", KgitWarning, stacklevel=2)
+    return record
 
 
 # -- 1. check the request (cheap, no TensorFlow) ----------------------------------------------
@@ -265,10 +291,18 @@ class _Prepared:
     libraries: dict[str, str]
     resumable: bool  # the release holds the training state (and validation checks it comes back)
     keras_flavour: str  # "keras" (Keras 3) or "tf_keras" (Keras 2)
+    weights_sha256: str | None  # the weights and optimizer variables (kgit.models.training_state.weights_digest)
 
 
 def _prepare_model(source: Any, req: _Request) -> _Prepared:
-    from kgit.models import formats, model_source, runtime, tf_keras_flavour, usercode
+    from kgit.models import (
+        formats,
+        model_source,
+        runtime,
+        tf_keras_flavour,
+        training_state,
+        usercode,
+    )
     from kgit.models.reference import check_finite, check_inputs, generate_inputs, load_npz
 
     usercode.use_project(req.root)  # the project's modules import from any folder of it, as at validation
@@ -313,7 +347,7 @@ def _prepare_model(source: Any, req: _Request) -> _Prepared:
         libraries["tf_keras"] = tf_keras_flavour.version() or "unknown"
     return _Prepared(model=model, signature=sig, inputs=inputs, outputs=outputs, generated=arrays is None,
                      custom_modules=modules, training=training, libraries=libraries, resumable=resumable,
-                     keras_flavour=flavour)
+                     keras_flavour=flavour, weights_sha256=training_state.weights_digest(model))
 
 
 def _as_arrays(value: Any) -> dict[str, Any]:
@@ -347,7 +381,7 @@ def _choose_version(git: Repo, req: _Request) -> Version:
 
 # -- 4. stage: write each format into a private folder ------------------------------------------
 def _stage(git: Repo, req: _Request, prep: _Prepared, label: str, staging: Path,
-           hashing: dict[str, FolderDigests], say: Progress) -> dict[str, Metadata]:
+           hashing: dict[str, FolderDigests], say: Progress, source: SourceInfo) -> dict[str, Metadata]:
     """Write each format's folder and start hashing its files (``hashing``), which goes on while the
     release is validated; the metadata written here gets its ``files`` in ``_seal``."""
     from kgit.models import formats
@@ -378,6 +412,7 @@ def _stage(git: Repo, req: _Request, prep: _Prepared, label: str, staging: Path,
             builder=req.builder, unsafe=req.unsafe, notes=req.notes,
             signed_by=req.sign_with[1] if req.sign_with else None, resumable=prep.resumable,
             keras_flavour=prep.keras_flavour, metrics=dict(req.metrics), evaluate=req.evaluate,
+            source=source, weights_sha256=prep.weights_sha256,
         )
         (folder / METADATA_FILE).write_text(meta.to_json(), encoding="utf-8")
         metas[fmt] = meta
@@ -543,6 +578,7 @@ def _describe(git: Repo, req: _Request, label: str, folders: dict[str, Path], me
     journal.tag_message = catalog.tag_message(req.name, label, {
         "formats": hashes, "created_at": meta0.created_at, "dataset_id": req.dataset_id,
         "source_commit": meta0.git.commit, "dirty": meta0.git.dirty, "kgit": meta0.libraries.get("kgit"),
+        **({"source": catalog.source_summary(meta0.source)} if meta0.source is not None else {}),
         **({"metrics": meta0.metrics, "measured": meta0.measured} if meta0.metrics else {}),
     })
     journal.save(git)
