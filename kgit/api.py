@@ -19,6 +19,8 @@ from kgit.registry.versions import check_name, release_ref
 from kgit.store.git_ops import Repo
 
 if TYPE_CHECKING:
+    from kgit.compat.checking import CompatReport
+    from kgit.compat.quick import QuickReport
     from kgit.reporting import ReportResult
     from kgit.serving.layout import Layout
     from kgit.workflow.fetch import Fetched
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["release", "load", "get", "diff", "list_releases", "show", "init", "validate", "promote", "rollback",
            "demote", "deprecate", "history", "verify", "check", "report", "ReleaseRecord", "ReleaseView",
            "hooks_install", "hooks_uninstall", "run_hook", "server_install", "server_uninstall",
-           "keys_init", "keys_trust", "keys_accept", "keys_policy", "keys_list", "demo", "serve_layout"]
+           "keys_init", "keys_trust", "keys_accept", "keys_policy", "keys_list", "demo", "serve_layout", "compat", "compat_quick"]
 
 PathLike = str | os.PathLike[str]
 
@@ -219,6 +221,35 @@ def serve_layout(refs: list[str] | str, out: PathLike, *, base_path: str | None 
 
     refs = [refs] if isinstance(refs, str) else list(refs)
     return layout.layout(Repo(repo), refs, Path(out), base_path=base_path, copy=copy)
+
+
+# -- compatibility ----------------------------------------------------------------------------
+def compat(ref: str, *, with_: Sequence[str] = (), envs: Sequence[str] = (), version: str | None = None,
+           record: bool = True, unsafe: bool = False, repo: PathLike = ".", log: Any = None) -> CompatReport:
+    """Does a release load in other environments? ``with_``: package specifiers forming one
+    environment (``["keras==3.12.*", "tensorflow==2.21.*"]``); ``envs``: names from
+    ``.kgit/compat.yaml``, one environment each. Each is made with uv (cached by what it resolves
+    to), the release's formats present here are loaded there and compared with the recorded reference
+    outputs, and each result is recorded as a compat tag (``record=False``: not recorded). See
+    kgit.compat.checking."""
+    from kgit.compat import checking
+
+    git = Repo(repo)
+    name, selector = release_ref(ref, version)
+    requests = checking.requests(git, with_, envs)
+    return checking.check(git, name, selector, requests, record=record, unsafe=unsafe, log=log)
+
+
+def compat_quick(ref: str, *, with_: Sequence[str] = (), envs: Sequence[str] = (), version: str | None = None,
+                 repo: PathLike = ".") -> QuickReport:
+    """``kgit compat --quick``: the release's model configuration against each target Keras version's
+    own source (its wheel, downloaded once into kgit's cache and read without importing it): the
+    layer classes, arguments and dtype policies that version does not have. No environment is made."""
+    from kgit.compat import checking, quick
+
+    git = Repo(repo)
+    name, selector = release_ref(ref, version)
+    return quick.check(git, name, selector, checking.requests(git, with_, envs))
 
 
 # -- life cycle --------------------------------------------------------------------------------
