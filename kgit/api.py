@@ -118,7 +118,7 @@ class ReleaseView:
     def to_dict(self) -> dict[str, Any]:
         rel = self.release
         return {"tag": rel.tag, "release_commit": rel.commit, "formats": rel.formats, "stages": rel.stages,
-                "deprecated": rel.deprecated, **self.metadata.to_dict()}
+                "deprecated": rel.deprecated, **self.metadata.to_dict(), "compat": [c.to_dict() for c in rel.compat]}
 
 
 def list_releases(name: str | None = None, repo: PathLike = ".", *,
@@ -211,16 +211,18 @@ def diff(ref_a: str, ref_b: str, *, repo: PathLike = ".") -> dict[str, Any]:
 
 # -- serving -----------------------------------------------------------------------------------
 def serve_layout(refs: list[str] | str, out: PathLike, *, base_path: str | None = None,
-                 copy: bool = False, repo: PathLike = ".") -> Layout:
+                 copy: bool = False, tf_serving_version: str | None = None, repo: PathLike = ".") -> Layout:
     """Lay out releases (``NAME``: every version in a stage, ``NAME#STAGE``, ``NAME@VERSION``) in
     ``out`` as TensorFlow Serving reads them (``out/NAME/<integer>/``, ``out/models.config`` with the
-    stages as version labels), in sync with the selection: see kgit.serving.layout."""
+    stages as version labels), in sync with the selection: see kgit.serving.layout.
+    ``tf_serving_version`` ("2.18"): refuse releases whose graphs use ops that TF Serving version lacks."""
     from pathlib import Path
 
     from kgit.serving import layout
 
     refs = [refs] if isinstance(refs, str) else list(refs)
-    return layout.layout(Repo(repo), refs, Path(out), base_path=base_path, copy=copy)
+    return layout.layout(Repo(repo), refs, Path(out), base_path=base_path, copy=copy,
+                         tf_serving_version=tf_serving_version)
 
 
 # -- compatibility ----------------------------------------------------------------------------

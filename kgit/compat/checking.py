@@ -233,4 +233,9 @@ def _record(repo: Repo, rel: catalog.Release, rec: CompatRecord) -> None:
     tag = rec.tag_name()
     with txn.writing(repo):
         if not repo.tag_exists(tag):
+            from kgit.registry.seen import SeenRecord
+
+            # a record deleted here (never shared, or refused by a push) is made afresh: what this
+            # clone saw under its name no longer counts
+            SeenRecord(repo).forget(tag)
             repo.create_tag(tag, rel.commit, rec.message())
