@@ -61,7 +61,12 @@ def verdict(result: str, max_diff: float | None, error: str | None) -> str:
 
 
 def _diff_text(value: float | None) -> str:
-    return "inf" if value is None else f"{value:.1g}" if value < 1e-3 else f"{value:.3g}"
+    """``3e-4``, ``0.012``, ``inf`` (None: outputs of other shapes, or NaN)."""
+    if value is None:
+        return "inf"
+    if 0 < value < 1e-3:
+        return re.sub(r"e([+-])0*(\d)", r"e\1\2", f"{value:.0e}")
+    return f"{value:.3g}"
 
 
 def worst(results: Iterable[str]) -> str:

@@ -218,9 +218,15 @@ def layout(repo: Repo, refs: list[str], out: Path, *, base_path: str | None = No
         graph_ops.check_version(tf_serving_version)
     chosen = _select(repo, refs)
     _check_out(repo, out, read_manifest(out) if out.is_dir() else None)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    with _locked(out):
-        return _sync(repo, out, chosen, base_path, copy, tf_serving_version)
+    try:
+        with _locked(out):
+            return _sync(repo, out, chosen, base_path, copy, tf_serving_version)
+    except BaseException:
+        if created and not any(out.iterdir()):
+            out.rmdir()  # a refused first run leaves no folder behind
+        raise
 
 
 @dataclass
