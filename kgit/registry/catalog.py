@@ -285,8 +285,9 @@ def _read(repo: Repo, patterns: list[str], name: str | None, remember: bool) -> 
         seen.save()
     _flag_shared_data(repo, found)
     reg = _assemble(found, raw_events, max_counter, changed_events)
-    attach(compat, reg.releases)
-    reg.compat = compat
+    if compat:
+        attach(compat, reg.releases)
+        reg.compat = compat
     return reg
 
 
