@@ -3,6 +3,8 @@
 Tags follow GTO's grammar so `gto show` and `dvc artifacts get --rev` understand kgit releases:
 a release of model ``NAME`` at version ``vX.Y.Z`` is the annotated tag ``NAME@vX.Y.Z``.
 kgit's default versions ``v1, v2, ...`` are major versions: ``v3`` is tagged ``NAME@v3.0.0``.
+kgit's own record of where a release loads, ``NAME@vX.Y.Z#compat#KEY``, is outside GTO's grammar
+(GTO ignores it); kgit.registry.compat_records reads it.
 """
 
 from __future__ import annotations
