@@ -21,6 +21,8 @@ from kgit.store.git_ops import Repo
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from kgit.compat.checking import CompatReport
+    from kgit.compat.quick import QuickReport
     from kgit.registry.stage_history import Holding
     from kgit.reporting import ReportResult
     from kgit.serving.layout import Layout
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["release", "load", "get", "diff", "list_releases", "show", "init", "validate", "promote", "rollback",
            "demote", "deprecate", "history", "holders_at", "verify", "check", "report", "ReleaseRecord", "ReleaseView",
            "hooks_install", "hooks_uninstall", "run_hook", "server_install", "server_uninstall",
-           "keys_init", "keys_trust", "keys_accept", "keys_policy", "keys_list", "demo", "serve_layout"]
+           "keys_init", "keys_trust", "keys_accept", "keys_policy", "keys_list", "demo", "serve_layout", "compat", "compat_quick"]
 
 PathLike = str | os.PathLike[str]
 
@@ -120,7 +122,8 @@ class ReleaseView:
     def to_dict(self) -> dict[str, Any]:
         rel = self.release
         return {"tag": rel.tag, "release_commit": rel.commit, "formats": rel.formats, "stages": rel.stages,
-                "deprecated": rel.deprecated, "deprecation_note": self.deprecation_note, **self.metadata.to_dict()}
+                "deprecated": rel.deprecated, "deprecation_note": self.deprecation_note, **self.metadata.to_dict(),
+                "compat": [c.to_dict() for c in rel.compat]}
 
 
 def list_releases(name: str | None = None, repo: PathLike = ".", *,
@@ -229,16 +232,47 @@ def diff(ref_a: str, ref_b: str, *, metrics: Sequence[str] = (), repo: PathLike 
 
 # -- serving -----------------------------------------------------------------------------------
 def serve_layout(refs: list[str] | str, out: PathLike, *, base_path: str | None = None,
-                 copy: bool = False, repo: PathLike = ".") -> Layout:
+                 copy: bool = False, tf_serving_version: str | None = None, repo: PathLike = ".") -> Layout:
     """Lay out releases (``NAME``: every version in a stage, ``NAME#STAGE``, ``NAME@VERSION``) in
     ``out`` as TensorFlow Serving reads them (``out/NAME/<integer>/``, ``out/models.config`` with the
-    stages as version labels), in sync with the selection: see kgit.serving.layout."""
+    stages as version labels), in sync with the selection: see kgit.serving.layout.
+    ``tf_serving_version`` ("2.18"): refuse releases whose graphs use ops that TF Serving version lacks."""
     from pathlib import Path
 
     from kgit.serving import layout
 
     refs = [refs] if isinstance(refs, str) else list(refs)
-    return layout.layout(Repo(repo), refs, Path(out), base_path=base_path, copy=copy)
+    return layout.layout(Repo(repo), refs, Path(out), base_path=base_path, copy=copy,
+                         tf_serving_version=tf_serving_version)
+
+
+# -- compatibility ----------------------------------------------------------------------------
+def compat(ref: str, *, with_: Sequence[str] = (), envs: Sequence[str] = (), version: str | None = None,
+           record: bool = True, unsafe: bool = False, repo: PathLike = ".", log: Any = None) -> CompatReport:
+    """Does a release load in other environments? ``with_``: package specifiers forming one
+    environment (``["keras==3.12.*", "tensorflow==2.21.*"]``); ``envs``: names from
+    ``.kgit/compat.yaml``, one environment each. Each is made with uv (cached by what it resolves
+    to), the release's formats present here are loaded there and compared with the recorded reference
+    outputs, and each result is recorded as a compat tag (``record=False``: not recorded). See
+    kgit.compat.checking."""
+    from kgit.compat import checking
+
+    git = Repo(repo)
+    name, selector = release_ref(ref, version)
+    requests = checking.requests(git, with_, envs)
+    return checking.check(git, name, selector, requests, record=record, unsafe=unsafe, log=log)
+
+
+def compat_quick(ref: str, *, with_: Sequence[str] = (), envs: Sequence[str] = (), version: str | None = None,
+                 repo: PathLike = ".") -> QuickReport:
+    """``kgit compat --quick``: the release's model configuration against each target Keras version's
+    own source (its wheel, downloaded once into kgit's cache and read without importing it): the
+    layer classes, arguments and dtype policies that version does not have. No environment is made."""
+    from kgit.compat import checking, quick
+
+    git = Repo(repo)
+    name, selector = release_ref(ref, version)
+    return quick.check(git, name, selector, checking.requests(git, with_, envs))
 
 
 # -- life cycle --------------------------------------------------------------------------------

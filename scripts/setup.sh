@@ -33,7 +33,7 @@ target=.
 check="import kgit, tensorflow, dvc, git, typer"
 if [ "$mode" = "--test" ]; then
   target='.[test]'
-  check="$check, keras_hub, pytest, xdist, hypothesis, importlinter, dvc_s3, moto.server, boto3, playwright, mkdocs, material"
+  check="$check, keras_hub, pytest, xdist, hypothesis, importlinter, dvc_s3, moto.server, boto3, playwright, mkdocs, material, uv"
 fi
 .venv/bin/python -m pip install -q --upgrade pip "setuptools>=77" 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -m pip install -q -e "$target" 2>&1 | grep -v "^WARNING: Location" || true

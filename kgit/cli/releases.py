@@ -175,6 +175,10 @@ def list_(
         for r in rels
     ]
     header = ["name", "version", "stages", "formats", "created", "dataset", "commit", *metric]
+    if any(r.compat for r in rels):  # where each version was checked to load (kgit compat)
+        header.append("compat")
+        for row, r in zip(rows, rels):
+            row.append(_compat_cell(r))
     invalid = [r for r in rels if not r.valid]
     if invalid:  # tags that are not valid releases are listed, marked, and never used
         header.append("status")
@@ -185,6 +189,15 @@ def list_(
     if invalid:
         err(f"kgit: warning: {len(invalid)} tag(s) are not valid releases and will not be used "
             f"(get, load, validate and promote refuse them): {', '.join(r.tag for r in invalid[:3])}")
+
+
+def _compat_cell(rel: Any) -> str:
+    if not rel.compat:
+        return "-"
+    counts: dict[str, int] = {}
+    for c in rel.compat:
+        counts[c.result] = counts.get(c.result, 0) + 1
+    return ", ".join(f"{n} {result}" for result, n in counts.items())
 
 
 def _metric_cell(value: float | None) -> str:
@@ -231,6 +244,8 @@ def show(
     if meta.builder:
         rows.append(("builder", meta.builder))
     rows.append(("signed by", f"key {meta.signed_by[:16]}" if meta.signed_by else "not signed"))
+    rows.append(("compat", "; ".join(f"{c.env + ': ' if c.env else ''}{c.describe_env()} (python {c.python}): {c.text}"
+                                     for c in rel.compat) or "not checked (kgit compat)"))
     if meta.notes:
         rows.append(("notes", meta.notes))
     rows.append(("files", f"{len(meta.files)} (sha256 recorded)"))

@@ -17,6 +17,9 @@ def serve_layout(
     base_path: str = typer.Option(None, "--base-path", metavar="PATH",
                                   help="DIR as the server sees it, for models.config (e.g. /models in a container; default: DIR's absolute path)."),
     copy: bool = typer.Option(False, "--copy", help="Copy the files instead of hard-linking them to the work tree's release folders."),
+    tf_serving_version: str = typer.Option(None, "--tf-serving-version", metavar="VERSION",
+                                           help="Refuse, naming them, releases whose graphs use ops that this TensorFlow Serving "
+                                           "version (e.g. 2.18) lacks; its op set is computed once in an isolated environment and cached."),
     json_out: bool = typer.Option(False, "--json", help="Print the layout (models, versions, labels, what changed) as JSON."),
 ) -> None:
     """Lay out releases for TensorFlow Serving: DIR/NAME/<integer version>/ and DIR/models.config with
@@ -24,7 +27,7 @@ def serve_layout(
     removes unselected ones atomically (nothing changes if nothing is new)."""
     from kgit import api
 
-    result = api.serve_layout(refs, out, base_path=base_path, copy=copy)
+    result = api.serve_layout(refs, out, base_path=base_path, copy=copy, tf_serving_version=tf_serving_version)
     if json_out:
         print_json(result.to_dict())
         return

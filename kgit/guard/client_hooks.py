@@ -28,7 +28,7 @@ from kgit.core.fsutil import write_json
 from kgit.core.metadata import ARTIFACTS_DIR
 from kgit.guard import invariants
 from kgit.registry import catalog
-from kgit.registry.versions import parse_event, parse_tag
+from kgit.registry.versions import parse_compat, parse_event, parse_tag
 from kgit.store import clone_state, dvc_remotes, txn
 from kgit.store.git_ops import Repo, hook_records
 from kgit.workflow import project
@@ -65,6 +65,7 @@ class PushPlan:
     violations: list[str] = field(default_factory=list)  # released versions changed by the push
     tag_changes: list[str] = field(default_factory=list)  # release/stage tags the push moves or deletes
     promotions: list[str] = field(default_factory=list)  # new stage/deprecation tags (kgit.registry.stage_checks judges them)
+    compat: list[tuple[str, str]] = field(default_factory=list)  # new compat records: (tag, tag object)
 
 
 def _remote_tip(repo: Repo, u: RefUpdate) -> str | None:
@@ -103,6 +104,8 @@ def plan_push(repo: Repo, updates: list[RefUpdate], remote: str) -> PushPlan:
                 continue
             if u.remote_sha == ZERO and parse_event(tag) is not None:
                 plan.promotions.append(tag)
+            if u.remote_sha == ZERO and parse_compat(tag) is not None:
+                plan.compat.append((tag, u.local_sha))
             tag = known.tag_of.get(known.staged.get(tag, ""), tag)
             if tag in known.released and tag not in plan.tags:
                 plan.tags.append(tag)
@@ -118,6 +121,16 @@ def plan_push(repo: Repo, updates: list[RefUpdate], remote: str) -> PushPlan:
             tips.append(invariants.Tip(u.remote_ref[len("refs/heads/"):], _remote_tip(repo, u), u.local_sha))
     plan.violations += invariants.tip_problems(repo, tips, lambda: known.reg.releases)
     return plan
+
+
+def compat_problems(repo: Repo, pushed: list[tuple[str, str]]) -> list[str]:
+    """Git only: the new compat records (tag, tag object) that the server would refuse
+    (kgit.registry.compat_records.push_problem, the same judgement)."""
+    from kgit.registry import compat_records
+
+    releases = catalog.read(repo, remember=False).releases
+    return [problem for tag, oid in pushed
+            if (problem := compat_records.push_problem(repo.tag_object(oid, tag), tag, releases)[1]) is not None]
 
 
 def gate_problems(repo: Repo, tags: list[str], rev: str = "HEAD") -> list[str]:
@@ -176,6 +189,14 @@ def pre_push(remote: str, updates: list[RefUpdate], repo: Repo | None = None) ->
             sys.stderr.write(f"  - {v}\n")
         _say("restore them (git checkout <tag> -- <file>) and amend, or push with --no-verify to override")
         return 1
+    if plan.compat:
+        refused = compat_problems(repo, plan.compat)
+        if refused:
+            _say("push refused: compat records that are not valid:")
+            for p in refused:
+                sys.stderr.write(f"  - {p}\n")
+            _say("delete them here (git tag -d TAG) and record again with `kgit compat NAME@VERSION --with ...`")
+            return 1
     if plan.promotions:
         refused = gate_problems(repo, plan.promotions)
         if refused:

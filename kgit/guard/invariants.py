@@ -26,7 +26,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 from kgit.core.metadata import ARTIFACTS_DIR
-from kgit.registry.versions import is_lookalike, parse_event, parse_tag
+from kgit.registry.versions import is_lookalike, parse_compat, parse_event, parse_tag
 from kgit.store.git_ops import Repo
 
 if TYPE_CHECKING:
@@ -163,12 +163,15 @@ def tip_problems(repo: Repo, tips: list[Tip], releases: Callable[[], Iterable[Re
 
 
 # -- refs and tags ------------------------------------------------------------------------------
+def is_kgit_tag(tag: str) -> bool:
+    """A release tag (NAME@vX.Y.Z), a GTO event tag (stages, deprecations) or a compat record
+    (NAME@vX.Y.Z#compat#KEY), in kgit's exact form."""
+    return parse_tag(tag) is not None or parse_event(tag) is not None or parse_compat(tag) is not None
+
+
 def is_protected_tag(ref: str) -> bool:
-    """Release tags (NAME@vX.Y.Z) and GTO event tags (stages, deprecations) never change once shared."""
-    if not ref.startswith("refs/tags/"):
-        return False
-    tag = ref[len("refs/tags/"):]
-    return parse_tag(tag) is not None or parse_event(tag) is not None
+    """kgit's tags never change once shared."""
+    return ref.startswith("refs/tags/") and is_kgit_tag(ref[len("refs/tags/"):])
 
 
 def protected_tag_change(ref: str, old: str, new: str) -> str | None:
@@ -176,7 +179,8 @@ def protected_tag_change(ref: str, old: str, new: str) -> str | None:
     if old == ZERO or old == new or not is_protected_tag(ref):
         return None
     tag = ref[len("refs/tags/"):]
-    kind = "release" if parse_tag(tag) is not None else "stage/deprecation"
+    kind = ("release" if parse_tag(tag) is not None else "compat record" if parse_compat(tag) is not None
+            else "stage/deprecation")
     if new == ZERO:
         return f"deleting the {kind} tag {tag} (it is shared: teammates and deployments resolve it)"
     return (f"moving the {kind} tag {tag} from {old[:8]} to {new[:8]} (a shared release is never replaced: "
@@ -191,7 +195,7 @@ def new_tag_problem(repo: Repo, tag: str, oid: str) -> str | None:
         return (f"new tag {tag[:80]!r} looks like a kgit release or stage tag but is not in kgit's exact form "
                 "(lowercase ASCII name, ASCII digits without leading zeros): kgit "
                 "ignores it, other tools may not; delete it (git tag -d)")
-    if parse_tag(tag) is None and parse_event(tag) is None:
+    if not is_kgit_tag(tag):
         return None
     if repo.try_git("cat-file", "-t", oid)[1].strip() != "tag":
         return None  # a lightweight tag: judged as a release or event by the caller

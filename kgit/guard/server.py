@@ -14,6 +14,8 @@ as ``remote: kgit: ...``:
   counter is not its model's next; a promotion the gates in ``.kgit/gates.yaml`` (as on the HEAD
   branch before the push; every branch's if HEAD names none) refuse, or a false rollback
   (kgit.registry.stage_checks, the same judgement as the client's pre-push hook);
+- a compat record (``NAME@vX.Y.Z#compat#KEY``) that is lightweight, malformed, or not on its release's
+  commit (kgit.registry.compat_records);
 - a new release whose DVC objects are not in the DVC remote (``--remote``, else the default
   remote named in the tagged commit's ``.dvc/config``);
 - with signing keys in the repository, changes under ``.kgit/`` not endorsed by a key already trusted.
@@ -33,7 +35,7 @@ from kgit.core.errors import KgitError
 from kgit.guard import invariants
 from kgit.registry import catalog
 from kgit.registry.catalog import Release
-from kgit.registry.versions import parse_event, parse_tag
+from kgit.registry.versions import parse_compat, parse_event, parse_tag
 from kgit.store import dvc_remotes, githooks, txn
 from kgit.store.git_ops import Repo, hook_records
 
@@ -135,6 +137,7 @@ def check_updates(repo: Repo, updates: list[Update], dvc_remote: str | None = No
     # the tags are read only if the push needs them: a plain push that touches no release reads none
     known = invariants.KnownReleases(repo, remember=False, extra=verdict.new_releases)
     pushed_events: list[tuple[str, str, str]] = []  # (tag, commit, tag object)
+    pushed_compat: list[tuple[str, str]] = []  # (tag, tag object)
     tips: list[invariants.Tip] = []
     allowed = _allowed_refs(repo)
     for u in updates:
@@ -156,6 +159,8 @@ def check_updates(repo: Repo, updates: list[Update], dvc_remote: str | None = No
             elif parse_event(tag) is not None:
                 target = repo.git("rev-parse", "--verify", "-q", f"{u.new}^{{commit}}", check=False)
                 pushed_events.append((tag, target, u.new))
+            elif parse_compat(tag) is not None:
+                pushed_compat.append((tag, u.new))
         elif u.ref.startswith("refs/heads/") and u.new != ZERO:
             verdict.problems += _trust_problems(repo, u)
             tips.append(invariants.Tip(u.ref[len("refs/heads/"):], u.old if u.old != ZERO else _held_base(repo, u.new),
@@ -172,6 +177,8 @@ def check_updates(repo: Repo, updates: list[Update], dvc_remote: str | None = No
         held = repo.reachable_from([r.commit for r in verdict.new_releases], list(after.values()))
         verdict.problems += [f"new tag {r.tag}: no branch holds its release commit {r.commit[:8]}: push the branch "
                              "it was released on with it" for r in verdict.new_releases if r.commit not in held]
+    if pushed_compat:  # before the gates: a promotion may count on a record the same push brings
+        verdict.problems += _check_compat(repo, known, verdict, pushed_compat)
     if pushed_events:
         verdict.problems += _check_events(known.reg, verdict.new_releases, pushed_events)
         verdict.problems += _gate_problems(repo, known.reg, verdict, pushed_events)
@@ -245,6 +252,23 @@ def _check_events(reg: catalog.Registry, new: list[Release], events: list[tuple[
         elif rel.deprecated or (rel.name, rel.key) in deprecating:
             problems.append(f"new stage tag {tag} puts {rel.name}@{rel.version} in {event.stage}, but that version "
                             "is deprecated")
+    return problems
+
+
+def _check_compat(repo: Repo, known: invariants.KnownReleases, verdict: Verdict,
+                  pushed: list[tuple[str, str]]) -> list[str]:
+    """Each new compat record must be well formed and on its (valid) release's commit; the valid ones
+    are attached to their releases, where the ``require_compat`` gates look for them."""
+    from kgit.registry import compat_records
+
+    releases = [*known.reg.releases, *verdict.new_releases]
+    problems = []
+    for tag, oid in pushed:
+        record, problem = compat_records.push_problem(repo.tag_object(oid, tag), tag, releases)
+        if problem is not None:
+            problems.append(problem)
+        elif record is not None:
+            compat_records.attach([record], releases)
     return problems
 
 
@@ -388,6 +412,7 @@ def check_clone(repo: Repo, since: str | None = None, *, check_data: bool = True
     for e in reg.events:
         if e.event == "promoted" and e.version is None:
             problems.append(f"stage tag {e.tag} points at {e.commit[:8]}, which is not a valid release of {e.name}")
+    problems += [f"compat record {c.tag} is not valid: {c.problems[0]}" for c in reg.compat if not c.valid]
     for r in valid:
         if r.deprecated and r.stages:
             problems.append(f"{r.tag} is deprecated but still in stage {', '.join(r.stages)}: demote it")

@@ -24,12 +24,13 @@ from __future__ import annotations
 import json
 import re
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kgit.core.errors import ModelSourceError, UnsafeModelError, one_line
+from kgit.core.protowire import fields as _fields
 
 # The packages whose classes and functions a configuration may name without a declaration: Keras'
 # own (the ones Keras 3 itself imports from a configuration), tf_keras and TensorFlow.
@@ -102,40 +103,6 @@ def _h5_configs(path: Path) -> list[Any]:
             if raw is not None:
                 found.append(_json(raw if isinstance(raw, (str, bytes)) else str(raw), path))
     return found
-
-
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= len(data) or shift > 63:
-            raise ValueError("truncated protocol buffer")
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-
-
-def _fields(data: bytes) -> Iterator[tuple[int, bytes | int]]:
-    """(field number, value) of a protocol buffer message: bytes for length-delimited fields."""
-    pos = 0
-    while pos < len(data):
-        key, pos = _varint(data, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _varint(data, pos)
-            yield number, value
-        elif wire == 2:
-            size, pos = _varint(data, pos)
-            if pos + size > len(data):
-                raise ValueError("truncated protocol buffer")
-            yield number, data[pos:pos + size]
-            pos += size
-        elif wire in (1, 5):
-            pos += 8 if wire == 1 else 4
-        else:
-            raise ValueError(f"unsupported protocol buffer wire type {wire}")
 
 
 def _saved_metadata(data: bytes) -> list[bytes]:

@@ -26,12 +26,14 @@ from kgit.core.errors import (
     did_you_mean,
 )
 from kgit.core.metadata import ARTIFACTS_DIR, FORMATS, Metadata, SourceInfo
+from kgit.registry.compat_records import CompatRecord, attach, record_from_tag
 from kgit.registry.seen import SeenRecord
 from kgit.registry.tagcache import TagCache
 from kgit.registry.versions import (
     Event,
     Version,
     check_name,
+    parse_compat,
     parse_event,
     parse_tag,
     tag_version_key,
@@ -66,6 +68,8 @@ class Release:
     shares_with: tuple[str, ...] = ()
     # whether the code that made it was committed, in short (``source_summary``); None before kgit recorded it
     source: dict[str, Any] | None = None
+    # where it was checked to load (kgit compat): the valid records of its compat tags, newest first
+    compat: list[CompatRecord] = field(default_factory=list)
 
     @property
     def only_shares_data(self) -> bool:
@@ -95,7 +99,7 @@ class Release:
                 "date": self.date, "stages": list(self.stages), "deprecated": self.deprecated,
                 "object": self.object, "problems": list(self.problems), "metrics": dict(self.metrics),
                 "measured": list(self.measured), "source": dict(self.source) if self.source is not None else None,
-                "status": self.status}
+                "status": self.status, "compat": [c.to_dict() for c in self.compat]}
 
 
 def source_summary(source: SourceInfo) -> dict[str, Any]:
@@ -248,6 +252,8 @@ class Registry:
     stage_problems: dict[tuple[str, str], str] = field(default_factory=dict)
     # (model, stage) -> the commit its last event put in it (None: demoted), whatever was read
     stage_commits: dict[tuple[str, str], str | None] = field(default_factory=dict)
+    # every compat record read (the valid ones are also in their release's ``compat``)
+    compat: list[CompatRecord] = field(default_factory=list)
 
 
 def read(repo: Repo, name: str | None = None, *, remember: bool = True, version: Version | None = None) -> Registry:
@@ -262,7 +268,7 @@ def read(repo: Repo, name: str | None = None, *, remember: bool = True, version:
     if version is None:
         return _read(repo, [f"refs/tags/{name}@*", f"refs/tags/{name}#*"], name, remember)
     own = f"refs/tags/{name}@{version.semver}"
-    return _read(repo, [own, f"{own}!*", f"refs/tags/{name}#*"], name, remember)
+    return _read(repo, [own, f"{own}!*", f"{own}#*", f"refs/tags/{name}#*"], name, remember)
 
 
 @contextmanager
@@ -284,9 +290,14 @@ def _read(repo: Repo, patterns: list[str], name: str | None, remember: bool) -> 
     max_counter: dict[str, int] = {}
     seen = SeenRecord(repo) if remember else None
     changed_events: dict[str, str] = {}
-    tags = _tags(repo, patterns, name)
+    compat: list[CompatRecord] = []
+    tags = _tags(repo, patterns, name, compat)
     if seen is not None:
-        seen.preload(len(tags))
+        seen.preload(len(tags) + len(compat))
+        for rec in compat:
+            problem = seen.check(TagInfo(rec.tag, rec.commit, rec.tagger, rec.date, "", rec.object))
+            if problem:
+                rec.problems.insert(0, problem)
     for tag, rel in tags:
         if rel is None:  # an event tag
             event = parse_event(tag.name)
@@ -304,7 +315,11 @@ def _read(repo: Repo, patterns: list[str], name: str | None, remember: bool) -> 
     if seen is not None:
         seen.save()
     _flag_shared_data(repo, found)
-    return _assemble(found, raw_events, max_counter, changed_events)
+    reg = _assemble(found, raw_events, max_counter, changed_events)
+    if compat:
+        attach(compat, reg.releases)
+        reg.compat = compat
+    return reg
 
 
 def _flag_shared_data(repo: Repo, found: list[Release]) -> None:
@@ -336,12 +351,15 @@ def _flag_shared_data(repo: Repo, found: list[Release]) -> None:
 _FEW_TAGS = 64
 
 
-def _tags(repo: Repo, patterns: list[str], name: str | None) -> list[tuple[TagInfo, Release | None]]:
+def _tags(repo: Repo, patterns: list[str], name: str | None,
+          compat: list[CompatRecord]) -> list[tuple[TagInfo, Release | None]]:
     """The release tags (with their release) and event tags (with None) among ``patterns``, of
-    model ``name`` if given, in git's order. Tag objects already parsed in this clone come from
-    kgit.registry.tagcache; the others are read in one ``git cat-file --batch`` and parsed once."""
+    model ``name`` if given, in git's order; the compat records among them are added to ``compat``.
+    Tag objects already parsed in this clone come from kgit.registry.tagcache; the others are read
+    in one ``git cat-file --batch`` and parsed once."""
     # (tag name, object type, object id, the version of a release tag or None for an event tag)
     wanted: list[tuple[str, str, str, Version | None]] = []
+    compat_refs: list[tuple[str, str, str]] = []
     for tag_name_, otype, oid in repo.tag_refs(*patterns):
         parsed = parse_tag(tag_name_)
         if parsed is not None:
@@ -349,12 +367,17 @@ def _tags(repo: Repo, patterns: list[str], name: str | None) -> list[tuple[TagIn
                 wanted.append((tag_name_, otype, oid, parsed[1]))
             continue
         event = parse_event(tag_name_)
-        if event is not None and (name is None or event.name == name):
-            wanted.append((tag_name_, otype, oid, None))
+        if event is not None:
+            if name is None or event.name == name:
+                wanted.append((tag_name_, otype, oid, None))
+            continue
+        record = parse_compat(tag_name_)
+        if record is not None and (name is None or record[0] == name):
+            compat_refs.append((tag_name_, otype, oid))
     known: dict[tuple[str, str], tuple[TagInfo, Release | None]] = {}
     missing = []
     # a few tags (one version's) are read faster than the cache file of thousands
-    cache = TagCache(repo) if len(wanted) > _FEW_TAGS else None
+    cache = TagCache(repo) if len(wanted) + len(compat_refs) > _FEW_TAGS else None
     for tag_name_, otype, oid, version in wanted:
         if otype != "tag":
             continue
@@ -363,7 +386,22 @@ def _tags(repo: Repo, patterns: list[str], name: str | None) -> list[tuple[TagIn
             missing.append((tag_name_, oid))
         else:
             known[(tag_name_, oid)] = hit
+    for tag_name_, otype, oid in compat_refs:
+        if otype != "tag":  # kgit writes records as annotated tags: a lightweight one is listed invalid
+            compat.append(_compat_record(TagInfo(tag_name_, oid, "", "", "", oid, False)))
+            continue
+        entry = cache.get(tag_name_, oid) if cache is not None else None
+        if entry is not None and isinstance(entry[4], dict) and isinstance(entry[4].get("message"), str):
+            compat.append(_compat_record(TagInfo(tag_name_, entry[1], entry[2], entry[3], entry[4]["message"], oid)))
+        else:
+            missing.append((tag_name_, oid))
     for info in repo.annotated_tags(missing):
+        if parse_compat(info.name) is not None:
+            # a record is a few hundred bytes: its message is kept as it is and parsed on each read
+            compat.append(_compat_record(info))
+            if cache is not None:
+                cache.put(info.object, [info.name, info.target, info.tagger, info.date, {"message": info.message}])
+            continue
         rel = release_from_tag(info) if parse_tag(info.name) is not None else None
         if cache is not None:
             cache.put(info.object, [info.name, info.target, info.tagger, info.date,
@@ -382,6 +420,12 @@ def _tags(repo: Repo, patterns: list[str], name: str | None) -> list[tuple[TagIn
             elif rel is not None:
                 result.append((info, rel))
     return result
+
+
+def _compat_record(info: TagInfo) -> CompatRecord:
+    rec = record_from_tag(info)
+    assert rec is not None  # only tags whose names parse as compat records get here
+    return rec
 
 
 def _release_record(rel: Release) -> list[Any]:

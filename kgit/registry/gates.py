@@ -13,13 +13,17 @@ and server hooks for stage tags made any other way)::
         min_relative_change: {val.accuracy: 0.01}   # better than the last holder by >= 1 % of its value
         min_absolute_change: {val.loss: 0.005}      # better than the last holder by >= 0.005
         allow_rollback: true               # `kgit rollback` may skip this entry's champion rules
+        require_compat: [serving]          # a compat record that loads in .kgit/compat.yaml's `serving`
 
 There is no override flag: to let a model through, change the committed rule, which history shows.
 Which version of the file applies: the one committed at HEAD (``kgit promote``, pre-push), and on
 the server the one on the repository's HEAD branch *before* the push, so a push that weakens the
 file cannot use the weaker rule for a stage tag it carries (the rule counts from the next push). A
 server whose HEAD names no existing branch applies every branch's rules at once (``read_on_server``).
-Which version a rule compares with, counters and rollbacks: kgit.registry.stage_checks.
+Which version a rule compares with, counters and rollbacks: kgit.registry.stage_checks. A
+``require_compat`` rule takes its environment's specifiers from ``.kgit/compat.yaml`` committed at the
+same commit as the gates (kgit.registry.compat_envs) and looks for a passing record among the
+release's compat tags (kgit.registry.compat_records).
 Git only: no TensorFlow, no DVC.
 """
 
@@ -40,7 +44,8 @@ if TYPE_CHECKING:
 
 GATES_FILE = ".kgit/gates.yaml"
 DIRECTIONS = ("max", "min")
-STAGE_FIELDS = ("require", "require_better", "min_relative_change", "min_absolute_change", "allow_rollback")
+STAGE_FIELDS = ("require", "require_better", "min_relative_change", "min_absolute_change", "allow_rollback",
+                "require_compat")
 # rules that compare with the stage's last holder (its "champion"): strictly better, better by a
 # fraction of the holder's value, better by an amount
 CHAMPION_OPS = ("better", "relative", "absolute")
@@ -57,13 +62,17 @@ class GateError(KgitError):
 @dataclass(frozen=True)
 class Rule:
     key: str
-    op: str  # one of _OPS, or one of CHAMPION_OPS (compared with the stage's last holder)
+    op: str  # one of _OPS, one of CHAMPION_OPS (compared with the stage's last holder), or "compat"
     value: float | None = None  # the threshold; for "relative" a fraction (0.01: 1 %), "absolute" an amount
     source: str = "--require"  # where the rule comes from, shown when it refuses
     rollback_ok: bool = False  # a champion rule a rollback skips (its entry sets allow_rollback: true)
+    # a "compat" rule (key: the environment's name): the specifiers a passing record's packages must meet
+    specs: tuple[str, ...] = ()
 
     @property
     def text(self) -> str:
+        if self.op == "compat":
+            return f"compat {self.key}"
         if self.op == "better":
             return f"better {self.key}"
         if self.op == "relative":
@@ -73,7 +82,8 @@ class Rule:
         return f"{self.key} {self.op} {self.value:g}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "op": self.op, "value": self.value, "source": self.source, "text": self.text}
+        out = {"key": self.key, "op": self.op, "value": self.value, "source": self.source, "text": self.text}
+        return {**out, "specs": list(self.specs)} if self.op == "compat" else out
 
 
 @dataclass
@@ -175,7 +185,39 @@ def parse(text: str, where: str = GATES_FILE) -> Gates:
                   for k in _list(spec.get("require_better"), f"{where}: {stage}.require_better")]
         for field_name in _CHANGE_FIELDS:
             rules += _change_rules(spec.get(field_name), field_name, stage, where, rollback_ok)
+        rules += [_compat_rule(k, source, f"{where}: {stage}.require_compat")
+                  for k in _list(spec.get("require_compat"), f"{where}: {stage}.require_compat")]
         gates.stages[stage] = rules
+    return gates
+
+
+def _compat_rule(env: str, source: str, where: str) -> Rule:
+    """A ``require_compat`` entry; its specifiers come from .kgit/compat.yaml (``with_environments``)."""
+    from kgit.registry.versions import check_name
+
+    try:
+        check_name(env)
+    except KgitError:
+        raise GateError(f"{where}: {env[:40]!r} is not an environment name of .kgit/compat.yaml") from None
+    return Rule(env, "compat", None, source)
+
+
+def with_environments(gates: Gates, envs: dict[str, list[str]], where: str) -> Gates:
+    """``gates`` with each compat rule given its environment's specifiers from ``envs`` (read at the
+    same commit); GateError naming a rule whose environment is not defined there."""
+    from kgit.registry import compat_envs
+
+    for stage, rules in gates.stages.items():
+        filled = []
+        for rule in rules:
+            if rule.op == "compat":
+                try:
+                    specs = compat_envs.lookup(envs, rule.key, where)
+                except KgitError as exc:
+                    raise GateError(f"{GATES_FILE} (stage {stage}) requires compat {rule.key}, but {exc}") from None
+                rule = Rule(rule.key, "compat", None, rule.source, specs=tuple(specs))
+            filled.append(rule)
+        gates.stages[stage] = filled
     return gates
 
 
@@ -216,6 +258,11 @@ def read(repo: Repo, rev: str = "HEAD", where: str = GATES_FILE) -> Gates:
         return Gates(commit=commit)
     gates = parse(text, f"{where} (at {commit[:8]})")
     gates.commit = commit
+    if any(r.op == "compat" for rules in gates.stages.values() for r in rules):
+        from kgit.registry import compat_envs
+
+        where_envs = f"{compat_envs.ENVS_FILE} (at {commit[:8]})"
+        with_environments(gates, compat_envs.read_at(repo, commit, compat_envs.ENVS_FILE), where_envs)
     return gates
 
 
@@ -252,8 +299,8 @@ def union(parts: Sequence[tuple[str, Gates]]) -> Gates:
                                 "no promotion could pass both")
         for stage, rules in gates.stages.items():
             have = out.stages.setdefault(stage, [])
-            same = {(r.key, r.op, r.value, r.rollback_ok) for r in have}
-            have += [r for r in rules if (r.key, r.op, r.value, r.rollback_ok) not in same]
+            same = {(r.key, r.op, r.value, r.rollback_ok, r.specs) for r in have}
+            have += [r for r in rules if (r.key, r.op, r.value, r.rollback_ok, r.specs) not in same]
     return out
 
 
@@ -265,6 +312,21 @@ def directions(repo: Repo | str | os.PathLike[str] = ".") -> dict[str, str]:
     from kgit.store.git_ops import Repo as GitRepo
 
     return dict(read(repo if isinstance(repo, GitRepo) else GitRepo(repo)).directions)
+
+
+def _compat_failure(rule: Rule, candidate: Release) -> str | None:
+    """Why ``candidate`` has no compat record passing ``rule``, or None."""
+    from kgit.registry import compat_records
+
+    label = f"{candidate.name}@{candidate.version}"
+    if any(compat_records.passes(rec, rule.specs) for rec in candidate.compat):
+        return None
+    near = [rec for rec in candidate.compat if not compat_records.unmet(rec, rule.specs)]
+    seen = "; ".join(f"{rec.describe_env(compat_records.package_requirements(rule.specs))}: {rec.text}"
+                     for rec in near[:2])
+    return (f"{label} has no compat record that loads in {rule.key} ({', '.join(rule.specs)})"
+            + (f" (recorded there: {seen})" if seen else "")
+            + f": run `kgit compat {label} --env {rule.key}` and push its record")
 
 
 def waived(rule: Rule, rollback: bool) -> bool:
@@ -305,8 +367,13 @@ def failures(rules: Sequence[Rule], candidate: Release, incumbent: Release | Non
     for rule in rules:
         if waived(rule, rollback):
             continue
-        value = candidate.metrics.get(rule.key)
         where = f"rule `{rule.text}` ({rule.source})"
+        if rule.op == "compat":
+            problem = _compat_failure(rule, candidate)
+            if problem:
+                out.append(f"{where}: {problem}")
+            continue
+        value = candidate.metrics.get(rule.key)
         if value is None:
             have = ", ".join(sorted(candidate.metrics)[:5]) or "none"
             match = closest(rule.key, candidate.metrics)

@@ -3,6 +3,8 @@
 Tags follow GTO's grammar so `gto show` and `dvc artifacts get --rev` understand kgit releases:
 a release of model ``NAME`` at version ``vX.Y.Z`` is the annotated tag ``NAME@vX.Y.Z``.
 kgit's default versions ``v1, v2, ...`` are major versions: ``v3`` is tagged ``NAME@v3.0.0``.
+kgit's own record of where a release loads, ``NAME@vX.Y.Z#compat#KEY``, is outside GTO's grammar
+(GTO ignores it); kgit.registry.compat_records reads it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,14 @@ _EVENT_RE = re.compile(
     rf"|@v(?P<major>{_NUM})\.(?P<minor>{_NUM})\.(?P<patch>{_NUM})!"
     r"|@(?P<deprecated>deprecated))"
     r"#(?P<counter>[1-9][0-9]{0,8})",
+    re.ASCII,
+)
+
+# A compatibility record (kgit.registry.compat_records): whether NAME@vX.Y.Z loads in one environment,
+# named by the environment's key (16 lowercase hex digits of the hash of its resolved packages).
+COMPAT_MARK = "compat"
+_COMPAT_RE = re.compile(
+    rf"(?P<name>{_MODEL})@v(?P<major>{_NUM})\.(?P<minor>{_NUM})\.(?P<patch>{_NUM})#{COMPAT_MARK}#(?P<key>[0-9a-f]{{16}})",
     re.ASCII,
 )
 
@@ -186,6 +196,18 @@ def parse_event(tag: str) -> Event | None:
     return Event("deprecate", m.group("name"), counter, version=version)
 
 
+def compat_tag(name: str, version: Version, key: str) -> str:
+    return f"{name}@{version.semver}#{COMPAT_MARK}#{key}"
+
+
+def parse_compat(tag: str) -> tuple[str, Version, str] | None:
+    """Inverse of compat_tag: (name, version, environment key); None for any other tag."""
+    m = _COMPAT_RE.fullmatch(tag)
+    if not m:
+        return None
+    return m["name"], Version(int(m["major"]), int(m["minor"]), int(m["patch"])), m["key"]
+
+
 # Anything a person or another tool could take for a kgit tag: NAME@v<digit...>, NAME@deprecated,
 # NAME#... with any letters and any script's digits (``\d`` here on purpose).
 _LOOKALIKE_RE = re.compile(r"[^@#]+(?:@v?\d|@deprecated|#)", re.IGNORECASE)
@@ -193,9 +215,10 @@ _LOOKALIKE_RE = re.compile(r"[^@#]+(?:@v?\d|@deprecated|#)", re.IGNORECASE)
 
 def is_lookalike(tag: str) -> bool:
     """Whether ``tag`` looks like a release or event tag without being one in kgit's exact form
-    (``m@v01.0.0``, ``M@v1.0.0``, ``m#prod#01``, ``m@v\u0661.0.0``): kgit ignores such a tag, but a
+    (``m@v01.0.0``, ``M@v1.0.0``, ``m#prod#01``, ``m@v\u0661.0.0``, ``m@v1.0.0#compat#XYZ``): kgit ignores such a tag, but a
     person, GTO or ``dvc artifacts get`` may read it as a version or a stage."""
-    return parse_tag(tag) is None and parse_event(tag) is None and _LOOKALIKE_RE.match(tag) is not None
+    return (parse_tag(tag) is None and parse_event(tag) is None and parse_compat(tag) is None
+            and _LOOKALIKE_RE.match(tag) is not None)
 
 
 def parse_ref(ref: str) -> tuple[str, str]:

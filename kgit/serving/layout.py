@@ -200,8 +200,11 @@ def _check_out(repo: Repo, out: Path, manifest: Manifest | None) -> None:
                         "give an empty or new folder (kgit never overwrites or deletes what it did not write)")
 
 
-def layout(repo: Repo, refs: list[str], out: Path, *, base_path: str | None = None, copy: bool = False) -> Layout:
-    """Lay out the selected releases under ``out`` for TF Serving and bring models.config in sync."""
+def layout(repo: Repo, refs: list[str], out: Path, *, base_path: str | None = None, copy: bool = False,
+           tf_serving_version: str | None = None) -> Layout:
+    """Lay out the selected releases under ``out`` for TF Serving and bring models.config in sync.
+    ``tf_serving_version``: refuse, before anything changes, a release whose graph uses an op that
+    TensorFlow (Serving) of that version does not have (kgit.compat.graph_ops)."""
     if not refs:
         raise KgitError("name at least one release to serve (NAME, NAME#STAGE or NAME@VERSION)")
     if base_path is not None and not base_path.strip("/ "):
@@ -209,11 +212,21 @@ def layout(repo: Repo, refs: list[str], out: Path, *, base_path: str | None = No
     out = Path(os.path.abspath(out))
     if out.exists() and not out.is_dir():
         raise KgitError(f"--out {out} is a file: give a folder")
+    if tf_serving_version is not None:
+        from kgit.compat import graph_ops
+
+        graph_ops.check_version(tf_serving_version)
     chosen = _select(repo, refs)
     _check_out(repo, out, read_manifest(out) if out.is_dir() else None)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    with _locked(out):
-        return _sync(repo, out, chosen, base_path, copy)
+    try:
+        with _locked(out):
+            return _sync(repo, out, chosen, base_path, copy, tf_serving_version)
+    except BaseException:
+        if created and not any(out.iterdir()):
+            out.rmdir()  # a refused first run leaves no folder behind
+        raise
 
 
 @dataclass
@@ -277,7 +290,7 @@ def _plan(repo: Repo, out: Path, chosen: dict[str, dict[int, catalog.Release]], 
 
 
 def _sync(repo: Repo, out: Path, chosen: dict[str, dict[int, catalog.Release]], base_path: str | None,
-          copy: bool) -> Layout:
+          copy: bool, tf_serving_version: str | None = None) -> Layout:
     recorded = read_manifest(out)
     _check_out(repo, out, recorded)
     for name in set(recorded.models if recorded else {}) | set(chosen):  # leftovers of an interrupted run
@@ -285,7 +298,33 @@ def _sync(repo: Repo, out: Path, chosen: dict[str, dict[int, catalog.Release]], 
         for leftover in model_dir.glob(".kgit-*") if model_dir.is_dir() else []:
             if leftover.name.startswith((_NEW, _OLD)):  # names only kgit uses
                 shutil.rmtree(leftover, ignore_errors=True)
-    return _apply(_plan(repo, out, chosen, base_path, recorded), copy)
+    plan = _plan(repo, out, chosen, base_path, recorded)
+    if tf_serving_version is not None:
+        plan.notes.append(_check_ops(plan, tf_serving_version))
+    return _apply(plan, copy)
+
+
+def _check_ops(plan: _Plan, version: str) -> str:
+    """Refuse (KgitError naming each release and op) if a selected release's graph uses an op that
+    TensorFlow ``version`` lacks; else the note saying what was checked."""
+    from kgit.compat import graph_ops
+
+    have, exact = graph_ops.tf_ops(version)
+    graphs = [(rel.tag, src / graph_ops.SAVED_MODEL_FILE) for rel, _n, src, _m in plan.build]
+    graphs += [(e.tag, plan.out / name / str(n) / graph_ops.SAVED_MODEL_FILE)
+               for name, entries in plan.entries.items() for n, e in entries.items()]
+    refused = []
+    for tag, graph in sorted(graphs):
+        used, written_by = graph_ops.saved_model_ops(graph)
+        missing = sorted(used - have)
+        if missing:
+            refused.append(f"{tag} uses {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}"
+                           + (f" (written by TensorFlow {written_by})" if written_by else ""))
+    if refused:
+        raise KgitError(f"TensorFlow Serving {version} (TensorFlow {exact}) lacks ops these releases use: "
+                        f"{'; '.join(refused)}: serve them with a newer TensorFlow Serving, or release the model "
+                        "again from a TensorFlow that version has; nothing was laid out")
+    return f"every graph uses only ops TensorFlow Serving {version} has (TensorFlow {exact}: {len(have)} ops)"
 
 
 def _apply(plan: _Plan, copy: bool) -> Layout:
