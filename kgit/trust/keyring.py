@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kgit.core.errors import KgitError
+from kgit.core.errors import CommandError, KgitError
 from kgit.core.fsutil import write_json
 from kgit.store import clone_state
+from kgit.store.git_batch import read_objects
 
 if TYPE_CHECKING:
     from kgit.store.git_ops import Repo
@@ -44,6 +45,7 @@ POLICY_STATEMENT = f"{ENDORSEMENTS_DIR}/policy.json"
 POLICIES = ("off", "optional", "required")
 RANK = {p: i for i, p in enumerate(POLICIES)}
 TRUST_FILE = "trust.json"
+MAX_BLOB_BYTES = 1 << 20  # keys, statements and the policy are a few hundred bytes each
 TRUSTED = ("pinned", "endorsed", "accepted")
 
 
@@ -234,13 +236,13 @@ class _Git:
     def bare(cls, git_dir: Path) -> _Git:
         return cls(["git", f"--git-dir={git_dir}"])
 
-    def run(self, *args: str, stdin: bytes | None = None) -> tuple[int, bytes]:
-        env = {**os.environ, "GIT_NO_REPLACE_OBJECTS": "1"}  # replace refs never change what is read
+    @staticmethod
+    def env() -> dict[str, str]:
+        return {**os.environ, "GIT_NO_REPLACE_OBJECTS": "1"}  # replace refs never change what is read
+
+    def run(self, *args: str) -> tuple[int, bytes]:
         try:
-            if stdin is None:
-                proc = subprocess.run([*self.base, *args], stdin=subprocess.DEVNULL, capture_output=True, env=env)
-            else:
-                proc = subprocess.run([*self.base, *args], input=stdin, capture_output=True, env=env)
+            proc = subprocess.run([*self.base, *args], stdin=subprocess.DEVNULL, capture_output=True, env=self.env())
         except FileNotFoundError:
             raise TrustError("git not found on PATH") from None
         return proc.returncode, proc.stdout
@@ -260,20 +262,17 @@ class _Git:
         return entries
 
     def blobs(self, oids: list[str]) -> dict[str, bytes]:
-        wanted = list(dict.fromkeys(oids))
-        if not wanted:
-            return {}
-        code, out = self.run("cat-file", "--batch", stdin=("\n".join(wanted) + "\n").encode())
+        """The content of each object of ``oids`` that exists (at most MAX_BLOB_BYTES + 1 bytes of
+        one larger: nothing kgit reads under .kgit/ is anywhere near that)."""
         found: dict[str, bytes] = {}
-        pos = 0
-        while code == 0 and pos < len(out):
-            end = out.index(b"\n", pos)
-            header = out[pos:end].split()
-            pos = end + 1
-            if len(header) == 3:
-                size = int(header[2])
-                found[header[0].decode()] = out[pos:pos + size]
-                pos += size + 1
+        try:
+            for obj in read_objects(list(dict.fromkeys(oids)), git=self.base, env=self.env(), max_bytes=MAX_BLOB_BYTES):
+                if obj.data is not None:
+                    found[obj.oid] = obj.data
+        except CommandError:
+            return {}
+        except FileNotFoundError:
+            raise TrustError("git not found on PATH") from None
         return found
 
     def snapshot(self, rev: str) -> Snapshot:

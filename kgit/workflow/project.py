@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kgit.core import bounded_yaml
 from kgit.core.errors import KgitError, NotInitialisedError, one_line
 from kgit.core.fsutil import write_atomic
 from kgit.store import dvc_ops, dvc_remotes
@@ -46,7 +47,6 @@ def _round_trip(path: Path, what: str, fix: str) -> Any:
     """The YAML file at ``path`` as ruamel reads it for rewriting (comments and order kept), None if it
     does not exist. kgit's bounded reader sees the bytes first: size, values with aliases expanded and
     nesting are checked before ruamel, which has no such limits, parses anything."""
-    from kgit.core import bounded_yaml
     from kgit.store.dvc_ops import MAX_DVC_FILE, MAX_DVC_VALUES
 
     if not path.exists():
@@ -137,7 +137,8 @@ def check_checkout(repo: Repo) -> None:
         return
     refs = [r for r in repo.git("for-each-ref", "--format=%(refname)", "refs/heads", "refs/remotes").splitlines()
             if r and not r.endswith("/HEAD")]
-    texts = repo.show_files([(ref, path) for ref in refs for path in (".dvc/config", DVC_YAML)])
+    texts = repo.show_files([(ref, path) for ref in refs for path in (".dvc/config", DVC_YAML)],
+                            max_bytes=bounded_yaml.MAX_BYTES)
     holding = [ref for ref in refs if texts.get((ref, ".dvc/config")) is not None
                and _has_validate_stage(texts.get((ref, DVC_YAML)), f"{DVC_YAML} of {ref}")]
     if not holding:
@@ -152,8 +153,6 @@ def check_checkout(repo: Repo) -> None:
 
 
 def _has_validate_stage(text: str | None, what: str) -> bool:
-    from kgit.core import bounded_yaml
-
     if text is None:
         return False
     try:
@@ -169,7 +168,6 @@ def check_dvc_files(repo: Repo) -> None:
     ``dvc.lock`` and ``.dvc`` file in the work tree (`dvc add`, `dvc repro`, checkout) without limits:
     a 1 KB file of nested YAML aliases keeps it busy for ever. Files without aliases and with little
     nesting, as DVC and kgit write them, pass on sight; the others go through kgit's bounded reader."""
-    from kgit.core import bounded_yaml
     from kgit.store.dvc_ops import MAX_DVC_FILE, MAX_DVC_VALUES
 
     listed = repo.git("ls-files", "-z", "--", ":(glob)**/*.dvc", f":(glob)**/{DVC_YAML}", f":(glob)**/{DVC_LOCK}",
