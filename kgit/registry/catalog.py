@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
-from kgit.core import metrics
+from kgit.core import bounded_yaml, metrics
 from kgit.core.errors import InvalidReleaseError, KgitError, ReleaseNotFoundError
 from kgit.core.metadata import ARTIFACTS_DIR, FORMATS, Metadata
 from kgit.registry.seen import SeenRecord
@@ -31,7 +31,7 @@ from kgit.registry.versions import (
     tag_version_key,
 )
 from kgit.store.dvc_ops import read_dvc_file
-from kgit.store.git_ops import Repo, TagInfo
+from kgit.store.git_ops import MAX_TAG_BYTES, Repo, TagInfo
 
 SUMMARY_MARK = "kgit-release:"
 
@@ -100,10 +100,13 @@ def _parse_summary(message: str) -> dict[str, Any] | str | None:
     for line in message.splitlines():
         if line.startswith(SUMMARY_MARK):
             try:
-                data = json.loads(line[len(SUMMARY_MARK):])
-            except RecursionError:
+                data = bounded_yaml.load_json(line[len(SUMMARY_MARK):], "its message's summary",
+                                              max_bytes=MAX_TAG_BYTES)
+            except bounded_yaml.TooDeep:
                 return "its message's summary is nested too deeply"
-            except ValueError:
+            except bounded_yaml.LimitError as exc:
+                return str(exc)
+            except bounded_yaml.SyntaxProblem:
                 return "its message's summary is not valid JSON"
             if not isinstance(data, dict):
                 return "its message's summary is not a JSON object"

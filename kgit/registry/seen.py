@@ -18,6 +18,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from kgit.core import bounded_yaml
+from kgit.core.errors import KgitError
 from kgit.store.git_ops import Repo, TagInfo
 
 SEEN_DB = "seen.db"
@@ -160,8 +162,8 @@ def _legacy_rows(path: Path) -> list[tuple[str, str, str, str | None]]:
 
 def _md5s(text: str | None) -> dict[str, Any]:
     try:
-        value = json.loads(text) if text else {}
-    except ValueError:
+        value = bounded_yaml.load_json(text, "the seen record's hashes") if text else {}
+    except KgitError:
         return {}
     return value if isinstance(value, dict) else {}
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kgit.core import bounded_yaml
 from kgit.core.errors import CommandError, KgitError
 from kgit.core.fsutil import write_json
 from kgit.store import clone_state
@@ -58,8 +59,6 @@ def parse_policy(text: str | None) -> str:
     """The policy a ``.kgit/signing.yaml`` text says (``off`` when there is none)."""
     if text is None:
         return "off"
-    from kgit.core import bounded_yaml
-
     try:
         data = bounded_yaml.load(text, POLICY_FILE, max_bytes=64 << 10, max_nodes=1_000)
     except bounded_yaml.SyntaxProblem:
@@ -161,8 +160,8 @@ class Statement:
 
 def _parse_statement(path: str, data: bytes) -> Statement | None:
     try:
-        d = json.loads(data)
-    except ValueError:
+        d = bounded_yaml.load_json(data, path, max_bytes=MAX_BLOB_BYTES)
+    except KgitError:
         return None
     if not isinstance(d, dict) or not isinstance(d.get("by"), str) or not isinstance(d.get("signature"), str):
         return None
@@ -214,10 +213,10 @@ def _worktree_snapshot(root: Path) -> Snapshot:
             for f in sorted(folder.iterdir()):
                 path = f"{rel}/{f.name}"
                 if (_is_key(path) or _is_statement(path)) and f.is_file():
-                    into[path] = f.read_bytes()
+                    into[path] = bounded_yaml.read_bytes(f, path, max_bytes=MAX_BLOB_BYTES)
     policy = root / POLICY_FILE
     if policy.is_file():
-        snap.policy = policy.read_text(errors="replace")
+        snap.policy = bounded_yaml.read_bytes(policy, POLICY_FILE, max_bytes=MAX_BLOB_BYTES).decode(errors="replace")
     return snap
 
 

@@ -3,6 +3,11 @@
 kgit owns two things in ``dvc.yaml``: the validation stage (written once by ``kgit init``) and one
 entry per model in the ``artifacts:`` section (updated by each release so that, at a release tag,
 it points at that release's folder and ``dvc artifacts get REPO NAME --rev TAG`` fetches it).
+
+This is the one module that uses ruamel.yaml, because it is the one place kgit rewrites a YAML file
+someone else owns and must keep that file's comments and key order (``dvc.yaml``, and ``dvc.lock``
+at set-up). ruamel has no limits of its own, so kgit.core.bounded_yaml checks the bytes first; every
+other YAML read or write goes through kgit.core.bounded_yaml alone.
 """
 
 from __future__ import annotations
