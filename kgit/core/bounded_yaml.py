@@ -84,9 +84,11 @@ def check(raw: bytes | str, what: str, *, max_bytes: int = MAX_BYTES, max_nodes:
         pass
 
 
-def load_json(raw: bytes | str, what: str, *, max_bytes: int = MAX_BYTES, max_depth: int = MAX_DEPTH,
+def load_json(raw: bytes | str, what: str, *, max_bytes: int = MAX_BYTES, max_depth: int | None = MAX_DEPTH,
               fix: str | None = None) -> Any:
-    """A JSON document (no aliases in JSON: a byte limit and a depth limit bound it)."""
+    """A JSON document (no aliases in JSON: a byte limit and a depth limit bound it). With
+    ``max_depth`` None, nesting is not measured (for a large document whose reader checks its shape
+    and never recurses into it); nesting past what the parser itself can take is still refused."""
     import json
 
     data = raw.encode("utf-8") if isinstance(raw, str) else raw
@@ -98,7 +100,7 @@ def load_json(raw: bytes | str, what: str, *, max_bytes: int = MAX_BYTES, max_de
         raise TooDeep(_said(f"{what} is nested too deeply to read", fix)) from None
     except ValueError as exc:
         raise SyntaxProblem(_said(f"{what} is not valid JSON ({one_line(exc, 150)})", fix)) from None
-    if nesting_depth(value, max_depth) > max_depth:
+    if max_depth is not None and nesting_depth(value, max_depth) > max_depth:
         raise TooDeep(_said(f"{what} is nested too deeply to read (more than {max_depth} levels)", fix))
     return value
 

@@ -15,7 +15,6 @@ pre-commit: refuse a commit that modifies, deletes or renames a released version
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -24,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from kgit.core.errors import KgitError, one_line
-from kgit.core.fsutil import write_json
 from kgit.core.metadata import ARTIFACTS_DIR
 from kgit.guard import invariants
 from kgit.registry import catalog
@@ -35,7 +33,6 @@ from kgit.workflow import project
 from kgit.workflow.roundtrip import FolderResult
 
 ZERO = invariants.ZERO
-PUBLISHED_FILE = "published.json"
 
 
 @dataclass
@@ -135,21 +132,21 @@ def gate_problems(repo: Repo, tags: list[str], rev: str = "HEAD") -> list[str]:
 
 # -- the published record ---------------------------------------------------------------------
 def _published_path(repo: Repo) -> Path:
-    return clone_state.state_dir(repo) / PUBLISHED_FILE
+    return clone_state.path(repo, clone_state.PUBLISHED)
 
 
 def _published(repo: Repo) -> dict[str, list[str]]:
     try:
-        data = json.loads(_published_path(repo).read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
+        data = clone_state.read_json(_published_path(repo))
+    except KgitError:
         return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _mark_published(repo: Repo, url: str, md5s: list[str]) -> None:
     data = _published(repo)
     data[url] = sorted(set(data.get(url, [])) | set(md5s))
-    write_json(_published_path(repo), data)
+    clone_state.write_json(_published_path(repo), data)
 
 
 # -- the hooks --------------------------------------------------------------------------------

@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any
 
 from kgit.core import bounded_yaml
 from kgit.core.errors import CommandError, KgitError
-from kgit.core.fsutil import write_json
 from kgit.store import clone_state
 from kgit.store.git_batch import read_objects
 
@@ -45,7 +44,6 @@ ENDORSEMENTS_DIR = ".kgit/endorsements"
 POLICY_STATEMENT = f"{ENDORSEMENTS_DIR}/policy.json"
 POLICIES = ("off", "optional", "required")
 RANK = {p: i for i, p in enumerate(POLICIES)}
-TRUST_FILE = "trust.json"
 MAX_BLOB_BYTES = 1 << 20  # keys, statements and the policy are a few hundred bytes each
 TRUSTED = ("pinned", "endorsed", "accepted")
 
@@ -421,8 +419,7 @@ _CACHE: dict[tuple[Any, ...], Trust] = {}
 
 
 def _trust_path(repo: Repo) -> Path:
-
-    return clone_state.state_dir(repo) / TRUST_FILE
+    return clone_state.path(repo, clone_state.TRUST)
 
 
 def _stat_key(root: Path, state_path: Path) -> tuple[Any, ...]:
@@ -442,15 +439,15 @@ def _stat_key(root: Path, state_path: Path) -> tuple[Any, ...]:
 
 def _load_state(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        data = clone_state.read_json(path)
+    except KgitError:
         return {}
     return data if isinstance(data, dict) else {}
 
 
 def _save_state(path: Path, state: dict[str, Any]) -> None:
     try:
-        write_json(path, state, indent=2)
+        clone_state.write_json(path, state, indent=2)
     except OSError:  # a read-only clone still computes its trust; it just cannot remember it
         pass
 

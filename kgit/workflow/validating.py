@@ -17,14 +17,12 @@ again (the ``release`` check, which reads git only, always runs).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kgit.core.errors import KgitError
-from kgit.core.fsutil import write_json
 from kgit.core.metadata import METADATA_FILE, Metadata
 from kgit.registry import catalog
 from kgit.store import clone_state
@@ -32,7 +30,6 @@ from kgit.store.dvc_ops import read_dvc_path
 from kgit.store.git_ops import Repo
 from kgit.workflow.roundtrip import FolderResult, check_files
 
-RECORD_FILE = "validated.json"
 # Local git config: `signed` lets releases made with --unsafe run their code here without --unsafe
 # when a key this clone trusts signed them; `never` (the default) asks for --unsafe every time.
 UNSAFE_LOADING_KEY = "kgit.unsafeLoading"
@@ -70,12 +67,13 @@ class Record:
     """Versions validated on this machine, keyed by ``tag/format``."""
 
     def __init__(self, repo: Repo) -> None:
-        self.path = clone_state.state_dir(repo) / RECORD_FILE
+        self.path = clone_state.path(repo, clone_state.VALIDATED)
         self.trust = _trust_state(repo.root)
         try:
-            self.data: dict[str, Any] = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            self.data = {}
+            data = clone_state.read_json(self.path)
+        except KgitError:
+            data = None
+        self.data: dict[str, Any] = data if isinstance(data, dict) else {}
 
     @staticmethod
     def key(tag: str, fmt: str) -> str:
@@ -100,7 +98,7 @@ class Record:
                                          "trust": self.trust}
 
     def save(self) -> None:
-        write_json(self.path, self.data)
+        clone_state.write_json(self.path, self.data)
 
 
 # -- the checks -------------------------------------------------------------------------------
