@@ -16,7 +16,6 @@ from kgit.cli.app import (
     err,
     parse_key_values,
     print_json,
-    size_text,
     write_columns,
     write_pairs,
 )
@@ -195,7 +194,7 @@ def show(
     rows = [
         ("model", f"{meta.name} {meta.version}" + (" (deprecated)" if rel.deprecated else "")), ("tag", rel.tag),
         ("stages", ", ".join(rel.stages) or "-"), ("release commit", rel.commit[:12]),
-        ("formats", ", ".join(f"{f} ({size_text(i.get('size'))})" for f, i in rel.formats.items())),
+        ("formats", ", ".join(f"{f} ({api.human_size(i.get('size'))})" for f, i in rel.formats.items())),
         ("created", meta.created_at), ("source commit", f"{(meta.git.commit or '-')[:12]} on {meta.git.branch or '-'}"
                                        + (" (dirty)" if meta.git.dirty else "")),
         ("dataset", " ".join(x for x in [meta.dataset.id or "", meta.dataset.path or "", meta.dataset.dvc_hash or ""] if x) or "-"),
@@ -258,7 +257,7 @@ def get(
     else:
         for fmt, info in result.formats.items():
             state = "fetched" if info["fetched"] else "already here"
-            err(f"{result.name}@{result.version} ({fmt}): {state}, verified: {info['path']} ({size_text(info.get('size'))})")
+            err(f"{result.name}@{result.version} ({fmt}): {state}, verified: {info['path']} ({api.human_size(info.get('size'))})")
     for warning in result.warnings:  # fetching ran none of it; loading asks first
         err(f"kgit: warning: {warning}")
 

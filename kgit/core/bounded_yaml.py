@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from kgit.core.errors import KgitError, one_line
+from kgit.core.sizes import human_size
 
 MAX_BYTES = 1_000_000
 MAX_NODES = 100_000
@@ -93,7 +94,7 @@ def load_json(raw: bytes | str, what: str, *, max_bytes: int = MAX_BYTES, max_de
 
     data = raw.encode("utf-8") if isinstance(raw, str) else raw
     if len(data) > max_bytes:
-        raise LimitError(_said(f"{what} is larger than {_mb(max_bytes)}", fix))
+        raise LimitError(_said(f"{what} is larger than {human_size(max_bytes)}", fix))
     try:
         value = json.loads(data)
     except RecursionError:
@@ -121,7 +122,7 @@ def _composed(raw: bytes | str, what: str, max_bytes: int, max_nodes: int, max_d
 
     data = raw.encode("utf-8") if isinstance(raw, str) else raw
     if len(data) > max_bytes:
-        raise LimitError(_said(f"{what} is larger than {_mb(max_bytes)}", fix))
+        raise LimitError(_said(f"{what} is larger than {human_size(max_bytes)}", fix))
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(data)
     try:
         try:
@@ -136,7 +137,7 @@ def _composed(raw: bytes | str, what: str, max_bytes: int, max_nodes: int, max_d
             size, depth = measure(node, max_nodes, max_depth)
             if size > max_nodes:
                 raise LimitError(_said(f"{what} holds more than {max_nodes:,} values once its YAML aliases (*name) "
-                                       f"are expanded: write the values out, within {_mb(max_bytes)}", fix))
+                                       f"are expanded: write the values out, within {human_size(max_bytes)}", fix))
             if depth > max_depth:
                 raise TooDeep(_said(f"{what} is nested too deeply to read (more than {max_depth} levels)", fix))
         yield loader, node
@@ -203,10 +204,6 @@ def _yaml_error() -> type[Exception]:
     import yaml
 
     return yaml.YAMLError
-
-
-def _mb(n: int) -> str:
-    return f"{n / 1e6:g} MB"
 
 
 def _said(text: str, fix: str | None) -> str:

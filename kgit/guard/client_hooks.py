@@ -24,6 +24,7 @@ from typing import Any
 
 from kgit.core.errors import KgitError, one_line
 from kgit.core.metadata import ARTIFACTS_DIR
+from kgit.core.sizes import human_size
 from kgit.guard import invariants
 from kgit.registry import catalog
 from kgit.registry.versions import parse_event, parse_tag
@@ -243,7 +244,7 @@ def _upload(repo: Repo, name: str, url: str, to_upload: list[Any]) -> int:
         from kgit.store import dvc_ops
 
         size = sum(int(t.release.formats[t.fmt].get("size") or 0) for t in to_upload if t.md5 in not_there)
-        _say(f"uploading {labels(not_there)}: {size / 1e6:.1f} MB to {where}")
+        _say(f"uploading {labels(not_there)}: {human_size(size)} to {where}")
         # git hands the hook its own stderr: a terminal gets a progress bar, a pipe or CI only these lines
         try:
             with progress.Meter("uploading", size, show=progress.wanted()) as meter:

@@ -42,6 +42,7 @@ from kgit.core.metadata import (
     hash_folder,
     sha256_file,
 )
+from kgit.core.sizes import human_size
 from kgit.registry import catalog
 from kgit.registry.versions import Version, check_name, next_version, tag_name
 from kgit.store import clone_state, dvc_ops, failpoints, txn
@@ -49,6 +50,7 @@ from kgit.store.git_ops import Repo
 from kgit.workflow import project
 
 Progress = Callable[[str], None]
+MAX_PARAMS_BYTES = 1_000_000  # hyperparameters as JSON; they travel in every .dvc file and metadata.json
 
 
 @dataclass
@@ -190,8 +192,9 @@ def _check_request(git: Repo, *, name: str, formats: Sequence[str] | str, versio
         raise KgitError(f"invalid --atol {atol!r}: give a non-negative finite number")
     params = dict(hyperparams or {})
     check_json_serialisable(params, "hyperparameters")
-    if len(json.dumps(params)) > 1_000_000:
-        raise KgitError("hyperparameters are larger than 1 MB of JSON: record a file path or a dataset id instead")
+    if len(json.dumps(params)) > MAX_PARAMS_BYTES:
+        raise KgitError(f"hyperparameters are larger than {human_size(MAX_PARAMS_BYTES)} of JSON: record a file path "
+                        "or a dataset id instead")
     dataset_rel = None
     if dataset is not None:
         dataset_rel = os.path.relpath(Path(dataset).resolve(), git.root)
