@@ -15,14 +15,10 @@ from typing import Any
 from kgit.core import bounded_yaml
 from kgit.core.errors import KgitError, describe
 from kgit.core.fsutil import regular_files
+from kgit.core.layout import METADATA_FILE, SIGNATURE_FILE
 
 SCHEMA_VERSION = 1
-METADATA_FILE = "metadata.json"
-REFERENCE_INPUTS_FILE = "reference_inputs.npz"
-REFERENCE_OUTPUTS_FILE = "reference_outputs.npz"
-SIGNATURE_FILE = "kgit.sig"  # written after the metadata, over every other file (kgit.trust.signing)
 FORMATS = ("savedmodel", "keras", "h5", "weights")
-ARTIFACTS_DIR = "artifacts"  # artifacts/<model>/<format>/<version>/
 MAX_DEPTH = 64  # nesting kgit reads from git or files; deeper data is refused, never recursed into
 MAX_FILE_BYTES = 16 << 20  # a metadata.json; hyperparameters are at most 1 MB of it
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from kgit.core.errors import KgitError, one_line
-from kgit.core.metadata import ARTIFACTS_DIR
+from kgit.core.layout import ARTIFACTS_DIR, DVC_YAML, STAGE_NAME
 from kgit.core.sizes import human_size
 from kgit.guard import invariants
 from kgit.registry import catalog
@@ -312,24 +312,24 @@ def run_hook(name: str, args: list[str], stdin_text: str) -> int:
 def _run_stage(repo: Repo, labels: list[str]) -> int:
     """Validate ``labels`` by reproducing the kgit-validate stage of dvc.yaml."""
     data = project.read_dvc_yaml(repo.root) or {}
-    stage = (data.get("stages") or {}).get(project.STAGE_NAME)
+    stage = (data.get("stages") or {}).get(STAGE_NAME)
     if stage is None:
-        _say(f"push refused: dvc.yaml has no {project.STAGE_NAME} stage to validate releases with: run `kgit init`")
+        _say(f"push refused: dvc.yaml has no {STAGE_NAME} stage to validate releases with: run `kgit init`")
         return 1
     if dict(stage) != project.VALIDATE_STAGE:
         # The hook runs on every push: it must never run a command someone else committed.
         changed = ", ".join(f"{k}: {one_line(v, 80)!r}" for k, v in sorted(dict(stage).items())
                             if project.VALIDATE_STAGE.get(k) != v) or "its fields"
-        commit = repo.git("log", "-1", "--format=%h by %an", "--", project.DVC_YAML, check=False) or "uncommitted"
-        _say(f"push refused: the {project.STAGE_NAME} stage in dvc.yaml is not kgit's ({changed}; last changed "
+        commit = repo.git("log", "-1", "--format=%h by %an", "--", DVC_YAML, check=False) or "uncommitted"
+        _say(f"push refused: the {STAGE_NAME} stage in dvc.yaml is not kgit's ({changed}; last changed "
              f"in {commit}): kgit runs only its own validation; restore the stage with `kgit init` and commit it")
         return 1
-    _say(f"validating {', '.join(labels)} (dvc repro {project.STAGE_NAME})")
+    _say(f"validating {', '.join(labels)} (dvc repro {STAGE_NAME})")
     env = dict(os.environ)
     env[STAGE_ONLY_ENV] = " ".join(labels)
     # the stage's `kgit` must be this kgit, even when the hook was started by absolute path
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    proc = subprocess.run([sys.executable, "-m", "dvc", "repro", "--single-item", project.STAGE_NAME],
+    proc = subprocess.run([sys.executable, "-m", "dvc", "repro", "--single-item", STAGE_NAME],
                           cwd=repo.root, env=env, stdin=subprocess.DEVNULL, stdout=sys.stderr, stderr=sys.stderr)
     return proc.returncode
 

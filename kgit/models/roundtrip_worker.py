@@ -95,7 +95,8 @@ def _evaluate(model: Any, spec: str, result: dict[str, Any]) -> None:
 def _flavour(folder: Path) -> str | None:
     from kgit.core import bounded_yaml
     from kgit.core.errors import KgitError
-    from kgit.core.metadata import MAX_FILE_BYTES, METADATA_FILE
+    from kgit.core.layout import METADATA_FILE
+    from kgit.core.metadata import MAX_FILE_BYTES
 
     path = folder / METADATA_FILE
     try:

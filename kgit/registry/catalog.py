@@ -17,9 +17,10 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
-from kgit.core import bounded_yaml, metrics
+from kgit.core import bounded_yaml, layout, metrics
 from kgit.core.errors import InvalidReleaseError, KgitError, ReleaseNotFoundError
-from kgit.core.metadata import ARTIFACTS_DIR, FORMATS, Metadata
+from kgit.core.layout import METADATA_FILE
+from kgit.core.metadata import FORMATS, Metadata
 from kgit.registry.seen import SeenRecord
 from kgit.registry.tagcache import TagCache
 from kgit.registry.versions import (
@@ -77,7 +78,7 @@ class Release:
         return "valid" if self.valid else f"invalid: {self.problems[0]}"
 
     def dvc_file(self, fmt: str) -> str:
-        return self.formats[fmt]["path"] + ".dvc"
+        return layout.dvc_file(self.formats[fmt]["path"])
 
     def to_dict(self) -> dict[str, Any]:
         # by hand, not dataclasses.asdict: its deep copy was most of `kgit list --json` at 15,000 releases
@@ -140,7 +141,7 @@ def _summary_problems(name: str, tag_version: Version, summary: dict[str, Any]) 
         problems.append("its message lists no formats")
         return label, problems
     for fmt, info in formats.items():
-        want = f"{ARTIFACTS_DIR}/{name}/{fmt}/{label}"
+        want = layout.release_dir(name, fmt, label)
         if fmt not in FORMATS:
             problems.append(f"its message lists an unknown format {str(fmt)[:32]!r}")
         elif not isinstance(info, dict):
@@ -300,7 +301,7 @@ def _flag_shared_data(repo: Repo, found: list[Release]) -> None:
             others = ", ".join(f"{r.name}@{r.version}" for r, _f in holders if r is not rel)
             rel.shares_with = tuple(r.tag for r, _f in holders if r is not rel)
             rel.problems.append(f"its {fmt} data (DVC hash {md5[:12]}) is also {others}'s: "
-                                + (f"the data's metadata.json names {':'.join(said)}" if said else
+                                + (f"the data's {METADATA_FILE} names {':'.join(said)}" if said else
                                    "a tag made by hand over another release's data (`kgit check` reads the data and tells which)"))
 
 
@@ -508,7 +509,7 @@ def _data_identity(repo: Repo, rel: Release) -> list[str]:
     for fmt, info in rel.formats.items():
         said = local_identity(repo.root, str(info.get("md5"))) if not repo.bare else None
         if said is not None and said != (rel.name, rel.version, fmt):
-            problems.append(f"the metadata.json in its {fmt} data is for {':'.join(said)} (a tag made by hand over "
+            problems.append(f"the {METADATA_FILE} in its {fmt} data is for {':'.join(said)} (a tag made by hand over "
                             "another release's data)")
     return problems
 
@@ -548,7 +549,7 @@ def _dvc_checks(repo: Repo, rel: Release, formats: list[str] | None,
     for fmt, info in rel.formats.items():
         if formats is not None and fmt not in formats:
             continue
-        dvc_path = f"{info['path']}.dvc"
+        dvc_path = layout.dvc_file(info["path"])
         text = texts.get((rel.commit, dvc_path)) if texts is not None else repo.show_file(rel.commit, dvc_path)
         if text is None:
             yield fmt, [f"its commit {rel.commit[:8]} has no {dvc_path}"], None
@@ -601,12 +602,12 @@ def existing_versions(repo: Repo, name: str) -> list[Version]:
         parsed = parse_tag(tag)
         if parsed and parsed[0] == name:
             versions.add(parsed[1])
-    model_dir = repo.root / "artifacts" / name
+    model_dir = repo.root / layout.model_dir(name)
     if model_dir.is_dir():
         for fmt_dir in model_dir.iterdir():
             if fmt_dir.is_dir():
                 for entry in fmt_dir.iterdir():
-                    label = entry.name[:-4] if entry.name.endswith(".dvc") else entry.name
+                    label = layout.tracked_path(entry.name)
                     try:
                         versions.add(Version.parse(label))
                     except KgitError:

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kgit.core import bounded_yaml
+from kgit.core import bounded_yaml, layout
 from kgit.core.errors import KgitError, one_line
 from kgit.core.fsutil import FileDigest, write_atomic
 from kgit.store import dvc_remotes
@@ -483,15 +483,15 @@ def dataset_hash(root: Path, path: str) -> str:
         rel = target.relative_to(root)
     except ValueError:
         raise KgitError(f"dataset {path} is outside the repository") from None
-    dvc_file = target.with_name(target.name + ".dvc")
+    dvc_file = target.with_name(layout.dvc_file(target.name))
     if dvc_file.exists():
         data = read_dvc_path(dvc_file, str(dvc_file.relative_to(root)))
         h = data["outs"][0].get("md5") or data["outs"][0].get("etag")
         if h:
             return str(h)
-    lock = root / "dvc.lock"
+    lock = root / layout.DVC_LOCK
     if lock.exists():
-        lock_data = bounded_yaml.read_file(lock, "dvc.lock", max_bytes=MAX_DVC_FILE, max_nodes=MAX_DVC_VALUES,
+        lock_data = bounded_yaml.read_file(lock, layout.DVC_LOCK, max_bytes=MAX_DVC_FILE, max_nodes=MAX_DVC_VALUES,
                                            fix="fix it, or restore it with `git checkout -- dvc.lock`")
         stages = lock_data.get("stages") if isinstance(lock_data, dict) else None
         for stage in (stages or {}).values() if isinstance(stages, dict) else ():

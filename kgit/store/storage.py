@@ -17,6 +17,7 @@ from typing import Any
 
 from kgit.core import bounded_yaml
 from kgit.core.errors import KgitError
+from kgit.core.layout import METADATA_FILE
 from kgit.core.metadata import MAX_FILE_BYTES
 from kgit.store.dvc_remotes import Where, failure, one_line_of, scheme_of
 
@@ -92,20 +93,20 @@ def identity_problems(odb: Any, wanted: list[tuple[str, Identity]],
             if not oid.endswith(".dir") or not odb.exists(oid):
                 continue
             entries = _read_json(odb, oid, f"DVC listing {oid}")
-            entry = next((e for e in entries if isinstance(e, dict) and e.get("relpath") == "metadata.json"), None) \
+            entry = next((e for e in entries if isinstance(e, dict) and e.get("relpath") == METADATA_FILE), None) \
                 if isinstance(entries, list) else None
             md5 = entry.get("md5") if entry is not None else None
             if not isinstance(md5, str) or not odb.exists(md5):
-                found.append((oid, want, "its data holds no metadata.json"))
+                found.append((oid, want, f"its data holds no {METADATA_FILE}"))
                 continue
             try:
-                meta = _read_json(odb, md5, "metadata.json")
+                meta = _read_json(odb, md5, METADATA_FILE)
             except KgitError:
                 meta = None
             said = tuple(str(meta.get(k))[:64] for k in ("name", "version", "format")) if isinstance(meta, dict) else None
             if said != want:
                 what = ":".join(said) if said else "unreadable"
-                found.append((oid, want, f"the metadata.json in its data is for {what}, not {':'.join(want)}"))
+                found.append((oid, want, f"the {METADATA_FILE} in its data is for {what}, not {':'.join(want)}"))
     except Exception as exc:  # a remote's filesystem raises its own errors (network, auth)
         if where is None:
             raise KgitError(f"cannot read the DVC storage at {odb.path}: {one_line_of(exc)}") from None
@@ -129,7 +130,7 @@ def local_identity(root: Path, oid: str) -> Identity | None:
     listing = read(oid, MAX_FILE_BYTES) if oid.endswith(".dir") else None
     try:
         entries = bounded_yaml.load_json(listing, oid, max_bytes=MAX_FILE_BYTES) if listing is not None else None
-        entry = next((e for e in entries if isinstance(e, dict) and e.get("relpath") == "metadata.json"), None) \
+        entry = next((e for e in entries if isinstance(e, dict) and e.get("relpath") == METADATA_FILE), None) \
             if isinstance(entries, list) else None
         md5 = entry.get("md5") if entry is not None else None
         raw = read(md5, MAX_FILE_BYTES) if isinstance(md5, str) and len(md5) == 32 and md5.isalnum() else None

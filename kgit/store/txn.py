@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
-from kgit.core import progress
+from kgit.core import layout, progress
 from kgit.core.errors import KgitError, one_line
 from kgit.core.fsutil import write_atomic
 from kgit.core.metadata import sha256_file
@@ -243,7 +243,7 @@ def _written_by_dvc_add(journal: Journal, rel: str, content: bytes) -> bool:
     if rel not in journal.dvc_writing:
         return False
     path = PurePosixPath(rel)
-    if rel.endswith(".dvc"):
+    if layout.is_dvc_file(rel):
         if rel[:-4] not in journal.folders:
             return False
         from kgit.core import bounded_yaml

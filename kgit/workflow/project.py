@@ -23,12 +23,10 @@ from typing import Any
 from kgit.core import bounded_yaml
 from kgit.core.errors import KgitError, NotInitialisedError, one_line
 from kgit.core.fsutil import write_atomic
+from kgit.core.layout import DVC_LOCK, DVC_SUFFIX, DVC_YAML, DVC_YAML_ARTIFACTS, STAGE_NAME
 from kgit.store import dvc_ops, dvc_remotes
 from kgit.store.git_ops import Repo
 
-DVC_YAML = "dvc.yaml"
-DVC_LOCK = "dvc.lock"
-STAGE_NAME = "kgit-validate"
 # The validation stage, exactly as `kgit init` writes it (the repository's own dvc.yaml holds it too).
 VALIDATE_STAGE: dict[str, Any] = {
     "desc": "Round-trip validation of kgit model releases: check file hashes, reload each released "
@@ -64,7 +62,7 @@ def _round_trip(path: Path, what: str, fix: str) -> Any:
         data = _yaml().load(raw.decode("utf-8"))
     except (YAMLError, UnicodeDecodeError) as exc:
         raise KgitError(f"{what} is not valid YAML ({one_line(exc, 200)}): {fix}") from None
-    sections = ("stages", "artifacts") if what == DVC_YAML else ("stages",)
+    sections = ("stages", DVC_YAML_ARTIFACTS) if what == DVC_YAML else ("stages",)
     if data is not None and (not isinstance(data, dict)
                              or not all(isinstance(data.get(k), (dict, type(None))) for k in sections)):
         raise KgitError(f"{what} is not what DVC reads (a mapping with {' and '.join(f'`{k}:`' for k in sections)} "
@@ -115,9 +113,9 @@ def lock_with_validate_stage(root: Path) -> str | None:
 def with_artifact(data: Any, name: str, path: str, desc: str, meta: dict[str, Any]) -> Any:
     from ruamel.yaml.comments import CommentedMap
 
-    arts = data.setdefault("artifacts", CommentedMap())
+    arts = data.setdefault(DVC_YAML_ARTIFACTS, CommentedMap())
     if arts is None:
-        arts = data["artifacts"] = CommentedMap()
+        arts = data[DVC_YAML_ARTIFACTS] = CommentedMap()
     arts[name] = CommentedMap(
         {"path": path, "type": "model", "desc": desc, "labels": ["kgit"], "meta": CommentedMap(meta)}
     )
@@ -175,7 +173,7 @@ def check_dvc_files(repo: Repo) -> None:
     nesting, as DVC and kgit write them, pass on sight; the others go through kgit's bounded reader."""
     from kgit.store.dvc_ops import MAX_DVC_FILE, MAX_DVC_VALUES
 
-    listed = repo.git("ls-files", "-z", "--", ":(glob)**/*.dvc", f":(glob)**/{DVC_YAML}", f":(glob)**/{DVC_LOCK}",
+    listed = repo.git("ls-files", "-z", "--", f":(glob)**/*{DVC_SUFFIX}", f":(glob)**/{DVC_YAML}", f":(glob)**/{DVC_LOCK}",
                       raw=True)
     root = str(repo.root)
     for rel in filter(None, listed.split("\0")):
