@@ -16,6 +16,7 @@ these paths and names. Paths are POSIX strings relative to the repository's root
                                                  (STAGE_NAME) and, in its ``artifacts:`` section,
                                                  one entry per model
     dvc.lock                                     what ``dvc repro`` recorded for the stages
+    .dvc/                                        DVC's own folder (DVC_DIR): config, cache, tmp
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ REFERENCE_INPUTS_FILE = "reference_inputs.npz"
 REFERENCE_OUTPUTS_FILE = "reference_outputs.npz"
 SIGNATURE_FILE = "kgit.sig"  # written after the metadata, over every other file (kgit.trust.signing)
 DVC_SUFFIX = ".dvc"  # a DVC pointer file: the tracked path with this suffix
+DVC_DIR = ".dvc"  # DVC's own folder: its config, cache and temporary files
 DVC_YAML = "dvc.yaml"
 DVC_LOCK = "dvc.lock"
 DVC_YAML_ARTIFACTS = "artifacts"  # dvc.yaml's section naming each model's current release

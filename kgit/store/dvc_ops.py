@@ -130,7 +130,7 @@ def _cwd(path: Path) -> Iterator[None]:
 
 
 def is_initialised(root: Path) -> bool:
-    return (root / ".dvc").is_dir() and (root / ".dvc" / "config").exists()
+    return (root / layout.DVC_DIR).is_dir() and (root / layout.DVC_DIR / "config").exists()
 
 
 def init(root: Path) -> bool:

@@ -17,7 +17,7 @@ from typing import Any
 
 from kgit.core import bounded_yaml
 from kgit.core.errors import KgitError
-from kgit.core.layout import METADATA_FILE
+from kgit.core.layout import DVC_DIR, METADATA_FILE
 from kgit.core.metadata import MAX_FILE_BYTES
 from kgit.store.dvc_remotes import Where, failure, one_line_of, scheme_of
 
@@ -119,7 +119,7 @@ def local_identity(root: Path, oid: str) -> Identity | None:
     from the repository's local DVC cache (its default place, ``.dvc/cache``) without importing
     DVC; None when the cache does not hold it."""
     def read(md5: str, limit: int) -> bytes | None:
-        path = root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+        path = root / DVC_DIR / "cache" / "files" / "md5" / md5[:2] / md5[2:]
         try:
             with path.open("rb") as fh:
                 data = fh.read(limit + 1)

@@ -35,7 +35,7 @@ class JournalError(KgitError):
 
 
 def staging_dir(repo: Repo) -> Path:
-    return clone_state.state_dir(repo) / clone_state.STAGING
+    return clone_state.path(repo, clone_state.STAGING)
 
 
 @contextlib.contextmanager

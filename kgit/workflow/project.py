@@ -23,7 +23,7 @@ from typing import Any
 from kgit.core import bounded_yaml
 from kgit.core.errors import KgitError, NotInitialisedError, one_line
 from kgit.core.fsutil import write_atomic
-from kgit.core.layout import DVC_LOCK, DVC_SUFFIX, DVC_YAML, DVC_YAML_ARTIFACTS, STAGE_NAME
+from kgit.core.layout import DVC_DIR, DVC_LOCK, DVC_SUFFIX, DVC_YAML, DVC_YAML_ARTIFACTS, STAGE_NAME
 from kgit.store import dvc_ops, dvc_remotes
 from kgit.store.git_ops import Repo
 
@@ -377,6 +377,6 @@ def _undo_dvc_init(root: Path) -> None:
     """Remove what `dvc init` just created (kgit init refused after it)."""
     import shutil
 
-    shutil.rmtree(root / ".dvc", ignore_errors=True)
+    shutil.rmtree(root / DVC_DIR, ignore_errors=True)
     with contextlib.suppress(FileNotFoundError):
         (root / ".dvcignore").unlink()
