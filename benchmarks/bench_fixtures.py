@@ -80,13 +80,8 @@ def derive_versions(repo: Path, src: Path, first: int, last: int, model: Any = N
     outputs and file hashes recomputed), so that no two versions share their bytes."""
     import numpy as np
 
-    from kgit.core.metadata import (
-        REFERENCE_INPUTS_FILE,
-        REFERENCE_OUTPUTS_FILE,
-        Metadata,
-        hash_folder,
-        sha256_file,
-    )
+    from kgit.core.layout import REFERENCE_INPUTS_FILE, REFERENCE_OUTPUTS_FILE
+    from kgit.core.metadata import Metadata, hash_folder, sha256_file
 
     made = []
     for i in range(first, last + 1):

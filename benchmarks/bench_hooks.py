@@ -78,8 +78,9 @@ def one_new(fx: Fixtures, runs: int) -> list[Row]:
     fixture = f"{fx.hook_versions} versions + 1 new ({describe(MEDIUM)})"
     stdin = (f"refs/heads/main {git(repo, 'rev-parse', 'HEAD')} refs/heads/main {git(repo, 'rev-parse', 'origin/main')}\n"
              f"refs/tags/{record.tag} {git(repo, 'rev-parse', f'refs/tags/{record.tag}')} refs/tags/{record.tag} {ZERO}\n")
-    state = clone_state.state_dir(Repo(repo))
-    published, validated = state / "published.json", state / "validated.json"
+    clone = Repo(repo)
+    published, validated = (clone_state.path(clone, clone_state.PUBLISHED),
+                            clone_state.path(clone, clone_state.VALIDATED))
     saved = {p: p.read_bytes() if p.exists() else None for p in (published, validated)}
     _name, url = dvc_ops.default_remote(repo)
     remote = Path(str(url))

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from kgit.core.errors import KgitError
 from kgit.core.metadata import Metadata
+from kgit.core.sizes import human_size as human_size  # the command line shows sizes with it
 from kgit.registry import catalog
 from kgit.registry.versions import check_name, release_ref
 from kgit.store.git_ops import Repo

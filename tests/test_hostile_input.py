@@ -26,7 +26,7 @@ def test_deeply_nested_and_huge_hyperparameters(kgit_repo: Path, plain_model, tm
         node = node["k"]  # type: ignore[assignment]
     with pytest.raises(KgitError, match="nested too deeply"):
         api.release(plain_model, "hostile", repo=kgit_repo, hyperparams=deep)
-    with pytest.raises(KgitError, match="larger than 1 MB"):
+    with pytest.raises(KgitError, match="larger than 1.0 MB"):
         api.release(plain_model, "hostile", repo=kgit_repo, hyperparams={"blob": "x" * 2_000_000})
     params = tmp_path / "deep.yaml"
     params.write_text("a: " + "[" * 3000 + "]" * 3000 + "\n")

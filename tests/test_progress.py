@@ -251,7 +251,7 @@ def test_get_shows_progress_on_a_terminal_only(pushed: tuple[World, subprocess.C
 
     forget()
     proc = in_a_pipe(clone, *kgit, env={"CI": ""})
-    assert proc.returncode == 0 and proc.stderr.splitlines() == [f"{done} (11.5 MB)"], proc.stderr
+    assert proc.returncode == 0 and proc.stderr.splitlines() == [f"{done} (12.1 MB)"], proc.stderr
     assert "\r" not in proc.stderr and proc.stdout == ""
 
     for how, args, env in [("--quiet", ["-q"], {"CI": ""}), ("CI", [], {"CI": "1"})]:

@@ -12,7 +12,8 @@ from support import synthetic
 from support.synthetic import git
 
 from kgit.core.errors import KgitError
-from kgit.registry import catalog, tagcache
+from kgit.registry import catalog
+from kgit.store import clone_state
 from kgit.store.git_ops import Repo
 
 
@@ -99,7 +100,7 @@ def cached(repo: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _cache(repo: Path) -> Path:
-    return repo / ".git" / "kgit" / tagcache.CACHE_FILE
+    return repo / ".git" / "kgit" / clone_state.TAG_CACHE
 
 
 def _everything(repo: Path) -> list[dict[str, object]]:

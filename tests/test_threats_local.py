@@ -228,7 +228,7 @@ i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
 @pytest.mark.slow
 def test_yaml_alias_bomb_and_oversized_params_are_refused(kgit_repo: Path, tmp_path: Path) -> None:
     files = {"laughs.yaml": (LAUGHS, "YAML aliases"), "loop.yaml": ("a: &a [*a]\n", "YAML aliases"),
-             "big.yaml": ("blob: " + "x" * 1_100_000 + "\n", "larger than 1 MB")}
+             "big.yaml": ("blob: " + "x" * 1_100_000 + "\n", "larger than 1.0 MB")}
     before = snapshot(kgit_repo)
     for name, (text, says) in files.items():
         (tmp_path / name).write_text(text)

@@ -114,15 +114,6 @@ class Steps:
             self.status.__exit__(None, None, None)
 
 
-def size_text(n: Any) -> str:
-    if not isinstance(n, (int, float)):
-        return "?"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
 
 def write_columns(header: list[str], rows: list[list[str]]) -> None:
     """Aligned columns on stdout in one write, each row one line holding every value whole, however

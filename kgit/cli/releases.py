@@ -18,7 +18,6 @@ from kgit.cli.app import (
     former,
     parse_key_values,
     print_json,
-    size_text,
     write_columns,
     write_pairs,
     write_table,
@@ -223,7 +222,7 @@ def show(
         ("model", f"{meta.name} {meta.version}" + (" (deprecated)" if rel.deprecated else "")),
         *([("deprecated", view.deprecation_note or "yes (no note given)")] if rel.deprecated else []), ("tag", rel.tag),
         ("stages", ", ".join(rel.stages) or "-"), ("release commit", rel.commit[:12]),
-        ("formats", ", ".join(f"{f} ({size_text(i.get('size'))})" for f, i in rel.formats.items())),
+        ("formats", ", ".join(f"{f} ({api.human_size(i.get('size'))})" for f, i in rel.formats.items())),
         ("created", meta.created_at), *_source_rows(meta),
         ("dataset", " ".join(x for x in [meta.dataset.id or "", meta.dataset.path or "", meta.dataset.dvc_hash or ""] if x) or "-"),
         ("hyperparameters", json.dumps(meta.hyperparameters) if meta.hyperparameters else "-"),
@@ -295,7 +294,7 @@ def get(
     else:
         for fmt, info in result.formats.items():
             state = "fetched" if info["fetched"] else "already here"
-            err(f"{result.name}@{result.version} ({fmt}): {state}, verified: {info['path']} ({size_text(info.get('size'))})")
+            err(f"{result.name}@{result.version} ({fmt}): {state}, verified: {info['path']} ({api.human_size(info.get('size'))})")
     for warning in result.warnings:  # fetching ran none of it; loading asks first
         err(f"kgit: warning: {warning}")
 

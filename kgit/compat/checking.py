@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from kgit.compat import envs as envs_mod
+from kgit.core import bounded_yaml, layout
 from kgit.core.errors import KgitError, ReleaseNotFoundError, one_line
 from kgit.core.metadata import METADATA_FILE, Metadata
 from kgit.registry import catalog, compat_envs
@@ -201,7 +202,7 @@ def _run(env: envs_mod.Environment, request: EnvRequest, artifacts: list[dict[st
     (the environment's Python crashes, no TensorFlow there) makes every format fail with its reason."""
     with tempfile.TemporaryDirectory(prefix="kgit-compat-") as tmp:
         spec, result = Path(tmp) / "spec.json", Path(tmp) / "result.json"
-        spec.write_text(json.dumps({"flavour": request.flavour, "artifacts": artifacts, "custom_objects": custom,
+        spec.write_text(json.dumps({"flavour": request.flavour, layout.ARTIFACTS_DIR: artifacts, "custom_objects": custom,
                                     "paths": [str(root)]}))
         env_vars = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV",
                                                                       "TF_USE_LEGACY_KERAS", "KERAS_BACKEND")}
@@ -213,7 +214,7 @@ def _run(env: envs_mod.Environment, request: EnvRequest, artifacts: list[dict[st
                                   stdin=subprocess.DEVNULL)
             lines = [line for line in (proc.stderr or "").splitlines() if line.strip()]
             why = f"the environment's Python exited {proc.returncode}: {one_line(lines[-1] if lines else 'no output', 200)}"
-            data = json.loads(result.read_text()) if result.exists() else None
+            data = bounded_yaml.load_json(result.read_bytes(), "the loader's result") if result.exists() else None
         except subprocess.TimeoutExpired:
             why = f"loading took more than {RUN_TIMEOUT:.0f} s"
         except ValueError:

@@ -20,7 +20,6 @@ TensorFlow download it once and take little space. The last resolution of each r
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import re
@@ -34,9 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kgit.core import bounded_yaml
 from kgit.core.errors import BusyError, KgitError, one_line
-from kgit.core.fsutil import exclusive, write_json
+from kgit.core.fsutil import exclusive
 from kgit.registry.compat_records import canonical, env_key, parse_requirement
+from kgit.store.clone_state import write_json
 
 RECORD_FILE = "kgit-env.json"
 RESOLVED_FILE = "resolved.json"
@@ -181,9 +182,9 @@ def _request_key(specs: Sequence[str]) -> str:
 
 def _memo() -> dict[str, Any]:
     try:
-        data = json.loads((cache_root() / RESOLVED_FILE).read_text())
+        data = bounded_yaml.load_json((cache_root() / RESOLVED_FILE).read_bytes(), RESOLVED_FILE)
         return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
+    except (OSError, KgitError):
         return {}
 
 
@@ -290,7 +291,7 @@ def cached() -> list[dict[str, Any]]:
     for path in sorted(root.iterdir()) if root.is_dir() else []:
         if path.is_dir() and _ready(path):
             try:
-                out.append({**json.loads((path / RECORD_FILE).read_text()), "path": str(path)})
-            except (OSError, ValueError):
+                out.append({**bounded_yaml.load_json((path / RECORD_FILE).read_bytes(), RECORD_FILE), "path": str(path)})
+            except (OSError, KgitError, TypeError):
                 continue
     return out

@@ -12,16 +12,16 @@ whose op set is there needs no environment, no network.
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import tempfile
 from pathlib import Path
 
 from kgit.compat import envs
+from kgit.core import bounded_yaml
 from kgit.core.errors import KgitError, one_line
-from kgit.core.fsutil import write_json
 from kgit.core.protowire import fields, strings
+from kgit.store.clone_state import write_json
 
 SAVED_MODEL_FILE = "saved_model.pb"
 _VERSION_RE = re.compile(r"^[0-9]+(\.[0-9]+){0,2}$")
@@ -89,9 +89,9 @@ def tf_ops(version: str, log: object = None) -> tuple[set[str], str]:
         exact = cached.stem[len("tensorflow-"):]
         if wanted.contains(exact, prereleases=True):
             try:
-                data = json.loads(cached.read_text())
+                data = bounded_yaml.load_json(cached.read_bytes(), cached.name)
                 return set(data["ops"]), exact
-            except (OSError, ValueError, KeyError, TypeError):
+            except (OSError, KgitError, KeyError, TypeError):
                 cached.unlink(missing_ok=True)
     env = envs.environment([spec], log=log if callable(log) else None)
     with tempfile.TemporaryDirectory(prefix="kgit-ops-") as tmp:
@@ -102,8 +102,8 @@ def tf_ops(version: str, log: object = None) -> tuple[set[str], str]:
                               text=True, stdin=subprocess.DEVNULL, timeout=600, env={"TF_CPP_MIN_LOG_LEVEL": "3",
                                                                                     "PATH": "/usr/bin:/bin"})
         try:
-            data = json.loads(result.read_text())
-        except (OSError, ValueError):
+            data = bounded_yaml.load_json(result.read_bytes(), "the op list")
+        except (OSError, KgitError):
             lines = [line for line in proc.stderr.splitlines() if line.strip()]
             raise KgitError(f"could not list the ops of TensorFlow {version} in environment {env.key}: "
                             f"{one_line(lines[-1] if lines else 'no output', 200)}") from None

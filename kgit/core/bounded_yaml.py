@@ -1,4 +1,4 @@
-"""Reading YAML (and JSON, which is YAML) that someone else wrote: safely and within bounds.
+"""Reading YAML and JSON that someone else wrote: safely and within bounds; and writing plain YAML.
 
 Every YAML file kgit reads from the user or from git goes through here: ``--params``, ``--metrics``,
 ``.kgit/gates.yaml``, ``.kgit/signing.yaml``, ``.gto``, ``dvc.yaml``, ``dvc.lock`` and every ``.dvc``
@@ -7,8 +7,14 @@ on what the document holds once its aliases are expanded: the number of values a
 and mappings nest, both counted on the parsed nodes without expanding anything, so a "billion
 laughs" file is refused in a fraction of a second and a few MB, before anything walks it.
 
-``check`` applies the same limits to a text another parser reads next (ruamel, which keeps comments
-when kgit rewrites ``dvc.yaml``); ``load_json`` bounds a JSON file kgit wrote itself.
+Every JSON document read from the repository, a remote or a tag goes through ``load_json`` (a byte
+limit and a depth limit): ``metadata.json``, a release tag's summary and a stage tag's event line,
+the ``.kgit/`` statements, DVC's ``.dir`` listings and lock files, the weights map of a SavedModel
+release, and the per-clone state files (through kgit.store.clone_state).
+
+``check`` applies the same limits to a text another parser reads next: ruamel, in
+kgit.workflow.project, the one place kgit rewrites a YAML file keeping its comments (``dvc.yaml``).
+``dump`` writes plain YAML (the ``.dvc`` files). No other module imports a YAML library.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from kgit.core.errors import KgitError, one_line
+from kgit.core.sizes import human_size
 
 MAX_BYTES = 1_000_000
 MAX_NODES = 100_000
@@ -28,6 +35,10 @@ MAX_DEPTH = 64  # lists and mappings inside each other; as deep as kgit's metada
 
 class LimitError(KgitError):
     """The document is larger, holds more values or nests deeper than allowed."""
+
+
+class TooDeep(LimitError):
+    """The document nests lists and mappings deeper than allowed."""
 
 
 class SyntaxProblem(KgitError):
@@ -64,7 +75,7 @@ def load(raw: bytes | str, what: str, *, max_bytes: int = MAX_BYTES, max_nodes: 
         except _yaml_error() as exc:
             raise SyntaxProblem(_said(f"{what} is not valid YAML/JSON ({one_line(exc, 150)})", fix)) from None
         except RecursionError:
-            raise LimitError(_said(f"{what} is nested too deeply to read", fix)) from None
+            raise TooDeep(_said(f"{what} is nested too deeply to read", fix)) from None
 
 
 def check(raw: bytes | str, what: str, *, max_bytes: int = MAX_BYTES, max_nodes: int = MAX_NODES,
@@ -74,23 +85,32 @@ def check(raw: bytes | str, what: str, *, max_bytes: int = MAX_BYTES, max_nodes:
         pass
 
 
-def load_json(raw: bytes | str, what: str, *, max_bytes: int = MAX_BYTES, max_depth: int = MAX_DEPTH,
+def load_json(raw: bytes | str, what: str, *, max_bytes: int = MAX_BYTES, max_depth: int | None = MAX_DEPTH,
               fix: str | None = None) -> Any:
-    """A JSON document (no aliases in JSON: a byte limit and a depth limit bound it)."""
+    """A JSON document (no aliases in JSON: a byte limit and a depth limit bound it). With
+    ``max_depth`` None, nesting is not measured (for a large document whose reader checks its shape
+    and never recurses into it); nesting past what the parser itself can take is still refused."""
     import json
 
     data = raw.encode("utf-8") if isinstance(raw, str) else raw
     if len(data) > max_bytes:
-        raise LimitError(_said(f"{what} is larger than {_mb(max_bytes)}", fix))
+        raise LimitError(_said(f"{what} is larger than {human_size(max_bytes)}", fix))
     try:
         value = json.loads(data)
     except RecursionError:
-        raise LimitError(_said(f"{what} is nested too deeply to read", fix)) from None
+        raise TooDeep(_said(f"{what} is nested too deeply to read", fix)) from None
     except ValueError as exc:
         raise SyntaxProblem(_said(f"{what} is not valid JSON ({one_line(exc, 150)})", fix)) from None
-    if nesting_depth(value, max_depth) > max_depth:
-        raise LimitError(_said(f"{what} is nested too deeply to read (more than {max_depth} levels)", fix))
+    if max_depth is not None and nesting_depth(value, max_depth) > max_depth:
+        raise TooDeep(_said(f"{what} is nested too deeply to read (more than {max_depth} levels)", fix))
     return value
+
+
+def dump(data: Any, *, width: int = 120) -> str:
+    """``data`` as block-style YAML, keys in the order given (safe dumper: plain values only)."""
+    import yaml
+
+    return str(yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=width))
 
 
 @contextlib.contextmanager
@@ -102,24 +122,24 @@ def _composed(raw: bytes | str, what: str, max_bytes: int, max_nodes: int, max_d
 
     data = raw.encode("utf-8") if isinstance(raw, str) else raw
     if len(data) > max_bytes:
-        raise LimitError(_said(f"{what} is larger than {_mb(max_bytes)}", fix))
+        raise LimitError(_said(f"{what} is larger than {human_size(max_bytes)}", fix))
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(data)
     try:
         try:
             node = loader.get_single_node()
         except yaml.YAMLError as exc:
             if "nesting depth" in str(exc):
-                raise LimitError(_said(f"{what} is nested too deeply to read", fix)) from None
+                raise TooDeep(_said(f"{what} is nested too deeply to read", fix)) from None
             raise SyntaxProblem(_said(f"{what} is not valid YAML/JSON ({one_line(exc, 150)})", fix)) from None
         except RecursionError:
-            raise LimitError(_said(f"{what} is nested too deeply to read", fix)) from None
+            raise TooDeep(_said(f"{what} is nested too deeply to read", fix)) from None
         if node is not None:
             size, depth = measure(node, max_nodes, max_depth)
             if size > max_nodes:
                 raise LimitError(_said(f"{what} holds more than {max_nodes:,} values once its YAML aliases (*name) "
-                                       f"are expanded: write the values out, within {_mb(max_bytes)}", fix))
+                                       f"are expanded: write the values out, within {human_size(max_bytes)}", fix))
             if depth > max_depth:
-                raise LimitError(_said(f"{what} is nested too deeply to read (more than {max_depth} levels)", fix))
+                raise TooDeep(_said(f"{what} is nested too deeply to read (more than {max_depth} levels)", fix))
         yield loader, node
     finally:
         loader.dispose()
@@ -184,10 +204,6 @@ def _yaml_error() -> type[Exception]:
     import yaml
 
     return yaml.YAMLError
-
-
-def _mb(n: int) -> str:
-    return f"{n / 1e6:g} MB"
 
 
 def _said(text: str, fix: str | None) -> str:

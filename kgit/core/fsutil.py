@@ -5,14 +5,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import json
 import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from kgit.core.errors import BusyError, KgitError
 
@@ -37,12 +35,6 @@ def write_atomic(path: Path, data: str | bytes, *, durable: bool = False, execut
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def write_json(path: Path, data: Any, *, durable: bool = False, indent: int | None = None) -> None:
-    """``write_atomic`` of ``data`` as JSON with sorted keys."""
-    text = json.dumps(data, sort_keys=True, indent=indent) + ("\n" if indent else "")
-    write_atomic(path, text, durable=durable)
 
 
 @contextlib.contextmanager

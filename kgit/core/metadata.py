@@ -12,17 +12,15 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from kgit.core import bounded_yaml
 from kgit.core.errors import KgitError, describe
 from kgit.core.fsutil import regular_files
+from kgit.core.layout import METADATA_FILE, SIGNATURE_FILE
 
 SCHEMA_VERSION = 1
-METADATA_FILE = "metadata.json"
-REFERENCE_INPUTS_FILE = "reference_inputs.npz"
-REFERENCE_OUTPUTS_FILE = "reference_outputs.npz"
-SIGNATURE_FILE = "kgit.sig"  # written after the metadata, over every other file (kgit.trust.signing)
 FORMATS = ("savedmodel", "keras", "h5", "weights")
-ARTIFACTS_DIR = "artifacts"  # artifacts/<model>/<format>/<version>/
 MAX_DEPTH = 64  # nesting kgit reads from git or files; deeper data is refused, never recursed into
+MAX_FILE_BYTES = 16 << 20  # a metadata.json; hyperparameters are at most 1 MB of it
 
 
 @dataclass
@@ -206,11 +204,8 @@ class Metadata:
             raise KgitError(f"metadata is malformed ({describe(exc)})") from None
 
     @classmethod
-    def from_json(cls, text: str, source: str = "metadata") -> Metadata:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise KgitError(f"{source} is not valid JSON ({exc})") from None
+    def from_json(cls, text: str | bytes, source: str = "metadata") -> Metadata:
+        data = bounded_yaml.load_json(text, source, max_bytes=MAX_FILE_BYTES)
         if not isinstance(data, dict):
             raise KgitError(f"{source} is not a JSON object")
         return cls.from_dict(data)
@@ -218,11 +213,7 @@ class Metadata:
     @classmethod
     def read(cls, folder: Path) -> Metadata:
         path = folder / METADATA_FILE
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise KgitError(f"cannot read {path}: {exc.strerror}") from None
-        return cls.from_json(text, str(path))
+        return cls.from_json(bounded_yaml.read_bytes(path, str(path), max_bytes=MAX_FILE_BYTES), str(path))
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -246,9 +237,7 @@ def hash_folder(folder: Path, exclude: tuple[str, ...] = (METADATA_FILE, SIGNATU
 
 def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
     """True if ``value`` nests lists/dicts deeper than ``limit`` (checked without recursion)."""
-    from kgit.core.bounded_yaml import nesting_depth
-
-    return nesting_depth(value, limit) > limit
+    return bounded_yaml.nesting_depth(value, limit) > limit
 
 
 def check_json_serialisable(value: Any, what: str) -> None:

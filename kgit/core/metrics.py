@@ -137,21 +137,18 @@ def parse_assignments(items: Iterable[str]) -> dict[str, float]:
 
 def read_file(path: Path) -> dict[str, float]:
     """The metrics in a JSON or YAML file (nested keys joined with dots)."""
-    import json
-
     from kgit.core import bounded_yaml
 
     where = f"--metrics {path}"
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise MetricError(f"cannot read {where}: {exc.strerror}") from None
+        raw = bounded_yaml.read_bytes(path, where, max_bytes=MAX_FILE_BYTES)
+    except KgitError as exc:
+        raise MetricError(str(exc)) from None
     try:  # JSON first: it is what metrics files mostly are, and it spells NaN as DVC and dvclive write it
-        data = json.loads(raw) if len(raw) <= MAX_FILE_BYTES else None
-    except RecursionError:
-        raise MetricError(f"{where} is nested too deeply to read") from None
-    except ValueError:
+        data = bounded_yaml.load_json(raw, where, max_bytes=MAX_FILE_BYTES)
+    except bounded_yaml.TooDeep as exc:
+        raise MetricError(str(exc)) from None
+    except KgitError:  # not JSON (or too large: the YAML reader says so)
         data = None
     if data is None:
         data = bounded_yaml.load(raw, where, max_bytes=MAX_FILE_BYTES)

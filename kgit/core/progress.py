@@ -16,6 +16,8 @@ import threading
 import time
 from typing import Any, TextIO
 
+from kgit.core.sizes import human_size
+
 
 def wanted(quiet: bool = False, stream: TextIO | None = None) -> bool:
     """Whether to draw progress: ``stream`` (stderr) is a terminal, ``CI`` is not set, not ``quiet``."""
@@ -26,14 +28,6 @@ def wanted(quiet: bool = False, stream: TextIO | None = None) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError):  # no stream, or a closed one
         return False
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
 
 
 def _clock(seconds: float) -> str:
@@ -110,7 +104,7 @@ class Meter:
     def figures(self) -> str:
         """``12.0 MB/50.0 MB  8.1 MB/s  ETA 0:00:05``: what the display shows after the bar."""
         rate = self.rate()
-        text = f"{_size(self.done)}/{_size(self.total)}  " + (f"{_size(rate)}/s" if rate else "-- MB/s")
+        text = f"{human_size(self.done)}/{human_size(self.total)}  " + (f"{human_size(rate)}/s" if rate else "-- MB/s")
         if self.stopped:
             text += "  stopped"
         elif rate and self.total > self.done:

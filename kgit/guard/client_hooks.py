@@ -15,7 +15,6 @@ pre-commit: refuse a commit that modifies, deletes or renames a released version
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -24,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from kgit.core.errors import KgitError, one_line
-from kgit.core.fsutil import write_json
-from kgit.core.metadata import ARTIFACTS_DIR
+from kgit.core.layout import ARTIFACTS_DIR, DVC_YAML, STAGE_NAME
+from kgit.core.sizes import human_size
 from kgit.guard import invariants
 from kgit.registry import catalog
 from kgit.registry.versions import parse_compat, parse_event, parse_tag
@@ -35,7 +34,6 @@ from kgit.workflow import project
 from kgit.workflow.roundtrip import FolderResult
 
 ZERO = invariants.ZERO
-PUBLISHED_FILE = "published.json"
 
 
 @dataclass
@@ -148,21 +146,21 @@ def gate_problems(repo: Repo, tags: list[str], rev: str = "HEAD") -> list[str]:
 
 # -- the published record ---------------------------------------------------------------------
 def _published_path(repo: Repo) -> Path:
-    return clone_state.state_dir(repo) / PUBLISHED_FILE
+    return clone_state.path(repo, clone_state.PUBLISHED)
 
 
 def _published(repo: Repo) -> dict[str, list[str]]:
     try:
-        data = json.loads(_published_path(repo).read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
+        data = clone_state.read_json(_published_path(repo))
+    except KgitError:
         return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _mark_published(repo: Repo, url: str, md5s: list[str]) -> None:
     data = _published(repo)
     data[url] = sorted(set(data.get(url, [])) | set(md5s))
-    write_json(_published_path(repo), data)
+    clone_state.write_json(_published_path(repo), data)
 
 
 # -- the hooks --------------------------------------------------------------------------------
@@ -267,7 +265,7 @@ def _upload(repo: Repo, name: str, url: str, to_upload: list[Any]) -> int:
         from kgit.store import dvc_ops
 
         size = sum(int(t.release.formats[t.fmt].get("size") or 0) for t in to_upload if t.md5 in not_there)
-        _say(f"uploading {labels(not_there)}: {size / 1e6:.1f} MB to {where}")
+        _say(f"uploading {labels(not_there)}: {human_size(size)} to {where}")
         # git hands the hook its own stderr: a terminal gets a progress bar, a pipe or CI only these lines
         try:
             with progress.Meter("uploading", size, show=progress.wanted()) as meter:
@@ -335,24 +333,24 @@ def run_hook(name: str, args: list[str], stdin_text: str) -> int:
 def _run_stage(repo: Repo, labels: list[str]) -> int:
     """Validate ``labels`` by reproducing the kgit-validate stage of dvc.yaml."""
     data = project.read_dvc_yaml(repo.root) or {}
-    stage = (data.get("stages") or {}).get(project.STAGE_NAME)
+    stage = (data.get("stages") or {}).get(STAGE_NAME)
     if stage is None:
-        _say(f"push refused: dvc.yaml has no {project.STAGE_NAME} stage to validate releases with: run `kgit init`")
+        _say(f"push refused: dvc.yaml has no {STAGE_NAME} stage to validate releases with: run `kgit init`")
         return 1
     if dict(stage) != project.VALIDATE_STAGE:
         # The hook runs on every push: it must never run a command someone else committed.
         changed = ", ".join(f"{k}: {one_line(v, 80)!r}" for k, v in sorted(dict(stage).items())
                             if project.VALIDATE_STAGE.get(k) != v) or "its fields"
-        commit = repo.git("log", "-1", "--format=%h by %an", "--", project.DVC_YAML, check=False) or "uncommitted"
-        _say(f"push refused: the {project.STAGE_NAME} stage in dvc.yaml is not kgit's ({changed}; last changed "
+        commit = repo.git("log", "-1", "--format=%h by %an", "--", DVC_YAML, check=False) or "uncommitted"
+        _say(f"push refused: the {STAGE_NAME} stage in dvc.yaml is not kgit's ({changed}; last changed "
              f"in {commit}): kgit runs only its own validation; restore the stage with `kgit init` and commit it")
         return 1
-    _say(f"validating {', '.join(labels)} (dvc repro {project.STAGE_NAME})")
+    _say(f"validating {', '.join(labels)} (dvc repro {STAGE_NAME})")
     env = dict(os.environ)
     env[STAGE_ONLY_ENV] = " ".join(labels)
     # the stage's `kgit` must be this kgit, even when the hook was started by absolute path
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    proc = subprocess.run([sys.executable, "-m", "dvc", "repro", "--single-item", project.STAGE_NAME],
+    proc = subprocess.run([sys.executable, "-m", "dvc", "repro", "--single-item", STAGE_NAME],
                           cwd=repo.root, env=env, stdin=subprocess.DEVNULL, stdout=sys.stderr, stderr=sys.stderr)
     return proc.returncode
 

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from kgit.core.metadata import ARTIFACTS_DIR
+from kgit.core import layout
+from kgit.core.layout import ARTIFACTS_DIR
 from kgit.registry.versions import is_lookalike, parse_compat, parse_event, parse_tag
 from kgit.store.git_ops import Repo
 
@@ -48,7 +49,7 @@ class ReleasedFile:
 
     @property
     def folder(self) -> str:
-        return self.path[: -len(".dvc")] + "/"
+        return layout.tracked_path(self.path) + "/"
 
 
 def released_files(repo: Repo, releases: Iterable[Release]) -> list[ReleasedFile]:
@@ -63,7 +64,7 @@ def released_files(repo: Repo, releases: Iterable[Release]) -> list[ReleasedFile
         if not rel.valid:
             continue
         for fmt, info in rel.formats.items():
-            path = f"{info['path']}.dvc"
+            path = layout.dvc_file(info["path"])
             specs.append((rel.commit, path, f"{rel.name}@{rel.version} ({fmt})"))
     if not specs:
         return []

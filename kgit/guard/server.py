@@ -31,6 +31,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kgit.core import layout
 from kgit.core.errors import KgitError
 from kgit.guard import invariants
 from kgit.registry import catalog
@@ -212,7 +213,7 @@ def _check_new_release(repo: Repo, tag: str, oid: str, known: invariants.KnownRe
     rel = catalog.release_from_tag(info) if info is not None else None
     if rel is None:
         commit = info.target if info is not None else oid
-        kgit_model = any(r.name == parsed[0] for r in known.reg.releases) or repo.try_git("cat-file", "-e", f"{commit}:artifacts/{parsed[0]}")[0] == 0
+        kgit_model = any(r.name == parsed[0] for r in known.reg.releases) or repo.try_git("cat-file", "-e", f"{commit}:{layout.model_dir(parsed[0])}")[0] == 0
         if kgit_model:
             what = "a lightweight tag" if info is not None and not info.annotated else "not a kgit release tag"
             verdict.problems.append(f"new tag {tag} is {what}, but {parsed[0]} is a kgit model: "

@@ -93,9 +93,16 @@ def _evaluate(model: Any, spec: str, result: dict[str, Any]) -> None:
 
 
 def _flavour(folder: Path) -> str | None:
+    from kgit.core import bounded_yaml
+    from kgit.core.errors import KgitError
+    from kgit.core.layout import METADATA_FILE
+    from kgit.core.metadata import MAX_FILE_BYTES
+
+    path = folder / METADATA_FILE
     try:
-        return json.loads((folder / "metadata.json").read_text(encoding="utf-8")).get("keras_flavour")
-    except (OSError, ValueError, AttributeError):
+        raw = bounded_yaml.read_bytes(path, str(path), max_bytes=MAX_FILE_BYTES)
+        return bounded_yaml.load_json(raw, str(path), max_bytes=MAX_FILE_BYTES).get("keras_flavour")
+    except (KgitError, AttributeError):
         return None  # _validate reports the unreadable metadata
 
 

@@ -31,11 +31,13 @@ from typing import Any
 
 import numpy as np
 
-from kgit.core.errors import ModelSourceError, describe, one_line
+from kgit.core import bounded_yaml
+from kgit.core.errors import KgitError, ModelSourceError, describe, one_line
 from kgit.core.metadata import Signature
 
 KERAS_FILE = "assets.extra/model.keras"
 WEIGHTS_MAP = "assets.extra/weights_in_variables.json"  # present: model.keras lacks the weights it lists
+MAX_MAP_BYTES = 64 << 20  # about 200 bytes per weight listed
 CHECKPOINT = "variables/variables"
 _WEIGHTS_MEMBER = "model.weights.h5"  # inside a .keras zip
 _OPTIMIZER_GROUP = "optimizer"  # the optimizer's variables are not in variables/: they stay in the zip
@@ -190,7 +192,8 @@ def keras_file(folder: Path) -> Iterator[Path]:
 def _read_map(folder: Path) -> tuple[str, list[dict[str, Any]]]:
     path = folder / WEIGHTS_MAP
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = bounded_yaml.load_json(bounded_yaml.read_bytes(path, WEIGHTS_MAP, max_bytes=MAX_MAP_BYTES),
+                                      WEIGHTS_MAP, max_bytes=MAX_MAP_BYTES)
         if data.get("schema") != _MAP_SCHEMA:
             raise ValueError(f"schema {data.get('schema')!r}, this kgit reads {_MAP_SCHEMA}")
         entries = data["weights"]
@@ -201,7 +204,7 @@ def _read_map(folder: Path) -> tuple[str, list[dict[str, Any]]]:
         checkpoint = data["checkpoint"]
         if checkpoint != CHECKPOINT:
             raise ValueError(f"checkpoint {checkpoint!r}")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (KgitError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ModelSourceError(f"{path} is damaged ({one_line(exc, 160)}): fetch the release again with kgit get") from None
     return checkpoint, entries
 

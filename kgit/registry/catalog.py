@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
-from kgit.core import metrics
+from kgit.core import bounded_yaml, layout, metrics
 from kgit.core.errors import (
     InvalidReleaseError,
     KgitError,
@@ -25,7 +25,8 @@ from kgit.core.errors import (
     closest,
     did_you_mean,
 )
-from kgit.core.metadata import ARTIFACTS_DIR, FORMATS, Metadata, SourceInfo
+from kgit.core.layout import METADATA_FILE
+from kgit.core.metadata import FORMATS, Metadata, SourceInfo
 from kgit.registry.compat_records import CompatRecord, attach, record_from_tag
 from kgit.registry.seen import SeenRecord
 from kgit.registry.tagcache import TagCache
@@ -39,7 +40,7 @@ from kgit.registry.versions import (
     tag_version_key,
 )
 from kgit.store.dvc_ops import read_dvc_file
-from kgit.store.git_ops import Repo, TagInfo
+from kgit.store.git_ops import MAX_TAG_BYTES, Repo, TagInfo
 
 SUMMARY_MARK = "kgit-release:"
 
@@ -89,7 +90,7 @@ class Release:
         return "valid" if self.valid else f"invalid: {self.problems[0]}"
 
     def dvc_file(self, fmt: str) -> str:
-        return self.formats[fmt]["path"] + ".dvc"
+        return layout.dvc_file(self.formats[fmt]["path"])
 
     def to_dict(self) -> dict[str, Any]:
         # by hand, not dataclasses.asdict: its deep copy was most of `kgit list --json` at 15,000 releases
@@ -131,10 +132,13 @@ def _parse_summary(message: str) -> dict[str, Any] | str | None:
     for line in message.splitlines():
         if line.startswith(SUMMARY_MARK):
             try:
-                data = json.loads(line[len(SUMMARY_MARK):])
-            except RecursionError:
+                data = bounded_yaml.load_json(line[len(SUMMARY_MARK):], "its message's summary",
+                                              max_bytes=MAX_TAG_BYTES)
+            except bounded_yaml.TooDeep:
                 return "its message's summary is nested too deeply"
-            except ValueError:
+            except bounded_yaml.LimitError as exc:
+                return str(exc)
+            except bounded_yaml.SyntaxProblem:
                 return "its message's summary is not valid JSON"
             if not isinstance(data, dict):
                 return "its message's summary is not a JSON object"
@@ -168,7 +172,7 @@ def _summary_problems(name: str, tag_version: Version, summary: dict[str, Any]) 
         problems.append("its message lists no formats")
         return label, problems
     for fmt, info in formats.items():
-        want = f"{ARTIFACTS_DIR}/{name}/{fmt}/{label}"
+        want = layout.release_dir(name, fmt, label)
         if fmt not in FORMATS:
             problems.append(f"its message lists an unknown format {str(fmt)[:32]!r}")
         elif not isinstance(info, dict):
@@ -344,7 +348,7 @@ def _flag_shared_data(repo: Repo, found: list[Release]) -> None:
             others = ", ".join(f"{r.name}@{r.version}" for r, _f in holders if r is not rel)
             rel.shares_with = tuple(r.tag for r, _f in holders if r is not rel)
             rel.problems.append(f"its {fmt} data (DVC hash {md5[:12]}) is also {others}'s: "
-                                + (f"the data's metadata.json names {':'.join(said)}" if said else
+                                + (f"the data's {METADATA_FILE} names {':'.join(said)}" if said else
                                    "a tag made by hand over another release's data (`kgit check` reads the data and tells which)"))
 
 
@@ -616,7 +620,7 @@ def _data_identity(repo: Repo, rel: Release) -> list[str]:
     for fmt, info in rel.formats.items():
         said = local_identity(repo.root, str(info.get("md5"))) if not repo.bare else None
         if said is not None and said != (rel.name, rel.version, fmt):
-            problems.append(f"the metadata.json in its {fmt} data is for {':'.join(said)} (a tag made by hand over "
+            problems.append(f"the {METADATA_FILE} in its {fmt} data is for {':'.join(said)} (a tag made by hand over "
                             "another release's data)")
     return problems
 
@@ -656,7 +660,7 @@ def _dvc_checks(repo: Repo, rel: Release, formats: list[str] | None,
     for fmt, info in rel.formats.items():
         if formats is not None and fmt not in formats:
             continue
-        dvc_path = f"{info['path']}.dvc"
+        dvc_path = layout.dvc_file(info["path"])
         text = texts.get((rel.commit, dvc_path)) if texts is not None else repo.show_file(rel.commit, dvc_path)
         if text is None:
             yield fmt, [f"its commit {rel.commit[:8]} has no {dvc_path}"], None
@@ -719,12 +723,12 @@ def existing_versions(repo: Repo, name: str) -> list[Version]:
         parsed = parse_tag(tag)
         if parsed and parsed[0] == name:
             versions.add(parsed[1])
-    model_dir = repo.root / "artifacts" / name
+    model_dir = repo.root / layout.model_dir(name)
     if model_dir.is_dir():
         for fmt_dir in model_dir.iterdir():
             if fmt_dir.is_dir():
                 for entry in fmt_dir.iterdir():
-                    label = entry.name[:-4] if entry.name.endswith(".dvc") else entry.name
+                    label = layout.tracked_path(entry.name)
                     try:
                         versions.add(Version.parse(label))
                     except KgitError:

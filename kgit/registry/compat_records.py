@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from kgit.core import bounded_yaml
 from kgit.core.errors import KgitError, one_line
 from kgit.core.metadata import FORMATS
 from kgit.registry.versions import Version, check_name, compat_tag, parse_compat
@@ -188,8 +189,8 @@ def record_from_tag(tag: TagInfo) -> CompatRecord | None:
         return rec
     lines = [line for line in tag.message.splitlines() if line.startswith(COMPAT_MARK_LINE)]
     try:
-        body = json.loads(lines[-1][len(COMPAT_MARK_LINE):]) if lines else None
-    except (ValueError, RecursionError):
+        body = bounded_yaml.load_json(lines[-1][len(COMPAT_MARK_LINE):], "the record") if lines else None
+    except KgitError:
         body = None
     if not isinstance(body, dict):
         rec.problems.append(f"its message has no `{COMPAT_MARK_LINE}` JSON object")

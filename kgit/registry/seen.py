@@ -18,10 +18,11 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from kgit.core import bounded_yaml
+from kgit.core.errors import KgitError
+from kgit.store import clone_state
 from kgit.store.git_ops import Repo, TagInfo
 
-SEEN_DB = "seen.db"
-LEGACY_FILE = "seen.json"
 _SCHEMA = "CREATE TABLE IF NOT EXISTS tags (name TEXT PRIMARY KEY, object TEXT NOT NULL, " \
           "commit_id TEXT NOT NULL, md5 TEXT)"
 _MANY = 64  # more tags than this to check: read the whole record once instead of one lookup each
@@ -31,11 +32,11 @@ class SeenRecord:
     """Tag name -> what this clone first saw under it."""
 
     def __init__(self, repo: Repo) -> None:
-        self.path: Path = repo.common_dir / "kgit" / SEEN_DB  # kgit.store.clone_state.state_dir, not created here
+        self.path: Path = clone_state.path(repo, clone_state.SEEN_DB)  # not created here
         self._db: sqlite3.Connection | None = None
         self._all: dict[str, tuple[str, str, str | None]] | None = None
         self._new: dict[str, tuple[str, str, str | None]] = {}
-        self._legacy = self.path.with_name(LEGACY_FILE)
+        self._legacy = clone_state.path(repo, clone_state.SEEN_LEGACY)
         if self.path.exists() or self._legacy.exists():
             self._db = _open(self.path, self._legacy)
 
@@ -145,8 +146,8 @@ def _open(path: Path, legacy: Path) -> sqlite3.Connection | None:
 
 def _legacy_rows(path: Path) -> list[tuple[str, str, str, str | None]]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
+        data = clone_state.read_json(path)
+    except KgitError:
         return []
     tags = data.get("tags") if isinstance(data, dict) else None
     rows = []
@@ -160,8 +161,8 @@ def _legacy_rows(path: Path) -> list[tuple[str, str, str, str | None]]:
 
 def _md5s(text: str | None) -> dict[str, Any]:
     try:
-        value = json.loads(text) if text else {}
-    except ValueError:
+        value = bounded_yaml.load_json(text, "the seen record's hashes") if text else {}
+    except KgitError:
         return {}
     return value if isinstance(value, dict) else {}
 

@@ -18,17 +18,17 @@ Git only: no TensorFlow, no DVC.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from kgit.core import bounded_yaml
 from kgit.core.errors import KgitError
 from kgit.registry import gates as gates_mod
 from kgit.registry.catalog import HistoryEvent, Registry, Release
 from kgit.registry.gates import GateError, Gates, Rule
 from kgit.registry.versions import Event, Version, parse_event
-from kgit.store.git_ops import Repo
+from kgit.store.git_ops import MAX_TAG_BYTES, Repo
 
 EVENT_MARK = "kgit-event:"
 ROLLBACK = "rollback"
@@ -65,8 +65,8 @@ def event_body(message: str) -> dict[str, Any] | None:
     if not lines:
         return None
     try:
-        body = json.loads(lines[-1][len(EVENT_MARK):])
-    except (ValueError, RecursionError):
+        body = bounded_yaml.load_json(lines[-1][len(EVENT_MARK):], "event", max_bytes=MAX_TAG_BYTES)
+    except KgitError:
         return None
     return body if isinstance(body, dict) else None
 

@@ -11,14 +11,13 @@ clone saw before (kgit.registry.seen) run on every read, cached or not.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from kgit.core.fsutil import write_json
+from kgit.core.errors import KgitError
+from kgit.store import clone_state
 from kgit.store.git_ops import Repo
 
-CACHE_FILE = "tagcache.json"
 SCHEMA = 1
 
 
@@ -34,14 +33,14 @@ class TagCache:
     there (a released ``.dvc`` file's blob: found by git in a tree of thousands of entries, once)."""
 
     def __init__(self, repo: Repo) -> None:
-        self.path: Path = repo.common_dir / "kgit" / CACHE_FILE
+        self.path: Path = clone_state.path(repo, clone_state.TAG_CACHE)
         self.changed = False
         self.used: set[str] = set()
         self.entries: dict[str, Any] = {}
         self.blobs: dict[str, str] = {}
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError, RecursionError):
+            data = clone_state.read_json(self.path)
+        except KgitError:
             return
         if isinstance(data, dict) and data.get("stamp") == _stamp() and isinstance(data.get("tags"), dict):
             self.entries = data["tags"]
@@ -81,8 +80,7 @@ class TagCache:
         if not self.changed:
             return
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            write_json(self.path, {"stamp": _stamp(), "tags": self.entries, "blobs": self.blobs})
+            clone_state.write_json(self.path, {"stamp": _stamp(), "tags": self.entries, "blobs": self.blobs})
         except OSError:
             pass
         self.changed = False

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from kgit.core.sizes import human_size
 from kgit.reporting import data, site
 from kgit.reporting.data import COMPARE_STAGE, Comparison, VersionView, metric_text
 from kgit.store.git_ops import Repo
@@ -60,7 +61,7 @@ def build(repo: Repo, names: list[str] | None = None, out: str | os.PathLike[str
     target = site.check_out(Path(out))  # refuse a bad --out before any work
     models = data.read_models(repo, names)
     env = site.environment()
-    env.globals.update(size=_size, metric=metric_text, show=_show, site=_site_info(repo))
+    env.globals.update(size=lambda n: human_size(n, missing="-"), metric=metric_text, show=_show, site=_site_info(repo))
     files: dict[str, str | bytes] = {"assets/style.css": (site.TEMPLATES / "style.css").read_text()}
     uses_charts = False
     version_page = env.get_template("version.html.j2")
@@ -99,17 +100,6 @@ def _site_info(repo: Repo) -> dict[str, str]:
     head = repo.head()
     return {"generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "repo": repo.root.name,
             "head": head[:8] if head else "-", "kgit": __version__}
-
-
-def _size(n: Any) -> str:
-    if not isinstance(n, int) or isinstance(n, bool):
-        return "-"
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return str(n)
 
 
 def _show(value: Any) -> str:

@@ -14,6 +14,7 @@ from kgit.registry import catalog, stage_checks
 from kgit.registry.catalog import HistoryEvent
 from kgit.registry.diffing import Change, compare, metric_deltas
 from kgit.registry.versions import check_name
+from kgit.store.dvc_ops import MAX_DVC_FILE
 from kgit.store.git_ops import Repo
 
 KEY_METRICS = 4  # metric columns in a model's versions table (every metric has its chart)
@@ -136,7 +137,7 @@ def read_models(repo: Repo, names: list[str] | None = None) -> list[ModelView]:
         if not any(r.name == name for r in reg.releases):
             raise catalog.no_model(repo, name)
     chosen = [r for r in reg.releases if r.name in wanted]
-    texts = repo.show_files([(r.commit, r.dvc_file(f)) for r in chosen for f in r.formats])
+    texts = repo.show_files([(r.commit, r.dvc_file(f)) for r in chosen for f in r.formats], max_bytes=MAX_DVC_FILE)
     views = {r.tag: _version_view(repo, r, texts) for r in chosen}
     _mark_validated(repo, list(views.values()))
     notes = stage_checks.event_notes(repo, wanted)

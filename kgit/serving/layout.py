@@ -24,7 +24,8 @@ from typing import Any
 
 from kgit.core.errors import KgitError, ReleaseNotFoundError
 from kgit.core.fsutil import exclusive
-from kgit.core.metadata import ARTIFACTS_DIR, METADATA_FILE, Metadata, sha256_file
+from kgit.core.layout import ARTIFACTS_DIR, METADATA_FILE
+from kgit.core.metadata import Metadata, sha256_file
 from kgit.registry import catalog
 from kgit.registry.versions import check_name, parse_ref
 from kgit.serving.serving_config import (

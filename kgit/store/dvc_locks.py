@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kgit.core import progress
+from kgit.core import bounded_yaml, progress
 from kgit.core.errors import KgitError, one_line
 from kgit.core.fsutil import write_atomic
 from kgit.store import clone_state
@@ -142,12 +142,12 @@ def _parse(raw: bytes) -> tuple[dict[str, Any] | None, str]:
     if not raw.strip():
         return None, "empty"
     try:
-        data = json.loads(raw.decode("utf-8"))
+        data = bounded_yaml.load_json(raw.decode("utf-8"), "DVC's lock file", max_bytes=MAX_BYTES)
     except UnicodeDecodeError:
         return None, "not UTF-8"
-    except RecursionError:
+    except bounded_yaml.TooDeep:
         return None, "nested too deeply"
-    except ValueError:
+    except KgitError:
         return None, "truncated or not JSON"
     ok = isinstance(data, dict) and set(data) <= {"read", "write"}
     ok = ok and isinstance(data.get("write", {}), dict) and all(

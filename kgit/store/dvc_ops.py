@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kgit.core import bounded_yaml, layout
 from kgit.core.errors import KgitError, one_line
 from kgit.core.fsutil import FileDigest, write_atomic
 from kgit.store import dvc_remotes
@@ -129,7 +130,7 @@ def _cwd(path: Path) -> Iterator[None]:
 
 
 def is_initialised(root: Path) -> bool:
-    return (root / ".dvc").is_dir() and (root / ".dvc" / "config").exists()
+    return (root / layout.DVC_DIR).is_dir() and (root / layout.DVC_DIR / "config").exists()
 
 
 def init(root: Path) -> bool:
@@ -445,8 +446,6 @@ MAX_DVC_VALUES = 1_000_000
 def read_dvc_file(text: str | bytes, source: str) -> dict[str, Any]:
     """Parse a ``.dvc`` file (YAML, no DVC import) through kgit's bounded reader, refusing oversized,
     deeply nested or alias-bomb ones and anything that is not a DVC pointer."""
-    from kgit.core import bounded_yaml
-
     restore = f"restore it with `git checkout -- {source}`"
     data = bounded_yaml.load(text, source, max_bytes=MAX_DVC_FILE, max_nodes=MAX_DVC_VALUES, fix=restore)
     if not isinstance(data, dict) or not isinstance(data.get("outs"), list) or not data["outs"] \
@@ -457,8 +456,6 @@ def read_dvc_file(text: str | bytes, source: str) -> dict[str, Any]:
 
 def read_dvc_path(path: Path, source: str) -> dict[str, Any]:
     """``read_dvc_file`` of the file at ``path``, read no further than the size limit."""
-    from kgit.core import bounded_yaml
-
     restore = f"restore it with `git checkout -- {source}`"
     return read_dvc_file(bounded_yaml.read_bytes(path, source, max_bytes=MAX_DVC_FILE, fix=restore), source)
 
@@ -476,10 +473,7 @@ def write_meta(dvc_file: Path, meta: dict[str, Any], desc: str | None = None) ->
         ordered["desc"] = desc
     ordered["outs"] = data["outs"]
     ordered["meta"] = {"kgit": meta}
-    import yaml
-
-    text = yaml.safe_dump(ordered, sort_keys=False, default_flow_style=False, width=120)
-    write_atomic(dvc_file, text)
+    write_atomic(dvc_file, bounded_yaml.dump(ordered))
 
 
 def dataset_hash(root: Path, path: str) -> str:
@@ -489,17 +483,15 @@ def dataset_hash(root: Path, path: str) -> str:
         rel = target.relative_to(root)
     except ValueError:
         raise KgitError(f"dataset {path} is outside the repository") from None
-    dvc_file = target.with_name(target.name + ".dvc")
+    dvc_file = target.with_name(layout.dvc_file(target.name))
     if dvc_file.exists():
         data = read_dvc_path(dvc_file, str(dvc_file.relative_to(root)))
         h = data["outs"][0].get("md5") or data["outs"][0].get("etag")
         if h:
             return str(h)
-    lock = root / "dvc.lock"
+    lock = root / layout.DVC_LOCK
     if lock.exists():
-        from kgit.core import bounded_yaml
-
-        lock_data = bounded_yaml.read_file(lock, "dvc.lock", max_bytes=MAX_DVC_FILE, max_nodes=MAX_DVC_VALUES,
+        lock_data = bounded_yaml.read_file(lock, layout.DVC_LOCK, max_bytes=MAX_DVC_FILE, max_nodes=MAX_DVC_VALUES,
                                            fix="fix it, or restore it with `git checkout -- dvc.lock`")
         stages = lock_data.get("stages") if isinstance(lock_data, dict) else None
         for stage in (stages or {}).values() if isinstance(stages, dict) else ():

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from kgit.core.errors import KgitError, describe
+from kgit.core.layout import DVC_DIR
 
 
 def remote_url(root: Path) -> tuple[str | None, str | None]:
@@ -26,7 +27,7 @@ def _config_texts(root: Path) -> list[str]:
     texts = []
     for fname in ("config", "config.local"):  # config.local overrides, like DVC
         try:
-            texts.append((root / ".dvc" / fname).read_text())
+            texts.append((root / DVC_DIR / fname).read_text())
         except OSError:
             continue
     return texts

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kgit.core.errors import CommandError, NotAGitRepoError
+from kgit.store.git_batch import GitObject, read_objects
 
 _FIELD = "%00"
 _RECORD = "%01"
@@ -133,52 +134,29 @@ class Repo:
         except OSError:
             return None
 
-    def show_files(self, specs: list[tuple[str, str]]) -> dict[tuple[str, str], str | None]:
+    def show_files(self, specs: list[tuple[str, str]], *,
+                   max_bytes: int | None = None) -> dict[tuple[str, str], str | None]:
         """The text of many files at many revisions, ``(rev, relpath) -> text`` (None where it is
         missing or not a file), read in one ``git cat-file --batch``: one process, however many
-        files (one ``git show`` each costs a few milliseconds)."""
+        files (one ``git show`` each costs a few milliseconds). With ``max_bytes``, a larger file's
+        text is cut after max_bytes + 1 bytes, for a bounded reader to refuse."""
         wanted = list(dict.fromkeys(specs))
-        if not wanted:
-            return {}
         for rev, relpath in wanted:  # one request per line: a newline would split it in two
             if "\n" in rev or "\n" in relpath:
                 raise ValueError(f"cannot read {rev}:{relpath!r}: a newline in the name")
-        request = "".join(f"{rev}:{relpath}\n" for rev, relpath in wanted).encode()
-        proc = subprocess.run(["git", "cat-file", "--batch"], cwd=self.root, input=request,
-                              capture_output=True, env=_git_env(), check=False)
-        if proc.returncode != 0:
-            raise CommandError(["git", "cat-file", "--batch"], proc.returncode, proc.stderr.decode(errors="replace"))
-        out, pos = proc.stdout, 0
-        result: dict[tuple[str, str], str | None] = {}
-        for spec in wanted:
-            end = out.index(b"\n", pos)
-            header = out[pos:end].split()
-            pos = end + 1
-            if len(header) == 3 and header[2].isdigit():  # <oid> <type> <size>, then the content
-                size = int(header[2])
-                data = out[pos:pos + size]
-                pos += size + 1
-                result[spec] = data.decode("utf-8", errors="replace") if header[1] == b"blob" else None
-            else:  # "<spec> missing" / "ambiguous"
-                result[spec] = None
-        return result
+        objects = self._objects([f"{rev}:{relpath}" for rev, relpath in wanted], max_bytes=max_bytes)
+        return {spec: (obj.data.decode("utf-8", errors="replace") if obj.type == "blob" and obj.data is not None
+                       else None) for obj, spec in zip(objects, wanted)}
 
     def object_ids(self, specs: list[str]) -> dict[str, str | None]:
         """The object id each of ``specs`` names (``REV:PATH``, a ref, an id), None where it names
         nothing, in one ``git cat-file --batch-check`` however many there are."""
         wanted = list(dict.fromkeys(specs))
-        if not wanted:
-            return {}
-        if any("\n" in spec for spec in wanted):
-            raise ValueError("an object name with a newline")
-        proc = subprocess.run(["git", "cat-file", "--batch-check=%(objectname)"], cwd=self.root, capture_output=True,
-                              input="".join(f"{spec}\n" for spec in wanted).encode(errors="surrogateescape"),
-                              env=_git_env(), check=False)
-        if proc.returncode != 0:
-            raise CommandError(["git", "cat-file", "--batch-check"], proc.returncode, _text(proc.stderr))
-        lines = proc.stdout.decode(errors="replace").splitlines()
-        return {spec: (line if len(line) in (40, 64) and " " not in line else None)
-                for spec, line in zip(wanted, lines, strict=False)}
+        return {obj.name: obj.oid or None for obj in self._objects(wanted, content=False)}
+
+    def _objects(self, names: list[str], *, content: bool = True, max_bytes: int | None = None) -> Iterator[GitObject]:
+        """``kgit.store.git_batch.read_objects`` in this repository, in git's environment."""
+        return read_objects(names, cwd=self.root, env=_git_env(), content=content, max_bytes=max_bytes)
 
     def ls_tree(self, tree_ish: str, folder: str) -> dict[str, str]:
         """Every file (blob or link) under ``folder`` in ``tree_ish``: path -> object id. Paths as
@@ -304,42 +282,17 @@ class Repo:
     def _refs_of(self, names: list[str]) -> list[tuple[str, str, str]]:
         """(name, object type, object id) of each tag in ``names`` that exists, in one ``git
         cat-file --batch-check`` (each a lookup of its own, not a scan of every tag)."""
-        if not names:
-            return []
-        proc = subprocess.run(["git", "cat-file", "--batch-check=%(objectname) %(objecttype)"], cwd=self.root,
-                              capture_output=True, input="".join(f"refs/tags/{n}\n" for n in names).encode(),
-                              env=_git_env(), check=False)
-        if proc.returncode != 0:
-            raise CommandError(["git", "cat-file", "--batch-check"], proc.returncode, _text(proc.stderr))
-        refs = []
-        for name, line in zip(names, proc.stdout.decode(errors="replace").splitlines(), strict=False):
-            oid, _, otype = line.partition(" ")
-            if otype and not line.endswith(" missing"):
-                refs.append((name, otype, oid))
-        return refs
+        names = [n for n in names if "\n" not in n]  # not a ref git could hold: nothing to look up
+        return [(name, obj.type, obj.oid) for obj, name in
+                zip(self._objects([f"refs/tags/{n}" for n in names], content=False), names) if obj.found]
 
     def annotated_tags(self, refs: list[tuple[str, str]]) -> Iterator[TagInfo]:
         """TagInfo of each (name, tag object id) in ``refs``, read in one ``git cat-file --batch``;
         the target is the object the tag names (one level, as for-each-ref's ``%(*objectname)``).
         Objects that are missing or not tags are skipped."""
-        if not refs:
-            return
-        proc = subprocess.run(["git", "cat-file", "--batch"], cwd=self.root, capture_output=True,
-                              input="".join(f"{oid}\n" for _name, oid in refs).encode(), env=_git_env(), check=False)
-        if proc.returncode != 0:
-            raise CommandError(["git", "cat-file", "--batch"], proc.returncode, proc.stderr.decode(errors="replace"))
-        out, pos = proc.stdout, 0
-        for name, _oid in refs:
-            end = out.index(b"\n", pos)
-            header = out[pos:end].decode(errors="replace").split()
-            pos = end + 1
-            if len(header) != 3:  # "<oid> missing"
-                continue
-            oid, otype, size = header[0], header[1], int(header[2])
-            body = out[pos:pos + size]
-            pos += size + 1
-            if otype == "tag":
-                info = _tag_info(name, oid, body.decode("utf-8", errors="replace"))
+        for obj, (name, _oid) in zip(self._objects([oid for _name, oid in refs]), refs):
+            if obj.type == "tag" and obj.data is not None:
+                info = _tag_info(name, obj.oid, obj.data.decode("utf-8", errors="replace"))
                 if info is not None:
                     yield info
 
@@ -371,11 +324,14 @@ class Repo:
         the fields git writes, each well formed, in UTF-8 and of a sane size, naming ``name``. A tag
         made by hand (``git hash-object -t tag --literally``) can carry anything; kgit reads every
         tag on every listing, so such a tag is refused where it arrives."""
-        code = subprocess.run(["git", "cat-file", "tag", oid], cwd=self.root, capture_output=True,
-                              stdin=subprocess.DEVNULL, env=_git_env(), check=False)
-        if code.returncode != 0:
+        if "\n" in oid:
             return "it is not a tag object"
-        return tag_header_problem(code.stdout, name)
+        [obj] = self._objects([oid], max_bytes=MAX_TAG_BYTES)
+        if obj.type != "tag" or obj.data is None:
+            return "it is not a tag object"
+        if not obj.whole:  # only the start of it was read
+            return _too_large(obj.size)
+        return tag_header_problem(obj.data, name)
 
     def create_tag(self, tag: str, target: str, message: str) -> None:
         with _message_file(message) as path:
@@ -432,7 +388,7 @@ _IDENT_RE = re.compile(rb"[^<>\n]*<[^<>\n]*> (0|[1-9][0-9]{0,11}) [+-]([0-9]{2})
 def tag_header_problem(raw: bytes, name: str) -> str | None:
     """``Repo.tag_header_problem`` on the raw object."""
     if len(raw) > MAX_TAG_BYTES:
-        return f"it is {len(raw):,} bytes (at most {MAX_TAG_BYTES:,})"
+        return _too_large(len(raw))
     head, sep, body = raw.partition(b"\n\n")
     fields: dict[bytes, bytes] = {}
     for line in head.split(b"\n"):
@@ -461,6 +417,10 @@ def tag_header_problem(raw: bytes, name: str) -> str | None:
     if not sep:
         return "it has no message"
     return None
+
+
+def _too_large(size: int) -> str:
+    return f"it is {size:,} bytes (at most {MAX_TAG_BYTES:,})"
 
 
 def hook_records(text: str, width: int) -> list[list[str]]:

@@ -11,21 +11,30 @@ DVC (its object database and filesystems) is imported lazily, only here.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from kgit.core import bounded_yaml
 from kgit.core.errors import KgitError
+from kgit.core.layout import DVC_DIR, METADATA_FILE
+from kgit.core.metadata import MAX_FILE_BYTES
 from kgit.store.dvc_remotes import Where, failure, one_line_of, scheme_of
+
+
+def _read_json(odb: Any, oid: str, what: str) -> Any:
+    """The JSON document stored as object ``oid`` of ``odb`` (a ``.dir`` listing, a metadata.json),
+    read no further than the limit, through the bounded reader; KgitError if it is not JSON."""
+    with odb.fs.open(odb.oid_to_path(oid), mode="rb") as fh:
+        raw = fh.read(MAX_FILE_BYTES + 1)
+    return bounded_yaml.load_json(raw, what, max_bytes=MAX_FILE_BYTES)
 
 
 def _dir_entries(odb: Any, oid: str) -> list[str] | None:
     """File object ids listed by the directory object ``oid``; None if it cannot be read."""
     try:
-        with odb.fs.open(odb.oid_to_path(oid), mode="r") as fh:
-            entries = json.load(fh)
-    except (OSError, ValueError, RecursionError):
+        entries = _read_json(odb, oid, f"DVC listing {oid}")
+    except (OSError, KgitError):
         return None
     if not isinstance(entries, list):
         return None
@@ -69,9 +78,6 @@ def missing(odb: Any, oids: Iterable[str], where: Where | None = None) -> dict[s
     return result
 
 
-MAX_METADATA_BYTES = 16 << 20
-
-
 Identity = tuple[str, str, str]  # (model, version, format) as a release tag names them
 
 
@@ -86,24 +92,21 @@ def identity_problems(odb: Any, wanted: list[tuple[str, Identity]],
         for oid, want in wanted:
             if not oid.endswith(".dir") or not odb.exists(oid):
                 continue
-            with odb.fs.open(odb.oid_to_path(oid), mode="r") as fh:
-                entries = json.load(fh)
-            entry = next((e for e in entries if isinstance(e, dict) and e.get("relpath") == "metadata.json"), None) \
+            entries = _read_json(odb, oid, f"DVC listing {oid}")
+            entry = next((e for e in entries if isinstance(e, dict) and e.get("relpath") == METADATA_FILE), None) \
                 if isinstance(entries, list) else None
             md5 = entry.get("md5") if entry is not None else None
             if not isinstance(md5, str) or not odb.exists(md5):
-                found.append((oid, want, "its data holds no metadata.json"))
+                found.append((oid, want, f"its data holds no {METADATA_FILE}"))
                 continue
-            with odb.fs.open(odb.oid_to_path(md5), mode="rb") as fh:
-                raw = fh.read(MAX_METADATA_BYTES + 1)
             try:
-                meta = json.loads(raw) if len(raw) <= MAX_METADATA_BYTES else None
-            except (ValueError, RecursionError):
+                meta = _read_json(odb, md5, METADATA_FILE)
+            except KgitError:
                 meta = None
             said = tuple(str(meta.get(k))[:64] for k in ("name", "version", "format")) if isinstance(meta, dict) else None
             if said != want:
                 what = ":".join(said) if said else "unreadable"
-                found.append((oid, want, f"the metadata.json in its data is for {what}, not {':'.join(want)}"))
+                found.append((oid, want, f"the {METADATA_FILE} in its data is for {what}, not {':'.join(want)}"))
     except Exception as exc:  # a remote's filesystem raises its own errors (network, auth)
         if where is None:
             raise KgitError(f"cannot read the DVC storage at {odb.path}: {one_line_of(exc)}") from None
@@ -116,7 +119,7 @@ def local_identity(root: Path, oid: str) -> Identity | None:
     from the repository's local DVC cache (its default place, ``.dvc/cache``) without importing
     DVC; None when the cache does not hold it."""
     def read(md5: str, limit: int) -> bytes | None:
-        path = root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+        path = root / DVC_DIR / "cache" / "files" / "md5" / md5[:2] / md5[2:]
         try:
             with path.open("rb") as fh:
                 data = fh.read(limit + 1)
@@ -124,15 +127,15 @@ def local_identity(root: Path, oid: str) -> Identity | None:
             return None
         return data if len(data) <= limit else None
 
-    listing = read(oid, MAX_METADATA_BYTES) if oid.endswith(".dir") else None
+    listing = read(oid, MAX_FILE_BYTES) if oid.endswith(".dir") else None
     try:
-        entries = json.loads(listing) if listing is not None else None
-        entry = next((e for e in entries if isinstance(e, dict) and e.get("relpath") == "metadata.json"), None) \
+        entries = bounded_yaml.load_json(listing, oid, max_bytes=MAX_FILE_BYTES) if listing is not None else None
+        entry = next((e for e in entries if isinstance(e, dict) and e.get("relpath") == METADATA_FILE), None) \
             if isinstance(entries, list) else None
         md5 = entry.get("md5") if entry is not None else None
-        raw = read(md5, MAX_METADATA_BYTES) if isinstance(md5, str) and len(md5) == 32 and md5.isalnum() else None
-        meta = json.loads(raw) if raw is not None else None
-    except (ValueError, RecursionError):
+        raw = read(md5, MAX_FILE_BYTES) if isinstance(md5, str) and len(md5) == 32 and md5.isalnum() else None
+        meta = bounded_yaml.load_json(raw, str(md5), max_bytes=MAX_FILE_BYTES) if raw is not None else None
+    except KgitError:
         return None
     if not isinstance(meta, dict):
         return None

@@ -14,16 +14,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
-from kgit.core import progress
+from kgit.core import layout, progress
 from kgit.core.errors import KgitError, one_line
-from kgit.core.fsutil import write_atomic, write_json
+from kgit.core.fsutil import write_atomic
 from kgit.core.metadata import sha256_file
 from kgit.store import clone_state
 from kgit.store.git_ops import Repo
@@ -36,7 +35,7 @@ class JournalError(KgitError):
 
 
 def staging_dir(repo: Repo) -> Path:
-    return clone_state.state_dir(repo) / "staging"
+    return clone_state.path(repo, clone_state.STAGING)
 
 
 @contextlib.contextmanager
@@ -67,10 +66,10 @@ class Journal:
 
     @staticmethod
     def path(repo: Repo) -> Path:
-        return clone_state.state_dir(repo) / "journal.json"
+        return clone_state.path(repo, clone_state.JOURNAL)
 
     def save(self, repo: Repo) -> None:
-        write_json(self.path(repo), asdict(self), durable=True)
+        clone_state.write_json(self.path(repo), asdict(self), durable=True)
 
     def expect(self, rel: str, content: bytes) -> None:
         """Record ``content`` as what the release is about to write to ``rel``."""
@@ -93,15 +92,15 @@ class Journal:
         (recovery cannot tell what to undo, so nothing may act as if there were no journal)."""
         p = cls.path(repo)
         try:
-            data = json.loads(p.read_bytes().decode("utf-8"))
+            data = clone_state.read_json(p)
+            if data is None and not p.exists():
+                return None
             if not isinstance(data, dict):
                 raise ValueError("not a JSON object")
             journal = cls(**data)
             journal._check()
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, TypeError) as exc:
-            reason = one_line(getattr(exc, "strerror", None) or exc, 120)
+        except (KgitError, ValueError, TypeError) as exc:
+            reason = one_line(exc, 120)
             raise JournalError(
                 f"the journal of an interrupted release, {p}, is unreadable ({reason}): kgit cannot tell what to undo; "
                 f"check `git status` and `git tag` for a half-made release, remove what it left, then delete {p}"
@@ -244,7 +243,7 @@ def _written_by_dvc_add(journal: Journal, rel: str, content: bytes) -> bool:
     if rel not in journal.dvc_writing:
         return False
     path = PurePosixPath(rel)
-    if rel.endswith(".dvc"):
+    if layout.is_dvc_file(rel):
         if rel[:-4] not in journal.folders:
             return False
         from kgit.core import bounded_yaml

@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kgit.core.errors import KgitError
-from kgit.core.fsutil import write_json
+from kgit.core import bounded_yaml
+from kgit.core.errors import CommandError, KgitError
 from kgit.store import clone_state
+from kgit.store.git_batch import read_objects
 
 if TYPE_CHECKING:
     from kgit.store.git_ops import Repo
@@ -43,7 +44,7 @@ ENDORSEMENTS_DIR = ".kgit/endorsements"
 POLICY_STATEMENT = f"{ENDORSEMENTS_DIR}/policy.json"
 POLICIES = ("off", "optional", "required")
 RANK = {p: i for i, p in enumerate(POLICIES)}
-TRUST_FILE = "trust.json"
+MAX_BLOB_BYTES = 1 << 20  # keys, statements and the policy are a few hundred bytes each
 TRUSTED = ("pinned", "endorsed", "accepted")
 
 
@@ -56,8 +57,6 @@ def parse_policy(text: str | None) -> str:
     """The policy a ``.kgit/signing.yaml`` text says (``off`` when there is none)."""
     if text is None:
         return "off"
-    from kgit.core import bounded_yaml
-
     try:
         data = bounded_yaml.load(text, POLICY_FILE, max_bytes=64 << 10, max_nodes=1_000)
     except bounded_yaml.SyntaxProblem:
@@ -159,8 +158,8 @@ class Statement:
 
 def _parse_statement(path: str, data: bytes) -> Statement | None:
     try:
-        d = json.loads(data)
-    except ValueError:
+        d = bounded_yaml.load_json(data, path, max_bytes=MAX_BLOB_BYTES)
+    except KgitError:
         return None
     if not isinstance(d, dict) or not isinstance(d.get("by"), str) or not isinstance(d.get("signature"), str):
         return None
@@ -212,10 +211,10 @@ def _worktree_snapshot(root: Path) -> Snapshot:
             for f in sorted(folder.iterdir()):
                 path = f"{rel}/{f.name}"
                 if (_is_key(path) or _is_statement(path)) and f.is_file():
-                    into[path] = f.read_bytes()
+                    into[path] = bounded_yaml.read_bytes(f, path, max_bytes=MAX_BLOB_BYTES)
     policy = root / POLICY_FILE
     if policy.is_file():
-        snap.policy = policy.read_text(errors="replace")
+        snap.policy = bounded_yaml.read_bytes(policy, POLICY_FILE, max_bytes=MAX_BLOB_BYTES).decode(errors="replace")
     return snap
 
 
@@ -234,13 +233,13 @@ class _Git:
     def bare(cls, git_dir: Path) -> _Git:
         return cls(["git", f"--git-dir={git_dir}"])
 
-    def run(self, *args: str, stdin: bytes | None = None) -> tuple[int, bytes]:
-        env = {**os.environ, "GIT_NO_REPLACE_OBJECTS": "1"}  # replace refs never change what is read
+    @staticmethod
+    def env() -> dict[str, str]:
+        return {**os.environ, "GIT_NO_REPLACE_OBJECTS": "1"}  # replace refs never change what is read
+
+    def run(self, *args: str) -> tuple[int, bytes]:
         try:
-            if stdin is None:
-                proc = subprocess.run([*self.base, *args], stdin=subprocess.DEVNULL, capture_output=True, env=env)
-            else:
-                proc = subprocess.run([*self.base, *args], input=stdin, capture_output=True, env=env)
+            proc = subprocess.run([*self.base, *args], stdin=subprocess.DEVNULL, capture_output=True, env=self.env())
         except FileNotFoundError:
             raise TrustError("git not found on PATH") from None
         return proc.returncode, proc.stdout
@@ -260,20 +259,17 @@ class _Git:
         return entries
 
     def blobs(self, oids: list[str]) -> dict[str, bytes]:
-        wanted = list(dict.fromkeys(oids))
-        if not wanted:
-            return {}
-        code, out = self.run("cat-file", "--batch", stdin=("\n".join(wanted) + "\n").encode())
+        """The content of each object of ``oids`` that exists (at most MAX_BLOB_BYTES + 1 bytes of
+        one larger: nothing kgit reads under .kgit/ is anywhere near that)."""
         found: dict[str, bytes] = {}
-        pos = 0
-        while code == 0 and pos < len(out):
-            end = out.index(b"\n", pos)
-            header = out[pos:end].split()
-            pos = end + 1
-            if len(header) == 3:
-                size = int(header[2])
-                found[header[0].decode()] = out[pos:pos + size]
-                pos += size + 1
+        try:
+            for obj in read_objects(list(dict.fromkeys(oids)), git=self.base, env=self.env(), max_bytes=MAX_BLOB_BYTES):
+                if obj.data is not None:
+                    found[obj.oid] = obj.data
+        except CommandError:
+            return {}
+        except FileNotFoundError:
+            raise TrustError("git not found on PATH") from None
         return found
 
     def snapshot(self, rev: str) -> Snapshot:
@@ -423,8 +419,7 @@ _CACHE: dict[tuple[Any, ...], Trust] = {}
 
 
 def _trust_path(repo: Repo) -> Path:
-
-    return clone_state.state_dir(repo) / TRUST_FILE
+    return clone_state.path(repo, clone_state.TRUST)
 
 
 def _stat_key(root: Path, state_path: Path) -> tuple[Any, ...]:
@@ -444,15 +439,15 @@ def _stat_key(root: Path, state_path: Path) -> tuple[Any, ...]:
 
 def _load_state(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        data = clone_state.read_json(path)
+    except KgitError:
         return {}
     return data if isinstance(data, dict) else {}
 
 
 def _save_state(path: Path, state: dict[str, Any]) -> None:
     try:
-        write_json(path, state, indent=2)
+        clone_state.write_json(path, state, indent=2)
     except OSError:  # a read-only clone still computes its trust; it just cannot remember it
         pass
 

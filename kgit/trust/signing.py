@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kgit.core.errors import KgitError, SigningError, one_line
-from kgit.core.metadata import SIGNATURE_FILE
+from kgit.core.layout import SIGNATURE_FILE
 from kgit.store.git_ops import Repo
 from kgit.trust import keyring as trust_rules
 from kgit.trust.keyring import (

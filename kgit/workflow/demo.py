@@ -17,6 +17,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from kgit.core import layout
 from kgit.core.errors import KgitError
 
 TRAIN_PY = textwrap.dedent('''\
@@ -68,13 +69,14 @@ _LOAD_AND_COMPARE = textwrap.dedent('''\
     import numpy as np
     import kgit
     model = kgit.load("circle", "v2", format="keras")  # compiled, optimizer state restored
-    folder = "artifacts/circle/keras/v2"
-    x = np.load(f"{folder}/reference_inputs.npz")["point"]
-    want = np.load(f"{folder}/reference_outputs.npz")["output_0"]
+    folder = "{folder}"
+    x = np.load(f"{{folder}}/{inputs}")["point"]
+    want = np.load(f"{{folder}}/{outputs}")["output_0"]
     got = np.asarray(model(x, training=False))
-    print(f"loaded {model.name}: {model.count_params()} parameters, optimizer step {int(model.optimizer.iterations)}; "
-          f"max abs diff from the outputs recorded at release: {np.max(np.abs(got - want)):.2g}")
-''')
+    print(f"loaded {{model.name}}: {{model.count_params()}} parameters, optimizer step {{int(model.optimizer.iterations)}}; "
+          f"max abs diff from the outputs recorded at release: {{np.max(np.abs(got - want)):.2g}}")
+''').format(folder=layout.release_dir("circle", "keras", "v2"),
+           inputs=layout.REFERENCE_INPUTS_FILE, outputs=layout.REFERENCE_OUTPUTS_FILE)
 
 PARAMS = "seed: 7\nunits: 16\nlearning_rate: {lr}\nepochs: 5\n"
 

@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kgit.core import layout
 from kgit.core.errors import KgitError
-from kgit.core.metadata import METADATA_FILE, Metadata
+from kgit.core.layout import METADATA_FILE
+from kgit.core.metadata import Metadata
 from kgit.registry import catalog
 from kgit.store.git_ops import Repo
 
@@ -49,7 +51,7 @@ def get(name: str, version: str, *, formats: list[str] | None = None, repo: Repo
     to_pull = []
     for fmt in wanted:
         info = rel.formats[fmt]
-        dvc_file = repo.root / f"{info['path']}.dvc"
+        dvc_file = repo.root / layout.dvc_file(info["path"])
         if not dvc_file.exists():
             raise KgitError(
                 f"{info['path']}.dvc is not in this work tree (the branch does not contain release {rel.tag}): "
@@ -58,7 +60,7 @@ def get(name: str, version: str, *, formats: list[str] | None = None, repo: Repo
         present = (repo.root / info["path"] / METADATA_FILE).exists()
         result.formats[fmt] = {"path": info["path"], "size": info.get("size"), "fetched": not present}
         if not present:
-            to_pull.append(f"{info['path']}.dvc")
+            to_pull.append(layout.dvc_file(info["path"]))
     # Folders absent before the pull: if the pull fails or what arrives fails verification, they are
     # removed again, so no unverified byte stays in the work tree (folders already there are left alone).
     brought = [repo.root / rel.formats[fmt]["path"] for fmt in wanted

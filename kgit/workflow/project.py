@@ -3,6 +3,11 @@
 kgit owns two things in ``dvc.yaml``: the validation stage (written once by ``kgit init``) and one
 entry per model in the ``artifacts:`` section (updated by each release so that, at a release tag,
 it points at that release's folder and ``dvc artifacts get REPO NAME --rev TAG`` fetches it).
+
+This is the one module that uses ruamel.yaml, because it is the one place kgit rewrites a YAML file
+someone else owns and must keep that file's comments and key order (``dvc.yaml``, and ``dvc.lock``
+at set-up). ruamel has no limits of its own, so kgit.core.bounded_yaml checks the bytes first; every
+other YAML read or write goes through kgit.core.bounded_yaml alone.
 """
 
 from __future__ import annotations
@@ -15,14 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kgit.core import bounded_yaml
 from kgit.core.errors import KgitError, NotInitialisedError, one_line
 from kgit.core.fsutil import write_atomic
+from kgit.core.layout import DVC_DIR, DVC_LOCK, DVC_SUFFIX, DVC_YAML, DVC_YAML_ARTIFACTS, STAGE_NAME
 from kgit.store import dvc_ops, dvc_remotes
 from kgit.store.git_ops import Repo
 
-DVC_YAML = "dvc.yaml"
-DVC_LOCK = "dvc.lock"
-STAGE_NAME = "kgit-validate"
 # The validation stage, exactly as `kgit init` writes it (the repository's own dvc.yaml holds it too).
 VALIDATE_STAGE: dict[str, Any] = {
     "desc": "Round-trip validation of kgit model releases: check file hashes, reload each released "
@@ -46,7 +50,6 @@ def _round_trip(path: Path, what: str, fix: str) -> Any:
     """The YAML file at ``path`` as ruamel reads it for rewriting (comments and order kept), None if it
     does not exist. kgit's bounded reader sees the bytes first: size, values with aliases expanded and
     nesting are checked before ruamel, which has no such limits, parses anything."""
-    from kgit.core import bounded_yaml
     from kgit.store.dvc_ops import MAX_DVC_FILE, MAX_DVC_VALUES
 
     if not path.exists():
@@ -59,7 +62,7 @@ def _round_trip(path: Path, what: str, fix: str) -> Any:
         data = _yaml().load(raw.decode("utf-8"))
     except (YAMLError, UnicodeDecodeError) as exc:
         raise KgitError(f"{what} is not valid YAML ({one_line(exc, 200)}): {fix}") from None
-    sections = ("stages", "artifacts") if what == DVC_YAML else ("stages",)
+    sections = ("stages", DVC_YAML_ARTIFACTS) if what == DVC_YAML else ("stages",)
     if data is not None and (not isinstance(data, dict)
                              or not all(isinstance(data.get(k), (dict, type(None))) for k in sections)):
         raise KgitError(f"{what} is not what DVC reads (a mapping with {' and '.join(f'`{k}:`' for k in sections)} "
@@ -110,9 +113,9 @@ def lock_with_validate_stage(root: Path) -> str | None:
 def with_artifact(data: Any, name: str, path: str, desc: str, meta: dict[str, Any]) -> Any:
     from ruamel.yaml.comments import CommentedMap
 
-    arts = data.setdefault("artifacts", CommentedMap())
+    arts = data.setdefault(DVC_YAML_ARTIFACTS, CommentedMap())
     if arts is None:
-        arts = data["artifacts"] = CommentedMap()
+        arts = data[DVC_YAML_ARTIFACTS] = CommentedMap()
     arts[name] = CommentedMap(
         {"path": path, "type": "model", "desc": desc, "labels": ["kgit"], "meta": CommentedMap(meta)}
     )
@@ -137,7 +140,8 @@ def check_checkout(repo: Repo) -> None:
         return
     refs = [r for r in repo.git("for-each-ref", "--format=%(refname)", "refs/heads", "refs/remotes").splitlines()
             if r and not r.endswith("/HEAD")]
-    texts = repo.show_files([(ref, path) for ref in refs for path in (".dvc/config", DVC_YAML)])
+    texts = repo.show_files([(ref, path) for ref in refs for path in (".dvc/config", DVC_YAML)],
+                            max_bytes=bounded_yaml.MAX_BYTES)
     holding = [ref for ref in refs if texts.get((ref, ".dvc/config")) is not None
                and _has_validate_stage(texts.get((ref, DVC_YAML)), f"{DVC_YAML} of {ref}")]
     if not holding:
@@ -152,8 +156,6 @@ def check_checkout(repo: Repo) -> None:
 
 
 def _has_validate_stage(text: str | None, what: str) -> bool:
-    from kgit.core import bounded_yaml
-
     if text is None:
         return False
     try:
@@ -169,10 +171,9 @@ def check_dvc_files(repo: Repo) -> None:
     ``dvc.lock`` and ``.dvc`` file in the work tree (`dvc add`, `dvc repro`, checkout) without limits:
     a 1 KB file of nested YAML aliases keeps it busy for ever. Files without aliases and with little
     nesting, as DVC and kgit write them, pass on sight; the others go through kgit's bounded reader."""
-    from kgit.core import bounded_yaml
     from kgit.store.dvc_ops import MAX_DVC_FILE, MAX_DVC_VALUES
 
-    listed = repo.git("ls-files", "-z", "--", ":(glob)**/*.dvc", f":(glob)**/{DVC_YAML}", f":(glob)**/{DVC_LOCK}",
+    listed = repo.git("ls-files", "-z", "--", f":(glob)**/*{DVC_SUFFIX}", f":(glob)**/{DVC_YAML}", f":(glob)**/{DVC_LOCK}",
                       raw=True)
     root = str(repo.root)
     for rel in filter(None, listed.split("\0")):
@@ -376,6 +377,6 @@ def _undo_dvc_init(root: Path) -> None:
     """Remove what `dvc init` just created (kgit init refused after it)."""
     import shutil
 
-    shutil.rmtree(root / ".dvc", ignore_errors=True)
+    shutil.rmtree(root / DVC_DIR, ignore_errors=True)
     with contextlib.suppress(FileNotFoundError):
         (root / ".dvcignore").unlink()

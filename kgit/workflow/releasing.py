@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from kgit.core import layout
 from kgit.core import metrics as metrics_mod
 from kgit.core.errors import (
     DirtyRepoError,
@@ -28,13 +29,16 @@ from kgit.core.errors import (
     did_you_mean,
 )
 from kgit.core.fsutil import FileDigest, FolderDigests, regular_files, write_atomic
-from kgit.core.metadata import (
+from kgit.core.layout import (
     ARTIFACTS_DIR,
-    FORMATS,
+    DVC_YAML,
     METADATA_FILE,
     REFERENCE_INPUTS_FILE,
     REFERENCE_OUTPUTS_FILE,
     SIGNATURE_FILE,
+)
+from kgit.core.metadata import (
+    FORMATS,
     DatasetInfo,
     GitInfo,
     Metadata,
@@ -45,6 +49,7 @@ from kgit.core.metadata import (
     hash_folder,
     sha256_file,
 )
+from kgit.core.sizes import human_size
 from kgit.registry import catalog
 from kgit.registry.versions import Version, check_name, next_version, tag_name
 from kgit.store import clone_state, dvc_ops, failpoints, txn
@@ -52,6 +57,7 @@ from kgit.store.git_ops import Repo
 from kgit.workflow import project, provenance
 
 Progress = Callable[[str], None]
+MAX_PARAMS_BYTES = 1_000_000  # hyperparameters as JSON; they travel in every .dvc file and metadata.json
 
 
 @dataclass
@@ -222,8 +228,9 @@ def _check_request(git: Repo, *, name: str, formats: Sequence[str] | str, versio
         raise KgitError(f"invalid --atol {atol!r}: give a non-negative finite number")
     params = dict(hyperparams or {})
     check_json_serialisable(params, "hyperparameters")
-    if len(json.dumps(params)) > 1_000_000:
-        raise KgitError("hyperparameters are larger than 1 MB of JSON: record a file path or a dataset id instead")
+    if len(json.dumps(params)) > MAX_PARAMS_BYTES:
+        raise KgitError(f"hyperparameters are larger than {human_size(MAX_PARAMS_BYTES)} of JSON: record a file path "
+                        "or a dataset id instead")
     dataset_rel = dataset_hash = None
     if dataset is not None:
         dataset_rel = os.path.relpath(Path(dataset).resolve(), git.root)
@@ -369,8 +376,8 @@ def _choose_version(git: Repo, req: _Request) -> Version:
         raise VersionExistsError(f"{req.name} {label} is already released: released versions are never overwritten; "
                                  "pick another --version or use --bump")
     for fmt in req.formats:
-        folder = git.root / ARTIFACTS_DIR / req.name / fmt / label
-        if folder.exists() or folder.with_name(label + ".dvc").exists():
+        folder = git.root / layout.release_dir(req.name, fmt, label)
+        if folder.exists() or folder.with_name(layout.dvc_file(label)).exists():
             raise VersionExistsError(f"{folder.relative_to(git.root)} already exists: released versions are never overwritten")
     if req.early == ver:
         return ver  # origin was asked before the model was loaded
@@ -489,7 +496,7 @@ def _check_unchanged(folder: Path, digests: dict[str, FileDigest]) -> None:
 # -- 6. publish: place, track, describe, commit, tag (journaled) -------------------------------
 def _publish(git: Repo, req: _Request, label: str, tag: str, staging: Path, metas: dict[str, Metadata],
              validation: list[Any], digests: dict[str, dict[str, FileDigest]], say: Progress) -> ReleaseRecord:
-    model_dir = Path(ARTIFACTS_DIR) / req.name
+    model_dir = Path(layout.model_dir(req.name))
     folders = {fmt: model_dir / fmt / label for fmt in req.formats}
     journal = _open_journal(git, tag, staging, metas, folders)
     try:
@@ -519,11 +526,11 @@ def _open_journal(git: Repo, tag: str, staging: Path, metas: dict[str, Metadata]
     root = git.root
     journal = txn.Journal(tag=tag, head_before=git.head(), tag_message="")
     for fmt, rel in folders.items():
-        journal.created += [rel.as_posix(), f"{rel.as_posix()}.dvc"]
+        journal.created += [rel.as_posix(), layout.dvc_file(rel.as_posix())]
         journal.folders[rel.as_posix()] = hash_folder(staging / fmt, exclude=(), known=metas[fmt].files)
         ignore = (rel.parent / ".gitignore").as_posix()
         journal.backups[ignore] = txn.read_backup(root / ignore)
-    journal.backups[project.DVC_YAML] = txn.read_backup(root / project.DVC_YAML)
+    journal.backups[DVC_YAML] = txn.read_backup(root / DVC_YAML)
     journal.save(git)
     return journal
 
@@ -535,14 +542,14 @@ def _place(root: Path, staging: Path, folders: dict[str, Path]) -> None:
 
 
 def _dvc_files(folders: dict[str, Path]) -> list[str]:
-    return [f"{rel.as_posix()}.dvc" for rel in folders.values()]
+    return [layout.dvc_file(rel.as_posix()) for rel in folders.values()]
 
 
 def _track(git: Repo, folders: dict[str, Path], digests: dict[str, dict[str, FileDigest]], journal: txn.Journal) -> None:
     root = git.root
     # DVC reuses the md5s computed with kgit's sha256s (same read) for files still exactly as hashed
     known = {root / rel / name: d for fmt, rel in folders.items() for name, d in digests[fmt].items()}
-    journal.dvc_writing = [*_dvc_files(folders), *(p for p in journal.backups if p != project.DVC_YAML)]
+    journal.dvc_writing = [*_dvc_files(folders), *(p for p in journal.backups if p != DVC_YAML)]
     journal.save(git)
     dvc_ops.add(root, [root / rel for rel in folders.values()], known=known)
     journal.note_written(root, journal.dvc_writing)
@@ -557,7 +564,7 @@ def _describe(git: Repo, req: _Request, label: str, folders: dict[str, Path], me
     root = git.root
     hashes = {}
     for fmt, rel in folders.items():
-        dvc_file = root / f"{rel.as_posix()}.dvc"
+        dvc_file = root / layout.dvc_file(rel.as_posix())
         desc = f"kgit release {req.name} {label} ({fmt})"
         dvc_ops.write_meta(dvc_file, metas[fmt].to_dict(), desc)
         h = dvc_ops.out_hash(dvc_ops.read_dvc_path(dvc_file, str(dvc_file)))
@@ -570,10 +577,10 @@ def _describe(git: Repo, req: _Request, label: str, folders: dict[str, Path], me
     )
     dvc_yaml = project.dump_dvc_yaml(data)
     journal.note_written(root, _dvc_files(folders))  # now with kgit's metadata
-    journal.expect(project.DVC_YAML, dvc_yaml.encode("utf-8"))
+    journal.expect(DVC_YAML, dvc_yaml.encode("utf-8"))
     journal.save(git)
-    write_atomic(root / project.DVC_YAML, dvc_yaml)
-    journal.note_written(root, [project.DVC_YAML])
+    write_atomic(root / DVC_YAML, dvc_yaml)
+    journal.note_written(root, [DVC_YAML])
     meta0 = metas[first]
     journal.tag_message = catalog.tag_message(req.name, label, {
         "formats": hashes, "created_at": meta0.created_at, "dataset_id": req.dataset_id,

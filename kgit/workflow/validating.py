@@ -17,22 +17,21 @@ again (the ``release`` check, which reads git only, always runs).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kgit.core import layout
 from kgit.core.errors import KgitError
-from kgit.core.fsutil import write_json
-from kgit.core.metadata import METADATA_FILE, Metadata
+from kgit.core.layout import METADATA_FILE
+from kgit.core.metadata import Metadata
 from kgit.registry import catalog
 from kgit.store import clone_state
 from kgit.store.dvc_ops import read_dvc_path
 from kgit.store.git_ops import Repo
 from kgit.workflow.roundtrip import FolderResult, check_files
 
-RECORD_FILE = "validated.json"
 # Local git config: `signed` lets releases made with --unsafe run their code here without --unsafe
 # when a key this clone trusts signed them; `never` (the default) asks for --unsafe every time.
 UNSAFE_LOADING_KEY = "kgit.unsafeLoading"
@@ -70,12 +69,13 @@ class Record:
     """Versions validated on this machine, keyed by ``tag/format``."""
 
     def __init__(self, repo: Repo) -> None:
-        self.path = clone_state.state_dir(repo) / RECORD_FILE
+        self.path = clone_state.path(repo, clone_state.VALIDATED)
         self.trust = _trust_state(repo.root)
         try:
-            self.data: dict[str, Any] = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            self.data = {}
+            data = clone_state.read_json(self.path)
+        except KgitError:
+            data = None
+        self.data: dict[str, Any] = data if isinstance(data, dict) else {}
 
     @staticmethod
     def key(tag: str, fmt: str) -> str:
@@ -100,7 +100,7 @@ class Record:
                                          "trust": self.trust}
 
     def save(self) -> None:
-        write_json(self.path, self.data)
+        clone_state.write_json(self.path, self.data)
 
 
 # -- the checks -------------------------------------------------------------------------------
@@ -165,11 +165,11 @@ def release_check(repo: Repo, t: Target) -> FolderResult | None:
     problems = catalog.release_problems(repo, t.release, [t.fmt])
     if problems:
         return _fail(t, "release", f"{t.release.tag} is not a valid release: {problems[0]}")
-    dvc_path = repo.root / f"{t.rel_path}.dvc"
+    dvc_path = repo.root / layout.dvc_file(t.rel_path)
     if not dvc_path.exists():
         return None  # not in this checkout (another branch): nothing in the work tree to compare
     try:
-        out = read_dvc_path(dvc_path, f"{t.rel_path}.dvc")["outs"][0]
+        out = read_dvc_path(dvc_path, layout.dvc_file(t.rel_path))["outs"][0]
     except KgitError as exc:
         return _fail(t, "release", str(exc))
     if out.get("md5") != t.md5:
@@ -183,7 +183,7 @@ def _static_checks(repo: Repo, t: Target) -> tuple[FolderResult | None, Metadata
     if not (folder / METADATA_FILE).exists():
         hint = f"run `kgit get {t.label} -f {t.fmt}`" if not folder.exists() else f"restore it: `dvc checkout {t.rel_path}.dvc`"
         status = "missing" if not folder.exists() else "failed"
-        return _fail(t, "data", f"data not present locally ({hint})" if status == "missing" else f"metadata.json is missing ({hint})", status), None
+        return _fail(t, "data", f"data not present locally ({hint})" if status == "missing" else f"{METADATA_FILE} is missing ({hint})", status), None
     try:
         meta = Metadata.read(folder)
         recorded = catalog.metadata(repo, t.release, t.fmt)
@@ -191,11 +191,11 @@ def _static_checks(repo: Repo, t: Target) -> tuple[FolderResult | None, Metadata
         return _fail(t, "metadata", str(exc)), None
     said = (meta.name, meta.version, meta.format)
     if said != (t.release.name, t.release.version, t.fmt):
-        return _fail(t, "metadata", f"metadata.json is for {':'.join(map(str, said))}, the release is "
+        return _fail(t, "metadata", f"{METADATA_FILE} is for {':'.join(map(str, said))}, the release is "
                                     f"{t.release.name}:{t.release.version}:{t.fmt}"), None
     if meta.to_dict() != recorded.to_dict():
         changed = sorted(k for k, v in meta.to_dict().items() if recorded.to_dict().get(k) != v)
-        return _fail(t, "metadata", f"metadata.json differs from the release's metadata in git ({', '.join(changed)})"), None
+        return _fail(t, "metadata", f"{METADATA_FILE} differs from the release's metadata in git ({', '.join(changed)})"), None
     problem = check_files(folder, meta)
     if problem:
         return _fail(t, "files", problem, atol=meta.reference.atol), None
