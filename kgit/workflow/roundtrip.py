@@ -97,7 +97,7 @@ class Worker:
         try:
             self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
                 [sys.executable, "-m", "kgit.models.roundtrip_worker", "--wait", str(os.getpid())],
-                env=_worker_env(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr,
+                env=worker_env(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr,
             )
         except OSError:
             self.proc = None  # roundtrip() falls back to a process of its own
@@ -156,7 +156,8 @@ def _import_paths() -> list[str]:
     return list(dict.fromkeys([os.getcwd(), *paths]))
 
 
-def _worker_env() -> dict[str, str]:
+def worker_env() -> dict[str, str]:
+    """The environment of a kgit process that imports the user's code: this process's import paths."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(_import_paths())
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -191,7 +192,7 @@ def roundtrip(folders: list[Path], *, timeout: float | None = None,
             try:
                 proc = subprocess.run(
                     [sys.executable, "-m", "kgit.models.roundtrip_worker", str(spec_path), str(result_path)],
-                    env=_worker_env(), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                    env=worker_env(), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
                 )
             except subprocess.TimeoutExpired:
                 raise ValidationError(f"validation did not finish within {timeout}s") from None
