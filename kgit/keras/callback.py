@@ -9,7 +9,6 @@ saved once, at the first snapshot). A background process makes the releases, one
 from __future__ import annotations
 
 import math
-import shutil
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
@@ -98,6 +97,10 @@ class ReleaseCallback(_keras.callbacks.Callback):  # type: ignore[name-defined]
             "custom_objects": custom_objects, "builder": builder, "evaluate": evaluate, "allow_dirty": allow_dirty,
             "unsafe": unsafe, "inference_only": inference_only,
         }
+        # what a release would refuse is refused now, and again when training starts (the repository may
+        # change meanwhile); this also imports what the callback needs outside of fit's time
+        if is_chief(None):  # TF_CONFIG alone: another worker may have no copy of the repository
+            self._check()
         self.best: float | None = None  # kept across calls of fit, as Keras' ModelCheckpoint keeps it
         self.releases: list[str] = []
         self.results: list[Outcome] = []
@@ -116,6 +119,22 @@ class ReleaseCallback(_keras.callbacks.Callback):  # type: ignore[name-defined]
         self._kept: tuple[Job, Any] | None = None
         self._off: str | None = None
         self._warned = False
+
+    def _check(self) -> tuple[Any, dict[str, Any]]:
+        """(the repository, the release options as the releases take them), or KgitError."""
+        from kgit.models import model_source, snapshot  # noqa: F401  (imported now, used during fit)
+        from kgit.registry import gates  # noqa: F401
+        from kgit.registry.versions import check_stage
+        from kgit.store.git_ops import Repo
+        from kgit.workflow import releasing, training_branch
+
+        git = Repo(self.repo)
+        options = releasing.check_options(git.root, self.name, **self._release_options)
+        if self.branch:
+            training_branch.check_branch(git, self.branch)
+        if self.promote_to:
+            check_stage(self.promote_to)
+        return git, options
 
     # -- Keras hooks ---------------------------------------------------------------------------------
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
@@ -156,17 +175,9 @@ class ReleaseCallback(_keras.callbacks.Callback):  # type: ignore[name-defined]
     def _start(self) -> None:
         from kgit.core.metadata import ARTIFACTS_DIR
         from kgit.keras.background import Releases
-        from kgit.store.git_ops import Repo
-        from kgit.workflow import releasing, training, training_branch
+        from kgit.workflow import training
 
-        git = Repo(self.repo)
-        self._options = releasing.check_options(git.root, self.name, **self._release_options)
-        if self.branch:
-            training_branch.check_branch(git, self.branch)
-        if self.promote_to:
-            from kgit.registry.versions import check_stage
-
-            check_stage(self.promote_to)
+        git, self._options = self._check()
         if self.monitor is not None and self.every != "epoch_end":
             self._direction = self._resolve_mode(git)
         head = git.head()
@@ -330,18 +341,10 @@ class ReleaseCallback(_keras.callbacks.Callback):  # type: ignore[name-defined]
 
     def _clean_up(self) -> None:
         """Remove the run's folder; keep only its log when something failed."""
-        from kgit.workflow.training import LOG_FILE
+        from kgit.workflow.training import clear_run_dir
 
-        if self._run_dir is None:
-            return
-        if not self.errors or not (self._run_dir / LOG_FILE).exists():
-            shutil.rmtree(self._run_dir, ignore_errors=True)
-            return
-        for entry in self._run_dir.iterdir():
-            if entry.is_dir():
-                shutil.rmtree(entry, ignore_errors=True)
-            elif entry.name != LOG_FILE:
-                entry.unlink(missing_ok=True)
+        if self._run_dir is not None:
+            clear_run_dir(self._run_dir, keep_log=bool(self.errors))
 
 
 def _metric_direction(model: Any, name: str) -> str | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -81,9 +82,13 @@ class Job:
 
 
 def new_run_dir(repo: Repo) -> Path:
-    """A fresh folder for one training run under the clone's state folder."""
+    """A fresh folder for one training run under the clone's state folder (and what runs whose process
+    is gone left there removed, but their logs)."""
     runs = clone_state.state_dir(repo) / RUNS
     runs.mkdir(exist_ok=True)
+    for old in runs.iterdir():
+        if old.is_dir() and not _alive(old.name):
+            clear_run_dir(old, keep_log=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for n in range(1000):
         folder = runs / f"{stamp}-{os.getpid()}-{n}"
@@ -93,6 +98,32 @@ def new_run_dir(repo: Repo) -> Path:
         except FileExistsError:
             continue
     raise KgitError(f"cannot create a folder for this training run in {runs}: remove old runs there")
+
+
+def _alive(run: str) -> bool:
+    """Whether the process that made run folder ``run`` (``STAMP-PID-N``) may still be running."""
+    parts = run.split("-")
+    try:
+        os.kill(int(parts[-2]), 0)
+    except (IndexError, ValueError):
+        return True  # not a run folder of kgit's making: leave it
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clear_run_dir(folder: Path, keep_log: bool) -> None:
+    """Remove a run's folder; with ``keep_log``, all but its releaser's log (if it has one)."""
+    if not keep_log or not (folder / LOG_FILE).exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for entry in folder.iterdir():
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        elif entry.name != LOG_FILE:
+            entry.unlink(missing_ok=True)
 
 
 def metrics_from_logs(logs: Mapping[str, Any] | None, keys: Sequence[str] | None = None) -> dict[str, float]:
