@@ -108,6 +108,18 @@ class Releases:
             return self._failed(job, f"cannot write its snapshot ({exc.strerror or exc})")
         snap.state = None  # the file holds it now
         try:
+            for _attempt in range(3):
+                outcome = self._hand_over(job)
+                if outcome is not None:
+                    return outcome
+            code = self._reap()
+            return self._failed(job, f"the background releaser stopped (exit code {code}) during its release")
+        finally:
+            Path(job.state).unlink(missing_ok=True)
+
+    def _hand_over(self, job: Job) -> Outcome | None:
+        """The releaser's answer for ``job``; None if it went idle (and exited) as the job came."""
+        try:
             proc = self._process()
             assert proc.stdin is not None and proc.stdout is not None
             proc.stdin.write(job.to_json() + "\n")
@@ -118,10 +130,11 @@ class Releases:
                     self.step = str(message["step"])
                 elif "outcome" in message:
                     return Outcome(**message["outcome"])
+                elif message.get("idle"):
+                    self._drain(proc)
+                    return None
         except OSError:
-            pass  # the process is gone: said below
-        finally:
-            Path(job.state).unlink(missing_ok=True)
+            pass  # the process is gone
         code = self._reap()
         return self._failed(job, f"the background releaser stopped (exit code {code}) during its release")
 
@@ -151,11 +164,22 @@ class Releases:
             proc.kill()
             return proc.wait()
 
+    def abandon(self) -> None:
+        """Training stopped without ending (interrupted): make the queued releases, then let the
+        releaser go, without waiting here."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+
     def _stop(self) -> None:
         """Close the releaser's input: it finishes (removing a training branch's work tree) and exits."""
         proc = self._proc
         if proc is None:
             return
+        self._drain(proc)
+
+    def _drain(self, proc: subprocess.Popen[str]) -> None:
+        """Let the releaser finish: its input closed, what it says until it exits, then its exit."""
         _close(proc.stdin)
         assert proc.stdout is not None
         for line in proc.stdout:

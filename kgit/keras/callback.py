@@ -138,6 +138,8 @@ class ReleaseCallback(_keras.callbacks.Callback):  # type: ignore[name-defined]
 
     # -- Keras hooks ---------------------------------------------------------------------------------
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+        if self._releases is not None:  # the last fit was interrupted: its releaser goes on alone
+            self._releases.abandon()
         self._reset()
         self.releases, self.results, self.errors = [], [], []
         self._chief = is_chief(self.model)

@@ -4,8 +4,8 @@ Started by kgit.keras.ReleaseCallback (kgit.keras.background). Reads the run's r
 (kgit.workflow.training.TrainingRequest) from RUN_DIR, then one job per line on stdin; releases each
 (kgit.workflow.training.release_job: kgit's normal release path, under the repository lock) and
 answers on stdout, one JSON object per line: ``{"step": ...}`` while it works, then
-``{"outcome": ...}``. When stdin closes (training is over, or the training process died) it
-removes the training branch's work tree and exits. Whatever the libraries print goes to its stderr,
+``{"outcome": ...}``. When stdin closes (training is over, or the training process died), or after
+two minutes without work (``{"idle": true}``), it removes the training branch's work tree and exits. Whatever the libraries print goes to its stderr,
 the run's log file. It never raises: a failed release is an outcome.
 """
 
@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import sys
 import traceback
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
+
+IDLE_SECONDS = 120.0
 
 
 def _answer(channel: TextIO, message: dict[str, Any]) -> None:
@@ -45,7 +48,15 @@ def main(argv: list[str]) -> int:
     log = run_dir / training.LOG_FILE
     repo = Repo(request.repo)
     target: Repo | None = None
-    for line in sys.stdin:
+    while True:
+        # Idle for a while (a long epoch, or a training loop stopped without telling it: a notebook's
+        # interrupt reaches only the kernel): exit, and say so; the next snapshot starts a new releaser.
+        if not select.select([sys.stdin], [], [], IDLE_SECONDS)[0]:
+            _answer(channel, {"idle": True})
+            break
+        line = sys.stdin.readline()
+        if not line:
+            break
         if not line.strip():
             continue
         job = Job.from_json(line)
