@@ -254,8 +254,7 @@ def test_early_stopping_the_best_epoch_is_released_at_train_end(kgit_repo: Path)
 def test_background_failures_are_reported_when_training_ends(kgit_repo: Path, capfd: pytest.CaptureFixture[str]) -> None:
     from support.training import Edit, Recorder, Score, data, model
 
-    from kgit.keras import ReleaseCallback
-    from kgit.keras.callback import TrainingReleaseError
+    from kgit.keras import ReleaseCallback, TrainingReleaseError
 
     (kgit_repo / ".kgit").mkdir()
     (kgit_repo / ".kgit" / "gates.yaml").write_text("stages:\n  staging:\n    require: [\"score >= 2\"]\n")

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["ReleaseCallback"]
+__all__ = ["ReleaseCallback", "TrainingReleaseError"]
 
 if TYPE_CHECKING:
-    from kgit.keras.callback import ReleaseCallback
+    from kgit.keras.callback import ReleaseCallback, TrainingReleaseError
 
 
 def __getattr__(name: str) -> Any:
-    if name == "ReleaseCallback":
-        from kgit.keras.callback import ReleaseCallback
+    if name in __all__:
+        from kgit.keras import callback
 
-        return ReleaseCallback
+        return getattr(callback, name)
     raise AttributeError(f"module 'kgit.keras' has no attribute {name!r}")
