@@ -240,14 +240,17 @@ def test_early_stopping_the_best_epoch_is_released_at_train_end(kgit_repo: Path)
     x, y = data()
     m, rec = model(), Recorder()
     stop = keras.callbacks.EarlyStopping(monitor="score", mode="max", patience=2, restore_best_weights=True)
-    cb = ReleaseCallback("early", monitor="score", every="train_end", formats=["keras"], repo=kgit_repo)
+    cb = ReleaseCallback("early", monitor="score", every="train_end", formats=["keras"], promote_to="staging",
+                         repo=kgit_repo)
     history = m.fit(x, y, epochs=6, batch_size=16, verbose=0,
                     callbacks=[Score([0.2, 0.6, 0.4, 0.3, 0.9, 0.9]), rec, stop, cb]).history
     assert len(history["loss"]) == 4  # stopped after two epochs without improvement
     assert cb.errors == [] and [o.epoch for o in cb.results] == [2] and cb.releases == ["early@v1"]
     _weights_equal(m.get_weights(), rec.weights[2])  # EarlyStopping put the best weights back
     _weights_equal(kgit.load("early@v1", repo=kgit_repo).get_weights(), rec.weights[2])
-    assert kgit.show("early@v1", repo=kgit_repo).metadata.metrics["score"] == 0.6
+    view = kgit.show("early@v1", repo=kgit_repo)
+    assert view.metadata.metrics["score"] == 0.6
+    assert cb.results[0].stage == "staging" and view.release.stages == ["staging"]
 
 
 @pytest.mark.slow
@@ -276,7 +279,8 @@ def test_background_failures_are_reported_when_training_ends(kgit_repo: Path, ca
 
     # the work tree is edited while training: each release is refused; raised at the end, as asked
     rec = Recorder()
-    cb = ReleaseCallback("dirty", monitor="score", formats=["keras"], raise_on_error=True, repo=kgit_repo)
+    cb = ReleaseCallback("dirty", monitor=None, every="epoch_end", formats=["keras"], raise_on_error=True,
+                         repo=kgit_repo)
     with pytest.raises(TrainingReleaseError, match="uncommitted changes in README.md"):
         model().fit(x, y, epochs=3, batch_size=16, verbose=0,
                     callbacks=[Score([0.1, 0.2, 0.3]), cb, Edit(kgit_repo / "README.md"), rec])
