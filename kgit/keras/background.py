@@ -3,8 +3,8 @@
 One releaser process (``python -m kgit.keras.releaser``) makes the releases, one at a time; at most one
 snapshot waits for it, and a newer one replaces it (the older is counted as superseded). A thread of
 the training process hands snapshots over and reads the answers: it spends its time waiting on a pipe,
-so the training loop keeps the interpreter. The process runs at a lower CPU priority (nice), with
-TensorFlow on one thread, so it takes what training leaves.
+so the training loop keeps the interpreter. The process runs at the lowest CPU priority, with
+TensorFlow on one thread, so it takes what training leaves (kgit.keras.releaser).
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ class _Snapshot:
 class Releases:
     """Hands a run's snapshots to its releaser process, one at a time, newest first."""
 
-    def __init__(self, request: TrainingRequest, niceness: int) -> None:
+    def __init__(self, request: TrainingRequest, priority: str) -> None:
         self.request = request
-        self.niceness = niceness
+        self.priority = priority
         self.log = Path(request.run_dir) / LOG_FILE
         self.outcomes: list[Outcome] = []
         self.superseded: list[Job] = []  # replaced by a newer snapshot before their release began
@@ -147,7 +147,7 @@ class Releases:
             env = {**worker_env(), "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1"}
             with open(self.log, "a") as log:
                 self._proc = subprocess.Popen(
-                    [sys.executable, "-m", "kgit.keras.releaser", self.request.run_dir, str(self.niceness)],
+                    [sys.executable, "-m", "kgit.keras.releaser", self.request.run_dir, self.priority],
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env, text=True, bufsize=1,
                     cwd=self.request.repo,
                 )

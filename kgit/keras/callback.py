@@ -21,6 +21,7 @@ from kgit.workflow.training import Job, Outcome, is_chief
 
 EVERY = ("best", "epoch_end", "train_end")
 MODES = ("auto", "max", "min")
+PRIORITIES = ("idle", "low", "normal")
 _LOWER_IS_BETTER = ("loss", "error", "mse", "mae", "mape", "msle", "hinge", "crossentropy", "divergence", "perplexity")
 _HIGHER_IS_BETTER = ("acc", "auc", "precision", "recall", "f1", "fbeta", "iou", "score", "r2")
 
@@ -52,7 +53,9 @@ class ReleaseCallback(_keras.callbacks.Callback):  # type: ignore[name-defined]
     After ``fit``: ``releases`` (``["mnist@v3", ...]``), ``results`` (one
     kgit.workflow.training.Outcome per snapshot handed over), ``errors`` (one line each).
     Under a ``tf.distribute`` strategy only the chief releases. The other options are those of
-    ``kgit.release``; ``niceness`` is the background process's CPU priority (0-19, higher yields more).
+    ``kgit.release``. ``priority``: the background process's CPU priority: ``"idle"`` (the default: it
+    runs only when no other process wants the CPU; Linux's SCHED_IDLE, elsewhere the lowest nice),
+    ``"low"`` (nice 10) or ``"normal"``.
     """
 
     def __init__(
@@ -78,7 +81,7 @@ class ReleaseCallback(_keras.callbacks.Callback):  # type: ignore[name-defined]
         allow_dirty: bool = False,
         unsafe: bool = False,
         inference_only: bool = False,
-        niceness: int = 19,
+        priority: str = "idle",
         verbose: int = 1,
     ) -> None:
         super().__init__()
@@ -91,7 +94,9 @@ class ReleaseCallback(_keras.callbacks.Callback):  # type: ignore[name-defined]
         self.name, self.monitor, self.mode, self.every = name, monitor, mode, every
         self.metrics_from_logs = metrics_from_logs
         self.promote_to, self.branch, self.repo = promote_to, branch, repo
-        self.raise_on_error, self.niceness, self.verbose = raise_on_error, int(niceness), verbose
+        if priority not in PRIORITIES:
+            raise KgitError(f"invalid priority={priority!r}: use one of {', '.join(PRIORITIES)}")
+        self.raise_on_error, self.priority, self.verbose = raise_on_error, priority, verbose
         self._release_options: dict[str, Any] = {
             "formats": formats, "bump": bump, "dataset_id": dataset_id, "hyperparams": hyperparams, "notes": notes,
             "custom_objects": custom_objects, "builder": builder, "evaluate": evaluate, "allow_dirty": allow_dirty,
@@ -193,7 +198,7 @@ class ReleaseCallback(_keras.callbacks.Callback):  # type: ignore[name-defined]
             branch=self.branch, start_commit=head, promote_to=self.promote_to, source_note=source + ".",
         )
         request.write()
-        self._releases = Releases(request, self.niceness)
+        self._releases = Releases(request, self.priority)
 
     def _resolve_mode(self, git: Any) -> str:
         if self.mode != "auto":

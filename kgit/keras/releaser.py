@@ -1,4 +1,4 @@
-"""The background releaser of a training run: ``python -m kgit.keras.releaser RUN_DIR [NICENESS]``.
+"""The background releaser of a training run: ``python -m kgit.keras.releaser RUN_DIR [PRIORITY]``.
 
 Started by kgit.keras.ReleaseCallback (kgit.keras.background). Reads the run's request
 (kgit.workflow.training.TrainingRequest) from RUN_DIR, then one job per line on stdin; releases each
@@ -28,13 +28,25 @@ def _answer(channel: TextIO, message: dict[str, Any]) -> None:
     channel.flush()
 
 
+def lower_priority(priority: str) -> None:
+    """``idle``: run only when no other process wants the CPU (Linux's SCHED_IDLE; elsewhere the
+    lowest nice); ``low``: nice 10; ``normal``: unchanged. Called before TensorFlow starts its threads,
+    which inherit it, as do the validation processes this one starts."""
+    if priority == "idle" and hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            return
+        except OSError:
+            pass
+    try:
+        os.nice({"idle": 19, "low": 10}.get(priority, 0))
+    except OSError:
+        pass
+
+
 def main(argv: list[str]) -> int:
     run_dir = Path(argv[0])
-    if len(argv) > 1:
-        try:
-            os.nice(int(argv[1]))  # before TensorFlow starts its threads: they inherit it
-        except (OSError, ValueError):
-            pass
+    lower_priority(argv[1] if len(argv) > 1 else "idle")
     channel = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # a library's print must not mix with the answers
 
