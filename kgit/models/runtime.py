@@ -52,6 +52,17 @@ def import_keras(quiet: bool = True) -> Any:
     return keras
 
 
+def keras_module() -> Any:
+    """Keras (and TensorFlow), imported quietly but without touching a device: a training script may
+    still configure them (``tf.config.set_logical_device_configuration``) after importing kgit.keras."""
+    if "keras" not in sys.modules or "tensorflow" not in sys.modules:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        with _stderr_silenced():
+            import keras  # noqa: F401
+            import tensorflow  # noqa: F401
+    return sys.modules["keras"]
+
+
 def to_numpy(value: Any) -> np.ndarray:
     if hasattr(value, "numpy"):
         value = value.numpy()

@@ -43,6 +43,8 @@ SEEN_LEGACY = "seen.json"
 TRUST = "trust.json"
 VALIDATED = "validated.json"
 PUBLISHED = "published.json"
+TRAINING = "training"  # one folder per training run of kgit.keras.ReleaseCallback
+WORKTREES = "worktrees"  # the work trees training releases are made in (kgit.workflow.training_branch)
 
 MAX_JSON_BYTES = 64 << 20  # the tag cache of 15,000 tags is about 8 MB
 
@@ -52,6 +54,11 @@ def state_dir(repo: Repo) -> Path:
     d = _folder(repo)
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+def same_clone(a: Repo, b: Repo) -> bool:
+    """Whether two work trees belong to one clone (they share its git directory and its state)."""
+    return a.common_dir == b.common_dir
 
 
 def path(repo: Repo, name: str) -> Path:

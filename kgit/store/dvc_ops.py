@@ -213,6 +213,18 @@ def set_remote_options(root: Path, name: str, options: dict[str, str], level: st
     return changed
 
 
+def share_cache(root: Path, source: Path) -> None:
+    """Make the DVC project at ``root`` (another work tree of the same clone) keep its data in
+    ``source``'s cache, with ``source``'s cache settings (``.dvc/config.local``, never committed):
+    what one adds, the other pushes and checks out without copying it again."""
+    with open_repo(source) as src:
+        cache = src.config["cache"]
+        settings = {key: cache[key] for key in ("type", "shared") if key in cache}
+        settings["dir"] = str(src.cache.local_cache_dir)
+    with open_repo(root) as repo, repo.config.edit("local") as conf:
+        conf["cache"] = {**conf["cache"], **settings}
+
+
 def add(root: Path, targets: list[Path], known: Mapping[Path, FileDigest] | None = None) -> None:
     """``dvc add`` each folder (each becomes its own output with its own ``.dvc`` file).
 

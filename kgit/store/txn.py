@@ -63,6 +63,9 @@ class Journal:
     # Files `dvc add` is writing (the .dvc pointers, DVC's .gitignore entries): killed inside DVC, the
     # release could not record their hashes, so recovery recognises what DVC writes there instead.
     dvc_writing: list[str] = field(default_factory=list)
+    # The work tree the release wrote into: the clone's own, or another of its work trees (a training
+    # run's branch, kgit.workflow.training_branch); recovery acts there, whichever work tree runs it.
+    root: str | None = None
 
     @staticmethod
     def path(repo: Repo) -> Path:
@@ -114,6 +117,8 @@ class Journal:
 
         if not isinstance(self.tag, str) or not self.tag or not isinstance(self.tag_message, str):
             raise ValueError("no release tag")
+        if self.root is not None and not (isinstance(self.root, str) and os.path.isabs(self.root)):
+            raise ValueError("bad work tree")
         if not all(v is None or isinstance(v, str) for v in (self.head_before, self.commit)):
             raise ValueError("bad commit")
         if not strs(self.created) or not isinstance(self.backups, dict) or not isinstance(self.written, dict) \
@@ -321,14 +326,19 @@ def recover(repo: Repo, log: object = None, *, own: bool = False) -> str | None:
     ``own``: called by the interrupted release itself (see ``rollback``)."""
     journal = Journal.load(repo)
     outcome = None
+    tree: Repo | None = repo
     if journal is not None:
-        commit = _commit_of_release(repo, journal)
+        tree = _work_tree(repo, journal)
+        commit = _commit_of_release(tree, journal) if tree is not None else journal.commit
         if commit:
             if not repo.tag_exists(journal.tag):
                 repo.create_tag(journal.tag, commit, journal.tag_message)
             outcome = f"finished the interrupted release {journal.tag} (tagged {commit[:8]})"
+        elif tree is None:
+            outcome = (f"forgot the interrupted release {journal.tag}: the work tree it was made in, "
+                       f"{journal.root}, is gone, and what it wrote with it")
         else:
-            left = rollback(repo, journal, own=own)
+            left = rollback(tree, journal, own=own)
             outcome = f"removed the traces of the interrupted release {journal.tag}"
             if left:
                 shown = ", ".join(left[:5]) + (f" and {len(left) - 5} more" if len(left) > 5 else "")
@@ -339,7 +349,18 @@ def recover(repo: Repo, log: object = None, *, own: bool = False) -> str | None:
     progress.tell(log, outcome)
     from kgit.store import dvc_locks
 
-    progress.tell(log, dvc_locks.repair(repo.root))  # what a process killed inside DVC left in .dvc/tmp
+    progress.tell(log, dvc_locks.repair((tree or repo).root))  # what a process killed inside DVC left in .dvc/tmp
     return outcome
+
+
+def _work_tree(repo: Repo, journal: Journal) -> Repo | None:
+    """The work tree of this clone the interrupted release wrote into; None if it no longer exists."""
+    if journal.root is None or Path(journal.root) == repo.root:
+        return repo
+    try:
+        tree = Repo(journal.root)
+    except KgitError:
+        return None
+    return tree if clone_state.same_clone(tree, repo) and tree.root == Path(journal.root) else None
 
 

@@ -258,6 +258,29 @@ def _check_request(git: Repo, *, name: str, formats: Sequence[str] | str, versio
     return req
 
 
+def check_options(repo: str | os.PathLike[str], name: str, *, formats: Sequence[str] | str = ("savedmodel",),
+                  bump: str | None = None, dataset_id: str | None = None, hyperparams: Mapping[str, Any] | None = None,
+                  notes: str | None = None, custom_objects: Sequence[Any] | Mapping[str, Any] | None = None,
+                  builder: Any = None, allow_dirty: bool = False, unsafe: bool = False, inference_only: bool = False,
+                  evaluate: Any = None) -> dict[str, Any]:
+    """What ``release`` refuses before it looks at a model, checked now for releases another process
+    makes later (a training run checks at its start, not hours later). Returns these options as
+    ``release`` takes them, JSON-safe: functions and classes as MODULE:NAME."""
+    git = Repo(repo)
+    project.require_initialised(git)
+    project.check_dvc_files(git)
+    req = _check_request(
+        git, name=name, formats=formats, version=None, bump=bump, dataset_id=dataset_id, dataset=None,
+        hyperparams=hyperparams, notes=notes, custom_objects=custom_objects, builder=builder, reference_inputs=None,
+        atol=1e-6, allow_dirty=allow_dirty, unsafe=unsafe, inference_only=inference_only, metrics=None,
+        evaluate=evaluate,
+    )
+    return {"formats": req.formats, "bump": req.bump, "dataset_id": req.dataset_id, "hyperparams": req.hyperparams,
+            "notes": req.notes, "custom_objects": req.custom_objects, "builder": req.builder,
+            "allow_dirty": req.allow_dirty, "unsafe": req.unsafe, "inference_only": req.inference_only,
+            "evaluate": req.evaluate}
+
+
 def _check_clean(git: Repo) -> None:
     dirty = git.dirty_paths(exclude_prefix=ARTIFACTS_DIR)
     if dirty:
@@ -524,7 +547,7 @@ def _publish(git: Repo, req: _Request, label: str, tag: str, staging: Path, meta
 def _open_journal(git: Repo, tag: str, staging: Path, metas: dict[str, Metadata], folders: dict[str, Path]) -> txn.Journal:
     """Record, before anything changes, what the release will create and what it may overwrite."""
     root = git.root
-    journal = txn.Journal(tag=tag, head_before=git.head(), tag_message="")
+    journal = txn.Journal(tag=tag, head_before=git.head(), tag_message="", root=str(root))
     for fmt, rel in folders.items():
         journal.created += [rel.as_posix(), layout.dvc_file(rel.as_posix())]
         journal.folders[rel.as_posix()] = hash_folder(staging / fmt, exclude=(), known=metas[fmt].files)

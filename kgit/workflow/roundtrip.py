@@ -97,7 +97,7 @@ class Worker:
         try:
             self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
                 [sys.executable, "-m", "kgit.models.roundtrip_worker", "--wait", str(os.getpid())],
-                env=_worker_env(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr,
+                env=worker_env(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr,
             )
         except OSError:
             self.proc = None  # roundtrip() falls back to a process of its own
@@ -160,7 +160,9 @@ def _import_paths(project: Path | None = None) -> list[str]:
     return list(dict.fromkeys([*project_paths(project), *paths]))
 
 
-def _worker_env(project: Path | None = None) -> dict[str, str]:
+def worker_env(project: Path | None = None) -> dict[str, str]:
+    """The environment of a kgit process that imports the user's code: this process's import paths
+    (and ``project``'s folders first)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(_import_paths(project))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -196,7 +198,7 @@ def roundtrip(folders: list[Path], *, timeout: float | None = None,
             try:
                 proc = subprocess.run(
                     [sys.executable, "-m", "kgit.models.roundtrip_worker", str(spec_path), str(result_path)],
-                    env=_worker_env(project), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                    env=worker_env(project), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
                 )
             except subprocess.TimeoutExpired:
                 raise ValidationError(f"validation did not finish within {timeout}s") from None
