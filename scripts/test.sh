@@ -5,6 +5,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
 .venv/bin/ruff check kgit tests benchmarks
 .venv/bin/mypy kgit
+.venv/bin/mypy tests
 .venv/bin/lint-imports --no-cache  # the import contract in pyproject.toml
 set +e
 # two workers (pytest-xdist), a test module per worker at a time: module fixtures are built once

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import MutableMapping
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,10 @@ from conftest import kgit, snapshot
 from kgit.cli import app
 
 
-def _commands():  # type: ignore[no-untyped-def]
+def _commands() -> tuple[typer.core.TyperGroup, MutableMapping[str, typer.core._click.Command]]:
     group = typer.main.get_command(app)
-    return group, group.commands  # type: ignore[attr-defined]
+    assert isinstance(group, typer.core.TyperGroup)
+    return group, group.commands
 
 
 def test_every_command_and_option_has_help_text() -> None:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import bare_origin, git, kgit, snapshot
@@ -339,8 +340,8 @@ def _writable(folder: Path) -> None:
 
 
 @pytest.mark.parametrize("fault", ["missing", "read-only", "full"])
-def test_remote_fault_refuses_push_and_retry_succeeds(kgit_repo: Path, tmp_path: Path, plain_model, fault: str,
-                                                      request) -> None:  # type: ignore[no-untyped-def]
+def test_remote_fault_refuses_push_and_retry_succeeds(kgit_repo: Path, tmp_path: Path, plain_model: Any, fault: str,
+                                                      request: pytest.FixtureRequest) -> None:
     origin = bare_origin(tmp_path, kgit_repo)
     if fault == "missing":
         blocker = tmp_path / "gone"

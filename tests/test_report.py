@@ -196,7 +196,8 @@ def test_version_page_compares_with_previous_and_prod(site: tuple[Path, dict[str
     meta = dict((r[0], r[1]) for r in page.eval_on_selector_all(
         "#metadata tr", "rows => rows.map(r => [r.cells[0].innerText, r.cells[1].innerText])"))
     assert meta["tag"] == "circle@v4.0.0" and meta["dataset"] == "circle-4"
-    assert meta["source commit"].startswith(api.show("circle", "v4", repo=registry_repo).metadata.git.commit[:8])
+    source = api.show("circle", "v4", repo=registry_repo).metadata.git.commit
+    assert source is not None and meta["source commit"].startswith(source[:8])
     head = page.eval_on_selector_all("#metrics thead th", "hs => hs.map(h => h.innerText.trim())")
     assert head == ["metric", "v4", "previous: v3", "change", "prod: v2", "change"]
     metrics = {r[0].split()[0]: r[1:] for r in _cells(browser, "#metrics")}

@@ -234,9 +234,9 @@ class Branches:
         if not commit:
             return
         if self.how == "delete-and-move" and len(names) > 1:
-            gone = names[self.branch % len(names)]
-            moved = [n for n in names if n != gone][self.pick % (len(names) - 1)]
-            s.push_with(who, self.push, f":refs/heads/{gone}", f"{commit}:refs/heads/{moved}")
+            dropped = names[self.branch % len(names)]
+            moved = [n for n in names if n != dropped][self.pick % (len(names) - 1)]
+            s.push_with(who, self.push, f":refs/heads/{dropped}", f"{commit}:refs/heads/{moved}")
             return
         name = (names[self.branch % len(names)] if names else "main") if self.how == "move" else f"b{self.branch % 3}"
         s.push_with(who, self.push, f"{commit}:refs/heads/{name}")
