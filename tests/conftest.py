@@ -178,3 +178,31 @@ def attack_world(tmp_path_factory: pytest.TempPathFactory, guide_model):  # type
 
     base = build_world(tmp_path_factory.mktemp("attack-world"), guide_model)
     return base, Oracle.record(base / "origin.git")
+
+
+# -- spreading the suite over workers (pytest-xdist `--dist loadgroup`, as scripts/test.sh runs it) --
+# Tests that share an expensive fixture go to the same worker, so it is built once: the users of one of
+# SHARED_FIXTURES (session-scoped) form one group per fixture, and the users of a module's own
+# module-scoped fixture one group per module. Every other test is scheduled on its own, after the
+# groups, so both workers stay busy to the end.
+SHARED_FIXTURES = ("attack_world", "released")
+
+
+def _worker_group(item: pytest.Item) -> str | None:
+    names = getattr(item, "fixturenames", ())
+    for name in SHARED_FIXTURES:
+        if name in names:
+            return name
+    fixtureinfo = getattr(item, "_fixtureinfo", None)
+    defs = fixtureinfo.name2fixturedefs if fixtureinfo is not None else {}
+    if any(d.scope in ("module", "class", "package") for ds in defs.values() for d in ds):
+        return item.nodeid.split("::", 1)[0]
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        group = _worker_group(item)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
