@@ -6,6 +6,7 @@ Everything is real: git, DVC with a local-folder remote, TensorFlow, in temp fol
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -206,3 +207,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         group = _worker_group(item)
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
+
+
+# -- the fast tier (`pytest -m "not slow"`) -----------------------------------------------------------
+ALL_SLOW = re.compile(r"^pytestmark = pytest\.mark\.slow\b", re.MULTILINE)
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """The fast tier does not even import a module whose every test is slow (``pytestmark =
+    pytest.mark.slow`` at its top): it would deselect them all, after every worker paid for the
+    module's imports (hypothesis, NumPy, the test worlds)."""
+    if config.getoption("markexpr") != "not slow" or not collection_path.name.startswith("test_"):
+        return None
+    if collection_path.suffix == ".py" and ALL_SLOW.search(collection_path.read_text()):
+        return True
+    return None
