@@ -5,12 +5,14 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
 .venv/bin/ruff check kgit tests benchmarks
 .venv/bin/mypy kgit
+.venv/bin/mypy tests
 .venv/bin/lint-imports --no-cache  # the import contract in pyproject.toml
 # the documentation site: offline, and --strict fails on a broken link or a page missing from the nav
 NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir site
 set +e
-# two workers (pytest-xdist), a test module per worker at a time: module fixtures are built once
-.venv/bin/python -m pytest -n "${KGIT_TEST_WORKERS:-2}" --dist loadfile --durations=25 "$@"
+# two workers (pytest-xdist); the tests sharing an expensive fixture run on one worker, so it is built
+# once, and every other test wherever a worker is free (the groups: tests/conftest.py)
+.venv/bin/python -m pytest -n "${KGIT_TEST_WORKERS:-2}" --dist loadgroup --durations=25 "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then

@@ -6,6 +6,7 @@ Everything is real: git, DVC with a local-folder remote, TensorFlow, in temp fol
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -197,3 +198,46 @@ def attack_world(tmp_path_factory: pytest.TempPathFactory, guide_model):  # type
 
     base = build_world(tmp_path_factory.mktemp("attack-world"), guide_model)
     return base, Oracle.record(base / "origin.git")
+
+
+# -- spreading the suite over workers (pytest-xdist `--dist loadgroup`, as scripts/test.sh runs it) --
+# Tests that share an expensive fixture go to the same worker, so it is built once: the users of one of
+# SHARED_FIXTURES (session-scoped) form one group per fixture, and the users of a module's own
+# module-scoped fixture one group per module. Every other test is scheduled on its own, after the
+# groups, so both workers stay busy to the end.
+SHARED_FIXTURES = ("attack_world", "released")
+
+
+def _worker_group(item: pytest.Item) -> str | None:
+    names = getattr(item, "fixturenames", ())
+    for name in SHARED_FIXTURES:
+        if name in names:
+            return name
+    fixtureinfo = getattr(item, "_fixtureinfo", None)
+    defs = fixtureinfo.name2fixturedefs if fixtureinfo is not None else {}
+    if any(d.scope in ("module", "class", "package") for ds in defs.values() for d in ds):
+        return item.nodeid.split("::", 1)[0]
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        group = _worker_group(item)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+# -- the fast tier (`pytest -m "not slow"`) -----------------------------------------------------------
+ALL_SLOW = re.compile(r"^pytestmark = pytest\.mark\.slow\b", re.MULTILINE)
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """The fast tier does not even import a module whose every test is slow (``pytestmark =
+    pytest.mark.slow`` at its top): it would deselect them all, after every worker paid for the
+    module's imports (hypothesis, NumPy, the test worlds)."""
+    if config.getoption("markexpr") != "not slow" or not collection_path.name.startswith("test_"):
+        return None
+    if collection_path.suffix == ".py" and ALL_SLOW.search(collection_path.read_text()):
+        return True
+    return None

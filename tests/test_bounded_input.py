@@ -7,9 +7,11 @@ Timings are printed (`pytest -s`), never asserted: this machine's speed varies t
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from conftest import assert_refused
@@ -25,9 +27,10 @@ LAUGHS = "".join(
 )  # 9**9 values once expanded, about 400 bytes
 DEEP = "deep: " + "[" * 200 + "]" * 200 + "\n"  # 200 levels (libyaml itself stops at 1,000)
 V1 = "m@v1.0.0"
+T = TypeVar("T")
 
 
-def timed(what: str, run_it: Callable[[], object]) -> object:
+def timed(what: str, run_it: Callable[[], T]) -> T:
     start = time.perf_counter()
     result = run_it()
     print(f"{what}: {time.perf_counter() - start:.3f} s")
@@ -64,7 +67,7 @@ def w(world: World, tmp_path: Path) -> World:
     return world.copy(tmp_path / "w")
 
 
-def one_line(proc, says: str) -> str:  # type: ignore[no-untyped-def]
+def one_line(proc: subprocess.CompletedProcess[str], says: str) -> str:
     assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
     lines = proc.stderr.strip().splitlines()
     assert "Traceback" not in proc.stderr and lines[-1].startswith("kgit: error: "), proc.stderr
@@ -72,7 +75,7 @@ def one_line(proc, says: str) -> str:  # type: ignore[no-untyped-def]
     return str(lines[-1])
 
 
-def rejected_by_server(proc, says: str) -> None:  # type: ignore[no-untyped-def]
+def rejected_by_server(proc: subprocess.CompletedProcess[str], says: str) -> None:
     assert proc.returncode != 0 and "pre-receive hook declined" in proc.stderr, proc.stderr
     assert "remote: kgit: rejected:" in proc.stderr and says in proc.stderr, proc.stderr
 
@@ -96,12 +99,12 @@ def test_a_released_dvc_file_at_a_tagged_commit(w: World, bomb: str, says: str) 
     assert where in line
     one_line(timed("kgit promote", lambda: kgit(w.repo, "promote", "m@v9", "prod")), says)
     checked = timed("kgit validate", lambda: kgit(w.repo, "validate", "m@v9", "--json"))
-    assert checked.returncode == 1 and "Traceback" not in checked.stderr, checked.stderr  # type: ignore[attr-defined]
-    assert says in checked.stdout + checked.stderr  # type: ignore[attr-defined]
+    assert checked.returncode == 1 and "Traceback" not in checked.stderr, checked.stderr
+    assert says in checked.stdout + checked.stderr
     # the work tree holds it now: `kgit release` would have DVC parse it, and refuses first
     assert_refused(w.repo, "release", "m", "--from", "support.zoo:plain_model", expect=says, alone=True)
     pushed = timed("git push (pre-push)", lambda: w.push("main", "m@v9.0.0"))
-    assert pushed.returncode != 0 and "push refused" in pushed.stderr and says in pushed.stderr, pushed.stderr  # type: ignore[attr-defined]
+    assert pushed.returncode != 0 and "push refused" in pushed.stderr and says in pushed.stderr, pushed.stderr
     before = w.origin_tags()
     rejected_by_server(timed("git push --no-verify (pre-receive)", lambda: w.push("--no-verify", "main", "m@v9.0.0")), says)
     assert w.origin_tags() == before
@@ -170,7 +173,7 @@ def test_gates_pushed_to_the_server(w: World) -> None:
     git(w.repo, "add", ".kgit/gates.yaml")
     git(w.repo, "commit", "-q", "--no-verify", "-m", "gates")
     pushed = timed("git push (pre-push), gates", lambda: w.push("main", "m#prod#1"))
-    assert pushed.returncode != 0 and "YAML aliases" in pushed.stderr, pushed.stderr  # type: ignore[attr-defined]
+    assert pushed.returncode != 0 and "YAML aliases" in pushed.stderr, pushed.stderr
     assert w.push("--no-verify", "--no-follow-tags", "main").returncode == 0  # a plain commit: the server reads no gates
     rejected_by_server(timed("git push --no-verify (pre-receive), gates",
                              lambda: w.push("--no-verify", "refs/tags/m#prod#1")), "YAML aliases")
@@ -181,8 +184,8 @@ def test_a_released_dvc_file_edited_in_the_work_tree(w: World) -> None:
     dvc = w.repo / "artifacts/m/keras/v1.dvc"
     dvc.write_text(LAUGHS + dvc.read_text())
     checked = timed("kgit validate, work tree .dvc", lambda: kgit(w.repo, "validate", "--all", "--json"))
-    assert checked.returncode == 1 and "Traceback" not in checked.stderr  # type: ignore[attr-defined]
-    result = json.loads(checked.stdout)[0]  # type: ignore[attr-defined]
+    assert checked.returncode == 1 and "Traceback" not in checked.stderr
+    result = json.loads(checked.stdout)[0]
     assert result["check"] == "release" and "YAML aliases" in result["error"]
     assert_refused(w.repo, "release", "m", "--from", "support.zoo:plain_model", expect="YAML aliases")
 

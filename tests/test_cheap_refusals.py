@@ -121,7 +121,8 @@ def _check(answer: dict[str, object], expect: str, heavy: set[str]) -> None:
     assert answer["code"] == 1, answer
     assert stderr.count("\n") == 1 and stderr.startswith("kgit: error: "), stderr
     assert expect in stderr, stderr
-    assert not heavy & set(answer["heavy"]), answer["heavy"]  # type: ignore[arg-type]
+    loaded = answer["heavy"]
+    assert isinstance(loaded, list) and not heavy & set(loaded), loaded
 
 
 @pytest.mark.parametrize(("case", "expect"), RELEASE_REFUSALS)
@@ -135,4 +136,4 @@ def test_release_refuses_before_loading_anything(project: tuple[Path, Path], ans
 @pytest.mark.parametrize(("case", "expect"), VALIDATE_REFUSALS)
 def test_validate_refuses_a_format_it_cannot_check(answers: dict[tuple[str, ...], dict[str, object]],
                                                    case: tuple[str, ...], expect: str) -> None:
-    _check(answers[("validate", *case)], expect, set(HEAVY))
+    _check(answers[("validate",) + case], expect, set(HEAVY))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import MutableMapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 import typer
@@ -12,9 +14,10 @@ from conftest import kgit, run_main, snapshot
 from kgit.cli import app
 
 
-def _commands():  # type: ignore[no-untyped-def]
+def _commands() -> tuple[typer.core.TyperGroup, MutableMapping[str, typer.core._click.Command]]:
     group = typer.main.get_command(app)
-    return group, group.commands  # type: ignore[attr-defined]
+    assert isinstance(group, typer.core.TyperGroup)
+    return group, group.commands
 
 
 def test_every_command_and_option_has_help_text() -> None:
@@ -105,11 +108,11 @@ def test_list_and_show_read_a_synthetic_release_in_process(tmp_path: Path, monke
 # -- one name per concept; JSON wherever a script reads a result ---------------------------------
 def _leaf_commands() -> dict[str, object]:
     """Every command as `kgit ...` names it, sub-commands (keys list, hooks install...) included."""
-    found = {}
-    pending = [("", _commands()[0])]
+    found: dict[str, object] = {}
+    pending: list[tuple[str, Any]] = [("", _commands()[0])]
     while pending:
         prefix, group = pending.pop()
-        for name, cmd in group.commands.items():  # type: ignore[attr-defined]
+        for name, cmd in group.commands.items():
             if hasattr(cmd, "commands"):
                 pending.append((f"{prefix}{name} ", cmd))
             elif not cmd.hidden:
@@ -176,7 +179,7 @@ def test_dir_and_help_show_the_public_api() -> None:
     names = dir(kgit)
     assert set(kgit.__all__) <= set(names) and names == sorted(names)
     assert {"release", "load", "list_releases", "promote", "KgitError"} <= set(names)
-    text = pydoc.render_doc(kgit, renderer=pydoc.plaintext)
+    text = pydoc.render_doc(kgit, renderer=pydoc.plaintext)  # type: ignore[attr-defined]
     for name in ("release(", "load(", "list_releases(", "validate(", "class KgitError", "class ReleaseRecord"):
         assert name in text, name
     assert "make releases" in text

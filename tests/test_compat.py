@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import assert_refused
@@ -64,13 +65,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
-def compat_json(repo: Path, *args: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+def compat_json(repo: Path, *args: str) -> tuple[int, dict[str, Any]]:
     proc = kgit(repo, "compat", *args, "--json")
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc.returncode, json.loads(proc.stdout)
 
 
-def by_env(report: dict) -> dict[str, dict]:  # type: ignore[type-arg]
+def by_env(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {e["environment"]: e for e in report["environments"]}
 
 

@@ -199,7 +199,7 @@ def test_quick_check_finds_what_keras_3_12_lacks(keras_wheels: dict[str, quick.K
 
 
 def test_quick_check_passes_what_both_versions_have_and_skips_custom_layers(keras_wheels: dict[str, quick.KerasSource]) -> None:
-    custom = {"module": "support.zoo", "class_name": "ScaledDense", "config": {"name": "s", "brand_new": 1},
+    custom: dict[str, object] = {"module": "support.zoo", "class_name": "ScaledDense", "config": {"name": "s", "brand_new": 1},
               "registered_name": "Course>ScaledDense"}
     config = model_config(layer("Dense", units=2, activation="relu", use_bias=True, kernel_initializer=None),
                           layer("Flatten", data_format=None), custom)

@@ -9,10 +9,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import bare_origin, git, kgit, snapshot
-from support.consistency import RELEASE, assert_consistent, run_with_failpoint, without_cache
+from support.consistency import (
+    RELEASE,
+    assert_consistent,
+    release_again,
+    run_with_failpoint,
+    without_cache,
+)
 
 import kgit as api
 
@@ -33,12 +40,11 @@ def test_sigkill_at_each_step_leaves_a_consistent_repo(kgit_repo: Path, point: s
         assert git(kgit_repo, "rev-parse", "HEAD") == head_before
         assert git(kgit_repo, "tag", "-l") == ""
     # The next kgit command that writes cleans up: finishes a committed release, or removes it all.
-    retry = kgit(kgit_repo, *RELEASE, "--json")
-    assert retry.returncode == 0, retry.stderr
+    said = release_again(kgit_repo)
     assert_consistent(kgit_repo)
     tags = git(kgit_repo, "tag", "-l").split()
     if survives:
-        assert "finished the interrupted release safe@v1.0.0" in retry.stderr
+        assert "finished the interrupted release safe@v1.0.0" in said
         assert tags == ["safe@v1.0.0", "safe@v2.0.0"]
     else:
         assert tags == ["safe@v1.0.0"]
@@ -81,18 +87,18 @@ def test_ctrl_c_during_validation_leaves_no_trace(kgit_repo: Path) -> None:
     assert proc.wait(timeout=120) == 130, rest
     after = snapshot(kgit_repo)
     assert after == before
-    assert kgit(kgit_repo, *RELEASE).returncode == 0
+    release_again(kgit_repo)
 
 
 # -- kills inside DVC's own work (in kgit's process) ----------------------------------------------
 RWLOCK = Path(".dvc") / "tmp" / "rwlock"
 
 
-def assert_next_commands_work(repo: Path, origin: Path) -> subprocess.CompletedProcess[str]:
+def assert_next_commands_work(repo: Path, origin: Path) -> str:
     """After an interruption, the next release, a real `git push` through kgit's hooks (which
-    validates again through `dvc repro`) and `kgit validate --all` succeed. Returns the release."""
-    retry = kgit(repo, *RELEASE)
-    assert retry.returncode == 0, retry.stderr
+    validates again through `dvc repro`) and `kgit validate --all` succeed. Returns what the release
+    said."""
+    said = release_again(repo)
     assert_consistent(repo)
     assert git(repo, "status", "--porcelain") == ""
     (repo / ".git" / "kgit" / "validated.json").unlink()  # so the push's `dvc repro` validates everything
@@ -102,7 +108,7 @@ def assert_next_commands_work(repo: Path, origin: Path) -> subprocess.CompletedP
     checked = kgit(repo, "validate", "--all")
     assert checked.returncode == 0, checked.stderr
     json.loads((repo / RWLOCK).read_text())  # DVC's lock file is whole again
-    return retry
+    return said
 
 
 @pytest.mark.parametrize("point,sig", [
@@ -125,9 +131,9 @@ def test_kill_inside_dvc_add_blocks_nothing_after(kgit_repo: Path, tmp_path: Pat
         assert (kgit_repo / RWLOCK).read_text().strip() != ""  # the release repaired it on its way out
     assert_consistent(kgit_repo)
     assert git(kgit_repo, "rev-parse", "HEAD") == head_before and git(kgit_repo, "tag", "-l") == ""
-    retry = assert_next_commands_work(kgit_repo, origin)
+    said = assert_next_commands_work(kgit_repo, origin)
     if (point, sig) == ("dvc-rwlock", "KILL"):
-        assert "reset .dvc/tmp/rwlock, which an interrupted DVC command left empty" in retry.stderr
+        assert "reset .dvc/tmp/rwlock, which an interrupted DVC command left empty" in said
     assert git(kgit_repo, "tag", "-l") == "safe@v1.0.0"
 
 
@@ -270,8 +276,7 @@ def test_folder_left_by_hand_blocks_that_version(kgit_repo: Path) -> None:
     stray = kgit_repo / "artifacts" / "safe" / "keras" / "v1"
     stray.mkdir(parents=True)
     (stray / "x").write_text("someone else's file")
-    proc = kgit(kgit_repo, *RELEASE)
-    assert proc.returncode == 0, proc.stderr
+    release_again(kgit_repo)
     assert "safe@v2.0.0" in git(kgit_repo, "tag", "-l")  # v1 looked taken, so v2 was chosen
     assert (stray / "x").read_text() == "someone else's file"
 
@@ -296,8 +301,7 @@ def test_interrupt_at_each_step(kgit_repo: Path, point: str, sig: str) -> None:
         assert git(kgit_repo, "status", "--porcelain") == ""
     else:
         assert without_cache(snapshot(kgit_repo)) == without_cache(before)
-    retry = kgit(kgit_repo, *RELEASE)
-    assert retry.returncode == 0, retry.stderr
+    release_again(kgit_repo)
     assert git(kgit_repo, "tag", "-l").split()[-1] == ("safe@v2.0.0" if point in FINISHED else "safe@v1.0.0")
 
 
@@ -339,8 +343,8 @@ def _writable(folder: Path) -> None:
 
 
 @pytest.mark.parametrize("fault", ["missing", "read-only", "full"])
-def test_remote_fault_refuses_push_and_retry_succeeds(kgit_repo: Path, tmp_path: Path, plain_model, fault: str,
-                                                      request) -> None:  # type: ignore[no-untyped-def]
+def test_remote_fault_refuses_push_and_retry_succeeds(kgit_repo: Path, tmp_path: Path, plain_model: Any, fault: str,
+                                                      request: pytest.FixtureRequest) -> None:
     origin = bare_origin(tmp_path, kgit_repo)
     if fault == "missing":
         blocker = tmp_path / "gone"

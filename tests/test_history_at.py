@@ -93,7 +93,7 @@ def test_local_time_and_json(repo: Path) -> None:
     assert [(h["stage"], h["version"]) for h in listed] == [("prod", "v3"), ("staging", "v3")]
     # the same answers from Python
     [h] = api.holders_at("m", "2026-11-04T09:00:00+01:00", stage="prod", repo=repo)
-    assert (h.version, h.event.who, h.event.note) == ("v2", "Bob <bob@example.com>", "better on the holdout set")
+    assert h.event is not None and (h.version, h.event.who, h.event.note) == ("v2", "Bob <bob@example.com>", "better on the holdout set")
 
 
 def test_history_of_one_stage_has_notes_and_rollbacks(repo: Path) -> None:

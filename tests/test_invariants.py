@@ -9,6 +9,7 @@ a real bare repository, and the server's and pre-push's judgement of real pushes
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -60,9 +61,10 @@ class Origin:
                               capture_output=True).returncode == 0
 
 
-@pytest.fixture
-def setup(tmp_path: Path) -> tuple[Path, Origin]:
+@pytest.fixture(scope="module")
+def setup_at_start(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Origin]:
     """A clone with m@v1 and m@v2 released on main, pushed to a guarded origin."""
+    tmp_path = tmp_path_factory.mktemp("released")
     repo = synthetic.repo_at(tmp_path / "repo")
     origin_path = tmp_path / "origin.git"
     git(tmp_path, "init", "-q", "--bare", "--initial-branch=main", str(origin_path))
@@ -73,6 +75,15 @@ def setup(tmp_path: Path) -> tuple[Path, Origin]:
     assert origin.push("main:refs/heads/main", "m@v1.0.0:refs/tags/m@v1.0.0", "m@v2.0.0:refs/tags/m@v2.0.0") == []
     git(repo, "fetch", "-q", "origin")
     return repo, origin
+
+
+@pytest.fixture
+def setup(setup_at_start: tuple[Path, Origin], tmp_path: Path) -> tuple[Path, Origin]:
+    """A copy of ``setup_at_start`` of this test's own, origin included (built once, copied per test)."""
+    shutil.copytree(setup_at_start[0].parent, tmp_path / "setup", symlinks=True)
+    repo, origin = tmp_path / "setup" / "repo", tmp_path / "setup" / "origin.git"
+    git(repo, "remote", "set-url", "origin", str(origin))
+    return repo, Origin(origin, repo)
 
 
 def commit(repo: Path, message: str, files: dict[str, str | None] | None = None) -> str:

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import git, kgit, snapshot
@@ -127,8 +128,9 @@ def test_a_tag_with_malformed_metrics_is_listed_invalid_not_crashing(scored: Pat
     summary = json.loads(tag_message(repo, "sc@v2.0.0").split("kgit-release: ", 1)[1])
     commit = git(repo, "rev-list", "-n1", "sc@v2.0.0")
     bad = {"metrics": {"val.accuracy": "high"}, "measured": None}
-    for i, extra in enumerate([bad, {"metrics": [1]}, {"metrics": {"a b": 1}}, {"metrics": {"acc": 1}, "measured": ["x"]},
-                               {"metrics": {f"m{i}": 1 for i in range(101)}}]):
+    extras: list[dict[str, Any]] = [bad, {"metrics": [1]}, {"metrics": {"a b": 1}}, {"metrics": {"acc": 1}, "measured": ["x"]},
+                                    {"metrics": {f"m{i}": 1 for i in range(101)}}]
+    for i, extra in enumerate(extras):
         version = f"v9.0.{i}"
         forged = {**summary, "version": version, **extra}
         forged["formats"] = {"keras": {**summary["formats"]["keras"], "path": f"artifacts/sc/keras/{version}"}}
@@ -144,8 +146,9 @@ def test_a_tag_with_malformed_metrics_is_listed_invalid_not_crashing(scored: Pat
 @pytest.mark.slow
 def test_python_metrics_are_refused_before_anything_happens(kgit_repo: Path, plain_model) -> None:  # type: ignore[no-untyped-def]
     before = snapshot(kgit_repo)
-    for bad, says in [({"acc": float("nan")}, "not a finite number"), ({"acc": "0.9"}, "not a number"),
-                      ({"val": {"acc": None}}, "val.acc is None")]:
+    cases: list[tuple[dict[str, Any], str]] = [({"acc": float("nan")}, "not a finite number"), ({"acc": "0.9"}, "not a number"),
+                                               ({"val": {"acc": None}}, "val.acc is None")]
+    for bad, says in cases:
         with pytest.raises(KgitError, match=says):
             api.release(plain_model, "bad", formats="keras", repo=kgit_repo, metrics=bad)
     assert snapshot(kgit_repo) == before

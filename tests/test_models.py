@@ -97,7 +97,7 @@ def _batch(factory: str, *args: Any, **kwargs: Any) -> Callable[[], tuple[Any, A
     def make() -> tuple[Any, Any]:
         from support import zoo
 
-        return getattr(zoo, factory)(*args, **kwargs)  # type: ignore[no-any-return]
+        return getattr(zoo, factory)(*args, **kwargs)
     return make
 
 

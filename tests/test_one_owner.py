@@ -72,7 +72,7 @@ def _imports(tree: ast.Module, top: str) -> Iterator[tuple[ast.AST, str]]:
 def batch_processes(tree: ast.Module) -> Iterator[tuple[ast.AST, str, str]]:
     """``git cat-file --batch``/``--batch-check``: its options, wherever a command is built."""
     for node, function in _strings(tree):
-        if node.value.startswith("--batch"):
+        if isinstance(node.value, str) and node.value.startswith("--batch"):
             yield node, function, f"{node.value!r}: a cat-file batch of its own"
 
 
@@ -121,7 +121,7 @@ def size_texts(tree: ast.Module) -> Iterator[tuple[ast.AST, str, str]]:
     """A unit of bytes after a formatted number (``f"{n / 1e6:.1f} MB"``), a literal size
     (``"1 MB"``) or a unit on its own (``("B", "KB", "MB")``)."""
     for node, function in _strings(tree):
-        if _SIZE_TEXT.search(node.value) or re.fullmatch(_UNIT, node.value):
+        if isinstance(node.value, str) and (_SIZE_TEXT.search(node.value) or re.fullmatch(_UNIT, node.value)):
             yield node, function, f"{node.value[:40]!r}: a size formatted by hand"
 
 
@@ -132,7 +132,7 @@ _LAYOUT_EXACT = {"artifacts", ".dvc", "dvc.yaml", "dvc.lock", "kgit-validate", "
 def layout_names(tree: ast.Module) -> Iterator[tuple[ast.AST, str, str]]:
     """The release folders' paths and the names of their files (docstrings aside)."""
     for node, function in _strings(tree):
-        if node.value in _LAYOUT_EXACT or any(n in node.value for n in _LAYOUT_NAMES):
+        if isinstance(node.value, str) and (node.value in _LAYOUT_EXACT or any(n in node.value for n in _LAYOUT_NAMES)):
             yield node, function, f"{node.value[:40]!r}: a release path or file name"
 
 

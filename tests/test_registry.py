@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import synthetic
@@ -103,7 +104,7 @@ def _cache(repo: Path) -> Path:
     return repo / ".git" / "kgit" / clone_state.TAG_CACHE
 
 
-def _everything(repo: Path) -> list[dict[str, object]]:
+def _everything(repo: Path) -> list[dict[str, Any]]:
     reg = catalog.read(Repo(repo), remember=False)
     return [r.to_dict() for r in reg.releases] + [e.to_dict() for e in reg.events]
 

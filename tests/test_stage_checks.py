@@ -9,6 +9,7 @@ attacks with real models, `kgit promote`/`kgit rollback` and the real pre-push h
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,10 +74,11 @@ def rollback_message(version: str, stage: str = "prod", name: str = "m") -> str:
     return f"kgit roll {stage} of {name} back to {version}\n\nkgit-event: {json.dumps(body)}\n"
 
 
-@pytest.fixture
-def team(tmp_path: Path) -> Team:
+@pytest.fixture(scope="module")
+def team_at_start(tmp_path_factory: pytest.TempPathFactory) -> Team:
     """m@v1..v3 with metrics and the gates above, pushed to a bare origin, which then gets kgit's
     server hook (so the releases, which have no data, were not checked on the way in)."""
+    tmp_path = tmp_path_factory.mktemp("team")
     repo = synthetic.repo_at(tmp_path / "repo")
     (repo / ".kgit").mkdir()
     (repo / ".kgit/gates.yaml").write_text(GATES)
@@ -89,6 +91,15 @@ def team(tmp_path: Path) -> Team:
     git(repo, "remote", "add", "origin", str(origin))
     git(repo, "push", "-q", "origin", "main", "--tags")
     assert kgit(tmp_path, "server", "install", str(origin)).returncode == 0
+    return Team(repo, origin)
+
+
+@pytest.fixture
+def team(team_at_start: Team, tmp_path: Path) -> Team:
+    """A copy of ``team_at_start`` of this test's own, origin included (built once, copied per test)."""
+    shutil.copytree(team_at_start.repo.parent, tmp_path / "team", symlinks=True)
+    repo, origin = tmp_path / "team" / "repo", tmp_path / "team" / "origin.git"
+    git(repo, "remote", "set-url", "origin", str(origin))
     return Team(repo, origin)
 
 

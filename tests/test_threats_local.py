@@ -149,7 +149,7 @@ def test_a_corrupt_journal_is_refused_not_ignored(kgit_repo: Path, tmp_path: Pat
     journal = kgit_repo / ".git" / "kgit" / "journal.json"
     outside = tmp_path / "outside.txt"
     outside.write_text("not kgit's\n")
-    valid = {"tag": "safe@v1.0.0", "head_before": None, "tag_message": "", "created": [], "backups": {}}
+    valid: dict[str, object] = {"tag": "safe@v1.0.0", "head_before": None, "tag_message": "", "created": [], "backups": {}}
     for text in ["{not json", "", "[]", json.dumps({**valid, "tag": 5}), json.dumps({**valid, "unknown": 1}),
                  json.dumps({**valid, "created": ["../outside.txt"]}), b"\xff\xfe".decode("latin-1")]:
         journal.parent.mkdir(exist_ok=True)

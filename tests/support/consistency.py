@@ -13,6 +13,17 @@ from conftest import git
 RELEASE = ["release", "safe", "--from", "support.zoo:plain_model", "-f", "keras", "-f", "h5"]
 
 
+def release_again(repo: Path) -> str:
+    """The release RELEASE asks for, made by kgit's API in this process (which has TensorFlow already,
+    where a `kgit` process would import it again): the next command after an interruption. Returns
+    what it said, one line each, as `kgit release` shows it on stderr."""
+    import kgit as api
+
+    said: list[str] = []
+    api.release("support.zoo:plain_model", "safe", formats=["keras", "h5"], repo=repo, progress=said.append)
+    return "\n".join(said)
+
+
 def assert_consistent(repo: Path) -> None:
     """No tag without its commit, no committed .dvc whose data is missing from the cache,
     no leftover journal or staging, and every kgit file still parses."""

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,7 +110,7 @@ def start(folder: Path) -> S3Server:
     return S3Server(endpoint, port, key_id, secret, reader, proc, log)
 
 
-def _user_with_key(endpoint: str, user: str, policy: dict[str, object]) -> tuple[str, str]:
+def _user_with_key(endpoint: str, user: str, policy: Mapping[str, object]) -> tuple[str, str]:
     import boto3
 
     iam = boto3.client("iam", endpoint_url=endpoint, region_name=REGION,

@@ -9,15 +9,18 @@ goes to the sandbox's transcript, so a failing case reads as the commands a pers
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from support.invariant import Oracle, Release, plain_git, refs
+from support.world import carry_validation, point_dvc_remote
 
 WHO = ("ana", "bob")
 IDENTITY = {"ana": ("Ana Lyst", "ana@team.invalid"), "bob": ("Bob Ops", "bob@team.invalid")}
@@ -93,8 +96,8 @@ class Sandbox:
         box = cls(dest, Oracle(dict(oracle.releases)))
         for who in WHO:
             run(box.clone(who), "git", "remote", "set-url", "origin", str(box.origin))
-            # the copy's own DVC remote (in the untracked config.local, as DVC's `--local` writes it)
-            (box.clone(who) / ".dvc" / "config.local").write_text(f"['remote \"kgit\"']\n    url = {box.store}\n")
+            point_dvc_remote(box.clone(who), box.store)  # the copy's own DVC remote
+            carry_validation(world / who, box.clone(who))  # what each validated stays validated
         run(box.origin, "git", "config", "kgit.dvcRemote", str(box.store))
         return box
 
@@ -116,6 +119,23 @@ class Sandbox:
         date = f"{FIRST_DATE + self.clock} +0000"
         return {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_COMMITTER_NAME": name,
                 "GIT_COMMITTER_EMAIL": email, "GIT_AUTHOR_DATE": date, "GIT_COMMITTER_DATE": date}
+
+    @contextlib.contextmanager
+    def acting_as(self, who: str) -> Iterator[None]:
+        """In this process, as ``who`` (identity and the next date): for kgit's Python API, whose git
+        commands see this process's environment. Cheaper than a `kgit` process, which imports
+        TensorFlow again."""
+        extra = self.env(who)
+        saved = {key: os.environ.get(key) for key in extra}
+        os.environ.update(extra)
+        try:
+            yield
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
     def git(self, who: str, *args: str, stdin: bytes | None = None, shown: str | None = None) -> str:
         """Run ``git ARGS`` in ``who``'s clone, recorded in the transcript; its stdout (failures are

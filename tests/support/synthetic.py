@@ -30,7 +30,7 @@ def repo_at(path: Path) -> Path:
 def dvc_text(name: str, version: str, fmt: str, md5: str, meta: dict[str, object] | None = None) -> str:
     """A release's ``.dvc`` file; with ``meta``, a whole metadata record (``kgit show`` reads it)
     with these fields of it set."""
-    kgit_meta = {"name": name, "version": version, "format": fmt}
+    kgit_meta: dict[str, object] = {"name": name, "version": version, "format": fmt}
     if meta is not None:
         kgit_meta = {**full_metadata(name, version, fmt), **meta}
     return yaml.safe_dump({"outs": [{"md5": md5, "size": 100, "nfiles": 3, "hash": "md5", "path": version}],

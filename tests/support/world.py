@@ -1,6 +1,9 @@
 """A small world for attack tests: a bare `origin`, a DVC remote folder, and a teammate's clone
 with released and pushed versions. Built once per module (it costs a real release), then copied
-per test so each attack starts from the same state and cannot leak into another test."""
+per test so each attack starts from the same state and cannot leak into another test.
+
+A copy is the same state at another path: its remotes point at its own origin and DVC remote, and
+what the clone remembers having validated is carried over (``carry_validation``), as valid as it was."""
 
 from __future__ import annotations
 
@@ -78,13 +81,14 @@ class World:
         w = World(dest, dest / "origin.git", dest / "store", dest / "repo")
         git(w.repo, "remote", "set-url", "origin", str(w.origin))
         w.point_dvc_remote(w.repo)
+        carry_validation(self.repo, w.repo)
         if git(w.origin, "config", "--get", "kgit.dvcRemote", check=False):  # a server hook's remote
             git(w.origin, "config", "kgit.dvcRemote", str(w.store))
         return w
 
     def point_dvc_remote(self, clone: Path) -> None:
         """This world's DVC remote for ``clone``, in the untracked .dvc/config.local (as credentials go)."""
-        run(clone, sys.executable, "-m", "dvc", "remote", "modify", "--local", "kgit", "url", str(self.store))
+        point_dvc_remote(clone, self.store)
 
     def clone(self, name: str) -> Path:
         """Another teammate's fresh clone with kgit's hooks."""
@@ -100,6 +104,38 @@ class World:
 
     def push(self, *args: str, repo: Path | None = None) -> subprocess.CompletedProcess[str]:
         return run(repo or self.repo, "git", "push", "origin", *args)
+
+
+def point_dvc_remote(clone: Path, store: Path) -> None:
+    """``clone``'s DVC remote ``kgit`` at ``store``, in the untracked .dvc/config.local: the file
+    `dvc remote modify --local kgit url STORE` writes, without a DVC process (that file held nothing
+    else; otherwise DVC itself edits it)."""
+    local = clone / ".dvc" / "config.local"
+    if local.exists() and local.read_text().strip():
+        run(clone, sys.executable, "-m", "dvc", "remote", "modify", "--local", "kgit", "url", str(store))
+    else:
+        local.write_text(f"['remote \"kgit\"']\n    url = {store}\n")
+
+
+def carry_validation(original: Path, copy: Path) -> None:
+    """What ``original`` remembers having validated (kgit.workflow.validating.Record: each file's
+    inode and ctime, which copying changes), made true of ``copy``: each version still current in
+    the original is current in the copy (its bytes are the same), nothing else. Without it, the
+    copy's next push or `kgit validate` would start TensorFlow to check again what was checked."""
+    from kgit.registry import catalog
+    from kgit.store.git_ops import Repo
+    from kgit.workflow.validating import Record
+
+    before = Record(Repo(original))
+    if not before.data:
+        return
+    after = Record(Repo(copy))
+    for rel in catalog.read(Repo(copy), remember=False).releases:
+        for fmt, info in rel.formats.items():
+            entry = before.entry(rel.tag, fmt)
+            if entry and before.is_current(rel.tag, fmt, entry.get("md5"), original / info["path"]):
+                after.mark(rel.tag, fmt, entry.get("md5"), copy / info["path"], entry.get("max_abs_diff"))
+    after.save()
 
 
 def tag_message(repo: Path, tag: str) -> str:

@@ -7,6 +7,8 @@ user's own model package would be.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
+from typing import Any
 
 import keras
 import numpy as np
@@ -16,19 +18,19 @@ import numpy as np
 class ScaledDense(keras.layers.Layer):
     """The seed guide's custom layer."""
 
-    def __init__(self, units, scale=1.0, **kwargs):
+    def __init__(self, units: int, scale: float = 1.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.units = units
         self.scale = scale
         self.dense = keras.layers.Dense(units)
 
-    def build(self, input_shape):
+    def build(self, input_shape: Any) -> None:
         self.dense.build(input_shape)
 
-    def call(self, inputs):
+    def call(self, inputs: Any) -> Any:
         return self.scale * self.dense(inputs)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update({"units": self.units, "scale": self.scale})
         return config
@@ -38,30 +40,30 @@ class ScaledDense(keras.layers.Layer):
 class WeightedMSE(keras.losses.Loss):
     """The seed guide's custom loss."""
 
-    def __init__(self, weight=1.0, name="weighted_mse", **kwargs):
+    def __init__(self, weight: float = 1.0, name: str = "weighted_mse", **kwargs: Any) -> None:
         super().__init__(name=name)
         self.weight = weight
 
-    def call(self, y_true, y_pred):
+    def call(self, y_true: Any, y_pred: Any) -> Any:
         return self.weight * keras.ops.mean(keras.ops.square(y_true - y_pred))
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"weight": self.weight, "name": self.name}
 
 
 class Unregistered(keras.layers.Layer):
     """A custom layer nobody registered."""
 
-    def call(self, inputs):
+    def call(self, inputs: Any) -> Any:
         return inputs * 2.0
 
 
-def data(n=16, seed=0):
+def data(n: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     return rng.standard_normal((n, 4)).astype("float32"), rng.standard_normal((n, 2)).astype("float32")
 
 
-def guide_model(seed: int = 0, units: int = 8):
+def guide_model(seed: int = 0, units: int = 8) -> keras.Model:
     """The guide's model: custom layer and custom loss, compiled and trained one epoch."""
     keras.utils.set_random_seed(seed)
     inp = keras.Input((4,), name="features")
@@ -74,7 +76,7 @@ def guide_model(seed: int = 0, units: int = 8):
     return model
 
 
-def guide_model_untrained():
+def guide_model_untrained() -> keras.Model:
     """Builder for weights-only releases: same architecture, fresh weights."""
     keras.utils.set_random_seed(123)
     inp = keras.Input((4,), name="features")
@@ -85,7 +87,7 @@ def guide_model_untrained():
     return model
 
 
-def plain_model(seed: int = 0):
+def plain_model(seed: int = 0) -> keras.Model:
     """A compiled Sequential with built-in layers and string loss/metrics (the H5 pitfall)."""
     keras.utils.set_random_seed(seed)
     model = keras.Sequential([keras.Input((4,), name="x"), keras.layers.Dense(3, activation="relu"), keras.layers.Dense(2)])
@@ -95,7 +97,7 @@ def plain_model(seed: int = 0):
     return model
 
 
-def multi_io_model():
+def multi_io_model() -> keras.Model:
     """Dict inputs (float and int) and dict outputs."""
     keras.utils.set_random_seed(1)
     x = keras.Input((4,), name="x")
@@ -107,7 +109,7 @@ def multi_io_model():
     return model
 
 
-def list_io_model():
+def list_io_model() -> keras.Model:
     """Two positional inputs, two outputs."""
     keras.utils.set_random_seed(2)
     a, b = keras.Input((3,), name="left"), keras.Input((2,), name="right")
@@ -115,7 +117,7 @@ def list_io_model():
     return keras.Model([a, b], [keras.layers.Dense(1)(h), keras.layers.Dense(2)(h)])
 
 
-def string_model():
+def string_model() -> keras.Model:
     """A string input (StringLookup), so reference inputs must be generated as strings."""
     inp = keras.Input((2,), dtype="string", name="words")
     ids = keras.layers.StringLookup(vocabulary=["kgit", "reference", "0"])(inp)
@@ -123,12 +125,12 @@ def string_model():
     return keras.Model(inp, out)
 
 
-def lambda_model():
+def lambda_model() -> keras.Model:
     inp = keras.Input((4,), name="x")
     return keras.Model(inp, keras.layers.Lambda(lambda t: t * 3.0)(inp))
 
 
-def marker_lambda_model():
+def marker_lambda_model() -> keras.Model:
     """A Lambda whose code leaves a file ``lambda-ran`` in $HOME each time it runs (Keras runs it when it
     rebuilds the model): shows on whose machine a release's code ran."""
     inp = keras.Input((4,), name="x")
@@ -136,12 +138,12 @@ def marker_lambda_model():
     return keras.Model(inp, keras.layers.Lambda(mark, name="triple")(inp))
 
 
-def unregistered_model():
+def unregistered_model() -> keras.Model:
     inp = keras.Input((4,), name="x")
     return keras.Model(inp, Unregistered()(inp))
 
 
-def nan_model():
+def nan_model() -> keras.Model:
     inp = keras.Input((4,), name="x")
     layer = keras.layers.Dense(2)
     model = keras.Model(inp, layer(inp))
@@ -151,7 +153,7 @@ def nan_model():
 
 # -- models whose training state Keras does not bring back by itself, and models without inputs ----
 @contextlib.contextmanager
-def global_policy(name: str):  # type: ignore[no-untyped-def]
+def global_policy(name: str) -> Iterator[None]:
     """The dtype policy is process-global: set it for building one model, then put it back."""
     before = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(name)
@@ -161,7 +163,7 @@ def global_policy(name: str):  # type: ignore[no-untyped-def]
         keras.mixed_precision.set_global_policy(before)
 
 
-def mixed_precision_model():
+def mixed_precision_model() -> keras.Model:
     """mixed_float16: compile() wraps the optimizer in a LossScaleOptimizer (4 more variables)."""
     keras.utils.set_random_seed(3)
     with global_policy("mixed_float16"):
@@ -185,7 +187,7 @@ def hub_inputs(n: int = 4, seed: int = 0) -> tuple[dict[str, np.ndarray], np.nda
     return x, rng.integers(0, 2, (n,))
 
 
-def hub_classifier():
+def hub_classifier() -> keras.Model:
     """A tiny KerasHub task (BertTextClassifier, built from a config): it overrides compile()."""
     import keras_hub
 
@@ -207,7 +209,7 @@ def hub_backbone_data(n: int = 4, seed: int = 0) -> tuple[dict[str, np.ndarray],
                "pooled_output": rng.standard_normal((n, 8)).astype("float32")}
 
 
-def hub_backbone():
+def hub_backbone() -> keras.Model:
     """A tiny KerasHub backbone (BertBackbone from a config, dict outputs), compiled with a loss on
     each output and trained one step, as pre-training would."""
     import keras_hub
@@ -224,20 +226,20 @@ def hub_backbone():
 class TinySubclassed(keras.Model):
     """A registered subclassed model: no keras.Input, built by training."""
 
-    def __init__(self, units=2, **kwargs):
+    def __init__(self, units: int = 2, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.units = units
         self.hidden = keras.layers.Dense(8, activation="relu")
         self.head = keras.layers.Dense(units)
 
-    def call(self, inputs):
+    def call(self, inputs: Any) -> Any:
         return self.head(self.hidden(inputs))
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "units": self.units}
 
 
-def subclassed_model():
+def subclassed_model() -> keras.Model:
     keras.utils.set_random_seed(5)
     model = TinySubclassed()
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
@@ -254,14 +256,14 @@ def lookup_data(n: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return rng.choice(WORDS, (n, 2)), rng.standard_normal((n, 1)).astype("float32")
 
 
-def strings(x: np.ndarray):  # type: ignore[no-untyped-def]
+def strings(x: np.ndarray) -> Any:
     """Keras' fit/train_on_batch take string batches as tensors, not NumPy unicode arrays."""
     import tensorflow as tf
 
     return tf.constant(x)
 
 
-def string_lookup_model():
+def string_lookup_model() -> keras.Model:
     """Strings -> StringLookup -> Embedding: outputs differ only for words in the vocabulary."""
     keras.utils.set_random_seed(6)
     inp = keras.Input((2,), dtype="string", name="words")
@@ -274,7 +276,7 @@ def string_lookup_model():
     return model
 
 
-def text_vectorization_model():
+def text_vectorization_model() -> keras.Model:
     """Sentences -> TextVectorization -> Embedding -> pooling."""
     keras.utils.set_random_seed(7)
     inp = keras.Input((1,), dtype="string", name="text")
@@ -296,18 +298,18 @@ class OwnCompile(keras.Model):
     """A model class whose compile() takes its own arguments, so it cannot be recompiled from the
     compile config Keras saved: its optimizer state cannot be restored."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.dense = keras.layers.Dense(2)
 
-    def call(self, inputs):
+    def call(self, inputs: Any) -> Any:
         return self.dense(inputs)
 
-    def compile(self, learning_rate=0.01):
+    def compile(self, learning_rate: float = 0.01) -> None:
         super().compile(optimizer=keras.optimizers.SGD(learning_rate, momentum=0.9), loss="mse")
 
 
-def own_compile_model():
+def own_compile_model() -> keras.Model:
     keras.utils.set_random_seed(8)
     model = OwnCompile()
     model.compile(0.01)
@@ -316,7 +318,7 @@ def own_compile_model():
     return model
 
 
-def tf_keras_model():
+def tf_keras_model() -> Any:
     """A Keras 2 (tf_keras) model, compiled and trained one epoch."""
     import tf_keras
 
@@ -330,7 +332,7 @@ def tf_keras_model():
     return model
 
 
-def tf_keras_model_untrained():
+def tf_keras_model_untrained() -> Any:
     """Builder for weights-only releases of tf_keras_model."""
     import tf_keras
 
@@ -346,7 +348,7 @@ def application_data(n: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
     return rng.uniform(0, 255, (n, 32, 32, 3)).astype("float32"), np.eye(10, dtype="float32")[rng.integers(0, 10, n)]
 
 
-def application_model():
+def application_model() -> keras.Model:
     """Third-party model code: keras.applications' MobileNetV3Small (random weights, 32x32 images,
     no dropout so a training step is deterministic), compiled and trained one step. Eager steps:
     tracing its train function costs more than the step itself (about 5 s per model)."""
