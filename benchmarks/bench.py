@@ -77,10 +77,19 @@ def render(results: list[tuple[str, list[Row]]], runs: int, elapsed: float) -> N
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"kgit benchmarks (median of {runs} runs unless the runs column says otherwise; "
-                        f"whole run {elapsed / 60:.1f} min)")
-    for col, justify in (("group", "left"), ("measurement", "left"), ("fixture", "left"), ("median", "right"),
-                         ("runs", "right"), ("ratio", "right"), ("target", "left")):
+    table = Table(
+        title=f"kgit benchmarks (median of {runs} runs unless the runs column says otherwise; "
+        f"whole run {elapsed / 60:.1f} min)"
+    )
+    for col, justify in (
+        ("group", "left"),
+        ("measurement", "left"),
+        ("fixture", "left"),
+        ("median", "right"),
+        ("runs", "right"),
+        ("ratio", "right"),
+        ("target", "left"),
+    ):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for i, (group, rows) in enumerate(results):
         if i:
@@ -93,13 +102,20 @@ def render(results: list[tuple[str, list[Row]]], runs: int, elapsed: float) -> N
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", action="append", choices=[*GROUPS, *ON_DEMAND], metavar="NAME",
-                        help=f"run only this group (repeatable): {', '.join([*GROUPS, *ON_DEMAND])}")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=[*GROUPS, *ON_DEMAND],
+        metavar="NAME",
+        help=f"run only this group (repeatable): {', '.join([*GROUPS, *ON_DEMAND])}",
+    )
     parser.add_argument("--runs", type=int, default=5, help="timed runs per measurement; the median is reported")
     parser.add_argument("--versions", type=int, default=100, help="released versions in the hooks/push repository")
     parser.add_argument("--list-versions", type=int, default=1500, help="released versions in the list/show repository")
     parser.add_argument("--tag-versions", type=int, default=15000, help="release tags in the tags15k repository")
-    parser.add_argument("--get-versions", type=int, default=10, help="versions of the ~5 MB model in the get repository")
+    parser.add_argument(
+        "--get-versions", type=int, default=10, help="versions of the ~5 MB model in the get repository"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the fixtures' temp folder (its path is printed)")
     args = parser.parse_args()
     if args.runs < 1:

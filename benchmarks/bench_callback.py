@@ -49,12 +49,18 @@ def _cnn() -> Any:
     import keras
 
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((28, 28, 1)),
-        keras.layers.Conv2D(16, 3, activation="relu"), keras.layers.MaxPooling2D(),
-        keras.layers.Conv2D(32, 3, activation="relu"), keras.layers.MaxPooling2D(),
-        keras.layers.Flatten(), keras.layers.Dense(64, activation="relu"), keras.layers.Dense(10, activation="softmax"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Conv2D(16, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(32, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
@@ -64,8 +70,13 @@ def _repo(base: Path) -> Path:
 
     repo = base / "repo"
     repo.mkdir()
-    env = {**os.environ, "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@kgit.invalid",
-           "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@kgit.invalid"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "bench",
+        "GIT_AUTHOR_EMAIL": "bench@kgit.invalid",
+        "GIT_COMMITTER_NAME": "bench",
+        "GIT_COMMITTER_EMAIL": "bench@kgit.invalid",
+    }
     os.environ.update(env)
     for args in (["init", "-q", "-b", "main"], ["add", "train.py"], ["commit", "-q", "-m", "code"]):
         if args[0] == "add":
@@ -103,8 +114,9 @@ def one_fit(mode: str) -> dict[str, Any]:
         if mode == "with":
             from kgit.keras import ReleaseCallback
 
-            cb = ReleaseCallback("cnn", monitor="val_accuracy", every="best", formats=["keras"], repo=_repo(Path(tmp)),
-                                 verbose=0)
+            cb = ReleaseCallback(
+                "cnn", monitor="val_accuracy", every="best", formats=["keras"], repo=_repo(Path(tmp)), verbose=0
+            )
             for hook in ("on_train_begin", "on_epoch_end"):  # the callback's own time in the training thread
                 original = getattr(cb, hook)
 
@@ -124,11 +136,17 @@ def one_fit(mode: str) -> dict[str, Any]:
         end = time.perf_counter()
         after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the releaser and its validation processes
     background = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
-    return {"fit": end - start, "training": marks["trained"] - start, "wait": marks["done"] - marks["trained"],
-            "training_cpu": marks["trained_cpu"] - start_cpu, "background_cpu": background,
-            "in_loop": spent[0], "releases": len(cb.releases) if cb else 0,
-            "superseded": len(cb._releases.superseded) if cb and cb._releases else 0,
-            "errors": cb.errors if cb else []}
+    return {
+        "fit": end - start,
+        "training": marks["trained"] - start,
+        "wait": marks["done"] - marks["trained"],
+        "training_cpu": marks["trained_cpu"] - start_cpu,
+        "background_cpu": background,
+        "in_loop": spent[0],
+        "releases": len(cb.releases) if cb else 0,
+        "superseded": len(cb._releases.superseded) if cb and cb._releases else 0,
+        "errors": cb.errors if cb else [],
+    }
 
 
 def snapshot_costs(repeats: int = 10) -> dict[str, float]:
@@ -148,7 +166,9 @@ def snapshot_costs(repeats: int = 10) -> dict[str, float]:
             "copy and write them (.npz)": lambda i: snapshot.take(model).write(base / f"s{i}.npz"),
             "model.save(.keras)": lambda i: model.save(base / f"m{i}.keras"),
             "model.save_weights(.weights.h5)": lambda i: model.save_weights(base / f"w{i}.weights.h5"),
-            "kgit's keras save (the base, once per run)": lambda i: formats.save(model, "keras", _mkdir(base / f"k{i}")),
+            "kgit's keras save (the base, once per run)": lambda i: formats.save(
+                model, "keras", _mkdir(base / f"k{i}")
+            ),
         }
         for i in range(repeats):
             for name, way in ways.items():
@@ -165,10 +185,15 @@ def _mkdir(path: Path) -> Path:
 
 # -- the driver ------------------------------------------------------------------------------------------
 def _child(*args: str) -> dict[str, Any]:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "DVC_NO_ANALYTICS": "1",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True, env=env,
-                          stdin=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "DVC_NO_ANALYTICS": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", *args], capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL
+    )
     if proc.returncode != 0:
         raise SystemExit(f"bench_callback {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
@@ -188,12 +213,14 @@ def main() -> None:
     runs: dict[str, list[dict[str, Any]]] = {"without": [], "with": []}
     for i in range(args.runs):
         # A B, then B A: a load that rises or falls through the runs weighs on both alike
-        for mode in (("without", "with") if i % 2 == 0 else ("with", "without")):
+        for mode in ("without", "with") if i % 2 == 0 else ("with", "without"):
             r = _child(mode)
             runs[mode].append(r)
-            log(f"run {i + 1}/{args.runs} {mode:7s}: training {r['training']:.2f}s (cpu {r['training_cpu']:.2f}s), "
+            log(
+                f"run {i + 1}/{args.runs} {mode:7s}: training {r['training']:.2f}s (cpu {r['training_cpu']:.2f}s), "
                 f"wait {r['wait']:.2f}s, "
-                f"{r['releases']} releases" + (f", errors {r['errors']}" if r["errors"] else ""))
+                f"{r['releases']} releases" + (f", errors {r['errors']}" if r["errors"] else "")
+            )
     costs = _child("snapshot")
 
     def med(mode: str, key: str) -> float:
@@ -204,22 +231,40 @@ def main() -> None:
     paired = statistics.median(w["training"] / o["training"] - 1 for w, o in zip(runs["with"], runs["without"]))
     cores = os.cpu_count()
     load = os.getloadavg()[0]
-    print(f"\nReleaseCallback(every='best', formats=['keras']): small CNN (56,714 parameters), 4,000 generated "
-          f"28x28 images, 1,000 for validation, batch 64, {EPOCHS} epochs; {cores} cores, load average {load:.1f} "
-          f"at the end; median of {args.runs} runs each, whole processes, in turns\n")
+    print(
+        f"\nReleaseCallback(every='best', formats=['keras']): small CNN (56,714 parameters), 4,000 generated "
+        f"28x28 images, 1,000 for validation, batch 64, {EPOCHS} epochs; {cores} cores, load average {load:.1f} "
+        f"at the end; median of {args.runs} runs each, whole processes, in turns\n"
+    )
     rows = [
-        ("fit, training (to the end of the last epoch)", f"{base:.2f} s", f"{withcb:.2f} s",
-         f"{overhead * 100:+.1f} % (target <= +{TARGET * 100:.0f} %)"),
+        (
+            "fit, training (to the end of the last epoch)",
+            f"{base:.2f} s",
+            f"{withcb:.2f} s",
+            f"{overhead * 100:+.1f} % (target <= +{TARGET * 100:.0f} %)",
+        ),
         ("  run by run (median of the ratios of each round)", "", "", f"{paired * 100:+.1f} %"),
-        ("  of which the callback in the training thread", "-", f"{med('with', 'in_loop'):.3f} s",
-         f"{med('with', 'in_loop') / withcb * 100:.1f} % of training"),
-        ("training process CPU time during training", f"{med('without', 'training_cpu'):.2f} s",
-         f"{med('with', 'training_cpu'):.2f} s", f"{(med('with', 'training_cpu') / med('without', 'training_cpu') - 1) * 100:+.1f} %"),
+        (
+            "  of which the callback in the training thread",
+            "-",
+            f"{med('with', 'in_loop'):.3f} s",
+            f"{med('with', 'in_loop') / withcb * 100:.1f} % of training",
+        ),
+        (
+            "training process CPU time during training",
+            f"{med('without', 'training_cpu'):.2f} s",
+            f"{med('with', 'training_cpu'):.2f} s",
+            f"{(med('with', 'training_cpu') / med('without', 'training_cpu') - 1) * 100:+.1f} %",
+        ),
         ("background processes' CPU time (all releases)", "-", f"{med('with', 'background_cpu'):.2f} s", ""),
         ("wait for the background releases at the end", "-", f"{med('with', 'wait'):.2f} s", "reported apart"),
         ("fit, whole call", f"{med('without', 'fit'):.2f} s", f"{med('with', 'fit'):.2f} s", ""),
-        ("releases made (superseded snapshots)", "-",
-         f"{med('with', 'releases'):.0f} ({med('with', 'superseded'):.0f})", ""),
+        (
+            "releases made (superseded snapshots)",
+            "-",
+            f"{med('with', 'releases'):.0f} ({med('with', 'superseded'):.0f})",
+            "",
+        ),
     ]
     width = max(len(r[0]) for r in rows)
     print(f"{'measurement':{width}}  {'without':>9}  {'with':>9}  difference")

@@ -68,16 +68,28 @@ def main() -> None:
         )
         repo.mkdir()
         for cmd in (["git", "init", "-q"], ["git", "commit", "-q", "--allow-empty", "-m", "start"]):
-            subprocess.run(cmd, cwd=repo, check=True, env={**env, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b",
-                                                           "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@b"})
+            subprocess.run(
+                cmd,
+                cwd=repo,
+                check=True,
+                env={
+                    **env,
+                    "GIT_AUTHOR_NAME": "b",
+                    "GIT_AUTHOR_EMAIL": "b@b",
+                    "GIT_COMMITTER_NAME": "b",
+                    "GIT_COMMITTER_EMAIL": "b@b",
+                },
+            )
         subprocess.run([sys.executable, "-c", script], cwd=repo, check=True, env=env, capture_output=True)
         specs = ["--with", f"keras=={args.keras}.*", "--with", f"tensorflow=={args.tf}.*"]
         uv_before = _size(uv_cache)
         rows = []
-        for label, extra in (("first kgit compat (environment created)", ["--no-record"]),
-                             ("cached kgit compat (environment reused)", ["--no-record"]),
-                             ("kgit compat --quick (wheel downloaded)", ["--quick"]),
-                             ("kgit compat --quick (wheel cached)", ["--quick"])):
+        for label, extra in (
+            ("first kgit compat (environment created)", ["--no-record"]),
+            ("cached kgit compat (environment reused)", ["--no-record"]),
+            ("kgit compat --quick (wheel downloaded)", ["--quick"]),
+            ("kgit compat --quick (wheel cached)", ["--quick"]),
+        ):
             log(label)
             took, proc = _timed([KGIT, "compat", "bench@v1", *specs, *extra, "--json"], repo, env)
             try:
@@ -87,8 +99,10 @@ def main() -> None:
             detail = ""
             if "--quick" not in extra:
                 e = report["environments"][0]
-                detail = (f"environment {'reused' if e['reused'] else 'created'} in {e['env_seconds']:.1f} s, "
-                          f"loader {e['run_seconds']:.1f} s: {e['summary']}")
+                detail = (
+                    f"environment {'reused' if e['reused'] else 'created'} in {e['env_seconds']:.1f} s, "
+                    f"loader {e['run_seconds']:.1f} s: {e['summary']}"
+                )
             else:
                 e = report["environments"][0]
                 detail = f"keras {e['keras']}: {len(e['findings'])} finding(s)"
@@ -105,10 +119,14 @@ def main() -> None:
     print()
     if sizes is not None:
         total, own = sizes
-        print(f"environment folder: {total / 1e6:.0f} MB of files, of which {own / 1e6:.0f} MB are its own "
-              "(the rest are hard links into uv's cache)")
-    print(f"uv cache grew by {downloaded / 1e6:.0f} MB (wheels this run downloaded); "
-          f"Keras wheel for --quick: {sum(w.stat().st_size for w in wheels) / 1e6:.1f} MB")
+        print(
+            f"environment folder: {total / 1e6:.0f} MB of files, of which {own / 1e6:.0f} MB are its own "
+            "(the rest are hard links into uv's cache)"
+        )
+    print(
+        f"uv cache grew by {downloaded / 1e6:.0f} MB (wheels this run downloaded); "
+        f"Keras wheel for --quick: {sum(w.stat().st_size for w in wheels) / 1e6:.1f} MB"
+    )
 
 
 if __name__ == "__main__":

@@ -124,10 +124,18 @@ def track_and_tag(repo: Path, name: str, fmt: str, made: list[tuple[Path, Any]])
         tag = f"{name}@{label}.0.0"
         git(repo, "add", f"{rel}.dvc", f"{dst.parent.relative_to(repo).as_posix()}/.gitignore")
         git(repo, "commit", "-q", "--no-verify", "-m", f"Release {name} {label}\n\n{txn.TRAILER}: {tag}")
-        message = catalog.tag_message(name, label, {
-            "formats": {fmt: {"path": rel, **h}}, "created_at": meta.created_at, "dataset_id": None,
-            "source_commit": meta.git.commit, "dirty": False, "kgit": meta.libraries.get("kgit"),
-        })
+        message = catalog.tag_message(
+            name,
+            label,
+            {
+                "formats": {fmt: {"path": rel, **h}},
+                "created_at": meta.created_at,
+                "dataset_id": None,
+                "source_commit": meta.git.commit,
+                "dirty": False,
+                "kgit": meta.libraries.get("kgit"),
+            },
+        )
         git(repo, "tag", "-a", tag, "-F", "-", stdin=message)
 
 
@@ -167,7 +175,9 @@ def listing_repo(repo: Path, remote: Path, versions: int) -> Path:
         meta = dict(v1["meta"]["kgit"], version=label, metrics=_metrics(i, versions), measured=[])
         outs = [dict(v1["outs"][0], path=label, md5=_fake_md5(label))]
         data = {"desc": f"kgit release {MODEL} {label} (keras)", "outs": outs, "meta": {"kgit": meta}}
-        v1_file.with_name(f"{label}.dvc").write_text(yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=120))
+        v1_file.with_name(f"{label}.dvc").write_text(
+            yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=120)
+        )
         trailers.append(f"{txn.TRAILER}: {MODEL}@{label}.0.0")
     git(repo, "add", "--", str(v1_file.parent.relative_to(repo)))
     message = f"Release {MODEL} v2..v{versions}\n\n" + "\n".join(trailers) + "\n"
@@ -178,14 +188,29 @@ def listing_repo(repo: Path, remote: Path, versions: int) -> Path:
     stream = []
     for i in range(2, versions + 1):
         label = f"v{i}"
-        summary = {"formats": {"keras": {**v1_summary.formats["keras"], "path": str(Path(rel_path).with_name(label)),
-                                         "md5": _fake_md5(label)}},
-                   "created_at": v1_summary.created_at, "dataset_id": None, "source_commit": v1_summary.source_commit,
-                   "dirty": False, "kgit": kgit.__version__,
-                   "metrics": _metrics(i, versions), "measured": []}
+        summary = {
+            "formats": {
+                "keras": {
+                    **v1_summary.formats["keras"],
+                    "path": str(Path(rel_path).with_name(label)),
+                    "md5": _fake_md5(label),
+                }
+            },
+            "created_at": v1_summary.created_at,
+            "dataset_id": None,
+            "source_commit": v1_summary.source_commit,
+            "dirty": False,
+            "kgit": kgit.__version__,
+            "metrics": _metrics(i, versions),
+            "measured": [],
+        }
         body = catalog.tag_message(MODEL, label, summary).encode()
-        stream.append(f"tag {MODEL}@{label}.0.0\nfrom {commit}\ntagger {ident} {int(time.time())} +0000\n"
-                      f"data {len(body)}\n".encode() + body + b"\n")
+        stream.append(
+            f"tag {MODEL}@{label}.0.0\nfrom {commit}\ntagger {ident} {int(time.time())} +0000\n"
+            f"data {len(body)}\n".encode()
+            + body
+            + b"\n"
+        )
     subprocess.run(["git", "fast-import", "--quiet"], cwd=repo, input=b"".join(stream), check=True)
     return repo
 
@@ -198,8 +223,10 @@ def _fake_md5(label: str) -> str:
 
 def _metrics(i: int, versions: int) -> dict[str, float]:
     """Two metrics that drift over the versions (the report draws them); the tag and the .dvc agree."""
-    return {"val.accuracy": round(0.5 + 0.4 * i / versions, 4),
-            "val.loss": round(1.0 - 0.6 * i / versions + 0.05 * (i % 7), 4)}
+    return {
+        "val.accuracy": round(0.5 + 0.4 * i / versions, 4),
+        "val.loss": round(1.0 - 0.6 * i / versions + 0.05 * (i % 7), 4),
+    }
 
 
 def dvc_push_all(repo: Path) -> None:
@@ -209,8 +236,9 @@ def dvc_push_all(repo: Path) -> None:
 class Fixtures:
     """Each fixture is built on first use, under ``base``, and shared by the groups that need it."""
 
-    def __init__(self, base: Path, hook_versions: int, list_versions: int, get_versions: int,
-                 tag_versions: int = 15000) -> None:
+    def __init__(
+        self, base: Path, hook_versions: int, list_versions: int, get_versions: int, tag_versions: int = 15000
+    ) -> None:
         self.base = base
         self.tag_versions = tag_versions
         self.hook_versions = hook_versions
@@ -228,8 +256,9 @@ class Fixtures:
 
     def empty(self) -> Path:
         """A repository set up by ``kgit init`` with no release; copied by the release benchmarks."""
-        return self._once("empty", "an empty kgit repository",
-                          lambda: new_repo(self.base / "empty", self.base / "empty.dvc-remote"))
+        return self._once(
+            "empty", "an empty kgit repository", lambda: new_repo(self.base / "empty", self.base / "empty.dvc-remote")
+        )
 
     def copy_of_empty(self, name: str) -> Path:
         dst = self.base / name
@@ -238,12 +267,16 @@ class Fixtures:
 
     def listing(self) -> Path:
         n = self.list_versions
-        return self._once("listing", f"a repository with {n:,} released versions (tags + .dvc files)",
-                          lambda: listing_repo(self.base / "listing", self.base / "listing.dvc-remote", n))
+        return self._once(
+            "listing",
+            f"a repository with {n:,} released versions (tags + .dvc files)",
+            lambda: listing_repo(self.base / "listing", self.base / "listing.dvc-remote", n),
+        )
 
     def many_tags(self) -> tuple[Path, Path]:
         """``tag_versions`` releases as git sees them (see listing_repo), pushed to a bare origin
         (without kgit's hook: only v1 has data), then one more plain commit not pushed yet."""
+
         def build() -> tuple[Path, Path]:
             repo, origin = self.base / "tags", self.base / "tags-origin.git"
             listing_repo(repo, self.base / "tags.dvc-remote", self.tag_versions)
@@ -259,6 +292,7 @@ class Fixtures:
 
     def hooks(self) -> tuple[Path, Path]:
         """``hook_versions`` released versions of a small model, pushed (with their data) to a bare origin."""
+
         def build() -> tuple[Path, Path]:
             repo, origin = self.base / "hooks", self.base / "hooks-origin.git"
             released_repo(repo, self.base / "hooks.dvc-remote", (8, 4), self.hook_versions, distinct=False)
@@ -271,6 +305,7 @@ class Fixtures:
     def fetching(self) -> tuple[Path, Path]:
         """``get_versions`` versions of a ~5 MB model, each with its own weights, pushed to a bare
         origin with all their data in the DVC remote; returns (origin, the repository it came from)."""
+
         def build() -> tuple[Path, Path]:
             repo, origin = self.base / "fetch", self.base / "fetch-origin.git"
             released_repo(repo, self.base / "fetch.dvc-remote", MEDIUM, self.get_versions, distinct=True)
@@ -279,10 +314,13 @@ class Fixtures:
             dvc_push_all(repo)
             return origin, repo
 
-        return self._once("fetching", f"a repository with {self.get_versions} versions of a {describe(MEDIUM)}, pushed", build)
+        return self._once(
+            "fetching", f"a repository with {self.get_versions} versions of a {describe(MEDIUM)}, pushed", build
+        )
 
     def large_model_file(self) -> Path:
         """The ~100 MB model saved as a .keras file (outside any repository)."""
+
         def build() -> Path:
             path = self.base / "large.keras"
             dense_model(*LARGE).save(path)

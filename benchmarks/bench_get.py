@@ -48,25 +48,45 @@ def bench(fx: Fixtures, runs: int) -> list[Row]:
         remove(clone)
         return seconds
 
-    t = timed_interleaved(runs, {
-        "pull": lambda: one("pull", [DVC, "pull", "-q"]),
-        "get": lambda: one("get", [KGIT, "get", ref]),
-        "pull-one": lambda: one("pull-one", [DVC, "pull", "-q", f"{info['path']}.dvc"]),
-    })
+    t = timed_interleaved(
+        runs,
+        {
+            "pull": lambda: one("pull", [DVC, "pull", "-q"]),
+            "get": lambda: one("get", [KGIT, "get", ref]),
+            "pull-one": lambda: one("pull-one", [DVC, "pull", "-q", f"{info['path']}.dvc"]),
+        },
+    )
     base = timing_baseline("`dvc pull` (everything)", fixture, t["pull"])
-    rows = [base,
-            timing_row(f"`kgit get {ref}`", fixture, t["get"], base),
-            timing_row(f"`dvc pull {info['path']}.dvc`", fixture, t["pull-one"], base)]
+    rows = [
+        base,
+        timing_row(f"`kgit get {ref}`", fixture, t["get"], base),
+        timing_row(f"`dvc pull {info['path']}.dvc`", fixture, t["pull-one"], base),
+    ]
     # bytes are the same at every run; the last run's are shown (the fetched folders are checked below)
     got = {k: v[-1] for k, v in fetched.items()}
     if len({*fetched["get"]}) != 1 or len({*fetched["pull"]}) != 1:
         raise SystemExit(f"bytes fetched differ between runs: {fetched}")
-    base_bytes = baseline("bytes fetched by `dvc pull` (everything)", f"all {len(releases)} versions: {everything / MB:.1f} MB",
-                          got["pull"] / MB, "MB")
+    base_bytes = baseline(
+        "bytes fetched by `dvc pull` (everything)",
+        f"all {len(releases)} versions: {everything / MB:.1f} MB",
+        got["pull"] / MB,
+        "MB",
+    )
     near = abs(got["get"] - size) <= 0.01 * size  # DVC's cache also holds the folder's .dir listing
-    rows += [base_bytes,
-             Row(f"bytes fetched by `kgit get {ref}`", f"that version: {size / MB:.2f} MB", got["get"] / MB, "MB",
-                 target=verdict(near, f"= {size / MB:.2f} MB (+ DVC's .dir listing)")).compared_to(base_bytes),
-             Row(f"bytes fetched by `dvc pull {info['path']}.dvc`", f"that version: {size / MB:.2f} MB", got["pull-one"] / MB,
-                 "MB").compared_to(base_bytes)]
+    rows += [
+        base_bytes,
+        Row(
+            f"bytes fetched by `kgit get {ref}`",
+            f"that version: {size / MB:.2f} MB",
+            got["get"] / MB,
+            "MB",
+            target=verdict(near, f"= {size / MB:.2f} MB (+ DVC's .dir listing)"),
+        ).compared_to(base_bytes),
+        Row(
+            f"bytes fetched by `dvc pull {info['path']}.dvc`",
+            f"that version: {size / MB:.2f} MB",
+            got["pull-one"] / MB,
+            "MB",
+        ).compared_to(base_bytes),
+    ]
     return rows

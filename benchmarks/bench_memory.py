@@ -49,11 +49,16 @@ def bench(fx: Fixtures, runs: int) -> list[Row]:
     for i in range(1, runs + 1):
         floor.append(measure_usage([sys.executable, "-c", FLOOR], repo))
         by_hand.append(measure_usage([sys.executable, "-c", BY_HAND, str(source)], repo))
-        release.append(measure_usage([KGIT, "release", MODEL_NAME, "--from", "bench_fixtures:large_model", "-f", "keras"],
-                                     repo, env))
+        release.append(
+            measure_usage(
+                [KGIT, "release", MODEL_NAME, "--from", "bench_fixtures:large_model", "-f", "keras"], repo, env
+            )
+        )
         validate.append(measure_usage([KGIT, "validate", f"{MODEL_NAME}@v{i}", "--recheck"], repo))
-        log(f"memory run {i}: release {release[-1].max_rss / MB:.0f} MB / {release[-1].tree_peak / MB:.0f} MB, "
-            f"validate {validate[-1].max_rss / MB:.0f} MB / {validate[-1].tree_peak / MB:.0f} MB")
+        log(
+            f"memory run {i}: release {release[-1].max_rss / MB:.0f} MB / {release[-1].tree_peak / MB:.0f} MB, "
+            f"validate {validate[-1].max_rss / MB:.0f} MB / {validate[-1].tree_peak / MB:.0f} MB"
+        )
     from_file = measure_usage([KGIT, "release", MODEL_NAME, "--from", str(source), "-f", "keras"], repo)
     released = _size(repo, "v1")
     released_from_file = _size(repo, f"v{runs + 1}")
@@ -63,23 +68,46 @@ def bench(fx: Fixtures, runs: int) -> list[Row]:
         return statistics.median(getattr(u, attr) for u in values)
 
     base = baseline("model size (its released folder)", fixture, released / MB, "MB")
-    rows = [base,
-            Row("peak RSS of importing TensorFlow + Keras alone", "no model", med(floor, "max_rss") / MB, "MB",
-                runs=len(floor)).compared_to(base),
-            Row("peak RSS by hand: `keras.models.load_model` + predict, one process", fixture,
-                med(by_hand, "max_rss") / MB, "MB", runs=len(by_hand)).compared_to(base)]
-    for usages, cmd in ((release, "`kgit release` (model built in code: MODULE:FUNCTION)"),
-                        (validate, "`kgit validate NAME@VERSION --recheck`")):
+    rows = [
+        base,
+        Row(
+            "peak RSS of importing TensorFlow + Keras alone",
+            "no model",
+            med(floor, "max_rss") / MB,
+            "MB",
+            runs=len(floor),
+        ).compared_to(base),
+        Row(
+            "peak RSS by hand: `keras.models.load_model` + predict, one process",
+            fixture,
+            med(by_hand, "max_rss") / MB,
+            "MB",
+            runs=len(by_hand),
+        ).compared_to(base),
+    ]
+    for usages, cmd in (
+        (release, "`kgit release` (model built in code: MODULE:FUNCTION)"),
+        (validate, "`kgit validate NAME@VERSION --recheck`"),
+    ):
         n = len(usages)
         rows += [
-            Row(f"{cmd}: peak RSS, largest process", fixture, med(usages, "max_rss") / MB, "MB", runs=n).compared_to(base),
-            Row(f"{cmd}: peak RSS, whole process tree", fixture, med(usages, "tree_peak") / MB, "MB", runs=n).compared_to(base),
+            Row(f"{cmd}: peak RSS, largest process", fixture, med(usages, "max_rss") / MB, "MB", runs=n).compared_to(
+                base
+            ),
+            Row(
+                f"{cmd}: peak RSS, whole process tree", fixture, med(usages, "tree_peak") / MB, "MB", runs=n
+            ).compared_to(base),
             Row(f"{cmd}: wall time (TensorFlow start-up included)", fixture, med(usages, "seconds"), "s", runs=n),
         ]
     cmd = f"`kgit release --from {source.name}`"
     rows += [
-        Row(f"{cmd}: size of the released folder", f"{source.name}: {source.stat().st_size / MB:.0f} MB",
-            released_from_file / MB, "MB", runs=1).compared_to(base),
+        Row(
+            f"{cmd}: size of the released folder",
+            f"{source.name}: {source.stat().st_size / MB:.0f} MB",
+            released_from_file / MB,
+            "MB",
+            runs=1,
+        ).compared_to(base),
         Row(f"{cmd}: peak RSS, largest process", fixture, from_file.max_rss / MB, "MB", runs=1).compared_to(base),
         Row(f"{cmd}: peak RSS, whole process tree", fixture, from_file.tree_peak / MB, "MB", runs=1).compared_to(base),
         Row(f"{cmd}: wall time (TensorFlow start-up included)", fixture, from_file.seconds, "s", runs=1),

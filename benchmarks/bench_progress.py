@@ -92,8 +92,13 @@ def push_once(repo: Path, oid: str, store: Path, mode: str, total: int) -> tuple
     with Terminal() if mode == "bar" else contextlib.nullcontext():  # the terminal is there before the push
         t0, c0 = time.perf_counter(), cpu()
         if mode == "dvc-push":
-            subprocess.run([sys.executable, "-m", "dvc", "push", "-q", "data.dvc"], cwd=repo, check=True,
-                           stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            subprocess.run(
+                [sys.executable, "-m", "dvc", "push", "-q", "data.dvc"],
+                cwd=repo,
+                check=True,
+                stdin=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
         elif mode == "bar":
             with progress.Meter("uploading", total, show=True) as meter:
                 dvc_ops.push(repo, [oid], "kgit", meter)
@@ -143,23 +148,31 @@ def main() -> None:
         for mode in modes:  # warm-up, untimed: imports, page cache
             push_once(repo, oid, base / "store", mode, total)
         for i in range(args.runs):
-            for mode in modes[i % 3:] + modes[:i % 3]:
+            for mode in modes[i % 3 :] + modes[: i % 3]:
                 times[mode].append(push_once(repo, oid, base / "store", mode, total))
-        print(f"push of {total / MIB:.0f} MiB ({args.mb} MiB file + 64 x 1 MiB) to a local-folder remote, "
-              f"median of {args.runs}:")
+        print(
+            f"push of {total / MIB:.0f} MiB ({args.mb} MiB file + 64 x 1 MiB) to a local-folder remote, "
+            f"median of {args.runs}:"
+        )
         med = {m: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for m, v in times.items()}
         best = {m: (min(w for w, _ in v), min(c for _, c in v)) for m, v in times.items()}
         for mode in modes:
-            print(f"  {mode:9s} wall {med[mode][0]:6.2f} s (best {best[mode][0]:5.2f})  cpu {med[mode][1]:6.2f} s "
-                  f"(best {best[mode][1]:5.2f})  runs: {', '.join(f'{w:.2f}' for w, _ in times[mode])}")
-        print(f"  bar against none: median wall {med['bar'][0] / med['none'][0]:.3f}x, cpu "
-              f"{med['bar'][1] / med['none'][1]:.3f}x; best wall {best['bar'][0] / best['none'][0]:.3f}x, "
-              f"cpu {best['bar'][1] / best['none'][1]:.3f}x")
+            print(
+                f"  {mode:9s} wall {med[mode][0]:6.2f} s (best {best[mode][0]:5.2f})  cpu {med[mode][1]:6.2f} s "
+                f"(best {best[mode][1]:5.2f})  runs: {', '.join(f'{w:.2f}' for w, _ in times[mode])}"
+            )
+        print(
+            f"  bar against none: median wall {med['bar'][0] / med['none'][0]:.3f}x, cpu "
+            f"{med['bar'][1] / med['none'][1]:.3f}x; best wall {best['bar'][0] / best['none'][0]:.3f}x, "
+            f"cpu {best['bar'][1] / best['none'][1]:.3f}x"
+        )
         drawn, counted = update_cost()
         per_gib = drawn * 1024 / 1e3
-        print(f"  one Meter.add: {drawn:.1f} us with the bar drawn, {counted:.1f} us without; at one per MiB: "
-              f"{per_gib:.1f} ms per GiB, {per_gib / 1e3 / best['none'][0] * (total / (1 << 30)) * 100:.2f}% of the best "
-              f"push above")
+        print(
+            f"  one Meter.add: {drawn:.1f} us with the bar drawn, {counted:.1f} us without; at one per MiB: "
+            f"{per_gib:.1f} ms per GiB, {per_gib / 1e3 / best['none'][0] * (total / (1 << 30)) * 100:.2f}% of the best "
+            f"push above"
+        )
         print(f"  the display's redraws: {redraw_cost():.1f} ms of CPU per second shown")
 
 

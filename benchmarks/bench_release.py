@@ -57,12 +57,17 @@ def bench(fx: Fixtures, runs: int) -> list[Row]:
         log(f"release ({mode}): {data['total']:.2f}s")
         return float(data["total"])
 
-    t = timed_interleaved(runs, {"manual": lambda: one("manual"), "kgit": lambda: one("kgit")},
-                          warmup=False, cap_slow=False)
+    t = timed_interleaved(
+        runs, {"manual": lambda: one("manual"), "kgit": lambda: one("kgit")}, warmup=False, cap_slow=False
+    )
     base = timing_baseline("release by hand (save, metadata, fresh-process check, dvc add, git)", fixture, t["manual"])
     ratio = t["kgit"].median / t["manual"].median
-    rows = [base, timing_row("`kgit.release(model, ...)`", fixture, t["kgit"], base,
-                             verdict(ratio <= TARGET, f"<= {TARGET:.2f}x"))]
+    rows = [
+        base,
+        timing_row(
+            "`kgit.release(model, ...)`", fixture, t["kgit"], base, verdict(ratio <= TARGET, f"<= {TARGET:.2f}x")
+        ),
+    ]
     manual = {p: statistics.median(r[p] for r in phases["manual"]) for p in MANUAL_PHASES}
     for phase, what in KGIT_PHASES:
         value = statistics.median(r.get(phase, 0.0) for r in phases["kgit"])
@@ -74,8 +79,21 @@ def bench(fx: Fixtures, runs: int) -> list[Row]:
         rows.append(Row(f"  by hand phase: {phase}", fixture, manual[phase], runs=len(phases["manual"])))
     # the whole process: Python, TensorFlow, building the model, then the release (and its children)
     peaks = {m: statistics.median(u.tree_peak for u in usage[m]) / MB for m in usage}
-    base_mem = baseline("peak RSS, release by hand (process tree, model built in it)", fixture,
-                        peaks["manual"], "MB", len(usage["manual"]))
-    rows += [base_mem, Row("peak RSS, `kgit.release` (process tree, model built in it)", fixture,
-                           peaks["kgit"], "MB", runs=len(usage["kgit"])).compared_to(base_mem)]
+    base_mem = baseline(
+        "peak RSS, release by hand (process tree, model built in it)",
+        fixture,
+        peaks["manual"],
+        "MB",
+        len(usage["manual"]),
+    )
+    rows += [
+        base_mem,
+        Row(
+            "peak RSS, `kgit.release` (process tree, model built in it)",
+            fixture,
+            peaks["kgit"],
+            "MB",
+            runs=len(usage["kgit"]),
+        ).compared_to(base_mem),
+    ]
     return rows

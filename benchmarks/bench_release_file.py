@@ -38,8 +38,11 @@ def compare(fx: Fixtures, source: Path, fixture: str, runs: int, label: str) -> 
     def one(mode: str) -> None:
         count[0] += 1
         repo = fx.copy_of_empty(f"{label}-{mode}-{count[0]}")
-        cmd = ([sys.executable, str(BY_HAND), str(source), str(repo), NAME] if mode == "hand"
-               else [KGIT, "release", NAME, "--from", str(source), "-f", "keras"])
+        cmd = (
+            [sys.executable, str(BY_HAND), str(source), str(repo), NAME]
+            if mode == "hand"
+            else [KGIT, "release", NAME, "--from", str(source), "-f", "keras"]
+        )
         u = measure_usage(cmd, repo, env())
         usage[mode].append(u)
         remove(repo)
@@ -53,16 +56,32 @@ def compare(fx: Fixtures, source: Path, fixture: str, runs: int, label: str) -> 
         return statistics.median(getattr(u, attr) for u in usage[mode])
 
     ratio = med("kgit", "seconds") / med("hand", "seconds")
-    base = baseline("by hand, one process (load, save, reference, metadata, fresh-process check, dvc add, git)",
-                    fixture, med("hand", "seconds"), "s", runs)
-    rows = [base,
-            Row(f"`kgit release {NAME} --from FILE -f keras`", fixture, med("kgit", "seconds"), "s", runs=runs,
-                target=verdict(ratio <= TARGET, f"<= {TARGET:.2f}x")).compared_to(base)]
+    base = baseline(
+        "by hand, one process (load, save, reference, metadata, fresh-process check, dvc add, git)",
+        fixture,
+        med("hand", "seconds"),
+        "s",
+        runs,
+    )
+    rows = [
+        base,
+        Row(
+            f"`kgit release {NAME} --from FILE -f keras`",
+            fixture,
+            med("kgit", "seconds"),
+            "s",
+            runs=runs,
+            target=verdict(ratio <= TARGET, f"<= {TARGET:.2f}x"),
+        ).compared_to(base),
+    ]
     cpu = baseline("CPU time by hand (process and children)", fixture, med("hand", "cpu"), "s", runs)
     rows += [cpu, Row("CPU time `kgit release`", fixture, med("kgit", "cpu"), "s", runs=runs).compared_to(cpu)]
     for attr, what in (("tree_peak", "whole process tree"), ("max_rss", "largest process")):
         b = baseline(f"peak RSS by hand, {what}", fixture, med("hand", attr) / MB, "MB", runs)
-        rows += [b, Row(f"peak RSS `kgit release`, {what}", fixture, med("kgit", attr) / MB, "MB", runs=runs).compared_to(b)]
+        rows += [
+            b,
+            Row(f"peak RSS `kgit release`, {what}", fixture, med("kgit", attr) / MB, "MB", runs=runs).compared_to(b),
+        ]
     return rows
 
 
@@ -73,8 +92,11 @@ def breakdown(fx: Fixtures, source: Path, fixture: str, runs: int, label: str) -
         for mode in ("hand", "kgit"):
             repo = fx.copy_of_empty(f"{label}-steps-{mode}-{i}")
             result = repo.parent / f"{label}-steps-{mode}-{i}.json"
-            cmd = ([sys.executable, str(BY_HAND), str(source), str(repo), NAME, str(result)] if mode == "hand"
-                   else [sys.executable, str(WORKER), "kgit-file", str(repo), str(result), str(source)])
+            cmd = (
+                [sys.executable, str(BY_HAND), str(source), str(repo), NAME, str(result)]
+                if mode == "hand"
+                else [sys.executable, str(WORKER), "kgit-file", str(repo), str(result), str(source)]
+            )
             measure_usage(cmd, repo, env())
             found[mode].append(json.loads(result.read_text())["phases"])
             remove(repo)
@@ -89,7 +111,9 @@ def breakdown(fx: Fixtures, source: Path, fixture: str, runs: int, label: str) -
 def bench(fx: Fixtures, runs: int) -> list[Row]:
     source = fx.large_model_file()
     fixture = describe(LARGE) + " (.keras file)"
-    return compare(fx, source, fixture, runs, "release-file") + breakdown(fx, source, fixture, max(1, runs // 2), "release-file")
+    return compare(fx, source, fixture, runs, "release-file") + breakdown(
+        fx, source, fixture, max(1, runs // 2), "release-file"
+    )
 
 
 # ~1 GB of weights: 16000 inputs -> 16000 outputs, 256,016,000 float32 parameters
@@ -103,6 +127,8 @@ def large(fx: Fixtures, runs: int) -> list[Row]:
     if not source.exists():
         log(f"building a {describe(HUGE)} (.keras)")
         code = f"from bench_fixtures import dense_model; dense_model(*{HUGE!r}).save({str(source)!r})"
-        measure_usage([sys.executable, "-c", code], fx.base, tool_env(PYTHONPATH=f"{HERE}{os.pathsep}{env()['PYTHONPATH']}"))
+        measure_usage(
+            [sys.executable, "-c", code], fx.base, tool_env(PYTHONPATH=f"{HERE}{os.pathsep}{env()['PYTHONPATH']}")
+        )
     fixture = describe(HUGE) + f" (.keras file, {source.stat().st_size / MB:,.0f} MB)"
     return compare(fx, source, fixture, runs, "release-huge") + breakdown(fx, source, fixture, 1, "release-huge")

@@ -32,12 +32,16 @@ def dense_model(mb: float):  # type: ignore[no-untyped-def]
 
     keras.utils.set_random_seed(0)
     width = int(((mb * MB / 4) / 3) ** 0.5)  # three width x width layers
-    model = keras.Sequential([keras.Input((width,), name="x")]
-                             + [keras.layers.Dense(width, activation="relu") for _ in range(3)]
-                             + [keras.layers.Dense(4)])
+    model = keras.Sequential(
+        [keras.Input((width,), name="x")]
+        + [keras.layers.Dense(width, activation="relu") for _ in range(3)]
+        + [keras.layers.Dense(4)]
+    )
     model.compile(optimizer="adam", loss="mse")
     rng = np.random.default_rng(0)
-    model.train_on_batch(rng.standard_normal((8, width)).astype("float32"), rng.standard_normal((8, 4)).astype("float32"))
+    model.train_on_batch(
+        rng.standard_normal((8, width)).astype("float32"), rng.standard_normal((8, 4)).astype("float32")
+    )
     return model
 
 

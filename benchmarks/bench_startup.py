@@ -43,15 +43,20 @@ def bench(fx: Fixtures, runs: int) -> list[Row]:
     # GTO takes many seconds here: its runs are capped (see bench_util.SLOW), kgit's are not
     gto_show = timed(runs, lambda: run([GTO, "show"], repo))
     gto_one = timed(runs, lambda: run([GTO, "show", gto_ref], repo))
-    t = timed_interleaved(runs, {
-        "list": lambda: run([KGIT, "list"], repo),
-        "json": lambda: run([KGIT, "list", "--json"], repo),
-        "show": lambda: run([KGIT, "show", f"{MODEL}@{mid}"], repo),
-    })
+    t = timed_interleaved(
+        runs,
+        {
+            "list": lambda: run([KGIT, "list"], repo),
+            "json": lambda: run([KGIT, "list", "--json"], repo),
+            "show": lambda: run([KGIT, "show", f"{MODEL}@{mid}"], repo),
+        },
+    )
     base = timing_baseline("`gto show`", fixture, gto_show)
-    rows += [base,
-             timing_row("`kgit list`", fixture, t["list"], base, _target(t["list"].median)),
-             timing_row("`kgit list --json`", fixture, t["json"], base, _target(t["json"].median))]
+    rows += [
+        base,
+        timing_row("`kgit list`", fixture, t["list"], base, _target(t["list"].median)),
+        timing_row("`kgit list --json`", fixture, t["json"], base, _target(t["json"].median)),
+    ]
     base = timing_baseline(f"`gto show {gto_ref}`", fixture, gto_one)
     rows += [base, timing_row(f"`kgit show {MODEL}@{mid}`", fixture, t["show"], base, _target(t["show"].median))]
     return rows

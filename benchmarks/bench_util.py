@@ -88,22 +88,38 @@ def run(cmd: Sequence[str], cwd: Path, stdin: str | None = None, env: dict[str, 
     return run_capture(cmd, cwd, stdin, env)[0]
 
 
-def run_capture(cmd: Sequence[str], cwd: Path, stdin: str | None = None,
-                env: dict[str, str] | None = None) -> tuple[float, str]:
+def run_capture(
+    cmd: Sequence[str], cwd: Path, stdin: str | None = None, env: dict[str, str] | None = None
+) -> tuple[float, str]:
     """Seconds ``cmd`` took, and its stderr; stops the benchmark with its output if it fails."""
     t0 = time.perf_counter()
-    proc = subprocess.run(list(cmd), cwd=cwd, input=stdin, capture_output=True, text=True,
-                          env=env or tool_env(), stdin=None if stdin is not None else subprocess.DEVNULL)
+    proc = subprocess.run(
+        list(cmd),
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env or tool_env(),
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+    )
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0:
-        raise CommandFailed(f"benchmark command failed (exit {proc.returncode}): {' '.join(cmd)} in {cwd}\n"
-                            f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        raise CommandFailed(
+            f"benchmark command failed (exit {proc.returncode}): {' '.join(cmd)} in {cwd}\n"
+            f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
     return elapsed, proc.stderr
 
 
 def git(cwd: Path, *args: str, stdin: str | None = None) -> str:
-    proc = subprocess.run(["git", *args], cwd=cwd, input=stdin, capture_output=True, text=True,
-                          stdin=None if stdin is not None else subprocess.DEVNULL)
+    proc = subprocess.run(
+        ["git", *args],
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+    )
     if proc.returncode != 0:
         raise CommandFailed(f"git {' '.join(args)} failed in {cwd}: {proc.stderr.strip()}")
     return proc.stdout.strip()
@@ -129,8 +145,9 @@ def timed(runs: int, fn: Callable[[], float], warmup: bool = True) -> Timing:
     return Timing(statistics.median(values), len(values))
 
 
-def timed_interleaved(runs: int, fns: dict[str, Callable[[], float]], warmup: bool = True,
-                      cap_slow: bool = True) -> dict[str, Timing]:
+def timed_interleaved(
+    runs: int, fns: dict[str, Callable[[], float]], warmup: bool = True, cap_slow: bool = True
+) -> dict[str, Timing]:
     """Medians of several measurements run in turns (A B A B ...), so that the machine's slow and
     fast moments are shared out evenly between them. The first round is a warm-up unless
     ``warmup`` is false or a measurement in it took longer than SLOW (then it counts, and there
@@ -190,8 +207,14 @@ def measure_usage(cmd: Sequence[str], cwd: Path, env: dict[str, str] | None = No
         rss_file, out_file, err_file = Path(tmp) / "maxrss", Path(tmp) / "out", Path(tmp) / "err"
         with open(out_file, "wb") as out, open(err_file, "wb") as err:
             t0 = time.perf_counter()
-            launcher = subprocess.Popen([sys.executable, "-c", _LAUNCHER, str(rss_file), *cmd], cwd=cwd,
-                                        env=env or tool_env(), stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+            launcher = subprocess.Popen(
+                [sys.executable, "-c", _LAUNCHER, str(rss_file), *cmd],
+                cwd=cwd,
+                env=env or tool_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+            )
             peak = 0
             try:
                 root = psutil.Process(launcher.pid)
@@ -212,7 +235,9 @@ def measure_usage(cmd: Sequence[str], cwd: Path, env: dict[str, str] | None = No
                 time.sleep(interval)
             elapsed = time.perf_counter() - t0
         if launcher.returncode != 0 or not rss_file.exists():
-            raise CommandFailed(f"benchmark command failed (exit {launcher.returncode}): {' '.join(cmd)} in {cwd}\n"
-                                f"{out_file.read_text(errors='replace')[-3000:]}\n{err_file.read_text(errors='replace')[-3000:]}")
+            raise CommandFailed(
+                f"benchmark command failed (exit {launcher.returncode}): {' '.join(cmd)} in {cwd}\n"
+                f"{out_file.read_text(errors='replace')[-3000:]}\n{err_file.read_text(errors='replace')[-3000:]}"
+            )
         rss_kb, cpu = rss_file.read_text().split()
     return Usage(elapsed, float(rss_kb) * 1024.0, float(peak), float(cpu))  # ru_maxrss is in KB on Linux

@@ -62,13 +62,25 @@ def main(argv: list[str]) -> int:
     inputs = np.random.default_rng(0).standard_normal((3, *shape)).astype("float32")
     outputs = np.asarray(model(inputs, training=False))
     np.savez(folder / "reference.npz", inputs=inputs, outputs=outputs)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
-    (folder / "metadata.json").write_text(json.dumps({
-        "name": name, "version": "v1", "format": "keras", "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "git_commit": commit, "optimizer": type(model.optimizer).__name__ if model.optimizer else None,
-        "libraries": {"tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__},
-        "inputs": [list(inputs.shape[1:]), "float32"], "outputs": [list(outputs.shape[1:]), "float32"],
-    }, indent=2))
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    (folder / "metadata.json").write_text(
+        json.dumps(
+            {
+                "name": name,
+                "version": "v1",
+                "format": "keras",
+                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "git_commit": commit,
+                "optimizer": type(model.optimizer).__name__ if model.optimizer else None,
+                "libraries": {"tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__},
+                "inputs": [list(inputs.shape[1:]), "float32"],
+                "outputs": [list(outputs.shape[1:]), "float32"],
+            },
+            indent=2,
+        )
+    )
     lap("save")
     check = subprocess.run([sys.executable, "-c", CHECK, str(folder)], capture_output=True, text=True)
     if check.returncode != 0:
@@ -80,9 +92,11 @@ def main(argv: list[str]) -> int:
     with contextlib.redirect_stdout(io.StringIO()), DvcRepo(str(repo)) as dvc:
         dvc.add([str(rel)])
     lap("dvc add")
-    for args in (["add", f"{rel}.dvc", f"{rel.parent}/.gitignore"],
-                 ["commit", "-q", "--no-verify", "-m", f"Release {name} v1"],
-                 ["tag", "-a", f"{name}@v1.0.0", "-m", f"{name} v1"]):
+    for args in (
+        ["add", f"{rel}.dvc", f"{rel.parent}/.gitignore"],
+        ["commit", "-q", "--no-verify", "-m", f"Release {name} v1"],
+        ["tag", "-a", f"{name}@v1.0.0", "-m", f"{name} v1"],
+    ):
         subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
     lap("git")
     if len(argv) > 3:

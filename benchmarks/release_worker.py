@@ -68,6 +68,7 @@ def _kgit(model: Any, repo: Path, t0: float | None = None) -> dict[str, Any]:
                 extra[key] += time.perf_counter() - t0
                 if key == "hash":
                     hashing.append((t0, time.perf_counter()))
+
         return wrapper
 
     releasing.hash_folder = timing("hash", releasing.hash_folder)
@@ -81,9 +82,21 @@ def _kgit(model: Any, repo: Path, t0: float | None = None) -> dict[str, Any]:
     t0 = started if t0 is None else t0
     kgit.release(model, NAME, formats="keras", repo=repo, progress=lambda m: marks.append((time.perf_counter(), m)))
     end = time.perf_counter()
-    steps = {"start": "start", "loading": "prepare", "saving": "save", "validating": "validate", "tracking": "dvc add", "committing": "git"}
+    steps = {
+        "start": "start",
+        "loading": "prepare",
+        "saving": "save",
+        "validating": "validate",
+        "tracking": "dvc add",
+        "committing": "git",
+    }
     phases: dict[str, float] = {}
-    bounds = [*([(t0, "start")] if t0 < started else []), (started, "loading"), *[(t, m.split()[0]) for t, m in marks], (end, "")]
+    bounds = [
+        *([(t0, "start")] if t0 < started else []),
+        (started, "loading"),
+        *[(t, m.split()[0]) for t, m in marks],
+        (end, ""),
+    ]
     for (start, word), (stop, _next) in zip(bounds, bounds[1:]):
         phase = steps.get(word, "prepare")
         inside = sum(max(0.0, min(stop, b) - max(start, a)) for a, b in hashing)
@@ -112,16 +125,29 @@ def _manual(model: Any, repo: Path) -> dict[str, Any]:
     inputs = np.random.default_rng(0).standard_normal((3, LARGE[0])).astype("float32")
     outputs = np.asarray(model(inputs, training=False))
     np.savez(folder / "reference.npz", inputs=inputs, outputs=outputs)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout.strip()
     import keras
     import tensorflow as tf
 
-    (folder / "metadata.json").write_text(json.dumps({
-        "name": NAME, "version": "v1", "format": "keras", "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "git_commit": commit, "optimizer": type(model.optimizer).__name__, "loss": "mse",
-        "libraries": {"tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__},
-        "inputs": [list(inputs.shape[1:]), "float32"], "outputs": [list(outputs.shape[1:]), "float32"],
-    }, indent=2))
+    (folder / "metadata.json").write_text(
+        json.dumps(
+            {
+                "name": NAME,
+                "version": "v1",
+                "format": "keras",
+                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "git_commit": commit,
+                "optimizer": type(model.optimizer).__name__,
+                "loss": "mse",
+                "libraries": {"tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__},
+                "inputs": [list(inputs.shape[1:]), "float32"],
+                "outputs": [list(outputs.shape[1:]), "float32"],
+            },
+            indent=2,
+        )
+    )
     lap("save")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     check = subprocess.run([sys.executable, "-c", CHECK, str(folder)], env=env, capture_output=True, text=True)
@@ -138,9 +164,11 @@ def _manual(model: Any, repo: Path) -> dict[str, Any]:
     finally:
         os.chdir(cwd)
     lap("dvc add")
-    for args in (["add", f"{rel}.dvc", f"{rel.parent}/.gitignore"],
-                 ["commit", "-q", "--no-verify", "-m", f"Release {NAME} v1"],
-                 ["tag", "-a", f"{NAME}@v1.0.0", "-m", f"{NAME} v1"]):
+    for args in (
+        ["add", f"{rel}.dvc", f"{rel.parent}/.gitignore"],
+        ["commit", "-q", "--no-verify", "-m", f"Release {NAME} v1"],
+        ["tag", "-a", f"{NAME}@v1.0.0", "-m", f"{NAME} v1"],
+    ):
         subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
     lap("git")
     return {"total": time.perf_counter() - t0, "phases": phases}

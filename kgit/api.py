@@ -33,10 +33,41 @@ if TYPE_CHECKING:
     from kgit.workflow.roundtrip import FolderResult
     from kgit.workflow.stages import StageChange
 
-__all__ = ["release", "load", "get", "diff", "list_releases", "show", "init", "validate", "promote", "rollback",
-           "demote", "deprecate", "history", "holders_at", "verify", "check", "report", "ReleaseRecord", "ReleaseView",
-           "hooks_install", "hooks_uninstall", "run_hook", "server_install", "server_uninstall",
-           "keys_init", "keys_trust", "keys_accept", "keys_policy", "keys_list", "demo", "serve_layout", "compat", "compat_quick"]
+__all__ = [
+    "release",
+    "load",
+    "get",
+    "diff",
+    "list_releases",
+    "show",
+    "init",
+    "validate",
+    "promote",
+    "rollback",
+    "demote",
+    "deprecate",
+    "history",
+    "holders_at",
+    "verify",
+    "check",
+    "report",
+    "ReleaseRecord",
+    "ReleaseView",
+    "hooks_install",
+    "hooks_uninstall",
+    "run_hook",
+    "server_install",
+    "server_uninstall",
+    "keys_init",
+    "keys_trust",
+    "keys_accept",
+    "keys_policy",
+    "keys_list",
+    "demo",
+    "serve_layout",
+    "compat",
+    "compat_quick",
+]
 
 PathLike = str | os.PathLike[str]
 
@@ -86,8 +117,9 @@ def run_hook(name: str, args: list[str], stdin_text: str) -> int:
     return client_hooks.run_hook(name, args, stdin_text)
 
 
-def server_install(bare_repo: PathLike, dvc_remote: str | None = None,
-                   dvc_remote_options: dict[str, str] | None = None) -> list[str]:
+def server_install(
+    bare_repo: PathLike, dvc_remote: str | None = None, dvc_remote_options: dict[str, str] | None = None
+) -> list[str]:
     """Install kgit's pre-receive hook in a bare repository; what changed. ``dvc_remote_options``:
     the remote's DVC settings (endpoint, region...) the hook needs to check data presence."""
     from kgit.guard import server
@@ -122,13 +154,21 @@ class ReleaseView:
 
     def to_dict(self) -> dict[str, Any]:
         rel = self.release
-        return {"tag": rel.tag, "release_commit": rel.commit, "formats": rel.formats, "stages": rel.stages,
-                "deprecated": rel.deprecated, "deprecation_note": self.deprecation_note, **self.metadata.to_dict(),
-                "compat": [c.to_dict() for c in rel.compat]}
+        return {
+            "tag": rel.tag,
+            "release_commit": rel.commit,
+            "formats": rel.formats,
+            "stages": rel.stages,
+            "deprecated": rel.deprecated,
+            "deprecation_note": self.deprecation_note,
+            **self.metadata.to_dict(),
+            "compat": [c.to_dict() for c in rel.compat],
+        }
 
 
-def list_releases(name: str | None = None, repo: PathLike = ".", *,
-                  sort: str | None = None, columns: Sequence[str] = ()) -> list[catalog.Release]:
+def list_releases(
+    name: str | None = None, repo: PathLike = ".", *, sort: str | None = None, columns: Sequence[str] = ()
+) -> list[catalog.Release]:
     """Every release (of one model if ``name``), from git tags alone; with ``sort`` (a metric key),
     best first (direction from ``.kgit/gates.yaml``, else from the key's name: ``*loss``, ``*error``,
     ``*mae``, ``*mse``, ``*rmse`` lower is better, others higher), those without it last.
@@ -177,8 +217,9 @@ def read_params_file(file: PathLike) -> dict[str, Any]:
     return dict(loaded or {})
 
 
-def show(ref: str, version: str | None = None, *, stage: str | None = None, format: str | None = None,
-         repo: PathLike = ".") -> ReleaseView:
+def show(
+    ref: str, version: str | None = None, *, stage: str | None = None, format: str | None = None, repo: PathLike = "."
+) -> ReleaseView:
     """A release and the metadata of one of its formats (default: the first), with the note it was
     deprecated with, if any; from git alone (works before `dvc pull`)."""
     git = Repo(repo)
@@ -192,8 +233,15 @@ def show(ref: str, version: str | None = None, *, stage: str | None = None, form
     return view
 
 
-def get(ref: str, version: str | None = None, *, stage: str | None = None, formats: list[str] | None = None,
-        repo: PathLike = ".", progress: bool | None = None) -> Fetched:
+def get(
+    ref: str,
+    version: str | None = None,
+    *,
+    stage: str | None = None,
+    formats: list[str] | None = None,
+    repo: PathLike = ".",
+    progress: bool | None = None,
+) -> Fetched:
     """Fetch a release's data from the DVC remote (only that version's bytes), verified.
 
     ``progress``: draw bytes, rate and time left on stderr (True), never (False), or only when
@@ -203,9 +251,17 @@ def get(ref: str, version: str | None = None, *, stage: str | None = None, forma
     return fetch.get(*release_ref(ref, version, stage), formats=formats, repo=Repo(repo), progress=progress)
 
 
-def load(ref: str, version: str | None = None, *, stage: str | None = None, format: str | None = None,
-         repo: PathLike = ".", custom_objects: dict[str, Any] | None = None, progress: bool | None = None,
-         unsafe: bool = False) -> Any:
+def load(
+    ref: str,
+    version: str | None = None,
+    *,
+    stage: str | None = None,
+    format: str | None = None,
+    repo: PathLike = ".",
+    custom_objects: dict[str, Any] | None = None,
+    progress: bool | None = None,
+    unsafe: bool = False,
+) -> Any:
     """The Keras model of a release, fetched first if its data is not here, and verified.
 
     Full-model formats (savedmodel, keras, h5) come back compiled with their optimizer state, so
@@ -218,8 +274,9 @@ def load(ref: str, version: str | None = None, *, stage: str | None = None, form
     from kgit.workflow import fetch
 
     name, selector = release_ref(ref, version, stage)
-    return fetch.load_model(Repo(repo), name, selector, format, custom_objects=custom_objects, progress=progress,
-                            unsafe=unsafe)
+    return fetch.load_model(
+        Repo(repo), name, selector, format, custom_objects=custom_objects, progress=progress, unsafe=unsafe
+    )
 
 
 def diff(ref_a: str, ref_b: str, *, metrics: Sequence[str] = (), repo: PathLike = ".") -> dict[str, Any]:
@@ -232,8 +289,15 @@ def diff(ref_a: str, ref_b: str, *, metrics: Sequence[str] = (), repo: PathLike 
 
 
 # -- serving -----------------------------------------------------------------------------------
-def serve_layout(refs: list[str] | str, out: PathLike, *, base_path: str | None = None,
-                 copy: bool = False, tf_serving_version: str | None = None, repo: PathLike = ".") -> Layout:
+def serve_layout(
+    refs: list[str] | str,
+    out: PathLike,
+    *,
+    base_path: str | None = None,
+    copy: bool = False,
+    tf_serving_version: str | None = None,
+    repo: PathLike = ".",
+) -> Layout:
     """Lay out releases (``NAME``: every version in a stage, ``NAME#STAGE``, ``NAME@VERSION``) in
     ``out`` as TensorFlow Serving reads them (``out/NAME/<integer>/``, ``out/models.config`` with the
     stages as version labels), in sync with the selection: see kgit.serving.layout.
@@ -243,13 +307,23 @@ def serve_layout(refs: list[str] | str, out: PathLike, *, base_path: str | None 
     from kgit.serving import layout
 
     refs = [refs] if isinstance(refs, str) else list(refs)
-    return layout.layout(Repo(repo), refs, Path(out), base_path=base_path, copy=copy,
-                         tf_serving_version=tf_serving_version)
+    return layout.layout(
+        Repo(repo), refs, Path(out), base_path=base_path, copy=copy, tf_serving_version=tf_serving_version
+    )
 
 
 # -- compatibility ----------------------------------------------------------------------------
-def compat(ref: str, *, with_: Sequence[str] = (), envs: Sequence[str] = (), version: str | None = None,
-           record: bool = True, unsafe: bool = False, repo: PathLike = ".", log: Any = None) -> CompatReport:
+def compat(
+    ref: str,
+    *,
+    with_: Sequence[str] = (),
+    envs: Sequence[str] = (),
+    version: str | None = None,
+    record: bool = True,
+    unsafe: bool = False,
+    repo: PathLike = ".",
+    log: Any = None,
+) -> CompatReport:
     """Does a release load in other environments? ``with_``: package specifiers forming one
     environment (``["keras==3.12.*", "tensorflow==2.21.*"]``); ``envs``: names from
     ``.kgit/compat.yaml``, one environment each. Each is made with uv (cached by what it resolves
@@ -264,8 +338,9 @@ def compat(ref: str, *, with_: Sequence[str] = (), envs: Sequence[str] = (), ver
     return checking.check(git, name, selector, requests, record=record, unsafe=unsafe, log=log)
 
 
-def compat_quick(ref: str, *, with_: Sequence[str] = (), envs: Sequence[str] = (), version: str | None = None,
-                 repo: PathLike = ".") -> QuickReport:
+def compat_quick(
+    ref: str, *, with_: Sequence[str] = (), envs: Sequence[str] = (), version: str | None = None, repo: PathLike = "."
+) -> QuickReport:
     """``kgit compat --quick``: the release's model configuration against each target Keras version's
     own source (its wheel, downloaded once into kgit's cache and read without importing it): the
     layer classes, arguments and dtype policies that version does not have. No environment is made."""
@@ -277,9 +352,17 @@ def compat_quick(ref: str, *, with_: Sequence[str] = (), envs: Sequence[str] = (
 
 
 # -- life cycle --------------------------------------------------------------------------------
-def promote(ref: str, stage: str, *, version: str | None = None, note: str | None = None,
-            require: Sequence[str] = (), require_better: Sequence[str] = (), repo: PathLike = ".",
-            progress: Any = None) -> StageChange:
+def promote(
+    ref: str,
+    stage: str,
+    *,
+    version: str | None = None,
+    note: str | None = None,
+    require: Sequence[str] = (),
+    require_better: Sequence[str] = (),
+    repo: PathLike = ".",
+    progress: Any = None,
+) -> StageChange:
     """Put a release in ``stage`` (e.g. "prod"); validates it first if needed.
 
     Refused (kgit.registry.gates.GateError) unless its metrics pass each ``require`` rule ("val.accuracy>=0.9"),
@@ -289,12 +372,14 @@ def promote(ref: str, stage: str, *, version: str | None = None, note: str | Non
     from kgit.workflow import stages
 
     name, selector = release_ref(ref, version)
-    return stages.promote(Repo(repo), name, selector, stage, note=note, progress=progress, require=require,
-                          require_better=require_better)
+    return stages.promote(
+        Repo(repo), name, selector, stage, note=note, progress=progress, require=require, require_better=require_better
+    )
 
 
-def rollback(name: str, stage: str, *, to: str | None = None, note: str | None = None, repo: PathLike = ".",
-             progress: Any = None) -> StageChange:
+def rollback(
+    name: str, stage: str, *, to: str | None = None, note: str | None = None, repo: PathLike = ".", progress: Any = None
+) -> StageChange:
     """Put back in ``stage`` a version of model ``name`` that held it before: ``to`` (e.g. "v2"), or
     by default the one that held it before the current (or last, if demoted) holder. Validates it
     first if needed. The stage's gates apply as to ``promote``, except the require_better rules of
@@ -340,12 +425,14 @@ def history(name: str, *, stage: str | None = None, repo: PathLike = ".") -> lis
         raise catalog.no_model(git, name)
     rolled = stage_checks.rollbacks(git, reg, name)
     notes = stage_checks.event_notes(git, [name])
-    return [replace(e, event="rolled back" if e.tag in rolled else e.event, note=notes.get(e.tag))
-            for e in reg.events if stage is None or e.stage == stage]
+    return [
+        replace(e, event="rolled back" if e.tag in rolled else e.event, note=notes.get(e.tag))
+        for e in reg.events
+        if stage is None or e.stage == stage
+    ]
 
 
-def holders_at(name: str, at: str | datetime, *, stage: str | None = None,
-               repo: PathLike = ".") -> list[Holding]:
+def holders_at(name: str, at: str | datetime, *, stage: str | None = None, repo: PathLike = ".") -> list[Holding]:
     """Which version held each stage of model ``name`` (or only ``stage``) at the moment ``at``
     ("2026-11-01 12:00" in local time, ISO 8601 with a zone, or an aware datetime), with the event
     that put it there (who, when, note), from the stage tags and their tagger dates alone
@@ -370,9 +457,16 @@ def report(names: list[str] | None = None, *, out: PathLike = "kgit-report", rep
 
 
 # -- checks ------------------------------------------------------------------------------------
-def validate(refs: list[str] | None = None, *, all: bool = False, formats: list[str] | None = None,
-             recheck: bool = False, repo: PathLike = ".", progress: Any = None,
-             unsafe: bool = False) -> list[FolderResult]:
+def validate(
+    refs: list[str] | None = None,
+    *,
+    all: bool = False,
+    formats: list[str] | None = None,
+    recheck: bool = False,
+    repo: PathLike = ".",
+    progress: Any = None,
+    unsafe: bool = False,
+) -> list[FolderResult]:
     """Check released versions (see kgit.workflow.validating); returns one result per version and format.
     With ``all`` (or no ``refs``), every release; inside the pre-push hook's validation stage, the
     releases being pushed. ``formats``: only these formats of the releases ``refs`` names, whose
@@ -387,8 +481,9 @@ def validate(refs: list[str] | None = None, *, all: bool = False, formats: list[
         refs = None  # refused by targets_for: formats are checked in named releases
     elif all or not refs:
         refs = client_hooks.stage_targets()
-    return validating.check(git, validating.targets_for(git, refs, formats), use_record=not recheck,
-                            progress=progress, unsafe=unsafe)
+    return validating.check(
+        git, validating.targets_for(git, refs, formats), use_record=not recheck, progress=progress, unsafe=unsafe
+    )
 
 
 def verify(refs: list[str] | None = None, *, repo: PathLike = ".") -> list[FolderResult]:
@@ -408,8 +503,9 @@ def check(since: str | None = None, *, data: bool = True, repo: PathLike = ".") 
 
 
 # -- signing keys ------------------------------------------------------------------------------
-def keys_init(*, private_key: PathLike | None = None, name: str | None = None, require: bool = False,
-              repo: PathLike = ".") -> dict[str, Any]:
+def keys_init(
+    *, private_key: PathLike | None = None, name: str | None = None, require: bool = False, repo: PathLike = "."
+) -> dict[str, Any]:
     """Create (or register) this user's signing key; commit its public key and the policy."""
     from pathlib import Path
 
@@ -418,8 +514,9 @@ def keys_init(*, private_key: PathLike | None = None, name: str | None = None, r
 
     git = Repo(repo)
     with txn.writing(git):
-        return signing.init_keys(git, private_key=Path(private_key) if private_key else None, name=name,
-                                 require=require)
+        return signing.init_keys(
+            git, private_key=Path(private_key) if private_key else None, name=name, require=require
+        )
 
 
 def keys_trust(public_key: PathLike, *, name: str | None = None, repo: PathLike = ".") -> dict[str, Any]:

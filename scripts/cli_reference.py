@@ -69,11 +69,18 @@ def _param(param: Any) -> Param | None:
     if kind not in ("argument", "option") or getattr(param, "hidden", False):
         return None
     if kind == "argument":
-        return Param("argument", (str(param.name),), str(param.metavar or str(param.name).upper()),
-                     getattr(param, "help", None) or "", bool(param.required), _default(param))
+        return Param(
+            "argument",
+            (str(param.name),),
+            str(param.metavar or str(param.name).upper()),
+            getattr(param, "help", None) or "",
+            bool(param.required),
+            _default(param),
+        )
     metavar = "" if param.is_flag or param.count else str(param.metavar or str(param.name).upper())
-    return Param("option", (*param.opts, *param.secondary_opts), metavar, param.help or "",
-                 bool(param.required), _default(param))
+    return Param(
+        "option", (*param.opts, *param.secondary_opts), metavar, param.help or "", bool(param.required), _default(param)
+    )
 
 
 def _command(cmd: Any, path: tuple[str, ...]) -> Command:

@@ -118,9 +118,17 @@ def index_page(top: Command, cmds: list[Command]) -> str:
     if notes:
         lines += [notes, ""]
     lines += ["## Commands", "", *_commands_table(cmds), ""]
-    lines += ["## Global options", "", "Given before the command: `kgit --traceback release ...`.", "",
-              "| option | meaning |", "|---|---|", *_param_rows(top.options),
-              "| `-h, --help` | Show the help and exit. |", ""]
+    lines += [
+        "## Global options",
+        "",
+        "Given before the command: `kgit --traceback release ...`.",
+        "",
+        "| option | meaning |",
+        "|---|---|",
+        *_param_rows(top.options),
+        "| `-h, --help` | Show the help and exit. |",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -171,8 +179,9 @@ def render() -> dict[Path, str]:
 
 def stale(written: dict[Path, str]) -> list[Path]:
     """Generated pages of commands that no longer exist."""
-    return sorted(p for p in COMMANDS.glob("*.md")
-                  if p not in written and p.read_text(encoding="utf-8").startswith(MARK))
+    return sorted(
+        p for p in COMMANDS.glob("*.md") if p not in written and p.read_text(encoding="utf-8").startswith(MARK)
+    )
 
 
 def main() -> int:

@@ -32,8 +32,9 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="kgit-report-") as tmp:
         site = Path(tmp) / "site"
-        subprocess.run([sys.executable, "-m", "kgit", "report", args.model, "--out", str(site)], cwd=args.repo,
-                       check=True)
+        subprocess.run(
+            [sys.executable, "-m", "kgit", "report", args.model, "--out", str(site)], cwd=args.repo, check=True
+        )
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
             page = browser.new_page(viewport={"width": args.width, "height": args.height})

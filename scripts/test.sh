@@ -3,7 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
-.venv/bin/ruff check kgit tests benchmarks
+.venv/bin/ruff check kgit tests benchmarks scripts
+.venv/bin/ruff format --check kgit tests benchmarks scripts
 .venv/bin/mypy kgit
 .venv/bin/mypy tests
 .venv/bin/lint-imports --no-cache  # the import contract in pyproject.toml

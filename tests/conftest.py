@@ -24,19 +24,23 @@ def isolate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     home = tmp_path_factory.mktemp("home")
     templates = tmp_path_factory.mktemp("git-templates")
     saved = dict(os.environ)
-    os.environ.update({
-        "HOME": str(home),
-        "XDG_CONFIG_HOME": str(home / ".config"),
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_TEMPLATE_DIR": str(templates),
-        "GIT_AUTHOR_NAME": "Kgit Tester", "GIT_AUTHOR_EMAIL": "tester@kgit.invalid",
-        "GIT_COMMITTER_NAME": "Kgit Tester", "GIT_COMMITTER_EMAIL": "tester@kgit.invalid",
-        "DVC_NO_ANALYTICS": "1",
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-        "COLUMNS": "200",
-        # the validation worker and CLI subprocesses import the test models like user code
-        "PYTHONPATH": os.pathsep.join([str(SUPPORT.parent), str(ROOT)]),
-    })
+    os.environ.update(
+        {
+            "HOME": str(home),
+            "XDG_CONFIG_HOME": str(home / ".config"),
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_TEMPLATE_DIR": str(templates),
+            "GIT_AUTHOR_NAME": "Kgit Tester",
+            "GIT_AUTHOR_EMAIL": "tester@kgit.invalid",
+            "GIT_COMMITTER_NAME": "Kgit Tester",
+            "GIT_COMMITTER_EMAIL": "tester@kgit.invalid",
+            "DVC_NO_ANALYTICS": "1",
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+            "COLUMNS": "200",
+            # the validation worker and CLI subprocesses import the test models like user code
+            "PYTHONPATH": os.pathsep.join([str(SUPPORT.parent), str(ROOT)]),
+        }
+    )
     for var in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
         os.environ.pop(var, None)
     subprocess.run(["git", "config", "--global", "init.defaultBranch", "main"], check=True)
@@ -51,18 +55,27 @@ def git(cwd: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
 
 
-def kgit(cwd: Path, *args: str, check: bool = False, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def kgit(
+    cwd: Path, *args: str, check: bool = False, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the real `kgit` command line in a subprocess (as the user of ``env``, see ``user_env``);
     with ``check``, it must succeed."""
-    proc = subprocess.run([sys.executable, "-m", "kgit", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [sys.executable, "-m", "kgit", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"kgit {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
 
 
-def run_main(cwd: Path, *args: str, monkeypatch: pytest.MonkeyPatch,
-             capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+def run_main(
+    cwd: Path, *args: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str, str]:
     """Run kgit's command line in this process (no subprocess: fast) in ``cwd``, stdin an empty pipe
     and stdout/stderr captured (not terminals, as in a pipe); returns (exit code, stdout, stderr)."""
     import io
@@ -83,8 +96,12 @@ def run_main(cwd: Path, *args: str, monkeypatch: pytest.MonkeyPatch,
 def user_env(home: Path) -> dict[str, str]:
     """The environment of another user on this machine: own HOME (keys, config), this kgit on PATH."""
     home.mkdir(parents=True, exist_ok=True)
-    return {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
-            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    return {
+        **os.environ,
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
 
 
 def assert_refused(repo: Path, *args: str, expect: str, cwd: Path | None = None, alone: bool = False) -> str:
@@ -162,20 +179,27 @@ def released(tmp_path_factory: pytest.TempPathFactory, guide_model):  # type: ig
     repo = new_repo(base, "data.csv", "x,y\n1,2\n")
     kgit.init(repo, remote=str(base / "remote"))
     record = kgit.release(
-        guide_model, "guide", formats=["savedmodel", "keras", "h5", "weights"], repo=repo,
-        builder="support.zoo:guide_model_untrained", dataset_id="guide-data-1",
-        hyperparams={"epochs": 1, "batch_size": 8}, notes="all formats",
+        guide_model,
+        "guide",
+        formats=["savedmodel", "keras", "h5", "weights"],
+        repo=repo,
+        builder="support.zoo:guide_model_untrained",
+        dataset_id="guide-data-1",
+        hyperparams={"epochs": 1, "batch_size": 8},
+        notes="all formats",
     )
     return repo, record
 
 
 def snapshot(repo: Path) -> dict[str, object]:
     """Everything a failed command must leave unchanged: work tree, index, HEAD, tags, DVC cache."""
+
     def listing(folder: Path) -> list[str]:
         if not folder.exists():
             return []
         return sorted(
-            str(rel) for rel in (p.relative_to(folder) for p in folder.rglob("*"))
+            str(rel)
+            for rel in (p.relative_to(folder) for p in folder.rglob("*"))
             if rel.parts[:1] != (".git",) and rel.parts[:2] != (".dvc", "tmp")
         )
 

@@ -74,5 +74,12 @@ def start(folder: Path) -> SshServer:
         proc.kill()
         raise RuntimeError(f"sshd did not start: {log.read_text()}")
     host_pub = (folder / "host_key.pub").read_text().split()
-    return SshServer("127.0.0.1", port, getpass.getuser(), folder / "client_key",
-                     f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}", proc, log)
+    return SshServer(
+        "127.0.0.1",
+        port,
+        getpass.getuser(),
+        folder / "client_key",
+        f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}",
+        proc,
+        log,
+    )

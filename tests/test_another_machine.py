@@ -69,12 +69,25 @@ def test_release_on_a_fetch_on_b(tmp_path: Path, guide_model, remote_kind: str, 
         a.run("python-m", "dvc", "remote", "modify", "--local", "kgit", "keyfile", str(server.client_key))
     model_file = tmp_path / "guide.keras"
     guide_model.save(model_file)
-    a.kgit("release", "shared", "--from", str(model_file), *[x for f in FORMATS for x in ("-f", f)],
-           "--builder", "support.zoo:guide_model_untrained", "--dataset-id", "shared-data")
+    a.kgit(
+        "release",
+        "shared",
+        "--from",
+        str(model_file),
+        *[x for f in FORMATS for x in ("-f", f)],
+        "--builder",
+        "support.zoo:guide_model_untrained",
+        "--dataset-id",
+        "shared-data",
+    )
     pushed = a.run("git", "push", "-u", "origin", "main")
     assert "uploading shared@v1" in pushed.stderr
-    reference = {fmt: np.load(a.repo / f"artifacts/shared/{fmt}/v1/reference_outputs.npz")["output_0"] for fmt in FORMATS}
-    direct = np.asarray(guide_model(np.load(a.repo / "artifacts/shared/keras/v1/reference_inputs.npz")["features"], training=False))
+    reference = {
+        fmt: np.load(a.repo / f"artifacts/shared/{fmt}/v1/reference_outputs.npz")["output_0"] for fmt in FORMATS
+    }
+    direct = np.asarray(
+        guide_model(np.load(a.repo / "artifacts/shared/keras/v1/reference_inputs.npz")["features"], training=False)
+    )
 
     # -- machine B: clone; list/show before any data -----------------------------------------------
     b.run("git", "clone", "-q", str(origin), str(b.repo), cwd=tmp_path)
@@ -92,7 +105,9 @@ def test_release_on_a_fetch_on_b(tmp_path: Path, guide_model, remote_kind: str, 
     assert (b.repo / "artifacts/shared/keras/v1/model.keras").exists()
     assert not (b.repo / "artifacts/shared/h5/v1").exists()
     keras_only = cache_files(b.repo)
-    assert keras_only == 1 + len(json.loads((a.repo / "artifacts/shared/keras/v1/metadata.json").read_text())["files"]) + 1
+    assert (
+        keras_only == 1 + len(json.loads((a.repo / "artifacts/shared/keras/v1/metadata.json").read_text())["files"]) + 1
+    )
 
     # dvc pull restores the rest; kgit validate passes on B (its own fresh validation)
     b.run("python-m", "dvc", "pull")
@@ -128,11 +143,19 @@ def test_dvc_artifacts_get_fetches_a_release_without_cloning(tmp_path: Path, pla
     declared = yaml.safe_load(git(repo, "show", "art@v1.0.0:dvc.yaml"))["artifacts"]["art"]
     assert declared["type"] == "model" and declared["path"] == "artifacts/art/keras/v1"
     out = tmp_path / "fetched"
-    proc = subprocess.run([sys.executable, "-m", "dvc", "artifacts", "get", str(origin), "art", "--rev", "v1.0.0",
-                           "-o", str(out)], cwd=tmp_path, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", "artifacts", "get", str(origin), "art", "--rev", "v1.0.0", "-o", str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads((out / "metadata.json").read_text())["version"] == "v1"
     latest = tmp_path / "latest"
-    proc = subprocess.run([sys.executable, "-m", "dvc", "artifacts", "get", str(origin), "art", "-o", str(latest)],
-                          cwd=tmp_path, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", "artifacts", "get", str(origin), "art", "-o", str(latest)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0 and json.loads((latest / "metadata.json").read_text())["version"] == "v2"

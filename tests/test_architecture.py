@@ -19,8 +19,13 @@ LAYERS = ["core", "store", "registry", "trust", "models", "workflow", "guard", "
 
 def _lint(root: Path) -> subprocess.CompletedProcess[str]:
     # grimp reads the package from sys.path: the copy under test comes first
-    return subprocess.run([LINT_IMPORTS, "--config", str(ROOT / "pyproject.toml"), "--no-cache"], cwd=root,
-                          capture_output=True, text=True, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+    return subprocess.run(
+        [LINT_IMPORTS, "--config", str(ROOT / "pyproject.toml"), "--no-cache"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+    )
 
 
 def test_the_import_contract_is_kept() -> None:
@@ -50,10 +55,15 @@ def test_the_contract_catches_each_kind_of_breach(tmp_path: Path) -> None:
     assert proc.returncode == 1
     out = proc.stdout
     assert "Contracts: 0 kept, 5 broken." in out, out[-3000:]
-    for needle in ("kgit.registry.versions -> tensorflow", "kgit.registry.seen -> dvc ", "kgit.keras.background -> keras",
-                   "kgit.keras.releaser -> kgit.cli.app",
-                   "kgit.store.git_ops -> kgit.registry.catalog", "kgit.cli.app -> kgit.store.git_ops",
-                   "No cycles are allowed in kgit.core"):
+    for needle in (
+        "kgit.registry.versions -> tensorflow",
+        "kgit.registry.seen -> dvc ",
+        "kgit.keras.background -> keras",
+        "kgit.keras.releaser -> kgit.cli.app",
+        "kgit.store.git_ops -> kgit.registry.catalog",
+        "kgit.cli.app -> kgit.store.git_ops",
+        "No cycles are allowed in kgit.core",
+    ):
         assert needle in out, needle
 
 
@@ -73,5 +83,7 @@ def test_every_public_api_function_is_documented() -> None:
 def test_no_module_is_named_like_a_public_function() -> None:
     """`import kgit.validate` would replace the function `kgit.validate` with the module for everyone:
     modules take other names (releasing, validating, diffing...)."""
-    modules = {p.stem for p in PACKAGE.glob("*.py")} | {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    modules = {p.stem for p in PACKAGE.glob("*.py")} | {
+        p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()
+    }
     assert sorted(modules & set(kgit.__all__)) == []

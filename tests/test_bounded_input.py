@@ -22,8 +22,7 @@ from kgit.core import bounded_yaml
 pytestmark = pytest.mark.slow  # a real release, DVC and a server hook
 
 LAUGHS = "".join(
-    f"{a}: &{a} [{', '.join([f'*{p}'] * 9 if p else ['lol'] * 9)}]\n"
-    for p, a in zip(["", *"abcdefgh"], "abcdefghi")
+    f"{a}: &{a} [{', '.join([f'*{p}'] * 9 if p else ['lol'] * 9)}]\n" for p, a in zip(["", *"abcdefgh"], "abcdefghi")
 )  # 9**9 values once expanded, about 400 bytes
 DEEP = "deep: " + "[" * 200 + "]" * 200 + "\n"  # 200 levels (libyaml itself stops at 1,000)
 V1 = "m@v1.0.0"
@@ -88,7 +87,7 @@ def test_a_released_dvc_file_at_a_tagged_commit(w: World, bomb: str, says: str) 
     (w.repo / "artifacts/m/keras/v9.dvc").write_text(bomb + outs + "meta:\n  kgit: x\n")
     git(w.repo, "add", "-f", "artifacts/m/keras/v9.dvc")
     git(w.repo, "commit", "-q", "--no-verify", "-m", "nine")
-    message = tag_message(w.repo, V1).replace('"version": "v1"', '"version": "v9"').replace("/v1\"", "/v9\"")
+    message = tag_message(w.repo, V1).replace('"version": "v1"', '"version": "v9"').replace('/v1"', '/v9"')
     forge_tag(w.repo, "m@v9.0.0", "HEAD", message)
     where = "artifacts/m/keras/v9.dvc"
 
@@ -106,7 +105,9 @@ def test_a_released_dvc_file_at_a_tagged_commit(w: World, bomb: str, says: str) 
     pushed = timed("git push (pre-push)", lambda: w.push("main", "m@v9.0.0"))
     assert pushed.returncode != 0 and "push refused" in pushed.stderr and says in pushed.stderr, pushed.stderr
     before = w.origin_tags()
-    rejected_by_server(timed("git push --no-verify (pre-receive)", lambda: w.push("--no-verify", "main", "m@v9.0.0")), says)
+    rejected_by_server(
+        timed("git push --no-verify (pre-receive)", lambda: w.push("--no-verify", "main", "m@v9.0.0")), says
+    )
     assert w.origin_tags() == before
 
 
@@ -174,9 +175,13 @@ def test_gates_pushed_to_the_server(w: World) -> None:
     git(w.repo, "commit", "-q", "--no-verify", "-m", "gates")
     pushed = timed("git push (pre-push), gates", lambda: w.push("main", "m#prod#1"))
     assert pushed.returncode != 0 and "YAML aliases" in pushed.stderr, pushed.stderr
-    assert w.push("--no-verify", "--no-follow-tags", "main").returncode == 0  # a plain commit: the server reads no gates
-    rejected_by_server(timed("git push --no-verify (pre-receive), gates",
-                             lambda: w.push("--no-verify", "refs/tags/m#prod#1")), "YAML aliases")
+    assert (
+        w.push("--no-verify", "--no-follow-tags", "main").returncode == 0
+    )  # a plain commit: the server reads no gates
+    rejected_by_server(
+        timed("git push --no-verify (pre-receive), gates", lambda: w.push("--no-verify", "refs/tags/m#prod#1")),
+        "YAML aliases",
+    )
     assert "m#prod#1" not in w.origin_tags()
 
 
@@ -198,9 +203,15 @@ def test_serving_manifest(w: World, tmp_path: Path, plain_model) -> None:  # typ
     out = tmp_path / "serving"
     assert kgit(w.repo, "serve-layout", "m@v2", "--out", str(out)).returncode == 0
     manifest = out / "kgit-serving.json"
-    for text, says in (("[" * 100_000 + "]" * 100_000, "nested too deeply"),
-                       (json.dumps({"schema_version": 1, "models": {"m": {"labels": {}, "versions": [[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]}}}),
-                        "nested too deeply")):
+    for text, says in (
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        (
+            json.dumps(
+                {"schema_version": 1, "models": {"m": {"labels": {}, "versions": [[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]}}}
+            ),
+            "nested too deeply",
+        ),
+    ):
         manifest.write_text(text)
         start = time.perf_counter()
         proc = kgit(w.repo, "serve-layout", "m@v2", "--out", str(out))
@@ -214,7 +225,9 @@ def test_a_dataset_dvc_file(w: World) -> None:
     (w.repo / "data").mkdir()
     (w.repo / "data/x.csv").write_text("1\n")
     (w.repo / "data.dvc").write_text(LAUGHS + "outs:\n- md5: 0123\n  path: data\n")
-    proc = timed("kgit release --dataset", lambda: kgit(w.repo, "release", "m", "--from", "support.zoo:plain_model",
-                                                         "--dataset", "data"))
+    proc = timed(
+        "kgit release --dataset",
+        lambda: kgit(w.repo, "release", "m", "--from", "support.zoo:plain_model", "--dataset", "data"),
+    )
     assert "data.dvc" in one_line(proc, "YAML aliases")
     assert git(w.repo, "tag", "-l") == V1

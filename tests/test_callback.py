@@ -31,7 +31,9 @@ x, y = data()
 
 # Three improving epochs under a MirroredStrategy; then the model goes on for one more epoch from
 # its last (and best) epoch, as the release should let anyone do.
-TRAIN_MIRRORED = SCRIPT_SETUP + """
+TRAIN_MIRRORED = (
+    SCRIPT_SETUP
+    + """
 from kgit.keras import ReleaseCallback
 repo, out = Path(sys.argv[1]), Path(sys.argv[2])
 with strategy.scope():
@@ -45,14 +47,18 @@ np.savez(out / "continued.npz", *m.get_weights())
     "releases": cb.releases, "epochs": [o.epoch for o in cb.results], "errors": cb.errors,
     "calls": rec.calls, "replicas": strategy.num_replicas_in_sync}))
 """
+)
 
-RESUME_MIRRORED = SCRIPT_SETUP + """
+RESUME_MIRRORED = (
+    SCRIPT_SETUP
+    + """
 import kgit
 with strategy.scope():
     m = kgit.load(sys.argv[1])
 m.fit(x, y, epochs=1, batch_size=16, shuffle=False, verbose=0)
 np.savez(sys.argv[2], *m.get_weights())
 """
+)
 
 
 def _tags(repo: Path, name: str) -> list[str]:
@@ -66,8 +72,14 @@ def _weights_equal(got: list[np.ndarray], want: list[np.ndarray]) -> None:
 
 
 def _run(script: str, *args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-c", script, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc
 
@@ -76,8 +88,16 @@ def _run(script: str, *args: str, cwd: Path, env: dict[str, str] | None = None) 
 def test_metrics_from_logs_keep_finite_numbers_under_valid_names() -> None:
     from kgit.workflow.training import metrics_from_logs
 
-    logs = {"loss": 0.5, "val_accuracy": np.float32(0.75), "val_loss": float("nan"), "lr": np.array(0.01),
-            "note": "text", "bad key": 1.0, "flag": True, "steps": 10}
+    logs = {
+        "loss": 0.5,
+        "val_accuracy": np.float32(0.75),
+        "val_loss": float("nan"),
+        "lr": np.array(0.01),
+        "note": "text",
+        "bad key": 1.0,
+        "flag": True,
+        "steps": 10,
+    }
     assert metrics_from_logs(logs) == {"loss": 0.5, "val_accuracy": 0.75, "lr": pytest.approx(0.01), "steps": 10.0}
     assert metrics_from_logs(logs, ["val_accuracy", "val_loss"]) == {"val_accuracy": 0.75}
     assert metrics_from_logs(None) == {}
@@ -102,11 +122,17 @@ def test_only_the_chief_releases(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TF_CONFIG", raising=False)
     assert is_chief(object())
     cluster = {"worker": ["a:1", "b:2"]}
-    for task, chief in [({"type": "worker", "index": 0}, True), ({"type": "worker", "index": 1}, False),
-                        ({"type": "chief", "index": 0}, True), ({"type": "evaluator", "index": 0}, False)]:
+    for task, chief in [
+        ({"type": "worker", "index": 0}, True),
+        ({"type": "worker", "index": 1}, False),
+        ({"type": "chief", "index": 0}, True),
+        ({"type": "evaluator", "index": 0}, False),
+    ]:
         monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
         assert is_chief(object()) is chief, task
-    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"chief": ["c:0"], **cluster}, "task": {"type": "worker", "index": 0}}))
+    monkeypatch.setenv(
+        "TF_CONFIG", json.dumps({"cluster": {"chief": ["c:0"], **cluster}, "task": {"type": "worker", "index": 0}})
+    )
     assert not is_chief(object())
 
 
@@ -146,10 +172,16 @@ def test_an_interrupted_release_in_a_training_work_tree_is_undone_there(git_repo
     (git_repo / "README.md").write_text("staged by the user\n")
     git(git_repo, "add", "README.md")
     before = snapshot(git_repo)
-    journal = txn.Journal(tag="m@v1.0.0", head_before=tree.head(), tag_message="", root=str(tree.root),
-                          created=[rel, f"{rel}.dvc"],
-                          folders={rel: {"model.keras": sha256_file(tree.root / rel / "model.keras")}},
-                          backups={"README.md": "a project\n"}, written={"README.md": []})
+    journal = txn.Journal(
+        tag="m@v1.0.0",
+        head_before=tree.head(),
+        tag_message="",
+        root=str(tree.root),
+        created=[rel, f"{rel}.dvc"],
+        folders={rel: {"model.keras": sha256_file(tree.root / rel / "model.keras")}},
+        backups={"README.md": "a project\n"},
+        written={"README.md": []},
+    )
     journal.save(repo)
 
     with clone_state.repo_lock(repo):
@@ -204,7 +236,9 @@ def test_the_best_epoch_is_released_with_its_metrics(kgit_repo: Path, capfd: pyt
 
 
 @pytest.mark.slow
-def test_mirrored_strategy_releases_once_and_a_second_clone_resumes_identically(kgit_repo: Path, tmp_path: Path) -> None:
+def test_mirrored_strategy_releases_once_and_a_second_clone_resumes_identically(
+    kgit_repo: Path, tmp_path: Path
+) -> None:
     from support.machine import Machine
 
     out = tmp_path / "out"
@@ -240,10 +274,12 @@ def test_early_stopping_the_best_epoch_is_released_at_train_end(kgit_repo: Path)
     x, y = data()
     m, rec = model(), Recorder()
     stop = keras.callbacks.EarlyStopping(monitor="score", mode="max", patience=2, restore_best_weights=True)
-    cb = ReleaseCallback("early", monitor="score", every="train_end", formats=["keras"], promote_to="staging",
-                         repo=kgit_repo)
-    history = m.fit(x, y, epochs=6, batch_size=16, verbose=0,
-                    callbacks=[Score([0.2, 0.6, 0.4, 0.3, 0.9, 0.9]), rec, stop, cb]).history
+    cb = ReleaseCallback(
+        "early", monitor="score", every="train_end", formats=["keras"], promote_to="staging", repo=kgit_repo
+    )
+    history = m.fit(
+        x, y, epochs=6, batch_size=16, verbose=0, callbacks=[Score([0.2, 0.6, 0.4, 0.3, 0.9, 0.9]), rec, stop, cb]
+    ).history
     assert len(history["loss"]) == 4  # stopped after two epochs without improvement
     assert cb.errors == [] and [o.epoch for o in cb.results] == [2] and cb.releases == ["early@v1"]
     _weights_equal(m.get_weights(), rec.weights[2])  # EarlyStopping put the best weights back
@@ -254,21 +290,24 @@ def test_early_stopping_the_best_epoch_is_released_at_train_end(kgit_repo: Path)
 
 
 @pytest.mark.slow
-def test_background_failures_are_reported_when_training_ends(kgit_repo: Path, capfd: pytest.CaptureFixture[str]) -> None:
+def test_background_failures_are_reported_when_training_ends(
+    kgit_repo: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     from support.training import Edit, Recorder, Score, data, model
 
     from kgit.keras import ReleaseCallback, TrainingReleaseError
 
     (kgit_repo / ".kgit").mkdir()
-    (kgit_repo / ".kgit" / "gates.yaml").write_text("stages:\n  staging:\n    require: [\"score >= 2\"]\n")
+    (kgit_repo / ".kgit" / "gates.yaml").write_text('stages:\n  staging:\n    require: ["score >= 2"]\n')
     git(kgit_repo, "add", ".kgit")
     git(kgit_repo, "commit", "-q", "-m", "gate staging")
     x, y = data()
 
     # a gate refuses the promotion: released, reported, not raised; training went to its end
     rec = Recorder()
-    cb = ReleaseCallback("gated", monitor="score", every="train_end", formats=["keras"], promote_to="staging",
-                         repo=kgit_repo)
+    cb = ReleaseCallback(
+        "gated", monitor="score", every="train_end", formats=["keras"], promote_to="staging", repo=kgit_repo
+    )
     model().fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[Score([0.5, 0.7]), rec, cb])
     assert sorted(rec.calls) == [1, 2]
     assert cb.releases == ["gated@v1"] and len(cb.errors) == 1
@@ -279,11 +318,18 @@ def test_background_failures_are_reported_when_training_ends(kgit_repo: Path, ca
 
     # the work tree is edited while training: each release is refused; raised at the end, as asked
     rec = Recorder()
-    cb = ReleaseCallback("dirty", monitor=None, every="epoch_end", formats=["keras"], raise_on_error=True,
-                         repo=kgit_repo)
+    cb = ReleaseCallback(
+        "dirty", monitor=None, every="epoch_end", formats=["keras"], raise_on_error=True, repo=kgit_repo
+    )
     with pytest.raises(TrainingReleaseError, match="uncommitted changes in README.md"):
-        model().fit(x, y, epochs=3, batch_size=16, verbose=0,
-                    callbacks=[Score([0.1, 0.2, 0.3]), cb, Edit(kgit_repo / "README.md"), rec])
+        model().fit(
+            x,
+            y,
+            epochs=3,
+            batch_size=16,
+            verbose=0,
+            callbacks=[Score([0.1, 0.2, 0.3]), cb, Edit(kgit_repo / "README.md"), rec],
+        )
     assert sorted(rec.calls) == [1, 2, 3]  # training completed
     assert cb.releases == [] and cb.errors and all("uncommitted changes" in e for e in cb.errors)
     assert _tags(kgit_repo, "dirty") == []
@@ -303,8 +349,14 @@ def test_a_training_branch_leaves_the_work_tree_and_branch_alone(kgit_repo: Path
     (kgit_repo / "scratch.txt").write_text("untracked notes\n")
     x, y = data()
     cb = ReleaseCallback("side", monitor="score", formats=["keras"], branch="training/run-42", repo=kgit_repo)
-    model().fit(x, y, epochs=3, batch_size=16, verbose=0,
-                callbacks=[Score([0.1, 0.5, 0.9]), cb, Edit(kgit_repo / "README.md", at=1)])
+    model().fit(
+        x,
+        y,
+        epochs=3,
+        batch_size=16,
+        verbose=0,
+        callbacks=[Score([0.1, 0.5, 0.9]), cb, Edit(kgit_repo / "README.md", at=1)],
+    )
     assert cb.errors == [] and cb.releases and cb.results[-1].epoch == 3
 
     # the user's side: their edit made during training, their branch, HEAD and index as they were

@@ -42,8 +42,13 @@ print(json.dumps(results))
 def run_all(repo: Path, commands: list[list[str]]) -> dict[tuple[str, ...], dict[str, object]]:
     """Run ``commands`` in one fresh process in ``repo``; per command: code, stderr, heavy modules."""
     before = snapshot(repo)
-    proc = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(commands), json.dumps([*HEAVY, WORKER])],
-                          cwd=repo, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [sys.executable, "-c", DRIVER, json.dumps(commands), json.dumps([*HEAVY, WORKER])],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 0, proc.stderr
     assert snapshot(repo) == before  # nothing any refusal left behind
     return {tuple(r["args"]): r for r in json.loads(proc.stdout)}
@@ -126,14 +131,16 @@ def _check(answer: dict[str, object], expect: str, heavy: set[str]) -> None:
 
 
 @pytest.mark.parametrize(("case", "expect"), RELEASE_REFUSALS)
-def test_release_refuses_before_loading_anything(project: tuple[Path, Path], answers: dict[tuple[str, ...], dict[str, object]],
-                                                 case: tuple[str, ...], expect: str) -> None:
+def test_release_refuses_before_loading_anything(
+    project: tuple[Path, Path], answers: dict[tuple[str, ...], dict[str, object]], case: tuple[str, ...], expect: str
+) -> None:
     repo, model = project
     # nothing heavy so far, and no release went as far as the validation process
     _check(answers[tuple(_release_args(case, repo, model))], expect, {*HEAVY, WORKER})
 
 
 @pytest.mark.parametrize(("case", "expect"), VALIDATE_REFUSALS)
-def test_validate_refuses_a_format_it_cannot_check(answers: dict[tuple[str, ...], dict[str, object]],
-                                                   case: tuple[str, ...], expect: str) -> None:
+def test_validate_refuses_a_format_it_cannot_check(
+    answers: dict[tuple[str, ...], dict[str, object]], case: tuple[str, ...], expect: str
+) -> None:
     _check(answers[("validate",) + case], expect, set(HEAVY))

@@ -64,20 +64,28 @@ def test_list_with_no_releases(kgit_repo: Path) -> None:
 
 
 # -- refusals in process (fast tier): kgit's own entry point, a real repository, no subprocess ----
-@pytest.mark.parametrize(("args", "expect"), [
-    (("show", "nope@v1"), "no releases of model 'nope'"),
-    (("show", "m@v9"), "v9"),
-    (("show", "m@1.x"), "invalid version"),
-    (("get", "Bad Name@v1"), "invalid model name"),
-    (("promote", "m@v1", "Prod!"), "invalid stage name"),
-    (("deprecate", "m#prod"), "name the version to deprecate explicitly"),
-    (("keys", "accept"), "give a key fingerprint to accept"),
-    (("keys", "policy", "sometimes"), "unknown signing policy"),
-    (("hook", "post-merge"), "unknown hook 'post-merge'"),
-    (("diff", "m@v1", "other@v1"), "other"),
-])
-def test_refusals_are_one_line_and_change_nothing(tmp_path: Path, args: tuple[str, ...], expect: str,
-                                                  monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("args", "expect"),
+    [
+        (("show", "nope@v1"), "no releases of model 'nope'"),
+        (("show", "m@v9"), "v9"),
+        (("show", "m@1.x"), "invalid version"),
+        (("get", "Bad Name@v1"), "invalid model name"),
+        (("promote", "m@v1", "Prod!"), "invalid stage name"),
+        (("deprecate", "m#prod"), "name the version to deprecate explicitly"),
+        (("keys", "accept"), "give a key fingerprint to accept"),
+        (("keys", "policy", "sometimes"), "unknown signing policy"),
+        (("hook", "post-merge"), "unknown hook 'post-merge'"),
+        (("diff", "m@v1", "other@v1"), "other"),
+    ],
+)
+def test_refusals_are_one_line_and_change_nothing(
+    tmp_path: Path,
+    args: tuple[str, ...],
+    expect: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     from support import synthetic
 
     repo = synthetic.repo_at(tmp_path / "repo")
@@ -90,8 +98,9 @@ def test_refusals_are_one_line_and_change_nothing(tmp_path: Path, args: tuple[st
     assert snapshot(repo) == before
 
 
-def test_list_and_show_read_a_synthetic_release_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_list_and_show_read_a_synthetic_release_in_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from support import synthetic
 
     repo = synthetic.repo_at(tmp_path / "repo")
@@ -121,18 +130,28 @@ def _leaf_commands() -> dict[str, object]:
 
 
 def _options(cmd: object, hidden: bool) -> set[str]:
-    return {opt for p in cmd.params if getattr(p, "param_type_name", "") == "option"  # type: ignore[attr-defined]
-            and bool(getattr(p, "hidden", False)) == hidden for opt in p.opts}
+    return {
+        opt
+        for p in cmd.params  # type: ignore[attr-defined]
+        if getattr(p, "param_type_name", "") == "option" and bool(getattr(p, "hidden", False)) == hidden
+        for opt in p.opts
+    }
 
 
 # the former spellings, hidden and still accepted
-FORMER = {"--notes": "--note", "--custom-objects": "--custom-object", "--dvc-remote": "--remote",
-          "--dvc-remote-option": "--remote-option"}
+FORMER = {
+    "--notes": "--note",
+    "--custom-objects": "--custom-object",
+    "--dvc-remote": "--remote",
+    "--dvc-remote-option": "--remote-option",
+}
 
 
 def test_every_command_that_reports_has_json() -> None:
     commands = _leaf_commands()
-    assert {"list", "show", "history", "diff", "keys list", "keys policy", "validate", "check", "hooks install"} <= set(commands)
+    assert {"list", "show", "history", "diff", "keys list", "keys policy", "validate", "check", "hooks install"} <= set(
+        commands
+    )
     without = sorted(name for name, cmd in commands.items() if "--json" not in _options(cmd, hidden=False))
     assert without == ["demo"]  # a guided walk-through, for people
 
@@ -149,24 +168,51 @@ def test_one_option_name_per_concept() -> None:
     assert all("-f" in opts for name, opts in visible.items() if "--format" in opts)
     assert all("-o" in opts for name, opts in visible.items() if "--out" in opts)
     assert all("-r" in opts for name, opts in visible.items() if "--remote" in opts)
-    assert {name for name, opts in visible.items() if "--note" in opts} == {"release", "promote", "rollback", "demote", "deprecate"}
+    assert {name for name, opts in visible.items() if "--note" in opts} == {
+        "release",
+        "promote",
+        "rollback",
+        "demote",
+        "deprecate",
+    }
     help_text = kgit(Path("."), "release", "--help").stdout
     assert "--note" in help_text and "--notes" not in help_text and "--custom-objects" not in help_text
 
 
-def test_former_spellings_are_still_accepted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_former_spellings_are_still_accepted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from conftest import git
 
     bare = tmp_path / "origin.git"
     git(tmp_path, "init", "-q", "--bare", str(bare))
-    code, out, err = run_main(tmp_path, "server", "install", str(bare), "--dvc-remote", str(tmp_path / "store"), "--json",
-                              monkeypatch=monkeypatch, capsys=capsys)
+    code, out, err = run_main(
+        tmp_path,
+        "server",
+        "install",
+        str(bare),
+        "--dvc-remote",
+        str(tmp_path / "store"),
+        "--json",
+        monkeypatch=monkeypatch,
+        capsys=capsys,
+    )
     assert code == 0, err
     assert any(str(tmp_path / "store") in change for change in json.loads(out)["changes"])
     assert git(bare, "config", "--get", "kgit.dvcRemote") == str(tmp_path / "store")
-    code, _, err = run_main(tmp_path, "release", "m", "--from", "x.keras", "--note", "a", "--notes", "b",
-                            monkeypatch=monkeypatch, capsys=capsys)
+    code, _, err = run_main(
+        tmp_path,
+        "release",
+        "m",
+        "--from",
+        "x.keras",
+        "--note",
+        "a",
+        "--notes",
+        "b",
+        monkeypatch=monkeypatch,
+        capsys=capsys,
+    )
     assert code == 1 and err == "kgit: error: --notes is the former spelling of --note: give --note once\n"
 
 

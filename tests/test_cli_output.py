@@ -16,8 +16,10 @@ from conftest import run_main
 
 LONG_NAME = "a-model-name-long-enough-to-push-every-table-past-eighty-columns"  # 64 characters
 LONG_DATASET = "dataset-" + "-".join(f"shard{i:02d}" for i in range(20))
-DEPRECATION = ("superseded by v2, which was trained on the corrected labels of the 2026 relabelling campaign; "
-               "keep it only to reproduce the numbers of the first paper")
+DEPRECATION = (
+    "superseded by v2, which was trained on the corrected labels of the 2026 relabelling campaign; "
+    "keep it only to reproduce the numbers of the first paper"
+)
 DEMOTION = "taken out of production while the drift in the november traffic is investigated by the data team"
 RELEASE_NOTE = "first model trained on the full corpus with the tokenizer that keeps accents and the long vocabulary"
 
@@ -29,15 +31,33 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from support import synthetic
 
     repo = synthetic.repo_at(tmp_path_factory.mktemp("pipes") / "repo")
-    synthetic.release(repo, LONG_NAME, "v1", ("keras", "h5"), claims={"dataset_id": LONG_DATASET + "-a"},
-                      meta={"notes": RELEASE_NOTE, "metrics": {"val.accuracy": 0.91},
-                            "dataset": {"id": LONG_DATASET + "-a", "path": None, "dvc_hash": None}})
-    synthetic.release(repo, LONG_NAME, "v2", claims={"dataset_id": LONG_DATASET + "-b"},
-                      meta={"metrics": {"val.accuracy": 0.93},
-                            "dataset": {"id": LONG_DATASET + "-b", "path": None, "dvc_hash": None}})
+    synthetic.release(
+        repo,
+        LONG_NAME,
+        "v1",
+        ("keras", "h5"),
+        claims={"dataset_id": LONG_DATASET + "-a"},
+        meta={
+            "notes": RELEASE_NOTE,
+            "metrics": {"val.accuracy": 0.91},
+            "dataset": {"id": LONG_DATASET + "-a", "path": None, "dvc_hash": None},
+        },
+    )
+    synthetic.release(
+        repo,
+        LONG_NAME,
+        "v2",
+        claims={"dataset_id": LONG_DATASET + "-b"},
+        meta={
+            "metrics": {"val.accuracy": 0.93},
+            "dataset": {"id": LONG_DATASET + "-b", "path": None, "dvc_hash": None},
+        },
+    )
     synthetic.promote(repo, LONG_NAME, "v1", "prod", 1)
-    for args in (("demote", LONG_NAME, "prod", "--note", DEMOTION),
-                 ("deprecate", f"{LONG_NAME}@v1", "--note", DEPRECATION)):
+    for args in (
+        ("demote", LONG_NAME, "prod", "--note", DEMOTION),
+        ("deprecate", f"{LONG_NAME}@v1", "--note", DEPRECATION),
+    ):
         proc = piped(repo, *args)
         assert proc.returncode == 0, proc.stderr
     return repo
@@ -47,8 +67,14 @@ def piped(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """`kgit ARGS` with stdout and stderr into pipes and an 80-column COLUMNS, the width rich
     assumes for what is not a terminal."""
     env = {**os.environ, "COLUMNS": "80"}
-    return subprocess.run([sys.executable, "-m", "kgit", *args], cwd=repo, env=env, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "kgit", *args],
+        cwd=repo,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+    )
 
 
 def one_line_each(text: str, *values: str) -> list[str]:
@@ -60,13 +86,16 @@ def one_line_each(text: str, *values: str) -> list[str]:
     return lines
 
 
-@pytest.mark.parametrize(("args", "values"), [
-    (("list",), [LONG_NAME, LONG_DATASET + "-a", LONG_DATASET + "-b"]),
-    (("list", LONG_NAME, "-m", "val.accuracy", "--sort", "val.accuracy"), [LONG_NAME, LONG_DATASET + "-b", "0.93"]),
-    (("history", LONG_NAME), [DEMOTION, DEPRECATION]),
-    (("show", f"{LONG_NAME}@v1"), [f"{LONG_NAME} v1 (deprecated)", RELEASE_NOTE, DEPRECATION, LONG_DATASET + "-a"]),
-    (("diff", f"{LONG_NAME}@v1", f"{LONG_NAME}@v2"), [LONG_DATASET + "-a", LONG_DATASET + "-b", f"{LONG_NAME}@v1"]),
-])
+@pytest.mark.parametrize(
+    ("args", "values"),
+    [
+        (("list",), [LONG_NAME, LONG_DATASET + "-a", LONG_DATASET + "-b"]),
+        (("list", LONG_NAME, "-m", "val.accuracy", "--sort", "val.accuracy"), [LONG_NAME, LONG_DATASET + "-b", "0.93"]),
+        (("history", LONG_NAME), [DEMOTION, DEPRECATION]),
+        (("show", f"{LONG_NAME}@v1"), [f"{LONG_NAME} v1 (deprecated)", RELEASE_NOTE, DEPRECATION, LONG_DATASET + "-a"]),
+        (("diff", f"{LONG_NAME}@v1", f"{LONG_NAME}@v2"), [LONG_DATASET + "-a", LONG_DATASET + "-b", f"{LONG_NAME}@v1"]),
+    ],
+)
 def test_tables_in_a_pipe_hold_every_value_whole(world: Path, args: tuple[str, ...], values: list[str]) -> None:
     proc = piped(world, *args)
     assert proc.returncode == 0, proc.stderr
@@ -84,26 +113,34 @@ def test_history_rows_are_aligned_columns(world: Path) -> None:
 def test_validate_in_a_pipe_keeps_the_reason_whole(world: Path) -> None:
     proc = piped(world, "validate", f"{LONG_NAME}@v2")
     assert proc.returncode == 1  # its data is not here
-    lines = one_line_each(proc.stdout, f"{LONG_NAME}@v2", f"data not present locally (run `kgit get {LONG_NAME}@v2 -f keras`)")
+    lines = one_line_each(
+        proc.stdout, f"{LONG_NAME}@v2", f"data not present locally (run `kgit get {LONG_NAME}@v2 -f keras`)"
+    )
     assert lines[0].split()[:3] == ["version", "format", "check"]
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("kgit: error: 1 of 1 checks failed")
 
 
-def test_control_characters_in_a_note_are_shown_not_sent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_control_characters_in_a_note_are_shown_not_sent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A note is anyone's text: an escape sequence in it reaches no terminal, a line break no table."""
     from support import synthetic
 
     repo = synthetic.repo_at(tmp_path / "repo")
     synthetic.release(repo, "m", "v1")
-    assert run_main(repo, "deprecate", "m@v1", "--note", "old\n\x1b[2Jgone", monkeypatch=monkeypatch, capsys=capsys)[0] == 0
+    assert (
+        run_main(repo, "deprecate", "m@v1", "--note", "old\n\x1b[2Jgone", monkeypatch=monkeypatch, capsys=capsys)[0]
+        == 0
+    )
     out = run_main(repo, "history", "m", monkeypatch=monkeypatch, capsys=capsys)[1]
     assert "\x1b" not in out and "old \\x1b[2Jgone" in out
     out = run_main(repo, "history", "m", "--json", monkeypatch=monkeypatch, capsys=capsys)[1]
     assert json.loads(out)[-1]["note"] == "old\n\x1b[2Jgone"
 
 
-def test_json_carries_the_notes(world: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_json_carries_the_notes(
+    world: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     def run(*args: str) -> Any:
         code, out, err = run_main(world, *args, "--json", monkeypatch=monkeypatch, capsys=capsys)
         assert code == 0, err

@@ -32,9 +32,11 @@ def installed() -> tuple[str, str]:
 
 
 KERAS, TF = installed()
-ENVS = (f'current: ["keras=={KERAS}.*", "tensorflow=={TF}.*"]\n'
-        f'older: ["keras==3.12.*", "tensorflow=={TF}.*"]\n'
-        f'legacy: ["tf-keras=={TF}.*"]\n')
+ENVS = (
+    f'current: ["keras=={KERAS}.*", "tensorflow=={TF}.*"]\n'
+    f'older: ["keras==3.12.*", "tensorflow=={TF}.*"]\n'
+    f'legacy: ["tf-keras=={TF}.*"]\n'
+)
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +59,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     git(w.repo, "commit", "-qm", "environments we promise")
     api.release(cm.dense_model(), "dense", formats=["savedmodel"], repo=w.repo)
     api.release(cm.adaptive_pooling_model(), "newlayer", formats=["keras"], repo=w.repo)
-    api.release(cm.generic_conv_model(), "conv", formats=["savedmodel"], repo=w.repo,
-                custom_objects=["support.compat_models:GenericConv"])
+    api.release(
+        cm.generic_conv_model(),
+        "conv",
+        formats=["savedmodel"],
+        repo=w.repo,
+        custom_objects=["support.compat_models:GenericConv"],
+    )
     assert w.push("main").returncode == 0
     yield w
     for k, v in saved.items():
@@ -78,8 +85,13 @@ def by_env(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def test_a_model_loads_in_every_environment_and_the_results_are_recorded(world: World) -> None:
     started = time.monotonic()
     code, report = compat_json(world.repo, "dense@v1", "--env", "current", "--env", "older", "--env", "legacy")
-    print(f"\nthree environments made and checked in {time.monotonic() - started:.1f} s: "
-          + ", ".join(f"{e['environment']} {e['env_seconds']:.1f} s + run {e['run_seconds']:.1f} s" for e in report["environments"]))
+    print(
+        f"\nthree environments made and checked in {time.monotonic() - started:.1f} s: "
+        + ", ".join(
+            f"{e['environment']} {e['env_seconds']:.1f} s + run {e['run_seconds']:.1f} s"
+            for e in report["environments"]
+        )
+    )
     envs = by_env(report)
     assert code == 0 and report["ok"], report
     assert {k: e["summary"] for k, e in envs.items()} == {"current": "loads", "older": "loads", "legacy": "loads"}
@@ -94,7 +106,11 @@ def test_a_model_loads_in_every_environment_and_the_results_are_recorded(world: 
     shown = kgit(world.repo, "show", "dense@v1").stdout
     assert "older: keras 3.12." in shown and "legacy: keras" in shown and "tf-keras" in shown
     text = kgit(world.repo, "compat", "dense@v1", "--env", "older")
-    assert text.returncode == 0 and text.stdout.startswith("older (keras 3.12.") and text.stdout.rstrip().endswith("): loads")
+    assert (
+        text.returncode == 0
+        and text.stdout.startswith("older (keras 3.12.")
+        and text.stdout.rstrip().endswith("): loads")
+    )
 
 
 def test_a_model_built_with_a_later_layer_fails_in_the_older_keras(world: World) -> None:
@@ -111,7 +127,11 @@ def test_a_model_built_with_a_later_layer_fails_in_the_older_keras(world: World)
     started = time.monotonic()
     quick = kgit(world.repo, "compat", "newlayer@v1", "--quick", "--env", "older")
     took = time.monotonic() - started
-    assert quick.returncode == 1 and "keras 3.12." in quick.stdout and "has no layer class AdaptiveAveragePooling2D" in quick.stdout
+    assert (
+        quick.returncode == 1
+        and "keras 3.12." in quick.stdout
+        and "has no layer class AdaptiveAveragePooling2D" in quick.stdout
+    )
     assert kgit(world.repo, "compat", "newlayer@v1", "--quick", "--env", "current").returncode == 0
     print(f"\nkgit compat --quick (wheel cached): {took:.2f} s")
 
@@ -132,9 +152,23 @@ def test_a_second_run_reuses_the_environment(world: World) -> None:
 def test_a_killed_creation_leaves_no_environment_and_the_next_run_makes_it(world: World) -> None:
     root = Path(os.environ["XDG_CACHE_HOME"]) / "kgit" / "envs"
     before = {p.name for p in root.iterdir()}
-    proc = subprocess.Popen([sys.executable, "-m", "kgit", "compat", "dense@v1", "--with", "keras==3.13.*",
-                             "--with", f"tensorflow=={TF}.*", "--no-record"], cwd=world.repo,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kgit",
+            "compat",
+            "dense@v1",
+            "--with",
+            "keras==3.13.*",
+            "--with",
+            f"tensorflow=={TF}.*",
+            "--no-record",
+        ],
+        cwd=world.repo,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while not any(".tmp-" in p.name for p in root.iterdir()) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -142,8 +176,9 @@ def test_a_killed_creation_leaves_no_environment_and_the_next_run_makes_it(world
     proc.wait()
     new = {p.name for p in root.iterdir()} - before
     assert [n for n in new if not n.startswith(".") and not n.endswith(".lock")] == [], new  # no environment
-    code, report = compat_json(world.repo, "dense@v1", "--with", "keras==3.13.*", "--with", f"tensorflow=={TF}.*",
-                               "--no-record")
+    code, report = compat_json(
+        world.repo, "dense@v1", "--with", "keras==3.13.*", "--with", f"tensorflow=={TF}.*", "--no-record"
+    )
     assert code == 0 and report["environments"][0]["reused"] is False
     assert not any(".tmp-" in p.name for p in root.iterdir())
 
@@ -164,8 +199,16 @@ def test_records_travel_and_the_hooks_refuse_malformed_ones(world: World, tmp_pa
     assert records and all(t.startswith(("dense@v1.0.0#compat#", "newlayer@v1.0.0#compat#")) for t in records)
     commit = git(w.repo, "rev-list", "-n1", "dense@v1.0.0")
     packages = {"keras": "3.12.0", "tensorflow": "2.21.0"}
-    good = CompatRecord("dense", "v1", env_key(packages, "3.11.7", "linux-x86_64"), "loads", packages, "3.11.7",
-                        "linux-x86_64", formats={"savedmodel": {"result": "loads", "max_diff": 0.0, "error": None}})
+    good = CompatRecord(
+        "dense",
+        "v1",
+        env_key(packages, "3.11.7", "linux-x86_64"),
+        "loads",
+        packages,
+        "3.11.7",
+        "linux-x86_64",
+        formats={"savedmodel": {"result": "loads", "max_diff": 0.0, "error": None}},
+    )
     forged = good.message().replace('"keras": "3.12.0"', '"keras": "3.15.1"')  # a key that is not its packages'
     forge_tag(w.repo, good.tag_name(), commit, forged)
     proc = w.push(good.tag_name())
@@ -211,10 +254,22 @@ def test_require_compat_gates_a_promotion(world: World, tmp_path: Path) -> None:
 
 def test_serve_layout_refuses_ops_an_older_tf_serving_lacks(world: World, tmp_path: Path) -> None:
     out = tmp_path / "tfs"
-    err = assert_refused(world.repo, "serve-layout", "conv@v1", "dense@v1", "--out", str(out),
-                         "--tf-serving-version", "2.12", expect="TensorFlow Serving 2.12")
+    err = assert_refused(
+        world.repo,
+        "serve-layout",
+        "conv@v1",
+        "dense@v1",
+        "--out",
+        str(out),
+        "--tf-serving-version",
+        "2.12",
+        expect="TensorFlow Serving 2.12",
+    )
     assert "conv@v1.0.0 uses Conv" in err and "dense@v1.0.0" not in err
     assert not out.exists()
     proc = kgit(world.repo, "serve-layout", "conv@v1", "dense@v1", "--out", str(out), "--tf-serving-version", TF)
     assert proc.returncode == 0, proc.stderr
-    assert f"only ops TensorFlow Serving {TF} has" in proc.stderr and (out / "conv" / "1000000" / "saved_model.pb").exists()
+    assert (
+        f"only ops TensorFlow Serving {TF} has" in proc.stderr
+        and (out / "conv" / "1000000" / "saved_model.pb").exists()
+    )

@@ -29,19 +29,35 @@ def uv_cache() -> str:
 
 
 def record(result: str = "loads", **changes: object) -> CompatRecord:
-    fmt_result = {"result": result, "max_diff": 0.0 if result != "fails" else None,
-                  "error": "TypeError: boom" if result == "fails" else None}
-    rec = CompatRecord("m", "v1", KEY, result, dict(PACKAGES), "3.11.7", "linux-x86_64",
-                       max_diff=fmt_result["max_diff"], error=fmt_result["error"],  # type: ignore[arg-type]
-                       formats={"savedmodel": fmt_result}, requested=["keras==3.12.*"])
+    fmt_result = {
+        "result": result,
+        "max_diff": 0.0 if result != "fails" else None,
+        "error": "TypeError: boom" if result == "fails" else None,
+    }
+    rec = CompatRecord(
+        "m",
+        "v1",
+        KEY,
+        result,
+        dict(PACKAGES),
+        "3.11.7",
+        "linux-x86_64",
+        max_diff=fmt_result["max_diff"],  # type: ignore[arg-type]
+        error=fmt_result["error"],  # type: ignore[arg-type]
+        formats={"savedmodel": fmt_result},
+        requested=["keras==3.12.*"],
+    )
     for k, v in changes.items():
         setattr(rec, k, v)
     return rec
 
 
-def parsed(rec: CompatRecord, message: str | None = None, name: str | None = None, annotated: bool = True) -> CompatRecord:
-    out = record_from_tag(TagInfo(name or rec.tag_name(), "c" * 40, "t", "2026-01-01", message or rec.message(),
-                                  "o" * 40, annotated))
+def parsed(
+    rec: CompatRecord, message: str | None = None, name: str | None = None, annotated: bool = True
+) -> CompatRecord:
+    out = record_from_tag(
+        TagInfo(name or rec.tag_name(), "c" * 40, "t", "2026-01-01", message or rec.message(), "o" * 40, annotated)
+    )
     assert out is not None
     return out
 
@@ -52,8 +68,14 @@ def test_compat_tags_round_trip_and_look_alikes_are_refused() -> None:
     assert tag == f"mnist@v3.0.0#compat#{KEY}"
     assert parse_compat(tag) == ("mnist", Version(3), KEY)
     assert not is_lookalike(tag)
-    for bad in (f"mnist@v3.0.0#compat#{KEY.upper()}", "mnist@v3.0.0#compat#abc", f"mnist@v03.0.0#compat#{KEY}",
-                f"Mnist@v3.0.0#compat#{KEY}", f"mnist@v3.0.0#compat#{KEY}0", f"mnist@v3.0.0#compat!#{KEY}"):
+    for bad in (
+        f"mnist@v3.0.0#compat#{KEY.upper()}",
+        "mnist@v3.0.0#compat#abc",
+        f"mnist@v03.0.0#compat#{KEY}",
+        f"Mnist@v3.0.0#compat#{KEY}",
+        f"mnist@v3.0.0#compat#{KEY}0",
+        f"mnist@v3.0.0#compat!#{KEY}",
+    ):
         assert parse_compat(bad) is None and is_lookalike(bad), bad
 
 
@@ -68,21 +90,32 @@ def test_the_guards_treat_compat_tags_as_kgit_tags() -> None:
 
 # -- records -------------------------------------------------------------------------------------
 def test_a_record_reads_back_as_written() -> None:
-    rec = parsed(record("loads-but-differs", max_diff=3e-4,
-                        formats={"savedmodel": {"result": "loads-but-differs", "max_diff": 3e-4, "error": None}}))
+    rec = parsed(
+        record(
+            "loads-but-differs",
+            max_diff=3e-4,
+            formats={"savedmodel": {"result": "loads-but-differs", "max_diff": 3e-4, "error": None}},
+        )
+    )
     assert rec.valid, rec.problems
     assert rec.text == "loads-but-differs (max diff 3e-4)"
     assert rec.describe_env(["keras"]) == "keras 3.12.4"
     assert parsed(record("fails")).text == "fails (TypeError: boom)"
 
 
-@pytest.mark.parametrize("change, problem", [
-    ({"packages": {**PACKAGES, "keras": "3.15.1"}}, "is not the key of the environment"),
-    ({"result": "loads", "formats": {"keras": {"result": "fails", "max_diff": None, "error": "x"}}}, "its formats say fails"),
-    ({"formats": {"onnx": {"result": "loads"}}}, "no known formats"),
-    ({"name": "other"}, "its name says"),
-    ({"env": "Not A Name"}, "not an environment name"),
-])
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        ({"packages": {**PACKAGES, "keras": "3.15.1"}}, "is not the key of the environment"),
+        (
+            {"result": "loads", "formats": {"keras": {"result": "fails", "max_diff": None, "error": "x"}}},
+            "its formats say fails",
+        ),
+        ({"formats": {"onnx": {"result": "loads"}}}, "no known formats"),
+        ({"name": "other"}, "its name says"),
+        ({"env": "Not A Name"}, "not an environment name"),
+    ],
+)
 def test_a_record_that_contradicts_its_tag_or_itself_is_invalid(change: dict[str, object], problem: str) -> None:
     good = record()
     body = {**good.body(), **change}
@@ -101,10 +134,20 @@ def test_lightweight_and_messageless_records_are_invalid() -> None:
 def test_passes_needs_a_valid_loading_record_meeting_every_specifier() -> None:
     rec = parsed(record())
     assert passes(rec, ["keras==3.12.*"]) and passes(rec, ["keras>=3.10", "tensorflow==2.21.*"])
-    assert not passes(rec, ["tensorflow==2.18.*"]) and unmet(rec, ["tensorflow==2.18.*", "keras==3.*"]) == ["tensorflow==2.18.*"]
+    assert not passes(rec, ["tensorflow==2.18.*"]) and unmet(rec, ["tensorflow==2.18.*", "keras==3.*"]) == [
+        "tensorflow==2.18.*"
+    ]
     assert not passes(rec, ["tf-keras==2.21.*"])
-    assert not passes(parsed(record("loads-but-differs", max_diff=1.0, formats={
-        "keras": {"result": "loads-but-differs", "max_diff": 1.0, "error": None}})), ["keras==3.12.*"])
+    assert not passes(
+        parsed(
+            record(
+                "loads-but-differs",
+                max_diff=1.0,
+                formats={"keras": {"result": "loads-but-differs", "max_diff": 1.0, "error": None}},
+            )
+        ),
+        ["keras==3.12.*"],
+    )
 
 
 # -- .kgit/compat.yaml and the gate --------------------------------------------------------------
@@ -130,8 +173,13 @@ def commit_files(repo: Path, files: dict[str, str]) -> None:
 def test_require_compat_takes_the_environment_committed_with_the_gates(git_repo: Path) -> None:
     from kgit.registry.catalog import Release
 
-    commit_files(git_repo, {".kgit/gates.yaml": "stages:\n  prod:\n    require_compat: [serving]\n",
-                            ".kgit/compat.yaml": 'serving: ["keras==3.12.*", "tensorflow==2.21.*"]\n'})
+    commit_files(
+        git_repo,
+        {
+            ".kgit/gates.yaml": "stages:\n  prod:\n    require_compat: [serving]\n",
+            ".kgit/compat.yaml": 'serving: ["keras==3.12.*", "tensorflow==2.21.*"]\n',
+        },
+    )
     rules = gates.read(Repo(git_repo)).rules_for("m", "prod")
     assert [(r.text, r.specs) for r in rules] == [("compat serving", ("keras==3.12.*", "tensorflow==2.21.*"))]
     rel = Release("m", "v1", "m@v1.0.0", "c" * 40, {}, None, None, None, "t")
@@ -144,7 +192,10 @@ def test_require_compat_takes_the_environment_committed_with_the_gates(git_repo:
     rel.compat = [parsed(record())]
     assert gates.failures(rules, rel, None, gates.Gates()) == []
     commit_files(git_repo, {".kgit/compat.yaml": 'other: ["keras==3.12.*"]\n'})
-    with pytest.raises(gates.GateError, match="requires compat serving, but .kgit/compat.yaml .at [0-9a-f]{8}. defines no environment 'serving'"):
+    with pytest.raises(
+        gates.GateError,
+        match="requires compat serving, but .kgit/compat.yaml .at [0-9a-f]{8}. defines no environment 'serving'",
+    ):
         gates.read(Repo(git_repo))
 
 
@@ -170,13 +221,21 @@ def keras_wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, quick.Ke
 
 
 def layer(cls: str, **config: object) -> dict[str, object]:
-    return {"module": "keras.layers", "class_name": cls, "config": {"name": cls.lower(), "trainable": True, **config},
-            "registered_name": None}
+    return {
+        "module": "keras.layers",
+        "class_name": cls,
+        "config": {"name": cls.lower(), "trainable": True, **config},
+        "registered_name": None,
+    }
 
 
 def model_config(*layers: dict[str, object]) -> dict[str, object]:
-    return {"module": "keras.src.models.functional", "class_name": "Functional",
-            "config": {"name": "m", "layers": list(layers)}, "registered_name": "Functional"}
+    return {
+        "module": "keras.src.models.functional",
+        "class_name": "Functional",
+        "config": {"name": "m", "layers": list(layers)},
+        "registered_name": "Functional",
+    }
 
 
 def test_quick_check_finds_what_keras_3_12_lacks(keras_wheels: dict[str, quick.KerasSource]) -> None:
@@ -186,30 +245,55 @@ def test_quick_check_finds_what_keras_3_12_lacks(keras_wheels: dict[str, quick.K
         layer("InputLayer", batch_shape=[None, 8, 8, 3], dtype="float32", sparse=False, ragged=False),
         layer("AdaptiveAveragePooling2D", output_size=[2, 2], data_format="channels_last"),
         layer("Dense", units=2, activation="relu", use_bias=True, quantization_config=None, dtype=policy),
-        layer("Conv2D", filters=2, kernel_size=[3, 3], strides=[1, 1], padding="valid", data_format="channels_last",
-              dilation_rate=[1, 1], groups=1, activation="linear", use_bias=True),
+        layer(
+            "Conv2D",
+            filters=2,
+            kernel_size=[3, 3],
+            strides=[1, 1],
+            padding="valid",
+            data_format="channels_last",
+            dilation_rate=[1, 1],
+            groups=1,
+            activation="linear",
+            use_bias=True,
+        ),
     )
     found = {(f.where, f.what) for f in quick.findings(config, old, set())}
     assert found == {
-        ("layer 'adaptiveaveragepooling2d' (AdaptiveAveragePooling2D)", "keras 3.12.0 has no layer class AdaptiveAveragePooling2D"),
+        (
+            "layer 'adaptiveaveragepooling2d' (AdaptiveAveragePooling2D)",
+            "keras 3.12.0 has no layer class AdaptiveAveragePooling2D",
+        ),
         ("layer 'dense' (Dense)", "keras 3.12.0's Dense takes no argument 'quantization_config'"),
         ("dtype policy AWQDTypePolicy", "keras 3.12.0 has no dtype policy AWQDTypePolicy"),
     }
     assert quick.findings(config, new, set()) == []
 
 
-def test_quick_check_passes_what_both_versions_have_and_skips_custom_layers(keras_wheels: dict[str, quick.KerasSource]) -> None:
-    custom: dict[str, object] = {"module": "support.zoo", "class_name": "ScaledDense", "config": {"name": "s", "brand_new": 1},
-              "registered_name": "Course>ScaledDense"}
-    config = model_config(layer("Dense", units=2, activation="relu", use_bias=True, kernel_initializer=None),
-                          layer("Flatten", data_format=None), custom)
+def test_quick_check_passes_what_both_versions_have_and_skips_custom_layers(
+    keras_wheels: dict[str, quick.KerasSource],
+) -> None:
+    custom: dict[str, object] = {
+        "module": "support.zoo",
+        "class_name": "ScaledDense",
+        "config": {"name": "s", "brand_new": 1},
+        "registered_name": "Course>ScaledDense",
+    }
+    config = model_config(
+        layer("Dense", units=2, activation="relu", use_bias=True, kernel_initializer=None),
+        layer("Flatten", data_format=None),
+        custom,
+    )
     assert quick.findings(config, keras_wheels["3.12.0"], {"ScaledDense"}) == []
-    assert quick.findings(model_config(layer("Dense", units=2, made_up=True)), keras_wheels["3.12.0"], set())[0].what \
+    assert (
+        quick.findings(model_config(layer("Dense", units=2, made_up=True)), keras_wheels["3.12.0"], set())[0].what
         == "keras 3.12.0's Dense takes no argument 'made_up'"
+    )
 
 
-def test_quick_check_uses_a_cached_wheel_without_the_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                            keras_wheels: dict[str, quick.KerasSource]) -> None:
+def test_quick_check_uses_a_cached_wheel_without_the_network(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keras_wheels: dict[str, quick.KerasSource]
+) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     quick.wheels_dir().mkdir(parents=True)
     wheel = keras_wheels["3.12.0"].wheel
@@ -232,7 +316,11 @@ def test_a_version_the_index_does_not_have_is_one_line(env_cache: Path) -> None:
     message = str(info.value)
     assert "\n" not in message and "keras==3.99.0 does not exist on the package index" in message
     assert "pip index versions keras" in message
-    assert not env_cache.exists() or not any(env_cache.iterdir()) or list(env_cache.iterdir()) == [env_cache / "resolved.json"]
+    assert (
+        not env_cache.exists()
+        or not any(env_cache.iterdir())
+        or list(env_cache.iterdir()) == [env_cache / "resolved.json"]
+    )
 
 
 def test_no_index_reachable_is_one_line(env_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:

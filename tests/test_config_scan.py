@@ -21,32 +21,58 @@ OPT_IN = "pass --unsafe (kgit.load(..., unsafe=True)) only if you trust who rele
 
 
 def layer(class_name: str, name: str, module: str | None = "keras.layers", **config: Any) -> dict[str, Any]:
-    return {"module": module, "class_name": class_name, "config": {"name": name, "trainable": True, **config},
-            "registered_name": None, "inbound_nodes": []}
+    return {
+        "module": module,
+        "class_name": class_name,
+        "config": {"name": name, "trainable": True, **config},
+        "registered_name": None,
+        "inbound_nodes": [],
+    }
 
 
 def lambda_fn() -> dict[str, Any]:
     """A Python lambda as Keras 3 serializes it: marshalled bytecode, base64."""
-    return {"class_name": "__lambda__", "config": {"code": "4wEAAAAAAAAAAAAAAAIAAAADAAAA8wwAAACXAHwAZAF6BQAAUwA=",
-                                                    "defaults": None, "closure": None}}
+    return {
+        "class_name": "__lambda__",
+        "config": {"code": "4wEAAAAAAAAAAAAAAAIAAAADAAAA8wwAAACXAHwAZAF6BQAAUwA=", "defaults": None, "closure": None},
+    }
 
 
 def functional(*layers: dict[str, Any], compile_config: dict[str, Any] | None = None) -> dict[str, Any]:
-    model = {"module": "keras.src.models.functional", "class_name": "Functional", "registered_name": "Functional",
-             "config": {"name": "functional", "trainable": True,
-                        "layers": [layer("InputLayer", "x", batch_shape=[None, 4], dtype="float32"), *layers]}}
+    model = {
+        "module": "keras.src.models.functional",
+        "class_name": "Functional",
+        "registered_name": "Functional",
+        "config": {
+            "name": "functional",
+            "trainable": True,
+            "layers": [layer("InputLayer", "x", batch_shape=[None, 4], dtype="float32"), *layers],
+        },
+    }
     if compile_config is not None:
         model["compile_config"] = compile_config
     return model
 
 
 def dense(name: str = "dense", module: str = "keras.layers") -> dict[str, Any]:
-    return layer("Dense", name, module, units=2, kernel_initializer={
-        "module": "keras.initializers", "class_name": "GlorotUniform", "config": {"seed": None}, "registered_name": None})
+    return layer(
+        "Dense",
+        name,
+        module,
+        units=2,
+        kernel_initializer={
+            "module": "keras.initializers",
+            "class_name": "GlorotUniform",
+            "config": {"seed": None},
+            "registered_name": None,
+        },
+    )
 
 
 def refusal(config: Any, *, declared: Sequence[str] | None = (), allow_code: bool = False) -> str | None:
-    return config_scan.refusal("mnist@v3 (keras)", config_scan.scan(config, declared), allow_code=allow_code, fix=OPT_IN)
+    return config_scan.refusal(
+        "mnist@v3 (keras)", config_scan.scan(config, declared), allow_code=allow_code, fix=OPT_IN
+    )
 
 
 def write_keras(path: Path, config: Any) -> Path:
@@ -60,8 +86,10 @@ def write_keras(path: Path, config: Any) -> Path:
 # -- code: refused unless the loader opts in --------------------------------------------------------
 def test_a_lambda_layer_is_refused_naming_the_layer_unless_the_loader_opts_in() -> None:
     config = functional(layer("Lambda", "triple", function=lambda_fn(), arguments={}), dense())
-    assert refusal(config) == ("mnist@v3 (keras): layer 'triple' is a Python Lambda (arbitrary code): refused; "
-                               "pass --unsafe (kgit.load(..., unsafe=True)) only if you trust who released it")
+    assert refusal(config) == (
+        "mnist@v3 (keras): layer 'triple' is a Python Lambda (arbitrary code): refused; "
+        "pass --unsafe (kgit.load(..., unsafe=True)) only if you trust who released it"
+    )
     assert refusal(config, allow_code=True) is None
     assert refusal(functional(dense())) is None
 
@@ -70,8 +98,18 @@ def test_bytecode_anywhere_else_is_code_too() -> None:
     """A serialized Python function outside a Lambda layer (here: the loss), and tf_keras' legacy form."""
     config = functional(dense(), compile_config={"optimizer": "adam", "loss": lambda_fn()})
     assert "holds a serialized Python function (bytecode): refused" in str(refusal(config))
-    legacy = {"class_name": "Functional", "config": {"name": "model", "layers": [
-        {"class_name": "MyLayer", "config": {"name": "mine", "function": ["4wEAAAAA", None, None], "function_type": "lambda"}}]}}
+    legacy = {
+        "class_name": "Functional",
+        "config": {
+            "name": "model",
+            "layers": [
+                {
+                    "class_name": "MyLayer",
+                    "config": {"name": "mine", "function": ["4wEAAAAA", None, None], "function_type": "lambda"},
+                }
+            ],
+        },
+    }
     assert "layer 'mine' holds a serialized Python function (bytecode)" in str(refusal(legacy))
     assert refusal(legacy, allow_code=True) is None
 
@@ -89,8 +127,10 @@ def test_what_keras_safe_mode_refuses_besides_lambdas_is_code() -> None:
 def test_a_module_outside_the_allow_list_is_refused_even_with_opt_in() -> None:
     config = functional(dense("dense", module="evil_marker"))
     line = refusal(config, allow_code=True)
-    assert line == ("mnist@v3 (keras): layer 'dense' names module 'evil_marker', which is neither Keras' nor declared "
-                    "by the release (importing it would run its code): refused, with or without --unsafe")
+    assert line == (
+        "mnist@v3 (keras): layer 'dense' names module 'evil_marker', which is neither Keras' nor declared "
+        "by the release (importing it would run its code): refused, with or without --unsafe"
+    )
     assert refusal(config, declared=["evil_marker"]) is None  # a custom object the release declares
     assert refusal(functional(dense(module="support.zoo")), declared=["support"]) is None  # a submodule of one
     assert refusal(functional(dense(module="supportx.zoo")), declared=["support"]) is not None
@@ -107,17 +147,48 @@ def test_a_never_finding_wins_over_an_allowed_lambda() -> None:
     assert "names module 'os'" in str(refusal(config, allow_code=True))
 
 
-@pytest.mark.parametrize("smuggled", [
-    # a Lambda whose function is Keras' own switch: safe mode off for everything loaded after it
-    layer("Lambda", "switch", function={"module": "keras.config", "class_name": "function",
-                                        "config": "enable_unsafe_deserialization", "registered_name": None}),
-    layer("Dense", "dense", units=2, safe_mode=False),
-    layer("Dense", "dense", units=2, activation={"module": "keras.utils", "class_name": "function",
-                                                 "config": "get_file", "registered_name": None}),
-    layer("Dense", "dense", units=2, activation={"module": "tensorflow.io", "class_name": "function",
-                                                 "config": "write_file", "registered_name": None}),
-])
-def test_a_config_that_switches_safe_mode_off_or_calls_a_loader_is_refused_even_with_opt_in(smuggled: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "smuggled",
+    [
+        # a Lambda whose function is Keras' own switch: safe mode off for everything loaded after it
+        layer(
+            "Lambda",
+            "switch",
+            function={
+                "module": "keras.config",
+                "class_name": "function",
+                "config": "enable_unsafe_deserialization",
+                "registered_name": None,
+            },
+        ),
+        layer("Dense", "dense", units=2, safe_mode=False),
+        layer(
+            "Dense",
+            "dense",
+            units=2,
+            activation={
+                "module": "keras.utils",
+                "class_name": "function",
+                "config": "get_file",
+                "registered_name": None,
+            },
+        ),
+        layer(
+            "Dense",
+            "dense",
+            units=2,
+            activation={
+                "module": "tensorflow.io",
+                "class_name": "function",
+                "config": "write_file",
+                "registered_name": None,
+            },
+        ),
+    ],
+)
+def test_a_config_that_switches_safe_mode_off_or_calls_a_loader_is_refused_even_with_opt_in(
+    smuggled: dict[str, Any],
+) -> None:
     line = refusal(functional(smuggled), allow_code=True)
     assert line is not None and line.endswith("refused, with or without --unsafe"), line
     assert f"layer '{smuggled['config']['name']}'" in line
@@ -127,7 +198,9 @@ def test_numpy_object_arrays_and_malformed_names_are_refused() -> None:
     numbers = {"class_name": "__numpy__", "config": {"value": [1, 2], "dtype": "float32"}}
     objects = {"class_name": "__numpy__", "config": {"value": [1, 2], "dtype": "object"}}
     assert refusal(functional(layer("Dense", "d", units=2, bias=numbers))) is None
-    assert "holds a NumPy array of dtype 'object'" in str(refusal(functional(layer("Dense", "d", units=2, bias=objects))))
+    assert "holds a NumPy array of dtype 'object'" in str(
+        refusal(functional(layer("Dense", "d", units=2, bias=objects)))
+    )
     bad = dense()
     bad["module"] = ["os", "system"]
     assert "has a malformed 'module' (list, not a name)" in str(refusal(functional(bad)))
@@ -140,14 +213,22 @@ def test_configs_are_read_from_keras_zips_h5_files_and_tf_keras_metadata(tmp_pat
     config = functional(layer("Lambda", "triple", function=lambda_fn()))
     assert config_scan.read_configs(write_keras(tmp_path / "model.keras", config)) == [config]
     h5 = tmp_path / "model.h5"
-    tf_keras_lambda = {"class_name": "Lambda", "config": {"name": "triple", "function": ["4wEA", None, None],
-                                                          "function_type": "lambda", "module": "__main__"}}
+    tf_keras_lambda = {
+        "class_name": "Lambda",
+        "config": {"name": "triple", "function": ["4wEA", None, None], "function_type": "lambda", "module": "__main__"},
+    }
     with h5py.File(h5, "w") as fh:
-        fh.attrs["model_config"] = json.dumps({"class_name": "Functional", "config": {"name": "model", "layers": [tf_keras_lambda]}})
-        fh.attrs["training_config"] = json.dumps({"loss": {"module": "evil_loss", "class_name": "function", "config": "loss"}})
+        fh.attrs["model_config"] = json.dumps(
+            {"class_name": "Functional", "config": {"name": "model", "layers": [tf_keras_lambda]}}
+        )
+        fh.attrs["training_config"] = json.dumps(
+            {"loss": {"module": "evil_loss", "class_name": "function", "config": "loss"}}
+        )
     found = config_scan.scan_files([h5], [])
-    assert [f.describe("m") for f in found][:2] == ["m: layer 'triple' is a Python Lambda (arbitrary code)",
-                                                    "m: layer 'triple' holds a serialized Python function (bytecode)"]
+    assert [f.describe("m") for f in found][:2] == [
+        "m: layer 'triple' is a Python Lambda (arbitrary code)",
+        "m: layer 'triple' holds a serialized Python function (bytecode)",
+    ]
     assert any("names module 'evil_loss'" in f.what for f in found)
 
     # tf_keras SavedModel: SavedMetadata {repeated SavedObject nodes = 1}, SavedObject {metadata = 5, ...}
@@ -156,9 +237,12 @@ def test_configs_are_read_from_keras_zips_h5_files_and_tf_keras_metadata(tmp_pat
 
     node = bytes([2 << 3, 7]) + field(3, b"root.layer-1") + field(5, json.dumps(tf_keras_lambda).encode())
     pb = tmp_path / "keras_metadata.pb"
-    pb.write_bytes(field(1, node) + field(1, bytes([2 << 3, 0]) + field(5, b'{"class_name": "InputLayer", "config": {}}')))
-    assert "layer 'triple' is a Python Lambda" in str(config_scan.refusal("m", config_scan.scan_files([pb], []),
-                                                                          allow_code=False, fix=OPT_IN))
+    pb.write_bytes(
+        field(1, node) + field(1, bytes([2 << 3, 0]) + field(5, b'{"class_name": "InputLayer", "config": {}}'))
+    )
+    assert "layer 'triple' is a Python Lambda" in str(
+        config_scan.refusal("m", config_scan.scan_files([pb], []), allow_code=False, fix=OPT_IN)
+    )
 
 
 def _varint(n: int) -> bytes:
@@ -207,7 +291,9 @@ def test_the_load_funnel_refuses_before_tensorflow_is_imported(tmp_path: Path) -
     proc = subprocess.run([sys.executable, "-c", script, str(folder)], cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     said, imported = proc.stdout.strip().splitlines()
-    assert said.startswith("m@v1 (keras): layer 'dense' names module 'evil_marker'") and "with or without --unsafe" in said
+    assert (
+        said.startswith("m@v1 (keras): layer 'dense' names module 'evil_marker'") and "with or without --unsafe" in said
+    )
     assert imported == "[]"
     assert not (tmp_path / "imported").exists()
 
@@ -239,7 +325,9 @@ def test_the_scan_is_fast_and_imports_no_tensorflow() -> None:
 
 def test_check_files_raises_the_refusal(tmp_path: Path) -> None:
     path = write_keras(tmp_path / "model.keras", functional(layer("Lambda", "triple", function=lambda_fn())))
-    with pytest.raises(UnsafeModelError, match=r"^m: layer 'triple' is a Python Lambda \(arbitrary code\): refused; fix$"):
+    with pytest.raises(
+        UnsafeModelError, match=r"^m: layer 'triple' is a Python Lambda \(arbitrary code\): refused; fix$"
+    ):
         config_scan.check_files([path], label="m", declared=[], allow_code=False, fix="fix")
     config_scan.check_files([path], label="m", declared=[], allow_code=True, fix="fix")
 
@@ -250,5 +338,6 @@ def test_declared_modules_are_the_release_s_and_the_loader_s() -> None:
     class Mine:
         pass
 
-    assert formats.declared_modules(["support.zoo"], {"Mine": Mine}, ["pkg.layers:Thing", "other.mod.Fn", "__main__:X"]) == [
-        "support.zoo", "pkg.layers", "other.mod", __name__]
+    assert formats.declared_modules(
+        ["support.zoo"], {"Mine": Mine}, ["pkg.layers:Thing", "other.mod.Fn", "__main__:X"]
+    ) == ["support.zoo", "pkg.layers", "other.mod", __name__]

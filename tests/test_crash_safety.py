@@ -26,10 +26,17 @@ import kgit as api
 pytestmark = pytest.mark.slow  # TensorFlow models and real pushes: the full suite, not the fast tier
 
 
-@pytest.mark.parametrize("point,survives", [
-    ("staged", False), ("validated", False), ("placed", False), ("tracked", False),
-    ("committed", True), ("tagged", True),
-])
+@pytest.mark.parametrize(
+    "point,survives",
+    [
+        ("staged", False),
+        ("validated", False),
+        ("placed", False),
+        ("tracked", False),
+        ("committed", True),
+        ("tagged", True),
+    ],
+)
 def test_sigkill_at_each_step_leaves_a_consistent_repo(kgit_repo: Path, point: str, survives: bool) -> None:
     head_before = git(kgit_repo, "rev-parse", "HEAD")
     proc = run_with_failpoint(kgit_repo, point)
@@ -78,8 +85,15 @@ def wait_for_process_in_session(session: int, marker: str, timeout: float = 300)
 
 def test_ctrl_c_during_validation_leaves_no_trace(kgit_repo: Path) -> None:
     before = snapshot(kgit_repo)
-    proc = subprocess.Popen([sys.executable, "-m", "kgit", *RELEASE], cwd=kgit_repo, stderr=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kgit", *RELEASE],
+        cwd=kgit_repo,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
     assert proc.stderr is not None
     wait_for_process_in_session(proc.pid, "kgit.models.roundtrip_worker")  # the fresh-process validation is running
     os.killpg(proc.pid, signal.SIGINT)  # the whole group, as a terminal's Ctrl-C does
@@ -111,17 +125,30 @@ def assert_next_commands_work(repo: Path, origin: Path) -> str:
     return said
 
 
-@pytest.mark.parametrize("point,sig", [
-    ("dvc-add", "KILL"), ("dvc-rwlock", "KILL"), ("dvc-added", "KILL"), ("dvc-rwlock", "INT"), ("dvc-added", "TERM"),
-])
+@pytest.mark.parametrize(
+    "point,sig",
+    [
+        ("dvc-add", "KILL"),
+        ("dvc-rwlock", "KILL"),
+        ("dvc-added", "KILL"),
+        ("dvc-rwlock", "INT"),
+        ("dvc-added", "TERM"),
+    ],
+)
 def test_kill_inside_dvc_add_blocks_nothing_after(kgit_repo: Path, tmp_path: Path, point: str, sig: str) -> None:
     """Right before `dvc add`, inside it (DVC has just truncated its rwlock file to rewrite it) and
     right after it, in the release's own process."""
     origin = bare_origin(tmp_path, kgit_repo)
     head_before = git(kgit_repo, "rev-parse", "HEAD")
     env = {**os.environ, "KGIT_FAILPOINT": point if sig == "KILL" else f"{point}:{sig}"}
-    proc = subprocess.run([sys.executable, "-m", "kgit", *RELEASE], cwd=kgit_repo, env=env, capture_output=True,
-                          text=True, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [sys.executable, "-m", "kgit", *RELEASE],
+        cwd=kgit_repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     if sig == "KILL":
         assert proc.returncode == -signal.SIGKILL, proc.stderr
         if point == "dvc-rwlock":
@@ -141,8 +168,14 @@ def release_streaming(repo: Path, kill_after: float | None = None) -> tuple[str,
     """Run `kgit release` reading its progress as it comes; ``kill_after``: SIGKILL it that many
     seconds after it says it is tracking with DVC. Returns its stderr and the seconds from that line
     to the next one (the time `dvc add` took), if it got there."""
-    proc = subprocess.Popen([sys.executable, "-m", "kgit", *RELEASE], cwd=repo, stderr=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kgit", *RELEASE],
+        cwd=repo,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
     assert proc.stderr is not None
     seen, tracking, took = "", None, 0.0
     for line in proc.stderr:
@@ -175,10 +208,15 @@ def test_kill_at_random_moments_during_dvc_add(kgit_repo: Path, tmp_path: Path) 
         journal = kgit_repo / ".git" / "kgit" / "journal.json"
         inside = journal.exists() and bool(json.loads(journal.read_text()).get("dvc_writing"))
         rwlock = (kgit_repo / RWLOCK).read_text() if (kgit_repo / RWLOCK).exists() else None
-        left = sorted(p.name for p in (kgit_repo / "artifacts").rglob("*.dvc")
-                      if git(kgit_repo, "ls-files", str(p.relative_to(kgit_repo))) == "")
-        print(f"seed {seed} attempt {attempt}: killed {delay:.3f} s after 'tracking' (dvc add took {window:.3f} s); "
-              f"inside dvc add: {inside}; rwlock {rwlock!r}; .dvc files written: {left}")
+        left = sorted(
+            p.name
+            for p in (kgit_repo / "artifacts").rglob("*.dvc")
+            if git(kgit_repo, "ls-files", str(p.relative_to(kgit_repo))) == ""
+        )
+        print(
+            f"seed {seed} attempt {attempt}: killed {delay:.3f} s after 'tracking' (dvc add took {window:.3f} s); "
+            f"inside dvc add: {inside}; rwlock {rwlock!r}; .dvc files written: {left}"
+        )
         assert_consistent(kgit_repo)
         assert_next_commands_work(kgit_repo, origin)
 
@@ -206,8 +244,14 @@ def test_kill_inside_the_push_upload(kgit_repo: Path, tmp_path: Path, plain_mode
 def test_concurrent_releases_get_distinct_versions(kgit_repo: Path) -> None:
     (kgit_repo / RWLOCK).write_text("")  # as a release killed inside DVC left it: the first to get the lock repairs it
     procs = [
-        subprocess.Popen([sys.executable, "-m", "kgit", *RELEASE, "--json"], cwd=kgit_repo, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        subprocess.Popen(
+            [sys.executable, "-m", "kgit", *RELEASE, "--json"],
+            cwd=kgit_repo,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
         for _ in range(3)
     ]
     results = [(p.wait(timeout=900), *p.communicate()) for p in procs]
@@ -227,9 +271,17 @@ def test_a_release_started_while_another_is_about_to_commit_waits(kgit_repo: Pat
     """The first release is held (SIGSTOP) with dvc.yaml written and not yet committed; a second one
     started then does not take those files for uncommitted work: it waits for the lock, and both
     succeed with distinct versions."""
+
     def start(env: dict[str, str]) -> subprocess.Popen[str]:
-        return subprocess.Popen([sys.executable, "-m", "kgit", *RELEASE, "--json"], cwd=kgit_repo, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        return subprocess.Popen(
+            [sys.executable, "-m", "kgit", *RELEASE, "--json"],
+            cwd=kgit_repo,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
 
     first = start({**os.environ, "KGIT_FAILPOINT": "described:STOP"})
     try:
@@ -291,8 +343,14 @@ FINISHED = {"committed", "tagged"}  # past the commit, an interrupted release is
 def test_interrupt_at_each_step(kgit_repo: Path, point: str, sig: str) -> None:
     before = snapshot(kgit_repo)
     env = {**os.environ, "KGIT_FAILPOINT": f"{point}:{sig}"}
-    proc = subprocess.run([sys.executable, "-m", "kgit", *RELEASE], cwd=kgit_repo, env=env, capture_output=True,
-                          text=True, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [sys.executable, "-m", "kgit", *RELEASE],
+        cwd=kgit_repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 130, proc.stderr
     assert "Traceback" not in proc.stderr and "interrupted" in proc.stderr
     assert_consistent(kgit_repo)
@@ -343,8 +401,9 @@ def _writable(folder: Path) -> None:
 
 
 @pytest.mark.parametrize("fault", ["missing", "read-only", "full"])
-def test_remote_fault_refuses_push_and_retry_succeeds(kgit_repo: Path, tmp_path: Path, plain_model: Any, fault: str,
-                                                      request: pytest.FixtureRequest) -> None:
+def test_remote_fault_refuses_push_and_retry_succeeds(
+    kgit_repo: Path, tmp_path: Path, plain_model: Any, fault: str, request: pytest.FixtureRequest
+) -> None:
     origin = bare_origin(tmp_path, kgit_repo)
     if fault == "missing":
         blocker = tmp_path / "gone"
@@ -360,7 +419,9 @@ def test_remote_fault_refuses_push_and_retry_succeeds(kgit_repo: Path, tmp_path:
     rec = api.release(big, "fault", formats=["keras", "h5"], repo=kgit_repo)
     push = subprocess.run(["git", "push", "origin", "main"], cwd=kgit_repo, capture_output=True, text=True)
     try:
-        assert push.returncode != 0 and "uploading to DVC remote" in push.stderr and "failed" in push.stderr, push.stderr
+        assert push.returncode != 0 and "uploading to DVC remote" in push.stderr and "failed" in push.stderr, (
+            push.stderr
+        )
         assert git(origin, "tag", "-l") == ""  # the git refs did not go either
         assert all(info["md5"] not in sum(_published(kgit_repo).values(), []) for info in rec.formats.values())
     finally:

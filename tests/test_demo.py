@@ -25,7 +25,9 @@ def test_demo_releases_two_versions(tmp_path: Path) -> None:
     assert "already released" in proc.stdout  # the narrated refusal
     # metrics measured on each released artifact by --evaluate; the gates let v2 into prod, not v1
     acc = {r["version"]: r["metrics"]["holdout.accuracy"] for r in rows}
-    assert acc["v2"] >= 0.9 > acc["v1"] and all(set(r["measured"]) == {"holdout.accuracy", "holdout.loss"} for r in rows)
+    assert acc["v2"] >= 0.9 > acc["v1"] and all(
+        set(r["measured"]) == {"holdout.accuracy", "holdout.loss"} for r in rows
+    )
     assert "circle@v1 has holdout.accuracy" in proc.stdout and [r["stages"] for r in rows] == [[], ["prod"]]
     assert (target / "dvc-remote").is_dir()
     # step 6 pushed: the tags reached origin and the hook uploaded the data

@@ -13,8 +13,17 @@ pytestmark = pytest.mark.slow  # TensorFlow models and real pushes: the full sui
 
 
 def test_diff_between_releases(kgit_repo: Path, plain_model, guide_model) -> None:  # type: ignore[no-untyped-def]
-    api.release(plain_model, "d", formats="keras", repo=kgit_repo, hyperparams={"lr": 0.1, "epochs": 3}, dataset_id="set-1")
-    api.release(guide_model, "d", formats=["keras", "h5"], repo=kgit_repo, hyperparams={"lr": 0.2, "batch": 8}, dataset_id="set-2")
+    api.release(
+        plain_model, "d", formats="keras", repo=kgit_repo, hyperparams={"lr": 0.1, "epochs": 3}, dataset_id="set-1"
+    )
+    api.release(
+        guide_model,
+        "d",
+        formats=["keras", "h5"],
+        repo=kgit_repo,
+        hyperparams={"lr": 0.2, "batch": 8},
+        dataset_id="set-2",
+    )
     from conftest import kgit
 
     result = json.loads(kgit(kgit_repo, "diff", "d@v1", "d@latest", "--json", check=True).stdout)

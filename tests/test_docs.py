@@ -90,7 +90,11 @@ def test_a_changed_help_text_makes_the_pages_stale(monkeypatch: Any) -> None:
 
     def changed(cmd: Any, path: tuple[str, ...]) -> Any:
         got = real(cmd, path)
-        return got if path != ("kgit", "list") else type(got)(got.path, got.help + " Changed.", got.params, got.subcommands)
+        return (
+            got
+            if path != ("kgit", "list")
+            else type(got)(got.path, got.help + " Changed.", got.params, got.subcommands)
+        )
 
     monkeypatch.setattr(cli_reference, "_command", changed)
     page = DOCS / "commands" / "list.md"
@@ -99,8 +103,11 @@ def test_a_changed_help_text_makes_the_pages_stale(monkeypatch: Any) -> None:
 
 def test_every_page_is_in_the_nav_and_every_nav_entry_exists() -> None:
     nav = _nav()
-    pages = sorted(p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md")
-                   if not p.relative_to(DOCS).as_posix().startswith("commands/notes/"))
+    pages = sorted(
+        p.relative_to(DOCS).as_posix()
+        for p in DOCS.rglob("*.md")
+        if not p.relative_to(DOCS).as_posix().startswith("commands/notes/")
+    )
     assert "index.md" in pages and "commands/hooks-install.md" in pages
     missing = [p for p in pages if p not in nav]
     assert not missing, f"add these pages to mkdocs.yml's nav (a guide goes under Guides): {missing}"
@@ -118,8 +125,10 @@ def test_every_command_note_belongs_to_a_command() -> None:
 
 def test_readme_keeps_its_promised_commands_and_its_links_resolve() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    for line in ("bash scripts/demo.sh        # set up, then run kgit's main job on a built-in example",
-                 "bash scripts/test.sh        # set up, then run the whole test suite"):
+    for line in (
+        "bash scripts/demo.sh        # set up, then run kgit's main job on a built-in example",
+        "bash scripts/test.sh        # set up, then run the whole test suite",
+    ):
         assert line in readme
     assert (ROOT / "scripts" / "demo.sh").is_file() and (ROOT / "scripts" / "test.sh").is_file()
     links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme)

@@ -45,12 +45,20 @@ def entry(path: str, pid: int, cmd: str = "dvc add") -> dict[str, object]:
 
 
 # -- what is wrong (no DVC) ---------------------------------------------------------------------
-@pytest.mark.parametrize("text,why", [
-    ("", "empty"), ("  \n", "empty"), (HALF, "truncated or not JSON"), (b"\xff\xfe{}", "not UTF-8"),
-    ("[]", "not in DVC's format"), ('{"write": {"/x": {"pid": "1", "cmd": "c"}}}', "not in DVC's format"),
-    ('{"read": {"/x": {"pid": 1, "cmd": "c"}}}', "not in DVC's format"), ('{"other": {}}', "not in DVC's format"),
-    ("[" * 100_000, "nested too deeply"),
-])
+@pytest.mark.parametrize(
+    "text,why",
+    [
+        ("", "empty"),
+        ("  \n", "empty"),
+        (HALF, "truncated or not JSON"),
+        (b"\xff\xfe{}", "not UTF-8"),
+        ("[]", "not in DVC's format"),
+        ('{"write": {"/x": {"pid": "1", "cmd": "c"}}}', "not in DVC's format"),
+        ('{"read": {"/x": {"pid": 1, "cmd": "c"}}}', "not in DVC's format"),
+        ('{"other": {}}', "not in DVC's format"),
+        ("[" * 100_000, "nested too deeply"),
+    ],
+)
 def test_a_file_dvc_would_refuse_is_found_unreadable(tmp_path: Path, text: str | bytes, why: str) -> None:
     write_rwlock(tmp_path, text)
     found = dvc_locks.inspect(tmp_path)
@@ -69,8 +77,10 @@ def test_entries_of_ended_zombie_or_newer_processes_are_stale(tmp_path: Path, sl
     ended.wait()
     zombie = subprocess.Popen(["true"])  # exits and is not waited for: a zombie until reaped
     time.sleep(0.3)
-    data = {"write": {"/a": {"pid": ended.pid, "cmd": "dvc add a"}, "/b": {"pid": sleeper.pid, "cmd": "dvc add b"}},
-            "read": {"/c": [{"pid": zombie.pid, "cmd": "dvc repro"}, {"pid": sleeper.pid, "cmd": "dvc add b"}]}}
+    data = {
+        "write": {"/a": {"pid": ended.pid, "cmd": "dvc add a"}, "/b": {"pid": sleeper.pid, "cmd": "dvc add b"}},
+        "read": {"/c": [{"pid": zombie.pid, "cmd": "dvc repro"}, {"pid": sleeper.pid, "cmd": "dvc add b"}]},
+    }
     write_rwlock(tmp_path, json.dumps(data))
     found = dvc_locks.inspect(tmp_path)
     assert found is not None and found.unreadable is None
@@ -84,7 +94,9 @@ def test_entries_of_ended_zombie_or_newer_processes_are_stale(tmp_path: Path, sl
 
 
 def test_a_damaged_file_names_the_processes_still_in_it(tmp_path: Path, sleeper: subprocess.Popen[bytes]) -> None:
-    write_rwlock(tmp_path, '{"read": {"/a": [{"pid": ' + str(sleeper.pid) + ', "cmd": "dvc repro"}, {"pid": 4194303, "cm')
+    write_rwlock(
+        tmp_path, '{"read": {"/a": [{"pid": ' + str(sleeper.pid) + ', "cmd": "dvc repro"}, {"pid": 4194303, "cm'
+    )
     found = dvc_locks.inspect(tmp_path)
     assert found is not None and found.unreadable and [e.pid for e in found.live] == [sleeper.pid]
 
@@ -160,8 +172,9 @@ def test_an_entry_of_a_reused_process_number_is_dropped(dvc_repo: Path, sleeper:
         blocked = dvc(dvc_repo, "add", "data")
         assert blocked.returncode != 0 and "is busy" in blocked.stderr  # DVC alone takes the number for its writer
         said = dvc_locks.repair(dvc_repo)
-        assert said == (f"removed 1 entry of ended processes (PID {newer.pid} `kgit release m`) "
-                        f"from {dvc_locks.RWLOCK}")
+        assert said == (
+            f"removed 1 entry of ended processes (PID {newer.pid} `kgit release m`) from {dvc_locks.RWLOCK}"
+        )
         assert json.loads(path.read_text()) == other
         assert dvc(dvc_repo, "add", "data").returncode == 0
     finally:

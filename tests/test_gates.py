@@ -37,19 +37,22 @@ def test_gates_file_is_parsed_into_directions_and_rules() -> None:
     assert g.rules_for("other", "staging") == [] and gates.parse("") == gates.Gates()
 
 
-@pytest.mark.parametrize("text, says", [
-    ("stage:\n  prod: {}\n", "unknown field 'stage'"),
-    ("stages:\n  prod:\n    requires: [a>1]\n", "unknown field 'requires'"),
-    ("metrics:\n  val.loss: lower\n", "use max or min"),
-    ("stages:\n  prod:\n    require: ['val.accuracy => 0.9']\n", "is not KEY OP NUMBER"),
-    ("stages:\n  prod:\n    require: ['acc >= high']\n", "'high' is not a number"),
-    ("stages:\n  prod:\n    require: ['acc >= nan']\n", "not a finite number"),
-    ("stages:\n  Prod!:\n    require: []\n", "is not a stage"),
-    ("stages:\n  prod:\n    require: [1]\n", "is not a rule"),
-    ("stages: [prod]\n", "must map stage names"),
-    ("- a\n", "must be a mapping"),
-    ("a: &a [*a]\n", "YAML aliases"),
-])
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        ("stage:\n  prod: {}\n", "unknown field 'stage'"),
+        ("stages:\n  prod:\n    requires: [a>1]\n", "unknown field 'requires'"),
+        ("metrics:\n  val.loss: lower\n", "use max or min"),
+        ("stages:\n  prod:\n    require: ['val.accuracy => 0.9']\n", "is not KEY OP NUMBER"),
+        ("stages:\n  prod:\n    require: ['acc >= high']\n", "'high' is not a number"),
+        ("stages:\n  prod:\n    require: ['acc >= nan']\n", "not a finite number"),
+        ("stages:\n  Prod!:\n    require: []\n", "is not a stage"),
+        ("stages:\n  prod:\n    require: [1]\n", "is not a rule"),
+        ("stages: [prod]\n", "must map stage names"),
+        ("- a\n", "must be a mapping"),
+        ("a: &a [*a]\n", "YAML aliases"),
+    ],
+)
 def test_malformed_gates_are_refused_naming_the_problem(text: str, says: str) -> None:
     with pytest.raises(KgitError) as exc:
         gates.parse(text)
@@ -85,8 +88,9 @@ def world(tmp_path_factory: pytest.TempPathFactory, plain_model) -> World:  # ty
     git(w.repo, "add", ".kgit/gates.yaml")
     git(w.repo, "commit", "-q", "-m", "promotion gates")
     for v in ("v1", "v2", "v3"):
-        api.release(plain_model, "m", formats=["keras"], repo=w.repo,
-                    metrics={"val": {"accuracy": ACC[v], "loss": LOSS[v]}})
+        api.release(
+            plain_model, "m", formats=["keras"], repo=w.repo, metrics={"val": {"accuracy": ACC[v], "loss": LOSS[v]}}
+        )
     proc = w.push("main", "--follow-tags")
     assert proc.returncode == 0, proc.stderr
     return w
@@ -117,12 +121,15 @@ def test_promote_require_refuses_naming_the_rule_and_numbers(w: World) -> None:
     msg = one_line_error(kgit(w.repo, "promote", "m@v2", "dev", "--require", "val.accuracy=>0.5"))
     assert "is not KEY OP NUMBER" in msg
     assert tags(w.repo) == []
-    proc = kgit(w.repo, "promote", "m@v2", "dev", "--require", "val.accuracy>=0.85", "--require", "val.loss<0.4",
-                "--json")
+    proc = kgit(
+        w.repo, "promote", "m@v2", "dev", "--require", "val.accuracy>=0.85", "--require", "val.loss<0.4", "--json"
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["gates"] == ["val.accuracy >= 0.85", "val.loss < 0.4"]
     assert tags(w.repo) == ["m#dev#1"]
-    event = json.loads(git(w.repo, "for-each-ref", "--format=%(contents)", "refs/tags/m#dev#1").split("kgit-event: ")[1])
+    event = json.loads(
+        git(w.repo, "for-each-ref", "--format=%(contents)", "refs/tags/m#dev#1").split("kgit-event: ")[1]
+    )
     assert event["gates"] == ["val.accuracy >= 0.85", "val.loss < 0.4"]  # the tag records what it passed
     assert event["metrics"] == {"val.accuracy": 0.9, "val.loss": 0.3}
 
@@ -132,7 +139,10 @@ def test_require_better_compares_with_the_version_in_the_stage_now(w: World) -> 
     # dev is empty: nothing to beat
     assert kgit(w.repo, "promote", "m@v3", "dev", "--require-better", "val.accuracy").returncode == 0
     msg = one_line_error(kgit(w.repo, "promote", "m@v1", "dev", "--require-better", "val.accuracy"))
-    assert "rule `better val.accuracy` (--require-better): m@v1 has val.accuracy 0.8, m@v3 (in the stage now) has 0.88" in msg
+    assert (
+        "rule `better val.accuracy` (--require-better): m@v1 has val.accuracy 0.8, m@v3 (in the stage now) has 0.88"
+        in msg
+    )
     # val.loss is declared `min` in the committed gates: lower is better
     msg = one_line_error(kgit(w.repo, "promote", "m@v1", "dev", "--require-better", "val.loss"))
     assert "m@v1 has val.loss 0.6, m@v3 (in the stage now) has 0.35; lower is better" in msg
@@ -182,8 +192,9 @@ def rejected(proc, reason: str) -> None:  # type: ignore[no-untyped-def]
 def test_server_rejects_a_stage_tag_the_gates_refuse_even_with_no_verify(w: World) -> None:
     commit = git(w.repo, "rev-list", "-n1", "m@v1.0.0")
     git(w.repo, "tag", "-a", "m#prod#1", commit, "-m", "promote by hand")
-    rejected(w.push("--no-verify", "m#prod#1"), "new stage tag m#prod#1: m@v1 cannot go to prod: rule "
-             "`val.accuracy >= 0.85`")
+    rejected(
+        w.push("--no-verify", "m#prod#1"), "new stage tag m#prod#1: m@v1 cannot go to prod: rule `val.accuracy >= 0.85`"
+    )
     assert "m#prod#1" not in w.origin_tags()
     git(w.repo, "tag", "-d", "m#prod#1")  # (push.followTags would send it again)
     # a good one goes through: v2 passes, and prod is empty on the server
@@ -192,8 +203,9 @@ def test_server_rejects_a_stage_tag_the_gates_refuse_even_with_no_verify(w: Worl
     assert proc.returncode == 0, proc.stderr
     # v3 is not better than v2, which holds prod on the server now
     git(w.repo, "tag", "-a", "m#prod#2", git(w.repo, "rev-list", "-n1", "m@v3.0.0"), "-m", "promote by hand")
-    rejected(w.push("--no-verify", "m#prod#2"), "new stage tag m#prod#2: m@v3 cannot go to prod: rule `better "
-             "val.accuracy`")
+    rejected(
+        w.push("--no-verify", "m#prod#2"), "new stage tag m#prod#2: m@v3 cannot go to prod: rule `better val.accuracy`"
+    )
 
 
 @pytest.mark.slow
@@ -233,8 +245,11 @@ def rollback_message(version: str) -> str:
 
 
 def allow_rollback(w: World) -> None:
-    (w.repo / ".kgit/gates.yaml").write_text(GATES.replace("    require_better: [val.accuracy]\n",
-                                                          "    require_better: [val.accuracy]\n    allow_rollback: true\n"))
+    (w.repo / ".kgit/gates.yaml").write_text(
+        GATES.replace(
+            "    require_better: [val.accuracy]\n", "    require_better: [val.accuracy]\n    allow_rollback: true\n"
+        )
+    )
     git(w.repo, "commit", "-q", "-am", "prod may roll back below require_better")
     proc = w.push("main")
     assert proc.returncode == 0, proc.stderr
@@ -243,15 +258,17 @@ def allow_rollback(w: World) -> None:
 @pytest.mark.slow
 def test_hand_made_stage_tags_with_a_skipped_or_reused_counter_are_refused(w: World) -> None:
     git(w.repo, "tag", "-a", "m#prod#2", commit_of(w, "v2"), "-m", "promote by hand")  # m's next is #1
-    refused_before_and_after_no_verify(w, "m#prod#2", "#2 is not the next event counter of m: expected #1 (it has no "
-                                       "event tags yet)")
+    refused_before_and_after_no_verify(
+        w, "m#prod#2", "#2 is not the next event counter of m: expected #1 (it has no event tags yet)"
+    )
     git(w.repo, "tag", "-d", "m#prod#2")
     assert kgit(w.repo, "promote", "m@v2", "prod").returncode == 0
     proc = w.push("refs/tags/m#prod#1")
     assert proc.returncode == 0, proc.stderr
     git(w.repo, "tag", "-a", "m#dev#1", commit_of(w, "v3"), "-m", "promote by hand")  # #1 is taken
-    refused_before_and_after_no_verify(w, "m#dev#1", "#1 is not the next event counter of m: expected #2 (its event "
-                                       "tags end at #1)")
+    refused_before_and_after_no_verify(
+        w, "m#dev#1", "#1 is not the next event counter of m: expected #2 (its event tags end at #1)"
+    )
     assert [t for t in w.origin_tags() if "#" in t] == ["m#prod#1"]
 
 
@@ -267,7 +284,9 @@ def test_a_demote_does_not_lower_the_bar_for_the_next_promotion(w: World) -> Non
     proc = w.push("m#prod#1", "m#prod!#2", "m#prod#3")
     assert proc.returncode != 0 and "  - m#prod#3: m@v3 cannot go to prod: rule `better val.accuracy`" in proc.stderr
     assert reason in proc.stderr
-    rejected(w.push("--no-verify", "m#prod#1", "m#prod!#2", "m#prod#3"), "new stage tag m#prod#3: m@v3 cannot go to prod")
+    rejected(
+        w.push("--no-verify", "m#prod#1", "m#prod!#2", "m#prod#3"), "new stage tag m#prod#3: m@v3 cannot go to prod"
+    )
     assert not [t for t in w.origin_tags() if "#" in t]
 
 
@@ -278,7 +297,7 @@ def test_rollback_below_require_better_needs_allow_rollback_in_the_committed_gat
     assert w.push("m#prod#1", "m#prod#2").returncode == 0
     # refused alike by `kgit rollback`, the pre-push hook and the server
     msg = one_line_error(kgit(w.repo, "rollback", "m", "prod"))
-    reason = ("m@v3 cannot go to prod: rule `better val.accuracy` (.kgit/gates.yaml (at ")
+    reason = "m@v3 cannot go to prod: rule `better val.accuracy` (.kgit/gates.yaml (at "
     assert reason in msg and "m@v3 has val.accuracy 0.88, m@v2 (in the stage now) has 0.9" in msg
     assert "sets `allow_rollback: true`" in msg
     assert tags(w.repo) == ["m#prod#1", "m#prod#2"]
@@ -291,15 +310,25 @@ def test_rollback_below_require_better_needs_allow_rollback_in_the_committed_gat
     allow_rollback(w)
     proc = kgit(w.repo, "rollback", "m", "prod", "--note", "v2 misbehaves on Mondays", "--json")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout) == {"event": "rolled back", "name": "m", "version": "v3", "stage": "prod",
-                                       "tag": "m#prod#3", "gates": ["val.accuracy >= 0.85"], "from": "v2"}
+    assert json.loads(proc.stdout) == {
+        "event": "rolled back",
+        "name": "m",
+        "version": "v3",
+        "stage": "prod",
+        "tag": "m#prod#3",
+        "gates": ["val.accuracy >= 0.85"],
+        "from": "v2",
+    }
     proc = w.push("m#prod#3")
     assert proc.returncode == 0, proc.stderr
     assert "m#prod#3" in w.origin_tags()
     assert json.loads(ckgit(w.repo, "show", "m#prod", "--json", check=True).stdout)["version"] == "v3"
     events = json.loads(ckgit(w.repo, "history", "m", "--json", check=True).stdout)
     assert [(e["event"], e["version"], e["stage"]) for e in events if e["stage"]] == [
-        ("promoted", "v3", "prod"), ("promoted", "v2", "prod"), ("rolled back", "v3", "prod")]
+        ("promoted", "v3", "prod"),
+        ("promoted", "v2", "prod"),
+        ("rolled back", "v3", "prod"),
+    ]
     assert "rolled back" in ckgit(w.repo, "history", "m", check=True).stdout
     assert "v2 misbehaves on Mondays" in git(w.repo, "for-each-ref", "--format=%(contents)", "refs/tags/m#prod#3")
 
@@ -309,28 +338,37 @@ def test_a_rollback_to_a_version_that_never_held_the_stage_is_refused(w: World) 
     allow_rollback(w)
     assert kgit(w.repo, "promote", "m@v2", "prod").returncode == 0
     assert w.push("m#prod#1").returncode == 0
-    assert "only v2 of m has been in prod: there is no earlier version" in one_line_error(kgit(w.repo, "rollback", "m", "prod"))
+    assert "only v2 of m has been in prod: there is no earlier version" in one_line_error(
+        kgit(w.repo, "rollback", "m", "prod")
+    )
     msg = one_line_error(kgit(w.repo, "rollback", "m", "prod", "--to", "v3"))
     assert "m@v3 has never been in prod (versions that have: v2)" in msg
     # a message that calls a promotion of v3 a rollback does not make it one
     forge_tag(w.repo, "m#prod#2", commit_of(w, "v3"), rollback_message("v3"))
-    refused_before_and_after_no_verify(w, "m#prod#2", "its message says it rolls prod back to m@v3, which never held "
-                                       "prod")
-    assert [e["event"] for e in json.loads(ckgit(w.repo, "history", "m", "--json", check=True).stdout)
-            if e["stage"]] == ["promoted", "promoted"]
+    refused_before_and_after_no_verify(
+        w, "m#prod#2", "its message says it rolls prod back to m@v3, which never held prod"
+    )
+    assert [
+        e["event"] for e in json.loads(ckgit(w.repo, "history", "m", "--json", check=True).stdout) if e["stage"]
+    ] == ["promoted", "promoted"]
 
 
 @pytest.mark.slow
 def test_a_server_whose_head_names_no_branch_still_applies_the_gates(w: World) -> None:
     git(w.origin, "symbolic-ref", "HEAD", "refs/heads/master")  # git's default; the team pushes main
     git(w.repo, "tag", "-a", "m#prod#1", commit_of(w, "v1"), "-m", "promote by hand")
-    rejected(w.push("--no-verify", "m#prod#1"), "new stage tag m#prod#1: m@v1 cannot go to prod: rule "
-             "`val.accuracy >= 0.85` (.kgit/gates.yaml on main (at ")
+    rejected(
+        w.push("--no-verify", "m#prod#1"),
+        "new stage tag m#prod#1: m@v1 cannot go to prod: rule `val.accuracy >= 0.85` (.kgit/gates.yaml on main (at ",
+    )
     git(w.repo, "tag", "-d", "m#prod#1")
     assert kgit(w.repo, "promote", "m@v2", "prod").returncode == 0
     proc = w.push("m#prod#1")
     assert proc.returncode == 0, proc.stderr
-    assert "kgit: note: HEAD names refs/heads/master, which does not exist: the promotion gates of every branch" in proc.stderr
+    assert (
+        "kgit: note: HEAD names refs/heads/master, which does not exist: the promotion gates of every branch"
+        in proc.stderr
+    )
     assert "m#prod#1" in w.origin_tags()
 
 
@@ -349,8 +387,9 @@ def test_malformed_committed_gates_refuse_promotion_with_the_fix(w: World) -> No
 
 @pytest.mark.slow
 def test_list_metric_columns_sort_and_diff_deltas(w: World) -> None:
-    out = ckgit(w.repo, "list", "m", "--metric", "val.accuracy", "--metric", "val.loss", "--sort", "val.accuracy",
-                check=True).stdout.splitlines()
+    out = ckgit(
+        w.repo, "list", "m", "--metric", "val.accuracy", "--metric", "val.loss", "--sort", "val.accuracy", check=True
+    ).stdout.splitlines()
     assert out[0].split()[-2:] == ["val.accuracy", "val.loss"]
     assert [line.split()[1] for line in out[1:]] == ["v2", "v3", "v1"]
     assert out[1].split()[-2:] == ["0.9", "0.3"]
@@ -367,11 +406,25 @@ def test_list_metric_columns_sort_and_diff_deltas(w: World) -> None:
     assert line.split() == ["val.accuracy", "0.9", "0.88", "-0.02", "worse", "(max)"]
 
 
-@pytest.mark.parametrize("key, direction", [
-    ("val.loss", "min"), ("val_loss", "min"), ("train/loss", "min"), ("valLoss", "min"), ("holdout.mae", "min"),
-    ("test.rmse", "min"), ("mse", "min"), ("top-1-error", "min"), ("val.Loss", "min"),
-    ("val.accuracy", "max"), ("gloss", "max"), ("terror", "max"), ("auc", "max"), ("mae2", "max"),
-])
+@pytest.mark.parametrize(
+    "key, direction",
+    [
+        ("val.loss", "min"),
+        ("val_loss", "min"),
+        ("train/loss", "min"),
+        ("valLoss", "min"),
+        ("holdout.mae", "min"),
+        ("test.rmse", "min"),
+        ("mse", "min"),
+        ("top-1-error", "min"),
+        ("val.Loss", "min"),
+        ("val.accuracy", "max"),
+        ("gloss", "max"),
+        ("terror", "max"),
+        ("auc", "max"),
+        ("mae2", "max"),
+    ],
+)
 def test_undeclared_directions_come_from_the_metric_name(key: str, direction: str) -> None:
     from kgit.core import metrics
 

@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
@@ -63,8 +64,17 @@ operation = st.one_of(
     st.builds(Merge, who, small, small, st.sampled_from(MERGES), small, st.booleans(), flags, st.booleans()),
     st.builds(Rewrite, who, small, st.sampled_from(REWRITES), st.integers(1, 3), forced, st.booleans()),
     st.builds(Branches, who, st.sampled_from(BRANCH_OPS), small, st.sampled_from(TARGETS), small, flags),
-    st.builds(TagOp, who, st.integers(0, len(TAG_NAMES) - 1), st.sampled_from(TAG_TARGETS),
-              st.sampled_from(TAG_STYLES), st.sampled_from(ODD_HEADERS), small, st.booleans(), flags),
+    st.builds(
+        TagOp,
+        who,
+        st.integers(0, len(TAG_NAMES) - 1),
+        st.sampled_from(TAG_TARGETS),
+        st.sampled_from(TAG_STYLES),
+        st.sampled_from(ODD_HEADERS),
+        small,
+        st.booleans(),
+        flags,
+    ),
     st.builds(OtherRefs, who, st.sampled_from(OTHER_REFS), small, flags),
 )
 # a real `kgit release` costs 15-25 s here: about one step in eighty
@@ -94,13 +104,16 @@ def report(pytestconfig: pytest.Config) -> Iterator[None]:
     yield
     capture = pytestconfig.pluginmanager.getplugin("capturemanager")
     with capture.global_and_fixture_disabled():
-        print(f"\ngenerated attacks: {STATS['examples']} examples, {STATS['steps']} steps, {STATS['pushes']} pushes "
-              f"({STATS['accepted']} accepted), {STATS['releases']} kgit releases, {STATS['cli checks']} kgit list/check probes, "
-              f"oracle {ORACLE_SECONDS[0]:.1f} s, total {time.monotonic() - started:.1f} s")
+        print(
+            f"\ngenerated attacks: {STATS['examples']} examples, {STATS['steps']} steps, {STATS['pushes']} pushes "
+            f"({STATS['accepted']} accepted), {STATS['releases']} kgit releases, {STATS['cli checks']} kgit list/check probes, "
+            f"oracle {ORACLE_SECONDS[0]:.1f} s, total {time.monotonic() - started:.1f} s"
+        )
 
 
 def test_the_oracle_holds_after_the_releases_and_sees_each_clause_broken_without_the_hook(
-        attack_world: tuple[Path, Oracle], tmp_path: Path) -> None:
+    attack_world: tuple[Path, Oracle], tmp_path: Path
+) -> None:
     """The oracle can fail: on a copy whose origin has no kgit hook, plain pushes break (a)-(f)."""
     base, oracle = attack_world
     box = Sandbox.copy_of(base, tmp_path / "w", oracle)
@@ -121,17 +134,28 @@ def test_the_oracle_holds_after_the_releases_and_sees_each_clause_broken_without
     assert box.push("ana", "--no-verify", "origin", "HEAD:refs/foo/bar", "HEAD:refs/tags/m@v01.0.0")  # (e), (f)
     assert box.push("ana", "--no-verify", "--no-follow-tags", "origin", ":refs/tags/n@v1.0.0")  # (a)
     clauses = {clause for clause, _ in box.oracle.problems(box.origin)}
-    assert clauses == set("abcdef"), "\n".join(map(str, box.oracle.problems(box.origin))) + "\n" + "\n".join(box.transcript)
+    assert clauses == set("abcdef"), (
+        "\n".join(map(str, box.oracle.problems(box.origin))) + "\n" + "\n".join(box.transcript)
+    )
 
 
-@settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-          suppress_health_check=list(HealthCheck), report_multiple_bugs=EXPLORE,
-          phases=[Phase.explicit, Phase.generate, *([Phase.shrink] if EXPLORE else [])])
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+    report_multiple_bugs=EXPLORE,
+    phases=[Phase.explicit, Phase.generate, *([Phase.shrink] if EXPLORE else [])],
+)
 @given(steps=st.lists(step, min_size=1, max_size=6))
 # one real release in every run: a version released during the attacks is kept like the others
 @example(steps=[NewRelease(who=0, branch=0), TouchReleased(who=1, branch=0, file=3, how="rename")])
-def test_no_sequence_of_pushes_breaks_a_release(attack_world, tmp_path_factory: pytest.TempPathFactory,  # type: ignore[no-untyped-def]
-                                                steps: list[object]) -> None:
+def test_no_sequence_of_pushes_breaks_a_release(
+    attack_world: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+    steps: list[object],
+) -> None:
     base, oracle = attack_world
     box = Sandbox.copy_of(base, Path(tmp_path_factory.mktemp("attack")) / "w", oracle)
     STATS["examples"] += 1

@@ -7,6 +7,7 @@ import hashlib
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import git, snapshot
@@ -118,8 +119,9 @@ def test_dvc_takes_the_seeded_md5_without_reading_the_file(tmp_path: Path) -> No
     want = _add(plain, _folder(plain / "artifacts", data))
     folder = _folder(seeded / "artifacts", data)
     real = digest_file(folder / "model.bin")
-    forged = FileDigest(real.sha256, hashlib.md5(b"other bytes").hexdigest(), real.size, real.ino, real.mtime_ns,
-                        real.ctime_ns)
+    forged = FileDigest(
+        real.sha256, hashlib.md5(b"other bytes").hexdigest(), real.size, real.ino, real.mtime_ns, real.ctime_ns
+    )
     got = _add(seeded, folder, {folder / "model.bin": forged})
     assert got[0] != want[0] and got[1:] == want[1:]
 
@@ -146,7 +148,9 @@ def test_a_file_changed_after_hashing_is_not_seeded(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_release_records_sha256s_and_dvc_md5s_of_the_bytes_on_disk(kgit_repo: Path, plain_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_release_records_sha256s_and_dvc_md5s_of_the_bytes_on_disk(
+    kgit_repo: Path, plain_model: Any, tmp_path: Path
+) -> None:
     import kgit
     from kgit.core.metadata import Metadata, hash_folder
 

@@ -57,9 +57,15 @@ def test_good_release_is_pushed_with_its_data(origin_repo, plain_model) -> None:
     assert "dvc repro" not in proc.stderr
 
 
-@pytest.mark.parametrize("tamper,check", [
-    (tamper.tamper_byte, "files"), (tamper.edit_metadata, "metadata"), (tamper.change_reference_outputs, "files"), (tamper.delete_file, "files"),
-])
+@pytest.mark.parametrize(
+    "tamper,check",
+    [
+        (tamper.tamper_byte, "files"),
+        (tamper.edit_metadata, "metadata"),
+        (tamper.change_reference_outputs, "files"),
+        (tamper.delete_file, "files"),
+    ],
+)
 def test_tampered_release_is_refused(origin_repo, plain_model, tamper, check: str) -> None:  # type: ignore[no-untyped-def]
     repo, origin, remote = origin_repo
     rec = api.release(plain_model, "tampered", formats="keras", repo=repo)
@@ -97,8 +103,10 @@ def test_forged_reference_outputs_with_matching_hashes_are_refused(origin_repo, 
     # and the forged data, whatever git says, fails validation against the release recorded at the tag
     proc = kgit(repo, "validate", "subtle@v1")
     assert proc.returncode != 0
-    assert ("subtle@v1 (keras) metadata: metadata.json differs from the release's metadata in git (files, reference)"
-            in proc.stderr + proc.stdout), proc.stderr
+    assert (
+        "subtle@v1 (keras) metadata: metadata.json differs from the release's metadata in git (files, reference)"
+        in proc.stderr + proc.stdout
+    ), proc.stderr
 
 
 def test_changed_dvc_file_in_pushed_commits_is_refused(origin_repo, plain_model) -> None:  # type: ignore[no-untyped-def]
@@ -128,7 +136,9 @@ def test_unreachable_remote_is_refused_then_retry_succeeds(origin_repo, plain_mo
     rec = api.release(plain_model, "flaky", formats="keras", repo=repo)
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the remote folder should be")
-    subprocess.run([sys.executable, "-m", "dvc", "remote", "modify", "kgit", "url", str(blocker / "store")], cwd=repo, check=True)
+    subprocess.run(
+        [sys.executable, "-m", "dvc", "remote", "modify", "kgit", "url", str(blocker / "store")], cwd=repo, check=True
+    )
     proc = push(repo)
     assert proc.returncode != 0 and "uploading to DVC remote" in proc.stderr and "failed" in proc.stderr
     assert origin_tags(origin) == []
@@ -154,11 +164,15 @@ def test_nothing_to_do_imports_neither_tensorflow_nor_dvc(origin_repo, plain_mod
         "heavy = sorted(m for m in ('tensorflow', 'keras', 'dvc', 'h5py') if m in sys.modules)\n"
         "sys.stderr.write(f'RC={rc} HEAVY=' + ','.join(heavy) + '\\n')\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code, str(origin)], cwd=repo, input=stdin, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(origin)], cwd=repo, input=stdin, capture_output=True, text=True
+    )
     assert "RC=None HEAVY=\n" in proc.stderr or "RC=0 HEAVY=\n" in proc.stderr, proc.stderr
     # and pushing a release that was already pushed elsewhere (new branch, same tag) is nothing to do too
     stdin = f"refs/heads/other {head} refs/heads/other {'0' * 40}\n"
-    proc = subprocess.run([sys.executable, "-c", code, str(origin)], cwd=repo, input=stdin, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(origin)], cwd=repo, input=stdin, capture_output=True, text=True
+    )
     assert "HEAVY=\n" in proc.stderr, proc.stderr
 
 
@@ -243,4 +257,6 @@ def test_shipped_hook_files_match_the_installer() -> None:
         assert os.access(ROOT / "hooks" / hook, os.X_OK)
     entries = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
     assert {e["id"]: e["entry"] for e in entries} == {
-        "kgit-pre-commit": "kgit hook pre-commit", "kgit-pre-push": "kgit hook pre-push"}
+        "kgit-pre-commit": "kgit hook pre-commit",
+        "kgit-pre-push": "kgit hook pre-push",
+    }

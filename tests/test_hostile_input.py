@@ -95,7 +95,9 @@ def test_injection_shaped_names_and_versions_touch_nothing(kgit_repo: Path, tmp_
     for name in [f"x;touch {marker}", f"$(touch {marker})", "../../etc", "a/../../b", "`id`", "x\ny"]:
         assert kgit(kgit_repo, "release", name, "--from", "support.zoo:plain_model").returncode == 1
     for version in [f"v1;touch {marker}", "v1/../../x", "../v1", "v1 --force"]:
-        assert kgit(kgit_repo, "release", "ok", "--from", "support.zoo:plain_model", "--version", version).returncode == 1
+        assert (
+            kgit(kgit_repo, "release", "ok", "--from", "support.zoo:plain_model", "--version", version).returncode == 1
+        )
     for ref in [f"ok@v1;touch {marker}", "ok#../prod", "ok#$(id)"]:
         assert kgit(kgit_repo, "show", ref).returncode == 1
     assert not marker.exists()

@@ -56,7 +56,9 @@ def test_init_keeps_an_existing_dvc_setup_and_remote(git_repo: Path, tmp_path: P
     import sys
 
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=git_repo, check=True)
-    subprocess.run([sys.executable, "-m", "dvc", "remote", "add", "-d", "team", str(tmp_path / "team")], cwd=git_repo, check=True)
+    subprocess.run(
+        [sys.executable, "-m", "dvc", "remote", "add", "-d", "team", str(tmp_path / "team")], cwd=git_repo, check=True
+    )
     (git_repo / "dvc.yaml").write_text("# our pipeline\nstages:\n  train:\n    cmd: python train.py\n")
     git(git_repo, "add", "-A")
     git(git_repo, "commit", "-q", "-m", "dvc")

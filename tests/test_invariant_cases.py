@@ -113,16 +113,31 @@ def _mirror(box: Sandbox) -> None:
     box.push("bob", "--mirror", "--no-verify", "origin")  # bob's refs/remotes/origin/* too
 
 
-@pytest.mark.parametrize("attack", [_replace_blob, _replace_commit, _notes, _other_namespace, _mirror],
-                         ids=["replace-released-blob", "replace-release-commit", "notes", "refs-foo-bar", "mirror"])
+@pytest.mark.parametrize(
+    "attack",
+    [_replace_blob, _replace_commit, _notes, _other_namespace, _mirror],
+    ids=["replace-released-blob", "replace-release-commit", "notes", "refs-foo-bar", "mirror"],
+)
 def test_refs_outside_branches_and_tags(box: Sandbox, attack) -> None:  # type: ignore[no-untyped-def]
     attack(box)
     holds(box)
 
 
 # -- (f) look-alike tag names ------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["m@v01.0.0", "m@v\u0661.0.0", "m@v\uff11.0.0", "M@v1.0.0", "m@v1.0",
-                                  "m@v1.0.0-rc1", "m#prod#01", "m#Prod#1", "m@v1.0.0!#01"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "m@v01.0.0",
+        "m@v\u0661.0.0",
+        "m@v\uff11.0.0",
+        "M@v1.0.0",
+        "m@v1.0",
+        "m@v1.0.0-rc1",
+        "m#prod#01",
+        "m#Prod#1",
+        "m@v1.0.0!#01",
+    ],
+)
 def test_lookalike_tag_names(box: Sandbox, name: str) -> None:
     box.git("ana", "tag", "-a", "-m", "made by hand", name, "m@v1.0.0^{commit}")
     box.push("ana", "--no-verify", "origin", f"refs/tags/{name}")

@@ -43,8 +43,9 @@ class Origin:
             if new != ZERO:  # the objects arrive first, as in a real push
                 git(self.path, "fetch", "-q", "--no-tags", str(self.clone), f"+{new}:refs/incoming/{new}")
             lines.append(f"{old} {new} {dst}")
-        verdict = server.check_updates(Repo(self.path, bare=True), server.parse_updates("\n".join(lines) + "\n"),
-                                       check_data=False)
+        verdict = server.check_updates(
+            Repo(self.path, bare=True), server.parse_updates("\n".join(lines) + "\n"), check_data=False
+        )
         for ref in git(self.path, "for-each-ref", "--format=%(refname)", "refs/incoming/").split():
             git(self.path, "update-ref", "-d", ref)
         if not verdict.problems:
@@ -57,8 +58,10 @@ class Origin:
         return verdict.problems
 
     def _has(self, ref: str) -> bool:
-        return subprocess.run(["git", "rev-parse", "-q", "--verify", ref], cwd=self.path,
-                              capture_output=True).returncode == 0
+        return (
+            subprocess.run(["git", "rev-parse", "-q", "--verify", ref], cwd=self.path, capture_output=True).returncode
+            == 0
+        )
 
 
 @pytest.fixture(scope="module")
@@ -128,8 +131,9 @@ def test_git_merge_itself_is_refused_by_the_merge_hook(setup: tuple[Path, Origin
     githooks.install(Repo(repo))
     git(repo, "checkout", "-q", "-b", "side", "main~2")
     before = git(repo, "rev-parse", "HEAD")
-    proc = subprocess.run(["git", "merge", "-s", "ours", "-m", "keep ours", "main"], cwd=repo, capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        ["git", "merge", "-s", "ours", "-m", "keep ours", "main"], cwd=repo, capture_output=True, text=True
+    )
     assert proc.returncode != 0, proc.stderr
     assert f"m@v1 (keras): the commit deletes {V1}" in proc.stderr
     assert git(repo, "rev-parse", "HEAD") == before
@@ -142,7 +146,8 @@ def test_a_rename_or_a_copy_over_a_released_file_is_refused(setup: tuple[Path, O
     git(repo, "mv", V1, "artifacts/m/keras/v1-old.dvc")
     git(repo, "commit", "-qm", "rename")
     assert origin.push("main:refs/heads/main") == [
-        f"m@v1 (keras): branch main deletes {V1} (deleted or renamed, while it contains the release)"]
+        f"m@v1 (keras): branch main deletes {V1} (deleted or renamed, while it contains the release)"
+    ]
     git(repo, "reset", "-q", "--hard", "origin/main")
     (repo / "artifacts/m/keras/v2.dvc").write_text((repo / V1).read_text())  # copy v1 over v2
     git(repo, "commit", "-qam", "copy")
@@ -206,8 +211,7 @@ def test_a_new_release_is_checked_on_every_branch_the_push_leaves_alone(setup: t
     git(repo, "checkout", "-q", "main")
     synthetic.release(repo, "m", "v3")
     problems = origin.push("main:refs/heads/main", "m@v3.0.0:refs/tags/m@v3.0.0")
-    assert [p.split(" (blob")[0] for p in problems] == [
-        "m@v3 (keras): branch other modifies artifacts/m/keras/v3.dvc"]
+    assert [p.split(" (blob")[0] for p in problems] == ["m@v3 (keras): branch other modifies artifacts/m/keras/v3.dvc"]
 
 
 def test_files_in_git_inside_a_released_folder_are_refused(setup: tuple[Path, Origin]) -> None:
@@ -215,7 +219,8 @@ def test_files_in_git_inside_a_released_folder_are_refused(setup: tuple[Path, Or
     commit(repo, "data in git", {"artifacts/m/keras/v1/extra.bin": "bytes\n"})
     assert origin.push("main:refs/heads/main") == [
         "m@v1 (keras): branch main adds artifacts/m/keras/v1/extra.bin to git inside the released folder "
-        "(release data lives in DVC)"]
+        "(release data lives in DVC)"
+    ]
 
 
 def test_a_plain_push_and_a_side_merge_that_keeps_releases_pass(setup: tuple[Path, Origin]) -> None:
@@ -232,15 +237,27 @@ def test_a_plain_push_and_a_side_merge_that_keeps_releases_pass(setup: tuple[Pat
 def test_refs_outside_branches_and_tags_are_refused_unless_allowed(setup: tuple[Path, Origin]) -> None:
     repo, origin = setup
     blob = git(repo, "rev-parse", f"main:{V1}")
-    fake = subprocess.run(["git", "hash-object", "-w", "--stdin"], cwd=repo, input="outs: []\n",
-                          capture_output=True, text=True, check=True).stdout.strip()
+    fake = subprocess.run(
+        ["git", "hash-object", "-w", "--stdin"],
+        cwd=repo,
+        input="outs: []\n",
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     git(repo, "replace", blob, fake)
-    for ref, what in ((f"refs/replace/{blob}", "a replace ref"), ("refs/notes/commits", "a notes ref"),
-                      ("refs/foo/bar", "outside refs/heads/ and refs/tags/")):
+    for ref, what in (
+        (f"refs/replace/{blob}", "a replace ref"),
+        ("refs/notes/commits", "a notes ref"),
+        ("refs/foo/bar", "outside refs/heads/ and refs/tags/"),
+    ):
         problems = origin.push(f"main:{ref}")
         assert len(problems) == 1 and problems[0].startswith(f"{ref} is {what}"), problems
-    assert plan(repo, f"refs/replace/{blob}:refs/replace/{blob}").violations[0].startswith(
-        f"refs/replace/{blob} is a replace ref")
+    assert (
+        plan(repo, f"refs/replace/{blob}:refs/replace/{blob}")
+        .violations[0]
+        .startswith(f"refs/replace/{blob} is a replace ref")
+    )
     git(origin.path, "config", "--add", invariants.ALLOW_REF_KEY, "refs/foo/*")
     assert origin.push("main:refs/foo/bar") == []
     # the clone's own replace ref changes nothing kgit reads: the released blob is judged as stored
@@ -260,8 +277,17 @@ def test_look_alike_tag_names_are_refused(setup: tuple[Path, Origin], tag: str) 
 def hand_made_tag(repo: Path, name: str, header: bytes, message: bytes = b"made by hand\n") -> str:
     target = git(repo, "rev-parse", "main")
     raw = b"object " + target.encode() + b"\ntype commit\ntag " + name.encode() + b"\n" + header + b"\n" + message
-    oid = subprocess.run(["git", "hash-object", "-t", "tag", "--literally", "-w", "--stdin"], cwd=repo, input=raw,
-                         capture_output=True, check=True).stdout.decode().strip()
+    oid = (
+        subprocess.run(
+            ["git", "hash-object", "-t", "tag", "--literally", "-w", "--stdin"],
+            cwd=repo,
+            input=raw,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .strip()
+    )
     git(repo, "update-ref", f"refs/tags/{name}", oid)
     return oid
 
@@ -284,8 +310,13 @@ def test_a_hostile_tag_header_is_that_tag_s_problem_only(setup: tuple[Path, Orig
     reg = catalog.read(Repo(repo), remember=False)
     assert [r.tag for r in reg.releases if r.valid] == ["m@v1.0.0", "m@v2.0.0"]
     assert catalog.resolve(Repo(repo), "m", "latest").tag == "m@v2.0.0"
-    proc = subprocess.run(["kgit", "list", "--json"], cwd=repo, capture_output=True, text=True,
-                          env={**os.environ, "PATH": f"{Path(__import__('sys').executable).parent}:{os.environ['PATH']}"})
+    proc = subprocess.run(
+        ["kgit", "list", "--json"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": f"{Path(__import__('sys').executable).parent}:{os.environ['PATH']}"},
+    )
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     # and the server refuses such a tag when it is pushed
     for tag in ("m#prod#3", "m@v9.0.0"):

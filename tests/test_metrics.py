@@ -33,22 +33,25 @@ def test_nested_metrics_are_flattened_with_dots_as_dvc_prints_them(tmp_path: Pat
     assert metrics.combine({"a": 1.0, "b": 2.0}, {"b": 3.0}) == {"a": 1.0, "b": 3.0}
 
 
-@pytest.mark.parametrize("text, says", [
-    ('{"val": {"accuracy": "high"}}', "val.accuracy is 'high' (str), not a number"),
-    ('{"acc": true}', "acc is True (bool), not a number"),
-    ('{"acc": [0.1, 0.2]}', "acc is [0.1, 0.2] (list), not a number"),
-    ('{"acc": NaN}', "acc is nan, not a finite number"),
-    ("acc: .inf\n", "acc is inf, not a finite number"),
-    ('{"acc": null}', "acc is None (NoneType), not a number"),
-    ('{"val": {}}', "val is empty"),
-    ('[1, 2]', "must be a mapping"),
-    ('{"a b": 1}', "'a b' is not a valid metric name"),
-    ('{"val": {"acc": 1}, "val.acc": 2}', "val.acc is given twice"),
-    ("", "is empty"),
-    ("{" + ",".join(f'"m{i}": {i}' for i in range(101)) + "}", "more than 100 metrics"),
-    ("a: &a [*a]\n", "YAML aliases"),
-    ("x: [", "not valid YAML/JSON"),
-])
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        ('{"val": {"accuracy": "high"}}', "val.accuracy is 'high' (str), not a number"),
+        ('{"acc": true}', "acc is True (bool), not a number"),
+        ('{"acc": [0.1, 0.2]}', "acc is [0.1, 0.2] (list), not a number"),
+        ('{"acc": NaN}', "acc is nan, not a finite number"),
+        ("acc: .inf\n", "acc is inf, not a finite number"),
+        ('{"acc": null}', "acc is None (NoneType), not a number"),
+        ('{"val": {}}', "val is empty"),
+        ("[1, 2]", "must be a mapping"),
+        ('{"a b": 1}', "'a b' is not a valid metric name"),
+        ('{"val": {"acc": 1}, "val.acc": 2}', "val.acc is given twice"),
+        ("", "is empty"),
+        ("{" + ",".join(f'"m{i}": {i}' for i in range(101)) + "}", "more than 100 metrics"),
+        ("a: &a [*a]\n", "YAML aliases"),
+        ("x: [", "not valid YAML/JSON"),
+    ],
+)
 def test_malformed_metric_files_are_refused_in_one_line(tmp_path: Path, text: str, says: str) -> None:
     path = tmp_path / "m.json"
     path.write_text(text)
@@ -57,10 +60,17 @@ def test_malformed_metric_files_are_refused_in_one_line(tmp_path: Path, text: st
     assert says in str(exc.value) and "\n" not in str(exc.value)
 
 
-@pytest.mark.parametrize("item, says", [
-    ("acc", "use KEY=NUMBER"), ("acc=high", "'high', not a number"), ("acc=nan", "not a finite number"),
-    ("acc=inf", "not a finite number"), ("a>b=1", "not a valid metric name"), ("=1", "use KEY=NUMBER"),
-])
+@pytest.mark.parametrize(
+    "item, says",
+    [
+        ("acc", "use KEY=NUMBER"),
+        ("acc=high", "'high', not a number"),
+        ("acc=nan", "not a finite number"),
+        ("acc=inf", "not a finite number"),
+        ("a>b=1", "not a valid metric name"),
+        ("=1", "use KEY=NUMBER"),
+    ],
+)
 def test_malformed_metric_options_are_refused(item: str, says: str) -> None:
     with pytest.raises(KgitError) as exc:
         metrics.parse_assignments([item])
@@ -88,8 +98,20 @@ def scored(tmp_path_factory: pytest.TempPathFactory, plain_model):  # type: igno
     files = base / "files"
     files.mkdir()
     (files / "metrics.json").write_text(json.dumps({"val": {"accuracy": 0.8, "loss": 0.5}, "epochs": 3}))
-    kgit(repo, "release", "sc", "--from", "support.zoo:plain_model", "-f", "keras",
-         "--metrics", str(files / "metrics.json"), "--metric", "val.loss=0.45", check=True)
+    kgit(
+        repo,
+        "release",
+        "sc",
+        "--from",
+        "support.zoo:plain_model",
+        "-f",
+        "keras",
+        "--metrics",
+        str(files / "metrics.json"),
+        "--metric",
+        "val.loss=0.45",
+        check=True,
+    )
     api.release(plain_model, "sc", formats="keras", repo=repo, metrics={"val": {"accuracy": 0.9, "loss": 0.3}})
     api.release(plain_model, "sc", formats="keras", repo=repo)
     return repo
@@ -114,9 +136,11 @@ def test_metrics_are_in_metadata_and_tag_and_listed_from_git(scored: Path) -> No
 
 @pytest.mark.slow
 def test_list_reads_metrics_without_tensorflow_or_dvc(scored: Path) -> None:
-    code = ("import sys, kgit; rels = kgit.list_releases('sc', repo=sys.argv[1]); "
-            "print(rels[1].metrics['val.accuracy'], 'tensorflow' in sys.modules, 'dvc' in sys.modules, "
-            "'dvc.repo' in sys.modules)")
+    code = (
+        "import sys, kgit; rels = kgit.list_releases('sc', repo=sys.argv[1]); "
+        "print(rels[1].metrics['val.accuracy'], 'tensorflow' in sys.modules, 'dvc' in sys.modules, "
+        "'dvc.repo' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code, str(scored)], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["0.9", "False", "False", "False"]
 
@@ -128,8 +152,13 @@ def test_a_tag_with_malformed_metrics_is_listed_invalid_not_crashing(scored: Pat
     summary = json.loads(tag_message(repo, "sc@v2.0.0").split("kgit-release: ", 1)[1])
     commit = git(repo, "rev-list", "-n1", "sc@v2.0.0")
     bad = {"metrics": {"val.accuracy": "high"}, "measured": None}
-    extras: list[dict[str, Any]] = [bad, {"metrics": [1]}, {"metrics": {"a b": 1}}, {"metrics": {"acc": 1}, "measured": ["x"]},
-                                    {"metrics": {f"m{i}": 1 for i in range(101)}}]
+    extras: list[dict[str, Any]] = [
+        bad,
+        {"metrics": [1]},
+        {"metrics": {"a b": 1}},
+        {"metrics": {"acc": 1}, "measured": ["x"]},
+        {"metrics": {f"m{i}": 1 for i in range(101)}},
+    ]
     for i, extra in enumerate(extras):
         version = f"v9.0.{i}"
         forged = {**summary, "version": version, **extra}
@@ -146,8 +175,11 @@ def test_a_tag_with_malformed_metrics_is_listed_invalid_not_crashing(scored: Pat
 @pytest.mark.slow
 def test_python_metrics_are_refused_before_anything_happens(kgit_repo: Path, plain_model) -> None:  # type: ignore[no-untyped-def]
     before = snapshot(kgit_repo)
-    cases: list[tuple[dict[str, Any], str]] = [({"acc": float("nan")}, "not a finite number"), ({"acc": "0.9"}, "not a number"),
-                                               ({"val": {"acc": None}}, "val.acc is None")]
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"acc": float("nan")}, "not a finite number"),
+        ({"acc": "0.9"}, "not a number"),
+        ({"val": {"acc": None}}, "val.acc is None"),
+    ]
     for bad, says in cases:
         with pytest.raises(KgitError, match=says):
             api.release(plain_model, "bad", formats="keras", repo=kgit_repo, metrics=bad)
@@ -158,9 +190,11 @@ def test_python_metrics_are_refused_before_anything_happens(kgit_repo: Path, pla
 def test_cli_metric_refusals_are_one_line_and_change_nothing(kgit_repo: Path, tmp_path: Path) -> None:
     before = snapshot(kgit_repo)
     (tmp_path / "m.yaml").write_text("val:\n  accuracy: high\n")
-    for args, says in [(["--metric", "acc=nan"], "--metric acc is nan, not a finite number"),
-                       (["--metrics", str(tmp_path / "m.yaml")], "val.accuracy is 'high' (str), not a number"),
-                       (["--metrics", str(tmp_path / "absent.json")], "cannot read --metrics")]:
+    for args, says in [
+        (["--metric", "acc=nan"], "--metric acc is nan, not a finite number"),
+        (["--metrics", str(tmp_path / "m.yaml")], "val.accuracy is 'high' (str), not a number"),
+        (["--metrics", str(tmp_path / "absent.json")], "cannot read --metrics"),
+    ]:
         proc = kgit(kgit_repo, "release", "bad", "--from", "support.zoo:plain_model", *args)
         assert proc.returncode == 1 and proc.stderr.startswith("kgit: error: ") and says in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
@@ -171,7 +205,7 @@ def test_cli_metric_refusals_are_one_line_and_change_nothing(kgit_repo: Path, tm
 
 
 # -- --evaluate: measured on the model reloaded from the artifact, in the fresh process ------------
-EVALMOD = '''\
+EVALMOD = """\
 import os, sys
 import numpy as np
 from support import zoo
@@ -188,7 +222,7 @@ def words(model):
 
 def broken(model):
     raise RuntimeError("the holdout set is missing")
-'''
+"""
 
 
 @pytest.fixture
@@ -204,8 +238,23 @@ def eval_repo(kgit_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 def test_evaluate_measures_the_reloaded_artifact_and_is_signed_with_it(eval_repo: Path, tmp_path: Path) -> None:
     repo = eval_repo
     kgit(repo, "keys", "init", "--require", check=True)
-    proc = kgit(repo, "release", "ev", "--from", "support.zoo:plain_model", "-f", "savedmodel", "-f", "keras",
-                "--evaluate", "evalmod:evaluate", "--metric", "train.loss=0.5", "--json", check=True)
+    proc = kgit(
+        repo,
+        "release",
+        "ev",
+        "--from",
+        "support.zoo:plain_model",
+        "-f",
+        "savedmodel",
+        "-f",
+        "keras",
+        "--evaluate",
+        "evalmod:evaluate",
+        "--metric",
+        "train.loss=0.5",
+        "--json",
+        check=True,
+    )
     record = json.loads(proc.stdout)
     assert set(record["metadata"]["measured"]) == {"holdout.mse", "holdout.mae", "n"}
     log = (tmp_path / "eval.log").read_text().split()
@@ -236,8 +285,11 @@ def test_evaluate_failures_release_nothing(eval_repo: Path) -> None:
     repo = eval_repo
     before = snapshot(repo)
     for args, says in [
-        (["--evaluate", "evalmod:broken"], "--evaluate evalmod:broken on the keras artifact reloaded in a fresh "
-                                           "process: it raised RuntimeError: the holdout set is missing"),
+        (
+            ["--evaluate", "evalmod:broken"],
+            "--evaluate evalmod:broken on the keras artifact reloaded in a fresh "
+            "process: it raised RuntimeError: the holdout set is missing",
+        ),
         (["--evaluate", "evalmod:words"], "holdout.grade is 'good' (str), not a number"),
         (["--evaluate", "evalmod:evaluate", "--metric", "n=3"], "metric n is both given and measured"),
         (["--evaluate", "nomod:evaluate"], "cannot import module 'nomod'"),

@@ -98,6 +98,7 @@ def _batch(factory: str, *args: Any, **kwargs: Any) -> Callable[[], tuple[Any, A
         from support import zoo
 
         return getattr(zoo, factory)(*args, **kwargs)
+
     return make
 
 
@@ -107,6 +108,7 @@ def _lookup_batch(sentences: bool) -> Callable[[], tuple[Any, Any]]:
 
         x, y = zoo.lookup_data(4, seed=3)
         return zoo.strings(zoo.sentences(x) if sentences else x), y
+
     return make
 
 
@@ -184,7 +186,11 @@ def test_mixed_precision_training_state_survives_every_source(repo: Path, tmp_pa
     for record in (from_object, from_keras, from_h5, from_folder, from_function):
         assert all(v["ok"] for v in record.validation), record.validation
         optimizer = record.metadata["training"]["optimizer"]
-        assert (optimizer["class_name"], optimizer["variables"], optimizer["iterations"]) == ("LossScaleOptimizer", 14, 2)
+        assert (optimizer["class_name"], optimizer["variables"], optimizer["iterations"]) == (
+            "LossScaleOptimizer",
+            14,
+            2,
+        )
         assert record.metadata["resumable"] is True
     loaded = [m for r in (from_object, from_keras, from_h5, from_folder) for m in _load_all(r, repo)]
     for m in loaded:
@@ -214,8 +220,11 @@ def test_keras_hub_task_recompiles_with_the_users_compile_config(fleet: Fleet, t
 
 
 def test_h5_of_a_registered_task_names_the_formats_that_work(repo: Path, fleet: Fleet) -> None:
-    message = _refused(repo, "legacy H5 format cannot hold this model",
-                       lambda: api.release(fleet.models["hub-task"], "hubh5", formats=["h5"], repo=repo))
+    message = _refused(
+        repo,
+        "legacy H5 format cannot hold this model",
+        lambda: api.release(fleet.models["hub-task"], "hubh5", formats=["h5"], repo=repo),
+    )
     assert "keras, savedmodel or weights" in message
     assert "register_keras_serializable" not in message
 
@@ -236,9 +245,15 @@ def test_unrestorable_state_is_refused_unless_inference_only(repo: Path, tmp_pat
     # the same answer from a file: refused with the fix, released when asked
     source = tmp_path / "own.keras"
     model.save(source)
-    _refused(repo, "OwnCompile overrides compile.*--inference-only",
-             lambda: api.release(str(source), "owncompile", formats=["keras"], repo=repo))
-    assert api.release(str(source), "owncompile", formats=["keras"], inference_only=True, repo=repo).metadata["resumable"] is False
+    _refused(
+        repo,
+        "OwnCompile overrides compile.*--inference-only",
+        lambda: api.release(str(source), "owncompile", formats=["keras"], repo=repo),
+    )
+    assert (
+        api.release(str(source), "owncompile", formats=["keras"], inference_only=True, repo=repo).metadata["resumable"]
+        is False
+    )
 
 
 def test_inference_only_from_the_cli_is_recorded_and_shown(repo: Path, tmp_path: Path) -> None:
@@ -247,7 +262,9 @@ def test_inference_only_from_the_cli_is_recorded_and_shown(repo: Path, tmp_path:
     model = zoo.plain_model()
     source = tmp_path / "plain.keras"
     model.save(source)
-    proc = kgit(repo, "release", "infer", "--from", str(source), "-f", "keras", "-f", "h5", "--inference-only", "--json")
+    proc = kgit(
+        repo, "release", "infer", "--from", str(source), "-f", "keras", "-f", "h5", "--inference-only", "--json"
+    )
     assert proc.returncode == 0, proc.stderr
     record = json.loads(proc.stdout)
     assert record["metadata"]["resumable"] is False
@@ -270,8 +287,11 @@ def test_exported_savedmodel_needs_inference_only(repo: Path, tmp_path: Path) ->
 
     exported = tmp_path / "exported"
     zoo.plain_model().export(str(exported), verbose=False)
-    _refused(repo, "no optimizer state.*--inference-only",
-             lambda: api.release(str(exported), "exported", formats=["savedmodel"], repo=repo))
+    _refused(
+        repo,
+        "no optimizer state.*--inference-only",
+        lambda: api.release(str(exported), "exported", formats=["savedmodel"], repo=repo),
+    )
     record = api.release(str(exported), "exported", formats=["savedmodel"], inference_only=True, repo=repo)
     assert record.metadata["resumable"] is False
 
@@ -285,8 +305,11 @@ def test_built_subclassed_model_records_its_build_shapes(repo: Path, fleet: Flee
         assert [(s["shape"], s["dtype"]) for s in sig["inputs"]] == [([None, 4], "float32")]
         assert [s["shape"] for s in sig["outputs"]] == [[None, 2]]
         assert record.metadata["reference"]["generated"] is True
-    message = _refused(repo, "legacy H5 format cannot hold this model",
-                       lambda: api.release(zoo.subclassed_model(), "subh5", formats=["h5"], repo=repo))
+    message = _refused(
+        repo,
+        "legacy H5 format cannot hold this model",
+        lambda: api.release(zoo.subclassed_model(), "subh5", formats=["h5"], repo=repo),
+    )
     assert "keras, savedmodel or weights" in message
 
 
@@ -321,18 +344,36 @@ def test_user_string_reference_inputs_are_accepted(repo: Path, dtype: str, tmp_p
     if dtype == "unicode":  # from a file, as --reference-input gives it
         path = tmp_path / "ref.npz"
         np.savez(path, words=arrays[dtype])
-        proc = kgit(repo, "release", f"given-{dtype}", "--from", "support.zoo:string_lookup_model", "-f", "keras",
-                    "--reference-input", str(path), "--json")
+        proc = kgit(
+            repo,
+            "release",
+            f"given-{dtype}",
+            "--from",
+            "support.zoo:string_lookup_model",
+            "-f",
+            "keras",
+            "--reference-input",
+            str(path),
+            "--json",
+        )
         assert proc.returncode == 0, proc.stderr
         metadata = json.loads(proc.stdout)["metadata"]
     else:
-        metadata = api.release(zoo.string_lookup_model(), f"given-{dtype}", formats=["keras"],
-                               reference_inputs={"words": arrays[dtype]}, repo=repo).metadata
+        metadata = api.release(
+            zoo.string_lookup_model(),
+            f"given-{dtype}",
+            formats=["keras"],
+            reference_inputs={"words": arrays[dtype]},
+            repo=repo,
+        ).metadata
     assert metadata["reference"]["generated"] is False
     assert metadata["signature"]["inputs"][0]["dtype"] == "string"
     numbers = {"words": np.zeros((2, 2), dtype="float32")}
-    _refused(repo, "dtype float32, the model expects string",
-             lambda: api.release(zoo.string_lookup_model(), "given-numbers", reference_inputs=numbers, repo=repo))
+    _refused(
+        repo,
+        "dtype float32, the model expects string",
+        lambda: api.release(zoo.string_lookup_model(), "given-numbers", reference_inputs=numbers, repo=repo),
+    )
 
 
 # -- messages and the manual ------------------------------------------------------------------------
@@ -343,7 +384,7 @@ def test_long_messages_are_cut_at_a_word_boundary() -> None:
     message = str(_explain_load_error(Path("m.keras"), ValueError(text)))
     assert message.endswith(" …")
     shown = message.split(": ", 2)[2].removesuffix(" …").split()
-    assert shown == text.split()[:len(shown)] and 10 < len(shown) < 200  # whole words only
+    assert shown == text.split()[: len(shown)] and 10 < len(shown) < 200  # whole words only
     assert one_line("short\nmessage") == "short message"
 
 
@@ -356,8 +397,23 @@ def test_git_kgit_help_shows_the_manual(tmp_path: Path) -> None:
         shutil.copy(ROOT / name, source / name)
     for name in ("kgit", "man"):
         shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(source),
-                    "-w", str(wheels)], check=True, capture_output=True, cwd=tmp_path)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            str(source),
+            "-w",
+            str(wheels),
+        ],
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
+    )
     prefix = tmp_path / "prefix"
     with zipfile.ZipFile(next(wheels.glob("kgit-*.whl"))) as zf:
         pages = [n for n in zf.namelist() if "/data/share/man/man1/" in n]
@@ -398,8 +454,9 @@ def test_tf_keras_model_releases_with_its_training_state(repo: Path, tmp_path: P
     plain = tf_keras.models.load_model(str(saved_dir))  # tf_keras alone: a fresh optimizer
     assert int(plain.optimizer.iterations.numpy()) == 0
 
-    from_object = api.release(model, "tfk", formats=["savedmodel", "h5", "weights"],
-                              builder="support.zoo:tf_keras_model_untrained", repo=repo)
+    from_object = api.release(
+        model, "tfk", formats=["savedmodel", "h5", "weights"], builder="support.zoo:tf_keras_model_untrained", repo=repo
+    )
     from_dir = api.release(str(saved_dir), "tfk", formats=["savedmodel"], repo=repo)
     from_h5 = api.release(str(h5_file), "tfk", formats=["h5"], repo=repo)
     for record in (from_object, from_dir, from_h5):
@@ -419,8 +476,11 @@ def test_tf_keras_model_releases_with_its_training_state(repo: Path, tmp_path: P
             np.testing.assert_allclose(a, b, atol=1e-7)
     x, y = zoo.data(8, seed=7)
     assert_resumes(model, loaded, x, y)
-    _refused(repo, "releases as savedmodel, h5, weights, not keras",
-             lambda: api.release(model, "tfk-keras", formats=["keras"], repo=repo))
+    _refused(
+        repo,
+        "releases as savedmodel, h5, weights, not keras",
+        lambda: api.release(model, "tfk-keras", formats=["keras"], repo=repo),
+    )
     bare = api.release(model, "tfk", formats=["h5"], inference_only=True, repo=repo)
     assert bare.metadata["resumable"] is False and bare.metadata["keras_flavour"] == "tf_keras"
     assert not api.load("tfk", bare.version, repo=repo)._is_compiled  # no optimizer, no compile config
@@ -434,11 +494,16 @@ def test_tf_keras_source_without_the_package_says_how_to_install(repo: Path, tmp
     before = snapshot(repo)
     # this interpreter cannot import tf_keras, as if it were not installed
     code = "import sys\nsys.modules['tf_keras'] = None\nfrom kgit.cli import main\nmain(sys.argv[1:])\n"
-    proc = subprocess.run([sys.executable, "-c", code, "release", "tfk-missing", "--from", str(saved_dir)],
-                          cwd=repo, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "release", "tfk-missing", "--from", str(saved_dir)],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
-        "kgit: error: this is a tf_keras (Keras 2) model, and tf_keras is not installed here: pip install 'kgit[tf-keras]'")
+        "kgit: error: this is a tf_keras (Keras 2) model, and tf_keras is not installed here: pip install 'kgit[tf-keras]'"
+    )
     assert snapshot(repo) == before
 
 
@@ -481,9 +546,24 @@ def assert_served(folder: Path, out: Path) -> None:
     meta = json.loads((folder / "metadata.json").read_text())
     inputs = folder / meta["reference"]["inputs_file"]
     spec = ";".join(f"{key}={inputs}[{key}]" for key in np.load(inputs).files)
-    proc = subprocess.run([str(Path(sys.executable).with_name("saved_model_cli")), "run", "--dir", str(folder),
-                           "--tag_set", "serve", "--signature_def", "serving_default", "--inputs", spec,
-                           "--outdir", str(out)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("saved_model_cli")),
+            "run",
+            "--dir",
+            str(folder),
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            "serving_default",
+            "--inputs",
+            spec,
+            "--outdir",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     expected = np.load(folder / meta["reference"]["outputs_file"])
     served = sorted(out.glob("*.npy"))
@@ -556,8 +636,9 @@ def test_savedmodel_layouts_old_new_and_damaged(tmp_path: Path) -> None:
         keras.saving.load_model(new / savedmodel.KERAS_FILE)
 
     def load(folder: Path) -> Any:  # the guide model's custom classes: the module its release records
-        return formats.load_keras_model(folder, "savedmodel", custom_objects={}, modules=["support.zoo"], builder=None,
-                                        unsafe=False)
+        return formats.load_keras_model(
+            folder, "savedmodel", custom_objects={}, modules=["support.zoo"], builder=None, unsafe=False
+        )
 
     for folder in (new, old):
         for again in (load(folder), model_source.obtain_model(str(folder), {}, False)):
@@ -570,7 +651,9 @@ def test_savedmodel_layouts_old_new_and_damaged(tmp_path: Path) -> None:
     bad_map = json.loads((new / savedmodel.WEIGHTS_MAP).read_text())
     bad_map["weights"][0]["sha256"] = "0" * 64
     (new / savedmodel.WEIGHTS_MAP).write_text(json.dumps(bad_map))
-    with pytest.raises(KgitError, match=r"does not hold the weight .* the release is damaged, fetch it again with kgit get"):
+    with pytest.raises(
+        KgitError, match=r"does not hold the weight .* the release is damaged, fetch it again with kgit get"
+    ):
         load(new)
     (new / savedmodel.WEIGHTS_MAP).write_text("{not json")
     with pytest.raises(KgitError, match=r"weights_in_variables.json is damaged .*: fetch the release again"):

@@ -62,8 +62,13 @@ def _strings(tree: ast.Module) -> Iterator[tuple[ast.Constant, str]]:
 
 def _imports(tree: ast.Module, top: str) -> Iterator[tuple[ast.AST, str]]:
     for node, function in _nodes(tree):
-        names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-            [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+        names = (
+            [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module or ""]
+            if isinstance(node, ast.ImportFrom) and not node.level
+            else []
+        )
         if any(n == top or n.startswith(top + ".") for n in names):
             yield node, function
 
@@ -89,16 +94,33 @@ def ruamel_imports(tree: ast.Module) -> Iterator[tuple[ast.AST, str, str]]:
 def json_reads(tree: ast.Module) -> Iterator[tuple[ast.AST, str, str]]:
     """``json.load(s)`` called, or ``load``/``loads`` imported from json."""
     for node, function in _nodes(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("load", "loads") \
-                and isinstance(node.func.value, ast.Name) and node.func.value.id == "json":
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("load", "loads")
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "json"
+        ):
             yield node, function, f"json.{node.func.attr}"
-        elif isinstance(node, ast.ImportFrom) and node.module == "json" and \
-                any(a.name in ("load", "loads") for a in node.names):
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.module == "json"
+            and any(a.name in ("load", "loads") for a in node.names)
+        ):
             yield node, function, "imports json.load(s)"
 
 
-STATE_FILES = {"lock", "journal.json", "staging", "tagcache.json", "seen.db", "seen.json", "trust.json",
-               "validated.json", "published.json"}
+STATE_FILES = {
+    "lock",
+    "journal.json",
+    "staging",
+    "tagcache.json",
+    "seen.db",
+    "seen.json",
+    "trust.json",
+    "validated.json",
+    "published.json",
+}
 
 
 def state_paths(tree: ast.Module) -> Iterator[tuple[ast.AST, str, str]]:
@@ -109,7 +131,11 @@ def state_paths(tree: ast.Module) -> Iterator[tuple[ast.AST, str, str]]:
             yield node, function, f".{node.attr}"
         elif isinstance(node, ast.Name) and node.id == "state_dir":
             yield node, function, "state_dir"
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in STATE_FILES - {"lock", "staging"}:
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and node.value in STATE_FILES - {"lock", "staging"}
+        ):
             yield node, function, f"{node.value!r}: a state file's name"
 
 
@@ -166,21 +192,28 @@ RULES = [
     # the one place kgit rewrites a YAML file someone else owns, keeping its comments (dvc.yaml)
     Rule("ruamel writer", ruamel_imports, frozenset({"kgit.workflow.project"})),
     # kgit.compat.env_loader runs inside another environment's Python and imports nothing of kgit
-    Rule("JSON reader", json_reads, frozenset({"kgit.core.bounded_yaml", "kgit.compat.env_loader"}), frozenset({
-        # a model file's own Keras/HDF5 configuration, parsed by the models layer within its limits
-        ("kgit.models.config_scan", "_json"),
-        ("kgit.models.training_state", "_read_keras_training_state"),
-        ("kgit.models.training_state", "strip_keras_file"),
-        ("kgit.models.formats", "_h5_load_recompiled"),
-        # a value made JSON-plain (dumped, then loaded back), nothing read
-        ("kgit.models.model_source", "_json_safe"),
-        # the validation worker's protocol: files kgit writes for itself in a private temporary folder
-        ("kgit.models.roundtrip_worker", "wait"),
-        ("kgit.models.roundtrip_worker", "_read_spec"),
-        ("kgit.workflow.roundtrip", "roundtrip"),
-        # a command-line value (--param KEY=JSON); the command line reaches kgit through the API only
-        ("kgit.cli.releases", "_parse_params"),
-    })),
+    Rule(
+        "JSON reader",
+        json_reads,
+        frozenset({"kgit.core.bounded_yaml", "kgit.compat.env_loader"}),
+        frozenset(
+            {
+                # a model file's own Keras/HDF5 configuration, parsed by the models layer within its limits
+                ("kgit.models.config_scan", "_json"),
+                ("kgit.models.training_state", "_read_keras_training_state"),
+                ("kgit.models.training_state", "strip_keras_file"),
+                ("kgit.models.formats", "_h5_load_recompiled"),
+                # a value made JSON-plain (dumped, then loaded back), nothing read
+                ("kgit.models.model_source", "_json_safe"),
+                # the validation worker's protocol: files kgit writes for itself in a private temporary folder
+                ("kgit.models.roundtrip_worker", "wait"),
+                ("kgit.models.roundtrip_worker", "_read_spec"),
+                ("kgit.workflow.roundtrip", "roundtrip"),
+                # a command-line value (--param KEY=JSON); the command line reaches kgit through the API only
+                ("kgit.cli.releases", "_parse_params"),
+            }
+        ),
+    ),
     Rule("per-clone state", state_paths, frozenset({"kgit.store.clone_state", "kgit.store.git_ops"})),
     Rule("size formatter", size_texts, frozenset({"kgit.core.sizes"})),
     # the command line's help texts may name files: it reaches kgit through the API only
@@ -202,8 +235,12 @@ def test_each_mechanism_has_one_owner(rule: Rule, trees: dict[str, ast.Module]) 
 def test_every_owner_and_allowance_is_still_there(rule: Rule, trees: dict[str, ast.Module]) -> None:
     """An allowance for code that is gone (renamed, routed through the owner) is dropped, not kept."""
     assert sorted(o for o in rule.owners if not any(m == o or m.startswith(o) for m in trees)) == []
-    used = {(module, function) for module in {m for m, _ in rule.allowed} if module in trees
-            for _node, function, _what in rule.find(trees[module])}
+    used = {
+        (module, function)
+        for module in {m for m, _ in rule.allowed}
+        if module in trees
+        for _node, function, _what in rule.find(trees[module])
+    }
     assert sorted(rule.allowed - used) == []
 
 
@@ -224,10 +261,13 @@ def test_each_rule_flags_a_copy_and_spares_its_owner(rule: Rule, tmp_path: Path)
     (package / "store").mkdir(parents=True)
     for folder in (package, package / "store"):
         (folder / "__init__.py").write_text('"""A package."""\n')
-    (package / "store" / "sneaky.py").write_text('"""Docstrings may name anything: artifacts/, 1 MB, --batch."""\n'
-                                                 + OFFENDERS[rule.name])
+    (package / "store" / "sneaky.py").write_text(
+        '"""Docstrings may name anything: artifacts/, 1 MB, --batch."""\n' + OFFENDERS[rule.name]
+    )
     found = rule.offences(load(package))
-    assert [(f.module, f.function or "module") for f in found] and {f.module for f in found} == {"kgit.store.sneaky"}, found
+    assert [(f.module, f.function or "module") for f in found] and {f.module for f in found} == {"kgit.store.sneaky"}, (
+        found
+    )
     owner = sorted(o for o in rule.owners if not o.endswith("."))[0]
     spared = {**load(package), owner: ast.parse(OFFENDERS[rule.name])}
     del spared["kgit.store.sneaky"]

@@ -38,8 +38,9 @@ def on_terminal(cwd: Path, *cmd: str, env: dict[str, str] | None = None) -> tupl
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     with tempfile.TemporaryFile() as out:
-        proc = subprocess.Popen(list(cmd), cwd=cwd, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=slave)
+        proc = subprocess.Popen(
+            list(cmd), cwd=cwd, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL, stdout=out, stderr=slave
+        )
         os.close(slave)
         chunks = []
         while True:
@@ -63,8 +64,9 @@ def plain(text: str) -> list[str]:
 
 
 def in_a_pipe(cwd: Path, *cmd: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(cmd), cwd=cwd, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True)
+    return subprocess.run(
+        list(cmd), cwd=cwd, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL, capture_output=True, text=True
+    )
 
 
 def assert_progress(text: str, label: str) -> None:
@@ -207,7 +209,9 @@ def test_push_on_a_terminal_shows_bytes_rate_and_refusals(world: World, tmp_path
 
 
 @pytest.mark.slow
-def test_push_through_a_pipe_prints_its_lines_and_no_progress(pushed: tuple[World, subprocess.CompletedProcess[str]]) -> None:
+def test_push_through_a_pipe_prints_its_lines_and_no_progress(
+    pushed: tuple[World, subprocess.CompletedProcess[str]],
+) -> None:
     w, push = pushed
     assert push.returncode == 0, push.stderr
     assert "\r" not in push.stderr
@@ -215,7 +219,7 @@ def test_push_through_a_pipe_prints_its_lines_and_no_progress(pushed: tuple[Worl
     lines = push.stderr.splitlines()
     start = lines.index(f"kgit: uploading {MODEL}@v1 (keras): 12.1 MB to DVC remote kgit ({w.store})")
     # (before it, the hook's validation of the copied clone); after it, only git's own report
-    assert [line for line in lines[start + 1:] if not line.startswith(("To ", " * "))] == [], push.stderr
+    assert [line for line in lines[start + 1 :] if not line.startswith(("To ", " * "))] == [], push.stderr
     assert uploaded(w)
 
 
@@ -230,7 +234,9 @@ def test_push_in_ci_on_a_terminal_draws_nothing(world: World, tmp_path: Path) ->
 
 
 @pytest.mark.slow
-def test_get_shows_progress_on_a_terminal_only(pushed: tuple[World, subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
+def test_get_shows_progress_on_a_terminal_only(
+    pushed: tuple[World, subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
     w, push = pushed
     assert push.returncode == 0, push.stderr
     clone = w.clone(f"teammate-{tmp_path.name}")

@@ -61,10 +61,12 @@ def test_the_modules_imported_from_the_repository_are_checked_against_head(code_
     assert files == ["layers.py", "new_mod.py", "train.py", "util.py", "weird_name.py"]
     info = provenance.source_info(Repo(code_repo), "train:build", None, None)
     head = git(code_repo, "rev-parse", "HEAD")
-    assert info == SourceInfo(commit=head, entry="train.py", dirty=True, modified=["util.py"],
-                              untracked=["layers.py", "new_mod.py"])
-    assert info.summary("main") == (f"{head[:12]} on main + 3 uncommitted files: util.py (modified), "
-                                    "layers.py (untracked), new_mod.py (untracked)")
+    assert info == SourceInfo(
+        commit=head, entry="train.py", dirty=True, modified=["util.py"], untracked=["layers.py", "new_mod.py"]
+    )
+    assert info.summary("main") == (
+        f"{head[:12]} on main + 3 uncommitted files: util.py (modified), layers.py (untracked), new_mod.py (untracked)"
+    )
     assert info.entry_text() == "train.py (committed)"
     # commit everything: the same code is now clean, and a staged change counts as a change
     git(code_repo, "add", "-A", ".")
@@ -108,11 +110,13 @@ def test_the_entry_is_the_source_module_the_calling_script_or_the_builder(code_r
     outside = provenance.collect(Repo(code_repo), "<stdin>", [])
     assert outside.dirty and outside.entry_outside and outside.untracked == []
     assert outside.summary().endswith("; the model came from <stdin>, outside the repository")
-    assert provenance.source_warning(outside) == ("the model came from <stdin>, outside the repository: recorded in "
-                                                  "the release's source")
+    assert provenance.source_warning(outside) == (
+        "the model came from <stdin>, outside the repository: recorded in the release's source"
+    )
 
 
-def release() -> provenance.Caller | None: return provenance.caller()  # noqa: E704  (stands for kgit.release: its caller is asked for)
+def release() -> provenance.Caller | None:
+    return provenance.caller()  # noqa: E704  (stands for kgit.release: its caller is asked for)
 
 
 def test_the_caller_is_the_users_code_never_kgits_command_line() -> None:
@@ -130,17 +134,35 @@ def test_the_caller_is_the_users_code_never_kgits_command_line() -> None:
 def test_metadata_without_a_source_block_still_reads() -> None:
     from kgit.core.metadata import GitInfo
 
-    old = {"schema_version": 1, "name": "m", "version": "v1", "format": "keras", "formats": ["keras"],
-           "created_at": "2026-11-01T00:00:00Z", "git": {"commit": "a" * 40, "branch": "main", "dirty": False},
-           "dataset": {}, "hyperparameters": {}, "training": {}, "libraries": {},
-           "signature": {"inputs": [], "outputs": []},
-           "reference": {"inputs_file": "i", "inputs_sha256": "", "outputs_file": "o", "outputs_sha256": "", "atol": 0,
-                         "generated": True}, "files": {}}
+    old = {
+        "schema_version": 1,
+        "name": "m",
+        "version": "v1",
+        "format": "keras",
+        "formats": ["keras"],
+        "created_at": "2026-11-01T00:00:00Z",
+        "git": {"commit": "a" * 40, "branch": "main", "dirty": False},
+        "dataset": {},
+        "hyperparameters": {},
+        "training": {},
+        "libraries": {},
+        "signature": {"inputs": [], "outputs": []},
+        "reference": {
+            "inputs_file": "i",
+            "inputs_sha256": "",
+            "outputs_file": "o",
+            "outputs_sha256": "",
+            "atol": 0,
+            "generated": True,
+        },
+        "files": {},
+    }
     meta = Metadata.from_dict(old)
     assert meta.source is None and meta.weights_sha256 is None and meta.git == GitInfo("a" * 40, "main", False)
     source = SourceInfo("a" * 40, "train.py", True, ["train.py"], [])
-    again = Metadata.from_dict(json.loads(Metadata.from_dict({**old, "source": source.__dict__,
-                                                              "weights_sha256": "f" * 64}).to_json()))
+    again = Metadata.from_dict(
+        json.loads(Metadata.from_dict({**old, "source": source.__dict__, "weights_sha256": "f" * 64}).to_json())
+    )
     assert again.source == source and again.weights_sha256 == "f" * 64
 
 
@@ -161,17 +183,23 @@ def test_the_tag_carries_the_source_in_short_and_list_shows_it(tmp_path: Path) -
     assert listed["v4"]["status"] == "invalid: its message's source is malformed"
     # a tag re-made by hand to look clean contradicts the metadata in git
     shown = kgit(repo, "show", "m@v3")
-    assert shown.returncode == 1 and "its message's source differs from the one in artifacts/m/keras/v3.dvc's metadata" in shown.stderr
+    assert (
+        shown.returncode == 1
+        and "its message's source differs from the one in artifacts/m/keras/v3.dvc's metadata" in shown.stderr
+    )
     # and the server hook rejects it, --no-verify or not
     origin = tmp_path / "origin.git"
     git(tmp_path, "init", "-q", "--bare", "--initial-branch=main", str(origin))
     kgit(tmp_path, "server", "install", str(origin), check=True)
     git(repo, "remote", "add", "origin", str(origin))
-    proc = subprocess.run(["git", "push", "--no-verify", "origin", "main", "refs/tags/m@v3.0.0"], cwd=repo,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["git", "push", "--no-verify", "origin", "main", "refs/tags/m@v3.0.0"], cwd=repo, capture_output=True, text=True
+    )
     assert proc.returncode != 0
-    assert ("remote: kgit: rejected: new tag m@v3.0.0 is not a valid release: its message's source differs from the "
-            "one in artifacts/m/keras/v3.dvc's metadata") in proc.stderr
+    assert (
+        "remote: kgit: rejected: new tag m@v3.0.0 is not a valid release: its message's source differs from the "
+        "one in artifacts/m/keras/v3.dvc's metadata"
+    ) in proc.stderr
     # the same from the tag cache (more than a few tags are read through it), twice
     for i in range(5, 70):
         synthetic.promote(repo, "m", "v1", f"s{i}", i)
@@ -193,10 +221,12 @@ def test_equal_weights_are_found_from_the_digests_in_git(tmp_path: Path) -> None
     assert provenance.same_weights(git_repo, "m", "3" * 64) == provenance.same_weights(git_repo, "m", None) == []
     assert provenance.duplicate_warning("m", ["v2", "v4"]) == (
         "the weights and optimizer state equal m@v2's and m@v4's: nothing was trained since? (released anyway; "
-        "`kgit deprecate` the new version if it was a mistake)")
+        "`kgit deprecate` the new version if it was a mistake)"
+    )
     assert provenance.duplicate_warning("m", []) is None
     assert (provenance.duplicate_warning("m", ["v1", "v2", "v3", "v4", "v5"]) or "").startswith(
-        "the weights and optimizer state equal m@v3's, m@v4's and m@v5's (and 2 earlier versions): ")
+        "the weights and optimizer state equal m@v3's, m@v4's and m@v5's (and 2 earlier versions): "
+    )
 
 
 # -- real releases -----------------------------------------------------------------------------------
@@ -245,11 +275,17 @@ def test_releases_record_their_code_and_warn_about_repeated_weights(kgit_repo: P
     proc = subprocess.run([sys.executable, "train.py"], cwd=repo, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "v1"
-    assert ("KgitWarning: m@v1.0.0: the code that made the model is not all committed: layers.py (untracked)"
-            in proc.stderr)
+    assert (
+        "KgitWarning: m@v1.0.0: the code that made the model is not all committed: layers.py (untracked)" in proc.stderr
+    )
     v1 = json.loads(kgit(repo, "show", "m@v1", "--json", check=True).stdout)
-    assert v1["source"] == {"commit": head, "entry": "train.py", "dirty": True, "modified": [],
-                            "untracked": ["layers.py"]}
+    assert v1["source"] == {
+        "commit": head,
+        "entry": "train.py",
+        "dirty": True,
+        "modified": [],
+        "untracked": ["layers.py"],
+    }
     assert len(v1["weights_sha256"]) == 64
     in_data = json.loads((repo / "artifacts/m/keras/v1/metadata.json").read_text())
     assert in_data["source"] == v1["source"] and in_data["weights_sha256"] == v1["weights_sha256"]
@@ -257,8 +293,9 @@ def test_releases_record_their_code_and_warn_about_repeated_weights(kgit_repo: P
     # 2. the same model again, from the command line: the weights equal v1's
     proc = kgit(repo, "release", "m", "--from", "train:build", "--format", "keras", env=env)
     assert proc.returncode == 0, proc.stderr
-    assert ("kgit: warning: the weights and optimizer state equal m@v1's: nothing was trained since?"
-            in " ".join(proc.stderr.split()))
+    assert "kgit: warning: the weights and optimizer state equal m@v1's: nothing was trained since?" in " ".join(
+        proc.stderr.split()
+    )
     assert "layers.py (untracked)" in proc.stderr
 
     # 3. layers.py committed, train.py changed and not committed (--allow-dirty)
@@ -266,25 +303,38 @@ def test_releases_record_their_code_and_warn_about_repeated_weights(kgit_repo: P
     git(repo, "commit", "-q", "-m", "layers")
     head = git(repo, "rev-parse", "HEAD")
     (repo / "train.py").write_text((repo / "train.py").read_text() + "# tuned\n")
-    proc = kgit(repo, "release", "m", "--from", "train:build", "--format", "keras", "--allow-dirty", "--json",
-                env={**env, "SEED": "2"})
+    proc = kgit(
+        repo,
+        "release",
+        "m",
+        "--from",
+        "train:build",
+        "--format",
+        "keras",
+        "--allow-dirty",
+        "--json",
+        env={**env, "SEED": "2"},
+    )
     assert proc.returncode == 0, proc.stderr
     record = json.loads(proc.stdout)
-    assert record["warnings"] == ["the code that made the model is not all committed: train.py (modified); recorded "
-                                  "in the release's source (commit them before releasing for a release that names "
-                                  "its code)"]  # other weights: no repeat
+    assert record["warnings"] == [
+        "the code that made the model is not all committed: train.py (modified); recorded "
+        "in the release's source (commit them before releasing for a release that names "
+        "its code)"
+    ]  # other weights: no repeat
     shown = kgit(repo, "show", "m@v3", check=True).stdout
     assert f"source           {head[:12]} on main + 1 uncommitted file: train.py (modified)" in shown
     assert "entry            train.py (modified)" in shown
     listed = {r["version"]: r["source"] for r in json.loads(kgit(repo, "list", "--json", check=True).stdout)}
-    assert listed == {"v1": {"entry": "train.py", "dirty": True, "uncommitted": 1},
-                      "v2": {"entry": "train.py", "dirty": True, "uncommitted": 1},
-                      "v3": {"entry": "train.py", "dirty": True, "uncommitted": 1}}
+    assert listed == {
+        "v1": {"entry": "train.py", "dirty": True, "uncommitted": 1},
+        "v2": {"entry": "train.py", "dirty": True, "uncommitted": 1},
+        "v3": {"entry": "train.py", "dirty": True, "uncommitted": 1},
+    }
 
     # 4. all committed: clean, no warning; the report shows each version's source
     git(repo, "commit", "-q", "-am", "tuned")
-    proc = kgit(repo, "release", "m", "--from", "train:build", "--format", "keras", "--json",
-                env={**env, "SEED": "3"})
+    proc = kgit(repo, "release", "m", "--from", "train:build", "--format", "keras", "--json", env={**env, "SEED": "3"})
     assert proc.returncode == 0, proc.stderr
     record = json.loads(proc.stdout)
     assert record["warnings"] == [] and record["metadata"]["source"]["dirty"] is False

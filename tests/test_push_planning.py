@@ -48,7 +48,8 @@ def test_a_commit_that_changes_a_released_dvc_file_is_a_violation(repo: Path) ->
     synthetic.release(repo, "m", "v1")
     git(repo, "push", "-q", "origin", "main", "m@v1.0.0")
     (repo / "artifacts/m/keras/v1.dvc").write_text(
-        synthetic.dvc_text("m", "v1", "keras", synthetic.md5_of("m", "v1", "keras", salt="swapped")))
+        synthetic.dvc_text("m", "v1", "keras", synthetic.md5_of("m", "v1", "keras", salt="swapped"))
+    )
     git(repo, "commit", "-qam", "a quiet swap")
     plan = client_hooks.plan_push(Repo(repo), updates_for(repo, "refs/heads/main"), "origin")
     assert len(plan.violations) == 1
@@ -56,7 +57,9 @@ def test_a_commit_that_changes_a_released_dvc_file_is_a_violation(repo: Path) ->
     git(repo, "rm", "-q", "artifacts/m/keras/v1.dvc")
     git(repo, "commit", "-qm", "and then deleted")
     plan = client_hooks.plan_push(Repo(repo), updates_for(repo, "refs/heads/main"), "origin")
-    assert plan.violations == ["m@v1 (keras): branch main deletes artifacts/m/keras/v1.dvc (deleted or renamed, while it contains the release)"]
+    assert plan.violations == [
+        "m@v1 (keras): branch main deletes artifacts/m/keras/v1.dvc (deleted or renamed, while it contains the release)"
+    ]
 
 
 def test_a_commit_that_leaves_released_files_alone_is_fine(repo: Path) -> None:
@@ -69,15 +72,18 @@ def test_a_commit_that_leaves_released_files_alone_is_fine(repo: Path) -> None:
     assert (plan.tags, plan.violations, plan.tag_changes) == ([], [], [])
 
 
-@pytest.mark.parametrize(("ref", "old", "new", "expected"), [
-    ("refs/tags/m@v1.0.0", "a" * 40, "b" * 40, "moving the release tag m@v1.0.0 from aaaaaaaa to bbbbbbbb"),
-    ("refs/tags/m@v1.0.0", "a" * 40, ZERO, "deleting the release tag m@v1.0.0"),
-    ("refs/tags/m#prod#1", "a" * 40, "b" * 40, "moving the stage/deprecation tag m#prod#1"),
-    ("refs/tags/m@v1.0.0", ZERO, "b" * 40, None),  # a new release tag
-    ("refs/tags/m@v1.0.0", "a" * 40, "a" * 40, None),  # unchanged
-    ("refs/tags/nightly", "a" * 40, "b" * 40, None),  # not kgit's
-    ("refs/heads/m@v1.0.0", "a" * 40, "b" * 40, None),  # a branch, whatever its name
-])
+@pytest.mark.parametrize(
+    ("ref", "old", "new", "expected"),
+    [
+        ("refs/tags/m@v1.0.0", "a" * 40, "b" * 40, "moving the release tag m@v1.0.0 from aaaaaaaa to bbbbbbbb"),
+        ("refs/tags/m@v1.0.0", "a" * 40, ZERO, "deleting the release tag m@v1.0.0"),
+        ("refs/tags/m#prod#1", "a" * 40, "b" * 40, "moving the stage/deprecation tag m#prod#1"),
+        ("refs/tags/m@v1.0.0", ZERO, "b" * 40, None),  # a new release tag
+        ("refs/tags/m@v1.0.0", "a" * 40, "a" * 40, None),  # unchanged
+        ("refs/tags/nightly", "a" * 40, "b" * 40, None),  # not kgit's
+        ("refs/heads/m@v1.0.0", "a" * 40, "b" * 40, None),  # a branch, whatever its name
+    ],
+)
 def test_protected_tag_changes(ref: str, old: str, new: str, expected: str | None) -> None:
     change = invariants.protected_tag_change(ref, old, new)
     assert (change is None) if expected is None else (change is not None and change.startswith(expected)), change
@@ -107,7 +113,8 @@ def _count_tag_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 def test_plain_pushes_read_no_tag_on_either_side_but_a_changed_release_is_still_caught(
-        repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     synthetic.release(repo, "m", "v1")
     git(repo, "push", "-q", "origin", "main", "m@v1.0.0")
     origin = Repo(repo.parent / "origin.git", bare=True)
@@ -122,7 +129,8 @@ def test_plain_pushes_read_no_tag_on_either_side_but_a_changed_release_is_still_
     assert (plan.tags, plan.violations, verdict.problems, reads) == ([], [], [], [])
 
     (repo / "artifacts/m/keras/v1.dvc").write_text(
-        synthetic.dvc_text("m", "v1", "keras", synthetic.md5_of("m", "v1", "keras", salt="swapped")))
+        synthetic.dvc_text("m", "v1", "keras", synthetic.md5_of("m", "v1", "keras", salt="swapped"))
+    )
     git(repo, "commit", "-qam", "a quiet swap")
     swapped = git(repo, "rev-parse", "main")
     git(repo, "push", "-q", "--no-verify", "origin", f"{swapped}:refs/heads/incoming")
@@ -130,5 +138,5 @@ def test_plain_pushes_read_no_tag_on_either_side_but_a_changed_release_is_still_
     verdict = server.check_updates(origin, server.parse_updates(f"{old} {swapped} refs/heads/main\n"))
     assert len(reads) == 2
     swap = "m@v1 (keras): branch main modifies artifacts/m/keras/v1.dvc"
-    assert [p[:len(swap)] for p in plan.violations] == [swap]
-    assert [p[:len(swap)] for p in verdict.problems] == [swap]
+    assert [p[: len(swap)] for p in plan.violations] == [swap]
+    assert [p[: len(swap)] for p in verdict.problems] == [swap]

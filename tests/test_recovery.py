@@ -103,12 +103,15 @@ def killed_inside_dvc_add(repo: Path, pointer: str, ignore: str) -> txn.Journal:
     return journal
 
 
-@pytest.mark.parametrize("pointer,ignore", [
-    (DVC_POINTER, "/v1\n"),  # DVC finished writing both
-    (DVC_POINTER[:57], "/v"),  # cut short mid-value
-    ("", ""),  # truncated, nothing written yet
-    ("outs:\n- md5: 01234", "\n/v1\n"),
-])
+@pytest.mark.parametrize(
+    "pointer,ignore",
+    [
+        (DVC_POINTER, "/v1\n"),  # DVC finished writing both
+        (DVC_POINTER[:57], "/v"),  # cut short mid-value
+        ("", ""),  # truncated, nothing written yet
+        ("outs:\n- md5: 01234", "\n/v1\n"),
+    ],
+)
 def test_what_dvc_add_wrote_before_a_kill_is_undone(repo: Path, pointer: str, ignore: str) -> None:
     killed_inside_dvc_add(repo, pointer, ignore)
     outcome = txn.recover(Repo(repo), log=lambda _m: None)
@@ -116,14 +119,18 @@ def test_what_dvc_add_wrote_before_a_kill_is_undone(repo: Path, pointer: str, ig
     assert not (repo / "artifacts").exists() and git(repo, "status", "--porcelain") == ""
 
 
-@pytest.mark.parametrize("pointer,ignore,kept", [
-    (DVC_POINTER + "meta:\n  mine: 1\n", "/v1\n", "artifacts/m/keras/v1.dvc"),  # edited since: not what DVC writes
-    (DVC_POINTER.replace("path: v1", "path: other"), "/v1\n", "artifacts/m/keras/v1.dvc"),
-    (DVC_POINTER, "/v1\n/my-own-entry\n", "artifacts/m/keras/.gitignore"),
-    ("a: &a [*a]\n", "/v1\n", "artifacts/m/keras/v1.dvc"),
-])
-def test_what_changed_after_a_kill_inside_dvc_add_is_left_and_named(repo: Path, pointer: str, ignore: str,
-                                                                     kept: str) -> None:
+@pytest.mark.parametrize(
+    "pointer,ignore,kept",
+    [
+        (DVC_POINTER + "meta:\n  mine: 1\n", "/v1\n", "artifacts/m/keras/v1.dvc"),  # edited since: not what DVC writes
+        (DVC_POINTER.replace("path: v1", "path: other"), "/v1\n", "artifacts/m/keras/v1.dvc"),
+        (DVC_POINTER, "/v1\n/my-own-entry\n", "artifacts/m/keras/.gitignore"),
+        ("a: &a [*a]\n", "/v1\n", "artifacts/m/keras/v1.dvc"),
+    ],
+)
+def test_what_changed_after_a_kill_inside_dvc_add_is_left_and_named(
+    repo: Path, pointer: str, ignore: str, kept: str
+) -> None:
     killed_inside_dvc_add(repo, pointer, ignore)
     outcome = txn.recover(Repo(repo), log=lambda _m: None)
     assert outcome is not None and f"left {kept} as they are" in outcome

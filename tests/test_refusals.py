@@ -56,24 +56,42 @@ def test_bad_names(repo_v1, name: str) -> None:  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("version", ["1.x", "v1.2", "vv1", "../v9", "v1.2.3-rc1", "v0.0.0"])
 def test_bad_versions(repo_v1, version: str) -> None:  # type: ignore[no-untyped-def]
     repo, files = repo_v1
-    assert_refused(repo, "release", "plain", "--from", str(files / "plain.keras"), "--version", version, expect="version")
+    assert_refused(
+        repo, "release", "plain", "--from", str(files / "plain.keras"), "--version", version, expect="version"
+    )
 
 
 @pytest.mark.parametrize("version", ["v1", "v1.0.0", "1.0.0"])
 def test_existing_version_is_never_overwritten(repo_v1, version: str) -> None:  # type: ignore[no-untyped-def]
     repo, files = repo_v1
-    assert_refused(repo, "release", "plain", "--from", str(files / "plain.keras"), "-f", "keras", "-f", "h5",
-            "--version", version, expect="already released")
+    assert_refused(
+        repo,
+        "release",
+        "plain",
+        "--from",
+        str(files / "plain.keras"),
+        "-f",
+        "keras",
+        "-f",
+        "h5",
+        "--version",
+        version,
+        expect="already released",
+    )
 
 
 def test_unknown_format(repo_v1) -> None:  # type: ignore[no-untyped-def]
     repo, files = repo_v1
-    assert_refused(repo, "release", "plain", "--from", str(files / "plain.keras"), "-f", "onnx", expect="unknown format")
+    assert_refused(
+        repo, "release", "plain", "--from", str(files / "plain.keras"), "-f", "onnx", expect="unknown format"
+    )
 
 
 def test_bad_bump(repo_v1) -> None:  # type: ignore[no-untyped-def]
     repo, files = repo_v1
-    assert_refused(repo, "release", "plain", "--from", str(files / "plain.keras"), "--bump", "huge", expect="invalid bump")
+    assert_refused(
+        repo, "release", "plain", "--from", str(files / "plain.keras"), "--bump", "huge", expect="invalid bump"
+    )
 
 
 def test_weights_without_builder(repo_v1) -> None:  # type: ignore[no-untyped-def]
@@ -123,8 +141,16 @@ def test_hyperparameters_not_json(repo_v1, tmp_path: Path) -> None:  # type: ign
     repo, files = repo_v1
     params = tmp_path / "params.yaml"
     params.write_text("trained_on: 2024-01-01\n")  # YAML makes this a date, which JSON cannot hold
-    assert_refused(repo, "release", "plain", "--from", str(files / "plain.keras"), "--params", str(params),
-            expect="not JSON-serialisable")
+    assert_refused(
+        repo,
+        "release",
+        "plain",
+        "--from",
+        str(files / "plain.keras"),
+        "--params",
+        str(params),
+        expect="not JSON-serialisable",
+    )
 
 
 def test_hyperparameters_not_json_from_python(repo_v1, plain_model) -> None:  # type: ignore[no-untyped-def]
@@ -144,12 +170,28 @@ def test_reference_input_not_matching_signature(repo_v1, tmp_path: Path) -> None
     repo, files = repo_v1
     wrong_shape = tmp_path / "shape.npz"
     np.savez(wrong_shape, x=np.ones((2, 5), dtype="float32"))
-    assert_refused(repo, "release", "plain", "--from", str(files / "plain.keras"), "--reference-input", str(wrong_shape),
-            expect="has shape [2, 5], the model expects [None, 4]")
+    assert_refused(
+        repo,
+        "release",
+        "plain",
+        "--from",
+        str(files / "plain.keras"),
+        "--reference-input",
+        str(wrong_shape),
+        expect="has shape [2, 5], the model expects [None, 4]",
+    )
     wrong_name = tmp_path / "name.npz"
     np.savez(wrong_name, y=np.ones((2, 4), dtype="float32"))
-    assert_refused(repo, "release", "plain", "--from", str(files / "plain.keras"), "--reference-input", str(wrong_name),
-            expect="do not match the model's inputs")
+    assert_refused(
+        repo,
+        "release",
+        "plain",
+        "--from",
+        str(files / "plain.keras"),
+        "--reference-input",
+        str(wrong_name),
+        expect="do not match the model's inputs",
+    )
 
 
 def test_nan_in_reference_outputs(repo_v1) -> None:  # type: ignore[no-untyped-def]
@@ -161,7 +203,9 @@ def test_dirty_repo(repo_v1) -> None:  # type: ignore[no-untyped-def]
     repo, files = repo_v1
     (repo / "train.py").write_text("# changed, not committed\n")
     try:
-        assert_refused(repo, "release", "plain", "--from", str(files / "plain.keras"), expect="uncommitted changes in train.py")
+        assert_refused(
+            repo, "release", "plain", "--from", str(files / "plain.keras"), expect="uncommitted changes in train.py"
+        )
     finally:
         git(repo, "checkout", "--", "train.py")
 
@@ -174,8 +218,18 @@ def test_unregistered_custom_class_names_the_class_and_both_fixes(repo_v1) -> No
 
 
 def test_custom_objects_option_makes_it_loadable(kgit_repo: Path) -> None:
-    proc = kgit(kgit_repo, "release", "custom", "--from", "support.zoo:unregistered_model", "-f", "keras",
-                "--custom-object", "support.zoo:Unregistered", "--json")
+    proc = kgit(
+        kgit_repo,
+        "release",
+        "custom",
+        "--from",
+        "support.zoo:unregistered_model",
+        "-f",
+        "keras",
+        "--custom-object",
+        "support.zoo:Unregistered",
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     import json
 
@@ -197,7 +251,9 @@ def test_class_defined_in_the_training_script_is_caught(kgit_repo: Path) -> None
     )
     before = snapshot(kgit_repo)
     proc = subprocess.run([sys.executable, str(script), str(kgit_repo)], capture_output=True, text=True)
-    assert "ERR custom class Doubler is defined in the training script (__main__)" in proc.stdout, proc.stdout + proc.stderr
+    assert "ERR custom class Doubler is defined in the training script (__main__)" in proc.stdout, (
+        proc.stdout + proc.stderr
+    )
     assert snapshot(kgit_repo) == before
 
 
@@ -212,7 +268,9 @@ def test_lambda_refused_unless_unsafe(repo_v1, kgit_repo: Path) -> None:  # type
 def test_bad_atol_and_params(repo_v1) -> None:  # type: ignore[no-untyped-def]
     repo, files = repo_v1
     assert_refused(repo, "release", "plain", "--from", str(files / "plain.keras"), "--atol", "-1", expect="--atol")
-    assert_refused(repo, "release", "plain", "--from", str(files / "plain.keras"), "--param", "novalue", expect="KEY=VALUE")
+    assert_refused(
+        repo, "release", "plain", "--from", str(files / "plain.keras"), "--param", "novalue", expect="KEY=VALUE"
+    )
 
 
 def test_unknown_release_in_show(repo_v1) -> None:  # type: ignore[no-untyped-def]
@@ -226,5 +284,13 @@ def test_unknown_release_in_show(repo_v1) -> None:  # type: ignore[no-untyped-de
 
 def test_plain_savedmodel_only_as_savedmodel(repo_v1) -> None:  # type: ignore[no-untyped-def]
     repo, files = repo_v1
-    assert_refused(repo, "release", "exported", "--from", str(files / "exported"), "-f", "keras",
-            expect="only be released as --format savedmodel")
+    assert_refused(
+        repo,
+        "release",
+        "exported",
+        "--from",
+        str(files / "exported"),
+        "-f",
+        "keras",
+        expect="only be released as --format savedmodel",
+    )

@@ -129,7 +129,10 @@ def test_the_cache_gives_what_parsing_the_tags_gives(cached: Path) -> None:
     assert _everything(cached) == fresh  # from the cache
     assert len(json.loads(_cache(cached).read_text())["tags"]) == 6  # kgit's annotated tags only
     assert [r["version"] for r in fresh if "status" in r] == ["v1", "v2", "v3", "v4.0.0", "v1"]
-    assert next(r for r in fresh if r.get("tag") == "m@v4.0.0")["problems"][0] == "its message says v1, its name says v4.0.0"
+    assert (
+        next(r for r in fresh if r.get("tag") == "m@v4.0.0")["problems"][0]
+        == "its message says v1, its name says v4.0.0"
+    )
     assert next(r for r in fresh if r.get("tag") == "m@v2.0.0")["stages"] == ["prod"]
 
 
@@ -157,11 +160,16 @@ def test_a_tag_object_behind_another_name_is_parsed_for_that_name(cached: Path) 
     assert v2.tag == "m@v2.0.0" and v2.problems[0] == "its message says v1, its name says v2.0.0"
 
 
-@pytest.mark.parametrize("content", [
-    "{not json", "[]", '{"stamp": 1, "tags": []}',
-    # well-formed JSON, malformed entries: each is parsed again from git
-    'MALFORMED',
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        "{not json",
+        "[]",
+        '{"stamp": 1, "tags": []}',
+        # well-formed JSON, malformed entries: each is parsed again from git
+        "MALFORMED",
+    ],
+)
 def test_a_corrupt_cache_is_ignored_and_rewritten(cached: Path, content: str) -> None:
     _mixed(cached)
     fresh = _everything(cached)
@@ -222,10 +230,14 @@ def test_a_seen_json_record_of_earlier_kgit_is_imported_and_still_refuses_a_move
     legacy = repo / ".git" / "kgit" / "seen.json"
     legacy.parent.mkdir(exist_ok=True)
     (repo / ".git" / "kgit" / "seen.db").unlink(missing_ok=True)
-    legacy.write_text(json.dumps({"tags": {"m@v1.0.0": {"object": "1" * 40, "commit": "2" * 40,
-                                                        "md5": {"keras": "3" * 32}}}}))
-    with pytest.raises(KgitError, match=r"changed since this clone first saw it \(was commit 22222222.*"
-                                        r"DVC hashes were keras 33333333"):
+    legacy.write_text(
+        json.dumps({"tags": {"m@v1.0.0": {"object": "1" * 40, "commit": "2" * 40, "md5": {"keras": "3" * 32}}}})
+    )
+    with pytest.raises(
+        KgitError,
+        match=r"changed since this clone first saw it \(was commit 22222222.*"
+        r"DVC hashes were keras 33333333",
+    ):
         catalog.resolve(Repo(repo), "m", "v1")
     assert not legacy.exists() and (repo / ".git" / "kgit" / "seen.db").is_file()
     with pytest.raises(KgitError, match="changed since this clone first saw it"):  # the import was kept
@@ -255,15 +267,24 @@ def test_tags_found_by_name_are_those_git_for_each_ref_finds(repo: Path) -> None
     git(repo, "tag", "-a", "m@v3.0.0!#1", "-m", "deprecated")
     (repo / ".git/refs/tags/m@v4.0.0.lock").write_text("0" * 40 + "\n")  # another process writing
     r = Repo(repo)
-    cases = [["refs/tags/m@v1.0.0"], ["refs/tags/m@v2.0.0"], ["refs/tags/m#*"], ["refs/tags/m@*", "refs/tags/m#*"],
-             ["refs/tags/m@v3.0.0", "refs/tags/m@v3.0.0!*", "refs/tags/m#*"], ["refs/tags/m?v1.0.0"]]
+    cases = [
+        ["refs/tags/m@v1.0.0"],
+        ["refs/tags/m@v2.0.0"],
+        ["refs/tags/m#*"],
+        ["refs/tags/m@*", "refs/tags/m#*"],
+        ["refs/tags/m@v3.0.0", "refs/tags/m@v3.0.0!*", "refs/tags/m#*"],
+        ["refs/tags/m?v1.0.0"],
+    ]
     for patterns in cases:
         by_git = git(repo, "for-each-ref", "--format=%(refname:strip=2) %(objecttype) %(objectname)", *patterns)
         assert r._tag_names_matching(patterns) is not None
         assert [" ".join(t) for t in r.tag_refs(*patterns)] == [
-            " ".join((n, t, o)) for n, t, o in (line.split() for line in by_git.splitlines())], patterns
-        assert r.tag_names(patterns[0]) == [line.split()[0] for line in git(
-            repo, "for-each-ref", "--format=%(refname:strip=2) x", patterns[0]).splitlines()]
+            " ".join((n, t, o)) for n, t, o in (line.split() for line in by_git.splitlines())
+        ], patterns
+        assert r.tag_names(patterns[0]) == [
+            line.split()[0]
+            for line in git(repo, "for-each-ref", "--format=%(refname:strip=2) x", patterns[0]).splitlines()
+        ]
     git(repo, "tag", "-a", "team/m@v1.0.0", "-m", "x")  # a folder of tags no pattern reaches: no matter
     assert r._tag_names_matching(["refs/tags/m#*"]) == ["m#prod#1", "m#prod#2"]
     git(repo, "tag", "-a", "m#prod#3/x", "-m", "x")  # a folder named like a match: git is asked instead

@@ -46,7 +46,12 @@ def test_layout_tags_and_commit(released) -> None:  # type: ignore[no-untyped-de
 
 def test_gto_lists_kgit_releases(released) -> None:  # type: ignore[no-untyped-def]
     repo, record = released
-    proc = subprocess.run([str(Path(sys.executable).with_name("gto")), "show", "guide", "--json"], cwd=repo, capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("gto")), "show", "guide", "--json"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     versions = json.loads(proc.stdout)
     assert any(v["version"] == "v1.0.0" and v["commit_hexsha"] == record.commit for v in versions), versions
@@ -144,7 +149,8 @@ def test_list_and_show_read_git_only(released) -> None:  # type: ignore[no-untyp
     proc = kgit(repo, "list", "--json", check=True)
     rows = json.loads(proc.stdout)
     assert [(r["name"], r["version"], list(r["formats"])) for r in rows] == [
-        ("guide", "v1", ["savedmodel", "keras", "h5", "weights"])]
+        ("guide", "v1", ["savedmodel", "keras", "h5", "weights"])
+    ]
     assert rows[0]["commit"] == record.commit and rows[0]["dataset_id"] == "guide-data-1"
     table = kgit(repo, "list", check=True).stdout
     assert "guide" in table and "v1" in table and "guide-data-1" in table
@@ -215,9 +221,30 @@ def test_release_from_cli_with_files_params_and_dataset(kgit_repo: Path, guide_m
     git(kgit_repo, "commit", "-q", "-m", "data and params")
     refs = tmp_path / "ref.npz"
     np.savez(refs, features=np.ones((2, 4), dtype="float32"))
-    proc = kgit(kgit_repo, "release", "guide", "--from", str(model_file), "-f", "keras", "--params", "params.yaml",
-                "--param", "seed=7", "--param", "note=hello", "--dataset", "data", "--reference-input", str(refs),
-                "--atol", "1e-5", "--notes", "from the CLI", "--json")
+    proc = kgit(
+        kgit_repo,
+        "release",
+        "guide",
+        "--from",
+        str(model_file),
+        "-f",
+        "keras",
+        "--params",
+        "params.yaml",
+        "--param",
+        "seed=7",
+        "--param",
+        "note=hello",
+        "--dataset",
+        "data",
+        "--reference-input",
+        str(refs),
+        "--atol",
+        "1e-5",
+        "--notes",
+        "from the CLI",
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     record = json.loads(proc.stdout)
     meta = record["metadata"]
@@ -225,8 +252,9 @@ def test_release_from_cli_with_files_params_and_dataset(kgit_repo: Path, guide_m
     assert meta["dataset"]["path"] == "data"
     assert meta["dataset"]["dvc_hash"] == yaml.safe_load((kgit_repo / "data.dvc").read_text())["outs"][0]["md5"]
     assert meta["reference"]["generated"] is False and meta["reference"]["atol"] == 1e-5
-    np.testing.assert_array_equal(np.load(kgit_repo / record["formats"]["keras"]["path"] / "reference_inputs.npz")["features"],
-                                  np.ones((2, 4)))
+    np.testing.assert_array_equal(
+        np.load(kgit_repo / record["formats"]["keras"]["path"] / "reference_inputs.npz")["features"], np.ones((2, 4))
+    )
     assert "from the CLI" in git(kgit_repo, "log", "-1", "--format=%B")
 
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import snapshot
@@ -105,14 +106,19 @@ def test_worker_that_died_early_is_replaced_by_a_fresh_process(released, tmp_pat
     assert result.ok and result.format == "h5"
 
 
-def test_failed_validation_with_the_early_worker_releases_nothing(kgit_repo: Path, plain_model, tmp_path: Path,  # type: ignore[no-untyped-def]
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_validation_with_the_early_worker_releases_nothing(
+    kgit_repo: Path,
+    plain_model: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # the evaluate function's module becomes importable only after the worker was started: the
     # worker is handed this process's import paths with the work
     code = tmp_path / "code"
     code.mkdir()
-    (code / "speed_eval.py").write_text("def broken(model):\n    raise RuntimeError('no test data here')\n"
-                                        "def fine(model):\n    return {'score': 0.5}\n")
+    (code / "speed_eval.py").write_text(
+        "def broken(model):\n    raise RuntimeError('no test data here')\ndef fine(model):\n    return {'score': 0.5}\n"
+    )
     monkeypatch.syspath_prepend(str(code))
     before = snapshot(kgit_repo)
     with pytest.raises(ValidationError, match="no test data here.*nothing was released"):

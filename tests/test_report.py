@@ -39,17 +39,30 @@ def registry_repo(tmp_path_factory: pytest.TempPathFactory, plain_model: Any) ->
     git(repo, "add", ".kgit/gates.yaml")
     git(repo, "commit", "-q", "-m", "val.loss: lower is better")
     for i, (acc, loss) in enumerate(METRICS, start=1):
-        api.release(plain_model, "circle", formats=["keras"], repo=repo, dataset_id=f"circle-{i}",
-                    hyperparams={"lr": 0.01 * i, "units": 8}, metrics={"val": {"accuracy": acc, "loss": loss}},
-                    notes=XSS if i == 4 else None)
+        api.release(
+            plain_model,
+            "circle",
+            formats=["keras"],
+            repo=repo,
+            dataset_id=f"circle-{i}",
+            hyperparams={"lr": 0.01 * i, "units": 8},
+            metrics={"val": {"accuracy": acc, "loss": loss}},
+            notes=XSS if i == 4 else None,
+        )
     api.release(plain_model, "other", formats=["keras"], repo=repo)
     api.promote("circle@v2", "prod", note=XSS, repo=repo)
     api.promote("circle@v3", "staging", repo=repo)
     api.deprecate("circle@v1", note="trained on leaked data", repo=repo)
     summary = json.loads(git(repo, "tag", "-l", "--format=%(contents)", "circle@v2.0.0").split("kgit-release: ")[1])
     forged = tag_message("circle", "v99", {k: v for k, v in summary.items() if k not in ("name", "version")})
-    subprocess.run(["git", "tag", "-a", "circle@v0.0.9", "-F", "-", git(repo, "rev-parse", "HEAD")], cwd=repo,
-                   input=forged, text=True, check=True, capture_output=True)
+    subprocess.run(
+        ["git", "tag", "-a", "circle@v0.0.9", "-F", "-", git(repo, "rev-parse", "HEAD")],
+        cwd=repo,
+        input=forged,
+        text=True,
+        check=True,
+        capture_output=True,
+    )
     return repo
 
 
@@ -105,12 +118,14 @@ def browser(chromium: Any) -> Iterator[Browser]:
 
 def _cells(b: Browser, selector: str) -> list[list[str]]:
     return b.page.eval_on_selector_all(
-        f"{selector} tbody tr", "rows => rows.map(r => Array.from(r.cells).map(c => c.innerText.trim()))")
+        f"{selector} tbody tr", "rows => rows.map(r => Array.from(r.cells).map(c => c.innerText.trim()))"
+    )
 
 
 @pytest.mark.slow
-def test_model_page_in_chromium(site: tuple[Path, dict[str, Any]], browser: Browser, registry_repo: Path,
-                                tmp_path: Path) -> None:
+def test_model_page_in_chromium(
+    site: tuple[Path, dict[str, Any]], browser: Browser, registry_repo: Path, tmp_path: Path
+) -> None:
     out, result = site
     assert result["versions"] == 5 and [m["name"] for m in result["models"]] == ["circle", "other"]
     browser.open(out / "models" / "circle.html")
@@ -134,7 +149,10 @@ def test_model_page_in_chromium(site: tuple[Path, dict[str, Any]], browser: Brow
     # a chart per metric, drawn (SVG), each point a version, the stage holders starred
     charts = page.locator("#metric-charts .js-plotly-plot")
     assert charts.count() == 2
-    assert page.eval_on_selector_all("#metric-charts .chart", "cs => cs.map(c => c.dataset.metric)") == ["val.accuracy", "val.loss"]
+    assert page.eval_on_selector_all("#metric-charts .chart", "cs => cs.map(c => c.dataset.metric)") == [
+        "val.accuracy",
+        "val.loss",
+    ]
     first = "#metric-charts .chart[data-metric='val.accuracy']"
     assert page.locator(f"{first} .main-svg").count() >= 1
     assert page.locator(f"{first} .scatterlayer .trace").nth(0).locator("path.point").count() == 4
@@ -180,21 +198,36 @@ def test_every_link_resolves_offline(site: tuple[Path, dict[str, Any]], browser:
             assert path.is_file() and out in path.parents, f"{url} links to a missing page: {href}"
             todo.append(target)
     pages = {Path(urlparse(u).path).relative_to(out).as_posix() for u in seen}
-    assert pages == {"index.html", "models/circle.html", "models/other.html", "models/circle/v1.html",
-                     "models/circle/v2.html", "models/circle/v3.html", "models/circle/v4.html", "models/other/v1.html"}
+    assert pages == {
+        "index.html",
+        "models/circle.html",
+        "models/other.html",
+        "models/circle/v1.html",
+        "models/circle/v2.html",
+        "models/circle/v3.html",
+        "models/circle/v4.html",
+        "models/other/v1.html",
+    }
     assert browser.errors == []
-    assert all(u.startswith("file://") for u in browser.requests), [u for u in browser.requests if not u.startswith("file://")]
+    assert all(u.startswith("file://") for u in browser.requests), [
+        u for u in browser.requests if not u.startswith("file://")
+    ]
     assert any(u.endswith("assets/plotly.min.js") for u in browser.requests)
 
 
 @pytest.mark.slow
-def test_version_page_compares_with_previous_and_prod(site: tuple[Path, dict[str, Any]], browser: Browser,
-                                                      registry_repo: Path) -> None:
+def test_version_page_compares_with_previous_and_prod(
+    site: tuple[Path, dict[str, Any]], browser: Browser, registry_repo: Path
+) -> None:
     out, _ = site
     browser.open(out / "models" / "circle" / "v4.html")
     page = browser.page
-    meta = dict((r[0], r[1]) for r in page.eval_on_selector_all(
-        "#metadata tr", "rows => rows.map(r => [r.cells[0].innerText, r.cells[1].innerText])"))
+    meta = dict(
+        (r[0], r[1])
+        for r in page.eval_on_selector_all(
+            "#metadata tr", "rows => rows.map(r => [r.cells[0].innerText, r.cells[1].innerText])"
+        )
+    )
     assert meta["tag"] == "circle@v4.0.0" and meta["dataset"] == "circle-4"
     shown = api.show("circle", "v4", repo=registry_repo).metadata
     assert shown.git.commit is not None and shown.source is not None
@@ -245,8 +278,12 @@ def test_report_reads_git_alone(registry_repo: Path, tmp_path: Path) -> None:
         "sys.stderr.write('HEAVY=' + ','.join(heavy) + '\\n')\n"
     )
     out = tmp_path / "site"
-    proc = subprocess.run([sys.executable, "-c", code, "report", "circle", "--out", str(out)], cwd=registry_repo,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "report", "circle", "--out", str(out)],
+        cwd=registry_repo,
+        capture_output=True,
+        text=True,
+    )
     assert "HEAVY=\n" in proc.stderr, proc.stderr
     assert (out / "models" / "circle" / "v4.html").is_file()
     assert not (out / "models" / "other.html").exists()  # only the model asked for
@@ -303,8 +340,13 @@ def test_open_starts_the_browser_on_the_index(registry_repo: Path, tmp_path: Pat
     fake.write_text(f'#!/bin/sh\necho "$1" > {opened}\n')
     fake.chmod(0o755)
     out = tmp_path / "site"
-    proc = subprocess.run([sys.executable, "-m", "kgit", "report", "other", "--out", str(out), "--open"],
-                          cwd=registry_repo, capture_output=True, text=True, env={**os.environ, "BROWSER": str(fake)})
+    proc = subprocess.run(
+        [sys.executable, "-m", "kgit", "report", "other", "--out", str(out), "--open"],
+        cwd=registry_repo,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "BROWSER": str(fake)},
+    )
     assert proc.returncode == 0, proc.stderr
     assert opened.read_text().strip() == (out / "index.html").as_uri()
 
@@ -318,8 +360,17 @@ def test_show_files_reads_many_files_in_one_call(git_repo: Path) -> None:
     (git_repo / "a.txt").write_text("second\nwith two lines")
     git(git_repo, "commit", "-q", "-am", "change a")
     repo = Repo(git_repo)
-    got = repo.show_files([(old, "a.txt"), ("HEAD", "a.txt"), ("HEAD", "missing.txt"), (old, "b.bin"),
-                           ("HEAD", "README.md"), ("nosuchrev", "a.txt"), (old, ".")])
+    got = repo.show_files(
+        [
+            (old, "a.txt"),
+            ("HEAD", "a.txt"),
+            ("HEAD", "missing.txt"),
+            (old, "b.bin"),
+            ("HEAD", "README.md"),
+            ("nosuchrev", "a.txt"),
+            (old, "."),
+        ]
+    )
     assert got[(old, "a.txt")] == "first\n"
     assert got[("HEAD", "a.txt")] == "second\nwith two lines"
     assert got[("HEAD", "missing.txt")] is None and got[("nosuchrev", "a.txt")] is None
@@ -337,4 +388,8 @@ def test_empty_registry(kgit_repo: Path, tmp_path: Path) -> None:
     assert result["models"] == [] and result["versions"] == 0
     assert result["url"] == (out / "index.html").as_uri()
     html = (out / "index.html").read_text()
-    assert "no releases yet" in html and sorted(p.name for p in out.iterdir()) == [".kgit-report", "assets", "index.html"]
+    assert "no releases yet" in html and sorted(p.name for p in out.iterdir()) == [
+        ".kgit-report",
+        "assets",
+        "index.html",
+    ]

@@ -45,8 +45,9 @@ def machine(base: Path, name: str, server: s3.S3Server, key: tuple[str, str] | N
     return m
 
 
-def setup_a(tmp_path: Path, server: s3.S3Server, model_file: Path, prefix: str = PREFIX,
-            formats: tuple[str, ...] = ("keras",)) -> tuple[Machine, Path]:
+def setup_a(
+    tmp_path: Path, server: s3.S3Server, model_file: Path, prefix: str = PREFIX, formats: tuple[str, ...] = ("keras",)
+) -> tuple[Machine, Path]:
     """Machine A: a clone of a new bare origin, `kgit init` with the S3 remote, m@v1 released."""
     origin = tmp_path / "origin.git"
     git(tmp_path, "init", "-q", "--bare", "--initial-branch=main", str(origin))
@@ -97,9 +98,19 @@ def test_init_s3_remote_options_shared_and_personal(git_repo: Path) -> None:
     a = Machine(git_repo.parent, "x")
     a.repo = git_repo
     secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKEY"
-    proc = a.kgit("init", "--remote", URL, "--remote-option", "endpointurl=http://127.0.0.1:9000",
-                  "--remote-option", "region=eu-west-1", "--remote-option", "access_key_id=AKIAEXAMPLE",
-                  "--remote-option", f"secret_access_key={secret}")
+    proc = a.kgit(
+        "init",
+        "--remote",
+        URL,
+        "--remote-option",
+        "endpointurl=http://127.0.0.1:9000",
+        "--remote-option",
+        "region=eu-west-1",
+        "--remote-option",
+        "access_key_id=AKIAEXAMPLE",
+        "--remote-option",
+        f"secret_access_key={secret}",
+    )
     assert secret not in proc.stdout + proc.stderr and "AKIAEXAMPLE" not in proc.stderr
     assert "set secret_access_key = (hidden) for DVC remote kgit in .dvc/config.local" in proc.stderr
     committed = git(git_repo, "show", "HEAD:.dvc/config")
@@ -116,11 +127,14 @@ def test_init_s3_remote_options_shared_and_personal(git_repo: Path) -> None:
     assert "endpointurl = https://s3.example.com" in git(git_repo, "show", "HEAD:.dvc/config")
 
 
-@pytest.mark.parametrize("option, message", [
-    ("bogus=1", "--remote-option bogus: DVC has no such setting for s3:// remotes (it has: access_key_id"),
-    ("use_ssl=maybe", "--remote-option use_ssl: expected true or false"),
-    ("no-equals", "invalid --remote-option 'no-equals'=...: use KEY=VALUE"),
-])
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ("bogus=1", "--remote-option bogus: DVC has no such setting for s3:// remotes (it has: access_key_id"),
+        ("use_ssl=maybe", "--remote-option use_ssl: expected true or false"),
+        ("no-equals", "invalid --remote-option 'no-equals'=...: use KEY=VALUE"),
+    ],
+)
 def test_init_refuses_bad_remote_options_changing_nothing(git_repo: Path, option: str, message: str) -> None:
     from conftest import kgit
 
@@ -146,11 +160,18 @@ def test_s3_remote_without_the_plugin_says_how_to_install_it(git_repo: Path, tmp
     env = user_env(tmp_path / "home")
     env["PYTHONPATH"] = f"{hide_plugin(tmp_path)}:{env['PYTHONPATH']}"
     before = snapshot(git_repo)
-    proc = subprocess.run([sys.executable, "-m", "kgit", "init", "--remote", URL], cwd=git_repo, env=env,
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [sys.executable, "-m", "kgit", "init", "--remote", URL],
+        cwd=git_repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 1, proc.stderr
-    assert proc.stderr.strip() == (f"kgit: error: DVC remote {URL} needs DVC's s3 plugin (dvc-s3), which is not "
-                                   "installed: pip install 'kgit[s3]'")
+    assert proc.stderr.strip() == (
+        f"kgit: error: DVC remote {URL} needs DVC's s3 plugin (dvc-s3), which is not installed: pip install 'kgit[s3]'"
+    )
     assert snapshot(git_repo) == before
 
 
@@ -158,16 +179,31 @@ def test_s3_remote_without_the_plugin_says_how_to_install_it(git_repo: Path, tmp
 @pytest.mark.slow
 def test_release_push_and_use_on_another_machine(tmp_path: Path, server: s3.S3Server, model_file: Path) -> None:
     a, origin = setup_a(tmp_path, server, model_file)
-    assert kgit_lines(a.run("python-m", "kgit", "server", "install", str(origin), "--dvc-remote", URL,
-                            "--dvc-remote-option", f"endpointurl={server.endpoint}").stderr)
+    assert kgit_lines(
+        a.run(
+            "python-m",
+            "kgit",
+            "server",
+            "install",
+            str(origin),
+            "--dvc-remote",
+            URL,
+            "--dvc-remote-option",
+            f"endpointurl={server.endpoint}",
+        ).stderr
+    )
     assert not server.keys(BUCKET, PREFIX)
 
     pushed = a.run("git", "push", "-u", "origin", "main")
-    assert "uploading m@v1 (keras)" in pushed.stderr and f"DVC remote kgit ({URL} at {server.endpoint})" in pushed.stderr
+    assert (
+        "uploading m@v1 (keras)" in pushed.stderr and f"DVC remote kgit ({URL} at {server.endpoint})" in pushed.stderr
+    )
     md5 = json.loads(a.kgit("list", "--json").stdout)[0]["formats"]["keras"]["md5"]
     keys = server.keys(BUCKET, PREFIX)
     assert f"{PREFIX}/files/md5/{md5[:2]}/{md5[2:]}" in keys  # the folder's listing, and each file
-    listing = json.loads(server.client().get_object(Bucket=BUCKET, Key=f"{PREFIX}/files/md5/{md5[:2]}/{md5[2:]}")["Body"].read())
+    listing = json.loads(
+        server.client().get_object(Bucket=BUCKET, Key=f"{PREFIX}/files/md5/{md5[:2]}/{md5[2:]}")["Body"].read()
+    )
     assert len(keys) == 1 + len(listing)
     assert all(f"{PREFIX}/files/md5/{e['md5'][:2]}/{e['md5'][2:]}" in keys for e in listing)
     assert published(a.repo) == {URL: [md5]}
@@ -198,9 +234,11 @@ def test_release_push_and_use_on_another_machine(tmp_path: Path, server: s3.S3Se
     a.kgit("release", "m", "--from", str(model_file), "-f", "keras", "--param", "second=1")
     skipped = a.run("git", "push", "--no-verify", "origin", "main", check=False)
     assert skipped.returncode != 0 and "pre-receive hook declined" in skipped.stderr, skipped.stderr
-    assert (f"remote: kgit: rejected: m@v2.0.0 (keras): 2 DVC object(s) are not in the DVC remote {URL}"
-            in skipped.stderr) or (f"remote: kgit: rejected: m@v2.0.0 (keras): 1 DVC object(s) are not in the DVC remote {URL}"
-                                   in skipped.stderr), skipped.stderr
+    assert (
+        f"remote: kgit: rejected: m@v2.0.0 (keras): 2 DVC object(s) are not in the DVC remote {URL}" in skipped.stderr
+    ) or (
+        f"remote: kgit: rejected: m@v2.0.0 (keras): 1 DVC object(s) are not in the DVC remote {URL}" in skipped.stderr
+    ), skipped.stderr
     assert git(origin, "tag", "-l") == "m@v1.0.0"
     # through the client hook it uploads first, and the server accepts
     a.run("git", "push", "origin", "main")
@@ -208,8 +246,9 @@ def test_release_push_and_use_on_another_machine(tmp_path: Path, server: s3.S3Se
 
 
 @pytest.mark.slow
-def test_server_hook_reads_the_endpoint_from_the_release_commit(tmp_path: Path, server: s3.S3Server,
-                                                               model_file: Path) -> None:
+def test_server_hook_reads_the_endpoint_from_the_release_commit(
+    tmp_path: Path, server: s3.S3Server, model_file: Path
+) -> None:
     """Without --dvc-remote, the hook checks the remote of the pushed commit's .dvc/config, endpoint included."""
     a, origin = setup_a(tmp_path, server, model_file, prefix="from-commit")
     a.kgit("server", "install", str(origin))
@@ -220,10 +259,12 @@ def test_server_hook_reads_the_endpoint_from_the_release_commit(tmp_path: Path, 
     a.env.update(server.env(("AKIAWRONGWRONGWRONG0", "x" * 40)))
     denied = a.run("git", "push", "--no-verify", "origin", "main", check=False)
     rejections = [line.rstrip() for line in denied.stderr.splitlines() if line.startswith("remote: kgit: rejected:")]
-    assert rejections == [f"remote: kgit: rejected: cannot check that m@v1.0.0's data was uploaded: DVC remote "
-                          f"s3://{BUCKET}/from-commit at {server.endpoint} refused the credentials (403 Forbidden): "
-                          "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or ~/.aws of the user "
-                          "this runs as) and that the key may read and write the bucket"], denied.stderr
+    assert rejections == [
+        f"remote: kgit: rejected: cannot check that m@v1.0.0's data was uploaded: DVC remote "
+        f"s3://{BUCKET}/from-commit at {server.endpoint} refused the credentials (403 Forbidden): "
+        "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or ~/.aws of the user "
+        "this runs as) and that the key may read and write the bucket"
+    ], denied.stderr
     assert git(origin, "tag", "-l") == ""
     a.env.update(server.env())
     a.run("git", "push", "origin", "main")
@@ -238,8 +279,12 @@ def test_server_gone_before_and_during_the_push(tmp_path: Path, server: s3.S3Ser
     closed = s3.free_port()
     a.run("python-m", "dvc", "remote", "modify", "--local", "kgit", "endpointurl", f"http://127.0.0.1:{closed}")
     push = a.run("git", "push", "origin", "main", check=False)
-    refused_in_one_line(push, f"cannot reach DVC remote kgit (s3://{BUCKET}/gone at http://127.0.0.1:{closed})",
-                        "check that the server is up", "nothing was uploaded")
+    refused_in_one_line(
+        push,
+        f"cannot reach DVC remote kgit (s3://{BUCKET}/gone at http://127.0.0.1:{closed})",
+        "check that the server is up",
+        "nothing was uploaded",
+    )
     assert git(origin, "tag", "-l") == "" and published(a.repo) == {}
 
     # a server that goes away in the middle of the upload (at its first PUT)
@@ -250,16 +295,24 @@ def test_server_gone_before_and_during_the_push(tmp_path: Path, server: s3.S3Ser
         assert proxy.died.is_set()
     finally:
         proxy.close()
-    refused_in_one_line(push, f"uploading to DVC remote kgit (s3://{BUCKET}/gone at {proxy.endpoint}) failed: "
-                        "cannot reach DVC remote kgit", "push again once that is fixed", uploading=True)
+    refused_in_one_line(
+        push,
+        f"uploading to DVC remote kgit (s3://{BUCKET}/gone at {proxy.endpoint}) failed: cannot reach DVC remote kgit",
+        "push again once that is fixed",
+        uploading=True,
+    )
     assert git(origin, "tag", "-l") == "" and published(a.repo) == {}
 
     # the server is back, but the URL names a bucket that does not exist
     a.run("python-m", "dvc", "remote", "modify", "--local", "--unset", "kgit", "endpointurl")
     a.run("python-m", "dvc", "remote", "modify", "--local", "kgit", "url", "s3://no-such-bucket/gone")
     push = a.run("git", "push", "origin", "main", check=False)
-    refused_in_one_line(push, f"DVC remote kgit (s3://no-such-bucket/gone at {server.endpoint}): the bucket does not "
-                        "exist: create it, or fix the URL", uploading=True)
+    refused_in_one_line(
+        push,
+        f"DVC remote kgit (s3://no-such-bucket/gone at {server.endpoint}): the bucket does not "
+        "exist: create it, or fix the URL",
+        uploading=True,
+    )
     assert git(origin, "tag", "-l") == "" and published(a.repo) == {}
 
     # all fixed: the retry uploads and publishes
@@ -275,9 +328,12 @@ def test_bad_credentials_refuse_push_and_get(tmp_path: Path, server: s3.S3Server
     for key in [("AKIAWRONGWRONGWRONG0", "x" * 40), wrong_secret]:  # unknown key; known key, wrong secret
         a.env.update(server.env(key))
         push = a.run("git", "push", "origin", "main", check=False)
-        line = refused_in_one_line(push, f"DVC remote kgit (s3://{BUCKET}/creds at {server.endpoint}) refused the "
-                                   "credentials (403 Forbidden): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
-                                   "nothing was uploaded")
+        line = refused_in_one_line(
+            push,
+            f"DVC remote kgit (s3://{BUCKET}/creds at {server.endpoint}) refused the "
+            "credentials (403 Forbidden): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+            "nothing was uploaded",
+        )
         assert key[1] not in push.stderr and key[1] not in line
         assert git(origin, "tag", "-l") == "" and published(a.repo) == {}
     # a key that may read but not write: the upload itself is refused
@@ -303,8 +359,10 @@ def test_bad_credentials_refuse_push_and_get(tmp_path: Path, server: s3.S3Server
     b.run("git", "clone", "-q", str(origin), str(b.repo), cwd=tmp_path)
     got = b.kgit("get", "m@v1", check=False)
     assert got.returncode == 1 and len(got.stderr.strip().splitlines()) == 1, got.stderr
-    assert got.stderr.startswith("kgit: error: fetching artifacts/m/keras/v1.dvc failed: DVC remote kgit "
-                                 f"(s3://{BUCKET}/creds at {server.endpoint}) refused the credentials"), got.stderr
+    assert got.stderr.startswith(
+        "kgit: error: fetching artifacts/m/keras/v1.dvc failed: DVC remote kgit "
+        f"(s3://{BUCKET}/creds at {server.endpoint}) refused the credentials"
+    ), got.stderr
     assert not (b.repo / "artifacts/m/keras/v1").exists() and git(b.repo, "status", "--porcelain") == ""
 
 
@@ -313,13 +371,35 @@ def test_server_install_options(tmp_path: Path) -> None:
 
     origin = tmp_path / "origin.git"
     git(tmp_path, "init", "-q", "--bare", str(origin))
-    ok = kgit(tmp_path, "server", "install", str(origin), "--dvc-remote", URL,
-              "--dvc-remote-option", "endpointurl=http://127.0.0.1:9000", "--dvc-remote-option", "region=eu-west-1")
+    ok = kgit(
+        tmp_path,
+        "server",
+        "install",
+        str(origin),
+        "--dvc-remote",
+        URL,
+        "--dvc-remote-option",
+        "endpointurl=http://127.0.0.1:9000",
+        "--dvc-remote-option",
+        "region=eu-west-1",
+    )
     assert ok.returncode == 0, ok.stderr
     assert git(origin, "config", "--get-all", "kgit.dvcRemoteOption").splitlines() == [
-        "endpointurl=http://127.0.0.1:9000", "region=eu-west-1"]
-    same = kgit(tmp_path, "server", "install", str(origin), "--dvc-remote", URL,
-                "--dvc-remote-option", "region=eu-west-1", "--dvc-remote-option", "endpointurl=http://127.0.0.1:9000")
+        "endpointurl=http://127.0.0.1:9000",
+        "region=eu-west-1",
+    ]
+    same = kgit(
+        tmp_path,
+        "server",
+        "install",
+        str(origin),
+        "--dvc-remote",
+        URL,
+        "--dvc-remote-option",
+        "region=eu-west-1",
+        "--dvc-remote-option",
+        "endpointurl=http://127.0.0.1:9000",
+    )
     assert "nothing changed" in same.stderr
     secret = kgit(tmp_path, "server", "install", str(origin), "--dvc-remote-option", "secret_access_key=abc123")
     assert secret.returncode == 1 and "credentials are not stored in the repository's config" in secret.stderr
@@ -327,6 +407,8 @@ def test_server_install_options(tmp_path: Path) -> None:
     bad = kgit(tmp_path, "server", "install", str(origin), "--dvc-remote-option", "endpoint=http://x")
     assert bad.returncode == 1 and "--remote-option endpoint: DVC has no such setting" in bad.stderr
     assert git(origin, "config", "--get-all", "kgit.dvcRemoteOption").splitlines() == [
-        "endpointurl=http://127.0.0.1:9000", "region=eu-west-1"]
+        "endpointurl=http://127.0.0.1:9000",
+        "region=eu-west-1",
+    ]
     assert "removed kgit.dvcRemoteOption" in kgit(tmp_path, "server", "uninstall", str(origin)).stderr
     assert subprocess.run(["git", "config", "--get-all", "kgit.dvcRemoteOption"], cwd=origin).returncode == 1

@@ -59,16 +59,30 @@ def release_folder(w: World, version: str) -> Path:
 
 def files_state(folder: Path) -> dict[str, tuple[str, int, int]]:
     """sha256, size and mtime of every file: what "untouched" means for a release folder."""
-    return {p.relative_to(folder).as_posix(): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_size,
-                                               p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): (
+            hashlib.sha256(p.read_bytes()).hexdigest(),
+            p.stat().st_size,
+            p.stat().st_mtime_ns,
+        )
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def out_state(out: Path) -> dict[str, tuple[str, int]]:
     """Every entry under the serving folder with its content hash and inode."""
-    return {p.relative_to(out).as_posix(): (hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir",
-                                            p.stat().st_ino)
-            for p in sorted(out.rglob("*"))} if out.exists() else {}
+    return (
+        {
+            p.relative_to(out).as_posix(): (
+                hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir",
+                p.stat().st_ino,
+            )
+            for p in sorted(out.rglob("*"))
+        }
+        if out.exists()
+        else {}
+    )
 
 
 def layout(repo: Path, *args: str) -> dict[str, Any]:
@@ -89,8 +103,10 @@ def parsed_config(out: Path) -> Any:
 
 
 def config_of(out: Path) -> dict[str, tuple[str, str, list[int], dict[str, int]]]:
-    return {c.name: (c.base_path, c.model_platform, list(c.model_version_policy.specific.versions),
-                     dict(c.version_labels)) for c in parsed_config(out).model_config_list.config}
+    return {
+        c.name: (c.base_path, c.model_platform, list(c.model_version_policy.specific.versions), dict(c.version_labels))
+        for c in parsed_config(out).model_config_list.config
+    }
 
 
 # -- the integer versions and the config text ------------------------------------------------------
@@ -110,16 +126,22 @@ def test_serving_numbers_are_stable_unique_and_ordered() -> None:
 
 def test_config_text_parses_with_the_serving_protos() -> None:
     odd = '/srv/mo"dels\\ with space\né/x'
-    models = [serving_config.ServedModel("b-model", odd, [2_000_000, 1_000_000], {"prod": 2_000_000, "staging": 1_000_000}),
-              serving_config.ServedModel("a_model", "/models/a_model", [5], {})]
+    models = [
+        serving_config.ServedModel("b-model", odd, [2_000_000, 1_000_000], {"prod": 2_000_000, "staging": 1_000_000}),
+        serving_config.ServedModel("a_model", "/models/a_model", [5], {}),
+    ]
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
     config = text_format.Parse(serving_config.config_text(models), model_server_config_pb2.ModelServerConfig())
-    got = {c.name: (c.base_path, c.model_platform, list(c.model_version_policy.specific.versions), dict(c.version_labels))
-           for c in config.model_config_list.config}
-    assert got == {"a_model": ("/models/a_model", "tensorflow", [5], {}),
-                   "b-model": (odd, "tensorflow", [1_000_000, 2_000_000], {"prod": 2_000_000, "staging": 1_000_000})}
+    got = {
+        c.name: (c.base_path, c.model_platform, list(c.model_version_policy.specific.versions), dict(c.version_labels))
+        for c in config.model_config_list.config
+    }
+    assert got == {
+        "a_model": ("/models/a_model", "tensorflow", [5], {}),
+        "b-model": (odd, "tensorflow", [1_000_000, 2_000_000], {"prod": 2_000_000, "staging": 1_000_000}),
+    }
 
 
 # -- laying out ------------------------------------------------------------------------------------
@@ -143,15 +165,32 @@ def test_laid_out_versions_reproduce_the_recorded_outputs_in_saved_model_cli(w: 
         assert (release_folder(w, version) / "assets.extra" / "model.keras").is_file()  # released, not served
         meta = json.loads((folder / "metadata.json").read_text())
         assert (meta["name"], meta["version"]) == ("srv", version)
-        shown = subprocess.run([SAVED_MODEL_CLI, "show", "--dir", str(folder), "--tag_set", "serve",
-                                "--signature_def", "serving_default"], capture_output=True, text=True)
+        shown = subprocess.run(
+            [SAVED_MODEL_CLI, "show", "--dir", str(folder), "--tag_set", "serve", "--signature_def", "serving_default"],
+            capture_output=True,
+            text=True,
+        )
         assert shown.returncode == 0, shown.stderr
         assert "inputs['x']" in shown.stdout and "DT_FLOAT" in shown.stdout
         result_dir = w.base / f"cli-{number}"
-        run = subprocess.run([SAVED_MODEL_CLI, "run", "--dir", str(folder), "--tag_set", "serve",
-                              "--signature_def", "serving_default",
-                              "--inputs", f"x={folder / 'reference_inputs.npz'}[x]", "--outdir", str(result_dir)],
-                             capture_output=True, text=True)
+        run = subprocess.run(
+            [
+                SAVED_MODEL_CLI,
+                "run",
+                "--dir",
+                str(folder),
+                "--tag_set",
+                "serve",
+                "--signature_def",
+                "serving_default",
+                "--inputs",
+                f"x={folder / 'reference_inputs.npz'}[x]",
+                "--outdir",
+                str(result_dir),
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert run.returncode == 0, run.stderr
         recorded = np.load(folder / "reference_outputs.npz")
         assert len(recorded.files) == 1
@@ -214,8 +253,11 @@ def test_rerun_follows_promotions_and_changes_nothing_when_nothing_is_new(w: Wor
     proc = kgit(w.repo, "promote", "srv@v2.1.0", "prod")
     assert proc.returncode == 0, proc.stderr
     moved = layout(w.repo, "srv", "--out", str(out))
-    assert rows(moved) == {("v2", V2, ("staging",), "kept"), ("v2.1.0", V21, ("prod",), "added"),
-                           ("v1", V1, (), "removed")}
+    assert rows(moved) == {
+        ("v2", V2, ("staging",), "kept"),
+        ("v2.1.0", V21, ("prod",), "added"),
+        ("v1", V1, (), "removed"),
+    }
     assert sorted(os.listdir(out / "srv")) == [str(V2), str(V21)]
     assert config_of(out)["srv"][2:] == ([V2, V21], {"prod": V21, "staging": V2})
     # prod moved onto a version this run added: TF Serving needs to be told (see docs/operations.md)
@@ -225,7 +267,9 @@ def test_rerun_follows_promotions_and_changes_nothing_when_nothing_is_new(w: Wor
     assert (out / "srv" / str(V2)).stat().st_ino == settled[f"srv/{V2}"][1]  # the kept version was not rebuilt
     manifest = json.loads((out / "kgit-serving.json").read_text())["models"]["srv"]
     assert {n: (e["tag"], e["how"]) for n, e in manifest["versions"].items()} == {
-        str(V2): ("srv@v2.0.0", "hardlink"), str(V21): ("srv@v2.1.0", "hardlink")}
+        str(V2): ("srv@v2.0.0", "hardlink"),
+        str(V21): ("srv@v2.1.0", "hardlink"),
+    }
     assert (release_folder(w, "v1") / "saved_model.pb").is_file()  # removing a link never removes the release
 
     # the folder as a container sees it; copies instead of links; one stage only
@@ -252,8 +296,10 @@ def test_rerun_follows_promotions_and_changes_nothing_when_nothing_is_new(w: Wor
 @pytest.mark.slow
 def test_serve_layout_imports_neither_tensorflow_nor_dvc(w: World) -> None:
     out = w.base / "serving"
-    code = ("import sys, kgit; r = kgit.serve_layout(['srv#prod'], sys.argv[1]); "
-            "print(r.versions[0].serving_version, sorted(m for m in ('tensorflow', 'keras', 'dvc', 'h5py') if m in sys.modules))")
+    code = (
+        "import sys, kgit; r = kgit.serve_layout(['srv#prod'], sys.argv[1]); "
+        "print(r.versions[0].serving_version, sorted(m for m in ('tensorflow', 'keras', 'dvc', 'h5py') if m in sys.modules))"
+    )
     proc = subprocess.run([sys.executable, "-c", code, str(out)], cwd=w.repo, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == [str(V1), "[]"]
@@ -273,7 +319,10 @@ def refused(w: World, out: Path, *args: str, expect: str) -> None:
 def test_refusals_are_one_line_and_lose_nothing(w: World) -> None:
     out = w.base / "serving"
     refused(w, out, "konly@v1", expect="konly@v1 has no savedmodel format (it has keras)")
-    assert "--from artifacts/konly/keras/v1/model.keras -f savedmodel" in kgit(w.repo, "serve-layout", "konly@v1", "--out", str(out)).stderr
+    assert (
+        "--from artifacts/konly/keras/v1/model.keras -f savedmodel"
+        in kgit(w.repo, "serve-layout", "konly@v1", "--out", str(out)).stderr
+    )
     (w.base / "link-to-release").symlink_to(release_folder(w, "v1"))
     refused(w, w.base / "link-to-release", "srv@v1", expect="inside the repository's releases")
     refused(w, out, "konly", expect="no version of konly is in a stage")
@@ -283,7 +332,12 @@ def test_refusals_are_one_line_and_lose_nothing(w: World) -> None:
     refused(w, out, "Srv", expect="invalid model name")
     refused(w, out, "srv@v1", "--base-path", "/", expect="--base-path is empty")
     assert not out.exists()
-    refused(w, w.repo / "artifacts" / "srv" / "savedmodel" / "v1" / "tfs", "srv@v1", expect="inside the repository's releases")
+    refused(
+        w,
+        w.repo / "artifacts" / "srv" / "savedmodel" / "v1" / "tfs",
+        "srv@v1",
+        expect="inside the repository's releases",
+    )
 
     foreign = w.base / "somebody-else"
     foreign.mkdir()
@@ -298,8 +352,13 @@ def test_refusals_are_one_line_and_lose_nothing(w: World) -> None:
     (out / "srv" / str(V21)).rmdir()
     (out / "README").write_text("someone's notes\n")  # not in kgit's way: left alone
     assert rows(layout(w.repo, "srv#prod", "srv@v2.1.0", "--out", str(out))) == {
-        ("v1", V1, ("prod",), "kept"), ("v2.1.0", V21, (), "added")}
-    assert rows(layout(w.repo, "srv#prod", "--out", str(out))) == {("v1", V1, ("prod",), "kept"), ("v2.1.0", V21, (), "removed")}
+        ("v1", V1, ("prod",), "kept"),
+        ("v2.1.0", V21, (), "added"),
+    }
+    assert rows(layout(w.repo, "srv#prod", "--out", str(out))) == {
+        ("v1", V1, ("prod",), "kept"),
+        ("v2.1.0", V21, (), "removed"),
+    }
     assert (out / "README").read_text() == "someone's notes\n"
     (out / "srv" / str(V1) / "extra.txt").write_text("edited by hand\n")
     refused(w, out, "srv#prod", expect="was changed after kgit laid it out (extra.txt)")
@@ -333,7 +392,9 @@ def test_a_tampered_workspace_copy_is_not_served(w: World) -> None:
 
 
 @pytest.mark.slow
-def test_an_interrupted_layout_leaves_no_visible_version_and_the_rerun_completes(w: World, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_interrupted_layout_leaves_no_visible_version_and_the_rerun_completes(
+    w: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = w.base / "serving"
     api.serve_layout(["srv#prod"], out, repo=w.repo)
     config_before = (out / "models.config").read_text()

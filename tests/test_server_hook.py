@@ -65,9 +65,13 @@ def test_inconsistent_lightweight_and_foreign_tags_are_rejected(w: World) -> Non
     commit = git(w.repo, "rev-parse", f"{V1}^{{commit}}")
     message = tag_message(w.repo, V1).replace('"version": "v1"', '"version": "v99"')
     forge_tag(w.repo, "m@v0.0.3", commit, message)
-    rejected(w.push("--no-verify", "refs/tags/m@v0.0.3"), "new tag m@v0.0.3 is not a valid release: its message says v99")
+    rejected(
+        w.push("--no-verify", "refs/tags/m@v0.0.3"), "new tag m@v0.0.3 is not a valid release: its message says v99"
+    )
     git(w.repo, "tag", "m@v9.0.0", commit)  # lightweight
-    rejected(w.push("--no-verify", "refs/tags/m@v9.0.0"), "new tag m@v9.0.0 is a lightweight tag, but m is a kgit model")
+    rejected(
+        w.push("--no-verify", "refs/tags/m@v9.0.0"), "new tag m@v9.0.0 is a lightweight tag, but m is a kgit model"
+    )
     forge_tag(w.repo, "m@v8.0.0", commit, "made by hand\n")
     rejected(w.push("--no-verify", "refs/tags/m@v8.0.0"), "new tag m@v8.0.0 is not a kgit release tag")
     assert list(w.origin_tags()) == [V1]
@@ -79,8 +83,10 @@ def test_release_whose_data_is_not_in_the_remote_is_rejected(w: World, plain_mod
     rec = api.release(plain_model, "m", formats=["keras"], repo=w.repo)
     before = origin_state(w)
     # --no-verify skips the client hook, so nothing uploads the data
-    rejected(w.push("--no-verify", "main", rec.tag),
-             f"{rec.tag} (keras): 1 DVC object(s) are not in the DVC remote {w.store}")
+    rejected(
+        w.push("--no-verify", "main", rec.tag),
+        f"{rec.tag} (keras): 1 DVC object(s) are not in the DVC remote {w.store}",
+    )
     assert origin_state(w) == before
     proc = w.push("main")  # the client hook uploads, then the server accepts
     assert proc.returncode == 0, proc.stderr
@@ -116,7 +122,10 @@ def test_stage_tags_must_name_a_valid_live_version(w: World) -> None:
     deprecation = git(w.repo, "tag", "-l", "m@v1.0.0!*")
     assert w.push("--no-verify", f"refs/tags/{deprecation}").returncode == 0  # deprecating is allowed
     forge_tag(w.repo, "m#staging#2", head, "promote a deprecated version\n")
-    rejected(w.push("--no-verify", "refs/tags/m#staging#2"), "new stage tag m#staging#2 puts m@v1 in staging, but that version is deprecated")
+    rejected(
+        w.push("--no-verify", "refs/tags/m#staging#2"),
+        "new stage tag m#staging#2 puts m@v1 in staging, but that version is deprecated",
+    )
 
 
 def test_plain_push_is_accepted_without_tensorflow_or_dvc(w: World) -> None:
@@ -126,13 +135,15 @@ def test_plain_push_is_accepted_without_tensorflow_or_dvc(w: World) -> None:
     proc = run(w.repo, "git", "push", "--no-verify", "origin", "main", env={"PYTHONPROFILEIMPORTTIME": "1"})
     assert proc.returncode == 0, proc.stderr
     assert "import time:" in proc.stderr and "| kgit.guard.server" in proc.stderr  # the hook ran, and was measured
-    imported = {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.splitlines() if "import time:" in line}
+    imported = {
+        line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.splitlines() if "import time:" in line
+    }
     assert not imported & {"tensorflow", "keras", "dvc", "dvc_data", "dvc_objects"}
 
 
 def test_existing_pre_receive_is_chained_and_restored(tmp_path: Path) -> None:
     origin = bare_origin(tmp_path)
-    theirs = "#!/bin/sh\ncat > \"$(dirname \"$0\")/../received\"\n"
+    theirs = '#!/bin/sh\ncat > "$(dirname "$0")/../received"\n'
     (origin / "hooks").mkdir(exist_ok=True)
     (origin / "hooks" / "pre-receive").write_text(theirs)
     (origin / "hooks" / "pre-receive").chmod(0o755)
@@ -158,7 +169,8 @@ def test_unendorsed_key_is_rejected(w: World, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr  # the team's first keys are the roots of trust
     key = ec.generate_private_key(ec.SECP256R1()).public_key()
     (w.repo / ".kgit/keys/intruder.pem").write_bytes(
-        key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+        key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     git(w.repo, "add", ".kgit/keys/intruder.pem")
     git(w.repo, "commit", "-q", "--no-verify", "-m", "add my key")
     proc = w.push("--no-verify", "main")
@@ -197,7 +209,6 @@ def test_kgit_check_finds_what_the_server_hook_would_refuse(w: World, tmp_path: 
     assert proc.returncode == 1 and "m@v1 (keras): branch main modifies artifacts/m/keras/v1.dvc (blob" in proc.stderr
 
 
-
 def _release_over_v1_data(w: World, version: str) -> str:
     """A release made by hand that reuses m@v1's data: v1's `.dvc` file copied to VERSION's path
     with git's side (DVC path, kgit metadata, tag summary) rewritten to say VERSION, so every check
@@ -227,8 +238,10 @@ def test_a_hand_made_release_over_another_release_s_data_is_refused_and_never_la
     before = origin_state(w)
     tag = _release_over_v1_data(w, "v7")
     assert kgit(w.repo, "list").returncode == 0
-    rejected(w.push("--no-verify", "main", f"refs/tags/{tag}"),
-             f"new tag {tag} (keras) is not a valid release: the metadata.json in its data is for m:v1:keras, not m:v7:keras")
+    rejected(
+        w.push("--no-verify", "main", f"refs/tags/{tag}"),
+        f"new tag {tag} (keras) is not a valid release: the metadata.json in its data is for m:v1:keras, not m:v7:keras",
+    )
     assert origin_state(w) == before
     # on a forge without the server hook it lands: every clone then refuses it
     assert kgit(w.base, "server", "uninstall", str(w.origin)).returncode == 0
@@ -238,7 +251,10 @@ def test_a_hand_made_release_over_another_release_s_data_is_refused_and_never_la
 
     listed = {r["version"]: r for r in json.loads(proc.stdout)}
     assert listed["v1"]["status"] == "valid"
-    assert listed["v7"]["status"].startswith("invalid: its keras data (DVC hash") and "m:v1:keras" in listed["v7"]["status"]
+    assert (
+        listed["v7"]["status"].startswith("invalid: its keras data (DVC hash")
+        and "m:v1:keras" in listed["v7"]["status"]
+    )
     assert json.loads(kgit(w.repo, "show", "m@latest", "--json").stdout)["version"] == "v1"
     proc = kgit(w.repo, "get", "m@v7")
     assert proc.returncode == 1 and "the metadata.json in its keras data is for m:v1:keras" in proc.stderr

@@ -60,8 +60,11 @@ def test_tampered_signature_or_untrusted_signer_is_refused(signed_repo, tmp_path
     from cryptography.hazmat.primitives.asymmetric import ec
 
     intruder = tmp_path / "intruder.pem"
-    intruder.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    intruder.write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     signing.sign(folder, intruder)
     proc = kgit(repo, "validate", "m@v1", "--recheck", "--json", check=False)
     assert proc.returncode == 1
@@ -75,8 +78,13 @@ def test_push_refuses_unsigned_release_when_required(kgit_repo: Path, tmp_path: 
     origin = bare_origin(tmp_path, kgit_repo)
     api.release(plain_model, "u", formats="keras", repo=kgit_repo)  # signing off: unsigned
     kgit(kgit_repo, "keys", "init", "--require", check=True)
-    push = subprocess.run(["git", "push", "origin", "main"], cwd=kgit_repo, capture_output=True, text=True,
-                          env=user_env(Path(os.environ["HOME"])))
+    push = subprocess.run(
+        ["git", "push", "origin", "main"],
+        cwd=kgit_repo,
+        capture_output=True,
+        text=True,
+        env=user_env(Path(os.environ["HOME"])),
+    )
     assert push.returncode != 0 and "u@v1" in push.stderr and "not signed" in push.stderr, push.stderr
     assert git(origin, "tag", "-l") == ""
 
@@ -151,8 +159,11 @@ def test_bad_signing_input(kgit_repo: Path, tmp_path: Path) -> None:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    other.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    other.write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     git(kgit_repo, "config", "kgit.signingKey", str(other))
     proc = kgit(kgit_repo, "release", "m", "--from", "support.zoo:plain_model", check=False)
     assert proc.returncode == 1 and "is not trusted here" in proc.stderr

@@ -53,14 +53,20 @@ class Team:
         """(what the pre-push hook's check refuses, what the server hook rejects) for pushing ``tags``."""
         client = client_hooks.gate_problems(Repo(self.repo), list(tags))
         proc = run(self.repo, "git", "push", "--no-verify", "origin", *(f"refs/tags/{t}" for t in tags))
-        server = [line.split("kgit: rejected: ", 1)[1].rstrip() for line in proc.stderr.splitlines() if "kgit: rejected: " in line]
+        server = [
+            line.split("kgit: rejected: ", 1)[1].rstrip()
+            for line in proc.stderr.splitlines()
+            if "kgit: rejected: " in line
+        ]
         assert (proc.returncode == 0) == (server == []), proc.stderr
         return client, server
 
     def refused(self, *tags: str) -> list[str]:
         """Both refuse, with the same words (the server says "new stage tag" first); the lines."""
         client, server = self.judge(*tags)
-        assert client and server == [f"new {'deprecation' if '@' in c.split(':')[0] else 'stage'} tag {c}" for c in client]
+        assert client and server == [
+            f"new {'deprecation' if '@' in c.split(':')[0] else 'stage'} tag {c}" for c in client
+        ]
         for t in tags:
             git(self.repo, "tag", "-d", t)
         return client
@@ -108,7 +114,8 @@ def test_a_tag_must_carry_its_models_next_counter(team: Team) -> None:
     assert team.refused(team.tag("m#prod#2", "v2")) == [
         "m#prod#2: #2 is not the next event counter of m: expected #1 (it has no event tags yet); fetch the tags "
         "(git fetch --tags), delete this one (git tag -d 'm#prod#2') and make it again with kgit "
-        "promote/rollback/demote/deprecate"]
+        "promote/rollback/demote/deprecate"
+    ]
     team.accepted(team.tag("m#prod#1", "v2"))
     # reused: another stage's tag already has #1; a deprecation counts the same way
     [line] = team.refused(team.tag("m#staging#1", "v3"))
@@ -119,7 +126,11 @@ def test_a_tag_must_carry_its_models_next_counter(team: Team) -> None:
     assert line.startswith("m#staging#2: #2 is not the next event counter of m: expected #3")
     team.accepted(team.tag("m#dev#3", "v3"), team.tag("m#staging#2", "v3"), team.tag("m@v1.0.0!#4", "v1"))
     assert sorted(t for t in git(team.origin, "tag", "-l").split() if "#" in t) == [
-        "m#dev#3", "m#prod#1", "m#staging#2", "m@v1.0.0!#4"]
+        "m#dev#3",
+        "m#prod#1",
+        "m#staging#2",
+        "m@v1.0.0!#4",
+    ]
 
 
 def test_a_low_counter_is_not_judged_against_an_earlier_holder(team: Team) -> None:
@@ -134,8 +145,10 @@ def test_require_better_is_judged_against_the_last_holder_even_after_a_demote(te
     team.accepted(team.tag("m#prod#1", "v2"), team.tag("m#prod!#2", "v2"))
     # prod is empty now, but v3 (0.88) still has to beat v2 (0.9), which held it last
     [line] = team.refused(team.tag("m#prod#3", "v3"))
-    assert ("m#prod#3: m@v3 cannot go to prod: rule `better val.accuracy` (.kgit/gates.yaml (at " in line
-            and "m@v3 has val.accuracy 0.88, m@v2 (the last version in prod) has 0.9; higher is better" in line)
+    assert (
+        "m#prod#3: m@v3 cannot go to prod: rule `better val.accuracy` (.kgit/gates.yaml (at " in line
+        and "m@v3 has val.accuracy 0.88, m@v2 (the last version in prod) has 0.9; higher is better" in line
+    )
     team.accepted(team.tag("m#prod#3", "v2"))  # the same version again: nothing to beat
 
 
@@ -143,9 +156,11 @@ def test_a_rollback_skips_require_better_only_where_allow_rollback_is_set(team: 
     team.accepted(team.tag("m#prod#1", "v3"), team.tag("m#prod#2", "v2"))
     # back to v3, which held prod: a rollback, but the committed gates do not allow one below v2
     [line] = team.refused(team.tag("m#prod#3", "v3", rollback_message("v3")))
-    assert ("m@v3 has val.accuracy 0.88, m@v2 (in the stage now) has 0.9; higher is better (a rollback skips the "
-            "rules that compare with the stage's holder only where the stage's entry in .kgit/gates.yaml sets "
-            "`allow_rollback: true`)") in line
+    assert (
+        "m@v3 has val.accuracy 0.88, m@v2 (in the stage now) has 0.9; higher is better (a rollback skips the "
+        "rules that compare with the stage's holder only where the stage's entry in .kgit/gates.yaml sets "
+        "`allow_rollback: true`)"
+    ) in line
     (team.repo / ".kgit/gates.yaml").write_text(GATES + "    allow_rollback: true\n")
     git(team.repo, "commit", "-q", "-am", "prod may roll back")
     assert run(team.repo, "git", "push", "--no-verify", "origin", "main").returncode == 0
@@ -168,8 +183,10 @@ def test_a_rollback_message_must_be_true(team: Team) -> None:
     team.accepted(team.tag("m#prod#1", "v2"))
     # v3 never held prod: calling its promotion a rollback does not dodge require_better
     [line] = team.refused(team.tag("m#prod#2", "v3", rollback_message("v3")))
-    assert line == ("m#prod#2: its message says it rolls prod back to m@v3, which never held prod: a rollback goes "
-                    "back to a version that held the stage (promote this one instead)")
+    assert line == (
+        "m#prod#2: its message says it rolls prod back to m@v3, which never held prod: a rollback goes "
+        "back to a version that held the stage (promote this one instead)"
+    )
     # a message about another version or stage than the tag's
     [line] = team.refused(team.tag("m#prod#2", "v3", rollback_message("v2")))
     assert "its message says it rolls back m:prod:v2, but the tag puts m@v3 in prod" in line
@@ -197,9 +214,11 @@ def test_a_server_whose_head_names_no_branch_applies_every_branchs_gates(team: T
     team.tag("m#prod#1", "v2")
     proc = run(team.repo, "git", "push", "--no-verify", "origin", "refs/tags/m#prod#1")
     assert proc.returncode == 0, proc.stderr
-    assert ("kgit: note: HEAD names refs/heads/master, which does not exist: the promotion gates of every branch "
-            "apply (2 branch(es)); point HEAD at the team's branch in the bare repository: "
-            "git symbolic-ref HEAD refs/heads/main") in proc.stderr
+    assert (
+        "kgit: note: HEAD names refs/heads/master, which does not exist: the promotion gates of every branch "
+        "apply (2 branch(es)); point HEAD at the team's branch in the bare repository: "
+        "git symbolic-ref HEAD refs/heads/main"
+    ) in proc.stderr
 
 
 def test_refusing_one_tag_names_it_and_the_rest_can_be_pushed(team: Team) -> None:
@@ -221,21 +240,32 @@ def test_refusing_one_tag_names_it_and_the_rest_can_be_pushed(team: Team) -> Non
 def test_allow_rollback_is_a_boolean_per_entry() -> None:
     g = gates.parse(GATES + "    allow_rollback: true\n  m#prod:\n    require_better: [val.loss]\n")
     assert [(r.text, r.rollback_ok) for r in g.rules_for("m", "prod")] == [
-        ("val.accuracy >= 0.85", False), ("better val.accuracy", True), ("better val.loss", False)]
+        ("val.accuracy >= 0.85", False),
+        ("better val.accuracy", True),
+        ("better val.loss", False),
+    ]
     with pytest.raises(KgitError, match="allow_rollback is 'yes please': use true or false"):
         gates.parse("stages:\n  prod:\n    allow_rollback: yes please\n")
-    with pytest.raises(KgitError, match=r"known: require, require_better, min_relative_change, min_absolute_change, allow_rollback"):
+    with pytest.raises(
+        KgitError, match=r"known: require, require_better, min_relative_change, min_absolute_change, allow_rollback"
+    ):
         gates.parse("stages:\n  prod:\n    allow_rollbacks: true\n")
 
 
 def test_the_union_of_branches_keeps_every_rule_and_refuses_opposite_directions() -> None:
     main = gates.parse(GATES, "main")
-    exp = gates.parse("metrics:\n  val.loss: min\nstages:\n  prod:\n    require: ['val.loss <= 0.32']\n"
-                      "    require_better: [val.accuracy]\n    allow_rollback: true\n", "exp")
+    exp = gates.parse(
+        "metrics:\n  val.loss: min\nstages:\n  prod:\n    require: ['val.loss <= 0.32']\n"
+        "    require_better: [val.accuracy]\n    allow_rollback: true\n",
+        "exp",
+    )
     both = gates.union([("main", main), ("exp", exp)])
     assert [(r.text, r.rollback_ok) for r in both.rules_for("m", "prod")] == [
-        ("val.accuracy >= 0.85", False), ("better val.accuracy", False), ("val.loss <= 0.32", False),
-        ("better val.accuracy", True)]
+        ("val.accuracy >= 0.85", False),
+        ("better val.accuracy", False),
+        ("val.loss <= 0.32", False),
+        ("better val.accuracy", True),
+    ]
     assert gates.union([]) == gates.Gates()
     with pytest.raises(KgitError, match=r"says val.loss is better both ways \(main: min, other: max\)"):
         gates.union([("main", main), ("other", gates.parse("metrics:\n  val.loss: max\n"))])
@@ -271,13 +301,16 @@ def test_min_relative_and_absolute_change_are_judged_against_the_stage_holder(te
     # 0.905 is better than v2's 0.9, but not by 1 %: the refusal gives both numbers and the bar
     [line] = t.refused(t.tag("m#prod#2", "v4"))
     assert line.startswith("m#prod#2: m@v4 cannot go to prod: rule `val.accuracy ≥1% better` (.kgit/gates.yaml (at ")
-    assert ("(prod)): val.accuracy 0.905 is not ≥1% better than prod holder m@v2's 0.9 (needs ≥ 0.909; higher is "
-            "better)") in line
+    assert (
+        "(prod)): val.accuracy 0.905 is not ≥1% better than prod holder m@v2's 0.9 (needs ≥ 0.909; higher is better)"
+    ) in line
     assert "val.loss" not in line  # 0.29 is 0.01 below v2's 0.3: enough
     # lower is better for val.loss (its name says so): 0.296 is not 0.005 below 0.3
     [line] = t.refused(t.tag("m#prod#2", "v5"))
-    assert ("rule `val.loss ≥0.005 better` (.kgit/gates.yaml (at " in line and
-            "val.loss 0.296 is not ≥0.005 better than prod holder m@v2's 0.3 (needs ≤ 0.295; lower is better)" in line)
+    assert (
+        "rule `val.loss ≥0.005 better` (.kgit/gates.yaml (at " in line
+        and "val.loss 0.296 is not ≥0.005 better than prod holder m@v2's 0.3 (needs ≤ 0.295; lower is better)" in line
+    )
     assert "val.accuracy" not in line.split("cannot go to prod: ")[1]  # 0.91 >= 0.909
     t.accepted(t.tag("m#prod#2", "v6"))
     # exactly at the bar passes (0.95 * 1.01 = 0.9595, 0.2 - 0.005 = 0.195), whatever binary rounding says
@@ -289,11 +322,16 @@ def test_champion_rules_compare_with_the_last_holder_after_a_demote_and_bind_rol
     t.accepted(t.tag("m#prod#1", "v6"), t.tag("m#prod!#2", "v6"))
     # prod is empty, but v7's successor must still beat v6, which held it last
     [line] = t.refused(t.tag("m#prod#3", "v5"))
-    assert "val.accuracy 0.91 is not ≥1% better than last prod holder m@v6 (demoted since)'s 0.95 (needs ≥ 0.9595" in line
+    assert (
+        "val.accuracy 0.91 is not ≥1% better than last prod holder m@v6 (demoted since)'s 0.95 (needs ≥ 0.9595" in line
+    )
     t.accepted(t.tag("m#prod#3", "v7"))
     # a rollback to v6 is judged by them too, unless the entry sets allow_rollback
     [line] = t.refused(t.tag("m#prod#4", "v6", rollback_message("v6")))
-    assert "val.accuracy 0.95 is not ≥1% better than prod holder m@v7's 0.9595" in line and "`allow_rollback: true`" in line
+    assert (
+        "val.accuracy 0.95 is not ≥1% better than prod holder m@v7's 0.9595" in line
+        and "`allow_rollback: true`" in line
+    )
     (t.repo / ".kgit/gates.yaml").write_text(CHAMPION + "    allow_rollback: true\n")
     git(t.repo, "commit", "-q", "-am", "prod may roll back")
     assert run(t.repo, "git", "push", "-q", "--no-verify", "origin", "main").returncode == 0
@@ -305,8 +343,13 @@ def test_kgit_promote_refuses_with_the_numbers_before_any_validation(team: Team)
 
     t = champion_team(team)
     t.accepted(t.tag("m#prod#1", "v6"))
-    line = assert_refused(t.repo, "promote", "m@v5", "prod",
-                          expect="val.accuracy 0.91 is not ≥1% better than prod holder m@v6's 0.95 (needs ≥ 0.9595")
+    line = assert_refused(
+        t.repo,
+        "promote",
+        "m@v5",
+        "prod",
+        expect="val.accuracy 0.91 is not ≥1% better than prod holder m@v6's 0.95 (needs ≥ 0.9595",
+    )
     assert "val.loss 0.296 is not ≥0.005 better than prod holder m@v6's 0.2 (needs ≤ 0.195; lower is better)" in line
 
 
@@ -315,10 +358,17 @@ def test_champion_rules_are_parsed_and_their_values_checked() -> None:
     assert [(r.key, r.op, r.value, r.rollback_ok, r.text) for r in g.rules_for("m", "prod")] == [
         ("val.accuracy", "relative", 0.01, True, "val.accuracy ≥1% better"),
         ("val.loss", "absolute", 0.005, True, "val.loss ≥0.005 better"),
-        ("val.auc", "relative", 0.0, False, "val.auc ≥0% better")]
+        ("val.auc", "relative", 0.0, False, "val.auc ≥0% better"),
+    ]
     for text, says in [
-        ("stages:\n  prod:\n    min_relative_change: [val.accuracy]\n", "prod.min_relative_change must map metric keys to numbers"),
-        ("stages:\n  prod:\n    min_absolute_change: {val.loss: -0.1}\n", "min_absolute_change val.loss is -0.1: use a number >= 0"),
+        (
+            "stages:\n  prod:\n    min_relative_change: [val.accuracy]\n",
+            "prod.min_relative_change must map metric keys to numbers",
+        ),
+        (
+            "stages:\n  prod:\n    min_absolute_change: {val.loss: -0.1}\n",
+            "min_absolute_change val.loss is -0.1: use a number >= 0",
+        ),
         ("stages:\n  prod:\n    min_absolute_change: {val.loss: much}\n", "val.loss is 'much' (str), not a number"),
         ("stages:\n  prod:\n    min_relative_change: {'a b': 0.1}\n", "is not a valid metric name"),
         ("stages:\n  prod:\n    min_relative_change: {val.auc: .nan}\n", "not a finite number"),
@@ -328,18 +378,22 @@ def test_champion_rules_are_parsed_and_their_values_checked() -> None:
         assert says in str(exc.value) and "\n" not in str(exc.value), str(exc.value)
 
 
-@pytest.mark.parametrize("old, value, direction, op, amount, passes", [
-    (0.9, 0.909, "max", "relative", 0.01, True),   # 0.9 * 1.01 is 0.9090000000000001 in binary
-    (0.9, 0.9089, "max", "relative", 0.01, False),
-    (-2.0, -1.98, "max", "relative", 0.01, True),  # relative to |old|
-    (-2.0, -1.99, "max", "relative", 0.01, False),
-    (0.3, 0.297, "min", "relative", 0.01, True),
-    (0.3, 0.2971, "min", "relative", 0.01, False),
-    (0.0, 0.001, "max", "relative", 0.5, True),    # nothing to take a fraction of: any strict improvement
-    (0.0, 0.0, "max", "relative", 0.5, False),
-    (0.3, 0.3, "min", "absolute", 0.0, True),      # 0: at least as good
-    (0.3, 0.2951, "min", "absolute", 0.005, False),
-])
-def test_better_by_a_fraction_or_an_amount(old: float, value: float, direction: str, op: str, amount: float,
-                                           passes: bool) -> None:
+@pytest.mark.parametrize(
+    "old, value, direction, op, amount, passes",
+    [
+        (0.9, 0.909, "max", "relative", 0.01, True),  # 0.9 * 1.01 is 0.9090000000000001 in binary
+        (0.9, 0.9089, "max", "relative", 0.01, False),
+        (-2.0, -1.98, "max", "relative", 0.01, True),  # relative to |old|
+        (-2.0, -1.99, "max", "relative", 0.01, False),
+        (0.3, 0.297, "min", "relative", 0.01, True),
+        (0.3, 0.2971, "min", "relative", 0.01, False),
+        (0.0, 0.001, "max", "relative", 0.5, True),  # nothing to take a fraction of: any strict improvement
+        (0.0, 0.0, "max", "relative", 0.5, False),
+        (0.3, 0.3, "min", "absolute", 0.0, True),  # 0: at least as good
+        (0.3, 0.2951, "min", "absolute", 0.005, False),
+    ],
+)
+def test_better_by_a_fraction_or_an_amount(
+    old: float, value: float, direction: str, op: str, amount: float, passes: bool
+) -> None:
     assert gates.passes_change(gates.Rule("k", op, amount), value, old, direction) is passes

@@ -54,9 +54,14 @@ def test_promote_demote_deprecate_lifecycle(three_versions: Path) -> None:
 
     events = json.loads(kgit(repo, "history", "st", "--json", check=True).stdout)
     assert [(e["event"], e["version"], e["stage"]) for e in events] == [
-        ("released", "v1", None), ("released", "v2", None), ("released", "v3", None),
-        ("promoted", "v1", "prod"), ("promoted", "v2", "staging"), ("promoted", "v2", "prod"),
-        ("demoted", "v2", "staging"), ("deprecated", "v3", None),
+        ("released", "v1", None),
+        ("released", "v2", None),
+        ("released", "v3", None),
+        ("promoted", "v1", "prod"),
+        ("promoted", "v2", "staging"),
+        ("promoted", "v2", "prod"),
+        ("demoted", "v2", "staging"),
+        ("deprecated", "v3", None),
     ]
     assert all(e["who"].startswith("Kgit Tester") and e["when"] and len(e["commit"]) == 40 for e in events)
     assert "promoted" in kgit(repo, "history", "st", check=True).stdout
@@ -71,8 +76,24 @@ def test_everything_that_takes_a_version_takes_a_stage(three_versions: Path) -> 
     d = json.loads(kgit(repo, "diff", "st#staging", "st#prod", "--json", check=True).stdout)
     assert (d["a"], d["b"]) == ("st@v1", "st@v3")
     assert json.loads(kgit(repo, "validate", "st#prod", "--json", check=True).stdout)[0]["version"] == "st@v3"
-    dvc_get = subprocess.run([sys.executable, "-m", "dvc", "artifacts", "get", str(repo), "st", "--stage", "prod",
-                              "-o", str(repo.parent / "fetched")], cwd=repo.parent, capture_output=True, text=True)
+    dvc_get = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dvc",
+            "artifacts",
+            "get",
+            str(repo),
+            "st",
+            "--stage",
+            "prod",
+            "-o",
+            str(repo.parent / "fetched"),
+        ],
+        cwd=repo.parent,
+        capture_output=True,
+        text=True,
+    )
     assert dvc_get.returncode == 0, dvc_get.stderr
     assert json.loads((repo.parent / "fetched" / "metadata.json").read_text())["version"] == "v3"
 

@@ -107,7 +107,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     a.run("git", "config", "kgit.signingKey", key)
     pushed = a.run("git", "push", "-u", "origin", "main")
     # A's own releases were validated when made: the hook does not reload them, it uploads them
-    assert "validating" not in pushed.stderr and "uploading lam2@v1 (keras), lam@v1 (keras)" in pushed.stderr, pushed.stderr
+    assert "validating" not in pushed.stderr and "uploading lam2@v1 (keras), lam@v1 (keras)" in pushed.stderr, (
+        pushed.stderr
+    )
     b.run("git", "clone", "-q", str(origin), str(b.repo), cwd=base)
     b.kgit("hooks", "install")
     return World(base, origin, a, b)
@@ -117,24 +119,30 @@ def test_a_release_made_with_unsafe_runs_its_code_only_where_the_loader_opts_in(
     b = world.b
     # kgit get brings and verifies the bytes, runs nothing, and says what loading will ask
     got = b.kgit("get", "lam@v1")
-    assert ("kgit: warning: lam@v1 (keras): layer 'triple' is a Python Lambda (arbitrary code): loading it runs that "
-            "code, so kgit validate and kgit.load refuse it unless you pass --unsafe") in got.stderr
+    assert (
+        "kgit: warning: lam@v1 (keras): layer 'triple' is a Python Lambda (arbitrary code): loading it runs that "
+        "code, so kgit validate and kgit.load refuse it unless you pass --unsafe"
+    ) in got.stderr
     b.kgit("get", "lam2@v1")
     assert not ran(b)
 
     # validate: refused in one line naming the layer and the fix, nothing changed, nothing ran
     before = snapshot(b.repo)
     line = error_line(b.kgit("validate", "lam@v1", check=False))
-    assert ("lam@v1 (keras): layer 'triple' is a Python Lambda (arbitrary code): refused; run "
-            "`kgit validate --unsafe lam@v1` (kgit.validate(..., unsafe=True)) only if you trust who released it") in line
+    assert (
+        "lam@v1 (keras): layer 'triple' is a Python Lambda (arbitrary code): refused; run "
+        "`kgit validate --unsafe lam@v1` (kgit.validate(..., unsafe=True)) only if you trust who released it"
+    ) in line
     table = json.loads(b.kgit("validate", "lam@v1", "--json", check=False).stdout)
     assert [(r["check"], r["status"]) for r in table] == [("code", "failed")]
     assert snapshot(b.repo) == before and not ran(b)
 
     # kgit.load: the same refusal, raised as a KgitError
     out = b.run(sys.executable, "-c", LOAD, "lam@v1", "safe").stdout
-    assert out.startswith("refused: lam@v1 (keras): layer 'triple' is a Python Lambda (arbitrary code): refused; "
-                          "pass --unsafe (kgit.load(..., unsafe=True)) only if you trust who released it"), out
+    assert out.startswith(
+        "refused: lam@v1 (keras): layer 'triple' is a Python Lambda (arbitrary code): refused; "
+        "pass --unsafe (kgit.load(..., unsafe=True)) only if you trust who released it"
+    ), out
     assert not ran(b)
 
     # B's pre-push hook never runs someone else's code: pushing A's releases on to another
@@ -143,7 +151,9 @@ def test_a_release_made_with_unsafe_runs_its_code_only_where_the_loader_opts_in(
     git(world.base, "init", "-q", "--bare", "--initial-branch=main", str(mirror))
     b.run("git", "remote", "add", "mirror", str(mirror))
     proc = b.run("git", "push", "--follow-tags", "mirror", "main", check=False)
-    assert proc.returncode != 0 and "layer 'triple' is a Python Lambda (arbitrary code): refused" in proc.stderr, proc.stderr
+    assert proc.returncode != 0 and "layer 'triple' is a Python Lambda (arbitrary code): refused" in proc.stderr, (
+        proc.stderr
+    )
     assert "push refused" in proc.stderr and not ran(b)
     assert git(mirror, "tag", "-l") == ""
 
@@ -171,7 +181,9 @@ def test_a_release_made_with_unsafe_runs_its_code_only_where_the_loader_opts_in(
 
 def test_a_release_naming_a_foreign_module_is_never_loaded(world: World) -> None:
     a, b = world.a, world.b
-    (a.repo / "evil_marker.py").write_text("import os, pathlib\npathlib.Path(os.environ['HOME'], 'evil-imported').touch()\n")
+    (a.repo / "evil_marker.py").write_text(
+        "import os, pathlib\npathlib.Path(os.environ['HOME'], 'evil-imported').touch()\n"
+    )
     a.run("git", "add", "evil_marker.py")
     a.run("git", "commit", "-q", "-m", "helpers")
     assert a.run(sys.executable, "-c", FORGE).stdout.strip() == "forged@v1.0.0"
@@ -179,8 +191,10 @@ def test_a_release_naming_a_foreign_module_is_never_loaded(world: World) -> None
     b.run("git", "pull", "-q", "--no-rebase", "--tags", "origin", "main")
     b.kgit("get", "forged@v1")  # the bytes are as released (and signed by A, a trusted key)
 
-    expect = ("forged@v1 (keras): layer 'dense' names module 'evil_marker', which is neither Keras' nor declared by "
-              "the release (importing it would run its code): refused, with or without --unsafe")
+    expect = (
+        "forged@v1 (keras): layer 'dense' names module 'evil_marker', which is neither Keras' nor declared by "
+        "the release (importing it would run its code): refused, with or without --unsafe"
+    )
     for extra in ([], ["--unsafe"]):
         assert expect in error_line(b.kgit("validate", *extra, "forged@v1", check=False))
     out = b.run(sys.executable, "-c", LOAD, "forged@v1", "unsafe").stdout

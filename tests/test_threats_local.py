@@ -57,7 +57,9 @@ def test_init_refuses_a_remote_inside_the_repository(git_repo: Path, tmp_path: P
 
 @pytest.mark.slow
 @pytest.mark.parametrize("url", ["relative", "file-url"])
-def test_init_refuses_a_default_remote_configured_inside_the_repository(git_repo: Path, tmp_path: Path, url: str) -> None:
+def test_init_refuses_a_default_remote_configured_inside_the_repository(
+    git_repo: Path, tmp_path: Path, url: str
+) -> None:
     subprocess.run([*DVC, "init", "-q"], cwd=git_repo, check=True)
     target = "store" if url == "relative" else f"file://{git_repo}/store"
     subprocess.run([*DVC, "remote", "add", "-d", "team", target], cwd=git_repo, check=True, capture_output=True)
@@ -78,8 +80,14 @@ def test_init_refuses_a_default_remote_configured_inside_the_repository(git_repo
 # -- 5. recovery after a killed release ------------------------------------------------------------
 def killed_release(repo: Path, point: str) -> None:
     env = {**os.environ, "KGIT_FAILPOINT": point}
-    proc = subprocess.run([sys.executable, "-m", "kgit", *RELEASE], cwd=repo, env=env, capture_output=True,
-                          text=True, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [sys.executable, "-m", "kgit", *RELEASE],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert (repo / ".git" / "kgit" / "journal.json").exists()
 
@@ -103,8 +111,12 @@ def test_recovery_leaves_files_edited_after_a_killed_release(kgit_repo: Path) ->
     proc = kgit(kgit_repo, "init")  # the next kgit command that writes recovers
     assert proc.returncode == 0, proc.stderr
     assert "removed the traces of the interrupted release safe@v1.0.0" in proc.stderr
-    for rel in ("dvc.yaml", "artifacts/safe/keras/.gitignore", "artifacts/safe/h5/v1.dvc",
-                "artifacts/safe/keras/v1/notes.txt"):
+    for rel in (
+        "dvc.yaml",
+        "artifacts/safe/keras/.gitignore",
+        "artifacts/safe/h5/v1.dvc",
+        "artifacts/safe/keras/v1/notes.txt",
+    ):
         assert rel in proc.stderr, proc.stderr
     assert all(path.read_text() == text for path, text in edits.items())  # every edit survived
     # what nobody touched is gone: the rest of the keras folder, its .dvc, the whole h5 folder
@@ -149,9 +161,22 @@ def test_a_corrupt_journal_is_refused_not_ignored(kgit_repo: Path, tmp_path: Pat
     journal = kgit_repo / ".git" / "kgit" / "journal.json"
     outside = tmp_path / "outside.txt"
     outside.write_text("not kgit's\n")
-    valid: dict[str, object] = {"tag": "safe@v1.0.0", "head_before": None, "tag_message": "", "created": [], "backups": {}}
-    for text in ["{not json", "", "[]", json.dumps({**valid, "tag": 5}), json.dumps({**valid, "unknown": 1}),
-                 json.dumps({**valid, "created": ["../outside.txt"]}), b"\xff\xfe".decode("latin-1")]:
+    valid: dict[str, object] = {
+        "tag": "safe@v1.0.0",
+        "head_before": None,
+        "tag_message": "",
+        "created": [],
+        "backups": {},
+    }
+    for text in [
+        "{not json",
+        "",
+        "[]",
+        json.dumps({**valid, "tag": 5}),
+        json.dumps({**valid, "unknown": 1}),
+        json.dumps({**valid, "created": ["../outside.txt"]}),
+        b"\xff\xfe".decode("latin-1"),
+    ]:
         journal.parent.mkdir(exist_ok=True)
         journal.write_text(text)
         before = snapshot(kgit_repo)
@@ -227,12 +252,17 @@ i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
 
 @pytest.mark.slow
 def test_yaml_alias_bomb_and_oversized_params_are_refused(kgit_repo: Path, tmp_path: Path) -> None:
-    files = {"laughs.yaml": (LAUGHS, "YAML aliases"), "loop.yaml": ("a: &a [*a]\n", "YAML aliases"),
-             "big.yaml": ("blob: " + "x" * 1_100_000 + "\n", "larger than 1.0 MB")}
+    files = {
+        "laughs.yaml": (LAUGHS, "YAML aliases"),
+        "loop.yaml": ("a: &a [*a]\n", "YAML aliases"),
+        "big.yaml": ("blob: " + "x" * 1_100_000 + "\n", "larger than 1.0 MB"),
+    }
     before = snapshot(kgit_repo)
     for name, (text, says) in files.items():
         (tmp_path / name).write_text(text)
-        proc = kgit(kgit_repo, "release", "hostile", "--from", "support.zoo:plain_model", "--params", str(tmp_path / name))
+        proc = kgit(
+            kgit_repo, "release", "hostile", "--from", "support.zoo:plain_model", "--params", str(tmp_path / name)
+        )
         assert says in one_line_error(proc) and "MemoryError" not in proc.stderr
     assert snapshot(kgit_repo) == before
 
@@ -243,6 +273,8 @@ def test_params_with_a_few_aliases_still_read(tmp_path: Path) -> None:
     params = tmp_path / "params.yaml"
     params.write_text("base: &base {lr: 0.1, epochs: 3}\ntrain:\n  <<: *base\n  epochs: 5\nlayers: [*base, *base]\n")
     assert _parse_params(["seed=1"], params) == {
-        "base": {"lr": 0.1, "epochs": 3}, "train": {"lr": 0.1, "epochs": 5},
-        "layers": [{"lr": 0.1, "epochs": 3}, {"lr": 0.1, "epochs": 3}], "seed": 1,
+        "base": {"lr": 0.1, "epochs": 3},
+        "train": {"lr": 0.1, "epochs": 5},
+        "layers": [{"lr": 0.1, "epochs": 3}, {"lr": 0.1, "epochs": 3}],
+        "seed": 1,
     }

@@ -81,8 +81,13 @@ def test_replaced_tag_fetched_into_a_clone_that_saw_it_is_refused_everywhere(w: 
     git(other, "fetch", "-q", "--force", "--tags", "origin")
     listed = json.loads(kgit(other, "list", "--json").stdout)
     assert [r["status"].startswith("invalid: tag m@v1.0.0 changed since") for r in listed] == [True, False]
-    for args in (["get", "m@v1"], ["validate", "m@v1"], ["show", "m@v1"], ["promote", "m@v1", "prod"],
-                 ["diff", "m@v1", "m@v2"]):
+    for args in (
+        ["get", "m@v1"],
+        ["validate", "m@v1"],
+        ["show", "m@v1"],
+        ["promote", "m@v1", "prod"],
+        ["diff", "m@v1", "m@v2"],
+    ):
         before = snapshot(other)
         line = one_line_error(kgit(other, *args))
         assert "changed since this clone first saw it" in line, (args, line)
@@ -107,8 +112,12 @@ def test_tag_whose_message_claims_another_version_is_invalid(w: World, claims: s
     import kgit as api
 
     assert api.show("m", "latest", repo=w.repo).metadata.version == "v2"  # never the shadow
-    for args in (["get", "m@v0.0.3"], ["validate", "m@v0.0.3"], ["promote", "m@v0.0.3", "prod"],
-                 ["diff", "m@v0.0.3", "m@v2"]):
+    for args in (
+        ["get", "m@v0.0.3"],
+        ["validate", "m@v0.0.3"],
+        ["promote", "m@v0.0.3", "prod"],
+        ["diff", "m@v0.0.3", "m@v2"],
+    ):
         line = one_line_error(kgit(w.repo, *args))
         assert f"its message says {claims}, its name says v0.0.3" in line, (args, line)
     proc = w.push("refs/tags/m@v0.0.3")
@@ -119,7 +128,7 @@ def test_tag_whose_message_claims_another_version_is_invalid(w: World, claims: s
 def test_consistent_message_but_wrong_commit_is_invalid(w: World) -> None:
     """A high version whose message is rewritten to match, pointing at v1's commit: the .dvc files
     there are v1's, so the tag cannot be a release of v7 (and latest never resolves to it)."""
-    message = tag_message(w.repo, V1).replace('"version": "v1"', '"version": "v7"').replace("/v1\"", "/v7\"")
+    message = tag_message(w.repo, V1).replace('"version": "v1"', '"version": "v7"').replace('/v1"', '/v7"')
     forge_tag(w.repo, "m@v7.0.0", git(w.repo, "rev-parse", f"{V1}^{{commit}}"), message)
     line = one_line_error(kgit(w.repo, "get", "m@v7"))
     assert "has no artifacts/m/keras/v7.dvc" in line
@@ -136,7 +145,7 @@ def test_replayed_release_under_another_tag_is_refused(w: World) -> None:
     (w.repo / "artifacts/m/keras/v5.dvc").write_text((w.repo / "artifacts/m/keras/v2.dvc").read_text())
     git(w.repo, "add", "-f", "artifacts/m/keras/v5.dvc")
     git(w.repo, "commit", "-q", "--no-verify", "-m", "replay")
-    message = tag_message(w.repo, v2).replace('"version": "v2"', '"version": "v5"').replace("/v2\"", "/v5\"")
+    message = tag_message(w.repo, v2).replace('"version": "v2"', '"version": "v5"').replace('/v2"', '/v5"')
     forge_tag(w.repo, "m@v5.0.0", "HEAD", message)
     line = one_line_error(kgit(w.repo, "show", "m@v5"))
     assert "metadata says m:v2:keras, the tag says m:v5:keras" in line
@@ -196,7 +205,7 @@ def test_malformed_tags_and_dvc_meta_break_only_their_release(w: World) -> None:
     (w.repo / "artifacts/m/keras/v9.dvc").write_text(dvc.split("meta:")[0] + nested)
     git(w.repo, "add", "-f", "artifacts/m/keras/v9.dvc")
     git(w.repo, "commit", "-q", "--no-verify", "-m", "nine")
-    message = tag_message(w.repo, V1).replace('"version": "v1"', '"version": "v9"').replace("/v1\"", "/v9\"")
+    message = tag_message(w.repo, V1).replace('"version": "v1"', '"version": "v9"').replace('/v1"', '/v9"')
     forge_tag(w.repo, "m@v9.0.0", "HEAD", message)
 
     listed = {r["tag"]: r["status"] for r in json.loads(kgit(w.repo, "list", "--json").stdout)}

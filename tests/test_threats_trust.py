@@ -21,15 +21,24 @@ import kgit as api
 from kgit.trust import keyring, signing
 
 
-def run(cwd: Path, *args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+def run(
+    cwd: Path, *args: str, env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     proc = kgit(cwd, *args, env=env, check=check)
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc
 
 
-def push(repo: Path, env: dict[str, str] | None = None, ref: str = "main", *options: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["git", "push", "-q", *options, "origin", ref], cwd=repo, capture_output=True, text=True,
-                          env=env or user_env(Path(os.environ["HOME"])))
+def push(
+    repo: Path, env: dict[str, str] | None = None, ref: str = "main", *options: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["git", "push", "-q", *options, "origin", ref],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env=env or user_env(Path(os.environ["HOME"])),
+    )
 
 
 def clone(origin: Path, where: Path) -> Path:
@@ -44,17 +53,25 @@ def new_key(folder: Path, name: str) -> tuple[Path, Path, str]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     private, public = folder / f"{name}.key.pem", folder / f"{name}.pem"
-    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    private.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     return private, public, signing.fingerprint_of(key.public_key())
 
 
 def dvc_pull(repo: Path, name: str, version: str, env: dict[str, str] | None = None) -> None:
     """Bring a release's data with plain DVC (no kgit check), as anyone could."""
-    subprocess.run([sys.executable, "-m", "dvc", "pull", "-q", f"artifacts/{name}/keras/{version}.dvc"], cwd=repo,
-                   env=env, check=True, capture_output=True, stdin=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "dvc", "pull", "-q", f"artifacts/{name}/keras/{version}.dvc"],
+        cwd=repo,
+        env=env,
+        check=True,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def one_line(text: str) -> str:
@@ -105,12 +122,25 @@ def world(tmp_path_factory: pytest.TempPathFactory, plain_model) -> World:  # ty
     api.release(plain_model, "m", formats="keras", repo=a)  # m@v3, signed by Carol
     git(a, "config", "kgit.signingKey", alice["private_key"])
     assert push(a).returncode == 0
-    return World(base, origin, a, m, env_m, alice["fingerprint"], Path(alice["private_key"]), mallory["fingerprint"],
-                 git(m, "log", "-1", "--format=%H", "--", ".kgit/keys/mallory.pem"), carol)
+    return World(
+        base,
+        origin,
+        a,
+        m,
+        env_m,
+        alice["fingerprint"],
+        Path(alice["private_key"]),
+        mallory["fingerprint"],
+        git(m, "log", "-1", "--format=%H", "--", ".kgit/keys/mallory.pem"),
+        carol,
+    )
 
 
 def _names_mallory(text: str, w: World) -> None:
-    assert f"signed by key {w.mallory[:16]}, added by commit {w.mallory_commit[:8]} without endorsement by a trusted key" in text, text
+    assert (
+        f"signed by key {w.mallory[:16]}, added by commit {w.mallory_commit[:8]} without endorsement by a trusted key"
+        in text
+    ), text
     assert f"`kgit keys accept {w.mallory[:16]}`" in text, text
 
 
@@ -261,8 +291,13 @@ def test_policy_off_is_written_quoted_and_a_bare_off_reads_as_off(git_repo: Path
     assert "already off" in run(git_repo, "keys", "policy", "off").stderr
     # bad input: one line, nothing changed (keyring.json included)
     before, state = snapshot(git_repo), (git_repo / ".git/kgit/trust.json").read_text()
-    for args in (("keys", "accept"), ("keys", "accept", "xyz"), ("keys", "accept", "00000000"),
-                 ("keys", "accept", "--policy", "sometimes"), ("keys", "policy", "sometimes")):
+    for args in (
+        ("keys", "accept"),
+        ("keys", "accept", "xyz"),
+        ("keys", "accept", "00000000"),
+        ("keys", "accept", "--policy", "sometimes"),
+        ("keys", "policy", "sometimes"),
+    ):
         proc = run(git_repo, *args, check=False)
         assert proc.returncode == 1, args
         one_line(proc.stderr)
@@ -306,7 +341,9 @@ def test_unendorsed_changes_on_a_bare_repository(tmp_path: Path) -> None:
     mallory = json.loads(run(x, "keys", "init", "--name", "mallory", "--json", env=env_x).stdout)["fingerprint"]
     head_before = git(origin, "rev-parse", "main")
     added = git(x, "rev-parse", "HEAD")
-    refused(push(x, env_x), f"key {mallory[:16]} (.kgit/keys/mallory.pem) added by commit {added[:8]} without endorsement")
+    refused(
+        push(x, env_x), f"key {mallory[:16]} (.kgit/keys/mallory.pem) added by commit {added[:8]} without endorsement"
+    )
     refused(push(x, env_x, "HEAD:refs/heads/mallory"), f"key {mallory[:16]}")
     assert git(origin, "rev-parse", "main") == head_before and git(origin, "branch", "--list", "mallory") == ""
     assert len(keyring.unendorsed_changes(x / ".git", head_before, added)) == 1

@@ -43,17 +43,19 @@ def test_validate_reports_missing_data_as_missing(kgit_repo: Path, plain_model) 
 def test_dvc_repro_runs_the_validation_stage(kgit_repo: Path, plain_model) -> None:  # type: ignore[no-untyped-def]
     rec = api.release(plain_model, "staged", formats="keras", repo=kgit_repo)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    ok = subprocess.run([sys.executable, "-m", "dvc", "repro", "kgit-validate"], cwd=kgit_repo, env=env,
-                        capture_output=True, text=True)
+    ok = subprocess.run(
+        [sys.executable, "-m", "dvc", "repro", "kgit-validate"], cwd=kgit_repo, env=env, capture_output=True, text=True
+    )
     assert ok.returncode == 0 and "staged@v1" in ok.stdout, ok.stdout + ok.stderr
     assert git(kgit_repo, "status", "--porcelain") == ""  # dvc.lock already held the stage
     tamper.delete_file(kgit_repo / rec.formats["keras"]["path"])
-    bad = subprocess.run([sys.executable, "-m", "dvc", "repro", "kgit-validate"], cwd=kgit_repo, env=env,
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "dvc", "repro", "kgit-validate"], cwd=kgit_repo, env=env, capture_output=True, text=True
+    )
     assert bad.returncode != 0 and "missing file(s) reference_inputs.npz" in bad.stdout
 
 
-SCALE_LAYER = '''
+SCALE_LAYER = """
 import keras
 
 FACTOR = {factor}
@@ -71,7 +73,7 @@ def build():
     model = keras.Model(inputs, Scale()(keras.layers.Dense(3)(inputs)))
     model.compile(optimizer="adam", loss="mse")
     return model
-'''
+"""
 
 
 def test_a_reload_that_computes_differently_fails_the_round_trip(kgit_repo: Path, tmp_path: Path) -> None:
@@ -82,7 +84,12 @@ def test_a_reload_that_computes_differently_fails_the_round_trip(kgit_repo: Path
     (code / "scaled.py").write_text(SCALE_LAYER.format(factor="1.0"))
     env = {**os.environ, "PYTHONPATH": f"{code}{os.pathsep}{os.environ['PYTHONPATH']}", "PYTHONDONTWRITEBYTECODE": "1"}
     kgit(kgit_repo, "release", "scaled", "--from", "scaled:build", "-f", "keras", env=env, check=True)
-    assert json.loads(kgit(kgit_repo, "validate", "scaled@v1", "--recheck", "--json", env=env, check=True).stdout)[0]["status"] == "passed"
+    assert (
+        json.loads(kgit(kgit_repo, "validate", "scaled@v1", "--recheck", "--json", env=env, check=True).stdout)[0][
+            "status"
+        ]
+        == "passed"
+    )
     (code / "scaled.py").write_text(SCALE_LAYER.format(factor="2.5"))
     proc = kgit(kgit_repo, "validate", "scaled@v1", "--recheck", "--json", env=env)
     assert proc.returncode == 1, proc.stderr

@@ -22,23 +22,33 @@ def test_valid_names(name: str) -> None:
     assert check_name(name) == name
 
 
-@pytest.mark.parametrize("name", ["", "../x", "a/b", "has space", "Mnist", "a.b", "-a", "a-", "_a", "a\nb",
-                                  "x;rm -rf /", "$(id)", "a" * 65, "é"])
+@pytest.mark.parametrize(
+    "name",
+    ["", "../x", "a/b", "has space", "Mnist", "a.b", "-a", "a-", "_a", "a\nb", "x;rm -rf /", "$(id)", "a" * 65, "é"],
+)
 def test_invalid_names(name: str) -> None:
     with pytest.raises(InvalidNameError):
         check_name(name)
 
 
-@pytest.mark.parametrize("text,key,shown", [
-    ("v1", (1, 0, 0), "v1"), ("v12", (12, 0, 0), "v12"), ("v1.2.3", (1, 2, 3), "v1.2.3"),
-    ("1.2.3", (1, 2, 3), "v1.2.3"), ("v2.0.0", (2, 0, 0), "v2.0.0"),
-])
+@pytest.mark.parametrize(
+    "text,key,shown",
+    [
+        ("v1", (1, 0, 0), "v1"),
+        ("v12", (12, 0, 0), "v12"),
+        ("v1.2.3", (1, 2, 3), "v1.2.3"),
+        ("1.2.3", (1, 2, 3), "v1.2.3"),
+        ("v2.0.0", (2, 0, 0), "v2.0.0"),
+    ],
+)
 def test_parse_versions(text: str, key: tuple[int, int, int], shown: str) -> None:
     v = Version.parse(text)
     assert v.key == key and str(v) == shown
 
 
-@pytest.mark.parametrize("text", ["", "1", "v", "v01", "v1.2", "v1.2.3.4", "latest", "v-1", "v1.2.3-rc1", "../v1", "v1 "])
+@pytest.mark.parametrize(
+    "text", ["", "1", "v", "v01", "v1.2", "v1.2.3.4", "latest", "v-1", "v1.2.3-rc1", "../v1", "v1 "]
+)
 def test_invalid_versions(text: str) -> None:
     if text == "v1 ":  # surrounding blanks are forgiven
         assert str(Version.parse(text)) == "v1"
@@ -93,20 +103,32 @@ def test_parse_ref() -> None:
             parse_ref(bad)
 
 
-@pytest.mark.parametrize(("args", "expected"), [
-    (("mnist@v2",), ("mnist", "v2")),
-    (("mnist#prod",), ("mnist", "#prod")),
-    (("mnist",), ("mnist", "latest")),
-    (("mnist", "v3"), ("mnist", "v3")),
-    (("mnist", "#staging"), ("mnist", "#staging")),
-    (("mnist", None, "prod"), ("mnist", "#prod")),
-])
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("mnist@v2",), ("mnist", "v2")),
+        (("mnist#prod",), ("mnist", "#prod")),
+        (("mnist",), ("mnist", "latest")),
+        (("mnist", "v3"), ("mnist", "v3")),
+        (("mnist", "#staging"), ("mnist", "#staging")),
+        (("mnist", None, "prod"), ("mnist", "#prod")),
+    ],
+)
 def test_every_way_of_naming_a_release_resolves_to_one_selector(args: tuple, expected: tuple) -> None:
     assert release_ref(*args) == expected
 
 
-@pytest.mark.parametrize("args", [("mnist@v2", "v3"), ("mnist#prod", None, "prod"), ("mnist", "v2", "prod"),
-                                  ("mnist", "2"), ("Bad Name",), ("mnist", None, "Prod")])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("mnist@v2", "v3"),
+        ("mnist#prod", None, "prod"),
+        ("mnist", "v2", "prod"),
+        ("mnist", "2"),
+        ("Bad Name",),
+        ("mnist", None, "Prod"),
+    ],
+)
 def test_conflicting_or_malformed_release_names_are_refused(args: tuple) -> None:
     with pytest.raises(KgitError):
         release_ref(*args)

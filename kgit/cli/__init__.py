@@ -17,6 +17,7 @@ from typer.exceptions import TyperException
 # isort: off
 # Importing the command modules registers their commands; this order is the order of `kgit --help`.
 from kgit.cli import releases, lifecycle, checks, compat, serving, report  # noqa: F401
+
 # isort: on
 from kgit.cli.app import _state, app, printable
 from kgit.core.errors import KgitError, describe

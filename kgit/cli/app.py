@@ -39,7 +39,9 @@ def _version_callback(value: bool) -> None:
 @app.callback()
 def _root(
     traceback: bool = typer.Option(False, "--traceback", help="Show the full stack trace when an error occurs."),
-    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, help="Print kgit's version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version_callback, is_eager=True, help="Print kgit's version and exit."
+    ),
 ) -> None:
     _state["traceback"] = traceback
 
@@ -114,7 +116,6 @@ class Steps:
             self.status.__exit__(None, None, None)
 
 
-
 def write_columns(header: list[str], rows: list[list[str]]) -> None:
     """Aligned columns on stdout in one write, each row one line holding every value whole, however
     long (bold header on a terminal). Fast: no rich (its table costs ~0.6 s at 1,500 rows)."""
@@ -185,7 +186,9 @@ def parse_key_values(items: list[str], option: str) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not re.fullmatch(r"[a-z][a-z0-9_]*", key.strip()):
-            raise KgitError(f"invalid {option} {item.split('=')[0]!r}=...: use KEY=VALUE with a DVC setting name "
-                            "as KEY (e.g. endpointurl=https://s3.example.com)")
+            raise KgitError(
+                f"invalid {option} {item.split('=')[0]!r}=...: use KEY=VALUE with a DVC setting name "
+                "as KEY (e.g. endpointurl=https://s3.example.com)"
+            )
         result[key.strip()] = value
     return result

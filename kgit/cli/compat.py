@@ -9,18 +9,35 @@ from kgit.cli.app import Steps, app, err, print_json
 
 @app.command()
 def compat(
-    ref: str = typer.Argument(..., metavar="NAME@VERSION", help="A release: mnist@v2, mnist#prod, or mnist (its latest version)."),
-    with_: list[str] = typer.Option([], "--with", metavar="SPEC",
-                                    help="A package of the environment to check in, as a requirement specifier "
-                                    "(keras==3.12.*, tensorflow==2.18.*, tf-keras==2.21.* for Keras 2 readers); "
-                                    "repeat it: every --with forms one environment."),
-    env: list[str] = typer.Option([], "--env", metavar="NAME",
-                                  help="A named environment of .kgit/compat.yaml (e.g. serving); repeatable, one environment each."),
-    quick: bool = typer.Option(False, "--quick",
-                               help="Only a static check, with no environment made: the layer classes, arguments and dtype "
-                               "policies of the model's configuration that the target Keras version lacks, read from its wheel."),
+    ref: str = typer.Argument(
+        ..., metavar="NAME@VERSION", help="A release: mnist@v2, mnist#prod, or mnist (its latest version)."
+    ),
+    with_: list[str] = typer.Option(
+        [],
+        "--with",
+        metavar="SPEC",
+        help="A package of the environment to check in, as a requirement specifier "
+        "(keras==3.12.*, tensorflow==2.18.*, tf-keras==2.21.* for Keras 2 readers); "
+        "repeat it: every --with forms one environment.",
+    ),
+    env: list[str] = typer.Option(
+        [],
+        "--env",
+        metavar="NAME",
+        help="A named environment of .kgit/compat.yaml (e.g. serving); repeatable, one environment each.",
+    ),
+    quick: bool = typer.Option(
+        False,
+        "--quick",
+        help="Only a static check, with no environment made: the layer classes, arguments and dtype "
+        "policies of the model's configuration that the target Keras version lacks, read from its wheel.",
+    ),
     no_record: bool = typer.Option(False, "--no-record", help="Do not record the results as compat tags."),
-    unsafe: bool = typer.Option(False, "--unsafe", help="Let the model's own code (a Lambda layer) run while loading. Only for releases you trust."),
+    unsafe: bool = typer.Option(
+        False,
+        "--unsafe",
+        help="Let the model's own code (a Lambda layer) run while loading. Only for releases you trust.",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
     """Check that a release loads in other environments: each is made with uv from the package index

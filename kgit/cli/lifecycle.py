@@ -14,15 +14,25 @@ from kgit.cli.app import Steps, app, err, out, print_json, write_table
 @app.command()
 def promote(
     ref: str = typer.Argument(..., metavar="NAME@VERSION", help="The release to promote, e.g. mnist@v3."),
-    stage: str = typer.Argument(..., help="The stage, e.g. prod or staging (lowercase; .gto may list the allowed ones)."),
+    stage: str = typer.Argument(
+        ..., help="The stage, e.g. prod or staging (lowercase; .gto may list the allowed ones)."
+    ),
     note: str = typer.Option(None, "--note", help="Why: recorded in the tag message."),
-    require: list[str] = typer.Option([], "--require", metavar="RULE",
-                                      help="A rule the version's metrics must pass, KEY OP NUMBER with OP one of >= <= > < == "
-                                      "(e.g. \"val.accuracy>=0.9\"); repeatable."),
-    require_better: list[str] = typer.Option([], "--require-better", metavar="KEY",
-                                             help="The metric must be strictly better than STAGE's last holder (the version in it now, "
-                                             "or the last one there if demoted since; min/max from .kgit/gates.yaml, otherwise "
-                                             "keys ending in loss, error, mae, mse or rmse are lower-is-better, the rest higher); repeatable."),
+    require: list[str] = typer.Option(
+        [],
+        "--require",
+        metavar="RULE",
+        help="A rule the version's metrics must pass, KEY OP NUMBER with OP one of >= <= > < == "
+        '(e.g. "val.accuracy>=0.9"); repeatable.',
+    ),
+    require_better: list[str] = typer.Option(
+        [],
+        "--require-better",
+        metavar="KEY",
+        help="The metric must be strictly better than STAGE's last holder (the version in it now, "
+        "or the last one there if demoted since; min/max from .kgit/gates.yaml, otherwise "
+        "keys ending in loss, error, mae, mse or rmse are lower-is-better, the rest higher); repeatable.",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the event as JSON."),
 ) -> None:
     """Put a released version in a stage (GTO stage tag NAME#STAGE#N). Validates it first if needed.
@@ -42,9 +52,13 @@ def promote(
 def rollback(
     name: str = typer.Argument(..., help="The model."),
     stage: str = typer.Argument(..., help="The stage to roll back, e.g. prod."),
-    to: str = typer.Option(None, "--to", metavar="VERSION",
-                           help="The version to go back to, one that held STAGE before (e.g. v2); default: the one "
-                           "that held it before the current (or, if demoted, last) holder."),
+    to: str = typer.Option(
+        None,
+        "--to",
+        metavar="VERSION",
+        help="The version to go back to, one that held STAGE before (e.g. v2); default: the one "
+        "that held it before the current (or, if demoted, last) holder.",
+    ),
     note: str = typer.Option(None, "--note", help="Why: recorded in the tag message."),
     json_out: bool = typer.Option(False, "--json", help="Print the event as JSON."),
 ) -> None:
@@ -91,7 +105,8 @@ def _report_change(change: Any, json_out: bool) -> None:
     gates = f"; passed {', '.join(change.gates)}" if getattr(change, "gates", None) else ""
     if change.event == "rolled back":
         what = f"rolled back {change.stage} of {change.name} to {change.version}" + (
-            f" from {change.replaced}" if change.replaced else "")
+            f" from {change.replaced}" if change.replaced else ""
+        )
     else:
         where = f" {'to' if change.event == 'promoted' else 'from'} {change.stage}" if change.stage else ""
         what = f"{change.event} {change.name} {change.version}{where}"
@@ -100,11 +115,17 @@ def _report_change(change: Any, json_out: bool) -> None:
 
 @app.command()
 def history(
-    ref: str = typer.Argument(..., metavar="NAME[#STAGE]", help="The model (mnist), or one of its stages (mnist#prod)."),
-    at: str = typer.Option(None, "--at", metavar="WHEN",
-                           help="Say which version held the stage (each stage, for a bare NAME) at this moment, who "
-                           "put it there, when and with which note: 'YYYY-MM-DD HH:MM' (local time) or ISO 8601 "
-                           "with a zone (2026-11-01T12:00:00+01:00). From the stage tags' dates alone."),
+    ref: str = typer.Argument(
+        ..., metavar="NAME[#STAGE]", help="The model (mnist), or one of its stages (mnist#prod)."
+    ),
+    at: str = typer.Option(
+        None,
+        "--at",
+        metavar="WHEN",
+        help="Say which version held the stage (each stage, for a bare NAME) at this moment, who "
+        "put it there, when and with which note: 'YYYY-MM-DD HH:MM' (local time) or ISO 8601 "
+        "with a zone (2026-11-01T12:00:00+01:00). From the stage tags' dates alone.",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the events (with --at: the stages' holders) as JSON."),
 ) -> None:
     """Every event of a model (released, promoted, rolled back, demoted, deprecated): who, when, commit, the --note given; from tags.
@@ -127,8 +148,18 @@ def history(
     if json_out:
         print_json([e.to_dict() for e in events])
         return
-    rows = [[e.when.replace("T", " ")[:19], e.event, e.version or "-", e.stage or "-", e.who.split(" <")[0],
-             e.commit[:8], e.note or ""] for e in events]
+    rows = [
+        [
+            e.when.replace("T", " ")[:19],
+            e.event,
+            e.version or "-",
+            e.stage or "-",
+            e.who.split(" <")[0],
+            e.commit[:8],
+            e.note or "",
+        ]
+        for e in events
+    ]
     write_table(["when", "event", "version", "stage", "who", "commit", "note"], rows)
 
 
@@ -149,17 +180,17 @@ def _holding_text(h: Any) -> str:
         how = "rolled back to" if e.event == "rolled back" else "promoted"
         what = f"{h.name}@{h.version}" if h.version else f"commit {e.commit[:8]} (not a valid release)"
         note = f"; note: {_one_line(e.note)}" if e.note else ""
-        return (f"{h.stage}: {what} at {at}, {how} {_when(e.when)} by {e.who.split(' <')[0]} "
-                f"(tag {e.tag}){note}")
+        return f"{h.stage}: {what} at {at}, {how} {_when(e.when)} by {e.who.split(' <')[0]} (tag {e.tag}){note}"
     if e is not None:  # demoted by then
         note = f"; note: {_one_line(e.note)}" if e.note else ""
-        return (f"{h.stage}: no version at {at}: demoted {_when(e.when)} by {e.who.split(' <')[0]} "
-                f"(tag {e.tag}){note}")
+        return f"{h.stage}: no version at {at}: demoted {_when(e.when)} by {e.who.split(' <')[0]} (tag {e.tag}){note}"
     first = h.first_promotion
     if first is None:
         return f"{h.stage}: no version of {h.name} has ever been in {h.stage}"
-    return (f"{h.stage}: no version at {at}: the first promotion to {h.stage} was {h.name}@{first.version or '?'} "
-            f"at {_when(first.when)} by {first.who.split(' <')[0]}")
+    return (
+        f"{h.stage}: no version at {at}: the first promotion to {h.stage} was {h.name}@{first.version or '?'} "
+        f"at {_when(first.when)} by {first.who.split(' <')[0]}"
+    )
 
 
 # -- signing -----------------------------------------------------------------------------------
@@ -169,8 +200,12 @@ app.add_typer(keys_app, name="keys")
 
 @keys_app.command("init")
 def keys_init(
-    private_key: Path = typer.Option(None, "--private-key", metavar="PEM", help="Register this existing EC private key instead of creating one."),
-    name: str = typer.Option(None, "--name", help="File name for the public key under .kgit/keys/ (default: its fingerprint)."),
+    private_key: Path = typer.Option(
+        None, "--private-key", metavar="PEM", help="Register this existing EC private key instead of creating one."
+    ),
+    name: str = typer.Option(
+        None, "--name", help="File name for the public key under .kgit/keys/ (default: its fingerprint)."
+    ),
     require: bool = typer.Option(False, "--require", help="Make signed releases required (default policy: optional)."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
@@ -204,8 +239,10 @@ def keys_trust(
         return
     fp = result["fingerprint"][:16]
     if result["endorsed_by"]:
-        err(f"kgit: key {fp} endorsed by your key {result['endorsed_by'][:16]} ({result['public_key']}): "
-            "other clones trust it once they have the commit")
+        err(
+            f"kgit: key {fp} endorsed by your key {result['endorsed_by'][:16]} ({result['public_key']}): "
+            "other clones trust it once they have the commit"
+        )
     elif result["added"] or result["accepted"]:
         err(f"kgit: key {fp} added ({result['public_key']})")
     else:
@@ -216,9 +253,15 @@ def keys_trust(
 
 @keys_app.command("accept")
 def keys_accept(
-    fingerprint: str = typer.Argument(None, metavar="[FINGERPRINT]", help="A key under .kgit/keys/ (its first 8+ hex digits)."),
-    policy: str = typer.Option(None, "--policy", metavar="off|optional|required",
-                               help="Accept this signing policy in this clone (e.g. a weakening no trusted key endorsed)."),
+    fingerprint: str = typer.Argument(
+        None, metavar="[FINGERPRINT]", help="A key under .kgit/keys/ (its first 8+ hex digits)."
+    ),
+    policy: str = typer.Option(
+        None,
+        "--policy",
+        metavar="off|optional|required",
+        help="Accept this signing policy in this clone (e.g. a weakening no trusted key endorsed).",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Trust a key of the repository, or a signing policy, in this clone only (.git/kgit/trust.json, never committed)."""
@@ -237,7 +280,9 @@ def keys_accept(
 
 @keys_app.command("policy")
 def keys_policy(
-    value: str = typer.Argument(None, metavar="[off|optional|required]", help="The new policy; omit to print the one in force."),
+    value: str = typer.Argument(
+        None, metavar="[off|optional|required]", help="The new policy; omit to print the one in force."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Show or set the signing policy (committed in .kgit/signing.yaml; a weakening is signed with your
@@ -271,12 +316,18 @@ def keys_list(json_out: bool = typer.Option(False, "--json", help="Print the key
     if json_out:
         print_json(data)
         return
-    out(f"policy: {data['policy']} (in {data['policy_file']}: {data['tree_policy']}; pinned: {data['pinned_policy'] or '-'})")
+    out(
+        f"policy: {data['policy']} (in {data['policy_file']}: {data['tree_policy']}; pinned: {data['pinned_policy'] or '-'})"
+    )
     if data["policy_note"]:
         out(f"  {data['policy_note']}")
     out(f"signing key: {data['signing_key'] or '-'}")
     for e in data["keys"]:
-        why = {"endorsed": f"endorsed by {str(e['endorsed_by'])[:16]}",
-               "untrusted": f"untrusted (added by commit {str(e['added_by'])[:8]})" if e["added_by"] else "untrusted (not committed)",
-               "invalid": "not a PEM public key"}.get(e["status"], e["status"])
+        why = {
+            "endorsed": f"endorsed by {str(e['endorsed_by'])[:16]}",
+            "untrusted": f"untrusted (added by commit {str(e['added_by'])[:8]})"
+            if e["added_by"]
+            else "untrusted (not committed)",
+            "invalid": "not a PEM public key",
+        }.get(e["status"], e["status"])
         out(f"{(e['fingerprint'] or '-')[:16]:16}  {e['file']}  {why}")

@@ -28,14 +28,22 @@ from kgit.core.errors import KgitError
 # -- init ----------------------------------------------------------------------------------------
 @app.command()
 def init(
-    remote: str = typer.Option(None, "--remote", "-r", metavar="PATH_OR_URL",
-                               help="DVC remote for release data: a folder outside the repository or any DVC remote URL (s3://, ssh://, ...). "
-                               "Default: keep the current default remote, else a folder beside the repository."),
+    remote: str = typer.Option(
+        None,
+        "--remote",
+        "-r",
+        metavar="PATH_OR_URL",
+        help="DVC remote for release data: a folder outside the repository or any DVC remote URL (s3://, ssh://, ...). "
+        "Default: keep the current default remote, else a folder beside the repository.",
+    ),
     remote_option: list[str] = typer.Option(
-        [], "--remote-option", metavar="KEY=VALUE",
+        [],
+        "--remote-option",
+        metavar="KEY=VALUE",
         help="A DVC setting of the remote (`dvc remote modify`), e.g. endpointurl=http://minio:9000, region=eu-west-1, "
         "profile=NAME; repeatable. Credentials and personal settings (access_key_id, secret_access_key, profile, "
-        "keyfile, ...) go to .dvc/config.local, never committed; the others to .dvc/config."),
+        "keyfile, ...) go to .dvc/config.local, never committed; the others to .dvc/config.",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Set up this git repository for kgit: DVC, the validation stage, a default remote, git hooks. Idempotent."""
@@ -43,7 +51,9 @@ def init(
 
     result = api.init(".", remote=remote, remote_options=parse_key_values(remote_option, "--remote-option"))
     if json_out:
-        print_json({"root": result.root, "remote": result.remote_url, "changes": result.changes, "commit": result.commit})
+        print_json(
+            {"root": result.root, "remote": result.remote_url, "changes": result.changes, "commit": result.commit}
+        )
         return
     if not result.changes:
         err(f"kgit: {result.root} is already set up (remote: {result.remote_url}); nothing changed")
@@ -75,37 +85,102 @@ def _parse_params(params: list[str], params_file: Path | None) -> dict[str, Any]
 @app.command()
 def release(
     name: str = typer.Argument(..., help="Model name: lowercase letters, digits, '-' and '_' (e.g. mnist-cnn)."),
-    source: str = typer.Option(..., "--from", metavar="SOURCE",
-                               help="The model: a .keras or .h5 file, a SavedModel folder (a kgit release, or tf_keras' model.save(dir)), "
-                               "or MODULE:FUNCTION returning a keras.Model."),
-    formats: list[str] = typer.Option(["savedmodel"], "--format", "-f", metavar="FORMAT",
-                                      help="savedmodel, keras, h5 or weights; repeat for several formats of one version."),
-    version: str = typer.Option(None, "--version", "-v", help="Explicit version: vN (v3) or semantic vMAJOR.MINOR.PATCH (v1.2.0). Default: next vN."),
-    bump: str = typer.Option(None, "--bump", metavar="PART", help="Next semantic version after the highest released: major, minor or patch."),
-    dataset_id: str = typer.Option(None, "--dataset-id", metavar="ID", help="Identifier of the training data, recorded in metadata."),
-    dataset: Path = typer.Option(None, "--dataset", metavar="PATH", help="A DVC-tracked path in this repository: its DVC hash is recorded."),
-    params: list[str] = typer.Option([], "--param", "-p", metavar="KEY=VALUE", help="A hyperparameter (VALUE parsed as JSON when it can be); repeatable."),
-    params_file: Path = typer.Option(None, "--params", metavar="FILE", help="Hyperparameters from a YAML or JSON file (e.g. DVC's params.yaml)."),
+    source: str = typer.Option(
+        ...,
+        "--from",
+        metavar="SOURCE",
+        help="The model: a .keras or .h5 file, a SavedModel folder (a kgit release, or tf_keras' model.save(dir)), "
+        "or MODULE:FUNCTION returning a keras.Model.",
+    ),
+    formats: list[str] = typer.Option(
+        ["savedmodel"],
+        "--format",
+        "-f",
+        metavar="FORMAT",
+        help="savedmodel, keras, h5 or weights; repeat for several formats of one version.",
+    ),
+    version: str = typer.Option(
+        None,
+        "--version",
+        "-v",
+        help="Explicit version: vN (v3) or semantic vMAJOR.MINOR.PATCH (v1.2.0). Default: next vN.",
+    ),
+    bump: str = typer.Option(
+        None, "--bump", metavar="PART", help="Next semantic version after the highest released: major, minor or patch."
+    ),
+    dataset_id: str = typer.Option(
+        None, "--dataset-id", metavar="ID", help="Identifier of the training data, recorded in metadata."
+    ),
+    dataset: Path = typer.Option(
+        None, "--dataset", metavar="PATH", help="A DVC-tracked path in this repository: its DVC hash is recorded."
+    ),
+    params: list[str] = typer.Option(
+        [],
+        "--param",
+        "-p",
+        metavar="KEY=VALUE",
+        help="A hyperparameter (VALUE parsed as JSON when it can be); repeatable.",
+    ),
+    params_file: Path = typer.Option(
+        None, "--params", metavar="FILE", help="Hyperparameters from a YAML or JSON file (e.g. DVC's params.yaml)."
+    ),
     note: str = typer.Option(None, "--note", help="Why: free text recorded in metadata and the commit message."),
     notes: str = former("--notes", "--note"),
-    custom_object: list[str] = typer.Option([], "--custom-object", metavar="MODULE:ATTR", help="A custom class or function the model needs to load; recorded; repeatable."),
+    custom_object: list[str] = typer.Option(
+        [],
+        "--custom-object",
+        metavar="MODULE:ATTR",
+        help="A custom class or function the model needs to load; recorded; repeatable.",
+    ),
     custom_objects: list[str] = former("--custom-objects", "--custom-object", many=True),
-    builder: str = typer.Option(None, "--builder", metavar="MODULE:FUNCTION", help="Function that rebuilds the architecture (needed for --format weights)."),
-    reference_input: Path = typer.Option(None, "--reference-input", metavar="FILE.npz", help="Reference inputs (arrays named like the model's inputs). Default: generated from the input signature."),
-    atol: float = typer.Option(1e-6, "--atol", help="Largest absolute difference allowed between recorded and reloaded outputs."),
-    allow_dirty: bool = typer.Option(False, "--allow-dirty", help="Release even with uncommitted changes to tracked files (recorded as dirty: true)."),
-    unsafe: bool = typer.Option(False, "--unsafe", help="Allow models with Python lambdas (Keras safe mode off). Only for code you trust."),
-    inference_only: bool = typer.Option(False, "--inference-only",
-                                        help="Release without the training state (optimizer and its step): loads uncompiled; "
-                                        "recorded as resumable: false. Default: the state is released and checked, or the release is refused."),
-    metrics_file: Path = typer.Option(None, "--metrics", metavar="FILE",
-                                      help="Metrics from a JSON or YAML file (nested allowed, e.g. dvclive's metrics.json; "
-                                      "nested keys are recorded with dots: val.accuracy)."),
-    metric: list[str] = typer.Option([], "--metric", "-m", metavar="KEY=VALUE",
-                                     help="A metric (a finite number); repeatable; wins over the same key in --metrics."),
-    evaluate: str = typer.Option(None, "--evaluate", metavar="MODULE:FUNCTION",
-                                 help="Function called with the model reloaded from the artifact in the fresh validation "
-                                 "process; the metrics it returns are recorded as measured on the artifact."),
+    builder: str = typer.Option(
+        None,
+        "--builder",
+        metavar="MODULE:FUNCTION",
+        help="Function that rebuilds the architecture (needed for --format weights).",
+    ),
+    reference_input: Path = typer.Option(
+        None,
+        "--reference-input",
+        metavar="FILE.npz",
+        help="Reference inputs (arrays named like the model's inputs). Default: generated from the input signature.",
+    ),
+    atol: float = typer.Option(
+        1e-6, "--atol", help="Largest absolute difference allowed between recorded and reloaded outputs."
+    ),
+    allow_dirty: bool = typer.Option(
+        False, "--allow-dirty", help="Release even with uncommitted changes to tracked files (recorded as dirty: true)."
+    ),
+    unsafe: bool = typer.Option(
+        False, "--unsafe", help="Allow models with Python lambdas (Keras safe mode off). Only for code you trust."
+    ),
+    inference_only: bool = typer.Option(
+        False,
+        "--inference-only",
+        help="Release without the training state (optimizer and its step): loads uncompiled; "
+        "recorded as resumable: false. Default: the state is released and checked, or the release is refused.",
+    ),
+    metrics_file: Path = typer.Option(
+        None,
+        "--metrics",
+        metavar="FILE",
+        help="Metrics from a JSON or YAML file (nested allowed, e.g. dvclive's metrics.json; "
+        "nested keys are recorded with dots: val.accuracy).",
+    ),
+    metric: list[str] = typer.Option(
+        [],
+        "--metric",
+        "-m",
+        metavar="KEY=VALUE",
+        help="A metric (a finite number); repeatable; wins over the same key in --metrics.",
+    ),
+    evaluate: str = typer.Option(
+        None,
+        "--evaluate",
+        metavar="MODULE:FUNCTION",
+        help="Function called with the model reloaded from the artifact in the fresh validation "
+        "process; the metrics it returns are recorded as measured on the artifact.",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the release record as JSON on stdout."),
 ) -> None:
     """Release a trained model as a new immutable version: save, validate, track with DVC, commit, tag.
@@ -122,22 +197,43 @@ def release(
         raise KgitError(f"--reference-input {reference_input} does not exist")
     with Steps(enabled=True) as steps:
         record = api.release(
-            source, name, formats=formats, version=version, bump=bump, dataset_id=dataset_id, dataset=dataset,
-            hyperparams=hyper, notes=either(note, notes, "--note", "--notes"),
-            custom_objects=either(custom_object, custom_objects, "--custom-object", "--custom-objects"), builder=builder,
-            reference_inputs=reference_input, atol=atol, allow_dirty=allow_dirty, unsafe=unsafe,
-            inference_only=inference_only, metrics=given, evaluate=evaluate, progress=steps,
+            source,
+            name,
+            formats=formats,
+            version=version,
+            bump=bump,
+            dataset_id=dataset_id,
+            dataset=dataset,
+            hyperparams=hyper,
+            notes=either(note, notes, "--note", "--notes"),
+            custom_objects=either(custom_object, custom_objects, "--custom-object", "--custom-objects"),
+            builder=builder,
+            reference_inputs=reference_input,
+            atol=atol,
+            allow_dirty=allow_dirty,
+            unsafe=unsafe,
+            inference_only=inference_only,
+            metrics=given,
+            evaluate=evaluate,
+            progress=steps,
         )
     if json_out:
         print_json(record.to_dict())
         return
     worst = max((v.get("max_abs_diff") or 0.0 for v in record.validation), default=0.0)
-    err(f"released {record.name} {record.version} ({', '.join(record.formats)}) "
-        f"as tag {record.tag} on commit {record.commit[:8]}; round trip max abs diff {worst:.2g}", style="green")
+    err(
+        f"released {record.name} {record.version} ({', '.join(record.formats)}) "
+        f"as tag {record.tag} on commit {record.commit[:8]}; round trip max abs diff {worst:.2g}",
+        style="green",
+    )
     if record.metadata.get("metrics"):
         measured = set(record.metadata.get("measured") or [])
-        err("metrics: " + ", ".join(f"{k} {v:g}" + (" (measured)" if k in measured else "")
-                                    for k, v in record.metadata["metrics"].items()))
+        err(
+            "metrics: "
+            + ", ".join(
+                f"{k} {v:g}" + (" (measured)" if k in measured else "") for k, v in record.metadata["metrics"].items()
+            )
+        )
     if not record.metadata.get("resumable", True):
         err("the release holds no training state (resumable: false): it loads for inference; training restarts")
     for warning in record.warnings:
@@ -149,11 +245,16 @@ def release(
 @app.command("list")
 def list_(
     name: str = typer.Argument(None, help="Only this model."),
-    metric: list[str] = typer.Option([], "--metric", "-m", metavar="KEY",
-                                     help="Add a column with this metric (e.g. val.accuracy); repeatable."),
-    sort: str = typer.Option(None, "--sort", metavar="KEY",
-                             help="Sort by this metric, best first (min/max from .kgit/gates.yaml; otherwise keys ending in "
-                             "loss, error, mae, mse or rmse are lower-is-better, the rest higher); releases without it last."),
+    metric: list[str] = typer.Option(
+        [], "--metric", "-m", metavar="KEY", help="Add a column with this metric (e.g. val.accuracy); repeatable."
+    ),
+    sort: str = typer.Option(
+        None,
+        "--sort",
+        metavar="KEY",
+        help="Sort by this metric, best first (min/max from .kgit/gates.yaml; otherwise keys ending in "
+        "loss, error, mae, mse or rmse are lower-is-better, the rest higher); releases without it last.",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the releases as JSON (with all their metrics)."),
 ) -> None:
     """List releases (from git tags alone: fast, works before any data is fetched)."""
@@ -168,9 +269,16 @@ def list_(
         err("no releases yet: make one with `kgit release NAME --from MODEL`")
         return
     rows = [
-        [r.name, r.version, (",".join(r.stages) + (" (deprecated)" if r.deprecated else "")).strip() or "-",
-         ",".join(r.formats), (r.created_at or "").replace("T", " ").rstrip("Z"), r.dataset_id or "-",
-         (r.source_commit or "-")[:8], *(_metric_cell(r.metrics.get(k)) for k in metric)]
+        [
+            r.name,
+            r.version,
+            (",".join(r.stages) + (" (deprecated)" if r.deprecated else "")).strip() or "-",
+            ",".join(r.formats),
+            (r.created_at or "").replace("T", " ").rstrip("Z"),
+            r.dataset_id or "-",
+            (r.source_commit or "-")[:8],
+            *(_metric_cell(r.metrics.get(k)) for k in metric),
+        ]
         for r in rels
     ]
     header = ["name", "version", "stages", "formats", "created", "dataset", "commit", *metric]
@@ -186,8 +294,10 @@ def list_(
     # Plain aligned columns: a rich Table measures every cell and costs ~0.6 s at 1,500 rows.
     write_columns(header, rows)
     if invalid:
-        err(f"kgit: warning: {len(invalid)} tag(s) are not valid releases and will not be used "
-            f"(get, load, validate and promote refuse them): {', '.join(r.tag for r in invalid[:3])}")
+        err(
+            f"kgit: warning: {len(invalid)} tag(s) are not valid releases and will not be used "
+            f"(get, load, validate and promote refuse them): {', '.join(r.tag for r in invalid[:3])}"
+        )
 
 
 def _compat_cell(rel: Any) -> str:
@@ -205,7 +315,9 @@ def _metric_cell(value: float | None) -> str:
 
 @app.command()
 def show(
-    ref: str = typer.Argument(..., metavar="NAME@VERSION", help="A release: mnist@v2, mnist#prod, or mnist (its latest version)."),
+    ref: str = typer.Argument(
+        ..., metavar="NAME@VERSION", help="A release: mnist@v2, mnist#prod, or mnist (its latest version)."
+    ),
     fmt: str = typer.Option(None, "--format", "-f", help="Which format's metadata (default: the first)."),
     json_out: bool = typer.Option(False, "--json", help="Print the metadata as JSON."),
 ) -> None:
@@ -220,22 +332,38 @@ def show(
     rel, meta = view.release, view.metadata
     rows = [
         ("model", f"{meta.name} {meta.version}" + (" (deprecated)" if rel.deprecated else "")),
-        *([("deprecated", view.deprecation_note or "yes (no note given)")] if rel.deprecated else []), ("tag", rel.tag),
-        ("stages", ", ".join(rel.stages) or "-"), ("release commit", rel.commit[:12]),
+        *([("deprecated", view.deprecation_note or "yes (no note given)")] if rel.deprecated else []),
+        ("tag", rel.tag),
+        ("stages", ", ".join(rel.stages) or "-"),
+        ("release commit", rel.commit[:12]),
         ("formats", ", ".join(f"{f} ({api.human_size(i.get('size'))})" for f, i in rel.formats.items())),
-        ("created", meta.created_at), *_source_rows(meta),
-        ("dataset", " ".join(x for x in [meta.dataset.id or "", meta.dataset.path or "", meta.dataset.dvc_hash or ""] if x) or "-"),
+        ("created", meta.created_at),
+        *_source_rows(meta),
+        (
+            "dataset",
+            " ".join(x for x in [meta.dataset.id or "", meta.dataset.path or "", meta.dataset.dvc_hash or ""] if x)
+            or "-",
+        ),
         ("hyperparameters", json.dumps(meta.hyperparameters) if meta.hyperparameters else "-"),
-        ("metrics", ", ".join(f"{k} {v:g}" + (" (measured)" if k in meta.measured else "")
-                              for k, v in meta.metrics.items()) or "-"),
+        (
+            "metrics",
+            ", ".join(f"{k} {v:g}" + (" (measured)" if k in meta.measured else "") for k, v in meta.metrics.items())
+            or "-",
+        ),
         ("training", _training(meta.training)),
         ("resumable", _resumable(meta)),
-        *([("keras flavour", f"{meta.keras_flavour} (validated with TF_USE_LEGACY_KERAS=1)")]
-          if meta.keras_flavour != "keras" else []),
+        *(
+            [("keras flavour", f"{meta.keras_flavour} (validated with TF_USE_LEGACY_KERAS=1)")]
+            if meta.keras_flavour != "keras"
+            else []
+        ),
         ("inputs", "; ".join(f"{s.name} {s.shape} {s.dtype}" for s in meta.signature.inputs)),
         ("outputs", "; ".join(f"{s.name} {s.shape} {s.dtype}" for s in meta.signature.outputs)),
-        ("reference", f"{meta.reference.inputs_file} -> {meta.reference.outputs_file}, atol {meta.reference.atol:g}"
-                      + (" (generated)" if meta.reference.generated else "")),
+        (
+            "reference",
+            f"{meta.reference.inputs_file} -> {meta.reference.outputs_file}, atol {meta.reference.atol:g}"
+            + (" (generated)" if meta.reference.generated else ""),
+        ),
         ("libraries", ", ".join(f"{k} {v}" for k, v in meta.libraries.items())),
     ]
     if meta.custom_modules or meta.custom_objects:
@@ -243,8 +371,15 @@ def show(
     if meta.builder:
         rows.append(("builder", meta.builder))
     rows.append(("signed by", f"key {meta.signed_by[:16]}" if meta.signed_by else "not signed"))
-    rows.append(("compat", "; ".join(f"{c.env + ': ' if c.env else ''}{c.describe_env()} (python {c.python}): {c.text}"
-                                     for c in rel.compat) or "not checked (kgit compat)"))
+    rows.append(
+        (
+            "compat",
+            "; ".join(
+                f"{c.env + ': ' if c.env else ''}{c.describe_env()} (python {c.python}): {c.text}" for c in rel.compat
+            )
+            or "not checked (kgit compat)",
+        )
+    )
     if meta.notes:
         rows.append(("notes", meta.notes))
     rows.append(("files", f"{len(meta.files)} (sha256 recorded)"))
@@ -275,15 +410,19 @@ def _training(training: dict[str, Any]) -> str:
     return f"{opt.get('class_name')} (lr {lr}), loss {json.dumps(training.get('loss'))}, metrics {json.dumps(training.get('metrics'))}"
 
 
-
-
 # -- get / diff ----------------------------------------------------------------------------------
 @app.command()
 def get(
-    ref: str = typer.Argument(..., metavar="NAME@VERSION", help="A release: mnist@v2, mnist#prod, or mnist (its latest version)."),
-    formats: list[str] = typer.Option([], "--format", "-f", help="Only this format (repeatable; default: all formats of the release)."),
+    ref: str = typer.Argument(
+        ..., metavar="NAME@VERSION", help="A release: mnist@v2, mnist#prod, or mnist (its latest version)."
+    ),
+    formats: list[str] = typer.Option(
+        [], "--format", "-f", help="Only this format (repeatable; default: all formats of the release)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print what was fetched as JSON."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar (it is drawn only when stderr is a terminal and CI is not set)."),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="No progress bar (it is drawn only when stderr is a terminal and CI is not set)."
+    ),
 ) -> None:
     """Fetch one release's data from the DVC remote (only that version's bytes), verified against the release."""
     from kgit import api
@@ -294,7 +433,9 @@ def get(
     else:
         for fmt, info in result.formats.items():
             state = "fetched" if info["fetched"] else "already here"
-            err(f"{result.name}@{result.version} ({fmt}): {state}, verified: {info['path']} ({api.human_size(info.get('size'))})")
+            err(
+                f"{result.name}@{result.version} ({fmt}): {state}, verified: {info['path']} ({api.human_size(info.get('size'))})"
+            )
     for warning in result.warnings:  # fetching ran none of it; loading asks first
         err(f"kgit: warning: {warning}")
 
@@ -303,8 +444,13 @@ def get(
 def diff(
     ref_a: str = typer.Argument(..., metavar="NAME@VERSION", help="The older release."),
     ref_b: str = typer.Argument(..., metavar="NAME@VERSION", help="The newer release."),
-    metric: list[str] = typer.Option([], "--metric", "-m", metavar="KEY",
-                                     help="Compare only this metric (e.g. val.accuracy); repeatable. Default: every metric of either release."),
+    metric: list[str] = typer.Option(
+        [],
+        "--metric",
+        "-m",
+        metavar="KEY",
+        help="Compare only this metric (e.g. val.accuracy); repeatable. Default: every metric of either release.",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the changes as JSON."),
 ) -> None:
     """What changed between two releases: metrics (old, new, delta), hyperparameters, training, dataset, signature, formats, sizes, libraries."""
@@ -315,18 +461,30 @@ def diff(
         print_json(result)
         return
     if result["metrics"]:
-        rows = [[m["key"], _metric_cell(m["a"]), _metric_cell(m["b"]),
-                 "-" if m["delta"] is None else f"{m['delta']:+.6g}", f"{m['verdict']} ({m['direction']})"]
-                for m in result["metrics"]]
+        rows = [
+            [
+                m["key"],
+                _metric_cell(m["a"]),
+                _metric_cell(m["b"]),
+                "-" if m["delta"] is None else f"{m['delta']:+.6g}",
+                f"{m['verdict']} ({m['direction']})",
+            ]
+            for m in result["metrics"]
+        ]
         write_columns(["metric", result["a"], result["b"], "delta", "b is"], rows)
     changes = [c for c in result["changes"] if c["section"] != "metrics"]  # metrics: in the table above
     if not changes:
-        err(f"{result['a']} and {result['b']} have the same metadata" + (" but for metrics" if result["changes"] else ""))
+        err(
+            f"{result['a']} and {result['b']} have the same metadata"
+            + (" but for metrics" if result["changes"] else "")
+        )
         return
     if result["metrics"]:
         sys.stdout.write("\n")
-    write_table(["section", "key", result["a"], result["b"]],
-                [[c["section"], c["key"], _cell(c["a"]), _cell(c["b"])] for c in changes])
+    write_table(
+        ["section", "key", result["a"], result["b"]],
+        [[c["section"], c["key"], _cell(c["a"]), _cell(c["b"])] for c in changes],
+    )
 
 
 def _cell(value: Any) -> str:
@@ -338,11 +496,11 @@ def _cell(value: Any) -> str:
 # -- demo ----------------------------------------------------------------------------------------
 @app.command()
 def demo(
-    directory: Path = typer.Argument(None, metavar="[DIR]", help="Where to create the demo repository (default: a new temp folder)."),
+    directory: Path = typer.Argument(
+        None, metavar="[DIR]", help="Where to create the demo repository (default: a new temp folder)."
+    ),
 ) -> None:
     """Walk through kgit on a built-in example: init, release v1 and v2, push, then use them from a fresh clone."""
     from kgit import api
 
     api.demo(directory)
-
-

@@ -12,8 +12,13 @@ from kgit.cli.app import app, err, print_json
 @app.command()
 def report(
     names: list[str] = typer.Argument(None, metavar="NAME", help="Only these models (default: every model)."),
-    out: Path = typer.Option(Path("kgit-report"), "--out", "-o", metavar="DIR",
-                             help="Folder to write the site into: new, empty, or a report written before (replaced whole)."),
+    out: Path = typer.Option(
+        Path("kgit-report"),
+        "--out",
+        "-o",
+        metavar="DIR",
+        help="Folder to write the site into: new, empty, or a report written before (replaced whole).",
+    ),
     open_: bool = typer.Option(False, "--open", help="Open index.html in the web browser afterwards."),
     json_out: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
 ) -> None:
@@ -25,8 +30,10 @@ def report(
         print_json(result.to_dict())
     else:
         models = len(result.models)
-        err(f"kgit: wrote {result.files} files for {models} model{'s' if models != 1 else ''} and {result.versions} "
-            f"version{'s' if result.versions != 1 else ''} into {result.out} in {result.seconds:.1f} s")
+        err(
+            f"kgit: wrote {result.files} files for {models} model{'s' if models != 1 else ''} and {result.versions} "
+            f"version{'s' if result.versions != 1 else ''} into {result.out} in {result.seconds:.1f} s"
+        )
         err(f"open {result.index_uri}")
     if open_:
         import webbrowser

@@ -70,13 +70,27 @@ class EnvOutcome:
         return f"{self.request.label} ({self.record.describe_env(_names(self.request.specs))}): {self.record.text}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"environment": self.request.label, "env": self.request.name, "requested": list(self.request.specs),
-                "flavour": self.request.flavour, "summary": self.record.text, "result": self.record.result,
-                "max_diff": self.record.max_diff, "error": self.record.error, "formats": self.record.formats,
-                "key": self.record.key, "tag": self.record.tag_name(), "recorded": self.recorded,
-                "earlier": self.earlier, "packages": self.record.packages, "path": str(self.env.path),
-                "reused": self.env.reused, "env_seconds": round(self.env.seconds, 3),
-                "run_seconds": round(self.seconds, 3), "notes": self.env.notes}
+        return {
+            "environment": self.request.label,
+            "env": self.request.name,
+            "requested": list(self.request.specs),
+            "flavour": self.request.flavour,
+            "summary": self.record.text,
+            "result": self.record.result,
+            "max_diff": self.record.max_diff,
+            "error": self.record.error,
+            "formats": self.record.formats,
+            "key": self.record.key,
+            "tag": self.record.tag_name(),
+            "recorded": self.recorded,
+            "earlier": self.earlier,
+            "packages": self.record.packages,
+            "path": str(self.env.path),
+            "reused": self.env.reused,
+            "env_seconds": round(self.env.seconds, 3),
+            "run_seconds": round(self.seconds, 3),
+            "notes": self.env.notes,
+        }
 
 
 @dataclass
@@ -93,8 +107,15 @@ class CompatReport:
         return all(o.record.result == "loads" for o in self.outcomes)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "tag": self.tag, "formats": self.formats,
-                "skipped": self.skipped, "ok": self.ok, "environments": [o.to_dict() for o in self.outcomes]}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "tag": self.tag,
+            "formats": self.formats,
+            "skipped": self.skipped,
+            "ok": self.ok,
+            "environments": [o.to_dict() for o in self.outcomes],
+        }
 
 
 def _names(specs: Sequence[str]) -> list[str]:
@@ -114,13 +135,23 @@ def requests(repo: Repo, with_specs: Sequence[str], env_names: Sequence[str]) ->
         for name in env_names:
             out.append(EnvRequest(tuple(compat_envs.lookup(defined, name)), name))
     if not out:
-        raise KgitError('name an environment: --with "keras==3.12.*" (repeat --with for more packages in it) '
-                        f"or --env NAME from {compat_envs.ENVS_FILE}")
+        raise KgitError(
+            'name an environment: --with "keras==3.12.*" (repeat --with for more packages in it) '
+            f"or --env NAME from {compat_envs.ENVS_FILE}"
+        )
     return out
 
 
-def check(repo: Repo, name: str, version: str, envs: Sequence[EnvRequest], *, record: bool = True,
-          unsafe: bool = False, log: Callable[[str], None] | None = None) -> CompatReport:
+def check(
+    repo: Repo,
+    name: str,
+    version: str,
+    envs: Sequence[EnvRequest],
+    *,
+    record: bool = True,
+    unsafe: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> CompatReport:
     """Check ``name@version`` in each environment of ``envs`` (see the module)."""
     rel = catalog.resolve(repo, name, version)
     artifacts, skipped, custom = _artifacts(repo, rel, unsafe)
@@ -129,14 +160,25 @@ def check(repo: Repo, name: str, version: str, envs: Sequence[EnvRequest], *, re
     for request in envs:
         env = envs_mod.environment(request.specs, log=log)
         if log:
-            log(f"{'reusing' if env.reused else 'created'} environment {env.key} ({request.label}) in {env.seconds:.1f} s; "
-                f"loading {rel.name}@{rel.version} there")
+            log(
+                f"{'reusing' if env.reused else 'created'} environment {env.key} ({request.label}) in {env.seconds:.1f} s; "
+                f"loading {rel.name}@{rel.version} there"
+            )
         started = time.monotonic()
         results = _run(env, request, artifacts, custom, repo.root)
-        rec = CompatRecord(rel.name, rel.version, env.key, worst(r["result"] for r in results.values()),
-                           dict(env.packages), env.python, env.platform, formats=results,
-                           requested=list(request.specs), env=request.name,
-                           atol=max((a["atol"] for a in artifacts), default=None))
+        rec = CompatRecord(
+            rel.name,
+            rel.version,
+            env.key,
+            worst(r["result"] for r in results.values()),
+            dict(env.packages),
+            env.python,
+            env.platform,
+            formats=results,
+            requested=list(request.specs),
+            env=request.name,
+            atol=max((a["atol"] for a in artifacts), default=None),
+        )
         bad = next((r for r in results.values() if r["result"] == rec.result and r["result"] != "loads"), None)
         if bad is not None:
             rec.max_diff, rec.error = bad["max_diff"], bad["error"]
@@ -155,7 +197,9 @@ def check(repo: Repo, name: str, version: str, envs: Sequence[EnvRequest], *, re
     return report
 
 
-def _artifacts(repo: Repo, rel: catalog.Release, unsafe: bool) -> tuple[list[dict[str, Any]], dict[str, str], list[str]]:
+def _artifacts(
+    repo: Repo, rel: catalog.Release, unsafe: bool
+) -> tuple[list[dict[str, Any]], dict[str, str], list[str]]:
     """(what the loader checks: one entry per loadable format present here, verified; the formats
     not checked and why; the custom objects the release names)."""
     from kgit.workflow import validating
@@ -178,10 +222,14 @@ def _artifacts(repo: Repo, rel: catalog.Release, unsafe: bool) -> tuple[list[dic
     if not artifacts:
         missing = [f for f in rel.formats if f in LOADABLE]
         if not missing:
-            raise ReleaseNotFoundError(f"{rel.name}@{rel.version} has no format an environment can load alone "
-                                       f"(it has {', '.join(rel.formats)}; savedmodel, keras and h5 can be checked)")
-        raise KgitError(f"the data of {rel.name}@{rel.version} is not here: run `kgit get {rel.name}@{rel.version}` "
-                        "first (compat loads the formats present in this work tree)")
+            raise ReleaseNotFoundError(
+                f"{rel.name}@{rel.version} has no format an environment can load alone "
+                f"(it has {', '.join(rel.formats)}; savedmodel, keras and h5 can be checked)"
+            )
+        raise KgitError(
+            f"the data of {rel.name}@{rel.version} is not here: run `kgit get {rel.name}@{rel.version}` "
+            "first (compat loads the formats present in this work tree)"
+        )
     return artifacts, skipped, custom
 
 
@@ -189,29 +237,54 @@ def _artifact(folder: Path, fmt: str, meta: Metadata, unsafe: bool) -> dict[str,
     from kgit.models.formats import MODEL_FILES
 
     sig = meta.signature
-    return {"format": fmt, "path": str(folder if fmt == "savedmodel" else folder / MODEL_FILES[fmt]),
-            "inputs": str(folder / meta.reference.inputs_file), "outputs": str(folder / meta.reference.outputs_file),
-            "atol": meta.reference.atol, "input_names": [s.name for s in sig.inputs],
-            "output_names": [s.name for s in sig.outputs], "input_structure": sig.input_structure,
-            "output_structure": sig.output_structure, "safe_mode": not unsafe}
+    return {
+        "format": fmt,
+        "path": str(folder if fmt == "savedmodel" else folder / MODEL_FILES[fmt]),
+        "inputs": str(folder / meta.reference.inputs_file),
+        "outputs": str(folder / meta.reference.outputs_file),
+        "atol": meta.reference.atol,
+        "input_names": [s.name for s in sig.inputs],
+        "output_names": [s.name for s in sig.outputs],
+        "input_structure": sig.input_structure,
+        "output_structure": sig.output_structure,
+        "safe_mode": not unsafe,
+    }
 
 
-def _run(env: envs_mod.Environment, request: EnvRequest, artifacts: list[dict[str, Any]], custom: list[str],
-         root: Path) -> dict[str, dict[str, Any]]:
+def _run(
+    env: envs_mod.Environment, request: EnvRequest, artifacts: list[dict[str, Any]], custom: list[str], root: Path
+) -> dict[str, dict[str, Any]]:
     """Run the loader in ``env``; format -> {result, max_diff, error}. A loader that cannot run at all
     (the environment's Python crashes, no TensorFlow there) makes every format fail with its reason."""
     with tempfile.TemporaryDirectory(prefix="kgit-compat-") as tmp:
         spec, result = Path(tmp) / "spec.json", Path(tmp) / "result.json"
-        spec.write_text(json.dumps({"flavour": request.flavour, layout.ARTIFACTS_DIR: artifacts, "custom_objects": custom,
-                                    "paths": [str(root)]}))
-        env_vars = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV",
-                                                                      "TF_USE_LEGACY_KERAS", "KERAS_BACKEND")}
+        spec.write_text(
+            json.dumps(
+                {
+                    "flavour": request.flavour,
+                    layout.ARTIFACTS_DIR: artifacts,
+                    "custom_objects": custom,
+                    "paths": [str(root)],
+                }
+            )
+        )
+        env_vars = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "TF_USE_LEGACY_KERAS", "KERAS_BACKEND")
+        }
         env_vars["TF_CPP_MIN_LOG_LEVEL"] = "3"
         data: Any = None
         try:
-            proc = subprocess.run([str(env.python_exe), "-I", str(LOADER), "check", str(spec), str(result)],
-                                  cwd=root, env=env_vars, capture_output=True, text=True, timeout=RUN_TIMEOUT,
-                                  stdin=subprocess.DEVNULL)
+            proc = subprocess.run(
+                [str(env.python_exe), "-I", str(LOADER), "check", str(spec), str(result)],
+                cwd=root,
+                env=env_vars,
+                capture_output=True,
+                text=True,
+                timeout=RUN_TIMEOUT,
+                stdin=subprocess.DEVNULL,
+            )
             lines = [line for line in (proc.stderr or "").splitlines() if line.strip()]
             why = f"the environment's Python exited {proc.returncode}: {one_line(lines[-1] if lines else 'no output', 200)}"
             data = bounded_yaml.load_json(result.read_bytes(), "the loader's result") if result.exists() else None
@@ -221,9 +294,15 @@ def _run(env: envs_mod.Environment, request: EnvRequest, artifacts: list[dict[st
             why = "the loader wrote no readable result"
     if not isinstance(data, dict) or not isinstance(data.get("formats"), list):
         return {a["format"]: {"result": "fails", "max_diff": None, "error": why} for a in artifacts}
-    return {r["format"]: {"result": r.get("result", "fails"), "max_diff": r.get("max_diff"),
-                          "error": one_line(r["error"], 400) if r.get("error") else None}
-            for r in data["formats"] if isinstance(r, dict) and r.get("format") in LOADABLE}
+    return {
+        r["format"]: {
+            "result": r.get("result", "fails"),
+            "max_diff": r.get("max_diff"),
+            "error": one_line(r["error"], 400) if r.get("error") else None,
+        }
+        for r in data["formats"]
+        if isinstance(r, dict) and r.get("format") in LOADABLE
+    }
 
 
 def _record(repo: Repo, rel: catalog.Release, rec: CompatRecord) -> None:

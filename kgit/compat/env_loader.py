@@ -82,7 +82,7 @@ def _max_abs_diff(expected: Any, actual: Any) -> float:
 
 def _natural(key: str) -> tuple[str, int]:
     head = key.rstrip("0123456789")
-    tail = key[len(head):]
+    tail = key[len(head) :]
     return head, int(tail) if tail else -1
 
 
@@ -151,7 +151,7 @@ def _check(art: dict[str, Any], spec: dict[str, Any], custom: dict[str, Any]) ->
         result["result"] = "loads" if worst <= art["atol"] else "loads-but-differs"
         if worst == float("inf"):
             missing = [n for n in expected if n not in got]
-            result["error"] = (f"outputs {missing} are missing" if missing else "an output's shape or value differs")
+            result["error"] = f"outputs {missing} are missing" if missing else "an output's shape or value differs"
     except BaseException as exc:  # what the artifact does in this environment is the answer, not a crash
         if isinstance(exc, KeyboardInterrupt):
             raise
@@ -185,8 +185,9 @@ def check(spec_path: str, result_path: str) -> int:
         if isinstance(exc, KeyboardInterrupt):
             raise
         error = f"importing the release's custom objects: {_first_line(exc)}"
-        results = [{"format": a["format"], "result": "fails", "max_diff": None, "error": error}
-                   for a in spec["artifacts"]]
+        results = [
+            {"format": a["format"], "result": "fails", "max_diff": None, "error": error} for a in spec["artifacts"]
+        ]
     if not results:
         results = [_check(art, spec, custom) for art in spec["artifacts"]]
     with open(result_path, "w", encoding="utf-8") as fh:

@@ -72,9 +72,17 @@ class Environment:
         return canonical(name) in {canonical(k) for k in self.packages}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "path": str(self.path), "packages": self.packages, "requested": self.requested,
-                "python": self.python, "platform": self.platform, "reused": self.reused,
-                "seconds": round(self.seconds, 3), "notes": self.notes}
+        return {
+            "key": self.key,
+            "path": str(self.path),
+            "packages": self.packages,
+            "requested": self.requested,
+            "python": self.python,
+            "platform": self.platform,
+            "reused": self.reused,
+            "seconds": round(self.seconds, 3),
+            "notes": self.notes,
+        }
 
 
 def cache_root() -> Path:
@@ -101,8 +109,9 @@ def uv_binary() -> str:
         found = shutil.which("uv")
         if found:
             return found
-    raise EnvError("uv is not installed, and kgit makes its environments with it: pip install 'kgit[compat]' "
-                   "(or pip install uv)")
+    raise EnvError(
+        "uv is not installed, and kgit makes its environments with it: pip install 'kgit[compat]' (or pip install uv)"
+    )
 
 
 def _base_python() -> str:
@@ -113,10 +122,19 @@ def _run_uv(args: Sequence[str], *, stdin: str | None = None, timeout: float = 6
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
     env.setdefault("UV_NO_PROGRESS", "1")
     try:
-        return subprocess.run([uv_binary(), *args], input=stdin, capture_output=True, text=True, env=env,
-                              timeout=timeout, stdin=None if stdin is not None else subprocess.DEVNULL)
+        return subprocess.run(
+            [uv_binary(), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+            stdin=None if stdin is not None else subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired:
-        raise EnvError(f"`uv {' '.join(args[:2])}` took more than {timeout:.0f} s: check the network and retry") from None
+        raise EnvError(
+            f"`uv {' '.join(args[:2])}` took more than {timeout:.0f} s: check the network and retry"
+        ) from None
 
 
 # -- resolving ------------------------------------------------------------------------------------
@@ -134,8 +152,10 @@ def resolve(specs: Sequence[str]) -> tuple[dict[str, str], list[str]]:
     index, the last resolution of the same request is used (with a note) if there is one."""
     specs = check_specs(specs)
     request = _request_key(specs)
-    proc = _run_uv(["pip", "compile", "-", "--python", _base_python(), "--no-header", "--no-annotate", "--quiet"],
-                   stdin="\n".join(specs) + "\n")
+    proc = _run_uv(
+        ["pip", "compile", "-", "--python", _base_python(), "--no-header", "--no-annotate", "--quiet"],
+        stdin="\n".join(specs) + "\n",
+    )
     if proc.returncode != 0:
         problem = _resolve_problem(specs, proc.stderr)
         if problem.startswith("no package index"):
@@ -158,17 +178,33 @@ def _resolve_problem(specs: Sequence[str], stderr: str) -> str:
     """One line with the fix, from uv's error output."""
     text = " ".join(stderr.split())
     lower = text.lower()
-    if any(w in lower for w in ("failed to fetch", "dns error", "connection refused", "network", "timed out",
-                                "error sending request", "tcp connect", "failed to connect", "offline")):
-        return (f"no package index reachable to resolve {', '.join(specs)} ({one_line(_tail(text), 160)}): check the "
-                "network or the index (UV_INDEX_URL, UV_DEFAULT_INDEX), or retry once it is back")
+    if any(
+        w in lower
+        for w in (
+            "failed to fetch",
+            "dns error",
+            "connection refused",
+            "network",
+            "timed out",
+            "error sending request",
+            "tcp connect",
+            "failed to connect",
+            "offline",
+        )
+    ):
+        return (
+            f"no package index reachable to resolve {', '.join(specs)} ({one_line(_tail(text), 160)}): check the "
+            "network or the index (UV_INDEX_URL, UV_DEFAULT_INDEX), or retry once it is back"
+        )
     if "no version of" in lower or "unsatisfiable" in lower or "no solution found" in lower:
         missing = re.search(r"there is no version of ([A-Za-z0-9._-]+)(==[^\s,]+|\S*)", text)
         what = f"{missing.group(1)}{missing.group(2)}" if missing else ", ".join(specs)
         name = missing.group(1) if missing else canonical(parse_requirement(specs[0])[0])
-        return (f"{what} does not exist on the package index, or cannot be installed with the rest of "
-                f"{', '.join(specs)} on Python {python_version()} ({one_line(_tail(text), 200)}): "
-                f"see the versions there with `pip index versions {name}`")
+        return (
+            f"{what} does not exist on the package index, or cannot be installed with the rest of "
+            f"{', '.join(specs)} on Python {python_version()} ({one_line(_tail(text), 200)}): "
+            f"see the versions there with `pip index versions {name}`"
+        )
     return f"uv could not resolve {', '.join(specs)}: {one_line(_tail(text), 240)}"
 
 
@@ -244,23 +280,38 @@ def _create(env: Environment) -> None:
         if made.returncode != 0:
             raise EnvError(f"`uv venv` failed: {one_line(_tail(made.stderr), 240)}")
         pins = "".join(f"{name}=={version}\n" for name, version in sorted(env.packages.items()))
-        installed = _run_uv(["pip", "sync", "--quiet", "--python", str(tmp / "bin" / "python"), "-"], stdin=pins,
-                            timeout=TIMEOUT)
+        installed = _run_uv(
+            ["pip", "sync", "--quiet", "--python", str(tmp / "bin" / "python"), "-"], stdin=pins, timeout=TIMEOUT
+        )
         if installed.returncode != 0:
             problem = _resolve_problem(env.requested, installed.stderr)
-            raise EnvError(problem if problem.startswith("no package index")
-                           else f"installing {', '.join(env.requested)} failed: {one_line(_tail(installed.stderr), 240)}")
-        write_json(tmp / RECORD_FILE, {"key": env.key, "packages": env.packages, "requested": env.requested,
-                                       "python": env.python, "platform": env.platform,
-                                       "created_seconds": round(time.monotonic() - started, 1)}, indent=2)
+            raise EnvError(
+                problem
+                if problem.startswith("no package index")
+                else f"installing {', '.join(env.requested)} failed: {one_line(_tail(installed.stderr), 240)}"
+            )
+        write_json(
+            tmp / RECORD_FILE,
+            {
+                "key": env.key,
+                "packages": env.packages,
+                "requested": env.requested,
+                "python": env.python,
+                "platform": env.platform,
+                "created_seconds": round(time.monotonic() - started, 1),
+            },
+            indent=2,
+        )
         if env.path.exists():  # a folder of this cache that lost its record: made again
             shutil.rmtree(env.path)
         os.rename(tmp, env.path)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, EnvError):
-            raise EnvError(f"creating the environment for {', '.join(env.requested)} failed: {exc}; "
-                           f"nothing was left behind in {env.path.parent}") from None
+            raise EnvError(
+                f"creating the environment for {', '.join(env.requested)} failed: {exc}; "
+                f"nothing was left behind in {env.path.parent}"
+            ) from None
         raise
 
 
@@ -291,7 +342,9 @@ def cached() -> list[dict[str, Any]]:
     for path in sorted(root.iterdir()) if root.is_dir() else []:
         if path.is_dir() and _ready(path):
             try:
-                out.append({**bounded_yaml.load_json((path / RECORD_FILE).read_bytes(), RECORD_FILE), "path": str(path)})
+                out.append(
+                    {**bounded_yaml.load_json((path / RECORD_FILE).read_bytes(), RECORD_FILE), "path": str(path)}
+                )
             except (OSError, KgitError, TypeError):
                 continue
     return out

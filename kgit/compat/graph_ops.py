@@ -74,7 +74,9 @@ def ops_dir() -> Path:
 
 def check_version(version: str) -> str:
     if not isinstance(version, str) or not _VERSION_RE.match(version.strip()):
-        raise KgitError(f"--tf-serving-version {str(version)[:40]!r}: give a TensorFlow Serving version such as 2.18 or 2.18.1")
+        raise KgitError(
+            f"--tf-serving-version {str(version)[:40]!r}: give a TensorFlow Serving version such as 2.18 or 2.18.1"
+        )
     return version.strip()
 
 
@@ -84,9 +86,9 @@ def tf_ops(version: str, log: object = None) -> tuple[set[str], str]:
 
     version = check_version(version)
     spec = f"tensorflow=={version}" + (".*" if version.count(".") < 2 else "")
-    wanted = SpecifierSet(spec[len("tensorflow"):])
+    wanted = SpecifierSet(spec[len("tensorflow") :])
     for cached in sorted(ops_dir().glob("tensorflow-*.json"), reverse=True):
-        exact = cached.stem[len("tensorflow-"):]
+        exact = cached.stem[len("tensorflow-") :]
         if wanted.contains(exact, prereleases=True):
             try:
                 data = bounded_yaml.load_json(cached.read_bytes(), cached.name)
@@ -98,15 +100,22 @@ def tf_ops(version: str, log: object = None) -> tuple[set[str], str]:
         result = Path(tmp) / "ops.json"
         from kgit.compat.checking import LOADER
 
-        proc = subprocess.run([str(env.python_exe), "-I", str(LOADER), "ops", str(result)], capture_output=True,
-                              text=True, stdin=subprocess.DEVNULL, timeout=600, env={"TF_CPP_MIN_LOG_LEVEL": "3",
-                                                                                    "PATH": "/usr/bin:/bin"})
+        proc = subprocess.run(
+            [str(env.python_exe), "-I", str(LOADER), "ops", str(result)],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=600,
+            env={"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"},
+        )
         try:
             data = bounded_yaml.load_json(result.read_bytes(), "the op list")
         except (OSError, KgitError):
             lines = [line for line in proc.stderr.splitlines() if line.strip()]
-            raise KgitError(f"could not list the ops of TensorFlow {version} in environment {env.key}: "
-                            f"{one_line(lines[-1] if lines else 'no output', 200)}") from None
+            raise KgitError(
+                f"could not list the ops of TensorFlow {version} in environment {env.key}: "
+                f"{one_line(lines[-1] if lines else 'no output', 200)}"
+            ) from None
     exact = str(data.get("tensorflow") or version)
     ops_dir().mkdir(parents=True, exist_ok=True)
     write_json(ops_dir() / f"tensorflow-{exact}.json", {"ops": data["ops"], "tensorflow": exact, "env": env.key})

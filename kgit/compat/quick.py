@@ -80,9 +80,14 @@ class QuickOutcome:
         return f"{self.request.label} ({target}): {first.where}: {first.what}{more}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"environment": self.request.label, "requested": list(self.request.specs), "keras": self.keras,
-                "ok": not self.findings and not self.note, "findings": [f.to_dict() for f in self.findings],
-                "note": self.note}
+        return {
+            "environment": self.request.label,
+            "requested": list(self.request.specs),
+            "keras": self.keras,
+            "ok": not self.findings and not self.note,
+            "findings": [f.to_dict() for f in self.findings],
+            "note": self.note,
+        }
 
 
 @dataclass
@@ -97,8 +102,13 @@ class QuickReport:
         return all(not o.findings for o in self.outcomes)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "formats": self.formats, "ok": self.ok,
-                "environments": [o.to_dict() for o in self.outcomes]}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "formats": self.formats,
+            "ok": self.ok,
+            "environments": [o.to_dict() for o in self.outcomes],
+        }
 
 
 # -- the target's source --------------------------------------------------------------------------
@@ -152,8 +162,16 @@ class KerasSource:
             for node in tree.body:
                 if isinstance(node, ast.ClassDef) and node.name == name:
                     return module, node
-            source = next(((n.module, a.name) for n in tree.body if isinstance(n, ast.ImportFrom) and n.module
-                           for a in n.names if (a.asname or a.name) == name), None)
+            source = next(
+                (
+                    (n.module, a.name)
+                    for n in tree.body
+                    if isinstance(n, ast.ImportFrom) and n.module
+                    for a in n.names
+                    if (a.asname or a.name) == name
+                ),
+                None,
+            )
             if source is None:
                 return None
             module, name = source
@@ -173,11 +191,22 @@ class KerasSource:
             if init is not None:
                 args = init.args
                 accepted |= {a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs] if a.arg != "self"}
-                accepted |= {c.args[0].value for c in ast.walk(init) if isinstance(c, ast.Call)
-                             and isinstance(c.func, ast.Attribute) and c.func.attr in ("pop", "get")
-                             and isinstance(c.func.value, ast.Name) and c.func.value.id == args.kwarg.arg
-                             and c.args and isinstance(c.args[0], ast.Constant) and isinstance(c.args[0].value, str)
-                             } if args.kwarg else set()
+                accepted |= (
+                    {
+                        c.args[0].value
+                        for c in ast.walk(init)
+                        if isinstance(c, ast.Call)
+                        and isinstance(c.func, ast.Attribute)
+                        and c.func.attr in ("pop", "get")
+                        and isinstance(c.func.value, ast.Name)
+                        and c.func.value.id == args.kwarg.arg
+                        and c.args
+                        and isinstance(c.args[0], ast.Constant)
+                        and isinstance(c.args[0].value, str)
+                    }
+                    if args.kwarg
+                    else set()
+                )
                 if args.kwarg is None or (name == "Layer" and module.endswith("layers.layer")):
                     return accepted  # Layer refuses any keyword argument it did not take or pop
             base = next((b for b in cls.bases if isinstance(b, (ast.Name, ast.Attribute))), None)
@@ -187,8 +216,16 @@ class KerasSource:
             if base_name in ("object", "Operation", "KerasSaveable", "Tracker", "AutoTrackable"):
                 return accepted
             tree = self._tree(module)
-            origin = next(((n.module, a.name) for n in (tree.body if tree else []) if isinstance(n, ast.ImportFrom)
-                           and n.module for a in n.names if (a.asname or a.name) == base_name), None)
+            origin = next(
+                (
+                    (n.module, a.name)
+                    for n in (tree.body if tree else [])
+                    if isinstance(n, ast.ImportFrom) and n.module
+                    for a in n.names
+                    if (a.asname or a.name) == base_name
+                ),
+                None,
+            )
             module, name = origin if origin is not None else (module, base_name)
         return None
 
@@ -220,15 +257,33 @@ def _download(spec: str) -> Path:
     target = wheels_dir()
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target, prefix=".download-") as tmp:
-        proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
-                               "--disable-pip-version-check", "-d", tmp, spec],
-                              capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600,
-                              env={**os.environ, "PIP_NO_INPUT": "1"})
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "-q",
+                "--disable-pip-version-check",
+                "-d",
+                tmp,
+                spec,
+            ],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=600,
+            env={**os.environ, "PIP_NO_INPUT": "1"},
+        )
         wheels = list(Path(tmp).glob("*.whl"))
         if proc.returncode != 0 or not wheels:
             lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("WARNING")]
-            raise KgitError(f"could not download {spec} to read it: {one_line(lines[-1] if lines else 'no wheel', 200)} "
-                            "(is the package index reachable?)")
+            raise KgitError(
+                f"could not download {spec} to read it: {one_line(lines[-1] if lines else 'no wheel', 200)} "
+                "(is the package index reachable?)"
+            )
         final = target / wheels[0].name
         os.replace(wheels[0], final)
         return final
@@ -269,8 +324,12 @@ def _policies(config: Any) -> Iterator[str]:
             stack += value
         elif isinstance(value, dict):
             cls = value.get("class_name")
-            if isinstance(cls, str) and cls.endswith("DTypePolicy") and isinstance(value.get("module"), str) \
-                    and value["module"].split(".")[0] == "keras":
+            if (
+                isinstance(cls, str)
+                and cls.endswith("DTypePolicy")
+                and isinstance(value.get("module"), str)
+                and value["module"].split(".")[0] == "keras"
+            ):
                 yield cls
             stack += list(value.values())
 
@@ -292,8 +351,11 @@ def findings(config: Any, source: KerasSource, custom: set[str]) -> list[Finding
             continue
         extra = sorted(k for k in layer["config"] if k not in accepted)
         if extra:
-            out.append(Finding(where, f"keras {source.version}'s {cls} takes no argument "
-                                      f"{', '.join(repr(k) for k in extra[:3])}"))
+            out.append(
+                Finding(
+                    where, f"keras {source.version}'s {cls} takes no argument {', '.join(repr(k) for k in extra[:3])}"
+                )
+            )
     for cls in dict.fromkeys(_policies(config)):
         if cls not in source.policies:
             out.append(Finding(f"dtype policy {cls}", f"keras {source.version} has no dtype policy {cls}"))
@@ -324,19 +386,28 @@ def check(repo: Repo, name: str, version: str, requests: Sequence[EnvRequest]) -
     rel = catalog.resolve(repo, name, version)
     configs, present, custom = _configs(repo, rel)
     if not configs:
-        raise KgitError(f"no model configuration of {rel.name}@{rel.version} is here to read: run "
-                        f"`kgit get {rel.name}@{rel.version}` first (the quick check reads the keras, h5 or "
-                        "savedmodel format's configuration)")
+        raise KgitError(
+            f"no model configuration of {rel.name}@{rel.version} is here to read: run "
+            f"`kgit get {rel.name}@{rel.version}` first (the quick check reads the keras, h5 or "
+            "savedmodel format's configuration)"
+        )
     report = QuickReport(rel.name, rel.version, present)
     for request in requests:
         wheel = keras_wheel(request)
         if wheel is None:
-            report.outcomes.append(QuickOutcome(request, None, note="the quick check reads Keras 3 versions; "
-                                                "run kgit compat without --quick for tf_keras"))
+            report.outcomes.append(
+                QuickOutcome(
+                    request,
+                    None,
+                    note="the quick check reads Keras 3 versions; run kgit compat without --quick for tf_keras",
+                )
+            )
             continue
         source = KerasSource(wheel)
         found = [f for config in configs for f in findings(config, source, custom)]
-        report.outcomes.append(QuickOutcome(request, source.version, list({(f.where, f.what): f for f in found}.values())))
+        report.outcomes.append(
+            QuickOutcome(request, source.version, list({(f.where, f.what): f for f in found}.values()))
+        )
     return report
 
 

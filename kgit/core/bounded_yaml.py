@@ -45,12 +45,25 @@ class SyntaxProblem(KgitError):
     """The text is not YAML (e.g. cut short while being written)."""
 
 
-def read_file(path: Path, what: str, *, max_bytes: int = MAX_BYTES, max_nodes: int = MAX_NODES,
-              max_depth: int = MAX_DEPTH, fix: str | None = None) -> Any:
+def read_file(
+    path: Path,
+    what: str,
+    *,
+    max_bytes: int = MAX_BYTES,
+    max_nodes: int = MAX_NODES,
+    max_depth: int = MAX_DEPTH,
+    fix: str | None = None,
+) -> Any:
     """The document in the file at ``path`` (``what`` names it in errors, e.g. "--params params.yaml";
     ``fix``, what to do, ends them)."""
-    return load(read_bytes(path, what, max_bytes=max_bytes, fix=fix), what, max_bytes=max_bytes,
-                max_nodes=max_nodes, max_depth=max_depth, fix=fix)
+    return load(
+        read_bytes(path, what, max_bytes=max_bytes, fix=fix),
+        what,
+        max_bytes=max_bytes,
+        max_nodes=max_nodes,
+        max_depth=max_depth,
+        fix=fix,
+    )
 
 
 def read_bytes(path: Path, what: str, *, max_bytes: int = MAX_BYTES, fix: str | None = None) -> bytes:
@@ -63,8 +76,15 @@ def read_bytes(path: Path, what: str, *, max_bytes: int = MAX_BYTES, fix: str | 
         raise KgitError(_said(f"cannot read {what}: {exc.strerror}", fix)) from None
 
 
-def load(raw: bytes | str, what: str, *, max_bytes: int = MAX_BYTES, max_nodes: int = MAX_NODES,
-         max_depth: int = MAX_DEPTH, fix: str | None = None) -> Any:
+def load(
+    raw: bytes | str,
+    what: str,
+    *,
+    max_bytes: int = MAX_BYTES,
+    max_nodes: int = MAX_NODES,
+    max_depth: int = MAX_DEPTH,
+    fix: str | None = None,
+) -> Any:
     """The YAML/JSON document in ``raw``; LimitError or SyntaxProblem naming ``what`` if it is too big
     or malformed."""
     with _composed(raw, what, max_bytes, max_nodes, max_depth, fix) as (loader, node):
@@ -78,15 +98,28 @@ def load(raw: bytes | str, what: str, *, max_bytes: int = MAX_BYTES, max_nodes: 
             raise TooDeep(_said(f"{what} is nested too deeply to read", fix)) from None
 
 
-def check(raw: bytes | str, what: str, *, max_bytes: int = MAX_BYTES, max_nodes: int = MAX_NODES,
-          max_depth: int = MAX_DEPTH, fix: str | None = None) -> None:
+def check(
+    raw: bytes | str,
+    what: str,
+    *,
+    max_bytes: int = MAX_BYTES,
+    max_nodes: int = MAX_NODES,
+    max_depth: int = MAX_DEPTH,
+    fix: str | None = None,
+) -> None:
     """Refuse ``raw`` as ``load`` would, without building the document (another parser reads it next)."""
     with _composed(raw, what, max_bytes, max_nodes, max_depth, fix):
         pass
 
 
-def load_json(raw: bytes | str, what: str, *, max_bytes: int = MAX_BYTES, max_depth: int | None = MAX_DEPTH,
-              fix: str | None = None) -> Any:
+def load_json(
+    raw: bytes | str,
+    what: str,
+    *,
+    max_bytes: int = MAX_BYTES,
+    max_depth: int | None = MAX_DEPTH,
+    fix: str | None = None,
+) -> Any:
     """A JSON document (no aliases in JSON: a byte limit and a depth limit bound it). With
     ``max_depth`` None, nesting is not measured (for a large document whose reader checks its shape
     and never recurses into it); nesting past what the parser itself can take is still refused."""
@@ -114,8 +147,9 @@ def dump(data: Any, *, width: int = 120) -> str:
 
 
 @contextlib.contextmanager
-def _composed(raw: bytes | str, what: str, max_bytes: int, max_nodes: int, max_depth: int,
-              fix: str | None) -> Iterator[tuple[Any, Any]]:
+def _composed(
+    raw: bytes | str, what: str, max_bytes: int, max_nodes: int, max_depth: int, fix: str | None
+) -> Iterator[tuple[Any, Any]]:
     """Parse ``raw`` into YAML nodes (with libyaml when present, which itself refuses nesting past
     1,000) and check the limits; yields (loader, root node or None)."""
     import yaml
@@ -136,8 +170,13 @@ def _composed(raw: bytes | str, what: str, max_bytes: int, max_nodes: int, max_d
         if node is not None:
             size, depth = measure(node, max_nodes, max_depth)
             if size > max_nodes:
-                raise LimitError(_said(f"{what} holds more than {max_nodes:,} values once its YAML aliases (*name) "
-                                       f"are expanded: write the values out, within {human_size(max_bytes)}", fix))
+                raise LimitError(
+                    _said(
+                        f"{what} holds more than {max_nodes:,} values once its YAML aliases (*name) "
+                        f"are expanded: write the values out, within {human_size(max_bytes)}",
+                        fix,
+                    )
+                )
             if depth > max_depth:
                 raise TooDeep(_said(f"{what} is nested too deeply to read (more than {max_depth} levels)", fix))
         yield loader, node
@@ -162,8 +201,9 @@ def measure(root: Any, max_nodes: int, max_depth: int) -> tuple[int, int]:
         if done:
             visiting.discard(key)
             size = min(max_nodes + 1, 1 + sum(measured[id(c)][0] for c in children))
-            depth = min(max_depth + 1, (1 + max((measured[id(c)][1] for c in children), default=0))
-                        if value is not None else 0)
+            depth = min(
+                max_depth + 1, (1 + max((measured[id(c)][1] for c in children), default=0)) if value is not None else 0
+            )
             measured[key] = (size, depth)
             continue
         if key in measured:

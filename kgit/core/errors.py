@@ -92,7 +92,7 @@ def one_line(text: object, limit: int = 300) -> str:
     flat = " ".join(str(text).split())
     if len(flat) <= limit:
         return flat
-    cut = flat[:limit + 1].rsplit(" ", 1)[0] if " " in flat[:limit + 1] else flat[:limit]
+    cut = flat[: limit + 1].rsplit(" ", 1)[0] if " " in flat[: limit + 1] else flat[:limit]
     return cut.rstrip(" ,;:") + " …"
 
 

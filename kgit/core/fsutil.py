@@ -38,8 +38,9 @@ def write_atomic(path: Path, data: str | bytes, *, durable: bool = False, execut
 
 
 @contextlib.contextmanager
-def exclusive(path: Path, busy: str, *, timeout: float = 0.0,
-              on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+def exclusive(
+    path: Path, busy: str, *, timeout: float = 0.0, on_wait: Callable[[], None] | None = None
+) -> Iterator[None]:
     """Hold an exclusive lock on ``path`` (a lock file, created if missing, or a folder) for the
     block: one writer across processes. Waits up to ``timeout`` seconds (calling ``on_wait`` once
     when it starts waiting), then raises BusyError(``busy``). Closing the file releases the lock,
@@ -82,7 +83,12 @@ class FileDigest:
     def describes(self, st: os.stat_result) -> bool:
         """True if ``st`` is the file as it was when hashed (a rewrite, even to the same size and
         mtime, changes its ctime)."""
-        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) == (self.ino, self.size, self.mtime_ns, self.ctime_ns)
+        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) == (
+            self.ino,
+            self.size,
+            self.mtime_ns,
+            self.ctime_ns,
+        )
 
 
 def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
@@ -105,9 +111,13 @@ def digest_file(path: Path, stop: threading.Event | None = None) -> FileDigest:
             md5.update(block)
         after = os.fstat(fd)
     if _identity(before) != _identity(after) or _identity(os.stat(path, follow_symlinks=False)) != _identity(after):
-        raise KgitError(f"{path} changed while kgit was hashing it: nothing may write into a release being made; "
-                        "run the release again")
-    return FileDigest(sha.hexdigest(), md5.hexdigest(), after.st_size, after.st_ino, after.st_mtime_ns, after.st_ctime_ns)
+        raise KgitError(
+            f"{path} changed while kgit was hashing it: nothing may write into a release being made; "
+            "run the release again"
+        )
+    return FileDigest(
+        sha.hexdigest(), md5.hexdigest(), after.st_size, after.st_ino, after.st_mtime_ns, after.st_ctime_ns
+    )
 
 
 def regular_files(folder: Path, exclude: tuple[str, ...] = ()) -> list[str]:

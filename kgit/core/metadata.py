@@ -95,8 +95,9 @@ class SourceInfo:
             return "unknown (released from a file, not from code kgit could see)"
         if self.entry_outside:
             return f"{self.entry} (outside the repository: not committed)"
-        state = ("modified" if self.entry in self.modified else "untracked" if self.entry in self.untracked
-                 else "committed")
+        state = (
+            "modified" if self.entry in self.modified else "untracked" if self.entry in self.untracked else "committed"
+        )
         return f"{self.entry} ({state})"
 
     @classmethod
@@ -106,9 +107,13 @@ class SourceInfo:
             return None
         if not isinstance(d, dict):
             raise TypeError("source is not an object")
-        return cls(commit=d.get("commit"), entry=d.get("entry"), dirty=bool(d.get("dirty")),
-                   modified=[str(p) for p in d.get("modified") or []],
-                   untracked=[str(p) for p in d.get("untracked") or []])
+        return cls(
+            commit=d.get("commit"),
+            entry=d.get("entry"),
+            dirty=bool(d.get("dirty")),
+            modified=[str(p) for p in d.get("modified") or []],
+            untracked=[str(p) for p in d.get("untracked") or []],
+        )
 
 
 @dataclass
@@ -227,8 +232,9 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def hash_folder(folder: Path, exclude: tuple[str, ...] = (METADATA_FILE, SIGNATURE_FILE),
-                known: dict[str, str] | None = None) -> dict[str, str]:
+def hash_folder(
+    folder: Path, exclude: tuple[str, ...] = (METADATA_FILE, SIGNATURE_FILE), known: dict[str, str] | None = None
+) -> dict[str, str]:
     """sha256 of every regular file under ``folder`` (sorted relative POSIX paths); hashes in
     ``known`` are taken as given."""
     known = known or {}

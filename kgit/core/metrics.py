@@ -44,8 +44,10 @@ class MetricError(KgitError):
 def check_key(key: object, where: str = "metric") -> str:
     if not isinstance(key, str) or not KEY_RE.match(key) or len(key) > MAX_KEY_LENGTH:
         shown = str(key)[:60]
-        raise MetricError(f"{where} key {shown!r} is not a valid metric name: use letters, digits, '_', '-', '/', "
-                          f"parts joined by dots (val.accuracy), at most {MAX_KEY_LENGTH} characters")
+        raise MetricError(
+            f"{where} key {shown!r} is not a valid metric name: use letters, digits, '_', '-', '/', "
+            f"parts joined by dots (val.accuracy), at most {MAX_KEY_LENGTH} characters"
+        )
     return key
 
 
@@ -57,16 +59,20 @@ def check_known(key: str, known: Iterable[str], where: str, among: str) -> str:
     if key in have:
         return key
     shown = ", ".join(have[:8]) + (", ..." if len(have) > 8 else "")
-    raise MetricError(f"{where}: no metric {key!r} in {among}: "
-                      + did_you_mean(key, have, f"they have {shown}" if have else "they record no metrics"))
+    raise MetricError(
+        f"{where}: no metric {key!r} in {among}: "
+        + did_you_mean(key, have, f"they have {shown}" if have else "they record no metrics")
+    )
 
 
 def number(value: object, key: str, where: str = "metric") -> float:
     """``value`` as a finite float; numbers only (a bool, string or list is refused, as is NaN/inf)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         kind = type(value).__name__
-        raise MetricError(f"{where} {key} is {_shown(value)} ({kind}), not a number: metrics must be numbers "
-                          "(move text and lists to --param or --note)")
+        raise MetricError(
+            f"{where} {key} is {_shown(value)} ({kind}), not a number: metrics must be numbers "
+            "(move text and lists to --param or --note)"
+        )
     result = float(value)
     if not math.isfinite(result):
         raise MetricError(f"{where} {key} is {result}, not a finite number: record only finite metrics")
@@ -113,8 +119,10 @@ def flatten(data: Any, where: str = "metrics", *, scalars: bool = False) -> dict
             raise MetricError(f"{where}: {key} is given twice (once nested, once with dots): keep one")
         out[key] = number(value, key, where)
         if len(out) > MAX_METRICS:
-            raise MetricError(f"{where} holds more than {MAX_METRICS} metrics: record the ones you compare "
-                              "releases on (they travel in every release tag)")
+            raise MetricError(
+                f"{where} holds more than {MAX_METRICS} metrics: record the ones you compare "
+                "releases on (they travel in every release tag)"
+            )
     return out
 
 
@@ -187,7 +195,9 @@ def from_summary(value: Any, measured: Any) -> tuple[dict[str, float], tuple[str
 
 # the last part of a key that names an error of some kind: lower is better
 LOWER_IS_BETTER = ("loss", "error", "mae", "mse", "rmse")
-_LOWER_RE = re.compile(rf"(^|[_\-/])({'|'.join(LOWER_IS_BETTER)})$|[a-z0-9]({'|'.join(w.capitalize() for w in LOWER_IS_BETTER)})$")
+_LOWER_RE = re.compile(
+    rf"(^|[_\-/])({'|'.join(LOWER_IS_BETTER)})$|[a-z0-9]({'|'.join(w.capitalize() for w in LOWER_IS_BETTER)})$"
+)
 
 
 def default_direction(key: str) -> str:

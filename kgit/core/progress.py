@@ -127,8 +127,15 @@ class Meter:
         console = Console(file=sys.stderr, highlight=False)
         bar = BarColumn(bar_width=30, complete_style="green", finished_style="green")
         # twice a second: each redraw costs about 1.5 ms of CPU (benchmarks/bench_progress.py)
-        self._progress = Progress(TextColumn("{task.description}"), bar, Figures(), console=console,
-                                  refresh_per_second=2, redirect_stdout=False, redirect_stderr=False)
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            bar,
+            Figures(),
+            console=console,
+            refresh_per_second=2,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
         self._task = self._progress.add_task(self.label, total=max(self.total, 1))
         self._progress.start()
 

@@ -36,7 +36,7 @@ def fields(data: bytes) -> Iterator[tuple[int, bytes | int]]:
             size, pos = varint(data, pos)
             if pos + size > len(data):
                 raise ValueError("truncated protocol buffer")
-            yield number, data[pos:pos + size]
+            yield number, data[pos : pos + size]
             pos += size
         elif wire in (1, 5):
             pos += 8 if wire == 1 else 4

@@ -53,8 +53,14 @@ def updates_from_pre_commit_framework() -> list[RefUpdate]:
     to_ref = os.environ.get("PRE_COMMIT_TO_REF")
     if not to_ref:
         return []
-    return [RefUpdate(os.environ.get("PRE_COMMIT_LOCAL_BRANCH", "HEAD"), to_ref,
-                      os.environ.get("PRE_COMMIT_REMOTE_BRANCH", ""), os.environ.get("PRE_COMMIT_FROM_REF") or ZERO)]
+    return [
+        RefUpdate(
+            os.environ.get("PRE_COMMIT_LOCAL_BRANCH", "HEAD"),
+            to_ref,
+            os.environ.get("PRE_COMMIT_REMOTE_BRANCH", ""),
+            os.environ.get("PRE_COMMIT_FROM_REF") or ZERO,
+        )
+    ]
 
 
 @dataclass
@@ -62,7 +68,9 @@ class PushPlan:
     tags: list[str] = field(default_factory=list)  # release tags the push brings
     violations: list[str] = field(default_factory=list)  # released versions changed by the push
     tag_changes: list[str] = field(default_factory=list)  # release/stage tags the push moves or deletes
-    promotions: list[str] = field(default_factory=list)  # new stage/deprecation tags (kgit.registry.stage_checks judges them)
+    promotions: list[str] = field(
+        default_factory=list
+    )  # new stage/deprecation tags (kgit.registry.stage_checks judges them)
     compat: list[tuple[str, str]] = field(default_factory=list)  # new compat records: (tag, tag object)
 
 
@@ -95,7 +103,7 @@ def plan_push(repo: Repo, updates: list[RefUpdate], remote: str) -> PushPlan:
             plan.violations.append(invariants.foreign_ref_problem(u.remote_ref))
             continue
         if u.local_ref.startswith("refs/tags/"):
-            tag = u.local_ref[len("refs/tags/"):]
+            tag = u.local_ref[len("refs/tags/") :]
             problem = invariants.new_tag_problem(repo, tag, u.local_sha) if u.remote_sha == ZERO else None
             if problem:
                 plan.violations.append(problem)
@@ -116,7 +124,7 @@ def plan_push(repo: Repo, updates: list[RefUpdate], remote: str) -> PushPlan:
             if tag in known.released and tag not in plan.tags:
                 plan.tags.append(tag)
         if u.remote_ref.startswith("refs/heads/"):
-            tips.append(invariants.Tip(u.remote_ref[len("refs/heads/"):], _remote_tip(repo, u), u.local_sha))
+            tips.append(invariants.Tip(u.remote_ref[len("refs/heads/") :], _remote_tip(repo, u), u.local_sha))
     plan.violations += invariants.tip_problems(repo, tips, lambda: known.reg.releases)
     return plan
 
@@ -127,8 +135,11 @@ def compat_problems(repo: Repo, pushed: list[tuple[str, str]]) -> list[str]:
     from kgit.registry import compat_records
 
     releases = catalog.read(repo, remember=False).releases
-    return [problem for tag, oid in pushed
-            if (problem := compat_records.push_problem(repo.tag_object(oid, tag), tag, releases)[1]) is not None]
+    return [
+        problem
+        for tag, oid in pushed
+        if (problem := compat_records.push_problem(repo.tag_object(oid, tag), tag, releases)[1]) is not None
+    ]
 
 
 def gate_problems(repo: Repo, tags: list[str], rev: str = "HEAD") -> list[str]:
@@ -178,8 +189,10 @@ def pre_push(remote: str, updates: list[RefUpdate], repo: Repo | None = None) ->
         _say(f"push refused: release and stage tags on {remote} never change:")
         for c in plan.tag_changes:
             sys.stderr.write(f"  - {c}\n")
-        _say(f"publish a different model as a new version; to get the shared tag back here: "
-             f"git tag -d TAG && git fetch {remote} tag TAG (--no-verify does not help: a server with kgit's hook refuses too)")
+        _say(
+            f"publish a different model as a new version; to get the shared tag back here: "
+            f"git tag -d TAG && git fetch {remote} tag TAG (--no-verify does not help: a server with kgit's hook refuses too)"
+        )
         return 1
     if plan.violations:
         _say("push refused: released versions must not change:")
@@ -201,8 +214,10 @@ def pre_push(remote: str, updates: list[RefUpdate], repo: Repo | None = None) ->
             _say("push refused: stage tags that the event counters or the promotion gates refuse:")
             for p in refused:
                 sys.stderr.write(f"  - {p}\n")
-            _say("delete the refused tag here (git tag -d TAG), or change the rule in .kgit/gates.yaml and commit it; "
-                 f"to push the rest without it: git push --no-follow-tags {remote} BRANCH, then any other tag by name")
+            _say(
+                "delete the refused tag here (git tag -d TAG), or change the rule in .kgit/gates.yaml and commit it; "
+                f"to push the rest without it: git push --no-follow-tags {remote} BRANCH, then any other tag by name"
+            )
             return 1
     if not plan.tags:
         return 0  # nothing new: the common case, and it touched git only
@@ -228,8 +243,10 @@ def pre_push(remote: str, updates: list[RefUpdate], repo: Repo | None = None) ->
             return 1
     name, url = dvc_remotes.remote_url(repo.root)
     if not url:
-        _say("push refused: no default DVC remote, so teammates could not fetch the models: "
-             "run `kgit init --remote PATH_OR_URL` (or `dvc remote add -d NAME URL`) and push again")
+        _say(
+            "push refused: no default DVC remote, so teammates could not fetch the models: "
+            "run `kgit init --remote PATH_OR_URL` (or `dvc remote add -d NAME URL`) and push again"
+        )
         return 1
     done = set(_published(repo).get(url, []))
     to_upload = [t for t in targets if t.md5 not in done]
@@ -255,9 +272,11 @@ def _upload(repo: Repo, name: str, url: str, to_upload: list[Any]) -> int:
         return 1
     if absent:
         n = sum(len(v) for v in absent.values())
-        _say(f"push refused: the data of {labels(absent)} is not in the local DVC cache ({n} object(s) missing, "
-             "e.g. after `dvc gc`), so it cannot be uploaded and teammates could not fetch it: bring it back "
-             f"(`dvc pull` from another remote, `dvc fetch`, or re-add the folder from a backup), then push again")
+        _say(
+            f"push refused: the data of {labels(absent)} is not in the local DVC cache ({n} object(s) missing, "
+            "e.g. after `dvc gc`), so it cannot be uploaded and teammates could not fetch it: bring it back "
+            f"(`dvc pull` from another remote, `dvc fetch`, or re-add the folder from a backup), then push again"
+        )
         return 1
     where = dvc_remotes.Where.of(name, url, dvc_remotes.remote_settings(repo.root))
     if not_there:
@@ -271,9 +290,14 @@ def _upload(repo: Repo, name: str, url: str, to_upload: list[Any]) -> int:
             with progress.Meter("uploading", size, show=progress.wanted()) as meter:
                 dvc_ops.push(repo.root, [str(t.md5) for t in to_upload if t.md5 in not_there], name, meter)
         except dvc_ops.TransferFailed as exc:
-            _say(f"push refused: uploading to {where} failed: {exc}; "
-                 + ("push again once that is fixed" if exc.explained else
-                    "fix the remote (see `dvc remote list`) and push again, or push with --no-verify to skip"))
+            _say(
+                f"push refused: uploading to {where} failed: {exc}; "
+                + (
+                    "push again once that is fixed"
+                    if exc.explained
+                    else "fix the remote (see `dvc remote list`) and push again, or push with --no-verify to skip"
+                )
+            )
             return 1
     try:
         absent = storage.missing_in_remote(repo.root, name, oids)
@@ -282,8 +306,10 @@ def _upload(repo: Repo, name: str, url: str, to_upload: list[Any]) -> int:
         return 1
     if absent:
         n = sum(len(v) for v in absent.values())
-        _say(f"push refused: after `dvc push`, {where} still lacks {n} object(s) of "
-             f"{labels(absent)}: check the remote (space, permissions) and push again")
+        _say(
+            f"push refused: after `dvc push`, {where} still lacks {n} object(s) of "
+            f"{labels(absent)}: check the remote (space, permissions) and push again"
+        )
         return 1
     if not not_there:
         _say(f"the data of {labels(oids)} is already in {where}")
@@ -339,19 +365,33 @@ def _run_stage(repo: Repo, labels: list[str]) -> int:
         return 1
     if dict(stage) != project.VALIDATE_STAGE:
         # The hook runs on every push: it must never run a command someone else committed.
-        changed = ", ".join(f"{k}: {one_line(v, 80)!r}" for k, v in sorted(dict(stage).items())
-                            if project.VALIDATE_STAGE.get(k) != v) or "its fields"
+        changed = (
+            ", ".join(
+                f"{k}: {one_line(v, 80)!r}"
+                for k, v in sorted(dict(stage).items())
+                if project.VALIDATE_STAGE.get(k) != v
+            )
+            or "its fields"
+        )
         commit = repo.git("log", "-1", "--format=%h by %an", "--", DVC_YAML, check=False) or "uncommitted"
-        _say(f"push refused: the {STAGE_NAME} stage in dvc.yaml is not kgit's ({changed}; last changed "
-             f"in {commit}): kgit runs only its own validation; restore the stage with `kgit init` and commit it")
+        _say(
+            f"push refused: the {STAGE_NAME} stage in dvc.yaml is not kgit's ({changed}; last changed "
+            f"in {commit}): kgit runs only its own validation; restore the stage with `kgit init` and commit it"
+        )
         return 1
     _say(f"validating {', '.join(labels)} (dvc repro {STAGE_NAME})")
     env = dict(os.environ)
     env[STAGE_ONLY_ENV] = " ".join(labels)
     # the stage's `kgit` must be this kgit, even when the hook was started by absolute path
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    proc = subprocess.run([sys.executable, "-m", "dvc", "repro", "--single-item", STAGE_NAME],
-                          cwd=repo.root, env=env, stdin=subprocess.DEVNULL, stdout=sys.stderr, stderr=sys.stderr)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", "repro", "--single-item", STAGE_NAME],
+        cwd=repo.root,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=sys.stderr,
+        stderr=sys.stderr,
+    )
     return proc.returncode
 
 
@@ -363,7 +403,7 @@ def pre_commit(repo: Repo | None = None) -> int:
     # the commits being merged: MERGE_HEAD when `git commit` concludes a merge; git merge runs
     # pre-merge-commit before writing it, with each merged commit in a GITHEAD_<id> variable
     merging = [line for line in (repo.show_file_at_git_dir("MERGE_HEAD") or "").split() if line]
-    merging += [k[len("GITHEAD_"):] for k in os.environ if k.startswith("GITHEAD_") and len(k) in (48, 72)]
+    merging += [k[len("GITHEAD_") :] for k in os.environ if k.startswith("GITHEAD_") and len(k) in (48, 72)]
     staged = repo.git("diff", "--cached", "--name-only", "-z", "--no-renames", "--", ARTIFACTS_DIR, raw=True)
     if not staged.strip("\0") and not merging:
         return 0  # nothing under artifacts/ changes: the common case reads no tag

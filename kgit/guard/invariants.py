@@ -76,8 +76,11 @@ def released_files(repo: Repo, releases: Iterable[Release]) -> list[ReleasedFile
         if blob is not None:
             cache.put_blob(spec, blob)
     cache.save()
-    return [ReleasedFile(path, blob, commit, label) for commit, path, label in specs
-            if (blob := blobs.get(f"{commit}:{path}")) is not None]
+    return [
+        ReleasedFile(path, blob, commit, label)
+        for commit, path, label in specs
+        if (blob := blobs.get(f"{commit}:{path}")) is not None
+    ]
 
 
 def problems(repo: Repo, tree: str, heads: list[str], files: list[ReleasedFile], where: str) -> list[str]:
@@ -102,8 +105,10 @@ def problems(repo: Repo, tree: str, heads: list[str], files: list[ReleasedFile],
         parts = path.split("/")
         folder = "/".join(parts[:4]) + "/" if len(parts) > 4 else None
         if folder in folders:
-            found.append(f"{folders[folder].label}: {where} adds {path} to git inside the released folder "
-                         "(release data lives in DVC)")
+            found.append(
+                f"{folders[folder].label}: {where} adds {path} to git inside the released folder "
+                "(release data lives in DVC)"
+            )
     return found
 
 
@@ -139,8 +144,13 @@ class Tip:
     new: str
 
 
-def tip_problems(repo: Repo, tips: list[Tip], releases: Callable[[], Iterable[Release]],
-                 new_releases: Iterable[Release] = (), others: Mapping[str, str] | None = None) -> list[str]:
+def tip_problems(
+    repo: Repo,
+    tips: list[Tip],
+    releases: Callable[[], Iterable[Release]],
+    new_releases: Iterable[Release] = (),
+    others: Mapping[str, str] | None = None,
+) -> list[str]:
     """The rules for the branch tips a push sets. Each tip is checked against every release unless
     ``unchanged`` shows it is in its old tip's state (``releases`` is called only then: a plain push
     reads no tag). Releases the push brings (``new_releases``) are checked on every tip, including
@@ -172,20 +182,27 @@ def is_kgit_tag(tag: str) -> bool:
 
 def is_protected_tag(ref: str) -> bool:
     """kgit's tags never change once shared."""
-    return ref.startswith("refs/tags/") and is_kgit_tag(ref[len("refs/tags/"):])
+    return ref.startswith("refs/tags/") and is_kgit_tag(ref[len("refs/tags/") :])
 
 
 def protected_tag_change(ref: str, old: str, new: str) -> str | None:
     """One line if updating ``ref`` from ``old`` to ``new`` moves or deletes a release/stage tag."""
     if old == ZERO or old == new or not is_protected_tag(ref):
         return None
-    tag = ref[len("refs/tags/"):]
-    kind = ("release" if parse_tag(tag) is not None else "compat record" if parse_compat(tag) is not None
-            else "stage/deprecation")
+    tag = ref[len("refs/tags/") :]
+    kind = (
+        "release"
+        if parse_tag(tag) is not None
+        else "compat record"
+        if parse_compat(tag) is not None
+        else "stage/deprecation"
+    )
     if new == ZERO:
         return f"deleting the {kind} tag {tag} (it is shared: teammates and deployments resolve it)"
-    return (f"moving the {kind} tag {tag} from {old[:8]} to {new[:8]} (a shared release is never replaced: "
-            "release the new model as a new version)")
+    return (
+        f"moving the {kind} tag {tag} from {old[:8]} to {new[:8]} (a shared release is never replaced: "
+        "release the new model as a new version)"
+    )
 
 
 def new_tag_problem(repo: Repo, tag: str, oid: str) -> str | None:
@@ -193,9 +210,11 @@ def new_tag_problem(repo: Repo, tag: str, oid: str) -> str | None:
     kgit tag without being one in kgit's exact form, or a tag object whose header git would not
     write. Judged the same by pre-push and the server."""
     if is_lookalike(tag):
-        return (f"new tag {tag[:80]!r} looks like a kgit release or stage tag but is not in kgit's exact form "
-                "(lowercase ASCII name, ASCII digits without leading zeros): kgit "
-                "ignores it, other tools may not; delete it (git tag -d)")
+        return (
+            f"new tag {tag[:80]!r} looks like a kgit release or stage tag but is not in kgit's exact form "
+            "(lowercase ASCII name, ASCII digits without leading zeros): kgit "
+            "ignores it, other tools may not; delete it (git tag -d)"
+        )
     if not is_kgit_tag(tag):
         return None
     if repo.try_git("cat-file", "-t", oid)[1].strip() != "tag":
@@ -205,10 +224,14 @@ def new_tag_problem(repo: Repo, tag: str, oid: str) -> str | None:
 
 
 def foreign_ref_problem(ref: str) -> str:
-    what = {"refs/replace/": "a replace ref (it makes git show other content under an object's id)",
-            "refs/notes/": "a notes ref"}.get(ref[: ref.find("/", 5) + 1], "outside refs/heads/ and refs/tags/")
-    return (f"{ref} is {what}: this repository takes branches and tags only (a server admin can allow a "
-            f"namespace with `git config --add {ALLOW_REF_KEY} 'refs/NAMESPACE/*'`)")
+    what = {
+        "refs/replace/": "a replace ref (it makes git show other content under an object's id)",
+        "refs/notes/": "a notes ref",
+    }.get(ref[: ref.find("/", 5) + 1], "outside refs/heads/ and refs/tags/")
+    return (
+        f"{ref} is {what}: this repository takes branches and tags only (a server admin can allow a "
+        f"namespace with `git config --add {ALLOW_REF_KEY} 'refs/NAMESPACE/*'`)"
+    )
 
 
 class KnownReleases:

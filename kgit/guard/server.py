@@ -58,7 +58,9 @@ def parse_updates(text: str) -> list[Update]:
 
 
 # -- install -----------------------------------------------------------------------------------
-def install(path: str | Path, dvc_remote: str | None = None, dvc_remote_options: dict[str, str] | None = None) -> list[str]:
+def install(
+    path: str | Path, dvc_remote: str | None = None, dvc_remote_options: dict[str, str] | None = None
+) -> list[str]:
     """Install kgit's pre-receive hook in the bare repository at ``path`` (idempotent).
 
     ``dvc_remote_options`` are the remote's DVC settings (``endpointurl``, ``region``, ``profile``...),
@@ -90,9 +92,11 @@ def _check_server_options(repo: Repo, dvc_remote: str | None, options: dict[str,
         raise KgitError("--remote-option needs the remote it configures: give --remote URL too")
     secret = sorted(k for k in options if k in dvc_remotes.SECRET_OPTIONS)
     if secret:
-        raise KgitError(f"--remote-option {secret[0]}: credentials are not stored in the repository's config; "
-                        "give them to the hook through the server's environment (AWS_ACCESS_KEY_ID and "
-                        "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with ~/.aws of the user git runs as)")
+        raise KgitError(
+            f"--remote-option {secret[0]}: credentials are not stored in the repository's config; "
+            "give them to the hook through the server's environment (AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with ~/.aws of the user git runs as)"
+        )
     dvc_remotes.require_plugin(url)
     dvc_ops.check_remote_options(url, options, "--remote-option")
 
@@ -118,8 +122,10 @@ def uninstall(path: str | Path) -> list[str]:
 def _bare(path: str | Path) -> Repo:
     repo = Repo(path, bare=True)
     if not repo.bare:
-        raise KgitError(f"{path} has a work tree: `kgit server install` is for the bare repository people push to "
-                        "(for your own clone, `kgit hooks install` installs the client githooks)")
+        raise KgitError(
+            f"{path} has a work tree: `kgit server install` is for the bare repository people push to "
+            "(for your own clone, `kgit hooks install` installs the client githooks)"
+        )
     return repo
 
 
@@ -131,8 +137,14 @@ class Verdict:
     notes: list[str] = field(default_factory=list)  # shown to the pusher whatever the verdict
 
 
-def check_updates(repo: Repo, updates: list[Update], dvc_remote: str | None = None,
-                  dvc_remote_options: dict[str, str] | None = None, *, check_data: bool = True) -> Verdict:
+def check_updates(
+    repo: Repo,
+    updates: list[Update],
+    dvc_remote: str | None = None,
+    dvc_remote_options: dict[str, str] | None = None,
+    *,
+    check_data: bool = True,
+) -> Verdict:
     """Everything the pre-receive hook refuses, as one-line problems (empty: accept the push)."""
     verdict = Verdict()
     # the tags are read only if the push needs them: a plain push that touches no release reads none
@@ -151,7 +163,7 @@ def check_updates(repo: Repo, updates: list[Update], dvc_remote: str | None = No
             verdict.problems.append(change)
             continue
         if u.ref.startswith("refs/tags/") and u.new != ZERO:
-            tag = u.ref[len("refs/tags/"):]
+            tag = u.ref[len("refs/tags/") :]
             problem = invariants.new_tag_problem(repo, tag, u.new)
             if problem:
                 verdict.problems.append(problem)
@@ -164,20 +176,26 @@ def check_updates(repo: Repo, updates: list[Update], dvc_remote: str | None = No
                 pushed_compat.append((tag, u.new))
         elif u.ref.startswith("refs/heads/") and u.new != ZERO:
             verdict.problems += _trust_problems(repo, u)
-            tips.append(invariants.Tip(u.ref[len("refs/heads/"):], u.old if u.old != ZERO else _held_base(repo, u.new),
-                                       u.new))
+            tips.append(
+                invariants.Tip(u.ref[len("refs/heads/") :], u.old if u.old != ZERO else _held_base(repo, u.new), u.new)
+            )
     heads = [u for u in updates if u.ref.startswith("refs/heads/")]
     if heads or verdict.new_releases:
         before = _branches(repo)
         after = {**before, **{u.ref: u.new for u in heads}}
         after = {ref: sha for ref, sha in after.items() if sha != ZERO}
         verdict.problems += _lost_releases(repo, heads, after, known)
-        others = {ref[len("refs/heads/"):]: sha for ref, sha in after.items() if ref not in {u.ref for u in heads}}
-        verdict.problems += invariants.tip_problems(repo, tips, lambda: known.reg.releases,
-                                                    verdict.new_releases, others)
+        others = {ref[len("refs/heads/") :]: sha for ref, sha in after.items() if ref not in {u.ref for u in heads}}
+        verdict.problems += invariants.tip_problems(
+            repo, tips, lambda: known.reg.releases, verdict.new_releases, others
+        )
         held = repo.reachable_from([r.commit for r in verdict.new_releases], list(after.values()))
-        verdict.problems += [f"new tag {r.tag}: no branch holds its release commit {r.commit[:8]}: push the branch "
-                             "it was released on with it" for r in verdict.new_releases if r.commit not in held]
+        verdict.problems += [
+            f"new tag {r.tag}: no branch holds its release commit {r.commit[:8]}: push the branch "
+            "it was released on with it"
+            for r in verdict.new_releases
+            if r.commit not in held
+        ]
     if pushed_compat:  # before the gates: a promotion may count on a record the same push brings
         verdict.problems += _check_compat(repo, known, verdict, pushed_compat)
     if pushed_events:
@@ -195,8 +213,15 @@ def _allowed_refs(repo: Repo) -> list[str]:
 def _held_base(repo: Repo, new: str) -> str | None:
     """For a new branch: the tip of a branch the server holds (so checked already) that ``new``
     contains, to check the new branch against as if it moved from there; None: check it whole."""
-    out = repo.git("for-each-ref", f"--merged={new}", "--count=1", "--sort=-committerdate",
-                   "--format=%(objectname)", "refs/heads/", check=False)
+    out = repo.git(
+        "for-each-ref",
+        f"--merged={new}",
+        "--count=1",
+        "--sort=-committerdate",
+        "--format=%(objectname)",
+        "refs/heads/",
+        check=False,
+    )
     return out.strip() or None
 
 
@@ -213,11 +238,16 @@ def _check_new_release(repo: Repo, tag: str, oid: str, known: invariants.KnownRe
     rel = catalog.release_from_tag(info) if info is not None else None
     if rel is None:
         commit = info.target if info is not None else oid
-        kgit_model = any(r.name == parsed[0] for r in known.reg.releases) or repo.try_git("cat-file", "-e", f"{commit}:{layout.model_dir(parsed[0])}")[0] == 0
+        kgit_model = (
+            any(r.name == parsed[0] for r in known.reg.releases)
+            or repo.try_git("cat-file", "-e", f"{commit}:{layout.model_dir(parsed[0])}")[0] == 0
+        )
         if kgit_model:
             what = "a lightweight tag" if info is not None and not info.annotated else "not a kgit release tag"
-            verdict.problems.append(f"new tag {tag} is {what}, but {parsed[0]} is a kgit model: "
-                                    "release versions with `kgit release`, which tags them")
+            verdict.problems.append(
+                f"new tag {tag} is {what}, but {parsed[0]} is a kgit model: "
+                "release versions with `kgit release`, which tags them"
+            )
         return
     problems = catalog.release_problems(repo, rel)
     if problems:
@@ -248,16 +278,20 @@ def _check_events(reg: catalog.Registry, new: list[Release], events: list[tuple[
             continue
         rel = by_commit.get((event.name, commit))
         if rel is None:
-            problems.append(f"new stage tag {tag} points at {commit[:8]}, which is not a release commit of a valid "
-                            f"{event.name} version")
+            problems.append(
+                f"new stage tag {tag} points at {commit[:8]}, which is not a release commit of a valid "
+                f"{event.name} version"
+            )
         elif rel.deprecated or (rel.name, rel.key) in deprecating:
-            problems.append(f"new stage tag {tag} puts {rel.name}@{rel.version} in {event.stage}, but that version "
-                            "is deprecated")
+            problems.append(
+                f"new stage tag {tag} puts {rel.name}@{rel.version} in {event.stage}, but that version is deprecated"
+            )
     return problems
 
 
-def _check_compat(repo: Repo, known: invariants.KnownReleases, verdict: Verdict,
-                  pushed: list[tuple[str, str]]) -> list[str]:
+def _check_compat(
+    repo: Repo, known: invariants.KnownReleases, verdict: Verdict, pushed: list[tuple[str, str]]
+) -> list[str]:
     """Each new compat record must be well formed and on its (valid) release's commit; the valid ones
     are attached to their releases, where the ``require_compat`` gates look for them."""
     from kgit.registry import compat_records
@@ -273,7 +307,9 @@ def _check_compat(repo: Repo, known: invariants.KnownReleases, verdict: Verdict,
     return problems
 
 
-def _gate_problems(repo: Repo, reg: catalog.Registry, verdict: Verdict, events: list[tuple[str, str, str]]) -> list[str]:
+def _gate_problems(
+    repo: Repo, reg: catalog.Registry, verdict: Verdict, events: list[tuple[str, str, str]]
+) -> list[str]:
     """The new stage and deprecation tags kgit.registry.stage_checks refuses (as the client's pre-push hook
     does), with the gates in ``.kgit/gates.yaml`` as committed on this repository's HEAD branch
     *before* the push (refs are not updated yet while pre-receive runs), so a push that weakens the
@@ -289,35 +325,54 @@ def _gate_problems(repo: Repo, reg: catalog.Registry, verdict: Verdict, events: 
 
     log = stage_checks.StageLog.of(reg, releases=verdict.new_releases)
     new = stage_checks.read_new(repo, [(tag, oid) for tag, _commit, oid in events])
-    problems = [f"new {'deprecation' if '@' in tag else 'stage'} tag {tag}: {why}"
-                for tag, why in stage_checks.problems(log, new, read_gates)]
+    problems = [
+        f"new {'deprecation' if '@' in tag else 'stage'} tag {tag}: {why}"
+        for tag, why in stage_checks.problems(log, new, read_gates)
+    ]
     if problems:
-        verdict.notes.append("git takes or refuses a push whole: delete the refused tag in your clone (git tag -d TAG) "
-                             "or push the rest without it (git push --no-follow-tags origin BRANCH, then other tags "
-                             "by name: git push origin refs/tags/NAME@vX.Y.Z)")
+        verdict.notes.append(
+            "git takes or refuses a push whole: delete the refused tag in your clone (git tag -d TAG) "
+            "or push the rest without it (git push --no-follow-tags origin BRANCH, then other tags "
+            "by name: git push origin refs/tags/NAME@vX.Y.Z)"
+        )
     return problems
 
 
-def _lost_releases(repo: Repo, updates: list[Update], after: dict[str, str], known: invariants.KnownReleases) -> list[str]:
+def _lost_releases(
+    repo: Repo, updates: list[Update], after: dict[str, str], known: invariants.KnownReleases
+) -> list[str]:
     """Release commits some branch held before the push that no branch holds after it (branches
     rewritten or deleted, however many at once): the state after the push, not each update alone."""
-    gone = [u.old for u in updates if u.ref.startswith("refs/heads/") and u.old != ZERO
-            and (u.new == ZERO or repo.try_git("merge-base", "--is-ancestor", u.old, u.new)[0] != 0)]
+    gone = [
+        u.old
+        for u in updates
+        if u.ref.startswith("refs/heads/")
+        and u.old != ZERO
+        and (u.new == ZERO or repo.try_git("merge-base", "--is-ancestor", u.old, u.new)[0] != 0)
+    ]
     if not gone:
         return []
-    out = repo.git("log", f"--format=%H %(trailers:key={txn.TRAILER},valueonly,separator=%x20)",
-                   *gone, "--not", *after.values(), "--")
+    out = repo.git(
+        "log",
+        f"--format=%H %(trailers:key={txn.TRAILER},valueonly,separator=%x20)",
+        *gone,
+        "--not",
+        *after.values(),
+        "--",
+    )
     if not out.strip():
         return []
     release_commits = {r.commit: r for r in known.reg.releases + known.extra if r.valid}
     lost = []
     for line in out.splitlines():
         sha, _, tags = line.partition(" ")
-        lost += ([release_commits[sha].tag] if sha in release_commits else [t for t in tags.split() if parse_tag(t)])
+        lost += [release_commits[sha].tag] if sha in release_commits else [t for t in tags.split() if parse_tag(t)]
     if not lost:
         return []
-    return [f"the push leaves no branch holding the release commit of {', '.join(sorted(set(lost))[:3])} "
-            "(a branch rewritten or deleted): merge or rebase onto it instead"]
+    return [
+        f"the push leaves no branch holding the release commit of {', '.join(sorted(set(lost))[:3])} "
+        "(a branch rewritten or deleted): merge or rebase onto it instead"
+    ]
 
 
 def _trust_problems(repo: Repo, u: Update) -> list[str]:
@@ -328,8 +383,9 @@ def _trust_problems(repo: Repo, u: Update) -> list[str]:
     return keyring.unendorsed_changes(repo.git_dir, old, u.new)
 
 
-def data_problems(repo: Repo, releases: list[Release], dvc_remote: str | None,
-                  options: dict[str, str] | None = None) -> list[str]:
+def data_problems(
+    repo: Repo, releases: list[Release], dvc_remote: str | None, options: dict[str, str] | None = None
+) -> list[str]:
     """Each release's DVC objects must be in its remote before its tag is accepted: ``dvc_remote``
     with ``options``, else the default remote of the release commit's .dvc/config with its shared
     settings (``endpointurl``, ``region``...; credentials come from the server's environment)."""
@@ -339,12 +395,16 @@ def data_problems(repo: Repo, releases: list[Release], dvc_remote: str | None,
     for rel in releases:
         url, settings = (dvc_remote, options or {}) if dvc_remote else _remote_at(repo, rel.commit)
         if url is None:
-            problems.append(f"cannot check that {rel.tag}'s data was uploaded: its commit's .dvc/config names no "
-                            "default DVC remote (install the hook with `kgit server install --remote URL`)")
+            problems.append(
+                f"cannot check that {rel.tag}'s data was uploaded: its commit's .dvc/config names no "
+                "default DVC remote (install the hook with `kgit server install --remote URL`)"
+            )
             continue
         if "://" not in url and not Path(url).expanduser().is_absolute():
-            problems.append(f"cannot check that {rel.tag}'s data was uploaded: its DVC remote {url!r} is a relative "
-                            "path (install the hook with `kgit server install --remote URL`)")
+            problems.append(
+                f"cannot check that {rel.tag}'s data was uploaded: its DVC remote {url!r} is a relative "
+                "path (install the hook with `kgit server install --remote URL`)"
+            )
             continue
         oids = {str(i.get("md5")): fmt for fmt, i in rel.formats.items()}
         try:
@@ -355,11 +415,15 @@ def data_problems(repo: Repo, releases: list[Release], dvc_remote: str | None,
             problems.append(f"cannot check that {rel.tag}'s data was uploaded: {exc}")
             continue
         for oid, objs in absent.items():
-            problems.append(f"{rel.tag} ({oids[oid]}): {len(objs)} DVC object(s) are not in the DVC remote {url}: "
-                            "push the data first (kgit's pre-push hook does; or `dvc push`), then push the tag")
+            problems.append(
+                f"{rel.tag} ({oids[oid]}): {len(objs)} DVC object(s) are not in the DVC remote {url}: "
+                "push the data first (kgit's pre-push hook does; or `dvc push`), then push the tag"
+            )
         for oid, _want, why in wrong:
-            problems.append(f"new tag {rel.tag} ({oids[oid]}) is not a valid release: {why} (a tag made by hand "
-                            "over another release's data)")
+            problems.append(
+                f"new tag {rel.tag} ({oids[oid]}) is not a valid release: {why} (a tag made by hand "
+                "over another release's data)"
+            )
     return problems
 
 
@@ -394,8 +458,10 @@ def pre_receive(text: str, repo: Repo | None = None) -> int:
         sys.stderr.write(f"kgit: rejected: {p}\n")
     for note in verdict.notes:
         sys.stderr.write(f"kgit: note: {note}\n")
-    sys.stderr.write("kgit: push rejected by kgit's server hook: released models are immutable and must be "
-                     "complete (see `kgit check` and kgit's threat model, docs/threat-model.md)\n")
+    sys.stderr.write(
+        "kgit: push rejected by kgit's server hook: released models are immutable and must be "
+        "complete (see `kgit check` and kgit's threat model, docs/threat-model.md)\n"
+    )
     return 1
 
 
@@ -417,8 +483,12 @@ def check_clone(repo: Repo, since: str | None = None, *, check_data: bool = True
     for r in valid:
         if r.deprecated and r.stages:
             problems.append(f"{r.tag} is deprecated but still in stage {', '.join(r.stages)}: demote it")
-    problems += [f"tag {t[:80]!r} looks like a kgit release or stage tag but is not in kgit's exact form: "
-                 "delete it (git push origin :refs/tags/TAG)" for t in repo.tag_names() if invariants.is_lookalike(t)]
+    problems += [
+        f"tag {t[:80]!r} looks like a kgit release or stage tag but is not in kgit's exact form: "
+        "delete it (git push origin :refs/tags/TAG)"
+        for t in repo.tag_names()
+        if invariants.is_lookalike(t)
+    ]
     tips = _clone_tips(repo)
     files = invariants.released_files(repo, valid)
     for tip, name in tips.items():
@@ -453,13 +523,17 @@ def _clone_data_problems(repo: Repo, releases: list[Release]) -> list[str]:
 
     name, url = dvc_remotes.remote_url(repo.root)
     if not name:
-        return ["no default DVC remote is configured, so the releases' data cannot be checked: "
-                "run `kgit init --remote URL`"]
+        return [
+            "no default DVC remote is configured, so the releases' data cannot be checked: run `kgit init --remote URL`"
+        ]
     oids = {str(i.get("md5")): (r, fmt) for r in releases for fmt, i in r.formats.items()}
     wanted = [(str(i.get("md5")), (r.name, r.version, fmt)) for r in releases for fmt, i in r.formats.items()]
     absent, wrong = storage.check_remote(repo.root, name, oids, wanted)
-    return [f"{oids[o][0].tag} ({oids[o][1]}): {len(objs)} DVC object(s) are not in the DVC remote {name} ({url}): "
-            "whoever released it must push its data (`git push` with kgit's hook, or `dvc push`)"
-            for o, objs in absent.items()] + [
+    return [
+        f"{oids[o][0].tag} ({oids[o][1]}): {len(objs)} DVC object(s) are not in the DVC remote {name} ({url}): "
+        "whoever released it must push its data (`git push` with kgit's hook, or `dvc push`)"
+        for o, objs in absent.items()
+    ] + [
         f"{n}@{v} ({f}) is not a valid release: {why} (a tag made by hand over another release's data)"
-        for _o, (n, v, f), why in wrong]
+        for _o, (n, v, f), why in wrong
+    ]

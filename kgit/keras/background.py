@@ -140,8 +140,14 @@ class Releases:
         return self._failed(job, f"the background releaser stopped (exit code {code}) during its release")
 
     def _failed(self, job: Job, error: str) -> Outcome:
-        return Outcome(job.id, job.epoch, error=f"{error}: see {self.log}", metrics=dict(job.metrics),
-                       monitor=job.monitor, value=job.value)
+        return Outcome(
+            job.id,
+            job.epoch,
+            error=f"{error}: see {self.log}",
+            metrics=dict(job.metrics),
+            monitor=job.monitor,
+            value=job.value,
+        )
 
     def _process(self) -> subprocess.Popen[str]:
         if self._proc is None or self._proc.poll() is not None:
@@ -149,7 +155,12 @@ class Releases:
             with open(self.log, "a") as log:
                 self._proc = subprocess.Popen(
                     [sys.executable, "-m", "kgit.keras.releaser", self.request.run_dir, self.priority],
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env, text=True, bufsize=1,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=log,
+                    env=env,
+                    text=True,
+                    bufsize=1,
                     cwd=self.request.repo,
                 )
         return self._proc
@@ -204,4 +215,3 @@ def _close(stream: IO[str] | None) -> None:
             stream.close()
         except OSError:
             pass
-

@@ -98,9 +98,17 @@ class ReleaseCallback(_keras.callbacks.Callback):  # type: ignore[name-defined]
             raise KgitError(f"invalid priority={priority!r}: use one of {', '.join(PRIORITIES)}")
         self.raise_on_error, self.priority, self.verbose = raise_on_error, priority, verbose
         self._release_options: dict[str, Any] = {
-            "formats": formats, "bump": bump, "dataset_id": dataset_id, "hyperparams": hyperparams, "notes": notes,
-            "custom_objects": custom_objects, "builder": builder, "evaluate": evaluate, "allow_dirty": allow_dirty,
-            "unsafe": unsafe, "inference_only": inference_only,
+            "formats": formats,
+            "bump": bump,
+            "dataset_id": dataset_id,
+            "hyperparams": hyperparams,
+            "notes": notes,
+            "custom_objects": custom_objects,
+            "builder": builder,
+            "evaluate": evaluate,
+            "allow_dirty": allow_dirty,
+            "unsafe": unsafe,
+            "inference_only": inference_only,
         }
         # what a release would refuse is refused now, and again when training starts (the repository may
         # change meanwhile); this also imports what the callback needs outside of fit's time
@@ -194,8 +202,14 @@ class ReleaseCallback(_keras.callbacks.Callback):  # type: ignore[name-defined]
             source += f", with uncommitted changes in {', '.join(dirty[:3])}" + (" and more" if len(dirty) > 3 else "")
         self._run_dir = training.new_run_dir(git)
         request = training.TrainingRequest(
-            name=self.name, repo=str(git.root), run_dir=str(self._run_dir), options=self._options,
-            branch=self.branch, start_commit=head, promote_to=self.promote_to, source_note=source + ".",
+            name=self.name,
+            repo=str(git.root),
+            run_dir=str(self._run_dir),
+            options=self._options,
+            branch=self.branch,
+            start_commit=head,
+            promote_to=self.promote_to,
+            source_note=source + ".",
         )
         request.write()
         self._releases = Releases(request, self.priority)
@@ -218,8 +232,10 @@ class ReleaseCallback(_keras.callbacks.Callback):  # type: ignore[name-defined]
             return "min"
         if any(word in lowered for word in _HIGHER_IS_BETTER):
             return "max"
-        raise KgitError(f"cannot tell whether a higher or a lower {self.monitor} is better: "
-                        "pass mode='max' or mode='min' to ReleaseCallback")
+        raise KgitError(
+            f"cannot tell whether a higher or a lower {self.monitor} is better: "
+            "pass mode='max' or mode='min' to ReleaseCallback"
+        )
 
     # -- during training -----------------------------------------------------------------------------
     def _epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
@@ -230,9 +246,11 @@ class ReleaseCallback(_keras.callbacks.Callback):  # type: ignore[name-defined]
         if value is None:
             if not self._warned:
                 self._warned = True
-                warnings.warn(f"kgit ReleaseCallback: {self.monitor} is not in the epoch's logs "
-                              f"(have: {', '.join(sorted(logs)) or 'nothing'}); nothing released for this epoch",
-                              stacklevel=2)
+                warnings.warn(
+                    f"kgit ReleaseCallback: {self.monitor} is not in the epoch's logs "
+                    f"(have: {', '.join(sorted(logs)) or 'nothing'}); nothing released for this epoch",
+                    stacklevel=2,
+                )
             return
         if self.best is not None and not (value > self.best if self._direction == "max" else value < self.best):
             return
@@ -260,9 +278,15 @@ class ReleaseCallback(_keras.callbacks.Callback):  # type: ignore[name-defined]
         done = epoch + 1 if epoch is not None else int(self.params.get("epochs") or 0)
         keys = None if self.metrics_from_logs is True else list(self.metrics_from_logs or [])
         ident = self._releases.next_id()
-        job = Job(id=ident, epoch=done, epochs=self.params.get("epochs"),
-                  state=str(self._run_dir / f"snapshot-{ident:04d}-epoch-{done}.npz"),
-                  metrics=training.metrics_from_logs(logs, keys), monitor=self.monitor, value=value)
+        job = Job(
+            id=ident,
+            epoch=done,
+            epochs=self.params.get("epochs"),
+            state=str(self._run_dir / f"snapshot-{ident:04d}-epoch-{done}.npz"),
+            metrics=training.metrics_from_logs(logs, keys),
+            monitor=self.monitor,
+            value=value,
+        )
         if submit:
             self._releases.submit(job, state)
         else:
@@ -296,8 +320,11 @@ class ReleaseCallback(_keras.callbacks.Callback):  # type: ignore[name-defined]
         waiting = releases.waiting
         live = self.verbose and waiting and progress.wanted()
         if self.verbose and waiting and not live:
-            print(f"kgit: waiting for {waiting} background release{'s' if waiting > 1 else ''} "
-                  f"(log: {releases.log})", file=sys.stderr, flush=True)
+            print(
+                f"kgit: waiting for {waiting} background release{'s' if waiting > 1 else ''} (log: {releases.log})",
+                file=sys.stderr,
+                flush=True,
+            )
 
         def tick(seconds: float) -> None:
             job = releases.active
@@ -334,13 +361,19 @@ class ReleaseCallback(_keras.callbacks.Callback):  # type: ignore[name-defined]
             lines.append(line)
         if releases.superseded:
             epochs = ", ".join(str(j.epoch) for j in releases.superseded)
-            why = "a better epoch came before their release began" if self.every == "best" else \
-                "a newer snapshot replaced them before their release began"
+            why = (
+                "a better epoch came before their release began"
+                if self.every == "best"
+                else "a newer snapshot replaced them before their release began"
+            )
             lines.append(f"not released: epoch{'s' if len(releases.superseded) > 1 else ''} {epochs} ({why})")
         lines += releases.notes
         if not outcomes and not self._off:
-            lines.append(f"nothing released: {self.monitor} was never in the epoch's logs" if self.monitor and self._warned
-                         else "nothing released")
+            lines.append(
+                f"nothing released: {self.monitor} was never in the epoch's logs"
+                if self.monitor and self._warned
+                else "nothing released"
+            )
         if self.verbose:
             for line in lines:
                 print(f"kgit: {line}", file=sys.stderr)

@@ -94,8 +94,11 @@ def main(argv: list[str]) -> int:
         finally:
             Path(job.state).unlink(missing_ok=True)
         outcome.metrics, outcome.monitor, outcome.value = dict(job.metrics), job.monitor, job.value
-        print(f"[{job.describe()}] " + (f"released {outcome.ref}" if outcome.ref else f"failed: {outcome.error}"),
-              file=sys.stderr, flush=True)
+        print(
+            f"[{job.describe()}] " + (f"released {outcome.ref}" if outcome.ref else f"failed: {outcome.error}"),
+            file=sys.stderr,
+            flush=True,
+        )
         _answer(channel, {"id": job.id, "outcome": asdict(outcome)})
     if target is not None and target is not repo:
         try:

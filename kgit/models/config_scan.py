@@ -36,15 +36,45 @@ from kgit.core.protowire import fields as _fields
 # own (the ones Keras 3 itself imports from a configuration), tf_keras and TensorFlow.
 ALLOWED_ROOTS = frozenset({"keras", "keras_hub", "keras_cv", "keras_nlp", "tf_keras", "tensorflow"})
 # Functions a model never needs and an attacker would (Keras 3 refuses these too: NON_MODELING_APIS).
-NON_MODELING = frozenset({
-    "get_file", "load_model", "model_from_json", "model_from_yaml", "save_model", "load_weights", "save_weights",
-    "deserialize_keras_object", "serialize_keras_object", "register_keras_serializable", "clear_session",
-    "load_img", "save_img", "enable_unsafe_deserialization", "image_dataset_from_directory",
-    "text_dataset_from_directory", "audio_dataset_from_directory", "write_file", "read_file",
-})
+NON_MODELING = frozenset(
+    {
+        "get_file",
+        "load_model",
+        "model_from_json",
+        "model_from_yaml",
+        "save_model",
+        "load_weights",
+        "save_weights",
+        "deserialize_keras_object",
+        "serialize_keras_object",
+        "register_keras_serializable",
+        "clear_session",
+        "load_img",
+        "save_img",
+        "enable_unsafe_deserialization",
+        "image_dataset_from_directory",
+        "text_dataset_from_directory",
+        "audio_dataset_from_directory",
+        "write_file",
+        "read_file",
+    }
+)
 # Module parts that hold no modeling function (file I/O, saving, configuration).
-NON_MODELING_PARTS = frozenset({"config", "saving", "utils", "io", "gfile", "saved_model", "preprocessing",
-                                "backend", "models", "export", "debugging"})
+NON_MODELING_PARTS = frozenset(
+    {
+        "config",
+        "saving",
+        "utils",
+        "io",
+        "gfile",
+        "saved_model",
+        "preprocessing",
+        "backend",
+        "models",
+        "export",
+        "debugging",
+    }
+)
 SAFE_MODE_SWITCH = "enable_unsafe_deserialization"
 LOOKUP_LAYERS = frozenset({"StringLookup", "IntegerLookup", "IndexLookup", "TextVectorization"})
 MAX_CONFIG_BYTES = 256 * 1024 * 1024  # a model's configuration is kilobytes to a few megabytes
@@ -76,7 +106,9 @@ def read_configs(path: Path) -> list[Any]:
         with zipfile.ZipFile(path) as zf:
             info = zf.getinfo("config.json")
             if info.file_size > MAX_CONFIG_BYTES:
-                raise ModelSourceError(f"{path}: config.json is {info.file_size} bytes, far more than a model's configuration")
+                raise ModelSourceError(
+                    f"{path}: config.json is {info.file_size} bytes, far more than a model's configuration"
+                )
             return [_json(zf.read(info), path)]
     except (OSError, KeyError, zipfile.BadZipFile, ValueError) as exc:
         if isinstance(exc, ModelSourceError):
@@ -130,7 +162,9 @@ def scan(config: Any, declared: Iterable[str] | None) -> list[Finding]:
         value, where, compiling = stack.pop()
         if isinstance(value, str):
             if SAFE_MODE_SWITCH in value:
-                findings.append(Finding(where, f"names {one_line(repr(value), 80)}, Keras' switch that turns safe mode off", False))
+                findings.append(
+                    Finding(where, f"names {one_line(repr(value), 80)}, Keras' switch that turns safe mode off", False)
+                )
             continue
         if isinstance(value, (list, tuple)):
             stack += [(v, where, compiling) for v in reversed(value)]
@@ -142,8 +176,12 @@ def scan(config: Any, declared: Iterable[str] | None) -> list[Finding]:
         children = []
         for key, child in value.items():
             if isinstance(key, str) and (SAFE_MODE_SWITCH in key or key == "safe_mode"):
-                findings.append(Finding(where, f"sets {one_line(repr(key), 80)}, Keras' switch for running code", False))
-            children.append((child, where, compiling or key in ("compile_config", "training_config", "optimizer_config")))
+                findings.append(
+                    Finding(where, f"sets {one_line(repr(key), 80)}, Keras' switch for running code", False)
+                )
+            children.append(
+                (child, where, compiling or key in ("compile_config", "training_config", "optimizer_config"))
+            )
         stack += reversed(children)
     return findings
 
@@ -166,23 +204,37 @@ def _check_object(obj: dict[str, Any], where: str, allowed: list[str] | None) ->
     config: dict[str, Any] = inner if isinstance(inner, dict) else {}
     if cls == "Lambda":
         found.append(Finding(where, "is a Python Lambda (arbitrary code)", True))
-    elif cls == "__lambda__" or any(obj.get(k) == "lambda" for k in ("function_type", "output_shape_type", "mask_type")):
+    elif cls == "__lambda__" or any(
+        obj.get(k) == "lambda" for k in ("function_type", "output_shape_type", "mask_type")
+    ):
         found.append(Finding(where, "holds a serialized Python function (bytecode)", True))
     elif cls == "TFSMLayer":
         found.append(Finding(where, f"loads the SavedModel {config.get('filepath')!r} from outside the release", True))
     elif cls in LOOKUP_LAYERS and isinstance(config.get("vocabulary"), str):
-        found.append(Finding(where, f"reads its vocabulary from the file {config['vocabulary']!r}, outside the release", True))
+        found.append(
+            Finding(where, f"reads its vocabulary from the file {config['vocabulary']!r}, outside the release", True)
+        )
     elif cls == "__numpy__" and not (isinstance(config.get("dtype"), str) and not _OBJECT_DTYPE.match(config["dtype"])):
-        found.append(Finding(where, f"holds a NumPy array of dtype {config.get('dtype')!r} (Python objects, not numbers)", False))
+        found.append(
+            Finding(where, f"holds a NumPy array of dtype {config.get('dtype')!r} (Python objects, not numbers)", False)
+        )
     module = obj.get("module") if isinstance(obj.get("module"), str) and cls is not None else None
     if cls == "function":
         name = obj.get("config") if isinstance(obj.get("config"), str) else ""
         parts = set((module or "").split("."))
         if name in NON_MODELING or parts & NON_MODELING_PARTS:
-            found.append(Finding(where, f"names the non-modeling function {'.'.join(x for x in (module, name) if x)}", False))
+            found.append(
+                Finding(where, f"names the non-modeling function {'.'.join(x for x in (module, name) if x)}", False)
+            )
     if module is not None and allowed is not None and not module_allowed(module, allowed):
-        found.append(Finding(where, f"names module {module!r}, which is neither Keras' nor declared by the release "
-                                    "(importing it would run its code)", False))
+        found.append(
+            Finding(
+                where,
+                f"names module {module!r}, which is neither Keras' nor declared by the release "
+                "(importing it would run its code)",
+                False,
+            )
+        )
     return found
 
 
@@ -203,7 +255,9 @@ def refusal(label: str, findings: list[Finding], *, allow_code: bool, fix: str) 
     return None
 
 
-def check_files(paths: Iterable[Path], *, label: str, declared: Iterable[str] | None, allow_code: bool, fix: str) -> None:
+def check_files(
+    paths: Iterable[Path], *, label: str, declared: Iterable[str] | None, allow_code: bool, fix: str
+) -> None:
     """Raise UnsafeModelError (one line, naming the layer) if loading these files would run what
     the loader did not allow."""
     problem = refusal(label, scan_files(paths, declared), allow_code=allow_code, fix=fix)

@@ -77,7 +77,10 @@ def load_keras_file(path: Path, custom_objects: dict[str, Any], unsafe: bool, *,
     try:
         with warnings.catch_warnings():
             # kgit restores what these say Keras skipped (or refuses): they would only mislead
-            for text in ("Skipping variable loading for optimizer", "`compile\\(\\)` was not called as part of model loading"):
+            for text in (
+                "Skipping variable loading for optimizer",
+                "`compile\\(\\)` was not called as part of model loading",
+            ):
                 warnings.filterwarnings("ignore", message=text)
             model = keras.saving.load_model(path, custom_objects=custom_objects or None, safe_mode=not unsafe)
     except Exception as exc:
@@ -99,8 +102,15 @@ def load_keras_file(path: Path, custom_objects: dict[str, Any], unsafe: bool, *,
 def _explain_load_error(path: Path, exc: Exception) -> ModelSourceError:
     msg = " ".join(str(exc).split())
     if "Lambda" in msg and "safe" in msg.lower():
-        return UnsafeModelError(f"{path}: the model contains a Python lambda, refused in safe mode: pass --unsafe if you trust it")
-    for marker in ("Unknown layer: '", "Unknown loss function: '", "Unknown metric function: '", "Could not locate class '"):
+        return UnsafeModelError(
+            f"{path}: the model contains a Python lambda, refused in safe mode: pass --unsafe if you trust it"
+        )
+    for marker in (
+        "Unknown layer: '",
+        "Unknown loss function: '",
+        "Unknown metric function: '",
+        "Could not locate class '",
+    ):
         if marker in msg:
             cls = msg.split(marker, 1)[1].split("'", 1)[0]
             if path.suffix in (".h5", ".hdf5") and _is_registered(cls):
@@ -237,7 +247,10 @@ def save(model: Any, fmt: str, folder: Path, *, inference_only: bool = False) ->
             with full_optimizer_in_compile_config(model):
                 model.save(folder / MODEL_FILES[fmt])
         elif fmt == "h5":
-            with _logger_level("absl", logging.ERROR), compile_config_kept(model):  # the "HDF5 is legacy" warning: the user chose it
+            with (
+                _logger_level("absl", logging.ERROR),
+                compile_config_kept(model),
+            ):  # the "HDF5 is legacy" warning: the user chose it
                 model.save(folder / MODEL_FILES[fmt])
         elif fmt == "weights":
             model.save_weights(folder / MODEL_FILES[fmt])
@@ -274,8 +287,9 @@ def config_files(folder: Path, fmt: str) -> list[Path]:
     return []  # weights: no configuration, the recorded builder makes the model
 
 
-def declared_modules(modules: list[str], custom_objects: dict[str, Any] | None = None,
-                     specs: list[str] | tuple[str, ...] = ()) -> list[str]:
+def declared_modules(
+    modules: list[str], custom_objects: dict[str, Any] | None = None, specs: list[str] | tuple[str, ...] = ()
+) -> list[str]:
     """The modules a release declares (its ``custom_modules`` and ``MODULE:ATTR`` custom objects) and
     those of the objects the loader passes: what a configuration may name besides Keras."""
     found = [*modules, *(spec.partition(":")[0] if ":" in spec else spec.rpartition(".")[0] for spec in specs)]
@@ -289,8 +303,9 @@ def release_findings(folder: Path, meta: Metadata) -> list[config_scan.Finding]:
     return config_scan.scan_files(config_files(folder, meta.format), declared)
 
 
-def check_config(folder: Path, fmt: str, *, declared: list[str], unsafe: bool, label: str,
-                 opt_in: str = LOAD_OPT_IN) -> None:
+def check_config(
+    folder: Path, fmt: str, *, declared: list[str], unsafe: bool, label: str, opt_in: str = LOAD_OPT_IN
+) -> None:
     """Refuse (UnsafeModelError, one line naming the layer) to load a release folder whose model
     configuration holds code the loader did not allow (``unsafe``) or anything never allowed; reads
     the configuration only, before TensorFlow is imported."""
@@ -298,16 +313,24 @@ def check_config(folder: Path, fmt: str, *, declared: list[str], unsafe: bool, l
 
 
 def load_keras_model(
-    folder: Path, fmt: str, *, custom_objects: dict[str, Any], modules: list[str], builder: str | None,
-    unsafe: bool, sig: Signature | None = None, label: str | None = None,
+    folder: Path,
+    fmt: str,
+    *,
+    custom_objects: dict[str, Any],
+    modules: list[str],
+    builder: str | None,
+    unsafe: bool,
+    sig: Signature | None = None,
+    label: str | None = None,
 ) -> Any:
     """The Keras model in a release folder (compiled with optimizer state for full-model formats).
     ``unsafe``: the person loading allows the code the model carries (Keras' safe mode off); the
     configuration is checked first either way (kgit.models.config_scan)."""
     from kgit.models import tf_keras_flavour
 
-    check_config(folder, fmt, declared=declared_modules(modules, custom_objects), unsafe=unsafe,
-                 label=label or str(folder))
+    check_config(
+        folder, fmt, declared=declared_modules(modules, custom_objects), unsafe=unsafe, label=label or str(folder)
+    )
     import_keras()
     import_modules(modules)
     if fmt == "savedmodel":

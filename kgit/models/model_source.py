@@ -157,7 +157,11 @@ def _read_file_config(path: Path) -> list[Any]:
     try:
         configs = config_scan.read_configs(path)
     except ModelSourceError:
-        what = ".keras file (truncated or not a Keras model)" if path.suffix == ".keras" else "HDF5 model file (truncated or not a model)"
+        what = (
+            ".keras file (truncated or not a Keras model)"
+            if path.suffix == ".keras"
+            else "HDF5 model file (truncated or not a model)"
+        )
         raise ModelSourceError(f"{path} is not a valid {what}") from None
     if not configs:
         raise ModelSourceError(f"{path} is an HDF5 file without a model (weights only?): give a full model")
@@ -174,7 +178,9 @@ def obtain_model(source: Any, custom_objects: dict[str, Any], unsafe: bool, *, t
         return source
     kind = source_kind(source)
     if kind == "model":
-        raise ModelSourceError(f"cannot release a {type(source).__name__}: give a keras.Model, a model file or MODULE:FUNCTION")
+        raise ModelSourceError(
+            f"cannot release a {type(source).__name__}: give a keras.Model, a model file or MODULE:FUNCTION"
+        )
     text = os.fspath(source)
     if kind == "path":
         return _load_source_path(Path(text), custom_objects, unsafe, training_state)
@@ -227,6 +233,7 @@ def _wrap_savedmodel(path: Path) -> Any:
         name: keras.Input(shape=spec.shape[1:], dtype=spec.dtype.name, name=name)
         for name, spec in sig.structured_input_signature[1].items()
     }
+
     class _SignatureLayer(keras.layers.TFSMLayer):  # type: ignore[name-defined]
         """serving_default takes keyword arguments; TFSMLayer passes one positional."""
 
@@ -312,10 +319,14 @@ def built_signature(model: Any, model_name: str, vocabulary: list[str] | None = 
         key, shapes = next(iter(config["shapes_dict"].items()))
         arg = key.removesuffix("_shape") or "input"
     elif config.get("shapes_dict"):
-        raise ModelSignatureError(f"the model takes several call arguments ({', '.join(config['shapes_dict'])}) and declares no inputs: {fix}")
+        raise ModelSignatureError(
+            f"the model takes several call arguments ({', '.join(config['shapes_dict'])}) and declares no inputs: {fix}"
+        )
     else:
-        raise ModelSignatureError(f"the model has no declared inputs and has not been built (a subclassed model never called): "
-                             f"build it (call it once on data, or model.build(shape)), or {fix}")
+        raise ModelSignatureError(
+            f"the model has no declared inputs and has not been built (a subclassed model never called): "
+            f"build it (call it once on data, or model.build(shape)), or {fix}"
+        )
 
     def spec(name: str, shape: Any) -> TensorSpec:
         dims = [None if d is None else int(d) for d in shape]
@@ -328,7 +339,9 @@ def built_signature(model: Any, model_name: str, vocabulary: list[str] | None = 
     elif isinstance(shapes, (list, tuple)) and shapes and all(_is_shape(v) for v in shapes):
         sig = Signature([spec(f"{arg}_{i}", v) for i, v in enumerate(shapes)], [], "list", "single")
     else:
-        raise ModelSignatureError(f"the model has no declared inputs and kgit cannot read the shapes it was built with: {fix}")
+        raise ModelSignatureError(
+            f"the model has no declared inputs and kgit cannot read the shapes it was built with: {fix}"
+        )
     try:
         return _with_outputs(model, sig, generate_inputs(sig, model_name, vocabulary))
     except Exception as exc:

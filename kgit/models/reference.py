@@ -39,7 +39,7 @@ def _strings(count: int, rng: np.random.Generator, vocabulary: list[str] | None)
         return [vocabulary[0]]
     # every token once (in a seeded order) before any repeats, so rows differ where they can
     order = np.concatenate([rng.permutation(len(vocabulary)) for _ in range((count - 1) // len(vocabulary) + 1)])
-    return [vocabulary[int(i)] for i in order[:count - 1]] + [oov]
+    return [vocabulary[int(i)] for i in order[: count - 1]] + [oov]
 
 
 def generate_inputs(sig: Signature, model_name: str, vocabulary: list[str] | None = None) -> dict[str, np.ndarray]:
@@ -97,9 +97,7 @@ def check_inputs(arrays: Mapping[str, np.ndarray], sig: Signature) -> dict[str, 
     out = {}
     for spec in sig.inputs:
         arr = np.asarray(arrays[spec.name])
-        if len(arr.shape) != len(spec.shape) or any(
-            d is not None and d != a for d, a in zip(spec.shape, arr.shape)
-        ):
+        if len(arr.shape) != len(spec.shape) or any(d is not None and d != a for d, a in zip(spec.shape, arr.shape)):
             raise ModelSignatureError(
                 f"reference input {spec.name!r} has shape {list(arr.shape)}, the model expects {spec.shape}"
             )

@@ -27,8 +27,13 @@ def _validate(folder: Path, evaluate: str | None = None, unsafe: bool = False) -
         result["format"], result["atol"] = meta.format, meta.reference.atol
         label = f"{meta.name}@{meta.version} ({meta.format})"
         try:  # before anything of the artifact loads; ``unsafe`` is the caller's decision, not the metadata's
-            formats.check_config(folder, meta.format, unsafe=unsafe, label=label,
-                                 declared=formats.declared_modules(meta.custom_modules, specs=meta.custom_objects))
+            formats.check_config(
+                folder,
+                meta.format,
+                unsafe=unsafe,
+                label=label,
+                declared=formats.declared_modules(meta.custom_modules, specs=meta.custom_objects),
+            )
         except UnsafeModelError as exc:
             result["error"], result["check"] = str(exc), "code"
             return result
@@ -41,8 +46,16 @@ def _validate(folder: Path, evaluate: str | None = None, unsafe: bool = False) -
         if meta.format == "savedmodel":
             runs.append(savedmodel.run(folder, inputs, meta.signature))
         if meta.format != "savedmodel" or savedmodel.has_keras_model(folder):
-            model = formats.load_keras_model(folder, meta.format, custom_objects=custom, modules=meta.custom_modules,
-                                             builder=meta.builder, unsafe=unsafe, sig=meta.signature, label=label)
+            model = formats.load_keras_model(
+                folder,
+                meta.format,
+                custom_objects=custom,
+                modules=meta.custom_modules,
+                builder=meta.builder,
+                unsafe=unsafe,
+                sig=meta.signature,
+                label=label,
+            )
             runs.append(formats.run_model(model, inputs, meta.signature))
         if model is not None and meta.format != "weights" and meta.resumable:
             # a resumable release of a full-model format: the optimizer must come back as released
@@ -55,9 +68,7 @@ def _validate(folder: Path, evaluate: str | None = None, unsafe: bool = False) -
             for name, want in expected.items():
                 diff = max_abs_diff(want, got[name]) if name in got else float("inf")
                 checks[name] = max(checks.get(name, 0.0), diff)
-        result["outputs"] = [
-            {"name": n, "max_abs_diff": d, "ok": d <= meta.reference.atol} for n, d in checks.items()
-        ]
+        result["outputs"] = [{"name": n, "max_abs_diff": d, "ok": d <= meta.reference.atol} for n, d in checks.items()]
         result["ok"] = all(o["ok"] for o in result["outputs"])
         if evaluate and result["ok"]:
             _evaluate(model, evaluate, result)
@@ -78,7 +89,9 @@ def _evaluate(model: Any, spec: str, result: dict[str, Any]) -> None:
 
     result["ok"], result["check"] = False, "evaluate"
     if model is None:
-        result["error"] = "this artifact reloads as no Keras model to evaluate: release a keras or savedmodel format first"
+        result["error"] = (
+            "this artifact reloads as no Keras model to evaluate: release a keras or savedmodel format first"
+        )
         return
     func = usercode.resolve_attr(spec, "evaluate function")
     try:
@@ -157,9 +170,12 @@ def main(argv: list[str]) -> int:
         from kgit.models import tf_keras_flavour
 
         tf_keras_flavour.use_in_this_process()
-    results = [_validate(f, evaluate["function"] if evaluate and evaluate["folder"] == str(f) else None,
-                         unsafe=str(f) in unsafe)
-               for f in folders]
+    results = [
+        _validate(
+            f, evaluate["function"] if evaluate and evaluate["folder"] == str(f) else None, unsafe=str(f) in unsafe
+        )
+        for f in folders
+    ]
     text = json.dumps(results, default=lambda o: None)
     # json writes inf as Infinity, which Python reads back: fine for this private channel.
     result_path.write_text(text)

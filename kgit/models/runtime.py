@@ -69,14 +69,18 @@ def to_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
-
 def library_versions() -> dict[str, str]:
     import keras
     import numpy
     import tensorflow as tf
 
-    libs = {"kgit": VERSION, "python": platform.python_version(), "tensorflow": tf.__version__,
-            "keras": keras.__version__, "numpy": numpy.__version__}
+    libs = {
+        "kgit": VERSION,
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": numpy.__version__,
+    }
     for dist in ("dvc", "h5py"):
         try:
             libs[dist] = importlib_metadata.version(dist)

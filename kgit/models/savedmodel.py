@@ -98,8 +98,10 @@ def write_keras_model(model: Any, folder: Path) -> None:
         held = _checkpoint_fingerprints(folder)
         left_out = _copy_keras_file(full, target, Path(scratch), held=held)
     if left_out:
-        (folder / WEIGHTS_MAP).write_text(json.dumps({"schema": _MAP_SCHEMA, "checkpoint": CHECKPOINT,
-                                                      "weights": left_out}, indent=1) + "\n", encoding="utf-8")
+        (folder / WEIGHTS_MAP).write_text(
+            json.dumps({"schema": _MAP_SCHEMA, "checkpoint": CHECKPOINT, "weights": left_out}, indent=1) + "\n",
+            encoding="utf-8",
+        )
 
 
 def _fingerprint(value: np.ndarray) -> dict[str, Any]:
@@ -192,20 +194,28 @@ def keras_file(folder: Path) -> Iterator[Path]:
 def _read_map(folder: Path) -> tuple[str, list[dict[str, Any]]]:
     path = folder / WEIGHTS_MAP
     try:
-        data = bounded_yaml.load_json(bounded_yaml.read_bytes(path, WEIGHTS_MAP, max_bytes=MAX_MAP_BYTES),
-                                      WEIGHTS_MAP, max_bytes=MAX_MAP_BYTES)
+        data = bounded_yaml.load_json(
+            bounded_yaml.read_bytes(path, WEIGHTS_MAP, max_bytes=MAX_MAP_BYTES), WEIGHTS_MAP, max_bytes=MAX_MAP_BYTES
+        )
         if data.get("schema") != _MAP_SCHEMA:
             raise ValueError(f"schema {data.get('schema')!r}, this kgit reads {_MAP_SCHEMA}")
         entries = data["weights"]
         for e in entries:
-            if not (isinstance(e["path"], str) and isinstance(e["variable"], str) and isinstance(e["sha256"], str)
-                    and isinstance(e["dtype"], str) and all(isinstance(n, int) for n in e["shape"])):
+            if not (
+                isinstance(e["path"], str)
+                and isinstance(e["variable"], str)
+                and isinstance(e["sha256"], str)
+                and isinstance(e["dtype"], str)
+                and all(isinstance(n, int) for n in e["shape"])
+            ):
                 raise ValueError(f"bad entry {e!r}")
         checkpoint = data["checkpoint"]
         if checkpoint != CHECKPOINT:
             raise ValueError(f"checkpoint {checkpoint!r}")
     except (KgitError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ModelSourceError(f"{path} is damaged ({one_line(exc, 160)}): fetch the release again with kgit get") from None
+        raise ModelSourceError(
+            f"{path} is damaged ({one_line(exc, 160)}): fetch the release again with kgit get"
+        ) from None
     return checkpoint, entries
 
 
@@ -272,7 +282,9 @@ def run(folder: Path, arrays: dict[str, np.ndarray], sig: Signature) -> dict[str
     elif len(expected) == len(sig.inputs):  # names differ (e.g. positional inputs): match by order
         kwargs = {name: tf.constant(arrays[s.name]) for name, s in zip(sorted(expected), sig.inputs)}
     else:
-        raise ModelSourceError(f"{folder}: serving_default takes {sorted(expected)}, the model's inputs are {[s.name for s in sig.inputs]}")
+        raise ModelSourceError(
+            f"{folder}: serving_default takes {sorted(expected)}, the model's inputs are {[s.name for s in sig.inputs]}"
+        )
     out = fn(**kwargs)
     names = [s.name for s in sig.outputs]
     if set(out) == set(names):
@@ -283,5 +295,5 @@ def run(folder: Path, arrays: dict[str, np.ndarray], sig: Signature) -> dict[str
 
 def _natural_key(key: str) -> tuple[str, int]:
     head = key.rstrip("0123456789")
-    tail = key[len(head):]
+    tail = key[len(head) :]
     return head, int(tail) if tail else -1

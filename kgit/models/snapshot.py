@@ -49,8 +49,12 @@ class State:
     @classmethod
     def read(cls, path: Path) -> State:
         with np.load(path, allow_pickle=False) as data:
-            specs = [(str(p), tuple(int(d) for d in shape), str(dtype))
-                     for p, shape, dtype in bounded_yaml.load_json(bytes(data[_SPECS]), "a snapshot's variable list", max_bytes=1 << 30)]
+            specs = [
+                (str(p), tuple(int(d) for d in shape), str(dtype))
+                for p, shape, dtype in bounded_yaml.load_json(
+                    bytes(data[_SPECS]), "a snapshot's variable list", max_bytes=1 << 30
+                )
+            ]
             return cls(specs, [data[f"v{i}"] for i in range(len(specs))])
 
 
@@ -105,17 +109,22 @@ def restore(base: Path, state: State, custom_objects: dict[str, Any], unsafe: bo
     model = model_source.obtain_model(base / BASE_MODEL, custom_objects, unsafe)
     saved = State.read(base / BASE_STATE)
     found = variables(model)
-    fix = ("kgit cannot release this model from snapshots of its variables: release it with "
-           "kgit.release(model, ...) after training instead")
+    fix = (
+        "kgit cannot release this model from snapshots of its variables: release it with "
+        "kgit.release(model, ...) after training instead"
+    )
     if len(found) != len(saved.specs) or len(state.specs) != len(saved.specs):
-        raise ModelSourceError(f"the model saved at the start of training reloads with {len(found)} variables, "
-                               f"the training model had {len(saved.specs)}: {fix}")
+        raise ModelSourceError(
+            f"the model saved at the start of training reloads with {len(found)} variables, "
+            f"the training model had {len(saved.specs)}: {fix}"
+        )
     for var, want, value, snap in zip(found, saved.specs, saved.arrays, state.specs):
         current = np.asarray(var.numpy())
         got = _spec(var, current)
         if got[1:] != want[1:] or snap[1:] != want[1:] or not _same_name(got[0], want[0]):
-            raise ModelSourceError(f"variable {want[0]} {list(want[1])} of the training model reloads as "
-                                   f"{got[0]} {list(got[1])}: {fix}")
+            raise ModelSourceError(
+                f"variable {want[0]} {list(want[1])} of the training model reloads as {got[0]} {list(got[1])}: {fix}"
+            )
         if not np.array_equal(current, value, equal_nan=current.dtype.kind in "fc"):
             raise ModelSourceError(f"variable {want[0]} does not reload with the value it was saved with: {fix}")
     for var, value in zip(found, state.arrays):

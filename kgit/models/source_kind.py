@@ -26,5 +26,6 @@ def source_kind(source: Any) -> str:
         return "path"
     if ":" in text and not text.endswith((".keras", ".h5")):
         return "callable"
-    raise ModelSourceError(f"model source {text!r} does not exist (expected a .keras/.h5 file, a SavedModel folder "
-                           "or MODULE:FUNCTION)")
+    raise ModelSourceError(
+        f"model source {text!r} does not exist (expected a .keras/.h5 file, a SavedModel folder or MODULE:FUNCTION)"
+    )

@@ -18,7 +18,11 @@ from kgit.core.errors import ModelSourceError, describe
 
 FLAVOUR = "tf_keras"
 ENV = "TF_USE_LEGACY_KERAS"  # makes tf.keras mean tf_keras in the validation process
-KERAS2_FORMATS = ("savedmodel", "h5", "weights")  # what Keras 2 saves and reloads with training state (a subset of metadata.FORMATS)
+KERAS2_FORMATS = (
+    "savedmodel",
+    "h5",
+    "weights",
+)  # what Keras 2 saves and reloads with training state (a subset of metadata.FORMATS)
 SAVEDMODEL_MARKER = "keras_metadata.pb"  # written by tf_keras' model.save(dir), not by Keras 3's export
 H5_FILE = "model.h5"
 WEIGHTS_FILE = "model.weights.h5"
@@ -63,10 +67,8 @@ def load(path: Path, custom_objects: dict[str, Any], *, training_state: bool = T
     """A tf_keras model from a SavedModel folder or an H5 file, with its optimizer state."""
     tf_keras = module()
     try:
-        model = tf_keras.models.load_model(str(path), custom_objects=custom_objects or None,
-                                           compile=training_state)
+        model = tf_keras.models.load_model(str(path), custom_objects=custom_objects or None, compile=training_state)
     except Exception as exc:
-
         raise ModelSourceError(f"cannot load {path} with tf_keras: {describe(exc)}") from None
     if training_state and path.is_dir():
         _restore_savedmodel_optimizer(model, path)
@@ -83,8 +85,11 @@ def _restore_savedmodel_optimizer(model: Any, folder: Path) -> None:
     if optimizer is None:
         return
     checkpoint = str(folder / "variables" / "variables")
-    saved = {name: tf.train.load_variable(checkpoint, name) for name, _ in tf.train.list_variables(checkpoint)
-             if name.startswith("optimizer/_variables/") or name.startswith("optimizer/_iterations/")}
+    saved = {
+        name: tf.train.load_variable(checkpoint, name)
+        for name, _ in tf.train.list_variables(checkpoint)
+        if name.startswith("optimizer/_variables/") or name.startswith("optimizer/_iterations/")
+    }
     if not saved:
         return  # saved without its optimizer
     optimizer.build(model.trainable_variables)
@@ -92,8 +97,11 @@ def _restore_savedmodel_optimizer(model: Any, folder: Path) -> None:
     variables = optimizer.variables()
     for name, value in saved.items():
         index = name.split("/")[2]
-        got = optimizer.iterations if index == ".ATTRIBUTES" else (
-            variables[int(index)] if index.isdigit() and int(index) < len(variables) else None)
+        got = (
+            optimizer.iterations
+            if index == ".ATTRIBUTES"
+            else (variables[int(index)] if index.isdigit() and int(index) < len(variables) else None)
+        )
         if got is None or not np.array_equal(np.asarray(got), value):
             raise ModelSourceError(
                 f"{folder}: tf_keras could not restore the saved optimizer state ({name}): "
@@ -104,7 +112,9 @@ def _restore_savedmodel_optimizer(model: Any, folder: Path) -> None:
 def check_formats(fmts: list[str]) -> None:
     bad = [f for f in fmts if f not in KERAS2_FORMATS]
     if bad:
-        raise ModelSourceError(f"a tf_keras (Keras 2) model releases as {', '.join(KERAS2_FORMATS)}, not {', '.join(bad)}")
+        raise ModelSourceError(
+            f"a tf_keras (Keras 2) model releases as {', '.join(KERAS2_FORMATS)}, not {', '.join(bad)}"
+        )
 
 
 def save(model: Any, fmt: str, folder: Path, *, inference_only: bool) -> None:

@@ -91,7 +91,9 @@ def _zip_member(path: Path, zf: zipfile.ZipFile, name: str) -> Iterator[Any]:
         header = fh.read(30)
         if len(header) != 30 or header[:4] != b"PK\x03\x04":
             raise zipfile.BadZipFile(f"bad local header for {name} in {path}")
-        start = info.header_offset + 30 + int.from_bytes(header[26:28], "little") + int.from_bytes(header[28:30], "little")
+        start = (
+            info.header_offset + 30 + int.from_bytes(header[26:28], "little") + int.from_bytes(header[28:30], "little")
+        )
         yield _Window(fh, start, info.file_size)
 
 
@@ -122,11 +124,16 @@ def restore_keras_optimizer(model: Any, path: Path, custom_objects: dict[str, An
         return
     # Keras does not recompile a model whose class overrides compile() but not compile_from_config()
     cls = type(model)
-    custom_compile = (cls.compile is not keras.Model.compile
-                      and cls.compile_from_config is keras.Model.compile_from_config)
+    custom_compile = (
+        cls.compile is not keras.Model.compile and cls.compile_from_config is keras.Model.compile_from_config
+    )
     optimizer = getattr(model, "optimizer", None)
-    if (not custom_compile and optimizer is not None and len(optimizer.variables) == count
-            and _is_loss_scaled(optimizer) == wrapped):
+    if (
+        not custom_compile
+        and optimizer is not None
+        and len(optimizer.variables) == count
+        and _is_loss_scaled(optimizer) == wrapped
+    ):
         return  # Keras restored it all
     if custom_compile and compile_config:
         # Keras skipped compile_from_config: compile the way the model was compiled when saved.
@@ -347,9 +354,13 @@ def check_training_state(model: Any, training: dict[str, Any]) -> str | None:
     if want.get("class_name") and got["class_name"] != want["class_name"]:
         return f"the reloaded model's optimizer is {got['class_name']}, the released one was {want['class_name']}"
     if "iterations" in want and got["iterations"] != int(want["iterations"]):
-        return f"the reloaded optimizer is at step {got['iterations']}, the released one was at step {want['iterations']}"
+        return (
+            f"the reloaded optimizer is at step {got['iterations']}, the released one was at step {want['iterations']}"
+        )
     if "variables" in want and got.get("variables") != want["variables"]:
-        return f"the reloaded optimizer has {got.get('variables', 0)} variables, the released one had {want['variables']}"
+        return (
+            f"the reloaded optimizer has {got.get('variables', 0)} variables, the released one had {want['variables']}"
+        )
     if "variables_sha256" in want and got.get("variables_sha256") != want["variables_sha256"]:
         return "the reloaded optimizer's variables differ from the released ones"
     return None

@@ -94,13 +94,27 @@ class Release:
 
     def to_dict(self) -> dict[str, Any]:
         # by hand, not dataclasses.asdict: its deep copy was most of `kgit list --json` at 15,000 releases
-        return {"name": self.name, "version": self.version, "tag": self.tag, "commit": self.commit,
-                "formats": {f: dict(i) for f, i in self.formats.items()}, "created_at": self.created_at,
-                "dataset_id": self.dataset_id, "source_commit": self.source_commit, "tagger": self.tagger,
-                "date": self.date, "stages": list(self.stages), "deprecated": self.deprecated,
-                "object": self.object, "problems": list(self.problems), "metrics": dict(self.metrics),
-                "measured": list(self.measured), "source": dict(self.source) if self.source is not None else None,
-                "status": self.status, "compat": [c.to_dict() for c in self.compat]}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "tag": self.tag,
+            "commit": self.commit,
+            "formats": {f: dict(i) for f, i in self.formats.items()},
+            "created_at": self.created_at,
+            "dataset_id": self.dataset_id,
+            "source_commit": self.source_commit,
+            "tagger": self.tagger,
+            "date": self.date,
+            "stages": list(self.stages),
+            "deprecated": self.deprecated,
+            "object": self.object,
+            "problems": list(self.problems),
+            "metrics": dict(self.metrics),
+            "measured": list(self.measured),
+            "source": dict(self.source) if self.source is not None else None,
+            "status": self.status,
+            "compat": [c.to_dict() for c in self.compat],
+        }
 
 
 def source_summary(source: SourceInfo) -> dict[str, Any]:
@@ -113,11 +127,15 @@ def _source_from_summary(value: Any) -> tuple[dict[str, Any] | None, str | None]
     """(the summary's source block, what is wrong with it)."""
     if value is None:
         return None, None
-    ok = (isinstance(value, dict) and set(value) == {"entry", "dirty", "uncommitted"}
-          and (value["entry"] is None or (isinstance(value["entry"], str) and len(value["entry"]) <= 4096))
-          and isinstance(value["dirty"], bool)
-          and isinstance(value["uncommitted"], int) and not isinstance(value["uncommitted"], bool)
-          and value["uncommitted"] >= 0)
+    ok = (
+        isinstance(value, dict)
+        and set(value) == {"entry", "dirty", "uncommitted"}
+        and (value["entry"] is None or (isinstance(value["entry"], str) and len(value["entry"]) <= 4096))
+        and isinstance(value["dirty"], bool)
+        and isinstance(value["uncommitted"], int)
+        and not isinstance(value["uncommitted"], bool)
+        and value["uncommitted"] >= 0
+    )
     return (dict(value), None) if ok else (None, "its message's source is malformed")
 
 
@@ -132,8 +150,9 @@ def _parse_summary(message: str) -> dict[str, Any] | str | None:
     for line in message.splitlines():
         if line.startswith(SUMMARY_MARK):
             try:
-                data = bounded_yaml.load_json(line[len(SUMMARY_MARK):], "its message's summary",
-                                              max_bytes=MAX_TAG_BYTES)
+                data = bounded_yaml.load_json(
+                    line[len(SUMMARY_MARK) :], "its message's summary", max_bytes=MAX_TAG_BYTES
+                )
             except bounded_yaml.TooDeep:
                 return "its message's summary is nested too deeply"
             except bounded_yaml.LimitError as exc:
@@ -181,8 +200,10 @@ def _summary_problems(name: str, tag_version: Version, summary: dict[str, Any]) 
             problems.append(f"its message puts {fmt} at {str(info.get('path'))[:80]!r}, not {want}")
         elif not isinstance(info.get("md5"), str) or not _MD5_RE.match(info["md5"]):
             problems.append(f"its message's {fmt} DVC hash is malformed")
-        elif any(info.get(k) is not None and (not isinstance(info.get(k), int) or isinstance(info.get(k), bool))
-                 for k in ("size", "nfiles")):
+        elif any(
+            info.get(k) is not None and (not isinstance(info.get(k), int) or isinstance(info.get(k), bool))
+            for k in ("size", "nfiles")
+        ):
             problems.append(f"its message's {fmt} size is not a whole number")
     for key in ("created_at", "dataset_id", "source_commit"):
         if summary.get(key) is not None and not isinstance(summary.get(key), str):
@@ -207,21 +228,53 @@ def release_from_tag(tag: TagInfo) -> Release | None:
         return None
     model, tag_version = parsed
     if isinstance(summary, str):
-        return Release(model, tag_version.semver, tag.name, tag.target, {}, None, None, None, tag.tagger,
-                       tag.date, object=tag.object, problems=[summary])
+        return Release(
+            model,
+            tag_version.semver,
+            tag.name,
+            tag.target,
+            {},
+            None,
+            None,
+            None,
+            tag.tagger,
+            tag.date,
+            object=tag.object,
+            problems=[summary],
+        )
     label, problems = _summary_problems(model, tag_version, summary)
     formats = summary.get("formats")
     # keep the known fields of well-formed entries (an invalid release is still listed with the formats
     # it names); nothing else from the message survives, so nothing deeply nested reaches later code
-    formats = {f: {k: i.get(k) for k in _FORMAT_FIELDS if isinstance(i.get(k), (str, int)) or i.get(k) is None}
-               for f, i in formats.items() if f in FORMATS and isinstance(i, dict)} if isinstance(formats, dict) else {}
-    text = {k: v if isinstance(v, str) else None for k, v in
-            ((k, summary.get(k)) for k in ("created_at", "dataset_id", "source_commit"))}
+    formats = (
+        {
+            f: {k: i.get(k) for k in _FORMAT_FIELDS if isinstance(i.get(k), (str, int)) or i.get(k) is None}
+            for f, i in formats.items()
+            if f in FORMATS and isinstance(i, dict)
+        }
+        if isinstance(formats, dict)
+        else {}
+    )
+    text = {
+        k: v if isinstance(v, str) else None
+        for k, v in ((k, summary.get(k)) for k in ("created_at", "dataset_id", "source_commit"))
+    }
     values, measured, _bad = metrics.from_summary(summary.get("metrics"), summary.get("measured"))
     return Release(
-        name=model, version=label, tag=tag.name, commit=tag.target, formats=dict(formats or {}),
-        created_at=text["created_at"], dataset_id=text["dataset_id"], source_commit=text["source_commit"],
-        tagger=tag.tagger, date=tag.date, object=tag.object, problems=problems, metrics=values, measured=measured,
+        name=model,
+        version=label,
+        tag=tag.name,
+        commit=tag.target,
+        formats=dict(formats or {}),
+        created_at=text["created_at"],
+        dataset_id=text["dataset_id"],
+        source_commit=text["source_commit"],
+        tagger=tag.tagger,
+        date=tag.date,
+        object=tag.object,
+        problems=problems,
+        metrics=values,
+        measured=measured,
         source=_source_from_summary(summary.get("source"))[0],
     )
 
@@ -347,16 +400,22 @@ def _flag_shared_data(repo: Repo, found: list[Release]) -> None:
                 continue
             others = ", ".join(f"{r.name}@{r.version}" for r, _f in holders if r is not rel)
             rel.shares_with = tuple(r.tag for r, _f in holders if r is not rel)
-            rel.problems.append(f"its {fmt} data (DVC hash {md5[:12]}) is also {others}'s: "
-                                + (f"the data's {METADATA_FILE} names {':'.join(said)}" if said else
-                                   "a tag made by hand over another release's data (`kgit check` reads the data and tells which)"))
+            rel.problems.append(
+                f"its {fmt} data (DVC hash {md5[:12]}) is also {others}'s: "
+                + (
+                    f"the data's {METADATA_FILE} names {':'.join(said)}"
+                    if said
+                    else "a tag made by hand over another release's data (`kgit check` reads the data and tells which)"
+                )
+            )
 
 
 _FEW_TAGS = 64
 
 
-def _tags(repo: Repo, patterns: list[str], name: str | None,
-          compat: list[CompatRecord]) -> list[tuple[TagInfo, Release | None]]:
+def _tags(
+    repo: Repo, patterns: list[str], name: str | None, compat: list[CompatRecord]
+) -> list[tuple[TagInfo, Release | None]]:
     """The release tags (with their release) and event tags (with None) among ``patterns``, of
     model ``name`` if given, in git's order; the compat records among them are added to ``compat``.
     Tag objects already parsed in this clone come from kgit.registry.tagcache; the others are read
@@ -408,8 +467,10 @@ def _tags(repo: Repo, patterns: list[str], name: str | None,
             continue
         rel = release_from_tag(info) if parse_tag(info.name) is not None else None
         if cache is not None:
-            cache.put(info.object, [info.name, info.target, info.tagger, info.date,
-                                    _release_record(rel) if rel is not None else None])
+            cache.put(
+                info.object,
+                [info.name, info.target, info.tagger, info.date, _release_record(rel) if rel is not None else None],
+            )
         known[(info.name, info.object)] = (replace(info, message=""), rel)
     if cache is not None:
         cache.save(prune=patterns == ["refs/tags"])
@@ -434,12 +495,22 @@ def _compat_record(info: TagInfo) -> CompatRecord:
 
 def _release_record(rel: Release) -> list[Any]:
     """What a tag's parse gives, less what the tag itself gives (name, target, tagger, date), as JSON."""
-    return [rel.version, rel.formats, rel.created_at, rel.dataset_id, rel.source_commit, list(rel.problems),
-            rel.metrics, list(rel.measured), rel.source]
+    return [
+        rel.version,
+        rel.formats,
+        rel.created_at,
+        rel.dataset_id,
+        rel.source_commit,
+        list(rel.problems),
+        rel.metrics,
+        list(rel.measured),
+        rel.source,
+    ]
 
 
-def _from_entry(tag: str, oid: str, version: Version | None,
-                entry: list[Any] | None) -> tuple[TagInfo, Release | None] | None:
+def _from_entry(
+    tag: str, oid: str, version: Version | None, entry: list[Any] | None
+) -> tuple[TagInfo, Release | None] | None:
     """A cache entry as (TagInfo, its release or None); None if there is none or it is malformed."""
     if entry is None:
         return None
@@ -451,20 +522,45 @@ def _from_entry(tag: str, oid: str, version: Version | None,
         return None
     label, formats, created, dataset, source, problems, values, measured, code = record
     # the file is parsed afresh on each read: its lists and dicts are this release's own
-    if (type(label) is not str or type(formats) is not dict or type(problems) is not list
-            or type(values) is not dict or type(measured) is not list or (code is not None and type(code) is not dict)):
+    if (
+        type(label) is not str
+        or type(formats) is not dict
+        or type(problems) is not list
+        or type(values) is not dict
+        or type(measured) is not list
+        or (code is not None and type(code) is not dict)
+    ):
         return None
     for entry_of_format in formats.values():  # a loop, not all(): this runs 15,000 times per listing
         if type(entry_of_format) is not dict:
             return None
-    rel = Release(tag.split("@", 1)[0], label, tag, info.target, formats, created, dataset, source, info.tagger,
-                  info.date, object=oid, problems=problems, metrics=values, measured=tuple(measured), source=code)
+    rel = Release(
+        tag.split("@", 1)[0],
+        label,
+        tag,
+        info.target,
+        formats,
+        created,
+        dataset,
+        source,
+        info.tagger,
+        info.date,
+        object=oid,
+        problems=problems,
+        metrics=values,
+        measured=tuple(measured),
+        source=code,
+    )
     rel.__dict__["key"] = version.key  # the tag's own version: a summary that disagrees is a problem
     return info, rel
 
 
-def _assemble(found: list[Release], raw_events: list[tuple[Event, TagInfo]], max_counter: dict[str, int],
-              changed_events: dict[str, str]) -> Registry:
+def _assemble(
+    found: list[Release],
+    raw_events: list[tuple[Event, TagInfo]],
+    max_counter: dict[str, int],
+    changed_events: dict[str, str],
+) -> Registry:
     """Apply the event tags (in GTO's order) to the releases: stages, deprecation, history."""
     found.sort(key=lambda r: (r.name, r.key))
     valid = [r for r in found if r.valid]
@@ -487,10 +583,25 @@ def _assemble(found: list[Release], raw_events: list[tuple[Event, TagInfo]], max
                 stage_problems[(event.name, event.stage)] = changed_events[tag.name]
             else:
                 stage_problems.pop((event.name, event.stage), None)
-        label = {"promote": "promoted", "demote": "demoted", "deprecate": "deprecated",
-                 "deprecate-model": "deprecated"}[event.kind]
-        events.append(HistoryEvent(label, event.name, target.version if target else None, event.stage,
-                                   tag.tagger, tag.date, tag.target, tag.name, event.counter))
+        label = {
+            "promote": "promoted",
+            "demote": "demoted",
+            "deprecate": "deprecated",
+            "deprecate-model": "deprecated",
+        }[event.kind]
+        events.append(
+            HistoryEvent(
+                label,
+                event.name,
+                target.version if target else None,
+                event.stage,
+                tag.tagger,
+                tag.date,
+                tag.target,
+                tag.name,
+                event.counter,
+            )
+        )
     for (_model, stage), rel in sorted(stage_of.items(), key=lambda kv: kv[0]):
         if rel is not None:
             rel.stages.append(stage)
@@ -516,13 +627,20 @@ def resolve(repo: Repo, name: str, version: str) -> Release:
         keys = _version_keys(repo.tag_names(f"refs/tags/{name}@*"), name)
         for key in reversed(keys):  # highest first; a forged high tag never wins
             rel = _one(repo, name, Version(*key))
-            if (rel is not None and not rel.deprecated and rel.valid and not release_problems(repo, rel)
-                    and not _data_identity(repo, rel)):
+            if (
+                rel is not None
+                and not rel.deprecated
+                and rel.valid
+                and not release_problems(repo, rel)
+                and not _data_identity(repo, rel)
+            ):
                 return rel
         if not keys:
             raise no_model(repo, name)
-        raise ReleaseNotFoundError(f"every version of {name} is deprecated or invalid: name one explicitly "
-                                   f"({name}@{Version(*keys[-1])}); see `kgit list {name}`")
+        raise ReleaseNotFoundError(
+            f"every version of {name} is deprecated or invalid: name one explicitly "
+            f"({name}@{Version(*keys[-1])}); see `kgit list {name}`"
+        )
     wanted = Version.parse(version)
     rel = _one(repo, name, wanted)
     if rel is not None:
@@ -532,7 +650,9 @@ def resolve(repo: Repo, name: str, version: str) -> Release:
         raise no_model(repo, name)
     latest = f"latest: {', '.join(str(Version(*k)) for k in keys[-5:])}"
     # each version as one may type it: v2 for v2.0.0, and in full
-    spelled = {text: Version(*k) for k in keys for text in ([f"v{k[0]}"] if k[1:] == (0, 0) else []) + [Version(*k).semver]}
+    spelled = {
+        text: Version(*k) for k in keys for text in ([f"v{k[0]}"] if k[1:] == (0, 0) else []) + [Version(*k).semver]
+    }
     match = closest(version, spelled)
     if match is not None:
         raise ReleaseNotFoundError(f"{name}@{version} is not released: did you mean {name}@{match}? ({latest})")
@@ -561,8 +681,10 @@ def require_formats(rel: Release, formats: Sequence[str]) -> None:
             continue
         released = ", ".join(rel.formats) or "nothing"
         if fmt not in FORMATS:
-            raise ReleaseNotFoundError(f"unknown format {fmt!r}: "
-                                       + did_you_mean(fmt, FORMATS, f"{rel.name}@{rel.version} was released as {released}"))
+            raise ReleaseNotFoundError(
+                f"unknown format {fmt!r}: "
+                + did_you_mean(fmt, FORMATS, f"{rel.name}@{rel.version} was released as {released}")
+            )
         raise ReleaseNotFoundError(f"{rel.name}@{rel.version} has no {fmt} format: it was released as {released}")
 
 
@@ -620,13 +742,20 @@ def _data_identity(repo: Repo, rel: Release) -> list[str]:
     for fmt, info in rel.formats.items():
         said = local_identity(repo.root, str(info.get("md5"))) if not repo.bare else None
         if said is not None and said != (rel.name, rel.version, fmt):
-            problems.append(f"the {METADATA_FILE} in its {fmt} data is for {':'.join(said)} (a tag made by hand over "
-                            "another release's data)")
+            problems.append(
+                f"the {METADATA_FILE} in its {fmt} data is for {':'.join(said)} (a tag made by hand over "
+                "another release's data)"
+            )
     return problems
 
 
-def release_problems(repo: Repo, rel: Release, formats: list[str] | None = None, *,
-                     texts: dict[tuple[str, str], str | None] | None = None) -> list[str]:
+def release_problems(
+    repo: Repo,
+    rel: Release,
+    formats: list[str] | None = None,
+    *,
+    texts: dict[tuple[str, str], str | None] | None = None,
+) -> list[str]:
     """Git only: what at the tagged commit contradicts the tag. Each format's ``.dvc`` file must be
     at the path the tag names, hold the hash the tag recorded, and carry kgit metadata naming this
     model, version and format, with the metrics the tag carries. ``texts``: the files already read,
@@ -637,8 +766,9 @@ def release_problems(repo: Repo, rel: Release, formats: list[str] | None = None,
     return problems
 
 
-def checked_metadata(repo: Repo, rel: Release, texts: dict[tuple[str, str], str | None] | None = None
-                     ) -> tuple[list[str], Metadata | None]:
+def checked_metadata(
+    repo: Repo, rel: Release, texts: dict[tuple[str, str], str | None] | None = None
+) -> tuple[list[str], Metadata | None]:
     """``release_problems`` and, when there are none, the metadata of the release's first format,
     from one reading of each ``.dvc`` file (parsing them is most of the cost at thousands of releases)."""
     problems = list(rel.problems)
@@ -654,8 +784,9 @@ def checked_metadata(repo: Repo, rel: Release, texts: dict[tuple[str, str], str 
         return [str(exc)], None
 
 
-def _dvc_checks(repo: Repo, rel: Release, formats: list[str] | None,
-                texts: dict[tuple[str, str], str | None] | None) -> Iterator[tuple[str, list[str], dict[str, Any] | None]]:
+def _dvc_checks(
+    repo: Repo, rel: Release, formats: list[str] | None, texts: dict[tuple[str, str], str | None] | None
+) -> Iterator[tuple[str, list[str], dict[str, Any] | None]]:
     """Per format: (format, what contradicts the tag, its kgit metadata when it names this release)."""
     for fmt, info in rel.formats.items():
         if formats is not None and fmt not in formats:
@@ -680,8 +811,10 @@ def _dvc_checks(repo: Repo, rel: Release, formats: list[str] | None,
             continue
         said = (meta.get("name"), meta.get("version"), meta.get("format"))
         if said != (rel.name, rel.version, fmt):
-            problems.append(f"{dvc_path}'s metadata says {':'.join(str(x)[:40] for x in said)}, "
-                            f"the tag says {rel.name}:{rel.version}:{fmt}")
+            problems.append(
+                f"{dvc_path}'s metadata says {':'.join(str(x)[:40] for x in said)}, "
+                f"the tag says {rel.name}:{rel.version}:{fmt}"
+            )
         elif (meta.get("metrics") or {}) != rel.metrics or list(meta.get("measured") or []) != list(rel.measured):
             problems.append(f"its message's metrics differ from those in {dvc_path}'s metadata")
         elif rel.source is not None and _recorded_source(meta) != rel.source:

@@ -44,15 +44,18 @@ def parse(text: str | bytes, where: str = ENVS_FILE) -> dict[str, list[str]]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise CompatEnvError(f"{where} must map environment names to lists of package requirements "
-                             '(e.g. serving: ["tensorflow==2.18.*"])')
+        raise CompatEnvError(
+            f"{where} must map environment names to lists of package requirements "
+            '(e.g. serving: ["tensorflow==2.18.*"])'
+        )
     envs: dict[str, list[str]] = {}
     for name, specs in data.items():
         try:
             check_name(name)
         except KgitError:
-            raise CompatEnvError(f"{where}: {str(name)[:40]!r} is not an environment name (lowercase letters, "
-                                 "digits, '-' and '_')") from None
+            raise CompatEnvError(
+                f"{where}: {str(name)[:40]!r} is not an environment name (lowercase letters, digits, '-' and '_')"
+            ) from None
         if isinstance(specs, str):
             specs = [specs]
         if not isinstance(specs, list) or not specs or len(specs) > MAX_SPECS:
@@ -82,6 +85,8 @@ def lookup(envs: dict[str, Any], name: str, where: str = ENVS_FILE) -> list[str]
     """The specifiers of environment ``name``; CompatEnvError naming the ones there are if it is not defined."""
     if name not in envs:
         have = ", ".join(sorted(envs)) or "none"
-        raise CompatEnvError(f"{where} defines no environment {name!r} (it has: {have}); add it, e.g. "
-                             f'{name}: ["tensorflow==2.18.*"], and commit it')
+        raise CompatEnvError(
+            f"{where} defines no environment {name!r} (it has: {have}); add it, e.g. "
+            f'{name}: ["tensorflow==2.18.*"], and commit it'
+        )
     return list(envs[name])

@@ -115,18 +115,39 @@ class CompatRecord:
         return ", ".join(shown) or f"{len(self.packages)} packages"
 
     def body(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "key": self.key, "result": self.result,
-                "max_diff": self.max_diff, "error": self.error, "formats": self.formats, "packages": self.packages,
-                "requested": self.requested, "python": self.python, "platform": self.platform, "env": self.env,
-                "atol": self.atol}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "key": self.key,
+            "result": self.result,
+            "max_diff": self.max_diff,
+            "error": self.error,
+            "formats": self.formats,
+            "packages": self.packages,
+            "requested": self.requested,
+            "python": self.python,
+            "platform": self.platform,
+            "env": self.env,
+            "atol": self.atol,
+        }
 
     def message(self) -> str:
-        return (f"kgit compat {self.name} {self.version}: {self.text}\n\n"
-                f"{COMPAT_MARK_LINE} {json.dumps(self.body(), sort_keys=True)}\n")
+        return (
+            f"kgit compat {self.name} {self.version}: {self.text}\n\n"
+            f"{COMPAT_MARK_LINE} {json.dumps(self.body(), sort_keys=True)}\n"
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.body(), "tag": self.tag, "commit": self.commit, "tagger": self.tagger, "date": self.date,
-                "summary": self.text, "environment": self.describe_env(), "problems": list(self.problems)}
+        return {
+            **self.body(),
+            "tag": self.tag,
+            "commit": self.commit,
+            "tagger": self.tagger,
+            "date": self.date,
+            "summary": self.text,
+            "environment": self.describe_env(),
+            "problems": list(self.problems),
+        }
 
     def tag_name(self) -> str:
         return compat_tag(self.name, Version.parse(self.version), self.key)
@@ -145,11 +166,15 @@ def parse_requirement(spec: str, where: str = "--with") -> tuple[str, Any]:
     try:
         req = Requirement(spec) if isinstance(spec, str) else None
     except InvalidRequirement as exc:
-        raise KgitError(f"{where} {str(spec)[:80]!r} is not a package requirement ({one_line(exc, 120)}): "
-                        "write NAME==VERSION, e.g. keras==3.12.* or tensorflow==2.18.*") from None
+        raise KgitError(
+            f"{where} {str(spec)[:80]!r} is not a package requirement ({one_line(exc, 120)}): "
+            "write NAME==VERSION, e.g. keras==3.12.* or tensorflow==2.18.*"
+        ) from None
     if req is None or req.url or req.marker is not None:
-        raise KgitError(f"{where} {str(spec)[:80]!r}: give a package from the index with a version specifier, "
-                        "e.g. keras==3.12.* (no URLs or markers)")
+        raise KgitError(
+            f"{where} {str(spec)[:80]!r}: give a package from the index with a version specifier, "
+            "e.g. keras==3.12.* (no URLs or markers)"
+        )
     return req.name, req.specifier
 
 
@@ -182,14 +207,26 @@ def record_from_tag(tag: TagInfo) -> CompatRecord | None:
     if parsed is None:
         return None
     name, version, key = parsed
-    rec = CompatRecord(name, version.semver, key, "fails", {}, "", "", tag=tag.name, commit=tag.target,
-                       object=tag.object, tagger=tag.tagger, date=tag.date)
+    rec = CompatRecord(
+        name,
+        version.semver,
+        key,
+        "fails",
+        {},
+        "",
+        "",
+        tag=tag.name,
+        commit=tag.target,
+        object=tag.object,
+        tagger=tag.tagger,
+        date=tag.date,
+    )
     if not tag.annotated:
         rec.problems.append("it is a lightweight tag (kgit writes compat records as annotated tags)")
         return rec
     lines = [line for line in tag.message.splitlines() if line.startswith(COMPAT_MARK_LINE)]
     try:
-        body = bounded_yaml.load_json(lines[-1][len(COMPAT_MARK_LINE):], "the record") if lines else None
+        body = bounded_yaml.load_json(lines[-1][len(COMPAT_MARK_LINE) :], "the record") if lines else None
     except KgitError:
         body = None
     if not isinstance(body, dict):
@@ -208,12 +245,19 @@ def _fill(rec: CompatRecord, body: dict[str, Any], version: Version) -> list[str
     except KgitError:
         same_version = False
     if said[0] != rec.name or not same_version or said[2] != rec.key:
-        problems.append(f"its message says {':'.join(str(x)[:40] for x in said)}, its name says "
-                        f"{rec.name}:{rec.version}:{rec.key}")
+        problems.append(
+            f"its message says {':'.join(str(x)[:40] for x in said)}, its name says {rec.name}:{rec.version}:{rec.key}"
+        )
     packages = body.get("packages")
-    if (not isinstance(packages, dict) or not packages or len(packages) > MAX_PACKAGES
-            or not all(isinstance(k, str) and _PACKAGE_RE.fullmatch(k) and isinstance(v, str)
-                       and _PKG_VERSION_RE.fullmatch(v) for k, v in packages.items())):
+    if (
+        not isinstance(packages, dict)
+        or not packages
+        or len(packages) > MAX_PACKAGES
+        or not all(
+            isinstance(k, str) and _PACKAGE_RE.fullmatch(k) and isinstance(v, str) and _PKG_VERSION_RE.fullmatch(v)
+            for k, v in packages.items()
+        )
+    ):
         problems.append("its message's packages are not a list of package names and versions")
     else:
         rec.packages = dict(packages)
@@ -224,8 +268,10 @@ def _fill(rec: CompatRecord, body: dict[str, Any], version: Version) -> list[str
         else:
             setattr(rec, attr, value)
     if rec.packages and rec.python and rec.platform and env_key(rec.packages, rec.python, rec.platform) != rec.key:
-        problems.append(f"its key {rec.key} is not the key of the environment its message describes "
-                        f"({env_key(rec.packages, rec.python, rec.platform)})")
+        problems.append(
+            f"its key {rec.key} is not the key of the environment its message describes "
+            f"({env_key(rec.packages, rec.python, rec.platform)})"
+        )
     result, max_diff, error, bad = _outcome(body, "its message")
     problems += bad
     rec.result, rec.max_diff, rec.error = result, max_diff, error
@@ -238,11 +284,15 @@ def _fill(rec: CompatRecord, body: dict[str, Any], version: Version) -> list[str
             problems += f_bad
             rec.formats[fmt] = {"result": f_result, "max_diff": f_diff, "error": f_error}
         if not problems and worst(e["result"] for e in rec.formats.values()) != rec.result:
-            problems.append(f"its message says {rec.result}, its formats say "
-                            f"{worst(e['result'] for e in rec.formats.values())}")
+            problems.append(
+                f"its message says {rec.result}, its formats say {worst(e['result'] for e in rec.formats.values())}"
+            )
     requested = body.get("requested")
-    if not isinstance(requested, list) or len(requested) > 50 or not all(isinstance(s, str) and len(s) <= 200
-                                                                         for s in requested):
+    if (
+        not isinstance(requested, list)
+        or len(requested) > 50
+        or not all(isinstance(s, str) and len(s) <= 200 for s in requested)
+    ):
         problems.append("its message's requested packages are not a list of specifiers")
     else:
         rec.requested = list(requested)
@@ -316,8 +366,10 @@ def push_problem(tag: TagInfo | None, name: str, releases: Iterable[Any]) -> tup
     if it is no tag object) as (its record, None), or (None, why it must not be shared). ``releases``:
     the valid releases known (those the push brings included)."""
     if tag is None or not tag.annotated:
-        return None, (f"new tag {name} is a lightweight tag with a compat record's name: record results with "
-                      "`kgit compat`, which writes annotated tags")
+        return None, (
+            f"new tag {name} is a lightweight tag with a compat record's name: record results with "
+            "`kgit compat`, which writes annotated tags"
+        )
     rec = record_from_tag(tag)
     assert rec is not None
     if rec.valid:

@@ -14,7 +14,18 @@ from kgit.registry.versions import parse_ref
 from kgit.store.git_ops import Repo
 
 ABSENT = None
-SECTIONS = ("metrics", "hyperparameters", "training", "dataset", "signature", "formats", "sizes", "libraries", "source", "reference")
+SECTIONS = (
+    "metrics",
+    "hyperparameters",
+    "training",
+    "dataset",
+    "signature",
+    "formats",
+    "sizes",
+    "libraries",
+    "source",
+    "reference",
+)
 
 
 @dataclass
@@ -49,8 +60,11 @@ def _view(rel: catalog.Release, meta: Metadata) -> dict[str, dict[str, Any]]:
         "sizes": {f: info.get("size") for f, info in rel.formats.items()},
         "libraries": dict(meta.libraries),
         "source": {"commit": meta.git.commit, "branch": meta.git.branch, "dirty": meta.git.dirty},
-        "reference": {"atol": meta.reference.atol, "inputs_sha256": meta.reference.inputs_sha256,
-                      "outputs_sha256": meta.reference.outputs_sha256},
+        "reference": {
+            "atol": meta.reference.atol,
+            "inputs_sha256": meta.reference.inputs_sha256,
+            "outputs_sha256": meta.reference.outputs_sha256,
+        },
     }
 
 
@@ -99,6 +113,15 @@ def metric_deltas(a: catalog.Release, b: catalog.Release, directions: dict[str, 
             verdict = "same"
         else:
             verdict = "better" if metrics.is_better(vb, va, direction) else "worse"
-        out.append({"key": key, "a": va, "b": vb, "delta": metrics.delta(va, vb), "direction": direction,
-                    "verdict": verdict, "measured": [key in a.measured, key in b.measured]})
+        out.append(
+            {
+                "key": key,
+                "a": va,
+                "b": vb,
+                "delta": metrics.delta(va, vb),
+                "direction": direction,
+                "verdict": verdict,
+                "measured": [key in a.measured, key in b.measured],
+            }
+        )
     return out

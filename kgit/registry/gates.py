@@ -44,8 +44,14 @@ if TYPE_CHECKING:
 
 GATES_FILE = ".kgit/gates.yaml"
 DIRECTIONS = ("max", "min")
-STAGE_FIELDS = ("require", "require_better", "min_relative_change", "min_absolute_change", "allow_rollback",
-                "require_compat")
+STAGE_FIELDS = (
+    "require",
+    "require_better",
+    "min_relative_change",
+    "min_absolute_change",
+    "allow_rollback",
+    "require_compat",
+)
 # rules that compare with the stage's last holder (its "champion"): strictly better, better by a
 # fraction of the holder's value, better by an amount
 CHAMPION_OPS = ("better", "relative", "absolute")
@@ -96,7 +102,7 @@ class Gates:
     note: str | None = None  # why these rules, when it is not the plain reading of one file
 
     def direction(self, key: str) -> str:
-        """"max" (higher is better) or "min": declared under ``metrics:``, else from the key's name."""
+        """ "max" (higher is better) or "min": declared under ``metrics:``, else from the key's name."""
         return metrics.direction(key, self.directions)
 
     def rules_for(self, name: str, stage: str) -> list[Rule]:
@@ -107,8 +113,10 @@ def parse_rule(text: str, source: str = "--require") -> Rule:
     """``KEY OP NUMBER`` (``val.accuracy>=0.9``; OP one of >=, <=, ==, >, <)."""
     m = _RULE_RE.match(text) if isinstance(text, str) else None
     if m is None:
-        raise GateError(f"{source} rule {str(text)[:80]!r} is not KEY OP NUMBER (e.g. \"val.accuracy>=0.9\"; "
-                        f"OP one of {', '.join(_OPS)})")
+        raise GateError(
+            f'{source} rule {str(text)[:80]!r} is not KEY OP NUMBER (e.g. "val.accuracy>=0.9"; '
+            f"OP one of {', '.join(_OPS)})"
+        )
     key = metrics.check_key(m["key"], f"{source} rule")
     try:
         value = float(m["value"])
@@ -118,8 +126,9 @@ def parse_rule(text: str, source: str = "--require") -> Rule:
 
 
 def better_rule(key: str, source: str = "--require-better", rollback_ok: bool = False) -> Rule:
-    return Rule(metrics.check_key(key.strip() if isinstance(key, str) else key, source), "better", None, source,
-                rollback_ok)
+    return Rule(
+        metrics.check_key(key.strip() if isinstance(key, str) else key, source), "better", None, source, rollback_ok
+    )
 
 
 def _percent(fraction: float | None) -> str:
@@ -131,15 +140,19 @@ def _change_rules(value: Any, field_name: str, stage: str, where: str, rollback_
     if value is None:
         return []
     if not isinstance(value, dict):
-        raise GateError(f"{where}: {stage}.{field_name} must map metric keys to numbers "
-                        f"(e.g. {field_name}: {{val.accuracy: {0.01 if field_name == 'min_relative_change' else 0.005}}})")
+        raise GateError(
+            f"{where}: {stage}.{field_name} must map metric keys to numbers "
+            f"(e.g. {field_name}: {{val.accuracy: {0.01 if field_name == 'min_relative_change' else 0.005}}})"
+        )
     out = []
     for key, amount in value.items():
         metrics.check_key(key, f"{where}: {stage}.{field_name}")
         number = metrics.number(amount, key, f"{where}: {stage}.{field_name}")
         if number < 0:
-            raise GateError(f"{where}: {stage}.{field_name} {key} is {number:g}: use a number >= 0 "
-                            "(how much better than the stage's holder a new version must be)")
+            raise GateError(
+                f"{where}: {stage}.{field_name} {key} is {number:g}: use a number >= 0 "
+                "(how much better than the stage's holder a new version must be)"
+            )
         out.append(Rule(key, _CHANGE_FIELDS[field_name], number, f"{where} ({stage})", rollback_ok))
     return out
 
@@ -175,18 +188,24 @@ def parse(text: str, where: str = GATES_FILE) -> Gates:
             raise GateError(f"{where}: stage {stage} must be a mapping of rules ({', '.join(STAGE_FIELDS)})")
         extra = sorted(str(k) for k in spec if k not in STAGE_FIELDS)
         if extra:
-            raise GateError(f"{where}: stage {stage}: unknown field {extra[0][:40]!r} (known: {', '.join(STAGE_FIELDS)})")
+            raise GateError(
+                f"{where}: stage {stage}: unknown field {extra[0][:40]!r} (known: {', '.join(STAGE_FIELDS)})"
+            )
         rollback_ok = spec.get("allow_rollback", False)
         if not isinstance(rollback_ok, bool):
             raise GateError(f"{where}: stage {stage}: allow_rollback is {str(rollback_ok)[:20]!r}: use true or false")
         source = f"{where} ({stage})"
         rules = [parse_rule(r, source) for r in _list(spec.get("require"), f"{where}: {stage}.require")]
-        rules += [better_rule(k, source, rollback_ok)
-                  for k in _list(spec.get("require_better"), f"{where}: {stage}.require_better")]
+        rules += [
+            better_rule(k, source, rollback_ok)
+            for k in _list(spec.get("require_better"), f"{where}: {stage}.require_better")
+        ]
         for field_name in _CHANGE_FIELDS:
             rules += _change_rules(spec.get(field_name), field_name, stage, where, rollback_ok)
-        rules += [_compat_rule(k, source, f"{where}: {stage}.require_compat")
-                  for k in _list(spec.get("require_compat"), f"{where}: {stage}.require_compat")]
+        rules += [
+            _compat_rule(k, source, f"{where}: {stage}.require_compat")
+            for k in _list(spec.get("require_compat"), f"{where}: {stage}.require_compat")
+        ]
         gates.stages[stage] = rules
     return gates
 
@@ -277,7 +296,7 @@ def read_on_server(repo: Repo) -> Gates:
         return read(repo, head)
     what = f"HEAD names {head}, which does not exist" if head else "HEAD is not a branch"
     fix = "point HEAD at the team's branch in the bare repository: git symbolic-ref HEAD refs/heads/main"
-    branches = [b[len("refs/heads/"):] for b in repo.git("for-each-ref", "--format=%(refname)", "refs/heads").split()]
+    branches = [b[len("refs/heads/") :] for b in repo.git("for-each-ref", "--format=%(refname)", "refs/heads").split()]
     try:
         merged = union([(b, read(repo, f"refs/heads/{b}", f"{GATES_FILE} on {b}")) for b in branches])
     except GateError as exc:
@@ -295,8 +314,10 @@ def union(parts: Sequence[tuple[str, Gates]]) -> Gates:
         for key, direction in gates.directions.items():
             declared.setdefault(key, []).append(f"{label}: {direction}")
             if out.directions.setdefault(key, direction) != direction:
-                raise GateError(f"{GATES_FILE} says {key} is better both ways ({', '.join(declared[key])}): "
-                                "no promotion could pass both")
+                raise GateError(
+                    f"{GATES_FILE} says {key} is better both ways ({', '.join(declared[key])}): "
+                    "no promotion could pass both"
+                )
         for stage, rules in gates.stages.items():
             have = out.stages.setdefault(stage, [])
             same = {(r.key, r.op, r.value, r.rollback_ok, r.specs) for r in have}
@@ -322,11 +343,14 @@ def _compat_failure(rule: Rule, candidate: Release) -> str | None:
     if any(compat_records.passes(rec, rule.specs) for rec in candidate.compat):
         return None
     near = [rec for rec in candidate.compat if not compat_records.unmet(rec, rule.specs)]
-    seen = "; ".join(f"{rec.describe_env(compat_records.package_requirements(rule.specs))}: {rec.text}"
-                     for rec in near[:2])
-    return (f"{label} has no compat record that loads in {rule.key} ({', '.join(rule.specs)})"
-            + (f" (recorded there: {seen})" if seen else "")
-            + f": run `kgit compat {label} --env {rule.key}` and push its record")
+    seen = "; ".join(
+        f"{rec.describe_env(compat_records.package_requirements(rule.specs))}: {rec.text}" for rec in near[:2]
+    )
+    return (
+        f"{label} has no compat record that loads in {rule.key} ({', '.join(rule.specs)})"
+        + (f" (recorded there: {seen})" if seen else "")
+        + f": run `kgit compat {label} --env {rule.key}` and push its record"
+    )
 
 
 def waived(rule: Rule, rollback: bool) -> bool:
@@ -354,16 +378,28 @@ def passes_change(rule: Rule, value: float, old: float, direction: str) -> bool:
     return value <= bound + slack if direction == "min" else value >= bound - slack
 
 
-def failures(rules: Sequence[Rule], candidate: Release, incumbent: Release | None, gates: Gates, *,
-             rollback: bool = False, stage: str = "the stage", current: bool = True) -> list[str]:
+def failures(
+    rules: Sequence[Rule],
+    candidate: Release,
+    incumbent: Release | None,
+    gates: Gates,
+    *,
+    rollback: bool = False,
+    stage: str = "the stage",
+    current: bool = True,
+) -> list[str]:
     """One line per rule ``candidate`` does not pass (empty: it may be promoted). ``incumbent``: the
     version the champion rules compare with (kgit.registry.stage_checks: the stage's last holder),
     in ``stage`` now if ``current``, else demoted since; ``rollback``: the promotion is a rollback
     (see ``waived``)."""
     out = []
     label = f"{candidate.name}@{candidate.version}"
-    why = (f" (a rollback skips the rules that compare with the stage's holder only where the stage's entry in "
-           f"{GATES_FILE} sets `allow_rollback: true`)" if rollback else "")
+    why = (
+        f" (a rollback skips the rules that compare with the stage's holder only where the stage's entry in "
+        f"{GATES_FILE} sets `allow_rollback: true`)"
+        if rollback
+        else ""
+    )
     for rule in rules:
         if waived(rule, rollback):
             continue
@@ -390,19 +426,28 @@ def failures(rules: Sequence[Rule], candidate: Release, incumbent: Release | Non
             them = f"{incumbent.name}@{incumbent.version}"
             if rule.op == "better":
                 if not metrics.is_better(value, old, direction):
-                    out.append(f"{where}: {label} has {rule.key} {value:g}, {them} "
-                               f"({'in the stage now' if current else f'the last version in {stage}'}) has {old:g}; "
-                               f"{word} is better{why}")
+                    out.append(
+                        f"{where}: {label} has {rule.key} {value:g}, {them} "
+                        f"({'in the stage now' if current else f'the last version in {stage}'}) has {old:g}; "
+                        f"{word} is better{why}"
+                    )
             elif not passes_change(rule, value, old, direction):
                 how = _percent(rule.value) if rule.op == "relative" else f"{rule.value:g}"
                 holder = f"{stage} holder {them}" if current else f"last {stage} holder {them} (demoted since)"
-                out.append(f"{where}: {rule.key} {value:g} is not ≥{how} better than {holder}'s {old:g} "
-                           f"(needs {'≤' if direction == 'min' else '≥'} {needed(rule, old, direction):.6g}; "
-                           f"{word} is better){why}")
+                out.append(
+                    f"{where}: {rule.key} {value:g} is not ≥{how} better than {holder}'s {old:g} "
+                    f"(needs {'≤' if direction == 'min' else '≥'} {needed(rule, old, direction):.6g}; "
+                    f"{word} is better){why}"
+                )
             continue
         assert rule.value is not None
-        passed = {">=": value >= rule.value, "<=": value <= rule.value, ">": value > rule.value,
-                  "<": value < rule.value, "==": value == rule.value}[rule.op]
+        passed = {
+            ">=": value >= rule.value,
+            "<=": value <= rule.value,
+            ">": value > rule.value,
+            "<": value < rule.value,
+            "==": value == rule.value,
+        }[rule.op]
         if not passed:
             out.append(f"{where}: {label} has {rule.key} {value:g}")
     return out

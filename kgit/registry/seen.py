@@ -23,8 +23,9 @@ from kgit.core.errors import KgitError
 from kgit.store import clone_state
 from kgit.store.git_ops import Repo, TagInfo
 
-_SCHEMA = "CREATE TABLE IF NOT EXISTS tags (name TEXT PRIMARY KEY, object TEXT NOT NULL, " \
-          "commit_id TEXT NOT NULL, md5 TEXT)"
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS tags (name TEXT PRIMARY KEY, object TEXT NOT NULL, commit_id TEXT NOT NULL, md5 TEXT)"
+)
 _MANY = 64  # more tags than this to check: read the whole record once instead of one lookup each
 
 
@@ -87,9 +88,11 @@ class SeenRecord:
         hashes = ""
         if old_md5 and old_md5 != new_md5:
             hashes = f"; DVC hashes were {_short(old_md5)}, now {_short(new_md5) or 'none'}"
-        return (f"tag {tag.name} changed since this clone first saw it (was commit {was}, now {now}{hashes}): "
-                "a release tag was moved or re-created; ask who did it, and if the new one is legitimate, "
-                f"release it under a new version")
+        return (
+            f"tag {tag.name} changed since this clone first saw it (was commit {was}, now {now}{hashes}): "
+            "a release tag was moved or re-created; ask who did it, and if the new one is legitimate, "
+            f"release it under a new version"
+        )
 
     def forget(self, name: str) -> None:
         """Drop what was seen under ``name``, a tag that no longer exists here and that kgit is about
@@ -117,8 +120,9 @@ class SeenRecord:
                 if self._db is None:
                     return
             with self._db:
-                self._db.executemany("INSERT OR IGNORE INTO tags VALUES (?, ?, ?, ?)",
-                                     [(n, *v) for n, v in self._new.items()])
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO tags VALUES (?, ?, ?, ?)", [(n, *v) for n, v in self._new.items()]
+                )
         except (OSError, sqlite3.Error):
             return
         if self._all is not None:
@@ -154,8 +158,14 @@ def _legacy_rows(path: Path) -> list[tuple[str, str, str, str | None]]:
     for name, entry in (tags or {}).items() if isinstance(tags, dict) else ():
         if isinstance(entry, dict) and isinstance(entry.get("object"), str):
             md5 = entry.get("md5") if isinstance(entry.get("md5"), dict) else None
-            rows.append((str(name), entry["object"], str(entry.get("commit", "")),
-                         json.dumps(md5, sort_keys=True) if md5 else None))
+            rows.append(
+                (
+                    str(name),
+                    entry["object"],
+                    str(entry.get("commit", "")),
+                    json.dumps(md5, sort_keys=True) if md5 else None,
+                )
+            )
     return rows
 
 

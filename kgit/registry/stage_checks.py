@@ -65,7 +65,7 @@ def event_body(message: str) -> dict[str, Any] | None:
     if not lines:
         return None
     try:
-        body = bounded_yaml.load_json(lines[-1][len(EVENT_MARK):], "event", max_bytes=MAX_TAG_BYTES)
+        body = bounded_yaml.load_json(lines[-1][len(EVENT_MARK) :], "event", max_bytes=MAX_TAG_BYTES)
     except KgitError:
         return None
     return body if isinstance(body, dict) else None
@@ -76,7 +76,7 @@ def event_note(message: str) -> str | None:
     ``kgit-event:`` line (kgit.workflow.stages writes it), or None."""
     lines = message.split("\n")
     ends = [i for i, line in enumerate(lines) if line.startswith(EVENT_MARK)]
-    note = "\n".join(lines[1:ends[-1]] if ends else lines[1:]).strip()
+    note = "\n".join(lines[1 : ends[-1]] if ends else lines[1:]).strip()
     return note or None
 
 
@@ -93,8 +93,11 @@ def event_notes(repo: Repo, names: Sequence[str]) -> dict[str, str]:
 
 def deprecation_note(repo: Repo, name: str, version: Version) -> str | None:
     """The note of the tag that deprecated ``name@version`` (the last one, if there are several)."""
-    found = [(event.counter, tag) for tag in repo.tags(f"refs/tags/{name}@{version.semver}!*")
-             if tag.annotated and (event := parse_event(tag.name)) is not None and event.kind == "deprecate"]
+    found = [
+        (event.counter, tag)
+        for tag in repo.tags(f"refs/tags/{name}@{version.semver}!*")
+        if tag.annotated and (event := parse_event(tag.name)) is not None and event.kind == "deprecate"
+    ]
     return event_note(max(found, key=lambda f: f[0])[1].message) if found else None
 
 
@@ -147,8 +150,9 @@ class StageLog:
         return next((r for c in reversed(self.holders(name, stage)) if (r := self.release(name, c)) is not None), None)
 
 
-def judge_promotion(log: StageLog, gates: Gates, rel: Release, stage: str, *, rollback: bool = False,
-                    extra: Sequence[Rule] = ()) -> tuple[list[Rule], list[str]]:
+def judge_promotion(
+    log: StageLog, gates: Gates, rel: Release, stage: str, *, rollback: bool = False, extra: Sequence[Rule] = ()
+) -> tuple[list[Rule], list[str]]:
     """(the rules that apply to putting ``rel`` in ``stage`` now, one line per rule it fails)."""
     rules = [r for r in [*extra, *gates.rules_for(rel.name, stage)] if not gates_mod.waived(r, rollback)]
     incumbent = log.last_holder(rel.name, stage)
@@ -158,12 +162,22 @@ def judge_promotion(log: StageLog, gates: Gates, rel: Release, stage: str, *, ro
 
 
 def refusal(rel: Release, stage: str, failed: list[str]) -> str:
-    return (f"{rel.name}@{rel.version} cannot go to {stage}: {'; '.join(failed)} "
-            f"(a committed rule changes only by a commit to {gates_mod.GATES_FILE}, which history shows)")
+    return (
+        f"{rel.name}@{rel.version} cannot go to {stage}: {'; '.join(failed)} "
+        f"(a committed rule changes only by a commit to {gates_mod.GATES_FILE}, which history shows)"
+    )
 
 
-def check_promotion(repo: Repo, log: StageLog, rel: Release, stage: str, *, rollback: bool = False,
-                    require: Sequence[str] = (), require_better: Sequence[str] = ()) -> list[Rule]:
+def check_promotion(
+    repo: Repo,
+    log: StageLog,
+    rel: Release,
+    stage: str,
+    *,
+    rollback: bool = False,
+    require: Sequence[str] = (),
+    require_better: Sequence[str] = (),
+) -> list[Rule]:
     """For ``kgit promote``/``kgit rollback``: refuse (GateError naming each failed rule and the
     numbers) unless ``rel`` passes the ``require`` rules, is better than the stage's last holder on
     the ``require_better`` keys, and passes the gates committed at HEAD; the rules it passed."""
@@ -172,8 +186,10 @@ def check_promotion(repo: Repo, log: StageLog, rel: Release, stage: str, *, roll
     if failed:
         hint = ""
         if not rollback and rel.commit in log.holders(rel.name, stage):
-            hint = (f"; {rel.name}@{rel.version} held {stage} before: "
-                    f"`kgit rollback {rel.name} {stage} --to {rel.version}` goes back to it as a rollback")
+            hint = (
+                f"; {rel.name}@{rel.version} held {stage} before: "
+                f"`kgit rollback {rel.name} {stage} --to {rel.version}` goes back to it as a rollback"
+            )
         raise GateError(refusal(rel, stage, failed) + hint)
     return rules
 
@@ -187,10 +203,12 @@ def _rollback_problem(log: StageLog, event: Event, rel: Release, body: dict[str,
         same_version = False
     if said[0] != event.name or said[1] != event.stage or not same_version:
         shown = ":".join(str(x)[:40] for x in said)
-        return (f"its message says it rolls back {shown}, but the tag puts {rel.name}@{rel.version} in {event.stage}")
+        return f"its message says it rolls back {shown}, but the tag puts {rel.name}@{rel.version} in {event.stage}"
     if rel.commit not in log.holders(event.name, str(event.stage)):
-        return (f"its message says it rolls {event.stage} back to {rel.name}@{rel.version}, which never held "
-                f"{event.stage}: a rollback goes back to a version that held the stage (promote this one instead)")
+        return (
+            f"its message says it rolls {event.stage} back to {rel.name}@{rel.version}, which never held "
+            f"{event.stage}: a rollback goes back to a version that held the stage (promote this one instead)"
+        )
     return None
 
 
@@ -217,8 +235,10 @@ def problems(log: StageLog, new: Sequence[NewTag], read_gates: Callable[[], Gate
     ``read_gates`` gives the gates, called only if a promotion needs them (a KgitError from it
     refuses the promotions, naming the first)."""
     out: list[tuple[str, str]] = []
-    events = sorted(((e, t) for t in new if (e := parse_event(t.tag)) is not None),
-                    key=lambda et: (et[0].name, et[0].counter, et[1].tag))
+    events = sorted(
+        ((e, t) for t in new if (e := parse_event(t.tag)) is not None),
+        key=lambda et: (et[0].name, et[0].counter, et[1].tag),
+    )
     cache: list[Gates] = []
 
     def gates() -> Gates:
@@ -230,9 +250,14 @@ def problems(log: StageLog, new: Sequence[NewTag], read_gates: Callable[[], Gate
         want = log.next_counter(event.name)
         if event.counter != want:
             have = f"its event tags end at #{want - 1}" if want > 1 else "it has no event tags yet"
-            out.append((tag.tag, f"#{event.counter} is not the next event counter of {event.name}: expected #{want} "
-                                 f"({have}); fetch the tags (git fetch --tags), delete this one (git tag -d "
-                                 f"'{tag.tag}') and make it again with kgit promote/rollback/demote/deprecate"))
+            out.append(
+                (
+                    tag.tag,
+                    f"#{event.counter} is not the next event counter of {event.name}: expected #{want} "
+                    f"({have}); fetch the tags (git fetch --tags), delete this one (git tag -d "
+                    f"'{tag.tag}') and make it again with kgit promote/rollback/demote/deprecate",
+                )
+            )
             continue
         try:
             problem = _judge(log, event, tag, gates)
@@ -247,8 +272,11 @@ def problems(log: StageLog, new: Sequence[NewTag], read_gates: Callable[[], Gate
 def rollbacks(repo: Repo, reg: Registry, name: str) -> set[str]:
     """The stage tags of ``name`` that are rollbacks (for ``kgit history``): a rollback message that
     names what its tag does, going back to a version that held the stage before."""
-    promotes = [(t, oid) for t, otype, oid in repo.tag_refs(f"refs/tags/{name}#*")
-                if otype == "tag" and (ev := parse_event(t)) is not None and ev.kind == "promote"]
+    promotes = [
+        (t, oid)
+        for t, otype, oid in repo.tag_refs(f"refs/tags/{name}#*")
+        if otype == "tag" and (ev := parse_event(t)) is not None and ev.kind == "promote"
+    ]
     claims = {}
     for info in repo.annotated_tags(promotes):
         body = event_body(info.message)

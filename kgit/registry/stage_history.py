@@ -22,23 +22,26 @@ from kgit.registry.stage_checks import in_order
 _MOMENT_RE = re.compile(
     r"^(?P<date>\d{4}-\d{2}-\d{2})"
     r"(?:[T ](?P<h>\d{2}):(?P<m>\d{2})(?::(?P<s>\d{2})(?:[.,](?P<frac>\d{1,9}))?)?)?"
-    r"\s*(?P<zone>Z|[+-]\d{2}(?::?\d{2})?)?$")
+    r"\s*(?P<zone>Z|[+-]\d{2}(?::?\d{2})?)?$"
+)
 
 
 def parse_moment(text: str, what: str = "--at") -> datetime:
     """``YYYY-MM-DD``, ``YYYY-MM-DD HH:MM[:SS]`` (this machine's local time, as git reads a date
     without a zone) or ISO 8601 with a zone (``2026-11-01T12:00:00+01:00``, ``...Z``), as an aware
     datetime; a KgitError in one line otherwise."""
-    bad = KgitError(f"could not read {what} {str(text)[:60]!r}: use 'YYYY-MM-DD HH:MM' or ISO 8601 "
-                    "(e.g. 2026-11-01T12:00:00+01:00)")
+    bad = KgitError(
+        f"could not read {what} {str(text)[:60]!r}: use 'YYYY-MM-DD HH:MM' or ISO 8601 (e.g. 2026-11-01T12:00:00+01:00)"
+    )
     m = _MOMENT_RE.match(text.strip()) if isinstance(text, str) else None
     if m is None:
         raise bad
     try:
         day = datetime.strptime(m["date"], "%Y-%m-%d")
         frac = (m["frac"] or "0")[:6].ljust(6, "0")
-        moment = day.replace(hour=int(m["h"] or 0), minute=int(m["m"] or 0), second=int(m["s"] or 0),
-                             microsecond=int(frac))
+        moment = day.replace(
+            hour=int(m["h"] or 0), minute=int(m["m"] or 0), second=int(m["s"] or 0), microsecond=int(frac)
+        )
         zone = m["zone"]
         if zone is None:
             return moment.astimezone()  # local time, with this machine's offset at that date
@@ -76,16 +79,25 @@ class Holding:
 
     def to_dict(self) -> dict[str, Any]:
         first = self.first_promotion
-        return {"name": self.name, "stage": self.stage, "at": self.at, "held": self.held, "version": self.version,
-                "event": asdict(self.event) if self.event is not None else None,
-                "first_promotion": asdict(first) if first is not None else None}
+        return {
+            "name": self.name,
+            "stage": self.stage,
+            "at": self.at,
+            "held": self.held,
+            "version": self.version,
+            "event": asdict(self.event) if self.event is not None else None,
+            "first_promotion": asdict(first) if first is not None else None,
+        }
 
 
 def holding_at(events: Sequence[HistoryEvent], name: str, stage: str, moment: datetime) -> Holding:
     """What ``stage`` of model ``name`` held at ``moment``, from the model's ``events`` (kgit history's:
     rollbacks already labelled "rolled back", notes filled in)."""
-    own = [e for e in in_order(events) if e.name == name and e.stage == stage
-           and e.event in ("promoted", "rolled back", "demoted")]
+    own = [
+        e
+        for e in in_order(events)
+        if e.name == name and e.stage == stage and e.event in ("promoted", "rolled back", "demoted")
+    ]
     dated = [(e, t) for e in own if (t := when_of(e)) is not None]
     before = [e for e, t in dated if t <= moment]
     last = before[-1] if before else None  # the last in counter order made by then

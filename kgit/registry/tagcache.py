@@ -60,8 +60,14 @@ class TagCache:
         """The entry of tag object ``oid`` read under ``name``: [name, target, tagger, date, the
         parsed release or None]; None if there is none or it is malformed."""
         entry = self.entries.get(oid)
-        if (type(entry) is not list or len(entry) != 5 or entry[0] != name
-                or type(entry[1]) is not str or type(entry[2]) is not str or type(entry[3]) is not str):
+        if (
+            type(entry) is not list
+            or len(entry) != 5
+            or entry[0] != name
+            or type(entry[1]) is not str
+            or type(entry[2]) is not str
+            or type(entry[3]) is not str
+        ):
             return None
         self.used.add(oid)
         return entry

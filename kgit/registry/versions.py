@@ -217,8 +217,12 @@ def is_lookalike(tag: str) -> bool:
     """Whether ``tag`` looks like a release or event tag without being one in kgit's exact form
     (``m@v01.0.0``, ``M@v1.0.0``, ``m#prod#01``, ``m@v\u0661.0.0``, ``m@v1.0.0#compat#XYZ``): kgit ignores such a tag, but a
     person, GTO or ``dvc artifacts get`` may read it as a version or a stage."""
-    return (parse_tag(tag) is None and parse_event(tag) is None and parse_compat(tag) is None
-            and _LOOKALIKE_RE.match(tag) is not None)
+    return (
+        parse_tag(tag) is None
+        and parse_event(tag) is None
+        and parse_compat(tag) is None
+        and _LOOKALIKE_RE.match(tag) is not None
+    )
 
 
 def parse_ref(ref: str) -> tuple[str, str]:
@@ -248,7 +252,9 @@ def release_ref(ref: str, version: str | None = None, stage: str | None = None) 
     ``stage=`` (neither: the latest version)."""
     if "@" in ref or "#" in ref:
         if version is not None or stage is not None:
-            raise InvalidVersionError(f"{ref!r} already names a version: give version= or stage= only with a bare model name")
+            raise InvalidVersionError(
+                f"{ref!r} already names a version: give version= or stage= only with a bare model name"
+            )
         return parse_ref(ref)
     check_name(ref)
     if version is not None and stage is not None:

@@ -38,30 +38,57 @@ def metric_chart(model: ModelView, key: str, div_id: str) -> str:
     better = {"min": "lower is better", "max": "higher is better"}.get(metrics.direction(key, model.directions), "")
 
     def hover(vs: list[Any]) -> list[list[str]]:
-        return [[(v.source_commit or "-")[:8], metric_text(v.metrics[key]), ", ".join(v.release.stages),
-                 " (deprecated)" if v.release.deprecated else "", key] for v in vs]
+        return [
+            [
+                (v.source_commit or "-")[:8],
+                metric_text(v.metrics[key]),
+                ", ".join(v.release.stages),
+                " (deprecated)" if v.release.deprecated else "",
+                key,
+            ]
+            for v in vs
+        ]
 
     template = "<b>%{x}</b>%{customdata[3]}<br>commit %{customdata[0]}<br>%{customdata[4]} = %{customdata[1]}<extra>%{customdata[2]}</extra>"
-    traces: list[dict[str, Any]] = [{
-        "type": "scatter", "x": [v.version for v in points], "y": [v.metrics[key] for v in points],
-        "customdata": hover(points), "mode": "lines+markers", "name": "versions", "hovertemplate": template,
-        "line": {"color": BLUE, "width": 1.5},
-        "marker": {"size": 7, "color": [GREY if v.release.deprecated else BLUE for v in points]},
-    }]
+    traces: list[dict[str, Any]] = [
+        {
+            "type": "scatter",
+            "x": [v.version for v in points],
+            "y": [v.metrics[key] for v in points],
+            "customdata": hover(points),
+            "mode": "lines+markers",
+            "name": "versions",
+            "hovertemplate": template,
+            "line": {"color": BLUE, "width": 1.5},
+            "marker": {"size": 7, "color": [GREY if v.release.deprecated else BLUE for v in points]},
+        }
+    ]
     holders = [v for v in points if v.release.stages]
     if holders:
-        traces.append({
-            "type": "scatter", "x": [v.version for v in holders], "y": [v.metrics[key] for v in holders],
-            "customdata": hover(holders), "mode": "markers+text", "name": "stage holders",
-            "text": [", ".join(v.release.stages) for v in holders], "textposition": "top center",
-            "cliponaxis": False, "hovertemplate": template,
-            "marker": {"size": 16, "symbol": "star", "color": STAGE, "line": {"color": "#333", "width": 1}},
-        })
+        traces.append(
+            {
+                "type": "scatter",
+                "x": [v.version for v in holders],
+                "y": [v.metrics[key] for v in holders],
+                "customdata": hover(holders),
+                "mode": "markers+text",
+                "name": "stage holders",
+                "text": [", ".join(v.release.stages) for v in holders],
+                "textposition": "top center",
+                "cliponaxis": False,
+                "hovertemplate": template,
+                "marker": {"size": 16, "symbol": "star", "color": STAGE, "line": {"color": "#333", "width": 1}},
+            }
+        )
     layout = {
         "title": {"text": f"{key} <span style='font-size:12px;color:#666'>({better})</span>" if better else key},
-        "height": 320, "margin": {"l": 50, "r": 20, "t": 50, "b": 40}, "showlegend": bool(holders),
-        "legend": {"orientation": "h", "y": -0.2}, "template": _template(),
-        "xaxis": {"type": "category"}, "yaxis": {},
+        "height": 320,
+        "margin": {"l": 50, "r": 20, "t": 50, "b": 40},
+        "showlegend": bool(holders),
+        "legend": {"orientation": "h", "y": -0.2},
+        "template": _template(),
+        "xaxis": {"type": "category"},
+        "yaxis": {},
     }
     return _html({"data": traces, "layout": layout}, div_id)
 
@@ -74,19 +101,31 @@ def stage_chart(model: ModelView, div_id: str) -> str | None:
     traces = []
     for stage in sorted({e.stage for e in changes if e.stage}):
         events = [e for e in changes if e.stage == stage]
-        traces.append({
-            "type": "scatter", "x": [e.when for e in events], "y": [stage] * len(events), "name": stage,
-            "mode": "lines+markers+text", "line": {"shape": "hv", "width": 6},
-            "text": [e.version if e.event != "demoted" else "demoted" for e in events],
-            "textposition": "top center", "cliponaxis": False,
-            "customdata": [[e.event, e.version or "-", e.who, e.commit[:8]] for e in events],
-            "hovertemplate": "%{customdata[0]} %{customdata[1]}<br>by %{customdata[2]}<br>"
-                             "commit %{customdata[3]}<br>%{x}<extra>%{y}</extra>",
-            "marker": {"size": 11, "symbol": ["x" if e.event == "demoted" else "circle" for e in events]},
-        })
-    layout = {"height": 120 + 50 * len(traces), "margin": {"l": 80, "r": 20, "t": 30, "b": 40},
-              "showlegend": False, "template": _template(), "yaxis": {"type": "category"},
-              "title": {"text": "stages over time"}}
+        traces.append(
+            {
+                "type": "scatter",
+                "x": [e.when for e in events],
+                "y": [stage] * len(events),
+                "name": stage,
+                "mode": "lines+markers+text",
+                "line": {"shape": "hv", "width": 6},
+                "text": [e.version if e.event != "demoted" else "demoted" for e in events],
+                "textposition": "top center",
+                "cliponaxis": False,
+                "customdata": [[e.event, e.version or "-", e.who, e.commit[:8]] for e in events],
+                "hovertemplate": "%{customdata[0]} %{customdata[1]}<br>by %{customdata[2]}<br>"
+                "commit %{customdata[3]}<br>%{x}<extra>%{y}</extra>",
+                "marker": {"size": 11, "symbol": ["x" if e.event == "demoted" else "circle" for e in events]},
+            }
+        )
+    layout = {
+        "height": 120 + 50 * len(traces),
+        "margin": {"l": 80, "r": 20, "t": 30, "b": 40},
+        "showlegend": False,
+        "template": _template(),
+        "yaxis": {"type": "category"},
+        "title": {"text": "stages over time"},
+    }
     return _html({"data": traces, "layout": layout}, div_id)
 
 

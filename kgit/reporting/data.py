@@ -111,8 +111,9 @@ class ModelView:
         version = self.stages.get(stage)
         return next((v for v in self.versions if v.version == version and v.problem is None), None) if version else None
 
-    def comparisons(self, view: VersionView, previous: VersionView | None,
-                    holder: VersionView | None) -> list[Comparison]:
+    def comparisons(
+        self, view: VersionView, previous: VersionView | None, holder: VersionView | None
+    ) -> list[Comparison]:
         """``view`` against ``previous`` (the valid version before it) and ``holder`` (the version
         in COMPARE_STAGE, see ``holder``)."""
         if view.meta is None:
@@ -122,10 +123,16 @@ class ModelView:
             found = [(f"previous and {COMPARE_STAGE}", previous)]  # one table, not the same one twice
         elif holder is not None and holder is not view:
             found.append((COMPARE_STAGE, holder))
-        return [Comparison(label, other,
-                           [c for c in compare(other.release, other.meta, view.release, view.meta) if c.section != "metrics"],
-                           {d["key"]: d for d in metric_deltas(other.release, view.release, self.directions)})
-                for label, other in found if other is not None and other.meta is not None]
+        return [
+            Comparison(
+                label,
+                other,
+                [c for c in compare(other.release, other.meta, view.release, view.meta) if c.section != "metrics"],
+                {d["key"]: d for d in metric_deltas(other.release, view.release, self.directions)},
+            )
+            for label, other in found
+            if other is not None and other.meta is not None
+        ]
 
 
 def read_models(repo: Repo, names: list[str] | None = None) -> list[ModelView]:
@@ -146,9 +153,18 @@ def read_models(repo: Repo, names: list[str] | None = None) -> list[ModelView]:
     for name in wanted:
         versions = sorted((v for v in views.values() if v.name == name), key=lambda v: v.release.key, reverse=True)
         rolled = stage_checks.rollbacks(repo, reg, name)
-        timeline = [TimelineEvent(**{**asdict(e), "who": e.who.split(" <")[0] or e.who, "note": notes.get(e.tag),
-                                     "event": "rolled back" if e.tag in rolled else e.event})
-                    for e in reg.events if e.name == name]
+        timeline = [
+            TimelineEvent(
+                **{
+                    **asdict(e),
+                    "who": e.who.split(" <")[0] or e.who,
+                    "note": notes.get(e.tag),
+                    "event": "rolled back" if e.tag in rolled else e.event,
+                }
+            )
+            for e in reg.events
+            if e.name == name
+        ]
         by_version = {v.version: v for v in versions}
         for e in sorted(timeline, key=lambda e: e.counter):  # a version's last deprecation tag is its own
             deprecated = by_version.get(e.version or "") if e.event == "deprecated" else None
@@ -200,6 +216,11 @@ def metric_text(value: Any) -> str:
 
 def to_dict(model: ModelView) -> dict[str, Any]:
     """What ``kgit report --json`` says of a model."""
-    return {"name": model.name, "page": model.page, "versions": len(model.versions),
-            "invalid": sum(1 for v in model.versions if v.problem), "stages": model.stages,
-            "metrics": model.metric_keys}
+    return {
+        "name": model.name,
+        "page": model.page,
+        "versions": len(model.versions),
+        "invalid": sum(1 for v in model.versions if v.problem),
+        "stages": model.stages,
+        "metrics": model.metric_keys,
+    }

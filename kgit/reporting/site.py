@@ -19,8 +19,13 @@ def environment() -> Any:
     tag messages, notes and hyperparameters are anyone's text."""
     import jinja2
 
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
-                             trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
     return env
 
 
@@ -34,8 +39,10 @@ def check_out(out: Path) -> Path:
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise KgitError(f"--out {out} exists and is not a folder: give a new folder for the report")
     if out.is_dir() and any(out.iterdir()) and not _is_site(out):
-        raise KgitError(f"--out {out} is a folder kgit did not write (no {MARKER} in it): "
-                        "give a new or empty folder, or remove that one")
+        raise KgitError(
+            f"--out {out} is a folder kgit did not write (no {MARKER} in it): "
+            "give a new or empty folder, or remove that one"
+        )
     if not out.parent.is_dir():
         raise KgitError(f"--out {out}: its parent folder {out.parent} does not exist")
     return out

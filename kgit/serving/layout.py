@@ -87,8 +87,10 @@ def _resolve(repo: Repo, ref: str) -> list[catalog.Release]:
     if not found:
         raise catalog.no_model(repo, name)
     if not stages:
-        raise ReleaseNotFoundError(f"no version of {name} is in a stage: name one ({name}@VERSION or {name}@latest) "
-                                   f"or promote one (kgit promote {name}@VERSION prod)")
+        raise ReleaseNotFoundError(
+            f"no version of {name} is in a stage: name one ({name}@VERSION or {name}@latest) "
+            f"or promote one (kgit promote {name}@VERSION prod)"
+        )
     return [catalog.resolve(repo, name, f"#{s}") for s in stages]
 
 
@@ -102,7 +104,8 @@ def _select(repo: Repo, refs: list[str]) -> dict[str, dict[int, catalog.Release]
                 example = f" (e.g. kgit release {rel.name} --from {source} -f savedmodel)" if source else ""
                 raise KgitError(
                     f"{rel.name}@{rel.version} has no savedmodel format (it has {', '.join(rel.formats)}), and TF "
-                    f"Serving reads SavedModels: release the model again with --format savedmodel{example}")
+                    f"Serving reads SavedModels: release the model again with --format savedmodel{example}"
+                )
             chosen.setdefault(rel.name, {})[serving_version(rel.version)] = rel
     return chosen
 
@@ -139,7 +142,9 @@ def _build(src: Path, dest: Path, meta: Metadata, copy: bool) -> tuple[str, dict
         for rel in _served_files(meta):
             source, target = src / rel, tmp / rel
             if source.is_symlink():
-                raise KgitError(f"{source} is a symlink: release folders hold regular files only (kgit validate says more)")
+                raise KgitError(
+                    f"{source} is a symlink: release folders hold regular files only (kgit validate says more)"
+                )
             target.parent.mkdir(parents=True, exist_ok=True)
             if how == "hardlink":
                 try:
@@ -151,8 +156,10 @@ def _build(src: Path, dest: Path, meta: Metadata, copy: bool) -> tuple[str, dict
             digest = sha256_file(target)
             expected = meta.files.get(rel) if rel != METADATA_FILE else digest
             if digest != expected:
-                raise KgitError(f"{source} changed while it was being laid out: check it with `kgit validate "
-                                f"{meta.name}@{meta.version}` and rerun")
+                raise KgitError(
+                    f"{source} changed while it was being laid out: check it with `kgit validate "
+                    f"{meta.name}@{meta.version}` and rerun"
+                )
             files[rel] = [digest, target.stat().st_size]
         if Metadata.read(tmp).to_dict() != meta.to_dict():
             raise KgitError(f"{src / METADATA_FILE} changed while it was being laid out: rerun")
@@ -197,12 +204,21 @@ def _check_out(repo: Repo, out: Path, manifest: Manifest | None) -> None:
         raise KgitError(f"--out {out} is inside the repository's releases: give a folder outside {artifacts}")
     if manifest is None and out.exists() and any(out.iterdir()):
         first = sorted(p.name for p in out.iterdir())[0]
-        raise KgitError(f"{out} is not empty ({first}) and holds no {MANIFEST_FILE}, so it is not a layout kgit made: "
-                        "give an empty or new folder (kgit never overwrites or deletes what it did not write)")
+        raise KgitError(
+            f"{out} is not empty ({first}) and holds no {MANIFEST_FILE}, so it is not a layout kgit made: "
+            "give an empty or new folder (kgit never overwrites or deletes what it did not write)"
+        )
 
 
-def layout(repo: Repo, refs: list[str], out: Path, *, base_path: str | None = None, copy: bool = False,
-           tf_serving_version: str | None = None) -> Layout:
+def layout(
+    repo: Repo,
+    refs: list[str],
+    out: Path,
+    *,
+    base_path: str | None = None,
+    copy: bool = False,
+    tf_serving_version: str | None = None,
+) -> Layout:
     """Lay out the selected releases under ``out`` for TF Serving and bring models.config in sync.
     ``tf_serving_version``: refuse, before anything changes, a release whose graph uses an op that
     TensorFlow (Serving) of that version does not have (kgit.compat.graph_ops)."""
@@ -244,8 +260,13 @@ class _Plan:
     notes: list[str]
 
 
-def _plan(repo: Repo, out: Path, chosen: dict[str, dict[int, catalog.Release]], base_path: str | None,
-          recorded: Manifest | None) -> _Plan:
+def _plan(
+    repo: Repo,
+    out: Path,
+    chosen: dict[str, dict[int, catalog.Release]],
+    base_path: str | None,
+    recorded: Manifest | None,
+) -> _Plan:
     old = recorded.models if recorded else {}
     old_labels = recorded.labels if recorded else {}
     plan = _Plan(out, {}, [], {}, [], [], old, [])
@@ -261,8 +282,10 @@ def _plan(repo: Repo, out: Path, chosen: dict[str, dict[int, catalog.Release]], 
             md5 = str(rel.formats[FORMAT].get("md5"))
             entry = old.get(name, {}).get(number)
             if entry is not None and (entry.tag, entry.md5) != (rel.tag, md5):
-                raise KgitError(f"{folder} holds {entry.tag} with DVC hash {entry.md5[:12]}, but {rel.tag} has {md5[:12]}: "
-                                "it was laid out from another repository; give another --out")
+                raise KgitError(
+                    f"{folder} holds {entry.tag} with DVC hash {entry.md5[:12]}, but {rel.tag} has {md5[:12]}: "
+                    "it was laid out from another repository; give another --out"
+                )
             if entry is None and os.path.lexists(folder):
                 raise KgitError(f"{folder} exists and was not laid out by kgit: move it away, or give another --out")
             # "pending": recorded by a run that stopped before finishing; its folder, if any, is redone
@@ -276,22 +299,45 @@ def _plan(repo: Repo, out: Path, chosen: dict[str, dict[int, catalog.Release]], 
             else:  # fetched and verified now, before anything in OUT changes
                 src, meta = _source(repo, rel)
                 plan.build.append((rel, number, src, meta))
-            plan.versions.append(ServedVersion(name, rel.version, rel.tag, number, sorted(rel.stages),
-                                               "kept" if kept else "added", entry.how if kept and entry else None,
-                                               str(folder), rel.deprecated))
-    plan.remove = [(name, n, e) for name, entries in sorted(old.items()) for n, e in sorted(entries.items())
-                   if n not in chosen.get(name, {})]
+            plan.versions.append(
+                ServedVersion(
+                    name,
+                    rel.version,
+                    rel.tag,
+                    number,
+                    sorted(rel.stages),
+                    "kept" if kept else "added",
+                    entry.how if kept and entry else None,
+                    str(folder),
+                    rel.deprecated,
+                )
+            )
+    plan.remove = [
+        (name, n, e)
+        for name, entries in sorted(old.items())
+        for n, e in sorted(entries.items())
+        if n not in chosen.get(name, {})
+    ]
     added = {(rel.name, n) for rel, n, _s, _m in plan.build}
-    plan.notes = [f"label {label} of {name} moves to {n}, which this run added: a running TF Serving applies that only "
-                  "when started with --force_allow_any_version_labels_for_unavailable_models=true (or lay a version "
-                  "out before promoting it, then rerun)"
-                  for name, m in sorted(plan.served.items()) for label, n in m.labels.items()
-                  if (name, n) in added and old_labels.get(name, {}).get(label, n) != n]
+    plan.notes = [
+        f"label {label} of {name} moves to {n}, which this run added: a running TF Serving applies that only "
+        "when started with --force_allow_any_version_labels_for_unavailable_models=true (or lay a version "
+        "out before promoting it, then rerun)"
+        for name, m in sorted(plan.served.items())
+        for label, n in m.labels.items()
+        if (name, n) in added and old_labels.get(name, {}).get(label, n) != n
+    ]
     return plan
 
 
-def _sync(repo: Repo, out: Path, chosen: dict[str, dict[int, catalog.Release]], base_path: str | None,
-          copy: bool, tf_serving_version: str | None = None) -> Layout:
+def _sync(
+    repo: Repo,
+    out: Path,
+    chosen: dict[str, dict[int, catalog.Release]],
+    base_path: str | None,
+    copy: bool,
+    tf_serving_version: str | None = None,
+) -> Layout:
     recorded = read_manifest(out)
     _check_out(repo, out, recorded)
     for name in set(recorded.models if recorded else {}) | set(chosen):  # leftovers of an interrupted run
@@ -312,19 +358,26 @@ def _check_ops(plan: _Plan, version: str) -> str:
 
     have, exact = graph_ops.tf_ops(version)
     graphs = [(rel.tag, src / graph_ops.SAVED_MODEL_FILE) for rel, _n, src, _m in plan.build]
-    graphs += [(e.tag, plan.out / name / str(n) / graph_ops.SAVED_MODEL_FILE)
-               for name, entries in plan.entries.items() for n, e in entries.items()]
+    graphs += [
+        (e.tag, plan.out / name / str(n) / graph_ops.SAVED_MODEL_FILE)
+        for name, entries in plan.entries.items()
+        for n, e in entries.items()
+    ]
     refused = []
     for tag, graph in sorted(graphs):
         used, written_by = graph_ops.saved_model_ops(graph)
         missing = sorted(used - have)
         if missing:
-            refused.append(f"{tag} uses {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}"
-                           + (f" (written by TensorFlow {written_by})" if written_by else ""))
+            refused.append(
+                f"{tag} uses {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}"
+                + (f" (written by TensorFlow {written_by})" if written_by else "")
+            )
     if refused:
-        raise KgitError(f"TensorFlow Serving {version} (TensorFlow {exact}) lacks ops these releases use: "
-                        f"{'; '.join(refused)}: serve them with a newer TensorFlow Serving, or release the model "
-                        "again from a TensorFlow that version has; nothing was laid out")
+        raise KgitError(
+            f"TensorFlow Serving {version} (TensorFlow {exact}) lacks ops these releases use: "
+            f"{'; '.join(refused)}: serve them with a newer TensorFlow Serving, or release the model "
+            "again from a TensorFlow that version has; nothing was laid out"
+        )
     return f"every graph uses only ops TensorFlow Serving {version} has (TensorFlow {exact}: {len(have)} ops)"
 
 
@@ -334,10 +387,18 @@ def _apply(plan: _Plan, copy: bool) -> Layout:
     config, manifest = out / CONFIG_FILE, out / MANIFEST_FILE
     changed = False
     if plan.build:  # recorded before they exist, so a crash never leaves an unrecorded version folder
-        pending = {name: {**old.get(name, {}), **new.get(name, {}),
-                          **{n: Entry(rel.version, rel.tag, str(rel.formats[FORMAT].get("md5")), "pending", {})
-                             for rel, n, _s, _m in plan.build if rel.name == name}}
-                   for name in set(old) | set(new)}
+        pending = {
+            name: {
+                **old.get(name, {}),
+                **new.get(name, {}),
+                **{
+                    n: Entry(rel.version, rel.tag, str(rel.formats[FORMAT].get("md5")), "pending", {})
+                    for rel, n, _s, _m in plan.build
+                    if rel.name == name
+                },
+            }
+            for name in set(old) | set(new)
+        }
         changed |= write_if_changed(manifest, manifest_text(pending, plan.served))
     for rel, number, src, meta in plan.build:
         _remove(out / rel.name / str(number))  # only ever a folder the manifest records (checked in _plan)
@@ -350,12 +411,20 @@ def _apply(plan: _Plan, copy: bool) -> Layout:
     changed |= write_if_changed(config, config_text(list(plan.served.values())))
     for name, number, entry in plan.remove:
         _remove(out / name / str(number))
-        plan.versions.append(ServedVersion(name, entry.version, entry.tag, number, [], "removed", None,
-                                           str(out / name / str(number))))
+        plan.versions.append(
+            ServedVersion(name, entry.version, entry.tag, number, [], "removed", None, str(out / name / str(number)))
+        )
         changed = True
     for name in set(old) - set(new):  # a model no longer served: its folder goes if nothing else is in it
         with contextlib.suppress(OSError):
             (out / name).rmdir()
     changed |= write_if_changed(manifest, manifest_text(new, plan.served))
-    return Layout(str(out), str(config), str(manifest), changed, sorted(plan.served.values(), key=lambda m: m.name),
-                  plan.versions, plan.notes)
+    return Layout(
+        str(out),
+        str(config),
+        str(manifest),
+        changed,
+        sorted(plan.served.values(), key=lambda m: m.name),
+        plan.versions,
+        plan.notes,
+    )

@@ -32,7 +32,8 @@ def serving_version(version: str) -> int:
     if v.minor >= PART_LIMIT or v.patch >= PART_LIMIT:
         raise InvalidVersionError(
             f"{version} has no TensorFlow Serving version number: kgit maps vMAJOR.MINOR.PATCH to "
-            f"MAJOR*1000000 + MINOR*1000 + PATCH, so minor and patch must be below {PART_LIMIT}; serve another version")
+            f"MAJOR*1000000 + MINOR*1000 + PATCH, so minor and patch must be below {PART_LIMIT}; serve another version"
+        )
     return v.major * 1_000_000 + v.minor * 1_000 + v.patch
 
 
@@ -56,11 +57,19 @@ def _quote(text: str) -> str:
 
 def config_text(models: list[ServedModel]) -> str:
     """The ``ModelServerConfig`` TF Serving reads with ``--model_config_file`` (text format)."""
-    lines = ["# Written by kgit serve-layout from the release tags: rerun it instead of editing this file.",
-             "model_config_list {"]
+    lines = [
+        "# Written by kgit serve-layout from the release tags: rerun it instead of editing this file.",
+        "model_config_list {",
+    ]
     for m in sorted(models, key=lambda m: m.name):
-        lines += ["  config {", f"    name: {_quote(m.name)}", f"    base_path: {_quote(m.base_path)}",
-                  '    model_platform: "tensorflow"', "    model_version_policy {", "      specific {"]
+        lines += [
+            "  config {",
+            f"    name: {_quote(m.name)}",
+            f"    base_path: {_quote(m.base_path)}",
+            '    model_platform: "tensorflow"',
+            "    model_version_policy {",
+            "      specific {",
+        ]
         lines += [f"        versions: {n}" for n in sorted(m.versions)]
         lines += ["      }", "    }"]
         for label, n in sorted(m.labels.items()):
@@ -96,11 +105,17 @@ def read_manifest(out: Path) -> Manifest | None:
     try:
         from kgit.core import bounded_yaml
 
-        data = bounded_yaml.load_json(bounded_yaml.read_bytes(path, str(path), max_bytes=MAX_MANIFEST_BYTES),
-                                      str(path), max_bytes=MAX_MANIFEST_BYTES, max_depth=16)
+        data = bounded_yaml.load_json(
+            bounded_yaml.read_bytes(path, str(path), max_bytes=MAX_MANIFEST_BYTES),
+            str(path),
+            max_bytes=MAX_MANIFEST_BYTES,
+            max_depth=16,
+        )
         if data.get("schema_version") != MANIFEST_SCHEMA:
-            raise KgitError(f"{bad} (schema_version {str(data.get('schema_version'))[:20]}): "
-                            f"give another --out, or remove the folder if it is yours")
+            raise KgitError(
+                f"{bad} (schema_version {str(data.get('schema_version'))[:20]}): "
+                f"give another --out, or remove the folder if it is yours"
+            )
         models: dict[str, dict[int, Entry]] = {}
         labels: dict[str, dict[str, int]] = {}
         for name, model in data["models"].items():
@@ -119,17 +134,25 @@ def read_manifest(out: Path) -> Manifest | None:
             raise
         raise KgitError(f"{bad} ({exc}): give another --out, or remove the folder if it is yours") from None
     except (OSError, ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError) as exc:
-        raise KgitError(f"{bad} ({describe(exc, 80)}): give another --out, "
-                        "or remove the folder if it is yours") from None
+        raise KgitError(
+            f"{bad} ({describe(exc, 80)}): give another --out, or remove the folder if it is yours"
+        ) from None
 
 
 def manifest_text(models: dict[str, dict[int, Entry]], meta: dict[str, ServedModel]) -> str:
-    data = {"schema_version": MANIFEST_SCHEMA, "written_by": "kgit serve-layout",
-            "version_rule": "MAJOR*1000000 + MINOR*1000 + PATCH", "models": {
-                name: {"base_path": meta[name].base_path if name in meta else None,
-                       "labels": dict(sorted(meta[name].labels.items())) if name in meta else {},
-                       "versions": {str(n): asdict(e) for n, e in sorted(entries.items())}}
-                for name, entries in sorted(models.items())}}
+    data = {
+        "schema_version": MANIFEST_SCHEMA,
+        "written_by": "kgit serve-layout",
+        "version_rule": "MAJOR*1000000 + MINOR*1000 + PATCH",
+        "models": {
+            name: {
+                "base_path": meta[name].base_path if name in meta else None,
+                "labels": dict(sorted(meta[name].labels.items())) if name in meta else {},
+                "versions": {str(n): asdict(e) for n, e in sorted(entries.items())},
+            }
+            for name, entries in sorted(models.items())
+        },
+    }
     return json.dumps(data, indent=2) + "\n"
 
 

@@ -99,8 +99,7 @@ def repo_lock(repo: Repo, timeout: float | None = None, on_wait: Callable[[], No
     """Serialise writers in one repository (processes, not threads); BusyError after ``timeout``."""
     if timeout is None:
         timeout = float(os.environ.get("KGIT_LOCK_TIMEOUT", "600"))
-    busy = ("another kgit command is writing to this repository (release in progress): "
-            "wait for it to finish and retry")
+    busy = "another kgit command is writing to this repository (release in progress): wait for it to finish and retry"
     with exclusive(state_dir(repo) / LOCK, busy, timeout=timeout, on_wait=on_wait):
         yield
 

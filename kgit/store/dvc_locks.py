@@ -111,13 +111,17 @@ def _repair(root: Path) -> str | None:
         if found is None:
             return None
         if not idle:
-            return (f"left {RWLOCK} as it is ({_what(found)}): a DVC command is running in this repository; "
-                    "rerun once it has finished")
+            return (
+                f"left {RWLOCK} as it is ({_what(found)}): a DVC command is running in this repository; "
+                "rerun once it has finished"
+            )
         path = root / RWLOCK
         if found.unreadable is not None:
             if found.live:
-                return (f"left {RWLOCK} as it is ({_what(found)}): it names {_who(found.live)}, which still "
-                        "runs; rerun once it has finished")
+                return (
+                    f"left {RWLOCK} as it is ({_what(found)}): it names {_who(found.live)}, which still "
+                    "runs; rerun once it has finished"
+                )
             if path.is_dir() or path.is_symlink():
                 return f"left {RWLOCK} as it is: it is not a regular file; remove it by hand"
             write_atomic(path, "{}")
@@ -150,22 +154,37 @@ def _parse(raw: bytes) -> tuple[dict[str, Any] | None, str]:
     except KgitError:
         return None, "truncated or not JSON"
     ok = isinstance(data, dict) and set(data) <= {"read", "write"}
-    ok = ok and isinstance(data.get("write", {}), dict) and all(
-        isinstance(k, str) and _info(v) for k, v in data.get("write", {}).items())
-    ok = ok and isinstance(data.get("read", {}), dict) and all(
-        isinstance(k, str) and isinstance(v, list) and all(_info(i) for i in v) for k, v in data.get("read", {}).items())
+    ok = (
+        ok
+        and isinstance(data.get("write", {}), dict)
+        and all(isinstance(k, str) and _info(v) for k, v in data.get("write", {}).items())
+    )
+    ok = (
+        ok
+        and isinstance(data.get("read", {}), dict)
+        and all(
+            isinstance(k, str) and isinstance(v, list) and all(_info(i) for i in v)
+            for k, v in data.get("read", {}).items()
+        )
+    )
     return (data, "") if ok else (None, "not in DVC's format")
 
 
 def _info(value: Any) -> bool:
-    return (isinstance(value, dict) and set(value) == {"pid", "cmd"} and isinstance(value["pid"], int)
-            and not isinstance(value["pid"], bool) and isinstance(value["cmd"], str))
+    return (
+        isinstance(value, dict)
+        and set(value) == {"pid", "cmd"}
+        and isinstance(value["pid"], int)
+        and not isinstance(value["pid"], bool)
+        and isinstance(value["cmd"], str)
+    )
 
 
 def _entries(data: dict[str, Any]) -> list[Entry]:
     found = [Entry("write", path, info["pid"], info["cmd"]) for path, info in data.get("write", {}).items()]
-    found += [Entry("read", path, info["pid"], info["cmd"]) for path, infos in data.get("read", {}).items()
-              for info in infos]
+    found += [
+        Entry("read", path, info["pid"], info["cmd"]) for path, infos in data.get("read", {}).items() for info in infos
+    ]
     return found
 
 
@@ -182,8 +201,11 @@ def _without(data: dict[str, Any], stale: list[Entry]) -> dict[str, Any]:
     """``data`` without the ``stale`` entries, empty sections dropped, as DVC releases them."""
     gone = {(e.mode, e.path, e.pid, e.cmd) for e in stale}
     write = {p: i for p, i in data.get("write", {}).items() if ("write", p, i["pid"], i["cmd"]) not in gone}
-    read = {p: kept for p, infos in data.get("read", {}).items()
-            if (kept := [i for i in infos if ("read", p, i["pid"], i["cmd"]) not in gone])}
+    read = {
+        p: kept
+        for p, infos in data.get("read", {}).items()
+        if (kept := [i for i in infos if ("read", p, i["pid"], i["cmd"]) not in gone])
+    }
     return {**({"write": write} if write else {}), **({"read": read} if read else {})}
 
 

@@ -191,8 +191,9 @@ def check_remote_options(url: str, options: dict[str, str], what: str = "--remot
         SCHEMA["remote"][str]({"url": url, **options})
     except Invalid as exc:
         key = ".".join(str(p) for p in exc.path) or "?"
-        raise KgitError(f"{what} {key}: {one_line(exc.error_message, 150)} (DVC remote {url}; see "
-                        "`dvc remote modify --help`)") from None
+        raise KgitError(
+            f"{what} {key}: {one_line(exc.error_message, 150)} (DVC remote {url}; see `dvc remote modify --help`)"
+        ) from None
 
 
 def set_remote_options(root: Path, name: str, options: dict[str, str], level: str) -> list[str]:
@@ -403,9 +404,16 @@ def push(root: Path, oids: list[str], remote: str, meter: Meter | None = None) -
             odb = repo.cloud.get_remote_odb(remote, "push")
             failpoint("dvc-push")
             with contextlib.closing(get_index(odb)) as index:
-                result = repo.cloud.transfer(cache, odb, [HashInfo("md5", oid) for oid in oids],
-                                             dest_index=index, cache_odb=cache, validate_status=sizes,
-                                             shallow=False, **_callback(meter))
+                result = repo.cloud.transfer(
+                    cache,
+                    odb,
+                    [HashInfo("md5", oid) for oid in oids],
+                    dest_index=index,
+                    cache_odb=cache,
+                    validate_status=sizes,
+                    shallow=False,
+                    **_callback(meter),
+                )
         except Exception as exc:  # a remote's filesystem raises its own errors (network, credentials, disk)
             raise _failure(repo, remote, logged, exc) from None
         if result.failed:
@@ -433,9 +441,16 @@ def pull(root: Path, dvc_files: list[str], remote: str | None = None, meter: Met
             cache = repo.cache.local
             oids = _with_files(tops, [cache, odb])
             with contextlib.closing(get_index(odb)) as index:
-                result = repo.cloud.transfer(odb, cache, oids, src_index=index, cache_odb=cache, verify=odb.verify,
-                                             validate_status=getattr(repo.cloud, "_log_missing", None),
-                                             **_callback(meter))
+                result = repo.cloud.transfer(
+                    odb,
+                    cache,
+                    oids,
+                    src_index=index,
+                    cache_odb=cache,
+                    verify=odb.verify,
+                    validate_status=getattr(repo.cloud, "_log_missing", None),
+                    **_callback(meter),
+                )
             if result.failed:
                 raise _failure(repo, remote, logged or [f"{len(result.failed)} file(s) failed to download"], None)
             repo.checkout(targets=dvc_files)
@@ -460,8 +475,12 @@ def read_dvc_file(text: str | bytes, source: str) -> dict[str, Any]:
     deeply nested or alias-bomb ones and anything that is not a DVC pointer."""
     restore = f"restore it with `git checkout -- {source}`"
     data = bounded_yaml.load(text, source, max_bytes=MAX_DVC_FILE, max_nodes=MAX_DVC_VALUES, fix=restore)
-    if not isinstance(data, dict) or not isinstance(data.get("outs"), list) or not data["outs"] \
-            or not isinstance(data["outs"][0], dict):
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("outs"), list)
+        or not data["outs"]
+        or not isinstance(data["outs"][0], dict)
+    ):
         raise KgitError(f"{source} is not a DVC file (no outs): {restore}")
     return data
 
@@ -503,8 +522,13 @@ def dataset_hash(root: Path, path: str) -> str:
             return str(h)
     lock = root / layout.DVC_LOCK
     if lock.exists():
-        lock_data = bounded_yaml.read_file(lock, layout.DVC_LOCK, max_bytes=MAX_DVC_FILE, max_nodes=MAX_DVC_VALUES,
-                                           fix="fix it, or restore it with `git checkout -- dvc.lock`")
+        lock_data = bounded_yaml.read_file(
+            lock,
+            layout.DVC_LOCK,
+            max_bytes=MAX_DVC_FILE,
+            max_nodes=MAX_DVC_VALUES,
+            fix="fix it, or restore it with `git checkout -- dvc.lock`",
+        )
         stages = lock_data.get("stages") if isinstance(lock_data, dict) else None
         for stage in (stages or {}).values() if isinstance(stages, dict) else ():
             outs = stage.get("outs") if isinstance(stage, dict) else None

@@ -69,20 +69,58 @@ def default_remote_config_in(config_texts: list[str]) -> tuple[str | None, dict[
 # -- remotes on other hosts: plugins, settings, and what a failure means ------------------------------
 # DVC remote settings that are a person's (credentials, paths to their own files): kept in
 # .dvc/config.local, never committed, never stored by the server hook, never printed.
-PERSONAL_OPTIONS = frozenset({
-    "access_key_id", "secret_access_key", "session_token", "sse_customer_key", "profile", "credentialpath",
-    "configpath", "password", "ask_password", "passphrase", "ask_passphrase", "keyfile", "user",
-    "account_key", "sas_token", "client_secret", "connection_string", "custom_auth_header", "gss_auth",
-})
+PERSONAL_OPTIONS = frozenset(
+    {
+        "access_key_id",
+        "secret_access_key",
+        "session_token",
+        "sse_customer_key",
+        "profile",
+        "credentialpath",
+        "configpath",
+        "password",
+        "ask_password",
+        "passphrase",
+        "ask_passphrase",
+        "keyfile",
+        "user",
+        "account_key",
+        "sas_token",
+        "client_secret",
+        "connection_string",
+        "custom_auth_header",
+        "gss_auth",
+    }
+)
 # which of them are secrets: their values are never shown
-SECRET_OPTIONS = frozenset({"access_key_id", "secret_access_key", "session_token", "sse_customer_key", "password", "passphrase",
-                            "account_key", "sas_token", "client_secret", "connection_string", "custom_auth_header"})
+SECRET_OPTIONS = frozenset(
+    {
+        "access_key_id",
+        "secret_access_key",
+        "session_token",
+        "sse_customer_key",
+        "password",
+        "passphrase",
+        "account_key",
+        "sas_token",
+        "client_secret",
+        "connection_string",
+        "custom_auth_header",
+    }
+)
 # URL scheme -> (DVC's plugin module, what to install)
-PLUGINS = {"s3": ("dvc_s3", "pip install 'kgit[s3]'"), "ssh": ("dvc_ssh", "pip install 'kgit[ssh]'"),
-           "gs": ("dvc_gs", "pip install dvc-gs"), "azure": ("dvc_azure", "pip install dvc-azure"),
-           "hdfs": ("dvc_hdfs", "pip install dvc-hdfs"), "webhdfs": ("dvc_webhdfs", "pip install dvc-webhdfs"),
-           "oss": ("dvc_oss", "pip install dvc-oss"), "gdrive": ("dvc_gdrive", "pip install dvc-gdrive"),
-           "webdav": ("dvc_webdav", "pip install dvc-webdav"), "webdavs": ("dvc_webdav", "pip install dvc-webdav")}
+PLUGINS = {
+    "s3": ("dvc_s3", "pip install 'kgit[s3]'"),
+    "ssh": ("dvc_ssh", "pip install 'kgit[ssh]'"),
+    "gs": ("dvc_gs", "pip install dvc-gs"),
+    "azure": ("dvc_azure", "pip install dvc-azure"),
+    "hdfs": ("dvc_hdfs", "pip install dvc-hdfs"),
+    "webhdfs": ("dvc_webhdfs", "pip install dvc-webhdfs"),
+    "oss": ("dvc_oss", "pip install dvc-oss"),
+    "gdrive": ("dvc_gdrive", "pip install dvc-gdrive"),
+    "webdav": ("dvc_webdav", "pip install dvc-webdav"),
+    "webdavs": ("dvc_webdav", "pip install dvc-webdav"),
+}
 
 
 def scheme_of(url: str) -> str | None:
@@ -104,8 +142,10 @@ def require_plugin(url: str) -> None:
     try:
         importlib.import_module(module)
     except ImportError:
-        raise KgitError(f"DVC remote {url} needs DVC's {scheme} plugin ({module.replace('_', '-')}), which is not "
-                        f"installed: {install}") from None
+        raise KgitError(
+            f"DVC remote {url} needs DVC's {scheme} plugin ({module.replace('_', '-')}), which is not "
+            f"installed: {install}"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -126,13 +166,35 @@ class Where:
         return f"DVC remote {self.name} ({inner})" if self.name else f"DVC remote {inner}"
 
 
-_UNREACHABLE = ("could not connect to the endpoint", "connection refused", "connect timeout", "connecttimeout",
-                "timeout on endpoint url", "name or service not known", "temporary failure in name resolution",
-                "endpointconnectionerror", "max retries exceeded", "cannot connect to host", "no route to host",
-                "network is unreachable", "nodename nor servname")
-_REFUSED = ("invalidaccesskeyid", "signaturedoesnotmatch", "forbidden", "accessdenied", "access denied",
-            "unable to locate credentials", "nocredentialserror", "expiredtoken", "invalidtoken",
-            "invalidclienttokenid", "(403)", "partial credentials")
+_UNREACHABLE = (
+    "could not connect to the endpoint",
+    "connection refused",
+    "connect timeout",
+    "connecttimeout",
+    "timeout on endpoint url",
+    "name or service not known",
+    "temporary failure in name resolution",
+    "endpointconnectionerror",
+    "max retries exceeded",
+    "cannot connect to host",
+    "no route to host",
+    "network is unreachable",
+    "nodename nor servname",
+)
+_REFUSED = (
+    "invalidaccesskeyid",
+    "signaturedoesnotmatch",
+    "forbidden",
+    "accessdenied",
+    "access denied",
+    "unable to locate credentials",
+    "nocredentialserror",
+    "expiredtoken",
+    "invalidtoken",
+    "invalidclienttokenid",
+    "(403)",
+    "partial credentials",
+)
 _NO_BUCKET = ("nosuchbucket", "bucket does not exist")
 
 
@@ -146,20 +208,33 @@ def explain(text: str, where: Where) -> str | None:
         module, install = PLUGINS[scheme]
         return f"{where} needs DVC's {scheme} plugin ({module.replace('_', '-')}), which is not installed: {install}"
     if any(s in low for s in _UNREACHABLE):
-        fix = (f"the endpoint URL (`dvc remote modify {name} endpointurl URL`)" if scheme == "s3" else "the URL")
+        fix = f"the endpoint URL (`dvc remote modify {name} endpointurl URL`)" if scheme == "s3" else "the URL"
         return f"cannot reach {where}: check that the server is up and reachable from here, and {fix}"
     if scheme != "s3":
         return None
     if any(s in low for s in _NO_BUCKET):
-        return (f"{where}: the bucket does not exist: create it, or fix the URL "
-                f"(`dvc remote modify {name} url s3://BUCKET/PREFIX`)")
+        return (
+            f"{where}: the bucket does not exist: create it, or fix the URL "
+            f"(`dvc remote modify {name} url s3://BUCKET/PREFIX`)"
+        )
     if any(s in low for s in _REFUSED):
-        reason = next((r for r in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "ExpiredToken")
-                       if r.lower() in low), "403 Forbidden" if "forbidden" in low or "403" in low else "no credentials")
-        where_else = (f"`dvc remote modify --local {name} access_key_id|secret_access_key|profile`" if where.name
-                      else "~/.aws of the user this runs as")
-        return (f"{where} refused the credentials ({reason}): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
-                f"(or AWS_PROFILE, or {where_else}) and that the key may read and write the bucket")
+        reason = next(
+            (
+                r
+                for r in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "ExpiredToken")
+                if r.lower() in low
+            ),
+            "403 Forbidden" if "forbidden" in low or "403" in low else "no credentials",
+        )
+        where_else = (
+            f"`dvc remote modify --local {name} access_key_id|secret_access_key|profile`"
+            if where.name
+            else "~/.aws of the user this runs as"
+        )
+        return (
+            f"{where} refused the credentials ({reason}): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            f"(or AWS_PROFILE, or {where_else}) and that the key may read and write the bucket"
+        )
     return None
 
 

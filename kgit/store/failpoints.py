@@ -35,8 +35,12 @@ def failpoint_inside(name: str, filename: str, callee: str) -> Iterator[None]:
 
     def hook(frame: Any, event: str, arg: object) -> None:
         caller = frame.f_back
-        if event == "call" and frame.f_code.co_name == callee and caller is not None \
-                and caller.f_code.co_filename.endswith(filename):
+        if (
+            event == "call"
+            and frame.f_code.co_name == callee
+            and caller is not None
+            and caller.f_code.co_filename.endswith(filename)
+        ):
             sys.setprofile(None)
             failpoint(name)
 

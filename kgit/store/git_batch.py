@@ -45,9 +45,15 @@ class GitObject:
         return self.data is not None and len(self.data) == self.size
 
 
-def read_objects(names: Sequence[str], *, cwd: str | Path | None = None, git: Sequence[str] = ("git",),
-                 env: Mapping[str, str] | None = None, content: bool = True,
-                 max_bytes: int | None = None) -> Iterator[GitObject]:
+def read_objects(
+    names: Sequence[str],
+    *,
+    cwd: str | Path | None = None,
+    git: Sequence[str] = ("git",),
+    env: Mapping[str, str] | None = None,
+    content: bool = True,
+    max_bytes: int | None = None,
+) -> Iterator[GitObject]:
     """One GitObject per name of ``names``, in order, from one ``git cat-file --batch`` (with
     ``content``) or ``--batch-check`` (without: type and size only). ``git`` is the command that
     runs git (``["git", "--git-dir=..."]`` for a bare repository), run in ``cwd`` with ``env``.
@@ -59,8 +65,14 @@ def read_objects(names: Sequence[str], *, cwd: str | Path | None = None, git: Se
     argv = [*git, "cat-file", "--batch" if content else "--batch-check"]
     request = "".join(f"{name}\n" for name in names).encode("utf-8", errors="surrogateescape")
     with tempfile.TemporaryFile() as errors:  # a file, not a pipe: git never waits on its stderr
-        proc = subprocess.Popen(argv, cwd=cwd, env=dict(env) if env is not None else None,
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors)
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+        )
         assert proc.stdin is not None and proc.stdout is not None
         # fed from a thread: git answers while it reads, and a full pipe each way would deadlock
         feeder = threading.Thread(target=_feed, args=(proc.stdin, request), daemon=True)
@@ -118,4 +130,3 @@ def _feed(pipe: IO[bytes], request: bytes) -> None:
             pipe.close()
         except OSError:
             pass
-

@@ -44,19 +44,35 @@ class Repo:
         start = Path(path)
         where = start if start.is_dir() else start.parent
         try:
-            proc = subprocess.run(["git", "rev-parse", "--path-format=absolute", "--git-dir", "--git-common-dir",
-                                   "--is-bare-repository", "--show-toplevel"], cwd=where, capture_output=True,
-                                  stdin=subprocess.DEVNULL, env=_git_env(), check=False)
+            proc = subprocess.run(
+                [
+                    "git",
+                    "rev-parse",
+                    "--path-format=absolute",
+                    "--git-dir",
+                    "--git-common-dir",
+                    "--is-bare-repository",
+                    "--show-toplevel",
+                ],
+                cwd=where,
+                capture_output=True,
+                stdin=subprocess.DEVNULL,
+                env=_git_env(),
+                check=False,
+            )
         except OSError:
             proc = None
         lines = proc.stdout.decode(errors="surrogateescape").splitlines() if proc is not None else []
         if len(lines) < 3:
             said = _text(proc.stderr).strip().splitlines() if proc is not None else []
             if said and "not a git repository" not in said[0]:  # e.g. git's "dubious ownership": its own words
-                raise NotAGitRepoError(f"git cannot open {start.resolve()}: {said[0].removeprefix('fatal: ')}"
-                                       + (f" ({said[-1].strip()})" if len(said) > 1 else ""))
+                raise NotAGitRepoError(
+                    f"git cannot open {start.resolve()}: {said[0].removeprefix('fatal: ')}"
+                    + (f" ({said[-1].strip()})" if len(said) > 1 else "")
+                )
             raise NotAGitRepoError(
-                f"{start.resolve()} is not inside a git repository: run `git init` first, or cd into one")
+                f"{start.resolve()} is not inside a git repository: run `git init` first, or cd into one"
+            )
         self.git_dir = Path(lines[0]).resolve()
         self.common_dir = Path(lines[1]).resolve()
         self.bare = lines[2] == "true" or len(lines) < 4
@@ -76,13 +92,21 @@ class Repo:
             raise CommandError(["git", *args], code, f"{err}{out}")
         return out if raw else out.strip()
 
-    def try_git(self, *args: str, timeout: float | None = None,
-                env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    def try_git(
+        self, *args: str, timeout: float | None = None, env: dict[str, str] | None = None
+    ) -> tuple[int, str, str]:
         """(exit status, stdout less its last newline, stderr less its last newline) of ``git args``
         run in the repository root, in git's own English (LC_ALL=C: kgit reads some of its messages)."""
         try:
-            proc = subprocess.run(["git", *args], cwd=self.root, capture_output=True, stdin=subprocess.DEVNULL,
-                                  env=_git_env(env), timeout=timeout, check=False)
+            proc = subprocess.run(
+                ["git", *args],
+                cwd=self.root,
+                capture_output=True,
+                stdin=subprocess.DEVNULL,
+                env=_git_env(env),
+                timeout=timeout,
+                check=False,
+            )
         except subprocess.TimeoutExpired as exc:
             return 124, "", f"git {args[0]} gave no answer within {exc.timeout:.0f} s"
         return proc.returncode, _text(proc.stdout), _text(proc.stderr)
@@ -134,8 +158,9 @@ class Repo:
         except OSError:
             return None
 
-    def show_files(self, specs: list[tuple[str, str]], *,
-                   max_bytes: int | None = None) -> dict[tuple[str, str], str | None]:
+    def show_files(
+        self, specs: list[tuple[str, str]], *, max_bytes: int | None = None
+    ) -> dict[tuple[str, str], str | None]:
         """The text of many files at many revisions, ``(rev, relpath) -> text`` (None where it is
         missing or not a file), read in one ``git cat-file --batch``: one process, however many
         files (one ``git show`` each costs a few milliseconds). With ``max_bytes``, a larger file's
@@ -145,8 +170,10 @@ class Repo:
             if "\n" in rev or "\n" in relpath:
                 raise ValueError(f"cannot read {rev}:{relpath!r}: a newline in the name")
         objects = self._objects([f"{rev}:{relpath}" for rev, relpath in wanted], max_bytes=max_bytes)
-        return {spec: (obj.data.decode("utf-8", errors="replace") if obj.type == "blob" and obj.data is not None
-                       else None) for obj, spec in zip(objects, wanted)}
+        return {
+            spec: (obj.data.decode("utf-8", errors="replace") if obj.type == "blob" and obj.data is not None else None)
+            for obj, spec in zip(objects, wanted)
+        }
 
     def object_ids(self, specs: list[str]) -> dict[str, str | None]:
         """The object id each of ``specs`` names (``REV:PATH``, a ref, an id), None where it names
@@ -178,8 +205,9 @@ class Repo:
         if not wanted or not tips:
             return set()
         if len(wanted) <= 8:  # a few questions: git answers each from the commit graph
-            return {c for c in wanted if any(
-                self.try_git("merge-base", "--is-ancestor", c, tip)[0] == 0 for tip in tips)}
+            return {
+                c for c in wanted if any(self.try_git("merge-base", "--is-ancestor", c, tip)[0] == 0 for tip in tips)
+            }
         out = self.git("rev-list", *tips)  # many: one walk of the history
         return wanted & set(out.split())
 
@@ -199,10 +227,20 @@ class Repo:
 
     def tags(self, *patterns: str) -> Iterator[TagInfo]:
         """All tags matching ``patterns`` (default: every tag) with their message, in one git call."""
-        fmt = _FIELD.join(
-            ["%(refname:strip=2)", "%(objecttype)", "%(objectname)", "%(*objectname)",
-             "%(taggername) %(taggeremail)", "%(taggerdate:iso-strict)", "%(contents)"]
-        ) + _RECORD
+        fmt = (
+            _FIELD.join(
+                [
+                    "%(refname:strip=2)",
+                    "%(objecttype)",
+                    "%(objectname)",
+                    "%(*objectname)",
+                    "%(taggername) %(taggeremail)",
+                    "%(taggerdate:iso-strict)",
+                    "%(contents)",
+                ]
+            )
+            + _RECORD
+        )
         out = self.git("for-each-ref", f"--format={fmt}", *(patterns or ("refs/tags",)))
         for record in out.split("\x01"):
             record = record.lstrip("\n")
@@ -213,8 +251,9 @@ class Repo:
                 continue
             name, otype, oid, peeled, tagger, date, message = parts
             annotated = otype == "tag"
-            yield TagInfo(name, peeled if annotated else oid, tagger.strip(), date, message if annotated else "",
-                          oid, annotated)
+            yield TagInfo(
+                name, peeled if annotated else oid, tagger.strip(), date, message if annotated else "", oid, annotated
+            )
 
     def tag_refs(self, *patterns: str) -> list[tuple[str, str, str]]:
         """(name, object type, object id) of the tags matching ``patterns`` (default: every tag),
@@ -222,8 +261,9 @@ class Repo:
         names = self._tag_names_matching(list(patterns)) if patterns else None
         if names is not None:
             return self._refs_of(names)
-        out = self.git("for-each-ref", "--format=%(objectname) %(objecttype) %(refname:strip=2)",
-                       *(patterns or ("refs/tags",)))
+        out = self.git(
+            "for-each-ref", "--format=%(objectname) %(objecttype) %(refname:strip=2)", *(patterns or ("refs/tags",))
+        )
         refs = []
         for line in out.splitlines():
             oid, otype, name = (line.split(" ", 2) + ["", ""])[:3]
@@ -238,14 +278,14 @@ class Repo:
         every loose tag file (0.1 s at 15,000, as a repository has them after fetching many tags
         until ``git gc``). None where the files backend's simple layout does not hold (reftable, a
         folder of tags where a match could be): then ask git."""
-        wanted = [p[len("refs/tags/"):] for p in patterns if p.startswith("refs/tags/")]
+        wanted = [p[len("refs/tags/") :] for p in patterns if p.startswith("refs/tags/")]
         if len(wanted) != len(patterns) or any("/" in w or not w for w in wanted):
             return None
         if (self.common_dir / "reftable").exists():
             return None
         # the literal start of each pattern: only names that begin so can match (a tag in a folder
         # never matches a pattern without "/", but a folder named like a match would: ask git)
-        heads = tuple(w[:min((w.index(c) for c in "*?[" if c in w), default=len(w))] for w in wanted)
+        heads = tuple(w[: min((w.index(c) for c in "*?[" if c in w), default=len(w))] for w in wanted)
         names: set[str] = set()
         try:
             with os.scandir(self.common_dir / "refs" / "tags") as entries:
@@ -268,7 +308,7 @@ class Repo:
         for line in packed.splitlines():
             ref = line.partition(" ")[2]
             if ref.startswith("refs/tags/") and not line.startswith(("#", "^")):
-                name = ref[len("refs/tags/"):]
+                name = ref[len("refs/tags/") :]
                 if name.startswith(heads):
                     if "/" in name:
                         return None
@@ -283,8 +323,11 @@ class Repo:
         """(name, object type, object id) of each tag in ``names`` that exists, in one ``git
         cat-file --batch-check`` (each a lookup of its own, not a scan of every tag)."""
         names = [n for n in names if "\n" not in n]  # not a ref git could hold: nothing to look up
-        return [(name, obj.type, obj.oid) for obj, name in
-                zip(self._objects([f"refs/tags/{n}" for n in names], content=False), names) if obj.found]
+        return [
+            (name, obj.type, obj.oid)
+            for obj, name in zip(self._objects([f"refs/tags/{n}" for n in names], content=False), names)
+            if obj.found
+        ]
 
     def annotated_tags(self, refs: list[tuple[str, str]]) -> Iterator[TagInfo]:
         """TagInfo of each (name, tag object id) in ``refs``, read in one ``git cat-file --batch``;
@@ -316,7 +359,7 @@ class Repo:
         tagger, date = "", ""
         for line in head.splitlines():
             if line.startswith("tagger "):
-                tagger, date = _parse_ident(line[len("tagger "):])
+                tagger, date = _parse_ident(line[len("tagger ") :])
         return TagInfo(name, target, tagger, date, message, oid, True)
 
     def tag_header_problem(self, oid: str, name: str) -> str | None:
@@ -342,8 +385,14 @@ class Repo:
         code, out, _ = self.try_git("remote")
         if code != 0 or remote not in out.split():
             return None
-        status, out, _ = self.try_git("ls-remote", "--tags", remote, f"refs/tags/{tag}", timeout=timeout,
-                                      env={"GIT_TERMINAL_PROMPT": "0", "GIT_SSH_COMMAND": "ssh -o BatchMode=yes"})
+        status, out, _ = self.try_git(
+            "ls-remote",
+            "--tags",
+            remote,
+            f"refs/tags/{tag}",
+            timeout=timeout,
+            env={"GIT_TERMINAL_PROMPT": "0", "GIT_SSH_COMMAND": "ssh -o BatchMode=yes"},
+        )
         if status != 0:
             return None
         return bool(str(out).strip())
@@ -374,9 +423,9 @@ def _tag_info(name: str, oid: str, raw: str) -> TagInfo | None:
     target, tagger, date = "", "", ""
     for line in head.splitlines():
         if line.startswith("object ") and not target:
-            target = line[len("object "):].strip()
+            target = line[len("object ") :].strip()
         elif line.startswith("tagger "):
-            tagger, date = _parse_ident(line[len("tagger "):])
+            tagger, date = _parse_ident(line[len("tagger ") :])
     return TagInfo(name, target, tagger, date, message, oid, True) if target else None
 
 

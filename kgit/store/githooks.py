@@ -59,7 +59,10 @@ def shim(hook: str, python: str = "") -> str:
     """The shim script for ``hook``; ``python`` is the interpreter to try first (empty: PATH only)."""
     refs = hook in READS_STDIN
     return _TEMPLATE.format(
-        marker=MARKER, hook=hook, chained=CHAINED_SUFFIX, python=python,
+        marker=MARKER,
+        hook=hook,
+        chained=CHAINED_SUFFIX,
+        python=python,
         group="server" if hook == "pre-receive" else "hooks",
         read_stdin=_READ_STDIN.replace("kgit-pre-push", f"kgit-{hook}") if refs else "",
         redirect='< "$refs" ' if refs else "",

@@ -81,8 +81,9 @@ def missing(odb: Any, oids: Iterable[str], where: Where | None = None) -> dict[s
 Identity = tuple[str, str, str]  # (model, version, format) as a release tag names them
 
 
-def identity_problems(odb: Any, wanted: list[tuple[str, Identity]],
-                      where: Where | None = None) -> list[tuple[str, Identity, str]]:
+def identity_problems(
+    odb: Any, wanted: list[tuple[str, Identity]], where: Where | None = None
+) -> list[tuple[str, Identity, str]]:
     """For each (version folder's ``.dir`` object id, the release its tag says it is) in ``wanted``,
     what the ``metadata.json`` inside the data says if it names another release (a tag made by hand
     over another release's data). Only the listing and that one small file are read; objects
@@ -93,8 +94,11 @@ def identity_problems(odb: Any, wanted: list[tuple[str, Identity]],
             if not oid.endswith(".dir") or not odb.exists(oid):
                 continue
             entries = _read_json(odb, oid, f"DVC listing {oid}")
-            entry = next((e for e in entries if isinstance(e, dict) and e.get("relpath") == METADATA_FILE), None) \
-                if isinstance(entries, list) else None
+            entry = (
+                next((e for e in entries if isinstance(e, dict) and e.get("relpath") == METADATA_FILE), None)
+                if isinstance(entries, list)
+                else None
+            )
             md5 = entry.get("md5") if entry is not None else None
             if not isinstance(md5, str) or not odb.exists(md5):
                 found.append((oid, want, f"its data holds no {METADATA_FILE}"))
@@ -103,7 +107,9 @@ def identity_problems(odb: Any, wanted: list[tuple[str, Identity]],
                 meta = _read_json(odb, md5, METADATA_FILE)
             except KgitError:
                 meta = None
-            said = tuple(str(meta.get(k))[:64] for k in ("name", "version", "format")) if isinstance(meta, dict) else None
+            said = (
+                tuple(str(meta.get(k))[:64] for k in ("name", "version", "format")) if isinstance(meta, dict) else None
+            )
             if said != want:
                 what = ":".join(said) if said else "unreadable"
                 found.append((oid, want, f"the {METADATA_FILE} in its data is for {what}, not {':'.join(want)}"))
@@ -118,6 +124,7 @@ def local_identity(root: Path, oid: str) -> Identity | None:
     """The (model, version, format) that the ``metadata.json`` of version folder ``oid`` names, read
     from the repository's local DVC cache (its default place, ``.dvc/cache``) without importing
     DVC; None when the cache does not hold it."""
+
     def read(md5: str, limit: int) -> bytes | None:
         path = root / DVC_DIR / "cache" / "files" / "md5" / md5[:2] / md5[2:]
         try:
@@ -130,8 +137,11 @@ def local_identity(root: Path, oid: str) -> Identity | None:
     listing = read(oid, MAX_FILE_BYTES) if oid.endswith(".dir") else None
     try:
         entries = bounded_yaml.load_json(listing, oid, max_bytes=MAX_FILE_BYTES) if listing is not None else None
-        entry = next((e for e in entries if isinstance(e, dict) and e.get("relpath") == METADATA_FILE), None) \
-            if isinstance(entries, list) else None
+        entry = (
+            next((e for e in entries if isinstance(e, dict) and e.get("relpath") == METADATA_FILE), None)
+            if isinstance(entries, list)
+            else None
+        )
         md5 = entry.get("md5") if entry is not None else None
         raw = read(md5, MAX_FILE_BYTES) if isinstance(md5, str) and len(md5) == 32 and md5.isalnum() else None
         meta = bounded_yaml.load_json(raw, str(md5), max_bytes=MAX_FILE_BYTES) if raw is not None else None
@@ -156,8 +166,9 @@ def missing_in_remote(root: Path, remote: str, oids: Iterable[str]) -> dict[str,
     return check_remote(root, remote, oids)[0]
 
 
-def check_remote(root: Path, remote: str, oids: Iterable[str], wanted: list[tuple[str, Identity]] | None = None
-                 ) -> tuple[dict[str, list[str]], list[tuple[str, Identity, str]]]:
+def check_remote(
+    root: Path, remote: str, oids: Iterable[str], wanted: list[tuple[str, Identity]] | None = None
+) -> tuple[dict[str, list[str]], list[tuple[str, Identity, str]]]:
     """``missing_in_remote`` and ``identity_problems`` of ``wanted``, in one opening of the remote."""
     from kgit.store.dvc_ops import open_repo
 

@@ -112,6 +112,7 @@ class Journal:
 
     def _check(self) -> None:
         """Types and paths, so a damaged journal is refused rather than acted on."""
+
         def strs(value: object) -> bool:
             return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
@@ -121,8 +122,13 @@ class Journal:
             raise ValueError("bad work tree")
         if not all(v is None or isinstance(v, str) for v in (self.head_before, self.commit)):
             raise ValueError("bad commit")
-        if not strs(self.created) or not isinstance(self.backups, dict) or not isinstance(self.written, dict) \
-                or not isinstance(self.folders, dict) or not strs(self.dvc_writing):
+        if (
+            not strs(self.created)
+            or not isinstance(self.backups, dict)
+            or not isinstance(self.written, dict)
+            or not isinstance(self.folders, dict)
+            or not strs(self.dvc_writing)
+        ):
             raise ValueError("bad file lists")
         if not all(v is None or isinstance(v, str) for v in self.backups.values()):
             raise ValueError("bad backups")
@@ -184,8 +190,11 @@ def rollback(repo: Repo, journal: Journal, *, own: bool = False) -> list[str]:
     errors: list[str] = []
 
     def ours(rel: str, content: bytes) -> bool:
-        return (own or hashlib.sha256(content).hexdigest() in journal.written.get(rel, [])
-                or _written_by_dvc_add(journal, rel, content))
+        return (
+            own
+            or hashlib.sha256(content).hexdigest() in journal.written.get(rel, [])
+            or _written_by_dvc_add(journal, rel, content)
+        )
 
     for rel in journal.created:
         p = root / rel
@@ -276,7 +285,7 @@ def _written_by_dvc_add(journal: Journal, rel: str, content: bytes) -> bool:
     if not content.startswith(before):
         return False
     entries = [f"/{PurePosixPath(f).name}" for f in journal.folders if PurePosixPath(f).parent == path.parent]
-    added = content[len(before):].decode("utf-8", "replace").splitlines()
+    added = content[len(before) :].decode("utf-8", "replace").splitlines()
     return all(not line.strip() or any(e.startswith(line.strip()) for e in entries) for line in added)
 
 
@@ -335,15 +344,19 @@ def recover(repo: Repo, log: object = None, *, own: bool = False) -> str | None:
                 repo.create_tag(journal.tag, commit, journal.tag_message)
             outcome = f"finished the interrupted release {journal.tag} (tagged {commit[:8]})"
         elif tree is None:
-            outcome = (f"forgot the interrupted release {journal.tag}: the work tree it was made in, "
-                       f"{journal.root}, is gone, and what it wrote with it")
+            outcome = (
+                f"forgot the interrupted release {journal.tag}: the work tree it was made in, "
+                f"{journal.root}, is gone, and what it wrote with it"
+            )
         else:
             left = rollback(tree, journal, own=own)
             outcome = f"removed the traces of the interrupted release {journal.tag}"
             if left:
                 shown = ", ".join(left[:5]) + (f" and {len(left) - 5} more" if len(left) > 5 else "")
-                outcome += (f"; left {shown} as they are, since they changed after that release wrote them: "
-                            "check them (git status, git diff)")
+                outcome += (
+                    f"; left {shown} as they are, since they changed after that release wrote them: "
+                    "check them (git status, git diff)"
+                )
         journal.clear(repo)
     shutil.rmtree(staging_dir(repo), ignore_errors=True)
     progress.tell(log, outcome)
@@ -362,5 +375,3 @@ def _work_tree(repo: Repo, journal: Journal) -> Repo | None:
     except KgitError:
         return None
     return tree if clone_state.same_clone(tree, repo) and tree.root == Path(journal.root) else None
-
-

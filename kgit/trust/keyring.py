@@ -172,12 +172,12 @@ def _parse_statement(path: str, data: bytes) -> Statement | None:
 
 
 def _is_key(path: str) -> bool:
-    rest = path[len(KEYS_DIR) + 1:] if path.startswith(KEYS_DIR + "/") else ""
+    rest = path[len(KEYS_DIR) + 1 :] if path.startswith(KEYS_DIR + "/") else ""
     return bool(rest) and "/" not in rest and rest.endswith(".pem")
 
 
 def _is_statement(path: str) -> bool:
-    rest = path[len(ENDORSEMENTS_DIR) + 1:] if path.startswith(ENDORSEMENTS_DIR + "/") else ""
+    rest = path[len(ENDORSEMENTS_DIR) + 1 :] if path.startswith(ENDORSEMENTS_DIR + "/") else ""
     return bool(rest) and "/" not in rest and rest.endswith(".json")
 
 
@@ -273,7 +273,9 @@ class _Git:
         return found
 
     def snapshot(self, rev: str) -> Snapshot:
-        entries = {p: o for p, o in self.ls_tree(rev, ".kgit").items() if _is_key(p) or _is_statement(p) or p == POLICY_FILE}
+        entries = {
+            p: o for p, o in self.ls_tree(rev, ".kgit").items() if _is_key(p) or _is_statement(p) or p == POLICY_FILE
+        }
         blobs = self.blobs(list(entries.values()))
         snap = Snapshot()
         for path, oid in entries.items():
@@ -311,8 +313,11 @@ def origin(g: _Git, rev: str) -> Origin | None:
     root = added[0]
     keys = {p: o for p, o in g.ls_tree(root, KEYS_DIR).items() if _is_key(p)}
     code, raw = g.run("log", "--format=", "--raw", "--no-abbrev", rev, "--", POLICY_FILE)
-    policy_blobs = [line.split()[3] for line in raw.decode(errors="replace").splitlines()
-                    if code == 0 and line.startswith(":") and len(line.split()) > 4 and set(line.split()[3]) != {"0"}]
+    policy_blobs = [
+        line.split()[3]
+        for line in raw.decode(errors="replace").splitlines()
+        if code == 0 and line.startswith(":") and len(line.split()) > 4 and set(line.split()[3]) != {"0"}
+    ]
     blobs = g.blobs([*keys.values(), *policy_blobs])
     roots = {fp for o in keys.values() if (fp := key_fingerprint(blobs.get(o, b""))) is not None}
     policies = [_policy_or_off(blobs[o].decode(errors="replace")) for o in policy_blobs if o in blobs]
@@ -328,15 +333,20 @@ def closure(snap: Snapshot, start: set[str], root: str) -> dict[str, str | None]
     while progress:
         progress = False
         for s in pending:
-            if s.subject not in trusted and s.by in trusted and s.by != s.subject \
-                    and _verify_statement(pems[s.by], key_statement(root, s.subject), s.signature):
+            if (
+                s.subject not in trusted
+                and s.by in trusted
+                and s.by != s.subject
+                and _verify_statement(pems[s.by], key_statement(root, s.subject), s.signature)
+            ):
                 trusted[s.subject] = s.by
                 progress = True
     return trusted
 
 
-def policy_endorser(snap: Snapshot, trusted: set[str], root: str, value: str,
-                    changes: Callable[[], list[str]]) -> str | None:
+def policy_endorser(
+    snap: Snapshot, trusted: set[str], root: str, value: str, changes: Callable[[], list[str]]
+) -> str | None:
     """The trusted key that signed the tree's policy ``value`` as a change of the policy that was
     set before it (``changes``: the last two commits that changed the policy file), or None."""
     data = snap.statements.get(POLICY_STATEMENT)
@@ -359,8 +369,12 @@ class KeyStatus:
     endorsed_by: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"file": self.path, "fingerprint": self.fingerprint, "status": self.status,
-                "endorsed_by": self.endorsed_by}
+        return {
+            "file": self.path,
+            "fingerprint": self.fingerprint,
+            "status": self.status,
+            "endorsed_by": self.endorsed_by,
+        }
 
 
 @dataclass
@@ -375,8 +389,11 @@ class Trust:
     note: str | None = None  # why the tree's policy is not in force
 
     def trusted(self) -> list[TrustedKey]:
-        return [TrustedKey(self.root_dir / k.path, k.fingerprint) for k in self.keys
-                if k.status in TRUSTED and k.fingerprint]
+        return [
+            TrustedKey(self.root_dir / k.path, k.fingerprint)
+            for k in self.keys
+            if k.status in TRUSTED and k.fingerprint
+        ]
 
     def is_trusted(self, fp: str) -> bool:
         return any(k.fingerprint == fp for k in self.keys if k.status in TRUSTED)
@@ -405,8 +422,10 @@ class Trust:
             return None
         commit = self.added_by(k.path)
         added = f"added by commit {commit[:8]}" if commit else f"{k.path}, not committed,"
-        return (f"{label} is signed by key {fp[:16]}, {added} without endorsement by a trusted key: "
-                f"if you trust it, run `kgit keys accept {fp[:16]}`")
+        return (
+            f"{label} is signed by key {fp[:16]}, {added} without endorsement by a trusted key: "
+            f"if you trust it, run `kgit keys accept {fp[:16]}`"
+        )
 
     def requirement(self) -> str:
         """Why signatures are required (when the policy in force is required)."""
@@ -473,8 +492,14 @@ def effective(repo: Repo, *, tolerate_bad_policy: bool = False) -> Trust:
         first = origin(g, "HEAD")
         if first is not None:
             pinned = first.roots | set(closure(snap, first.roots, first.root))
-            state = {"version": 1, "root": first.root, "roots": sorted(first.roots), "pinned": sorted(pinned),
-                     "policy": first.policy, "accepted": sorted(accepted)}
+            state = {
+                "version": 1,
+                "root": first.root,
+                "roots": sorted(first.roots),
+                "pinned": sorted(pinned),
+                "policy": first.policy,
+                "accepted": sorted(accepted),
+            }
             changed = True
     root = state.get("root") if isinstance(state.get("root"), str) else None
     pinned_keys = set(_strings(state.get("pinned")))
@@ -505,16 +530,19 @@ def effective(repo: Repo, *, tolerate_bad_policy: bool = False) -> Trust:
         by = policy_endorser(snap, set(trusted), root or "-", tree_policy, lambda: g.policy_changes("HEAD"))
         if by is None:
             in_force = pinned_policy
-            note = (f"{POLICY_FILE} says {tree_policy}, a weakening not endorsed by a trusted key, so the pinned "
-                    f"policy {pinned_policy} stays in force (to accept it in this clone: "
-                    f"`kgit keys accept --policy {tree_policy}`)")
+            note = (
+                f"{POLICY_FILE} says {tree_policy}, a weakening not endorsed by a trusted key, so the pinned "
+                f"policy {pinned_policy} stays in force (to accept it in this clone: "
+                f"`kgit keys accept --policy {tree_policy}`)"
+            )
     if pinned_policy is not None and in_force != pinned_policy:
         state["policy"] = in_force  # stronger, or an endorsed weakening: pin it
         changed = True
     if changed:
         _save_state(state_path, state)
-    result = Trust(repo.root, root, keys, in_force, tree_policy, state.get("policy") if pinned_policy else None,
-                   by, note)
+    result = Trust(
+        repo.root, root, keys, in_force, tree_policy, state.get("policy") if pinned_policy else None, by, note
+    )
     if not bad_policy:
         _CACHE[_stat_key(repo.root, state_path)] = result
     return result
@@ -526,7 +554,9 @@ def accept_key(repo: Repo, fingerprint: str) -> tuple[KeyStatus, bool]:
     fingerprint = fingerprint.strip().lower()
     t = effective(repo)
     if len(fingerprint) < 8 or any(c not in "0123456789abcdef" for c in fingerprint):
-        raise TrustError(f"{fingerprint!r} is not a key fingerprint: give at least its first 8 hex digits (see `kgit keys list`)")
+        raise TrustError(
+            f"{fingerprint!r} is not a key fingerprint: give at least its first 8 hex digits (see `kgit keys list`)"
+        )
     matches = {k.fingerprint: k for k in t.keys if k.fingerprint and k.fingerprint.startswith(fingerprint)}
     if not matches:
         raise TrustError(f"no key {fingerprint} under {KEYS_DIR}/ (see `kgit keys list`)")
@@ -569,14 +599,27 @@ def write_statement(root_dir: Path, rel: str, data: dict[str, Any]) -> None:
 
 def key_endorsement(private_key: Any, by: str, fp: str, root: str) -> tuple[str, dict[str, Any]]:
     """(path, content) of a statement by key ``by`` endorsing key ``fp``."""
-    return (f"{ENDORSEMENTS_DIR}/{fp[:16]}-by-{by[:16]}.json",
-            {"kind": "key", "key": fp, "by": by, "repository": root,
-             "signature": sign_statement(private_key, key_statement(root, fp))})
+    return (
+        f"{ENDORSEMENTS_DIR}/{fp[:16]}-by-{by[:16]}.json",
+        {
+            "kind": "key",
+            "key": fp,
+            "by": by,
+            "repository": root,
+            "signature": sign_statement(private_key, key_statement(root, fp)),
+        },
+    )
 
 
 def policy_endorsement(private_key: Any, by: str, value: str, replaces: str | None, root: str) -> dict[str, Any]:
-    return {"kind": "policy", "policy": value, "replaces": replaces, "by": by, "repository": root,
-            "signature": sign_statement(private_key, policy_statement(root, value, replaces))}
+    return {
+        "kind": "policy",
+        "policy": value,
+        "replaces": replaces,
+        "by": by,
+        "repository": root,
+        "signature": sign_statement(private_key, policy_statement(root, value, replaces)),
+    }
 
 
 # -- a push received by a bare repository -------------------------------------------------------
@@ -601,8 +644,10 @@ def unendorsed_changes(git_dir: Path, old: str | None, new: str) -> list[str]:
         snap_old = g.snapshot(old)
         trusted_old = set(closure(snap_old, before.roots, root))
         policy_old = _policy_or_off(snap_old.policy)
-        if RANK[policy_old] < RANK[before.policy] and policy_endorser(
-                snap_old, trusted_old, root, policy_old, lambda: g.policy_changes(str(old))) is None:
+        if (
+            RANK[policy_old] < RANK[before.policy]
+            and policy_endorser(snap_old, trusted_old, root, policy_old, lambda: g.policy_changes(str(old))) is None
+        ):
             policy_old = before.policy
         code, out = g.run("diff-tree", "-r", "--no-renames", "--name-status", "-z", old, new, "--", ".kgit")
         fields = out.decode(errors="replace").split("\0") if code == 0 else []
@@ -635,16 +680,19 @@ def unendorsed_changes(git_dir: Path, old: str | None, new: str) -> list[str]:
             if fp is None:
                 problems.append(f"{path}{commit_of(path)} is not a PEM public key")
             elif fp not in trusted:
-                problems.append(f"key {fp[:16]} ({path}) added{commit_of(path)} without endorsement by a key "
-                                f"trusted before this push: a trusted key holder runs `kgit keys trust {path}`")
+                problems.append(
+                    f"key {fp[:16]} ({path}) added{commit_of(path)} without endorsement by a key "
+                    f"trusted before this push: a trusted key holder runs `kgit keys trust {path}`"
+                )
         elif _is_statement(path) and before is not None:  # (a new ref: its keys and policy are what count)
             s = _parse_statement(path, snap.statements.get(path, b""))
             pems = snap.pems()
             if s is None:
                 problems.append(f"{path}{commit_of(path)} is not a kgit endorsement statement")
             elif s.by not in trusted or s.by not in pems:
-                problems.append(f"{path}{commit_of(path)} is signed by key {s.by[:16]}, which is not trusted "
-                                f"before this push")
+                problems.append(
+                    f"{path}{commit_of(path)} is signed by key {s.by[:16]}, which is not trusted before this push"
+                )
             elif s.kind == "key" and not _verify_statement(pems[s.by], key_statement(root, s.subject), s.signature):
                 problems.append(f"{path}{commit_of(path)}: its signature does not verify")
     if POLICY_FILE in changed or POLICY_STATEMENT in changed:
@@ -653,9 +701,13 @@ def unendorsed_changes(git_dir: Path, old: str | None, new: str) -> list[str]:
         except KgitError as exc:
             problems.append(f"{exc}{commit_of(POLICY_FILE)}")
         else:
-            if RANK[value] < RANK[policy_old] and policy_endorser(
-                    snap, set(trusted), root, value, lambda: g.policy_changes(new)) is None:
-                problems.append(f"{POLICY_FILE}: the signing policy is weakened from {policy_old} to {value}"
-                                f"{commit_of(POLICY_FILE)} without endorsement by a key trusted before this push: "
-                                f"a trusted key holder runs `kgit keys policy {value}`")
+            if (
+                RANK[value] < RANK[policy_old]
+                and policy_endorser(snap, set(trusted), root, value, lambda: g.policy_changes(new)) is None
+            ):
+                problems.append(
+                    f"{POLICY_FILE}: the signing policy is weakened from {policy_old} to {value}"
+                    f"{commit_of(POLICY_FILE)} without endorsement by a key trusted before this push: "
+                    f"a trusted key holder runs `kgit keys policy {value}`"
+                )
     return problems

@@ -35,8 +35,23 @@ from kgit.trust.keyring import (
     fingerprint_of,
 )
 
-__all__ = ["KEYS_DIR", "POLICY_FILE", "POLICIES", "TrustedKey", "fingerprint_of", "SigningError", "sign", "verify",
-           "signing_key", "init_keys", "trust", "set_policy", "policy", "tree_keys", "private_key_path"]
+__all__ = [
+    "KEYS_DIR",
+    "POLICY_FILE",
+    "POLICIES",
+    "TrustedKey",
+    "fingerprint_of",
+    "SigningError",
+    "sign",
+    "verify",
+    "signing_key",
+    "init_keys",
+    "trust",
+    "set_policy",
+    "policy",
+    "tree_keys",
+    "private_key_path",
+]
 
 GIT_CONFIG_KEY = "kgit.signingKey"
 
@@ -58,8 +73,10 @@ def load_private(path: Path) -> Any:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise KgitError(f"cannot read the signing key {path}: {exc.strerror} (run `kgit keys init`, "
-                        f"or `git config {GIT_CONFIG_KEY} PATH`)") from None
+        raise KgitError(
+            f"cannot read the signing key {path}: {exc.strerror} (run `kgit keys init`, "
+            f"or `git config {GIT_CONFIG_KEY} PATH`)"
+        ) from None
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
@@ -112,17 +129,22 @@ def signing_key(repo: Repo) -> tuple[Path, str] | None:
     if t.policy == "off" or (t.policy == "optional" and path is None):
         return None
     if path is None:
-        raise KgitError(f"{t.requirement()} and no signing key is set: "
-                        "run `kgit keys init` (or `kgit keys init --private-key PEM`)")
+        raise KgitError(
+            f"{t.requirement()} and no signing key is set: run `kgit keys init` (or `kgit keys init --private-key PEM`)"
+        )
     fp = fingerprint_of(load_private(path).public_key())
     if not t.is_trusted(fp):
         known = t.key(fp)
         if known is None:
-            raise KgitError(f"your signing key {path} (fingerprint {fp[:16]}) is not trusted here: add its public key "
-                            f"with `kgit keys trust PUBLIC.pem` (committed under {KEYS_DIR}/)")
-        raise KgitError(f"your signing key {path} (fingerprint {fp[:16]}) is not trusted here: {known.path} is not "
-                        f"endorsed by a trusted key (a holder of one runs `kgit keys trust {known.path}`; "
-                        f"or accept it in this clone: `kgit keys accept {fp[:16]}`)")
+            raise KgitError(
+                f"your signing key {path} (fingerprint {fp[:16]}) is not trusted here: add its public key "
+                f"with `kgit keys trust PUBLIC.pem` (committed under {KEYS_DIR}/)"
+            )
+        raise KgitError(
+            f"your signing key {path} (fingerprint {fp[:16]}) is not trusted here: {known.path} is not "
+            f"endorsed by a trusted key (a holder of one runs `kgit keys trust {known.path}`; "
+            f"or accept it in this clone: `kgit keys accept {fp[:16]}`)"
+        )
     return path, fp
 
 
@@ -137,8 +159,12 @@ def sign(folder: Path, private_key: Path) -> None:
     import model_signing
 
     try:
-        (model_signing.signing.Config().set_hashing_config(_hashing_config())
-         .use_elliptic_key_signer(private_key=private_key).sign(folder, folder / SIGNATURE_FILE))
+        (
+            model_signing.signing.Config()
+            .set_hashing_config(_hashing_config())
+            .use_elliptic_key_signer(private_key=private_key)
+            .sign(folder, folder / SIGNATURE_FILE)
+        )
     except (ValueError, OSError) as exc:
         raise SigningError(f"signing {folder.name} with {private_key} failed: {one_line(exc, 200)}") from None
 
@@ -147,8 +173,9 @@ _HINT_RE = re.compile(rb'"hint"\s*:\s*"([0-9a-f]{64})"')
 _MISMATCH_RE = re.compile(r"for '([^']+)'")
 
 
-def verify(folder: Path, trusted: list[TrustedKey], label: str,
-           untrusted: Callable[[str], str | None] | None = None) -> str:
+def verify(
+    folder: Path, trusted: list[TrustedKey], label: str, untrusted: Callable[[str], str | None] | None = None
+) -> str:
     """Check ``folder`` against its signature with the trusted keys; return the signer's fingerprint.
     ``untrusted(fp)`` may explain why a signer is not trusted (the message of the refusal)."""
     import model_signing
@@ -165,13 +192,19 @@ def verify(folder: Path, trusted: list[TrustedKey], label: str,
         reason = untrusted(fp) if untrusted is not None else None
         raise SigningError(reason or f"{label} is signed by key {fp[:16]}, which is not trusted here ({KEYS_DIR}/)")
     try:
-        (model_signing.verifying.Config().use_elliptic_key_verifier(public_key=key.path)
-         .set_hashing_config(_hashing_config()).verify(folder, sig))
+        (
+            model_signing.verifying.Config()
+            .use_elliptic_key_verifier(public_key=key.path)
+            .set_hashing_config(_hashing_config())
+            .verify(folder, sig)
+        )
     except ValueError as exc:
         text = " ".join(str(exc).split())
         files = _MISMATCH_RE.findall(text)
         if "mismatch" in text.lower() and files:
-            raise SigningError(f"{label}: signature does not match file(s) {', '.join(sorted(set(files))[:3])}") from None
+            raise SigningError(
+                f"{label}: signature does not match file(s) {', '.join(sorted(set(files))[:3])}"
+            ) from None
         raise SigningError(f"{label}: signature does not verify ({one_line(text, 160)})") from None
     except Exception as exc:  # a corrupt bundle fails deep inside the parser
         raise SigningError(f"{label}: {SIGNATURE_FILE} is corrupt ({type(exc).__name__})") from None
@@ -191,7 +224,9 @@ def _write_public(root: Path, public_key: Any, name: str | None) -> tuple[Path, 
     if path.exists():
         raise KgitError(f"{path.relative_to(root)} exists and holds another key: pick another --name")
     folder.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    path.write_bytes(
+        public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     return path, True
 
 
@@ -201,12 +236,15 @@ def _default_private_path(repo: Repo, fp: str) -> Path:
 
 
 def _only_here(fp: str) -> str:
-    return (f"key {fp[:16]} is accepted in this clone only: other clones will not trust it until a holder of a "
-            f"trusted key runs `kgit keys trust` on it, or they run `kgit keys accept {fp[:16]}`")
+    return (
+        f"key {fp[:16]} is accepted in this clone only: other clones will not trust it until a holder of a "
+        f"trusted key runs `kgit keys trust` on it, or they run `kgit keys accept {fp[:16]}`"
+    )
 
 
-def init_keys(repo: Repo, private_key: Path | None = None, name: str | None = None,
-              require: bool = False) -> dict[str, Any]:
+def init_keys(
+    repo: Repo, private_key: Path | None = None, name: str | None = None, require: bool = False
+) -> dict[str, Any]:
     """Create (or register) this user's key pair; commit its public key; set the policy."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -216,8 +254,10 @@ def init_keys(repo: Repo, private_key: Path | None = None, name: str | None = No
     if private_key is not None:
         key_path = private_key.expanduser().resolve()
         if repo.root in key_path.parents and repo.try_git("check-ignore", "-q", str(key_path))[0] != 0:
-            raise KgitError(f"{private_key} is inside the repository and not git-ignored, so it could be committed: "
-                            "keep private keys outside the repository (or git-ignore them)")
+            raise KgitError(
+                f"{private_key} is inside the repository and not git-ignored, so it could be committed: "
+                "keep private keys outside the repository (or git-ignore them)"
+            )
         key = load_private(key_path)
     else:
         current = private_key_path(repo)
@@ -230,8 +270,11 @@ def init_keys(repo: Repo, private_key: Path | None = None, name: str | None = No
             key_path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as fh:
-                fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+                fh.write(
+                    key.private_bytes(
+                        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                    )
+                )
             changes.append(f"created a private key {key_path} (keep it safe; it is never committed)")
     if repo.config_get(GIT_CONFIG_KEY) != str(key_path):
         repo.config_set(GIT_CONFIG_KEY, str(key_path))
@@ -252,8 +295,14 @@ def init_keys(repo: Repo, private_key: Path | None = None, name: str | None = No
         trust_rules.accept_key(repo, fp)
         changes.append(_only_here(fp))
         t = trust_rules.effective(repo)
-    return {"private_key": str(key_path), "public_key": str(pub_path.relative_to(repo.root)),
-            "fingerprint": fp, "policy": t.policy, "changes": changes, "commit": commit}
+    return {
+        "private_key": str(key_path),
+        "public_key": str(pub_path.relative_to(repo.root)),
+        "fingerprint": fp,
+        "policy": t.policy,
+        "changes": changes,
+        "commit": commit,
+    }
 
 
 def trust(repo: Repo, public_key: Path, name: str | None = None) -> dict[str, Any]:
@@ -278,10 +327,16 @@ def trust(repo: Repo, public_key: Path, name: str | None = None) -> dict[str, An
     if endorser is None and not t.is_trusted(fp):
         accepted = trust_rules.accept_key(repo, fp)[1]
     status = trust_rules.effective(repo).key(fp)
-    return {"public_key": str(path.relative_to(repo.root)), "fingerprint": fp, "added": added,
-            "endorsed_by": endorser[1] if endorsed and endorser else None, "accepted": accepted,
-            "status": status.status if status else "untrusted", "commit": commit,
-            "warning": _only_here(fp) if accepted else None}
+    return {
+        "public_key": str(path.relative_to(repo.root)),
+        "fingerprint": fp,
+        "added": added,
+        "endorsed_by": endorser[1] if endorsed and endorser else None,
+        "accepted": accepted,
+        "status": status.status if status else "untrusted",
+        "commit": commit,
+        "warning": _only_here(fp) if accepted else None,
+    }
 
 
 def set_policy(repo: Repo, value: str) -> dict[str, Any]:
@@ -297,8 +352,15 @@ def set_policy(repo: Repo, value: str) -> dict[str, Any]:
         in_tree: str | None = policy(repo.root) if path.exists() else None
     except KgitError:
         in_tree = None
-    result: dict[str, Any] = {"policy": value, "changed": False, "endorsed_by": None, "accepted": False,
-                              "in_force": t.policy, "commit": None, "warning": None}
+    result: dict[str, Any] = {
+        "policy": value,
+        "changed": False,
+        "endorsed_by": None,
+        "accepted": False,
+        "in_force": t.policy,
+        "commit": None,
+        "warning": None,
+    }
     if in_tree == value and t.policy == value:
         return result
     weaker = RANK[value] < RANK[t.policy]
@@ -325,16 +387,21 @@ def set_policy(repo: Repo, value: str) -> dict[str, Any]:
     elif weaker:
         trust_rules.accept_policy(repo, value)
         result["accepted"] = True
-        result["warning"] = (f"the signing policy {value} is accepted in this clone only: other clones keep "
-                             f"{t.policy} until a holder of a trusted key runs `kgit keys policy {value}`, "
-                             f"or they run `kgit keys accept --policy {value}`")
+        result["warning"] = (
+            f"the signing policy {value} is accepted in this clone only: other clones keep "
+            f"{t.policy} until a holder of a trusted key runs `kgit keys policy {value}`, "
+            f"or they run `kgit keys accept --policy {value}`"
+        )
     result["in_force"] = trust_rules.effective(repo).policy
     return result
 
 
 def _commit(repo: Repo, message: str) -> str | None:
-    paths = [p for p in (KEYS_DIR, POLICY_FILE, ENDORSEMENTS_DIR)
-             if (repo.root / p).exists() or repo.git("ls-files", "--", p)]
+    paths = [
+        p
+        for p in (KEYS_DIR, POLICY_FILE, ENDORSEMENTS_DIR)
+        if (repo.root / p).exists() or repo.git("ls-files", "--", p)
+    ]
     if not paths:
         return None
     repo.git("add", "-A", "--", *paths)
@@ -354,8 +421,14 @@ def accept(repo: Repo, fingerprint: str | None = None, policy_value: str | None 
     if fingerprint is not None:
         key, changed = trust_rules.accept_key(repo, fingerprint)
         now = trust_rules.effective(repo).key(str(key.fingerprint))
-        result.update({"fingerprint": key.fingerprint, "file": key.path, "accepted": changed,
-                       "status": now.status if now else key.status})
+        result.update(
+            {
+                "fingerprint": key.fingerprint,
+                "file": key.path,
+                "accepted": changed,
+                "status": now.status if now else key.status,
+            }
+        )
     if policy_value is not None:
         result["policy_accepted"] = trust_rules.accept_policy(repo, policy_value)
     result["policy"] = trust_rules.effective(repo).policy
@@ -371,8 +444,17 @@ def overview(repo: Repo) -> dict[str, Any]:
         entry["added_by"] = t.added_by(k.path) if k.status in ("untrusted", "invalid") else None
         keys.append(entry)
     mine = private_key_path(repo)
-    return {"policy": t.policy, "policy_file": POLICY_FILE, "tree_policy": t.tree_policy, "pinned_policy": t.pinned_policy,
-            "policy_endorsed_by": t.policy_endorsed_by, "policy_note": t.note, "root": t.root, "keys": keys,
-            "trusted": [{"file": k["file"], "fingerprint": k["fingerprint"]} for k in keys
-                        if k["status"] in trust_rules.TRUSTED],
-            "signing_key": str(mine) if mine else None}
+    return {
+        "policy": t.policy,
+        "policy_file": POLICY_FILE,
+        "tree_policy": t.tree_policy,
+        "pinned_policy": t.pinned_policy,
+        "policy_endorsed_by": t.policy_endorsed_by,
+        "policy_note": t.note,
+        "root": t.root,
+        "keys": keys,
+        "trusted": [
+            {"file": k["file"], "fingerprint": k["fingerprint"]} for k in keys if k["status"] in trust_rules.TRUSTED
+        ],
+        "signing_key": str(mine) if mine else None,
+    }

@@ -55,7 +55,7 @@ TRAIN_PY = textwrap.dedent('''\
         return {"holdout": {"accuracy": scores["accuracy"], "loss": scores["loss"]}}
 ''')
 
-GATES_YAML = textwrap.dedent('''\
+GATES_YAML = textwrap.dedent("""\
     # Promotion gates: every promotion (kgit promote, and stage tags pushed any other way) must pass them.
     metrics:
       holdout.loss: min          # lower is better (other metrics: higher is better)
@@ -63,9 +63,9 @@ GATES_YAML = textwrap.dedent('''\
       prod:
         require: ["holdout.accuracy >= 0.9"]
         require_better: [holdout.accuracy]   # better than the version in prod now
-''')
+""")
 
-_LOAD_AND_COMPARE = textwrap.dedent('''\
+_LOAD_AND_COMPARE = textwrap.dedent("""\
     import numpy as np
     import kgit
     model = kgit.load("circle", "v2", format="keras")  # compiled, optimizer state restored
@@ -75,8 +75,11 @@ _LOAD_AND_COMPARE = textwrap.dedent('''\
     got = np.asarray(model(x, training=False))
     print(f"loaded {{model.name}}: {{model.count_params()}} parameters, optimizer step {{int(model.optimizer.iterations)}}; "
           f"max abs diff from the outputs recorded at release: {{np.max(np.abs(got - want)):.2g}}")
-''').format(folder=layout.release_dir("circle", "keras", "v2"),
-           inputs=layout.REFERENCE_INPUTS_FILE, outputs=layout.REFERENCE_OUTPUTS_FILE)
+""").format(
+    folder=layout.release_dir("circle", "keras", "v2"),
+    inputs=layout.REFERENCE_INPUTS_FILE,
+    outputs=layout.REFERENCE_OUTPUTS_FILE,
+)
 
 PARAMS = "seed: 7\nunits: 16\nlearning_rate: {lr}\nepochs: 5\n"
 
@@ -98,16 +101,21 @@ def _run(console: Any, cmd: list[str], cwd: Path, show: bool = True) -> str:
     if show and output:
         console.print(textwrap.indent(output, "  "), markup=False)
     if proc.returncode != 0:
-        raise KgitError(f"demo step `{shown}` failed (exit {proc.returncode}): {output.splitlines()[-1] if output else ''}")
+        raise KgitError(
+            f"demo step `{shown}` failed (exit {proc.returncode}): {output.splitlines()[-1] if output else ''}"
+        )
     return proc.stdout
 
 
 def _refused(console: Any, cmd: list[str], cwd: Path, otherwise: str) -> None:
     """Run a step that must fail, and show its one-line refusal."""
     console.print(f"[bold cyan]$ {' '.join(cmd)}[/bold cyan]")
-    proc = subprocess.run([sys.executable, "-m", "kgit", *cmd[1:]], cwd=cwd, capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL)
-    console.print(textwrap.indent(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "", "  "), markup=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "kgit", *cmd[1:]], cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL
+    )
+    console.print(
+        textwrap.indent(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "", "  "), markup=False
+    )
     if proc.returncode == 0:
         raise KgitError(f"demo: {otherwise}")
 
@@ -130,8 +138,10 @@ def run_demo(directory: Path | None = None) -> Path:
     (repo / "params.yaml").write_text(PARAMS.format(lr=0.01))
     (repo / ".kgit").mkdir()
     (repo / ".kgit" / "gates.yaml").write_text(GATES_YAML)
-    env_ok = os.environ.get("GIT_AUTHOR_NAME") or subprocess.run(
-        ["git", "config", "user.name"], capture_output=True, text=True).stdout.strip()
+    env_ok = (
+        os.environ.get("GIT_AUTHOR_NAME")
+        or subprocess.run(["git", "config", "user.name"], capture_output=True, text=True).stdout.strip()
+    )
     _run(console, ["git", "init", "-q", "-b", "main"], repo)
     if not env_ok:
         _run(console, ["git", "config", "user.name", "kgit demo"], repo, show=False)
@@ -142,26 +152,73 @@ def run_demo(directory: Path | None = None) -> Path:
     step(2, "Set the repository up for kgit, with a local folder as the DVC remote")
     _run(console, ["kgit", "init", "--remote", str(remote)], repo)
 
-    step(3, "Train (seeded, a few seconds) and release v1: save, validate in a fresh process (where --evaluate "
-            "measures the reloaded model on held-out data), dvc add, commit, tag")
-    _run(console, ["kgit", "release", "circle", "--from", "train:train", "--format", "savedmodel", "--format", "keras",
-                   "--params", "params.yaml", "--dataset-id", "circle-512-seed0", "--evaluate", "train:evaluate",
-                   "--note", "first model"], repo)
+    step(
+        3,
+        "Train (seeded, a few seconds) and release v1: save, validate in a fresh process (where --evaluate "
+        "measures the reloaded model on held-out data), dvc add, commit, tag",
+    )
+    _run(
+        console,
+        [
+            "kgit",
+            "release",
+            "circle",
+            "--from",
+            "train:train",
+            "--format",
+            "savedmodel",
+            "--format",
+            "keras",
+            "--params",
+            "params.yaml",
+            "--dataset-id",
+            "circle-512-seed0",
+            "--evaluate",
+            "train:evaluate",
+            "--note",
+            "first model",
+        ],
+        repo,
+    )
 
     step(4, "Change a hyperparameter (learning_rate 0.01 -> 0.05), commit, and release v2")
     (repo / "params.yaml").write_text(PARAMS.format(lr=0.05))
     _run(console, ["git", "commit", "-q", "-am", "Raise the learning rate"], repo)
-    _run(console, ["kgit", "release", "circle", "--from", "train:train", "--format", "savedmodel", "--format", "keras",
-                   "--params", "params.yaml", "--dataset-id", "circle-512-seed0", "--evaluate", "train:evaluate"], repo)
+    _run(
+        console,
+        [
+            "kgit",
+            "release",
+            "circle",
+            "--from",
+            "train:train",
+            "--format",
+            "savedmodel",
+            "--format",
+            "keras",
+            "--params",
+            "params.yaml",
+            "--dataset-id",
+            "circle-512-seed0",
+            "--evaluate",
+            "train:evaluate",
+        ],
+        repo,
+    )
 
     step(5, "Releases are tags (GTO's grammar); metadata and metrics are readable from git alone")
-    _run(console, ["kgit", "list", "--metric", "holdout.accuracy", "--metric", "holdout.loss", "--sort", "holdout.accuracy"],
-         repo)
+    _run(
+        console,
+        ["kgit", "list", "--metric", "holdout.accuracy", "--metric", "holdout.loss", "--sort", "holdout.accuracy"],
+        repo,
+    )
     _run(console, ["git", "tag", "--list", "circle@*"], repo)
     _run(console, ["kgit", "show", "circle@v2"], repo)
     _run(console, ["kgit", "diff", "circle@v1", "circle@v2"], repo)
 
-    step(6, "Promote past the gates in .kgit/gates.yaml: v1 is refused, naming the rule and the numbers; v2 goes to prod")
+    step(
+        6, "Promote past the gates in .kgit/gates.yaml: v1 is refused, naming the rule and the numbers; v2 goes to prod"
+    )
     _refused(console, ["kgit", "promote", "circle@v1", "prod"], repo, "promoting v1 should have been refused")
     _run(console, ["kgit", "promote", "circle@v2", "prod"], repo)
 
@@ -173,8 +230,12 @@ def run_demo(directory: Path | None = None) -> Path:
     _run(console, ["git", "ls-remote", "--tags", "origin"], repo)
 
     step(8, "A released version can never be overwritten")
-    _refused(console, ["kgit", "release", "circle", "--from", "train:train", "--version", "v2"], repo,
-             "re-releasing v2 should have been refused")
+    _refused(
+        console,
+        ["kgit", "release", "circle", "--from", "train:train", "--version", "v2"],
+        repo,
+        "re-releasing v2 should have been refused",
+    )
 
     step(9, "Another machine: clone, list (with metrics) before any download, fetch one version, load it, compare")
     clone = base / "teammate"
@@ -182,13 +243,17 @@ def run_demo(directory: Path | None = None) -> Path:
     _run(console, ["kgit", "list", "--metric", "holdout.accuracy"], clone)
     _run(console, ["kgit", "get", "circle@v2"], clone)
     _run(console, ["kgit", "validate", "circle@v2"], clone)
-    console.print("[bold cyan]$ python -c 'import kgit; model = kgit.load(\"circle\", \"v2\", format=\"keras\"); ...'[/bold cyan]")
+    console.print(
+        '[bold cyan]$ python -c \'import kgit; model = kgit.load("circle", "v2", format="keras"); ...\'[/bold cyan]'
+    )
     out = _run(console, [sys.executable, "-c", _LOAD_AND_COMPARE], clone, show=False)
     console.print(textwrap.indent(out.rstrip(), "  "), markup=False)
 
     step(10, "The registry as a static site, from git alone: open it in a browser, or publish it from CI")
     _run(console, ["kgit", "report", "--out", str(base / "report")], repo)
 
-    console.print(f"\n[bold green]Done.[/bold green] The demo repository is {repo}, pushed to {origin}; "
-                  f"the model data is in the DVC remote {remote}.")
+    console.print(
+        f"\n[bold green]Done.[/bold green] The demo repository is {repo}, pushed to {origin}; "
+        f"the model data is in the DVC remote {remote}."
+    )
     return repo

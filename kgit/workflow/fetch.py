@@ -31,12 +31,18 @@ class Fetched:
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "tag": self.tag, "formats": self.formats,
-                "warnings": self.warnings}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "tag": self.tag,
+            "formats": self.formats,
+            "warnings": self.warnings,
+        }
 
 
-def get(name: str, version: str, *, formats: list[str] | None = None, repo: Repo,
-        progress: bool | None = None) -> Fetched:
+def get(
+    name: str, version: str, *, formats: list[str] | None = None, repo: Repo, progress: bool | None = None
+) -> Fetched:
     """Fetch ``name@version`` (all its formats, or ``formats``) from the DVC remote if not present.
 
     ``progress``: draw the download's progress on stderr (True), never (False), or when stderr is a
@@ -63,8 +69,11 @@ def get(name: str, version: str, *, formats: list[str] | None = None, repo: Repo
             to_pull.append(layout.dvc_file(info["path"]))
     # Folders absent before the pull: if the pull fails or what arrives fails verification, they are
     # removed again, so no unverified byte stays in the work tree (folders already there are left alone).
-    brought = [repo.root / rel.formats[fmt]["path"] for fmt in wanted
-               if result.formats[fmt]["fetched"] and not (repo.root / rel.formats[fmt]["path"]).exists()]
+    brought = [
+        repo.root / rel.formats[fmt]["path"]
+        for fmt in wanted
+        if result.formats[fmt]["fetched"] and not (repo.root / rel.formats[fmt]["path"]).exists()
+    ]
     from kgit.workflow.validating import verified_metadata
 
     pulled = False
@@ -73,7 +82,9 @@ def get(name: str, version: str, *, formats: list[str] | None = None, repo: Repo
             from kgit.workflow import project
 
             project.before_dvc(repo)
-            expected = sum(int(result.formats[fmt].get("size") or 0) for fmt in wanted if result.formats[fmt]["fetched"])
+            expected = sum(
+                int(result.formats[fmt].get("size") or 0) for fmt in wanted if result.formats[fmt]["fetched"]
+            )
             show = progress_display.wanted() if progress is None else progress
             with progress_display.Meter(f"fetching {rel.name}@{rel.version}", expected, show=show) as meter:
                 dvc_ops.pull(repo.root, to_pull, meter=meter)
@@ -86,13 +97,17 @@ def get(name: str, version: str, *, formats: list[str] | None = None, repo: Repo
         if "signed by key" in str(exc) or "not signed" in str(exc):
             hint = "the bytes are as released, but their signer is not trusted here (see `kgit keys list`)"
         elif pulled:
-            hint = ("the DVC remote (or this machine's DVC cache) does not hold what was released; push it again "
-                    "from a copy that passes `kgit validate`")
+            hint = (
+                "the DVC remote (or this machine's DVC cache) does not hold what was released; push it again "
+                "from a copy that passes `kgit validate`"
+            )
         else:
             hint = "fix the cause and retry"
         raise KgitError(f"{exc}; {said}: {hint}") from None
     for fmt, meta in metas.items():
-        result.warnings += _load_warnings(repo.root / rel.formats[fmt]["path"], f"{rel.name}@{rel.version} ({fmt})", meta)
+        result.warnings += _load_warnings(
+            repo.root / rel.formats[fmt]["path"], f"{rel.name}@{rel.version} ({fmt})", meta
+        )
     return result
 
 
@@ -109,8 +124,10 @@ def _load_warnings(folder: Path, label: str, meta: Metadata) -> list[str]:
         return [f"{never.describe(label)}: kgit will not load it, with or without --unsafe"]
     code = next((f for f in findings if f.code), None)
     if code is not None:
-        return [f"{code.describe(label)}: loading it runs that code, so kgit validate and kgit.load refuse it "
-                "unless you pass --unsafe (unsafe=True)"]
+        return [
+            f"{code.describe(label)}: loading it runs that code, so kgit validate and kgit.load refuse it "
+            "unless you pass --unsafe (unsafe=True)"
+        ]
     return []
 
 
@@ -135,9 +152,16 @@ def _remove(repo: Repo, folders: list[Path]) -> str:
     return said
 
 
-def load_model(repo: Repo, name: str, version: str, fmt: str | None = None, *,
-               custom_objects: dict[str, Any] | None = None, progress: bool | None = None,
-               unsafe: bool = False) -> Any:
+def load_model(
+    repo: Repo,
+    name: str,
+    version: str,
+    fmt: str | None = None,
+    *,
+    custom_objects: dict[str, Any] | None = None,
+    progress: bool | None = None,
+    unsafe: bool = False,
+) -> Any:
     """Resolve ``name@version``, fetch that format's data if it is not here, verify it against the
     release, check what its configuration would run (``unsafe``: the caller allows its code; see
     kgit.workflow.validating.code_allowed), import the code the release names, and load the Keras model."""
@@ -154,10 +178,23 @@ def load_model(repo: Repo, name: str, version: str, fmt: str | None = None, *,
     label = f"{rel.name}@{rel.version} ({fmt})"
     allowed = code_allowed(repo, meta, unsafe)
     # before any of the release's own modules are imported: a refusal runs nothing
-    formats.check_config(folder, fmt, declared=formats.declared_modules(meta.custom_modules, custom_objects, meta.custom_objects),
-                         unsafe=allowed, label=label)
+    formats.check_config(
+        folder,
+        fmt,
+        declared=formats.declared_modules(meta.custom_modules, custom_objects, meta.custom_objects),
+        unsafe=allowed,
+        label=label,
+    )
     usercode.use_project(repo.root)  # the project's own modules import as they did at release
     custom = usercode.load_custom_objects(meta.custom_objects)
     custom.update(custom_objects or {})
-    return formats.load_keras_model(folder, fmt, custom_objects=custom, modules=meta.custom_modules,
-                                    builder=meta.builder, unsafe=allowed, sig=meta.signature, label=label)
+    return formats.load_keras_model(
+        folder,
+        fmt,
+        custom_objects=custom,
+        modules=meta.custom_modules,
+        builder=meta.builder,
+        unsafe=allowed,
+        sig=meta.signature,
+        label=label,
+    )

@@ -63,10 +63,12 @@ def _round_trip(path: Path, what: str, fix: str) -> Any:
     except (YAMLError, UnicodeDecodeError) as exc:
         raise KgitError(f"{what} is not valid YAML ({one_line(exc, 200)}): {fix}") from None
     sections = ("stages", DVC_YAML_ARTIFACTS) if what == DVC_YAML else ("stages",)
-    if data is not None and (not isinstance(data, dict)
-                             or not all(isinstance(data.get(k), (dict, type(None))) for k in sections)):
-        raise KgitError(f"{what} is not what DVC reads (a mapping with {' and '.join(f'`{k}:`' for k in sections)} "
-                        f"mappings): {fix}")
+    if data is not None and (
+        not isinstance(data, dict) or not all(isinstance(data.get(k), (dict, type(None))) for k in sections)
+    ):
+        raise KgitError(
+            f"{what} is not what DVC reads (a mapping with {' and '.join(f'`{k}:`' for k in sections)} mappings): {fix}"
+        )
     return data
 
 
@@ -138,21 +140,31 @@ def check_checkout(repo: Repo) -> None:
     would be a second one, with its own DVC remote."""
     if repo.head() is not None:
         return
-    refs = [r for r in repo.git("for-each-ref", "--format=%(refname)", "refs/heads", "refs/remotes").splitlines()
-            if r and not r.endswith("/HEAD")]
-    texts = repo.show_files([(ref, path) for ref in refs for path in (".dvc/config", DVC_YAML)],
-                            max_bytes=bounded_yaml.MAX_BYTES)
-    holding = [ref for ref in refs if texts.get((ref, ".dvc/config")) is not None
-               and _has_validate_stage(texts.get((ref, DVC_YAML)), f"{DVC_YAML} of {ref}")]
+    refs = [
+        r
+        for r in repo.git("for-each-ref", "--format=%(refname)", "refs/heads", "refs/remotes").splitlines()
+        if r and not r.endswith("/HEAD")
+    ]
+    texts = repo.show_files(
+        [(ref, path) for ref in refs for path in (".dvc/config", DVC_YAML)], max_bytes=bounded_yaml.MAX_BYTES
+    )
+    holding = [
+        ref
+        for ref in refs
+        if texts.get((ref, ".dvc/config")) is not None
+        and _has_validate_stage(texts.get((ref, DVC_YAML)), f"{DVC_YAML} of {ref}")
+    ]
     if not holding:
         return
     names = [r.removeprefix("refs/heads/").removeprefix("refs/remotes/") for r in holding]
     local = [r.removeprefix("refs/heads/") if r.startswith("refs/heads/") else r.split("/", 3)[3] for r in holding]
     branch = repo.branch() or "HEAD"
     shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-    raise KgitError(f"this clone has no commit checked out (its branch {branch} has none: the remote's HEAD may name "
-                    f"a branch that does not exist), but {shown} already hold{'s' if len(names) == 1 else ''} kgit's "
-                    f"set-up: run `git checkout {local[0]}` and use kgit there; nothing was changed")
+    raise KgitError(
+        f"this clone has no commit checked out (its branch {branch} has none: the remote's HEAD may name "
+        f"a branch that does not exist), but {shown} already hold{'s' if len(names) == 1 else ''} kgit's "
+        f"set-up: run `git checkout {local[0]}` and use kgit there; nothing was changed"
+    )
 
 
 def _has_validate_stage(text: str | None, what: str) -> bool:
@@ -173,8 +185,9 @@ def check_dvc_files(repo: Repo) -> None:
     nesting, as DVC and kgit write them, pass on sight; the others go through kgit's bounded reader."""
     from kgit.store.dvc_ops import MAX_DVC_FILE, MAX_DVC_VALUES
 
-    listed = repo.git("ls-files", "-z", "--", f":(glob)**/*{DVC_SUFFIX}", f":(glob)**/{DVC_YAML}", f":(glob)**/{DVC_LOCK}",
-                      raw=True)
+    listed = repo.git(
+        "ls-files", "-z", "--", f":(glob)**/*{DVC_SUFFIX}", f":(glob)**/{DVC_YAML}", f":(glob)**/{DVC_LOCK}", raw=True
+    )
     root = str(repo.root)
     for rel in filter(None, listed.split("\0")):
         path = os.path.join(root, rel)
@@ -243,15 +256,19 @@ def _checked_remote(remote: str, root: Path) -> str:
     """``--remote`` as it will be configured (file:// URLs and relative folders made absolute), refused if
     it is empty or inside the repository, where `git clean -fdx` would delete the release data."""
     if not remote.strip():
-        raise KgitError(f"--remote is empty: give a folder outside the repository or a DVC remote URL, "
-                        f"e.g. --remote {default_remote_path(root)}")
+        raise KgitError(
+            f"--remote is empty: give a folder outside the repository or a DVC remote URL, "
+            f"e.g. --remote {default_remote_path(root)}"
+        )
     wanted = _file_url_path(remote)
     folder = remote_folder(wanted, Path.cwd())  # relative folders are relative to where you ran kgit
     if folder is None:
         return wanted
     if _inside(folder, root):
-        raise KgitError(f"remote {remote} is inside the repository ({folder}), where `git clean -fdx` would delete "
-                        f"the release data: pick a folder outside it, e.g. --remote {default_remote_path(root)}")
+        raise KgitError(
+            f"remote {remote} is inside the repository ({folder}), where `git clean -fdx` would delete "
+            f"the release data: pick a folder outside it, e.g. --remote {default_remote_path(root)}"
+        )
     return wanted if Path(wanted).expanduser().is_absolute() else str(folder)
 
 
@@ -262,13 +279,19 @@ def _check_configured_remote(name: str | None, url: str | None, root: Path) -> N
     # DVC reads a file:// URL as a folder named "file:" under the current folder: inside the repository
     folder = root / "file:" if url.lower().startswith("file://") else remote_folder(url, root)
     if folder is not None and _inside(folder, root):
-        raise KgitError(f"the default DVC remote {name} ({url}) is inside the repository, where `git clean -fdx` "
-                        f"would delete the release data: point kgit at a folder outside it, "
-                        f"e.g. `kgit init --remote {default_remote_path(root)}`")
+        raise KgitError(
+            f"the default DVC remote {name} ({url}) is inside the repository, where `git clean -fdx` "
+            f"would delete the release data: point kgit at a folder outside it, "
+            f"e.g. `kgit init --remote {default_remote_path(root)}`"
+        )
 
 
-def init(path: str | os.PathLike[str] = ".", remote: str | None = None, commit: bool = True,
-         remote_options: dict[str, str] | None = None) -> InitResult:
+def init(
+    path: str | os.PathLike[str] = ".",
+    remote: str | None = None,
+    commit: bool = True,
+    remote_options: dict[str, str] | None = None,
+) -> InitResult:
     """Set up a git repository for kgit. Running it again changes nothing; a remote inside the
     repository (given, or already configured) is refused before anything is changed.
 
@@ -345,7 +368,9 @@ def init(path: str | os.PathLike[str] = ".", remote: str | None = None, commit: 
     if commit and to_commit:
         paths = sorted({p for p in to_commit if (root / p).exists()})
         repo.add(paths)
-        commit_sha = repo.commit_paths("kgit: set up model releases\n\nkgit init: DVC, the validation stage and the default remote.\n", paths)
+        commit_sha = repo.commit_paths(
+            "kgit: set up model releases\n\nkgit init: DVC, the validation stage and the default remote.\n", paths
+        )
     return InitResult(str(root), name, url, changes, commit_sha)
 
 

@@ -124,7 +124,7 @@ def loaded_files(root: Path) -> list[str]:
 
 def _chunks(paths: list[str]) -> Iterable[list[str]]:
     for i in range(0, len(paths), _PATHSPECS_PER_CALL):
-        yield [f":(literal){p}" for p in paths[i:i + _PATHSPECS_PER_CALL]]
+        yield [f":(literal){p}" for p in paths[i : i + _PATHSPECS_PER_CALL]]
 
 
 def collect(git: Repo, entry_path: str | None, files: Iterable[str]) -> SourceInfo:
@@ -142,8 +142,13 @@ def collect(git: Repo, entry_path: str | None, files: Iterable[str]) -> SourceIn
             changed.update(p for p in diffed.split("\0") if p)
     untracked = [p for p in wanted if p not in in_head]
     modified = [p for p in wanted if p in in_head and p in changed]
-    return SourceInfo(commit=head, entry=entry_path, dirty=bool(untracked or modified or outside),
-                      modified=modified, untracked=untracked)
+    return SourceInfo(
+        commit=head,
+        entry=entry_path,
+        dirty=bool(untracked or modified or outside),
+        modified=modified,
+        untracked=untracked,
+    )
 
 
 def source_info(git: Repo, source: Any, builder: str | None, call: Caller | None) -> SourceInfo:
@@ -158,8 +163,10 @@ def source_warning(info: SourceInfo) -> str | None:
     if info.uncommitted:
         files = info.uncommitted
         shown = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
-        return (f"the code that made the model is not all committed: {shown}; recorded in the release's source "
-                "(commit them before releasing for a release that names its code)")
+        return (
+            f"the code that made the model is not all committed: {shown}; recorded in the release's source "
+            "(commit them before releasing for a release that names its code)"
+        )
     return f"the model came from {info.entry}, outside the repository: recorded in the release's source"
 
 
@@ -192,5 +199,7 @@ def duplicate_warning(name: str, versions: list[str]) -> str | None:
     shown = named[0] if len(named) == 1 else f"{', '.join(named[:-1])} and {named[-1]}"
     earlier = len(versions) - len(named)
     more = f" (and {earlier} earlier version{'s' if earlier != 1 else ''})" if earlier else ""
-    return (f"the weights and optimizer state equal {shown}{more}: nothing was trained since? "
-            "(released anyway; `kgit deprecate` the new version if it was a mistake)")
+    return (
+        f"the weights and optimizer state equal {shown}{more}: nothing was trained since? "
+        "(released anyway; `kgit deprecate` the new version if it was a mistake)"
+    )

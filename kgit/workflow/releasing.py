@@ -76,8 +76,13 @@ class ReleaseRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name, "version": self.version, "tag": self.tag, "commit": self.commit,
-            "formats": self.formats, "validation": self.validation, "metadata": self.metadata,
+            "name": self.name,
+            "version": self.version,
+            "tag": self.tag,
+            "commit": self.commit,
+            "formats": self.formats,
+            "validation": self.validation,
+            "metadata": self.metadata,
             "warnings": self.warnings,
         }
 
@@ -154,10 +159,24 @@ def release(
     project.require_initialised(git)
     project.check_dvc_files(git)  # DVC reads them all in `dvc add`: refuse what it would hang on, now
     req = _check_request(
-        git, name=name, formats=formats, version=version, bump=bump, dataset_id=dataset_id, dataset=dataset,
-        hyperparams=hyperparams, notes=notes, custom_objects=custom_objects, builder=builder,
-        reference_inputs=reference_inputs, atol=atol, allow_dirty=allow_dirty, unsafe=unsafe,
-        inference_only=inference_only, metrics=metrics, evaluate=evaluate,
+        git,
+        name=name,
+        formats=formats,
+        version=version,
+        bump=bump,
+        dataset_id=dataset_id,
+        dataset=dataset,
+        hyperparams=hyperparams,
+        notes=notes,
+        custom_objects=custom_objects,
+        builder=builder,
+        reference_inputs=reference_inputs,
+        atol=atol,
+        allow_dirty=allow_dirty,
+        unsafe=unsafe,
+        inference_only=inference_only,
+        metrics=metrics,
+        evaluate=evaluate,
     )
     from kgit.models.source_kind import source_kind
 
@@ -180,8 +199,16 @@ def release(
             hashing: dict[str, FolderDigests] = {}  # per format: sha256 and md5 of its files, in one read
             # git only: what the release records of its code, and whether it repeats a version
             source = provenance.source_info(git, model, req.builder, req.caller)
-            warned = [w for w in (provenance.source_warning(source), provenance.duplicate_warning(
-                req.name, provenance.same_weights(git, req.name, prepared.weights_sha256))) if w]
+            warned = [
+                w
+                for w in (
+                    provenance.source_warning(source),
+                    provenance.duplicate_warning(
+                        req.name, provenance.same_weights(git, req.name, prepared.weights_sha256)
+                    ),
+                )
+                if w
+            ]
             for text in warned:
                 say(f"warning: {text}")
             try:
@@ -206,10 +233,27 @@ def release(
 
 
 # -- 1. check the request (cheap, no TensorFlow) ----------------------------------------------
-def _check_request(git: Repo, *, name: str, formats: Sequence[str] | str, version: str | None, bump: str | None,
-                   dataset_id: str | None, dataset: Any, hyperparams: Mapping[str, Any] | None, notes: str | None,
-                   custom_objects: Any, builder: Any, reference_inputs: Any, atol: float, allow_dirty: bool,
-                   unsafe: bool, inference_only: bool, metrics: Mapping[str, Any] | None, evaluate: Any) -> _Request:
+def _check_request(
+    git: Repo,
+    *,
+    name: str,
+    formats: Sequence[str] | str,
+    version: str | None,
+    bump: str | None,
+    dataset_id: str | None,
+    dataset: Any,
+    hyperparams: Mapping[str, Any] | None,
+    notes: str | None,
+    custom_objects: Any,
+    builder: Any,
+    reference_inputs: Any,
+    atol: float,
+    allow_dirty: bool,
+    unsafe: bool,
+    inference_only: bool,
+    metrics: Mapping[str, Any] | None,
+    evaluate: Any,
+) -> _Request:
     check_name(name)
     fmts = [formats] if isinstance(formats, str) else list(formats) or ["savedmodel"]
     for f in fmts:
@@ -229,8 +273,10 @@ def _check_request(git: Repo, *, name: str, formats: Sequence[str] | str, versio
     params = dict(hyperparams or {})
     check_json_serialisable(params, "hyperparameters")
     if len(json.dumps(params)) > MAX_PARAMS_BYTES:
-        raise KgitError(f"hyperparameters are larger than {human_size(MAX_PARAMS_BYTES)} of JSON: record a file path "
-                        "or a dataset id instead")
+        raise KgitError(
+            f"hyperparameters are larger than {human_size(MAX_PARAMS_BYTES)} of JSON: record a file path "
+            "or a dataset id instead"
+        )
     dataset_rel = dataset_hash = None
     if dataset is not None:
         dataset_rel = os.path.relpath(Path(dataset).resolve(), git.root)
@@ -246,23 +292,49 @@ def _check_request(git: Repo, *, name: str, formats: Sequence[str] | str, versio
     from kgit.trust import signing
 
     sign_with = signing.signing_key(git)
-    req = _Request(name=name, formats=fmts, version=version, bump=bump, dataset_id=dataset_id, dataset=dataset_rel,
-                   hyperparams=params, notes=notes, custom_objects=co_specs, builder=builder_spec,
-                   reference_input=reference_inputs, atol=atol, allow_dirty=allow_dirty, unsafe=unsafe,
-                   sign_with=sign_with, inference_only=bool(inference_only),
-                   metrics=metrics_mod.flatten(metrics or {}, "metrics"),
-                   evaluate=_callable_spec(evaluate, "evaluate function") if evaluate is not None else None,
-                   dataset_hash=dataset_hash, root=git.root)
+    req = _Request(
+        name=name,
+        formats=fmts,
+        version=version,
+        bump=bump,
+        dataset_id=dataset_id,
+        dataset=dataset_rel,
+        hyperparams=params,
+        notes=notes,
+        custom_objects=co_specs,
+        builder=builder_spec,
+        reference_input=reference_inputs,
+        atol=atol,
+        allow_dirty=allow_dirty,
+        unsafe=unsafe,
+        sign_with=sign_with,
+        inference_only=bool(inference_only),
+        metrics=metrics_mod.flatten(metrics or {}, "metrics"),
+        evaluate=_callable_spec(evaluate, "evaluate function") if evaluate is not None else None,
+        dataset_hash=dataset_hash,
+        root=git.root,
+    )
     # the version is free here and on origin: checked now, before the model is loaded (again under the lock)
     req.early = _choose_version(git, req)
     return req
 
 
-def check_options(repo: str | os.PathLike[str], name: str, *, formats: Sequence[str] | str = ("savedmodel",),
-                  bump: str | None = None, dataset_id: str | None = None, hyperparams: Mapping[str, Any] | None = None,
-                  notes: str | None = None, custom_objects: Sequence[Any] | Mapping[str, Any] | None = None,
-                  builder: Any = None, allow_dirty: bool = False, unsafe: bool = False, inference_only: bool = False,
-                  evaluate: Any = None) -> dict[str, Any]:
+def check_options(
+    repo: str | os.PathLike[str],
+    name: str,
+    *,
+    formats: Sequence[str] | str = ("savedmodel",),
+    bump: str | None = None,
+    dataset_id: str | None = None,
+    hyperparams: Mapping[str, Any] | None = None,
+    notes: str | None = None,
+    custom_objects: Sequence[Any] | Mapping[str, Any] | None = None,
+    builder: Any = None,
+    allow_dirty: bool = False,
+    unsafe: bool = False,
+    inference_only: bool = False,
+    evaluate: Any = None,
+) -> dict[str, Any]:
     """What ``release`` refuses before it looks at a model, checked now for releases another process
     makes later (a training run checks at its start, not hours later). Returns these options as
     ``release`` takes them, JSON-safe: functions and classes as MODULE:NAME."""
@@ -270,15 +342,38 @@ def check_options(repo: str | os.PathLike[str], name: str, *, formats: Sequence[
     project.require_initialised(git)
     project.check_dvc_files(git)
     req = _check_request(
-        git, name=name, formats=formats, version=None, bump=bump, dataset_id=dataset_id, dataset=None,
-        hyperparams=hyperparams, notes=notes, custom_objects=custom_objects, builder=builder, reference_inputs=None,
-        atol=1e-6, allow_dirty=allow_dirty, unsafe=unsafe, inference_only=inference_only, metrics=None,
+        git,
+        name=name,
+        formats=formats,
+        version=None,
+        bump=bump,
+        dataset_id=dataset_id,
+        dataset=None,
+        hyperparams=hyperparams,
+        notes=notes,
+        custom_objects=custom_objects,
+        builder=builder,
+        reference_inputs=None,
+        atol=1e-6,
+        allow_dirty=allow_dirty,
+        unsafe=unsafe,
+        inference_only=inference_only,
+        metrics=None,
         evaluate=evaluate,
     )
-    return {"formats": req.formats, "bump": req.bump, "dataset_id": req.dataset_id, "hyperparams": req.hyperparams,
-            "notes": req.notes, "custom_objects": req.custom_objects, "builder": req.builder,
-            "allow_dirty": req.allow_dirty, "unsafe": req.unsafe, "inference_only": req.inference_only,
-            "evaluate": req.evaluate}
+    return {
+        "formats": req.formats,
+        "bump": req.bump,
+        "dataset_id": req.dataset_id,
+        "hyperparams": req.hyperparams,
+        "notes": req.notes,
+        "custom_objects": req.custom_objects,
+        "builder": req.builder,
+        "allow_dirty": req.allow_dirty,
+        "unsafe": req.unsafe,
+        "inference_only": req.inference_only,
+        "evaluate": req.evaluate,
+    }
 
 
 def _check_clean(git: Repo) -> None:
@@ -348,7 +443,9 @@ def _prepare_model(source: Any, req: _Request) -> _Prepared:
     flavour = tf_keras_flavour.FLAVOUR if tf_keras_flavour.is_model(model) else "keras"
     if flavour == tf_keras_flavour.FLAVOUR:
         tf_keras_flavour.check_formats(req.formats)
-    modules = [] if formats.is_plain_savedmodel(model) else model_source.inspect_custom_objects(model, custom, req.unsafe)
+    modules = (
+        [] if formats.is_plain_savedmodel(model) else model_source.inspect_custom_objects(model, custom, req.unsafe)
+    )
 
     given = req.reference_input
     arrays = None
@@ -357,8 +454,11 @@ def _prepare_model(source: Any, req: _Request) -> _Prepared:
     vocabulary = model_source.string_vocabulary(model)
     sig = model_source.model_signature(model)
     if sig is None:  # a subclassed model: from the user's inputs, else from the shapes it was built with
-        sig = (model_source.infer_signature(model, arrays) if arrays is not None
-               else model_source.built_signature(model, req.name, vocabulary))
+        sig = (
+            model_source.infer_signature(model, arrays)
+            if arrays is not None
+            else model_source.built_signature(model, req.name, vocabulary)
+        )
     inputs = check_inputs(arrays, sig) if arrays is not None else generate_inputs(sig, req.name, vocabulary)
     try:
         outputs = formats.run_model(model, inputs, sig)
@@ -375,9 +475,19 @@ def _prepare_model(source: Any, req: _Request) -> _Prepared:
     libraries = runtime.library_versions()
     if flavour == tf_keras_flavour.FLAVOUR:
         libraries["tf_keras"] = tf_keras_flavour.version() or "unknown"
-    return _Prepared(model=model, signature=sig, inputs=inputs, outputs=outputs, generated=arrays is None,
-                     custom_modules=modules, training=training, libraries=libraries, resumable=resumable,
-                     keras_flavour=flavour, weights_sha256=training_state.weights_digest(model))
+    return _Prepared(
+        model=model,
+        signature=sig,
+        inputs=inputs,
+        outputs=outputs,
+        generated=arrays is None,
+        custom_modules=modules,
+        training=training,
+        libraries=libraries,
+        resumable=resumable,
+        keras_flavour=flavour,
+        weights_sha256=training_state.weights_digest(model),
+    )
 
 
 def _as_arrays(value: Any) -> dict[str, Any]:
@@ -386,7 +496,11 @@ def _as_arrays(value: Any) -> dict[str, Any]:
     if isinstance(value, Mapping):
         return {str(k): np.asarray(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return {f"arr_{i}": np.asarray(v) for i, v in enumerate(value)} if len(value) > 1 else {"arr_0": np.asarray(value[0])}
+        return (
+            {f"arr_{i}": np.asarray(v) for i, v in enumerate(value)}
+            if len(value) > 1
+            else {"arr_0": np.asarray(value[0])}
+        )
     return {"arr_0": np.asarray(value)}
 
 
@@ -396,22 +510,36 @@ def _choose_version(git: Repo, req: _Request) -> Version:
     label = str(ver)
     tag = tag_name(req.name, ver)
     if ver in existing or git.tag_exists(tag):
-        raise VersionExistsError(f"{req.name} {label} is already released: released versions are never overwritten; "
-                                 "pick another --version or use --bump")
+        raise VersionExistsError(
+            f"{req.name} {label} is already released: released versions are never overwritten; "
+            "pick another --version or use --bump"
+        )
     for fmt in req.formats:
         folder = git.root / layout.release_dir(req.name, fmt, label)
         if folder.exists() or folder.with_name(layout.dvc_file(label)).exists():
-            raise VersionExistsError(f"{folder.relative_to(git.root)} already exists: released versions are never overwritten")
+            raise VersionExistsError(
+                f"{folder.relative_to(git.root)} already exists: released versions are never overwritten"
+            )
     if req.early == ver:
         return ver  # origin was asked before the model was loaded
     if git.remote_has_tag("origin", tag):
-        raise VersionExistsError(f"tag {tag} already exists on origin: run `git fetch --tags` and pick the next version")
+        raise VersionExistsError(
+            f"tag {tag} already exists on origin: run `git fetch --tags` and pick the next version"
+        )
     return ver
 
 
 # -- 4. stage: write each format into a private folder ------------------------------------------
-def _stage(git: Repo, req: _Request, prep: _Prepared, label: str, staging: Path,
-           hashing: dict[str, FolderDigests], say: Progress, source: SourceInfo) -> dict[str, Metadata]:
+def _stage(
+    git: Repo,
+    req: _Request,
+    prep: _Prepared,
+    label: str,
+    staging: Path,
+    hashing: dict[str, FolderDigests],
+    say: Progress,
+    source: SourceInfo,
+) -> dict[str, Metadata]:
     """Write each format's folder and start hashing its files (``hashing``), which goes on while the
     release is validated; the metadata written here gets its ``files`` in ``_seal``."""
     from kgit.models import formats
@@ -432,17 +560,38 @@ def _stage(git: Repo, req: _Request, prep: _Prepared, label: str, staging: Path,
         save_npz(folder / REFERENCE_OUTPUTS_FILE, prep.outputs)
         hashing[fmt] = FolderDigests(folder, exclude=(METADATA_FILE, SIGNATURE_FILE))
         meta = Metadata(
-            name=req.name, version=label, format=fmt, formats=list(req.formats), created_at=created,
-            git=gitinfo, dataset=dataset, hyperparameters=req.hyperparams, training=prep.training,
-            libraries=prep.libraries, signature=prep.signature,
-            reference=ReferenceInfo(REFERENCE_INPUTS_FILE, sha256_file(folder / REFERENCE_INPUTS_FILE),
-                                    REFERENCE_OUTPUTS_FILE, sha256_file(folder / REFERENCE_OUTPUTS_FILE),
-                                    req.atol, prep.generated),
-            files={}, custom_objects=req.custom_objects, custom_modules=prep.custom_modules,
-            builder=req.builder, unsafe=req.unsafe, notes=req.notes,
-            signed_by=req.sign_with[1] if req.sign_with else None, resumable=prep.resumable,
-            keras_flavour=prep.keras_flavour, metrics=dict(req.metrics), evaluate=req.evaluate,
-            source=source, weights_sha256=prep.weights_sha256,
+            name=req.name,
+            version=label,
+            format=fmt,
+            formats=list(req.formats),
+            created_at=created,
+            git=gitinfo,
+            dataset=dataset,
+            hyperparameters=req.hyperparams,
+            training=prep.training,
+            libraries=prep.libraries,
+            signature=prep.signature,
+            reference=ReferenceInfo(
+                REFERENCE_INPUTS_FILE,
+                sha256_file(folder / REFERENCE_INPUTS_FILE),
+                REFERENCE_OUTPUTS_FILE,
+                sha256_file(folder / REFERENCE_OUTPUTS_FILE),
+                req.atol,
+                prep.generated,
+            ),
+            files={},
+            custom_objects=req.custom_objects,
+            custom_modules=prep.custom_modules,
+            builder=req.builder,
+            unsafe=req.unsafe,
+            notes=req.notes,
+            signed_by=req.sign_with[1] if req.sign_with else None,
+            resumable=prep.resumable,
+            keras_flavour=prep.keras_flavour,
+            metrics=dict(req.metrics),
+            evaluate=req.evaluate,
+            source=source,
+            weights_sha256=prep.weights_sha256,
         )
         (folder / METADATA_FILE).write_text(meta.to_json(), encoding="utf-8")
         metas[fmt] = meta
@@ -456,17 +605,32 @@ def _validate(staging: Path, req: _Request, worker: Any = None) -> list[Any]:
     first = staging / req.formats[0]
     folders = [staging / fmt for fmt in req.formats]
     # --unsafe is the releaser's own opt-in, on the releaser's machine: the round trip may run the model's code
-    results = roundtrip(folders, evaluate=(first, req.evaluate) if req.evaluate else None, worker=worker,
-                        unsafe=folders if req.unsafe else (), project=req.root)
+    results = roundtrip(
+        folders,
+        evaluate=(first, req.evaluate) if req.evaluate else None,
+        worker=worker,
+        unsafe=folders if req.unsafe else (),
+        project=req.root,
+    )
     failed = [r for r in results if not r.ok]
     if failed:
         r = failed[0]
         if r.check == "evaluate":
-            raise ValidationError(f"--evaluate {req.evaluate} on the {r.format} artifact reloaded in a fresh process: "
-                                  f"{r.reason()}; nothing was released")
-        fix = ("; kgit cannot bring this model's training state back from the saved file: pass --inference-only "
-               "to release it without (recorded as resumable: false)") if r.check == "training" else ""
-        raise ValidationError(f"round-trip validation of the {r.format} artifact failed: {r.reason()}{fix}; nothing was released")
+            raise ValidationError(
+                f"--evaluate {req.evaluate} on the {r.format} artifact reloaded in a fresh process: "
+                f"{r.reason()}; nothing was released"
+            )
+        fix = (
+            (
+                "; kgit cannot bring this model's training state back from the saved file: pass --inference-only "
+                "to release it without (recorded as resumable: false)"
+            )
+            if r.check == "training"
+            else ""
+        )
+        raise ValidationError(
+            f"round-trip validation of the {r.format} artifact failed: {r.reason()}{fix}; nothing was released"
+        )
     return results
 
 
@@ -477,14 +641,22 @@ def _measured(results: list[Any], req: _Request) -> dict[str, float]:
     values = metrics_mod.flatten(results[0].metrics or {}, f"what --evaluate {req.evaluate} returned")
     both = sorted(set(values) & set(req.metrics))
     if both:
-        raise KgitError(f"metric {both[0]} is both given and measured by --evaluate {req.evaluate}: "
-                        "give it one way (the measured value is the one taken from the artifact); nothing was released")
+        raise KgitError(
+            f"metric {both[0]} is both given and measured by --evaluate {req.evaluate}: "
+            "give it one way (the measured value is the one taken from the artifact); nothing was released"
+        )
     metrics_mod.combine(req.metrics, values)
     return values
 
 
-def _seal(staging: Path, req: _Request, metas: dict[str, Metadata], measured: dict[str, float],
-          hashing: dict[str, FolderDigests], say: Progress) -> dict[str, dict[str, FileDigest]]:
+def _seal(
+    staging: Path,
+    req: _Request,
+    metas: dict[str, Metadata],
+    measured: dict[str, float],
+    hashing: dict[str, FolderDigests],
+    say: Progress,
+) -> dict[str, dict[str, FileDigest]]:
     """Record each file's sha256 and the measured metrics in each format's metadata, then sign each
     folder (the signature covers metadata.json, so this comes last). Returns the digests per format."""
     digests = {}
@@ -512,13 +684,24 @@ def _check_unchanged(folder: Path, digests: dict[str, FileDigest]) -> None:
     changed = [rel for rel in now if rel not in digests or not digests[rel].describes(os.stat(folder / rel))]
     changed += [rel for rel in digests if rel not in now]
     if changed:
-        raise KgitError(f"{folder / changed[0]} changed after it was written: nothing may write into a release "
-                        "being made; run the release again")
+        raise KgitError(
+            f"{folder / changed[0]} changed after it was written: nothing may write into a release "
+            "being made; run the release again"
+        )
 
 
 # -- 6. publish: place, track, describe, commit, tag (journaled) -------------------------------
-def _publish(git: Repo, req: _Request, label: str, tag: str, staging: Path, metas: dict[str, Metadata],
-             validation: list[Any], digests: dict[str, dict[str, FileDigest]], say: Progress) -> ReleaseRecord:
+def _publish(
+    git: Repo,
+    req: _Request,
+    label: str,
+    tag: str,
+    staging: Path,
+    metas: dict[str, Metadata],
+    validation: list[Any],
+    digests: dict[str, dict[str, FileDigest]],
+    say: Progress,
+) -> ReleaseRecord:
     model_dir = Path(layout.model_dir(req.name))
     folders = {fmt: model_dir / fmt / label for fmt in req.formats}
     journal = _open_journal(git, tag, staging, metas, folders)
@@ -540,11 +723,14 @@ def _publish(git: Repo, req: _Request, label: str, tag: str, staging: Path, meta
         # Error, Ctrl-C or SIGTERM: finish if committed, otherwise remove every trace.
         txn.recover(git, log=say, own=True)
         raise
-    return ReleaseRecord(req.name, label, tag, commit, hashes, metas[req.formats[0]].to_dict(),
-                         [r.to_dict() for r in validation])
+    return ReleaseRecord(
+        req.name, label, tag, commit, hashes, metas[req.formats[0]].to_dict(), [r.to_dict() for r in validation]
+    )
 
 
-def _open_journal(git: Repo, tag: str, staging: Path, metas: dict[str, Metadata], folders: dict[str, Path]) -> txn.Journal:
+def _open_journal(
+    git: Repo, tag: str, staging: Path, metas: dict[str, Metadata], folders: dict[str, Path]
+) -> txn.Journal:
     """Record, before anything changes, what the release will create and what it may overwrite."""
     root = git.root
     journal = txn.Journal(tag=tag, head_before=git.head(), tag_message="", root=str(root))
@@ -568,7 +754,9 @@ def _dvc_files(folders: dict[str, Path]) -> list[str]:
     return [layout.dvc_file(rel.as_posix()) for rel in folders.values()]
 
 
-def _track(git: Repo, folders: dict[str, Path], digests: dict[str, dict[str, FileDigest]], journal: txn.Journal) -> None:
+def _track(
+    git: Repo, folders: dict[str, Path], digests: dict[str, dict[str, FileDigest]], journal: txn.Journal
+) -> None:
     root = git.root
     # DVC reuses the md5s computed with kgit's sha256s (same read) for files still exactly as hashed
     known = {root / rel / name: d for fmt, rel in folders.items() for name, d in digests[fmt].items()}
@@ -580,8 +768,9 @@ def _track(git: Repo, folders: dict[str, Path], digests: dict[str, dict[str, Fil
     journal.save(git)
 
 
-def _describe(git: Repo, req: _Request, label: str, folders: dict[str, Path], metas: dict[str, Metadata],
-              journal: txn.Journal) -> dict[str, dict[str, Any]]:
+def _describe(
+    git: Repo, req: _Request, label: str, folders: dict[str, Path], metas: dict[str, Metadata], journal: txn.Journal
+) -> dict[str, dict[str, Any]]:
     """kgit's metadata into each .dvc file, the artifact into dvc.yaml, the tag message into the
     journal; returns each format's path and DVC hash."""
     root = git.root
@@ -594,7 +783,9 @@ def _describe(git: Repo, req: _Request, label: str, folders: dict[str, Path], me
         hashes[fmt] = {"path": rel.as_posix(), **h, "resumable": metas[fmt].resumable}
     first = req.formats[0]
     data = project.with_artifact(
-        project.read_dvc_yaml(root), req.name, folders[first].as_posix(),
+        project.read_dvc_yaml(root),
+        req.name,
+        folders[first].as_posix(),
         f"{req.name}: Keras model released with kgit",
         {"version": label, "formats": list(req.formats)},
     )
@@ -605,12 +796,20 @@ def _describe(git: Repo, req: _Request, label: str, folders: dict[str, Path], me
     write_atomic(root / DVC_YAML, dvc_yaml)
     journal.note_written(root, [DVC_YAML])
     meta0 = metas[first]
-    journal.tag_message = catalog.tag_message(req.name, label, {
-        "formats": hashes, "created_at": meta0.created_at, "dataset_id": req.dataset_id,
-        "source_commit": meta0.git.commit, "dirty": meta0.git.dirty, "kgit": meta0.libraries.get("kgit"),
-        **({"source": catalog.source_summary(meta0.source)} if meta0.source is not None else {}),
-        **({"metrics": meta0.metrics, "measured": meta0.measured} if meta0.metrics else {}),
-    })
+    journal.tag_message = catalog.tag_message(
+        req.name,
+        label,
+        {
+            "formats": hashes,
+            "created_at": meta0.created_at,
+            "dataset_id": req.dataset_id,
+            "source_commit": meta0.git.commit,
+            "dirty": meta0.git.dirty,
+            "kgit": meta0.libraries.get("kgit"),
+            **({"source": catalog.source_summary(meta0.source)} if meta0.source is not None else {}),
+            **({"metrics": meta0.metrics, "measured": meta0.measured} if meta0.metrics else {}),
+        },
+    )
     journal.save(git)
     return hashes
 

@@ -35,7 +35,9 @@ class FolderResult:
     atol: float = 0.0
     outputs: list[OutputCheck] = field(default_factory=list)
     error: str | None = None
-    check: str = "roundtrip"  # the check that decided the result: data, release, files, metadata, roundtrip, training, evaluate
+    check: str = (
+        "roundtrip"  # the check that decided the result: data, release, files, metadata, roundtrip, training, evaluate
+    )
     status: str = ""  # passed, failed, missing (data not here), cached (validated before at this content)
     metrics: dict[str, float] | None = None  # what the --evaluate function measured on this reloaded folder
 
@@ -97,7 +99,10 @@ class Worker:
         try:
             self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
                 [sys.executable, "-m", "kgit.models.roundtrip_worker", "--wait", str(os.getpid())],
-                env=worker_env(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr,
+                env=worker_env(),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=self._stderr,
             )
         except OSError:
             self.proc = None  # roundtrip() falls back to a process of its own
@@ -173,9 +178,15 @@ def worker_env(project: Path | None = None) -> dict[str, str]:
 RESTART = 3
 
 
-def roundtrip(folders: list[Path], *, timeout: float | None = None,
-              evaluate: tuple[Path, str] | None = None, worker: Worker | None = None,
-              unsafe: Sequence[Path] = (), project: Path | None = None) -> list[FolderResult]:
+def roundtrip(
+    folders: list[Path],
+    *,
+    timeout: float | None = None,
+    evaluate: tuple[Path, str] | None = None,
+    worker: Worker | None = None,
+    unsafe: Sequence[Path] = (),
+    project: Path | None = None,
+) -> list[FolderResult]:
     """Validate release folders (each with its metadata.json) in one fresh Python process. With
     ``evaluate`` (folder, "module:function"), the function is also called with the model reloaded
     from that folder, and what it returns is that folder's result's ``metrics``. With ``worker``
@@ -187,8 +198,10 @@ def roundtrip(folders: list[Path], *, timeout: float | None = None,
         return []
     with tempfile.TemporaryDirectory(prefix="kgit-validate-") as tmp:
         spec_path, result_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
-        spec: dict[str, object] = {"folders": [str(f.resolve()) for f in folders],
-                                   "unsafe": [str(f.resolve()) for f in unsafe]}
+        spec: dict[str, object] = {
+            "folders": [str(f.resolve()) for f in folders],
+            "unsafe": [str(f.resolve()) for f in unsafe],
+        }
         if evaluate is not None:
             spec["evaluate"] = {"folder": str(evaluate[0].resolve()), "function": evaluate[1]}
         spec_path.write_text(json.dumps(spec))
@@ -198,7 +211,11 @@ def roundtrip(folders: list[Path], *, timeout: float | None = None,
             try:
                 proc = subprocess.run(
                     [sys.executable, "-m", "kgit.models.roundtrip_worker", str(spec_path), str(result_path)],
-                    env=worker_env(project), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                    env=worker_env(project),
+                    capture_output=True,
+                    text=True,
+                    timeout=timeout,
+                    stdin=subprocess.DEVNULL,
                 )
             except subprocess.TimeoutExpired:
                 raise ValidationError(f"validation did not finish within {timeout}s") from None

@@ -38,8 +38,14 @@ class StageChange:
     replaced: str | None = None  # a rollback: the version it takes the stage back from
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"event": self.event, "name": self.name, "version": self.version, "stage": self.stage, "tag": self.tag,
-               "gates": list(self.gates)}
+        out = {
+            "event": self.event,
+            "name": self.name,
+            "version": self.version,
+            "stage": self.stage,
+            "tag": self.tag,
+            "gates": list(self.gates),
+        }
         return {**out, "from": self.replaced} if self.event == "rolled back" else out
 
 
@@ -50,8 +56,13 @@ def allowed_stages(root: Path) -> list[str] | None:
         return None
     from kgit.core import bounded_yaml
 
-    data = bounded_yaml.read_file(path, GTO_CONFIG, max_bytes=1 << 20, max_nodes=10_000,
-                                  fix=f"fix it (`stages: [dev, staging, prod]`) or restore it with `git checkout -- {GTO_CONFIG}`")
+    data = bounded_yaml.read_file(
+        path,
+        GTO_CONFIG,
+        max_bytes=1 << 20,
+        max_nodes=10_000,
+        fix=f"fix it (`stages: [dev, staging, prod]`) or restore it with `git checkout -- {GTO_CONFIG}`",
+    )
     stages = data.get("stages") if isinstance(data, dict) else None
     # as error messages show them: a committed file must not make a refusal longer than one line
     return [one_line(s, 100) for s in stages] if isinstance(stages, list) and stages else None
@@ -61,19 +72,34 @@ def _check_stage(repo: Repo, stage: str) -> str:
     check_stage(stage)
     allowed = allowed_stages(repo.root)
     if allowed is not None and stage not in allowed:
-        raise KgitError(f"unknown stage {stage!r}: "
-                        + did_you_mean(stage, allowed, f"{GTO_CONFIG} allows {', '.join(allowed)}"))
+        raise KgitError(
+            f"unknown stage {stage!r}: " + did_you_mean(stage, allowed, f"{GTO_CONFIG} allows {', '.join(allowed)}")
+        )
     return stage
 
 
-def _message(event: str, rel: catalog.Release, stage: str | None, note: str | None,
-             gates: list[str] | None = None, replaced: str | None = None) -> str:
+def _message(
+    event: str,
+    rel: catalog.Release,
+    stage: str | None,
+    note: str | None,
+    gates: list[str] | None = None,
+    replaced: str | None = None,
+) -> str:
     """The tag message; its last line, ``kgit-event: {JSON}``, is what kgit.registry.stage_checks reads."""
     if event == ROLLBACK:
         what = f"roll {stage} of {rel.name} back to {rel.version}" + (f" from {replaced}" if replaced else "")
     else:
-        what = f"{event} {rel.name} {rel.version}" + (f" {'to' if event == 'promote' else 'from'} {stage}" if stage else "")
-    body: dict[str, Any] = {"event": event, "name": rel.name, "version": rel.version, "stage": stage, "release": rel.tag}
+        what = f"{event} {rel.name} {rel.version}" + (
+            f" {'to' if event == 'promote' else 'from'} {stage}" if stage else ""
+        )
+    body: dict[str, Any] = {
+        "event": event,
+        "name": rel.name,
+        "version": rel.version,
+        "stage": stage,
+        "release": rel.tag,
+    }
     if replaced:
         body["from"] = replaced
     if gates:  # the rules this promotion passed, and the metrics they were judged on
@@ -82,8 +108,17 @@ def _message(event: str, rel: catalog.Release, stage: str | None, note: str | No
     return f"kgit {what}\n\n" + (f"{note}\n\n" if note else "") + f"{EVENT_MARK} {json.dumps(body)}\n"
 
 
-def promote(repo: Repo, name: str, version: str, stage: str, *, note: str | None = None, progress: Any = None,
-            require: Sequence[str] = (), require_better: Sequence[str] = ()) -> StageChange:
+def promote(
+    repo: Repo,
+    name: str,
+    version: str,
+    stage: str,
+    *,
+    note: str | None = None,
+    progress: Any = None,
+    require: Sequence[str] = (),
+    require_better: Sequence[str] = (),
+) -> StageChange:
     """Put ``name@version`` in ``stage`` (validating it first if it has not been validated here), if
     its metrics pass the ``require`` rules ("val.accuracy>=0.9"), beat the stage's last holder on
     the ``require_better`` keys, and pass the gates committed in ``.kgit/gates.yaml`` (kgit.registry.gates)."""
@@ -109,8 +144,9 @@ def promote(repo: Repo, name: str, version: str, stage: str, *, note: str | None
     return StageChange("promoted", name, rel.version, stage, tag, [r.text for r in rules])
 
 
-def rollback(repo: Repo, name: str, stage: str, *, to: str | None = None, note: str | None = None,
-             progress: Any = None) -> StageChange:
+def rollback(
+    repo: Repo, name: str, stage: str, *, to: str | None = None, note: str | None = None, progress: Any = None
+) -> StageChange:
     """Put back in ``stage`` a version that held it before: ``to``, or by default the one that held
     it before its current (or, if demoted, last) holder. The gates apply as to ``promote``, but
     the require_better rules of entries with ``allow_rollback: true`` (kgit.registry.stage_checks)."""
@@ -120,28 +156,41 @@ def rollback(repo: Repo, name: str, stage: str, *, to: str | None = None, note: 
         log = StageLog.of(reg)
         holders = log.holders(name, stage)
         if not holders:
-            raise KgitError(f"no version of {name} has ever been in {stage}: there is nothing to roll back to "
-                            f"(`kgit promote {name}@VERSION {stage}` puts one there)")
+            raise KgitError(
+                f"no version of {name} has ever been in {stage}: there is nothing to roll back to "
+                f"(`kgit promote {name}@VERSION {stage}` puts one there)"
+            )
         last = log.release(name, holders[-1])
-        held = ", ".join(dict.fromkeys(r.version for c in reversed(holders) if (r := log.release(name, c)))) or "none valid"
+        held = (
+            ", ".join(dict.fromkeys(r.version for c in reversed(holders) if (r := log.release(name, c))))
+            or "none valid"
+        )
         if to is None:
             before = next((c for c in reversed(holders) if c != holders[-1]), None)
             if before is None:
-                raise KgitError(f"only {last.version if last else holders[-1][:8]} of {name} has been in {stage}: "
-                                "there is no earlier version to roll back to")
+                raise KgitError(
+                    f"only {last.version if last else holders[-1][:8]} of {name} has been in {stage}: "
+                    "there is no earlier version to roll back to"
+                )
             found = log.release(name, before)
             if found is None:
-                raise KgitError(f"the version of {name} in {stage} before the last one (commit {before[:8]}) is not a "
-                                f"valid release: name one with --to (versions that held {stage}: {held})")
+                raise KgitError(
+                    f"the version of {name} in {stage} before the last one (commit {before[:8]}) is not a "
+                    f"valid release: name one with --to (versions that held {stage}: {held})"
+                )
             rel = catalog.resolve(repo, name, found.version)  # its .dvc files checked, as for --to
         else:
             rel = catalog.resolve(repo, name, to)
             if rel.commit not in holders:
-                raise KgitError(f"{name}@{rel.version} has never been in {stage} (versions that have: {held}): a rollback "
-                                f"goes back to one of them; `kgit promote` puts a new version there")
+                raise KgitError(
+                    f"{name}@{rel.version} has never been in {stage} (versions that have: {held}): a rollback "
+                    f"goes back to one of them; `kgit promote` puts a new version there"
+                )
         if rel.deprecated:
-            raise KgitError(f"{name}@{rel.version} is deprecated: it cannot go back to {stage}; name another version "
-                            f"with --to (versions that held {stage}: {held})")
+            raise KgitError(
+                f"{name}@{rel.version} is deprecated: it cannot go back to {stage}; name another version "
+                f"with --to (versions that held {stage}: {held})"
+            )
         if log.current(name, stage) == rel.commit:
             raise KgitError(f"{name}@{rel.version} is already in {stage}")
         rules = stage_checks.check_promotion(repo, log, rel, stage, rollback=True)
@@ -150,8 +199,17 @@ def rollback(repo: Repo, name: str, stage: str, *, to: str | None = None, note: 
     return StageChange("rolled back", name, rel.version, stage, tag, [r.text for r in rules], replaced)
 
 
-def _validated_tag(repo: Repo, log: StageLog, rel: catalog.Release, stage: str, event: str, note: str | None,
-                   rules: list[Rule], progress: Any, replaced: str | None = None) -> str:
+def _validated_tag(
+    repo: Repo,
+    log: StageLog,
+    rel: catalog.Release,
+    stage: str,
+    event: str,
+    note: str | None,
+    rules: list[Rule],
+    progress: Any,
+    replaced: str | None = None,
+) -> str:
     """Validate ``rel`` (unless already validated here at its current content), then tag it into ``stage``."""
     from kgit.workflow import validating
 
@@ -199,8 +257,10 @@ def deprecate(repo: Repo, name: str, version: str, *, note: str | None = None) -
         if rel.deprecated:
             raise KgitError(f"{name}@{rel.version} is already deprecated")
         if rel.stages:
-            raise KgitError(f"{name}@{rel.version} is in {', '.join(rel.stages)}: demote it first "
-                            f"(kgit demote {name} {rel.stages[0]}) or promote another version there")
+            raise KgitError(
+                f"{name}@{rel.version} is in {', '.join(rel.stages)}: demote it first "
+                f"(kgit demote {name} {rel.stages[0]}) or promote another version there"
+            )
         tag = deprecate_tag(name, Version.parse(rel.version), StageLog.of(reg).next_counter(name))
         _create_tag(repo, tag, rel.commit, _message("deprecate", rel, None, note))
     return StageChange("deprecated", name, rel.version, None, tag)

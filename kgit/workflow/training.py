@@ -198,8 +198,11 @@ def release_job(request: TrainingRequest, job: Job, target: Repo, say: Callable[
     state = snapshot.State.read(Path(job.state))
     model = snapshot.restore(Path(request.run_dir) / BASE_DIR, state, custom, bool(options.get("unsafe")))
     of = f" of {job.epochs}" if job.epochs else ""
-    note = f"Released during training: epoch {job.epoch}{of}" + (
-        f", {job.monitor} {job.value:.6g}" if job.monitor and job.value is not None else "") + "."
+    note = (
+        f"Released during training: epoch {job.epoch}{of}"
+        + (f", {job.monitor} {job.value:.6g}" if job.monitor and job.value is not None else "")
+        + "."
+    )
     if request.source_note:
         note += " " + request.source_note
     options["notes"] = f"{options['notes']}\n\n{note}" if options.get("notes") else note

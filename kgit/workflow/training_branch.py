@@ -33,14 +33,17 @@ def check_branch(repo: Repo, branch: str) -> None:
     tree of the user's (git checks a branch out in one work tree at a time). Git only."""
     code, _, _ = repo.try_git("check-ref-format", "--branch", branch)
     if code != 0 or branch.startswith("-"):
-        raise KgitError(f"branch {branch!r} is not a valid git branch name: use letters, digits and '/-_.' "
-                        "(e.g. training/run-42)")
+        raise KgitError(
+            f"branch {branch!r} is not a valid git branch name: use letters, digits and '/-_.' (e.g. training/run-42)"
+        )
     ours = worktree_path(repo, branch)
     for path, checked_out in _worktrees(repo).items():
         if checked_out == branch and path != ours:
             where = "here" if path == repo.root else f"in {path}"
-            raise KgitError(f"branch {branch} is checked out {where}: releases from training go to a branch no work "
-                            "tree has checked out; name another branch (or leave branch unset to release to this one)")
+            raise KgitError(
+                f"branch {branch} is checked out {where}: releases from training go to a branch no work "
+                "tree has checked out; name another branch (or leave branch unset to release to this one)"
+            )
 
 
 def _worktrees(repo: Repo) -> dict[Path, str | None]:
@@ -83,7 +86,9 @@ def close_worktree(repo: Repo, tree: Repo) -> str | None:
     changed = tree.git("status", "--porcelain", "--untracked-files=all")
     if changed:
         first = changed.splitlines()[0][3:]
-        return (f"kept the training work tree {tree.root}: it holds changes no release committed ({first}); "
-                f"look, then `git worktree remove --force {tree.root}`")
+        return (
+            f"kept the training work tree {tree.root}: it holds changes no release committed ({first}); "
+            f"look, then `git worktree remove --force {tree.root}`"
+        )
     repo.git("worktree", "remove", "--force", str(tree.root))  # --force: DVC's ignored data goes too
     return None

@@ -96,8 +96,12 @@ class Record:
         return dict(self.data.get(self.key(tag, fmt)) or {})
 
     def mark(self, tag: str, fmt: str, md5: str | None, folder: Path, max_abs_diff: float | None) -> None:
-        self.data[self.key(tag, fmt)] = {"md5": md5, "files": _fingerprint(folder), "max_abs_diff": max_abs_diff,
-                                         "trust": self.trust}
+        self.data[self.key(tag, fmt)] = {
+            "md5": md5,
+            "files": _fingerprint(folder),
+            "max_abs_diff": max_abs_diff,
+            "trust": self.trust,
+        }
 
     def save(self) -> None:
         clone_state.write_json(self.path, self.data)
@@ -149,8 +153,10 @@ def targets_for(repo: Repo, refs: list[str] | None, formats: list[str] | None = 
         for fmt in wanted:
             t = Target(rel, fmt)
             if not (repo.root / t.rel_path).exists():
-                raise KgitError(f"{t.label} ({fmt}) is not present locally: fetch it with `kgit get {t.label} -f {fmt}`, "
-                                "then validate it")
+                raise KgitError(
+                    f"{t.label} ({fmt}) is not present locally: fetch it with `kgit get {t.label} -f {fmt}`, "
+                    "then validate it"
+                )
             targets.append(t)
     return targets
 
@@ -173,17 +179,30 @@ def release_check(repo: Repo, t: Target) -> FolderResult | None:
     except KgitError as exc:
         return _fail(t, "release", str(exc))
     if out.get("md5") != t.md5:
-        return _fail(t, "release", f"{t.rel_path}.dvc has DVC hash {out.get('md5')}, the release tag {t.release.tag} recorded {t.md5}: "
-                                   f"the release was changed after tagging (restore it: git checkout {t.release.tag} -- {t.rel_path}.dvc)")
+        return _fail(
+            t,
+            "release",
+            f"{t.rel_path}.dvc has DVC hash {out.get('md5')}, the release tag {t.release.tag} recorded {t.md5}: "
+            f"the release was changed after tagging (restore it: git checkout {t.release.tag} -- {t.rel_path}.dvc)",
+        )
     return None
 
 
 def _static_checks(repo: Repo, t: Target) -> tuple[FolderResult | None, Metadata | None]:
     folder = repo.root / t.rel_path
     if not (folder / METADATA_FILE).exists():
-        hint = f"run `kgit get {t.label} -f {t.fmt}`" if not folder.exists() else f"restore it: `dvc checkout {t.rel_path}.dvc`"
+        hint = (
+            f"run `kgit get {t.label} -f {t.fmt}`"
+            if not folder.exists()
+            else f"restore it: `dvc checkout {t.rel_path}.dvc`"
+        )
         status = "missing" if not folder.exists() else "failed"
-        return _fail(t, "data", f"data not present locally ({hint})" if status == "missing" else f"{METADATA_FILE} is missing ({hint})", status), None
+        return _fail(
+            t,
+            "data",
+            f"data not present locally ({hint})" if status == "missing" else f"{METADATA_FILE} is missing ({hint})",
+            status,
+        ), None
     try:
         meta = Metadata.read(folder)
         recorded = catalog.metadata(repo, t.release, t.fmt)
@@ -191,11 +210,17 @@ def _static_checks(repo: Repo, t: Target) -> tuple[FolderResult | None, Metadata
         return _fail(t, "metadata", str(exc)), None
     said = (meta.name, meta.version, meta.format)
     if said != (t.release.name, t.release.version, t.fmt):
-        return _fail(t, "metadata", f"{METADATA_FILE} is for {':'.join(map(str, said))}, the release is "
-                                    f"{t.release.name}:{t.release.version}:{t.fmt}"), None
+        return _fail(
+            t,
+            "metadata",
+            f"{METADATA_FILE} is for {':'.join(map(str, said))}, the release is "
+            f"{t.release.name}:{t.release.version}:{t.fmt}",
+        ), None
     if meta.to_dict() != recorded.to_dict():
         changed = sorted(k for k, v in meta.to_dict().items() if recorded.to_dict().get(k) != v)
-        return _fail(t, "metadata", f"{METADATA_FILE} differs from the release's metadata in git ({', '.join(changed)})"), None
+        return _fail(
+            t, "metadata", f"{METADATA_FILE} differs from the release's metadata in git ({', '.join(changed)})"
+        ), None
     problem = check_files(folder, meta)
     if problem:
         return _fail(t, "files", problem, atol=meta.reference.atol), None
@@ -269,8 +294,9 @@ def code_check(repo: Repo, t: Target, meta: Metadata, unsafe: bool) -> tuple[Fol
     return (_fail(t, "code", problem, atol=meta.reference.atol) if problem else None), allowed
 
 
-def check(repo: Repo, targets: list[Target], *, use_record: bool = True, progress: Any = None,
-          unsafe: bool = False) -> list[FolderResult]:
+def check(
+    repo: Repo, targets: list[Target], *, use_record: bool = True, progress: Any = None, unsafe: bool = False
+) -> list[FolderResult]:
     """Run the checks on ``targets``; remember what passed. One fresh process for all round trips.
     ``unsafe``: the caller allows the code releases carry to run in the round trip (see ``code_allowed``);
     a version validated here before is not reloaded, so nothing runs for it either way."""

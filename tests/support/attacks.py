@@ -67,29 +67,43 @@ class TouchReleased:
             s.git(who, "rm", "-q", "--cached", "--ignore-unmatch", "--", path.replace(".dvc", "-old.dvc"))
         elif self.how == "modify" or not here:
             if here:
-                s.write(who, path, re.sub(r"md5: [0-9a-f]+", "md5: " + "0" * 32, (s.clone(who) / path).read_text(), count=1),
-                        shown=f"sed -i -E '0,/md5: [0-9a-f]+/s//md5: {'0' * 32}/' {path}")
+                s.write(
+                    who,
+                    path,
+                    re.sub(r"md5: [0-9a-f]+", "md5: " + "0" * 32, (s.clone(who) / path).read_text(), count=1),
+                    shown=f"sed -i -E '0,/md5: [0-9a-f]+/s//md5: {'0' * 32}/' {path}",
+                )
             else:
                 s.write(who, path, f"outs:\n- md5: {'0' * 32}.dir\n  path: v1\n")
             s.git(who, "add", "-f", path)
         elif self.how == "edit-meta":  # the DVC hash kept, the metadata beside it changed
-            s.write(who, path, (s.clone(who) / path).read_text().replace("notes: null", "notes: edited"),
-                    shown=f"sed -i 's/notes: null/notes: edited/' {path}")
+            s.write(
+                who,
+                path,
+                (s.clone(who) / path).read_text().replace("notes: null", "notes: edited"),
+                shown=f"sed -i 's/notes: null/notes: edited/' {path}",
+            )
             s.git(who, "add", "-f", path)
         elif self.how == "delete":
             s.git(who, "rm", "-q", path)
         elif self.how == "rename":
             s.git(who, "mv", path, path.replace(".dvc", "-old.dvc"))
         elif self.how == "copy":
-            s.write(who, "artifacts/copied.dvc", (s.clone(who) / path).read_text(), shown=f"cp {path} artifacts/copied.dvc")
+            s.write(
+                who, "artifacts/copied.dvc", (s.clone(who) / path).read_text(), shown=f"cp {path} artifacts/copied.dvc"
+            )
             s.git(who, "add", "-f", "artifacts/copied.dvc")
         elif self.how == "add-in-folder":
-            s.write(who, f"{path[:-len('.dvc')]}/extra.txt", "not from the release\n")
-            s.git(who, "add", "-f", f"{path[:-len('.dvc')]}/extra.txt")
+            s.write(who, f"{path[: -len('.dvc')]}/extra.txt", "not from the release\n")
+            s.git(who, "add", "-f", f"{path[: -len('.dvc')]}/extra.txt")
         elif self.how == "swap":
             _other, other_path, _ = files[(self.file + 1) % len(files)]
-            s.write(who, path, s.ask(who, "show", f"{_other.commit}:{other_path}") + "\n",
-                    shown=f"git show {_other.tag}^{{commit}}:{other_path} > {path}")
+            s.write(
+                who,
+                path,
+                s.ask(who, "show", f"{_other.commit}:{other_path}") + "\n",
+                shown=f"git show {_other.tag}^{{commit}}:{other_path} > {path}",
+            )
             s.git(who, "add", "-f", path)
         elif self.how == "mode":
             s.git(who, "update-index", "--chmod=+x", path)
@@ -199,8 +213,12 @@ class Rewrite:
 
 
 def _is_ancestor(s: Sandbox, who: str, commit: str) -> bool:
-    return subprocess.run(["git", "merge-base", "--is-ancestor", commit, "HEAD"], cwd=s.clone(who),
-                          capture_output=True).returncode == 0
+    return (
+        subprocess.run(
+            ["git", "merge-base", "--is-ancestor", commit, "HEAD"], cwd=s.clone(who), capture_output=True
+        ).returncode
+        == 0
+    )
 
 
 BRANCH_OPS = ("create", "delete", "delete-two", "move", "delete-and-move")
@@ -258,10 +276,27 @@ def _target_commit(s: Sandbox, who: str, target: str, pick: int) -> str:
 
 
 TAG_NAMES = (
-    "m@v1.0.0", "m@v2.0.0", "n@v1.0.0", "m#prod#1",  # recorded
-    "m@v3.0.0", "n@v2.0.0", "z@v1.0.0", "m#prod#2", "m#staging#1", "m@v1.0.0!#2", "m@deprecated#2",  # new, canonical
-    "m@v01.0.0", "m#prod#01", "m@v\u0661.0.0", "M@v1.0.0", "m@v1.0", "m@v1.0.0-rc1", "m@v\uff11.0.0",  # look-alikes
-    "m#Prod#1", "m@v1.0.0!#01", "plain-tag",
+    "m@v1.0.0",
+    "m@v2.0.0",
+    "n@v1.0.0",
+    "m#prod#1",  # recorded
+    "m@v3.0.0",
+    "n@v2.0.0",
+    "z@v1.0.0",
+    "m#prod#2",
+    "m#staging#1",
+    "m@v1.0.0!#2",
+    "m@deprecated#2",  # new, canonical
+    "m@v01.0.0",
+    "m#prod#01",
+    "m@v\u0661.0.0",
+    "M@v1.0.0",
+    "m@v1.0",
+    "m@v1.0.0-rc1",
+    "m@v\uff11.0.0",  # look-alikes
+    "m#Prod#1",
+    "m@v1.0.0!#01",
+    "plain-tag",
 )
 TAG_TARGETS = ("release", "release-tag", "release-parent", "branch", "released-blob")
 TAG_STYLES = ("lightweight", "annotated", "copied-message", "literal")
@@ -294,14 +329,26 @@ class TagOp:
         if not obj:
             return
         releases = s.releases()
-        message = (s.tag_message(releases[(self.pick + 1) % len(releases)].tag) if self.style == "copied-message"
-                   or self.header != "plain" else b"made by hand\n")
+        message = (
+            s.tag_message(releases[(self.pick + 1) % len(releases)].tag)
+            if self.style == "copied-message" or self.header != "plain"
+            else b"made by hand\n"
+        )
         if self.style == "lightweight":
             s.git(who, "update-ref", f"refs/tags/{tag}", obj)
         elif self.style == "literal" or otype == "blob":
             raw = literal_tag(obj, otype, tag, self.header, message)
-            oid = s.git(who, "hash-object", "-t", "tag", "--literally", "-w", "--stdin", stdin=raw,
-                        shown=f"printf %s {shlex.quote(_shown(raw))} | git hash-object -t tag --literally -w --stdin")
+            oid = s.git(
+                who,
+                "hash-object",
+                "-t",
+                "tag",
+                "--literally",
+                "-w",
+                "--stdin",
+                stdin=raw,
+                shown=f"printf %s {shlex.quote(_shown(raw))} | git hash-object -t tag --literally -w --stdin",
+            )
             s.git(who, "update-ref", f"refs/tags/{tag}", oid)
         else:
             msg = s.clone(who) / ".git" / "TAG_MESSAGE"
@@ -365,8 +412,14 @@ class OtherRefs:
         rel = releases[self.pick % len(releases)]
         if self.how == "replace-blob":
             path, blob = rel.files[0]
-            fake = s.git(who, "hash-object", "-w", "--stdin", stdin=b"outs:\n- md5: 0\n  path: v1\n",
-                         shown="printf 'outs:\\n- md5: 0\\n  path: v1\\n' | git hash-object -w --stdin")
+            fake = s.git(
+                who,
+                "hash-object",
+                "-w",
+                "--stdin",
+                stdin=b"outs:\n- md5: 0\n  path: v1\n",
+                shown="printf 'outs:\\n- md5: 0\\n  path: v1\\n' | git hash-object -w --stdin",
+            )
             s.git(who, "replace", "-f", blob, fake)
             s.push_with(who, self.push, "refs/replace/*:refs/replace/*")
         elif self.how == "replace-commit":
@@ -406,7 +459,7 @@ class NewRelease:
             except KgitError as exc:
                 failed = f"   # refused: {exc}"
         s.transcript.append(f"{who}$ kgit release {self.model} --from model.keras --format keras{failed}")
-        made = [r[len("refs/tags/"):] for r in set(refs(s.clone(who), "refs/tags")) - before]
+        made = [r[len("refs/tags/") :] for r in set(refs(s.clone(who), "refs/tags")) - before]
         if failed or len(made) != 1:
             return
         tag = made[0]

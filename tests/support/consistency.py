@@ -40,8 +40,14 @@ def assert_consistent(repo: Path) -> None:
 
 def run_with_failpoint(repo: Path, point: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "KGIT_FAILPOINT": point}
-    return subprocess.run([sys.executable, "-m", "kgit", *RELEASE], cwd=repo, env=env, capture_output=True,
-                          text=True, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "kgit", *RELEASE],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def without_cache(snap: dict[str, object]) -> dict[str, object]:

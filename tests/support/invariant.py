@@ -42,8 +42,7 @@ _NAME = r"[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?"
 _NUM = r"(?:0|[1-9][0-9]{0,8})"
 _COUNTER = r"[1-9][0-9]{0,8}"
 RELEASE_TAG = re.compile(rf"(?P<name>{_NAME})@v{_NUM}\.{_NUM}\.{_NUM}", re.ASCII)
-EVENT_TAG = re.compile(
-    rf"{_NAME}(?:#{_NAME}!?|@v{_NUM}\.{_NUM}\.{_NUM}!|@deprecated)#{_COUNTER}", re.ASCII)
+EVENT_TAG = re.compile(rf"{_NAME}(?:#{_NAME}!?|@v{_NUM}\.{_NUM}\.{_NUM}!|@deprecated)#{_COUNTER}", re.ASCII)
 # what a reader would take for a kgit name: a version after '@', or a '#'
 KGIT_LOOKALIKE = re.compile(r"#|@[vV0-9]|@deprecated", re.IGNORECASE)
 
@@ -85,8 +84,21 @@ def read_release(repo: Path, tag: str) -> Release:
     assert m, f"{tag} is not a release tag name"
     tag_oid = refs(repo, f"refs/tags/{tag}")[f"refs/tags/{tag}"]
     commit = plain_git(repo, "rev-parse", "--verify", f"{tag_oid}^{{commit}}").strip()
-    added = plain_git(repo, "diff-tree", "-r", "--root", "--no-renames", "--no-commit-id", "--diff-filter=A",
-                      "--name-only", "-m", "--first-parent", commit, "--", f"artifacts/{m['name']}/")
+    added = plain_git(
+        repo,
+        "diff-tree",
+        "-r",
+        "--root",
+        "--no-renames",
+        "--no-commit-id",
+        "--diff-filter=A",
+        "--name-only",
+        "-m",
+        "--first-parent",
+        commit,
+        "--",
+        f"artifacts/{m['name']}/",
+    )
     paths = sorted({p for p in added.splitlines() if p.endswith(".dvc")})
     assert paths, f"{tag}'s commit {commit} adds no .dvc file under artifacts/{m['name']}/"
     return Release(tag, tag_oid, commit, tuple((p, blob_at(repo, commit, p) or "") for p in paths))
@@ -106,7 +118,7 @@ class Oracle:
 
     @classmethod
     def record(cls, bare: Path) -> Oracle:
-        tags = [r[len("refs/tags/"):] for r in refs(bare, "refs/tags")]
+        tags = [r[len("refs/tags/") :] for r in refs(bare, "refs/tags")]
         return cls({t: read_release(bare, t) for t in tags if RELEASE_TAG.fullmatch(t)})
 
     def add(self, bare: Path, tag: str) -> None:
@@ -120,9 +132,10 @@ class Oracle:
         for tag, rel in sorted(self.releases.items()):
             now = all_refs.get(f"refs/tags/{tag}")
             if now != rel.tag_oid:
-                found.append(("a", f"release tag {tag} is {'gone' if now is None else f'now {now}'}, "
-                                   f"was {rel.tag_oid}"))
-        branches = {r[len("refs/heads/"):]: oid for r, oid in all_refs.items() if r.startswith("refs/heads/")}
+                found.append(
+                    ("a", f"release tag {tag} is {'gone' if now is None else f'now {now}'}, was {rel.tag_oid}")
+                )
+        branches = {r[len("refs/heads/") :]: oid for r, oid in all_refs.items() if r.startswith("refs/heads/")}
         reachable: set[str] = set()
         released = {path: (rel, blob) for rel in self.releases.values() for path, blob in rel.files}
         for branch, tip in sorted(branches.items()):
@@ -133,19 +146,30 @@ class Oracle:
                 reachable.add(rel.tag)
                 for path, blob in rel.files:
                     if tree.get(path) != blob:
-                        found.append(("b", f"branch {branch} contains {rel.tag}'s commit but has "
-                                           f"{path} {'missing' if path not in tree else 'as ' + tree[path]}, "
-                                           f"released as {blob}"))
+                        found.append(
+                            (
+                                "b",
+                                f"branch {branch} contains {rel.tag}'s commit but has "
+                                f"{path} {'missing' if path not in tree else 'as ' + tree[path]}, "
+                                f"released as {blob}",
+                            )
+                        )
             for path, got in sorted(tree.items()):
                 rel, blob = released[path]
                 if got != blob:
                     found.append(("c", f"branch {branch} has {rel.tag}'s {path} as {got}, released as {blob}"))
-        found += [("d", f"{tag}'s release commit {rel.commit} is on no branch")
-                  for tag, rel in sorted(self.releases.items()) if tag not in reachable]
-        found += [("e", f"ref {ref} is outside refs/heads/ and refs/tags/")
-                  for ref in sorted(all_refs) if not ref.startswith(("refs/heads/", "refs/tags/"))]
+        found += [
+            ("d", f"{tag}'s release commit {rel.commit} is on no branch")
+            for tag, rel in sorted(self.releases.items())
+            if tag not in reachable
+        ]
+        found += [
+            ("e", f"ref {ref} is outside refs/heads/ and refs/tags/")
+            for ref in sorted(all_refs)
+            if not ref.startswith(("refs/heads/", "refs/tags/"))
+        ]
         for ref in sorted(all_refs):
-            name = ref[len("refs/tags/"):]
+            name = ref[len("refs/tags/") :]
             if ref.startswith("refs/tags/") and KGIT_LOOKALIKE.search(name) and not is_canonical_kgit_tag(name):
                 found.append(("f", f"tag {name!r} looks like a kgit tag but is not canonical"))
         return found
@@ -163,8 +187,12 @@ class Oracle:
 
     @staticmethod
     def _is_ancestor(bare: Path, commit: str, tip: str) -> bool:
-        proc = subprocess.run(["git", "merge-base", "--is-ancestor", commit, tip], cwd=bare, capture_output=True,
-                              env={**os.environ, **PLAIN_GIT_ENV})
+        proc = subprocess.run(
+            ["git", "merge-base", "--is-ancestor", commit, tip],
+            cwd=bare,
+            capture_output=True,
+            env={**os.environ, **PLAIN_GIT_ENV},
+        )
         return proc.returncode == 0
 
 
@@ -172,13 +200,18 @@ def cli_problems(bare: Path, probe: Path) -> list[tuple[str, str]]:
     """Clause (g): clone ``bare`` fresh into ``probe``, run `kgit list --json` and `kgit check
     --no-data` there; each must exit 0, or 1 with one-line problems, never 2+ or a traceback."""
     found: list[tuple[str, str]] = []
-    proc = subprocess.run(["git", "clone", "-q", str(bare), str(probe)], capture_output=True, text=True,
-                          env={**os.environ, **PLAIN_GIT_ENV})
+    proc = subprocess.run(
+        ["git", "clone", "-q", str(bare), str(probe)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **PLAIN_GIT_ENV},
+    )
     if proc.returncode != 0:
         return [("g", f"git clone failed: {proc.stderr.strip()}")]
     for args in (("list", "--json"), ("check", "--no-data")):
-        run = subprocess.run([sys.executable, "-m", "kgit", *args], cwd=probe, capture_output=True,
-                             stdin=subprocess.DEVNULL)
+        run = subprocess.run(
+            [sys.executable, "-m", "kgit", *args], cwd=probe, capture_output=True, stdin=subprocess.DEVNULL
+        )
         err = run.stderr.decode("utf-8", "replace")
         if run.returncode not in (0, 1) or "Traceback" in err:
             found.append(("g", f"kgit {' '.join(args)} exited {run.returncode}: {err.strip()[-600:]}"))

@@ -20,8 +20,9 @@ class Machine:
 
     def run(self, *cmd: str, check: bool = True, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
         exe = [sys.executable, "-m", cmd[1], *cmd[2:]] if cmd[0] == "python-m" else list(cmd)
-        proc = subprocess.run(exe, cwd=cwd or self.repo, env=self.env, capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            exe, cwd=cwd or self.repo, env=self.env, capture_output=True, text=True, stdin=subprocess.DEVNULL
+        )
         if check and proc.returncode != 0:
             raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
         return proc

@@ -20,9 +20,12 @@ from pathlib import Path
 
 REGION = "us-east-1"
 ALL = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
-READ = {"Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket", "s3:GetBucketLocation"],
-                       "Resource": "*"}]}
+READ = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket", "s3:GetBucketLocation"], "Resource": "*"}
+    ],
+}
 
 
 @dataclass
@@ -39,14 +42,23 @@ class S3Server:
         """The standard AWS variables a user (or a server's hook) would have: this server's key
         (or ``key``, e.g. the reader's or a wrong one)."""
         key_id, secret = key or (self.access_key_id, self.secret_access_key)
-        return {"AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret,
-                "AWS_DEFAULT_REGION": REGION, "AWS_EC2_METADATA_DISABLED": "true"}
+        return {
+            "AWS_ACCESS_KEY_ID": key_id,
+            "AWS_SECRET_ACCESS_KEY": secret,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
 
     def client(self):  # type: ignore[no-untyped-def]
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.endpoint, region_name=REGION,
-                            aws_access_key_id=self.access_key_id, aws_secret_access_key=self.secret_access_key)
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name=REGION,
+            aws_access_key_id=self.access_key_id,
+            aws_secret_access_key=self.secret_access_key,
+        )
 
     def create_bucket(self, name: str) -> str:
         self.client().create_bucket(Bucket=name)
@@ -55,8 +67,9 @@ class S3Server:
     def keys(self, bucket: str, prefix: str = "") -> list[str]:
         """Every object key under ``prefix`` in ``bucket``."""
         paginator = self.client().get_paginator("list_objects_v2")
-        return sorted(o["Key"] for page in paginator.paginate(Bucket=bucket, Prefix=prefix)
-                      for o in page.get("Contents", []))
+        return sorted(
+            o["Key"] for page in paginator.paginate(Bucket=bucket, Prefix=prefix) for o in page.get("Contents", [])
+        )
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -81,8 +94,13 @@ def start(folder: Path) -> S3Server:
     log = folder / "moto.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     with open(log, "wb") as out:  # the child keeps its own copy of the file
-        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
     endpoint = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -100,8 +118,9 @@ def start(folder: Path) -> S3Server:
         key_id, secret = _user_with_key(endpoint, "kgit-tests", ALL)
         reader = _user_with_key(endpoint, "kgit-reader", READ)
         # from now on every request must be signed by a key moto's IAM knows, as on real S3
-        req = urllib.request.Request(f"{endpoint}/moto-api/reset-auth", data=b"0", method="POST",
-                                     headers={"Content-Type": "text/plain"})
+        req = urllib.request.Request(
+            f"{endpoint}/moto-api/reset-auth", data=b"0", method="POST", headers={"Content-Type": "text/plain"}
+        )
         with urllib.request.urlopen(req, timeout=10) as resp:
             json.loads(resp.read())
     except Exception:
@@ -113,8 +132,13 @@ def start(folder: Path) -> S3Server:
 def _user_with_key(endpoint: str, user: str, policy: Mapping[str, object]) -> tuple[str, str]:
     import boto3
 
-    iam = boto3.client("iam", endpoint_url=endpoint, region_name=REGION,
-                       aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
+    iam = boto3.client(
+        "iam",
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id="bootstrap",
+        aws_secret_access_key="bootstrap",
+    )
     iam.create_user(UserName=user)
     iam.put_user_policy(UserName=user, PolicyName="s3", PolicyDocument=json.dumps(policy))
     key = iam.create_access_key(UserName=user)["AccessKey"]

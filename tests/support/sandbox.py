@@ -67,10 +67,17 @@ def build_world(base: Path, model) -> Path:  # type: ignore[no-untyped-def]
     return base
 
 
-def run(cwd: Path, *args: str, env: dict[str, str] | None = None,
-         stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(list(args), cwd=cwd, capture_output=True, input=stdin,
-                          stdin=None if stdin is not None else subprocess.DEVNULL, env={**os.environ, **(env or {})})
+def run(
+    cwd: Path, *args: str, env: dict[str, str] | None = None, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        list(args),
+        cwd=cwd,
+        capture_output=True,
+        input=stdin,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def must(proc: subprocess.CompletedProcess[bytes]) -> None:
@@ -117,8 +124,14 @@ class Sandbox:
         self.clock += 1
         name, email = IDENTITY[who]
         date = f"{FIRST_DATE + self.clock} +0000"
-        return {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_COMMITTER_NAME": name,
-                "GIT_COMMITTER_EMAIL": email, "GIT_AUTHOR_DATE": date, "GIT_COMMITTER_DATE": date}
+        return {
+            "GIT_AUTHOR_NAME": name,
+            "GIT_AUTHOR_EMAIL": email,
+            "GIT_COMMITTER_NAME": name,
+            "GIT_COMMITTER_EMAIL": email,
+            "GIT_AUTHOR_DATE": date,
+            "GIT_COMMITTER_DATE": date,
+        }
 
     @contextlib.contextmanager
     def acting_as(self, who: str) -> Iterator[None]:
@@ -171,7 +184,7 @@ class Sandbox:
 
     # -- what is there ----------------------------------------------------------------------------
     def branches(self) -> list[str]:
-        return sorted(r[len("refs/heads/"):] for r in refs(self.origin, "refs/heads"))
+        return sorted(r[len("refs/heads/") :] for r in refs(self.origin, "refs/heads"))
 
     def releases(self) -> list[Release]:
         return [self.oracle.releases[t] for t in sorted(self.oracle.releases)]
@@ -180,8 +193,9 @@ class Sandbox:
         return [(rel, path, blob) for rel in self.releases() for path, blob in rel.files]
 
     def tag_message(self, tag: str) -> bytes:
-        raw = subprocess.run(["git", "cat-file", "tag", f"refs/tags/{tag}"], cwd=self.origin,
-                             capture_output=True).stdout
+        raw = subprocess.run(
+            ["git", "cat-file", "tag", f"refs/tags/{tag}"], cwd=self.origin, capture_output=True
+        ).stdout
         return raw.partition(b"\n\n")[2]
 
     def checkout(self, who: str, pick: int, local: bool = False) -> str:

@@ -33,8 +33,9 @@ def dvc_text(name: str, version: str, fmt: str, md5: str, meta: dict[str, object
     kgit_meta: dict[str, object] = {"name": name, "version": version, "format": fmt}
     if meta is not None:
         kgit_meta = {**full_metadata(name, version, fmt), **meta}
-    return yaml.safe_dump({"outs": [{"md5": md5, "size": 100, "nfiles": 3, "hash": "md5", "path": version}],
-                           "meta": {"kgit": kgit_meta}})
+    return yaml.safe_dump(
+        {"outs": [{"md5": md5, "size": 100, "nfiles": 3, "hash": "md5", "path": version}], "meta": {"kgit": kgit_meta}}
+    )
 
 
 def full_metadata(name: str, version: str, fmt: str) -> dict[str, object]:
@@ -49,12 +50,20 @@ def full_metadata(name: str, version: str, fmt: str) -> dict[str, object]:
     )
 
     return Metadata(
-        name=name, version=version, format=fmt, formats=[fmt], created_at="2026-11-26T12:00:00Z",
-        git=GitInfo("0" * 40, "main", False), dataset=DatasetInfo("data-1"), hyperparameters={},
-        training={"compiled": False}, libraries={"kgit": "test"},
+        name=name,
+        version=version,
+        format=fmt,
+        formats=[fmt],
+        created_at="2026-11-26T12:00:00Z",
+        git=GitInfo("0" * 40, "main", False),
+        dataset=DatasetInfo("data-1"),
+        hyperparameters={},
+        training={"compiled": False},
+        libraries={"kgit": "test"},
         signature=Signature([TensorSpec("x", [None, 3], "float32")], [TensorSpec("y", [None, 1], "float32")]),
         reference=ReferenceInfo("reference_inputs.npz", "0" * 64, "reference_outputs.npz", "0" * 64, 1e-6, True),
-        files={}, resumable=False,
+        files={},
+        resumable=False,
     ).to_dict()
 
 
@@ -62,8 +71,15 @@ def md5_of(name: str, version: str, fmt: str, salt: str = "") -> str:
     return hashlib.md5(f"{name}/{fmt}/{version}{salt}".encode()).hexdigest() + ".dir"
 
 
-def release(repo: Path, name: str, version: str, formats: tuple[str, ...] = ("keras",), *,
-            claims: dict[str, object] | None = None, meta: dict[str, object] | None = None) -> str:
+def release(
+    repo: Path,
+    name: str,
+    version: str,
+    formats: tuple[str, ...] = ("keras",),
+    *,
+    claims: dict[str, object] | None = None,
+    meta: dict[str, object] | None = None,
+) -> str:
     """Commit and tag ``name@version``; ``claims`` overrides fields of the tag's summary (a lying
     message); ``meta``: write whole metadata records with these fields (their ``metrics`` also in
     the tag's summary). Returns the tag name."""
@@ -78,8 +94,12 @@ def release(repo: Path, name: str, version: str, formats: tuple[str, ...] = ("ke
     tag = tag_name(name, Version.parse(version))
     git(repo, "add", "artifacts")
     git(repo, "commit", "-q", "-m", f"kgit: release {name} {version}\n\n{txn.TRAILER}: {tag}")
-    summary: dict[str, object] = {"formats": summary_formats, "created_at": "2026-11-26T12:00:00Z",
-                                  "dataset_id": "data-1", "source_commit": git(repo, "rev-parse", "HEAD~1")}
+    summary: dict[str, object] = {
+        "formats": summary_formats,
+        "created_at": "2026-11-26T12:00:00Z",
+        "dataset_id": "data-1",
+        "source_commit": git(repo, "rev-parse", "HEAD~1"),
+    }
     if meta and meta.get("metrics"):
         summary.update({"metrics": meta["metrics"], "measured": []})
     summary.update(claims or {})
@@ -92,6 +112,13 @@ def release(repo: Path, name: str, version: str, formats: tuple[str, ...] = ("ke
 def promote(repo: Path, name: str, version: str, stage: str, counter: int) -> str:
     """A GTO stage tag NAME#STAGE#N on the commit of ``name@version``."""
     tag = f"{name}#{stage}#{counter}"
-    git(repo, "tag", "-a", tag, "-m", f"promote {name} {version} to {stage}",
-        f"{tag_name(name, Version.parse(version))}^{{commit}}")
+    git(
+        repo,
+        "tag",
+        "-a",
+        tag,
+        "-m",
+        f"promote {name} {version} to {stage}",
+        f"{tag_name(name, Version.parse(version))}^{{commit}}",
+    )
     return tag

@@ -15,8 +15,13 @@ def data(n: int = 128, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 def model(seed: int = 0):  # type: ignore[no-untyped-def]
     """A compiled two-layer classifier (no dropout: training from a given state is deterministic)."""
     keras.utils.set_random_seed(seed)
-    m = keras.Sequential([keras.Input((8,), name="features"), keras.layers.Dense(16, activation="relu"),
-                          keras.layers.Dense(2, activation="softmax")])
+    m = keras.Sequential(
+        [
+            keras.Input((8,), name="features"),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
     m.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return m
 

@@ -28,8 +28,9 @@ def git(cwd: Path, *args: str, check: bool = True) -> str:
 
 
 def run(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        list(args), cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})}
+    )
 
 
 def kgit(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -45,7 +46,9 @@ def has_version_data(store: Path, md5: str) -> bool:
     listing = store / "files" / "md5" / md5[:2] / md5[2:]
     if not listing.exists():
         return False
-    return all((store / "files" / "md5" / e["md5"][:2] / e["md5"][2:]).exists() for e in json.loads(listing.read_text()))
+    return all(
+        (store / "files" / "md5" / e["md5"][:2] / e["md5"][2:]).exists() for e in json.loads(listing.read_text())
+    )
 
 
 def dvc_md5(repo: Path, dvc_file: str) -> str:

@@ -90,7 +90,9 @@ def guide_model_untrained() -> keras.Model:
 def plain_model(seed: int = 0) -> keras.Model:
     """A compiled Sequential with built-in layers and string loss/metrics (the H5 pitfall)."""
     keras.utils.set_random_seed(seed)
-    model = keras.Sequential([keras.Input((4,), name="x"), keras.layers.Dense(3, activation="relu"), keras.layers.Dense(2)])
+    model = keras.Sequential(
+        [keras.Input((4,), name="x"), keras.layers.Dense(3, activation="relu"), keras.layers.Dense(2)]
+    )
     model.compile(optimizer="adam", loss="mse", metrics=["mae"])
     x, y = data()
     model.fit(x, y, epochs=1, verbose=0)
@@ -182,8 +184,11 @@ HUB_VOCAB = 24
 
 def hub_inputs(n: int = 4, seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
     rng = np.random.default_rng(seed)
-    x = {"token_ids": rng.integers(0, HUB_VOCAB, (n, 6)).astype("int32"),
-         "segment_ids": np.zeros((n, 6), "int32"), "padding_mask": np.ones((n, 6), "int32")}
+    x = {
+        "token_ids": rng.integers(0, HUB_VOCAB, (n, 6)).astype("int32"),
+        "segment_ids": np.zeros((n, 6), "int32"),
+        "padding_mask": np.ones((n, 6), "int32"),
+    }
     return x, rng.integers(0, 2, (n,))
 
 
@@ -192,11 +197,19 @@ def hub_classifier() -> keras.Model:
     import keras_hub
 
     keras.utils.set_random_seed(4)
-    backbone = keras_hub.models.BertBackbone(vocabulary_size=HUB_VOCAB, num_layers=1, num_heads=1, hidden_dim=8,
-                                             intermediate_dim=16, max_sequence_length=6, dropout=0.0)
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=HUB_VOCAB,
+        num_layers=1,
+        num_heads=1,
+        hidden_dim=8,
+        intermediate_dim=16,
+        max_sequence_length=6,
+        dropout=0.0,
+    )
     model = keras_hub.models.BertTextClassifier(backbone, num_classes=2, preprocessor=None, dropout=0.0)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     x, y = hub_inputs()
     model.fit(x, y, epochs=1, batch_size=2, verbose=0)
     return model
@@ -205,8 +218,10 @@ def hub_classifier() -> keras.Model:
 def hub_backbone_data(n: int = 4, seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     x, _ = hub_inputs(n, seed)
     rng = np.random.default_rng(seed + 1)
-    return x, {"sequence_output": rng.standard_normal((n, 6, 8)).astype("float32"),
-               "pooled_output": rng.standard_normal((n, 8)).astype("float32")}
+    return x, {
+        "sequence_output": rng.standard_normal((n, 6, 8)).astype("float32"),
+        "pooled_output": rng.standard_normal((n, 8)).astype("float32"),
+    }
 
 
 def hub_backbone() -> keras.Model:
@@ -215,8 +230,15 @@ def hub_backbone() -> keras.Model:
     import keras_hub
 
     keras.utils.set_random_seed(12)
-    model = keras_hub.models.BertBackbone(vocabulary_size=HUB_VOCAB, num_layers=1, num_heads=1, hidden_dim=8,
-                                          intermediate_dim=16, max_sequence_length=6, dropout=0.0)
+    model = keras_hub.models.BertBackbone(
+        vocabulary_size=HUB_VOCAB,
+        num_layers=1,
+        num_heads=1,
+        hidden_dim=8,
+        intermediate_dim=16,
+        max_sequence_length=6,
+        dropout=0.0,
+    )
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss={"sequence_output": "mse", "pooled_output": "mse"})
     model.train_on_batch(*hub_backbone_data())
     return model
@@ -354,7 +376,8 @@ def application_model() -> keras.Model:
     tracing its train function costs more than the step itself (about 5 s per model)."""
     keras.utils.set_random_seed(11)
     model = keras.applications.MobileNetV3Small(
-        input_shape=(32, 32, 3), alpha=0.75, minimalistic=True, weights=None, classes=10, dropout_rate=0.0)
+        input_shape=(32, 32, 3), alpha=0.75, minimalistic=True, weights=None, classes=10, dropout_rate=0.0
+    )
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy", run_eagerly=True)
     model.train_on_batch(*application_data())
     return model
