@@ -111,11 +111,11 @@ def one_fit(mode: str) -> dict[str, Any]:
     spent = [0.0]
     cb = None
     with tempfile.TemporaryDirectory(prefix="kgit-bench-callback-") as tmp:
-        if mode == "with":
+        if mode != "without":
             from kgit.keras import ReleaseCallback
 
             cb = ReleaseCallback(
-                "cnn", monitor="val_accuracy", every="best", formats=["keras"], repo=_repo(Path(tmp)), verbose=0
+                "cnn", monitor="val_accuracy", every=mode, formats=["keras"], repo=_repo(Path(tmp)), verbose=0
             )
             for hook in ("on_train_begin", "on_epoch_end"):  # the callback's own time in the training thread
                 original = getattr(cb, hook)
@@ -210,66 +210,59 @@ def main() -> None:
         return
 
     started = time.perf_counter()
-    runs: dict[str, list[dict[str, Any]]] = {"without": [], "with": []}
+    modes = ("without", "best", "train_end")
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
     for i in range(args.runs):
-        # A B, then B A: a load that rises or falls through the runs weighs on both alike
-        for mode in ("without", "with") if i % 2 == 0 else ("with", "without"):
+        # in turns, reversed every other round: a load that rises or falls through the runs weighs on all alike
+        for mode in modes if i % 2 == 0 else tuple(reversed(modes)):
             r = _child(mode)
             runs[mode].append(r)
             log(
-                f"run {i + 1}/{args.runs} {mode:7s}: training {r['training']:.2f}s (cpu {r['training_cpu']:.2f}s), "
-                f"wait {r['wait']:.2f}s, "
-                f"{r['releases']} releases" + (f", errors {r['errors']}" if r["errors"] else "")
+                f"run {i + 1}/{args.runs} {mode:9s}: training {r['training']:.2f}s (cpu {r['training_cpu']:.2f}s), "
+                f"wait {r['wait']:.2f}s, {r['releases']} releases" + (f", errors {r['errors']}" if r["errors"] else "")
             )
     costs = _child("snapshot")
 
     def med(mode: str, key: str) -> float:
         return statistics.median(r[key] for r in runs[mode])
 
-    base, withcb = med("without", "training"), med("with", "training")
-    overhead = withcb / base - 1
-    paired = statistics.median(w["training"] / o["training"] - 1 for w, o in zip(runs["with"], runs["without"]))
-    cores = os.cpu_count()
-    load = os.getloadavg()[0]
+    def cells(key: str, fmt: str = "{:.2f} s") -> list[str]:
+        return [fmt.format(med(m, key)) for m in modes]
+
+    def versus(key: str) -> str:
+        """Each callback mode against the runs without, median of the round-by-round ratios."""
+        return ", ".join(
+            f"{m}: {statistics.median(a[key] / b[key] - 1 for a, b in zip(runs[m], runs['without'])) * 100:+.1f} %"
+            for m in modes[1:]
+        )
+
     print(
-        f"\nReleaseCallback(every='best', formats=['keras']): small CNN (56,714 parameters), 4,000 generated "
-        f"28x28 images, 1,000 for validation, batch 64, {EPOCHS} epochs; {cores} cores, load average {load:.1f} "
-        f"at the end; median of {args.runs} runs each, whole processes, in turns\n"
+        f"\nReleaseCallback(monitor='val_accuracy', formats=['keras']): small CNN (56,714 parameters), 4,000 "
+        f"generated 28x28 images, 1,000 for validation, batch 64, {EPOCHS} epochs; {os.cpu_count()} cores, load "
+        f"average {os.getloadavg()[0]:.1f} at the end; median of {args.runs} runs each, whole processes, in turns\n"
     )
     rows = [
         (
             "fit, training (to the end of the last epoch)",
-            f"{base:.2f} s",
-            f"{withcb:.2f} s",
-            f"{overhead * 100:+.1f} % (target <= +{TARGET * 100:.0f} %)",
+            *cells("training"),
+            f"{versus('training')} (target <= +{TARGET * 100:.0f} %)",
         ),
-        ("  run by run (median of the ratios of each round)", "", "", f"{paired * 100:+.1f} %"),
-        (
-            "  of which the callback in the training thread",
-            "-",
-            f"{med('with', 'in_loop'):.3f} s",
-            f"{med('with', 'in_loop') / withcb * 100:.1f} % of training",
-        ),
-        (
-            "training process CPU time during training",
-            f"{med('without', 'training_cpu'):.2f} s",
-            f"{med('with', 'training_cpu'):.2f} s",
-            f"{(med('with', 'training_cpu') / med('without', 'training_cpu') - 1) * 100:+.1f} %",
-        ),
-        ("background processes' CPU time (all releases)", "-", f"{med('with', 'background_cpu'):.2f} s", ""),
-        ("wait for the background releases at the end", "-", f"{med('with', 'wait'):.2f} s", "reported apart"),
-        ("fit, whole call", f"{med('without', 'fit'):.2f} s", f"{med('with', 'fit'):.2f} s", ""),
+        ("  the callback's own time in the training thread", "-", *cells("in_loop", "{:.3f} s")[1:], ""),
+        ("training process CPU time during training", *cells("training_cpu"), versus("training_cpu")),
+        ("background processes' CPU time", "-", *cells("background_cpu")[1:], ""),
+        ("wait for the background releases at the end", "-", *cells("wait")[1:], "reported apart"),
+        ("fit, whole call", *cells("fit"), ""),
         (
             "releases made (superseded snapshots)",
             "-",
-            f"{med('with', 'releases'):.0f} ({med('with', 'superseded'):.0f})",
+            *(f"{med(m, 'releases'):.0f} ({med(m, 'superseded'):.0f})" for m in modes[1:]),
             "",
         ),
     ]
     width = max(len(r[0]) for r in rows)
-    print(f"{'measurement':{width}}  {'without':>9}  {'with':>9}  difference")
-    for name, a, b, c in rows:
-        print(f"{name:{width}}  {a:>9}  {b:>9}  {c}")
+    print(f"{'measurement':{width}}  {'without':>9}  {'best':>9}  {'train_end':>9}  callback against without")
+    for name, a, b, c, d in rows:
+        print(f"{name:{width}}  {a:>9}  {b:>9}  {c:>9}  {d}")
     print("\nOne snapshot of the same model, trained one epoch (median of 10), in the training thread:")
     width = max(len(k) for k in costs)
     for name, seconds in costs.items():

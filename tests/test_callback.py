@@ -200,6 +200,23 @@ def test_an_interrupted_release_in_a_training_work_tree_is_undone_there(git_repo
     assert said is not None and "is gone" in said
     assert snapshot(git_repo) == before and txn.Journal.load(repo) is None
 
+    # a release interrupted in this work tree, which was moved since: undone here, as always
+    placed = git_repo / "artifacts" / "m" / "keras" / "v2"
+    placed.mkdir(parents=True)
+    (placed / "model.keras").write_text("placed by the release")
+    txn.Journal(
+        tag="m@v2.0.0",
+        head_before=repo.head(),
+        tag_message="",
+        root=str(git_repo.parent / "moved-away"),
+        created=["artifacts/m/keras/v2"],
+        folders={"artifacts/m/keras/v2": {"model.keras": sha256_file(placed / "model.keras")}},
+    ).save(repo)
+    with clone_state.repo_lock(repo):
+        said = txn.recover(repo)
+    assert said == "removed the traces of the interrupted release m@v2.0.0"
+    assert not placed.exists() and snapshot(git_repo) == before
+
 
 # -- the slow tier: real training ------------------------------------------------------------------
 @pytest.mark.slow

@@ -34,6 +34,7 @@ from kgit.core.errors import BusyError, KgitError
 from kgit.core.fsutil import exclusive, write_atomic
 from kgit.store.git_ops import Repo
 
+STATE = "kgit"  # the folder in the git directory every clone keeps its state in
 LOCK = "lock"
 JOURNAL = "journal.json"
 STAGING = "staging"
@@ -68,7 +69,12 @@ def path(repo: Repo, name: str) -> Path:
 
 
 def _folder(repo: Repo) -> Path:
-    return repo.common_dir / "kgit"
+    return repo.common_dir / STATE
+
+
+def is_kgit_worktree(path: Path) -> bool:
+    """Whether ``path`` is (or was) a work tree kgit made in some clone's state folder."""
+    return path.parent.name == WORKTREES and path.parent.parent.name == STATE
 
 
 def read_json(file: Path) -> Any:

@@ -367,11 +367,16 @@ def recover(repo: Repo, log: object = None, *, own: bool = False) -> str | None:
 
 
 def _work_tree(repo: Repo, journal: Journal) -> Repo | None:
-    """The work tree of this clone the interrupted release wrote into; None if it no longer exists."""
-    if journal.root is None or Path(journal.root) == repo.root:
+    """The work tree of this clone the interrupted release wrote into; None if it was one kgit made
+    for a training branch and it is gone (with the files the release wrote)."""
+    root = Path(journal.root) if journal.root is not None else repo.root
+    if root == repo.root:
         return repo
     try:
-        tree = Repo(journal.root)
+        tree: Repo | None = Repo(root)
     except KgitError:
-        return None
-    return tree if clone_state.same_clone(tree, repo) and tree.root == Path(journal.root) else None
+        tree = None
+    if tree is not None and clone_state.same_clone(tree, repo) and tree.root == root:
+        return tree
+    # not a work tree of this clone now: kgit's own, removed; or this one, moved since the release began
+    return None if clone_state.is_kgit_worktree(root) else repo
