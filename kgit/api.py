@@ -190,9 +190,10 @@ def list_releases(
         return rels
     from kgit.registry import gates
 
+    directions = gates.directions(git)  # a gates file that cannot be read is refused whatever the key
     if rels:
         metrics.check_known(sort, known, "--sort", among)
-    return metrics.sort_releases(rels, sort, metrics.direction(sort, gates.directions(git)))
+    return metrics.sort_releases(rels, sort, metrics.direction(sort, directions))
 
 
 def read_metrics(file: PathLike | None = None, items: Sequence[str] = ()) -> dict[str, float]:
