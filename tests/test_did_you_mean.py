@@ -111,7 +111,7 @@ def test_a_gate_on_a_misspelt_metric_names_the_one_meant(
     code, _, err = run_main(
         registry, "promote", "mnist@v2.1.0", "prod", "--require", "acuracy>=0.9", monkeypatch=monkeypatch, capsys=capsys
     )
-    assert code == 1 and "has no metric acuracy: did you mean accuracy?" in err, err
+    assert code == 1 and "has no metric acuracy (it has: " in err and "; did you mean accuracy?" in err, err
 
 
 def test_a_typo_in_a_command_or_option_is_one_line_with_a_suggestion(

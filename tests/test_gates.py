@@ -118,6 +118,8 @@ def test_promote_require_refuses_naming_the_rule_and_numbers(w: World) -> None:
     assert "rule `val.accuracy >= 0.85` (--require): m@v1 has val.accuracy 0.8" in msg
     msg = one_line_error(kgit(w.repo, "promote", "m@v2", "dev", "--require", "test.accuracy>0.5"))
     assert "m@v2 has no metric test.accuracy (it has: val.accuracy, val.loss)" in msg
+    msg = one_line_error(kgit(w.repo, "promote", "m@v2", "dev", "--require", "val.acuracy>0.5"))
+    assert "m@v2 has no metric val.acuracy (it has: val.accuracy, val.loss); did you mean val.accuracy?" in msg
     msg = one_line_error(kgit(w.repo, "promote", "m@v2", "dev", "--require", "val.accuracy=>0.5"))
     assert "is not KEY OP NUMBER" in msg
     assert tags(w.repo) == []

@@ -413,8 +413,8 @@ def failures(
         if value is None:
             have = ", ".join(sorted(candidate.metrics)[:5]) or "none"
             match = closest(rule.key, candidate.metrics)
-            hint = f": did you mean {match}?" if match is not None else ""
-            out.append(f"{where}: {label} has no metric {rule.key}{hint} (it has: {have})")
+            hint = f"; did you mean {match}?" if match is not None else ""
+            out.append(f"{where}: {label} has no metric {rule.key} (it has: {have}){hint}")
             continue
         if rule.op in CHAMPION_OPS:
             old = incumbent.metrics.get(rule.key) if incumbent is not None else None
