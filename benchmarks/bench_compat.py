@@ -109,7 +109,7 @@ def main() -> None:
             rows.append((label, took, detail))
         envs_dir = base / "cache" / "kgit" / "envs"
         env_folders = [p for p in envs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
-        wheels = list((base / "cache" / "kgit" / "wheels").glob("*.whl"))
+        wheel_bytes = sum(w.stat().st_size for w in (base / "cache" / "kgit" / "wheels").glob("*.whl"))
         downloaded = max(0, _size(uv_cache) - uv_before)
         sizes = _sizes(env_folders[0]) if env_folders else None
     width = max(len(r[0]) for r in rows)
@@ -125,7 +125,7 @@ def main() -> None:
         )
     print(
         f"uv cache grew by {downloaded / 1e6:.0f} MB (wheels this run downloaded); "
-        f"Keras wheel for --quick: {sum(w.stat().st_size for w in wheels) / 1e6:.1f} MB"
+        f"Keras wheel for --quick: {wheel_bytes / 1e6:.1f} MB"
     )
 
 
