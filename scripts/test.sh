@@ -11,9 +11,10 @@ bash scripts/setup.sh --test
 # the documentation site: offline, and --strict fails on a broken link or a page missing from the nav
 NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir site
 set +e
-# two workers (pytest-xdist); the tests sharing an expensive fixture run on one worker, so it is built
-# once, and every other test wherever a worker is free (the groups: tests/conftest.py)
-.venv/bin/python -m pytest -n "${KGIT_TEST_WORKERS:-2}" --dist loadgroup --durations=25 "$@"
+# one worker per CPU (pytest-xdist; KGIT_TEST_WORKERS=N to choose): the tests sharing an expensive
+# fixture run on one worker, so it is built once, and every other test wherever a worker is free (the
+# groups: tests/conftest.py), so the suite keeps every CPU busy to the end
+.venv/bin/python -m pytest -n "${KGIT_TEST_WORKERS:-logical}" --dist loadgroup --durations=25 "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then

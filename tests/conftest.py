@@ -11,8 +11,12 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from support.world import World
 
 SUPPORT = Path(__file__).parent / "support"
 ROOT = Path(__file__).resolve().parents[1]
@@ -191,6 +195,25 @@ def released(tmp_path_factory: pytest.TempPathFactory, guide_model):  # type: ig
     return repo, record
 
 
+def copy_project(template: Path, dest: Path) -> Path:
+    """The kgit repository and DVC remote folder in ``template`` (laid out as ``kgit_repo`` has them:
+    repo/, remote/) copied into ``dest``: the copy's repository uses the copy's remote (in the
+    untracked .dvc/config.local) and what the original validated stays validated
+    (support.world.carry_validation). A fixture made once, then copied per test, instead of
+    releasing again for each. Returns the copy's repository."""
+    import shutil
+
+    from support.world import carry_validation, point_dvc_remote
+
+    for name in ("repo", "remote"):
+        if (template / name).exists():
+            shutil.copytree(template / name, dest / name, symlinks=True)
+    repo = dest / "repo"
+    point_dvc_remote(repo, dest / "remote")
+    carry_validation(template / "repo", repo)
+    return repo
+
+
 def snapshot(repo: Path) -> dict[str, object]:
     """Everything a failed command must leave unchanged: work tree, index, HEAD, tags, DVC cache."""
 
@@ -224,12 +247,30 @@ def attack_world(tmp_path_factory: pytest.TempPathFactory, guide_model):  # type
     return base, Oracle.record(base / "origin.git")
 
 
+@pytest.fixture(scope="session")
+def guarded_world(tmp_path_factory: pytest.TempPathFactory, plain_model: Any) -> World:
+    """An origin guarded by `kgit server install --dvc-remote` (support.world), m@v1 (keras) released
+    and pushed through both hooks. Read-only: each test works on a copy (``guarded_world.copy(...)``)."""
+    from support.world import World
+
+    import kgit as api
+
+    w = World.create(tmp_path_factory.mktemp("guarded-world"))
+    proc = kgit(w.base, "server", "install", str(w.origin), "--dvc-remote", str(w.store))
+    assert proc.returncode == 0 and "installed kgit's pre-receive hook" in proc.stderr, proc.stderr
+    api.release(plain_model, "m", formats=["keras"], repo=w.repo)
+    proc = w.push("main")
+    assert proc.returncode == 0, proc.stderr
+    assert list(w.origin_tags()) == ["m@v1.0.0"]
+    return w
+
+
 # -- spreading the suite over workers (pytest-xdist `--dist loadgroup`, as scripts/test.sh runs it) --
 # Tests that share an expensive fixture go to the same worker, so it is built once: the users of one of
 # SHARED_FIXTURES (session-scoped) form one group per fixture, and the users of a module's own
 # module-scoped fixture one group per module. Every other test is scheduled on its own, after the
-# groups, so both workers stay busy to the end.
-SHARED_FIXTURES = ("attack_world", "released")
+# groups, so every worker stays busy to the end.
+SHARED_FIXTURES = ("attack_world", "guarded_world", "released")
 
 
 def _worker_group(item: pytest.Item) -> str | None:

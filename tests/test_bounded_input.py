@@ -49,21 +49,10 @@ def test_the_reader_refuses_a_bomb_in_milliseconds() -> None:
         bounded_yaml.load_json("[" * 100_000 + "]" * 100_000, "deep.json")
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory, plain_model) -> World:  # type: ignore[no-untyped-def]
-    """origin guarded by `kgit server install`; m@v1 released and pushed through it."""
-    import kgit as api
-
-    w = World.create(tmp_path_factory.mktemp("bounded-world"))
-    assert kgit(w.base, "server", "install", str(w.origin), "--dvc-remote", str(w.store)).returncode == 0
-    api.release(plain_model, "m", formats=["keras"], repo=w.repo)
-    assert w.push("main").returncode == 0
-    return w
-
-
 @pytest.fixture
-def w(world: World, tmp_path: Path) -> World:
-    return world.copy(tmp_path / "w")
+def w(guarded_world: World, tmp_path: Path) -> World:
+    """A copy of the guarded origin with m@v1 released and pushed through it (tests/conftest.py)."""
+    return guarded_world.copy(tmp_path / "w")
 
 
 def one_line(proc: subprocess.CompletedProcess[str], says: str) -> str:

@@ -7,10 +7,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, bare_origin, git, kgit, snapshot
+from conftest import ROOT, bare_origin, copy_project, git, kgit, new_repo, snapshot
 from support import tamper
 
 import kgit as api
@@ -24,6 +25,23 @@ def origin_repo(kgit_repo: Path, tmp_path: Path) -> tuple[Path, Path, Path]:
     """kgit_repo with a bare `origin`; returns (repo, origin, dvc remote folder)."""
     origin = bare_origin(tmp_path, kgit_repo)
     return kgit_repo, origin, tmp_path / "remote"
+
+
+@pytest.fixture(scope="module")
+def released_once(tmp_path_factory: pytest.TempPathFactory, plain_model: Any) -> tuple[Path, Any]:
+    """A kgit repository (laid out as ``kgit_repo``) with m@v1 released (keras), not pushed: made once."""
+    base = tmp_path_factory.mktemp("released-once")
+    repo = new_repo(base, "README.md", "a project\n")
+    api.init(repo, remote=str(base / "remote"))
+    return base, api.release(plain_model, "m", formats="keras", repo=repo)
+
+
+@pytest.fixture
+def released_repo(released_once: tuple[Path, Any], tmp_path: Path) -> tuple[Path, Path, Path, Any]:
+    """A copy of ``released_once`` with a bare `origin`: (repo, origin, dvc remote folder, m@v1's record)."""
+    base, rec = released_once
+    repo = copy_project(base, tmp_path)
+    return repo, bare_origin(tmp_path, repo), tmp_path / "remote", rec
 
 
 def push(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -66,23 +84,21 @@ def test_good_release_is_pushed_with_its_data(origin_repo, plain_model) -> None:
         (tamper.delete_file, "files"),
     ],
 )
-def test_tampered_release_is_refused(origin_repo, plain_model, tamper, check: str) -> None:  # type: ignore[no-untyped-def]
-    repo, origin, remote = origin_repo
-    rec = api.release(plain_model, "tampered", formats="keras", repo=repo)
+def test_tampered_release_is_refused(released_repo, tamper, check: str) -> None:  # type: ignore[no-untyped-def]
+    repo, origin, remote, rec = released_repo
     tamper(repo / rec.formats["keras"]["path"])
     proc = push(repo)
     assert proc.returncode != 0
     assert "push refused" in proc.stderr
-    assert "tampered@v1" in proc.stderr and check in proc.stderr, proc.stderr
+    assert "m@v1" in proc.stderr and check in proc.stderr, proc.stderr
     assert origin_tags(origin) == [] and git(origin, "branch") == ""
     assert not (remote / "files").exists() or not any((remote / "files").rglob("*"))
 
 
-def test_forged_reference_outputs_with_matching_hashes_are_refused(origin_repo, plain_model) -> None:  # type: ignore[no-untyped-def]
+def test_forged_reference_outputs_with_matching_hashes_are_refused(released_repo) -> None:  # type: ignore[no-untyped-def]
     """Reference outputs rewritten *with* matching hashes in metadata.json and the .dvc file: the file
     hashes agree, but the release recorded in git (the .dvc file at the tag's commit) does not."""
-    repo, origin, _ = origin_repo
-    rec = api.release(plain_model, "subtle", formats="keras", repo=repo)
+    repo, origin, _, rec = released_repo
     folder = repo / rec.formats["keras"]["path"]
     # --no-verify everywhere: this simulates someone forging a release by hand
     tamper.change_reference_outputs(folder)
@@ -97,34 +113,32 @@ def test_forged_reference_outputs_with_matching_hashes_are_refused(origin_repo, 
     dvc_file.write_text(yaml.safe_dump(data, sort_keys=False))
     git(repo, "commit", "-q", "--no-verify", "-am", "forge")
     proc = push(repo)
-    assert proc.returncode != 0 and "subtle@v1" in proc.stderr
+    assert proc.returncode != 0 and "m@v1" in proc.stderr
     # the forged .dvc file is a changed release: refused before anything is loaded
-    assert "subtle@v1 (keras): branch main modifies artifacts/subtle/keras/v1.dvc" in proc.stderr, proc.stderr
+    assert "m@v1 (keras): branch main modifies artifacts/m/keras/v1.dvc" in proc.stderr, proc.stderr
     # and the forged data, whatever git says, fails validation against the release recorded at the tag
-    proc = kgit(repo, "validate", "subtle@v1")
+    proc = kgit(repo, "validate", "m@v1")
     assert proc.returncode != 0
     assert (
-        "subtle@v1 (keras) metadata: metadata.json differs from the release's metadata in git (files, reference)"
+        "m@v1 (keras) metadata: metadata.json differs from the release's metadata in git (files, reference)"
         in proc.stderr + proc.stdout
     ), proc.stderr
 
 
-def test_changed_dvc_file_in_pushed_commits_is_refused(origin_repo, plain_model) -> None:  # type: ignore[no-untyped-def]
-    repo, origin, _ = origin_repo
-    rec = api.release(plain_model, "moved", formats="keras", repo=repo)
+def test_changed_dvc_file_in_pushed_commits_is_refused(released_repo) -> None:  # type: ignore[no-untyped-def]
+    repo, origin, _, rec = released_repo
     assert push(repo).returncode == 0
     dvc_file = repo / (rec.formats["keras"]["path"] + ".dvc")
     dvc_file.unlink()
     git(repo, "commit", "-q", "--no-verify", "-am", "drop a release")
     proc = push(repo)
     assert proc.returncode != 0
-    assert "moved@v1 (keras)" in proc.stderr and "deleted" in proc.stderr
+    assert "m@v1 (keras)" in proc.stderr and "deleted" in proc.stderr
     assert push(repo, "--no-verify").returncode == 0  # the documented escape
 
 
-def test_no_remote_is_refused_with_a_fix(origin_repo, plain_model) -> None:  # type: ignore[no-untyped-def]
-    repo, origin, _ = origin_repo
-    api.release(plain_model, "noremote", formats="keras", repo=repo)
+def test_no_remote_is_refused_with_a_fix(released_repo) -> None:  # type: ignore[no-untyped-def]
+    repo, origin, _, _ = released_repo
     subprocess.run([sys.executable, "-m", "dvc", "remote", "default", "--unset"], cwd=repo, check=True)
     proc = push(repo)
     assert proc.returncode != 0 and "no default DVC remote" in proc.stderr and "kgit init --remote" in proc.stderr
@@ -149,9 +163,8 @@ def test_unreachable_remote_is_refused_then_retry_succeeds(origin_repo, plain_mo
     assert remote_has_version(good, repo, rec.formats["keras"]["path"] + ".dvc")
 
 
-def test_nothing_to_do_imports_neither_tensorflow_nor_dvc(origin_repo, plain_model) -> None:  # type: ignore[no-untyped-def]
-    repo, origin, _ = origin_repo
-    api.release(plain_model, "quiet", formats="keras", repo=repo)
+def test_nothing_to_do_imports_neither_tensorflow_nor_dvc(released_repo) -> None:  # type: ignore[no-untyped-def]
+    repo, origin, _, _ = released_repo
     assert push(repo).returncode == 0
     (repo / "notes.txt").write_text("more work\n")
     git(repo, "add", "notes.txt")

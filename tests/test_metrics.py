@@ -231,6 +231,9 @@ def eval_repo(kgit_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     git(kgit_repo, "add", "evalmod.py")
     git(kgit_repo, "commit", "-q", "-m", "evaluation")
     monkeypatch.setenv("KGIT_TEST_EVAL_LOG", str(tmp_path / "eval.log"))
+    # the validation worker imports evalmod from the repository, whose files the tests compare: no
+    # __pycache__ there, whatever this environment says about writing bytecode
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
     return kgit_repo
 
 

@@ -341,23 +341,12 @@ def test_user_string_reference_inputs_are_accepted(repo: Path, dtype: str, tmp_p
 
     words = np.array([["red", "blue"], ["cyan", "green"], ["green", "nope"]])
     arrays = {"unicode": words, "bytes": np.char.encode(words, "utf-8"), "object": words.astype(object)}
-    if dtype == "unicode":  # from a file, as --reference-input gives it
+    if dtype == "unicode":  # from a file, as `kgit release --reference-input` gives it to the API
         path = tmp_path / "ref.npz"
         np.savez(path, words=arrays[dtype])
-        proc = kgit(
-            repo,
-            "release",
-            f"given-{dtype}",
-            "--from",
-            "support.zoo:string_lookup_model",
-            "-f",
-            "keras",
-            "--reference-input",
-            str(path),
-            "--json",
-        )
-        assert proc.returncode == 0, proc.stderr
-        metadata = json.loads(proc.stdout)["metadata"]
+        metadata = api.release(
+            "support.zoo:string_lookup_model", f"given-{dtype}", formats=["keras"], reference_inputs=path, repo=repo
+        ).metadata
     else:
         metadata = api.release(
             zoo.string_lookup_model(),

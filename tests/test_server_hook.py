@@ -15,25 +15,10 @@ pytestmark = pytest.mark.slow
 V1 = "m@v1.0.0"
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory, plain_model) -> World:  # type: ignore[no-untyped-def]
-    """origin guarded by `kgit server install`; m@v1 released and pushed through it."""
-    import kgit as api
-
-    w = World.create(tmp_path_factory.mktemp("server-world"))
-    proc = kgit(w.base, "server", "install", str(w.origin), "--dvc-remote", str(w.store))
-    assert proc.returncode == 0, proc.stderr
-    assert "installed kgit's pre-receive hook" in proc.stderr
-    api.release(plain_model, "m", formats=["keras"], repo=w.repo)
-    proc = w.push("main")
-    assert proc.returncode == 0, proc.stderr
-    assert list(w.origin_tags()) == [V1]
-    return w
-
-
 @pytest.fixture
-def w(world: World, tmp_path: Path) -> World:
-    return world.copy(tmp_path / "w")
+def w(guarded_world: World, tmp_path: Path) -> World:
+    """A copy of the guarded origin with m@v1 released and pushed through it (tests/conftest.py)."""
+    return guarded_world.copy(tmp_path / "w")
 
 
 def rejected(proc, reason: str) -> None:  # type: ignore[no-untyped-def]

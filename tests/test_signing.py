@@ -7,10 +7,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
-from conftest import bare_origin, git, kgit, snapshot, user_env
+from conftest import bare_origin, copy_project, git, kgit, new_repo, snapshot, user_env
+from support.world import point_dvc_remote
 
 import kgit as api
 from kgit.trust import signing
@@ -18,13 +20,24 @@ from kgit.trust import signing
 pytestmark = pytest.mark.slow  # TensorFlow models and real pushes: the full suite, not the fast tier
 
 
+@pytest.fixture(scope="module")
+def signed_once(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """A repo (laid out as ``kgit_repo``) whose user has a signing key (policy: required) and one signed
+    release m@v1: made once."""
+    base = tmp_path_factory.mktemp("signed")
+    repo = new_repo(base, "README.md", "a project\n")
+    api.init(repo, remote=str(base / "remote"))
+    result = json.loads(kgit(repo, "keys", "init", "--require", "--json", check=True).stdout)
+    kgit(repo, "release", "m", "--from", "support.zoo:plain_model", "-f", "keras", "-f", "h5", check=True)
+    return base, result
+
+
 @pytest.fixture
-def signed_repo(kgit_repo: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
-    """A repo whose user has a signing key (policy: required) and one signed release m@v1."""
-    origin = bare_origin(tmp_path, kgit_repo)
-    result = json.loads(kgit(kgit_repo, "keys", "init", "--require", "--json", check=True).stdout)
-    kgit(kgit_repo, "release", "m", "--from", "support.zoo:plain_model", "-f", "keras", "-f", "h5", check=True)
-    return kgit_repo, origin, result
+def signed_repo(signed_once: tuple[Path, dict[str, Any]], tmp_path: Path) -> tuple[Path, Path, dict[str, Any]]:
+    """A copy of ``signed_once`` with a bare `origin`: (repo, origin, the keys it made)."""
+    base, result = signed_once
+    repo = copy_project(base, tmp_path)
+    return repo, bare_origin(tmp_path, repo), result
 
 
 def test_keys_init_sign_and_verify(signed_repo) -> None:  # type: ignore[no-untyped-def]
@@ -107,6 +120,7 @@ def test_remote_and_cache_tampering_is_caught_on_another_machine(signed_repo, tm
     home_b.mkdir()
     b = tmp_path / "b"
     git(tmp_path, "clone", "-q", str(origin), str(b))
+    point_dvc_remote(b, remote)  # the team's remote (the repository copied from signed_once names its own)
     proc = kgit(b, "get", "m@v1", "--format", "keras", env=user_env(home_b), check=False)
     assert proc.returncode == 1 and "model.keras" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     # the untouched format fetches fine
@@ -132,6 +146,7 @@ def test_clone_trusting_only_another_key_refuses(signed_repo, tmp_path: Path) ->
     home_b.mkdir()
     b = tmp_path / "b"
     git(tmp_path, "clone", "-q", str(origin), str(b))
+    point_dvc_remote(b, tmp_path / "remote")  # the team's remote (the repository copied from signed_once names its own)
     env_b = user_env(home_b)
     kgit(b, "get", "m@v1", env=env_b, check=True)  # trusts A's key: fine
     kgit(b, "keys", "init", "--name", "b", env=env_b, check=True)

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import assert_refused, bare_origin, git, kgit
+from conftest import assert_refused, bare_origin, copy_project, git, kgit, new_repo
 
 import kgit as api
 
@@ -18,11 +18,20 @@ pytestmark = pytest.mark.slow  # TensorFlow models and real pushes: the full sui
 GTO = str(Path(sys.executable).with_name("gto"))
 
 
-@pytest.fixture
-def three_versions(kgit_repo: Path, plain_model) -> Path:  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="module")
+def three_released(tmp_path_factory: pytest.TempPathFactory, plain_model) -> Path:  # type: ignore[no-untyped-def]
+    """st@v1..v3 in a kgit repository, laid out as ``kgit_repo`` (repo/, remote/): made once."""
+    base = tmp_path_factory.mktemp("three-versions")
+    repo = new_repo(base, "README.md", "a project\n")
+    api.init(repo, remote=str(base / "remote"))
     for i in range(3):
-        api.release(plain_model, "st", formats="keras", repo=kgit_repo, hyperparams={"i": i})
-    return kgit_repo
+        api.release(plain_model, "st", formats="keras", repo=repo, hyperparams={"i": i})
+    return base
+
+
+@pytest.fixture
+def three_versions(three_released: Path, tmp_path: Path) -> Path:
+    return copy_project(three_released, tmp_path)
 
 
 def gto_stages(repo: Path) -> dict[str, str]:

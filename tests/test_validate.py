@@ -7,9 +7,10 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import git, kgit
+from conftest import copy_project, git, kgit, new_repo
 from support import tamper
 
 import kgit as api
@@ -17,11 +18,27 @@ import kgit as api
 pytestmark = pytest.mark.slow  # TensorFlow models and real pushes: the full suite, not the fast tier
 
 
-def test_validate_is_incremental_and_catches_changes(kgit_repo: Path, plain_model) -> None:  # type: ignore[no-untyped-def]
-    rec = api.release(plain_model, "inc", formats="keras", repo=kgit_repo)
+@pytest.fixture(scope="module")
+def released_once(tmp_path_factory: pytest.TempPathFactory, plain_model: Any) -> tuple[Path, Any]:
+    """A kgit repository (laid out as ``kgit_repo``) with m@v1 released (keras): made once."""
+    base = tmp_path_factory.mktemp("released-once")
+    repo = new_repo(base, "README.md", "a project\n")
+    api.init(repo, remote=str(base / "remote"))
+    return base, api.release(plain_model, "m", formats="keras", repo=repo)
+
+
+@pytest.fixture
+def released_repo(released_once: tuple[Path, Any], tmp_path: Path) -> tuple[Path, Any]:
+    """A copy of ``released_once``: (repo, m@v1's record)."""
+    base, rec = released_once
+    return copy_project(base, tmp_path), rec
+
+
+def test_validate_is_incremental_and_catches_changes(released_repo: tuple[Path, Any]) -> None:
+    kgit_repo, rec = released_repo
     first = json.loads(kgit(kgit_repo, "validate", "--json", check=True).stdout)
     assert [r["status"] for r in first] == ["cached"]  # validated while released
-    fresh = json.loads(kgit(kgit_repo, "validate", "inc@v1", "--recheck", "--json", check=True).stdout)
+    fresh = json.loads(kgit(kgit_repo, "validate", "m@v1", "--recheck", "--json", check=True).stdout)
     assert fresh[0]["status"] == "passed" and fresh[0]["max_abs_diff"] == 0.0
     tamper.tamper_byte(kgit_repo / rec.formats["keras"]["path"])
     proc = kgit(kgit_repo, "validate", "--json")
@@ -30,23 +47,23 @@ def test_validate_is_incremental_and_catches_changes(kgit_repo: Path, plain_mode
     assert result["status"] == "failed" and result["check"] == "files" and "model.keras" in result["error"]
 
 
-def test_validate_reports_missing_data_as_missing(kgit_repo: Path, plain_model) -> None:  # type: ignore[no-untyped-def]
+def test_validate_reports_missing_data_as_missing(released_repo: tuple[Path, Any]) -> None:
     import shutil
 
-    rec = api.release(plain_model, "gone", formats="keras", repo=kgit_repo)
+    kgit_repo, rec = released_repo
     shutil.rmtree(kgit_repo / rec.formats["keras"]["path"])
     proc = kgit(kgit_repo, "validate", "--json")
     assert proc.returncode == 1
     assert json.loads(proc.stdout)[0]["status"] == "missing"
 
 
-def test_dvc_repro_runs_the_validation_stage(kgit_repo: Path, plain_model) -> None:  # type: ignore[no-untyped-def]
-    rec = api.release(plain_model, "staged", formats="keras", repo=kgit_repo)
+def test_dvc_repro_runs_the_validation_stage(released_repo: tuple[Path, Any]) -> None:
+    kgit_repo, rec = released_repo
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     ok = subprocess.run(
         [sys.executable, "-m", "dvc", "repro", "kgit-validate"], cwd=kgit_repo, env=env, capture_output=True, text=True
     )
-    assert ok.returncode == 0 and "staged@v1" in ok.stdout, ok.stdout + ok.stderr
+    assert ok.returncode == 0 and "m@v1" in ok.stdout, ok.stdout + ok.stderr
     assert git(kgit_repo, "status", "--porcelain") == ""  # dvc.lock already held the stage
     tamper.delete_file(kgit_repo / rec.formats["keras"]["path"])
     bad = subprocess.run(
