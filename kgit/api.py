@@ -67,6 +67,7 @@ __all__ = [
     "serve_layout",
     "compat",
     "compat_quick",
+    "gc",
 ]
 
 PathLike = str | os.PathLike[str]
@@ -455,6 +456,37 @@ def report(names: list[str] | None = None, *, out: PathLike = "kgit-report", rep
     from kgit import reporting
 
     return reporting.build(Repo(repo), names, out)
+
+
+# -- storage -----------------------------------------------------------------------------------
+def gc(
+    *,
+    keep_last: int | str | None = None,
+    keep_stages: bool | None = None,
+    keep_signed: bool | None = None,
+    keep_refs: Sequence[str] = (),
+    remote: str | None = None,
+    delete: bool = False,
+    repo: PathLike = ".",
+    progress: Any = None,
+) -> Any:
+    """Plan, and with ``delete=True`` carry out, the collection of the DVC objects that only releases
+    outside the retention policy have (``.kgit/retention.yaml``; each argument given replaces its key):
+    from the local DVC cache, and with ``remote`` (a DVC remote's name, "" for the default) from that
+    remote too. Never an object a kept release or any other DVC output of any commit needs. Returns a
+    GcResult (``kept``, ``dropped``, ``stores`` with the bytes each reclaims). See ``kgit gc --help``."""
+    from kgit.workflow import project, retention
+
+    git = Repo(repo)
+    project.require_initialised(git)
+    policy = retention.read_policy(
+        git,
+        keep_last=keep_last,
+        keep_stages=keep_stages,
+        keep_signed=keep_signed,
+        keep_refs=tuple(keep_refs) or None,
+    )
+    return retention.gc(git, policy, remote=remote, delete=delete, log=progress)
 
 
 # -- checks ------------------------------------------------------------------------------------

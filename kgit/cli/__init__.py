@@ -16,7 +16,7 @@ from typer.exceptions import TyperException
 
 # isort: off
 # Importing the command modules registers their commands; this order is the order of `kgit --help`.
-from kgit.cli import releases, lifecycle, checks, compat, serving, report  # noqa: F401
+from kgit.cli import releases, lifecycle, checks, compat, serving, report, storage  # noqa: F401
 
 # isort: on
 from kgit.cli.app import _state, app, printable

@@ -60,7 +60,7 @@ def _report(results: list[Any], json_out: bool, what: str = "checks") -> None:
         )
 
 
-_COLOURS = {"passed": "green", "cached": "green", "missing": "yellow"}
+_COLOURS = {"passed": "green", "cached": "green", "missing": "yellow", "collected": "dim"}
 
 
 def render_validation(results: list[Any]) -> None:
@@ -71,10 +71,10 @@ def render_validation(results: list[Any]) -> None:
             [
                 r.folder,
                 r.format,
-                r.check if not r.ok else "all",
+                r.check if not r.ok or r.status == "collected" else "all",
                 r.status if r.status != "cached" else "passed (cached)",
                 "-" if diff is None else f"{diff:.3g}",
-                "" if r.ok else r.reason(),
+                "" if r.ok and r.status != "collected" else r.reason(),
             ]
         )
         styles.append(_COLOURS.get(r.status, "red"))

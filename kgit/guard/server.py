@@ -529,6 +529,9 @@ def _clone_data_problems(repo: Repo, releases: list[Release]) -> list[str]:
     oids = {str(i.get("md5")): (r, fmt) for r in releases for fmt, i in r.formats.items()}
     wanted = [(str(i.get("md5")), (r.name, r.version, fmt)) for r in releases for fmt, i in r.formats.items()]
     absent, wrong = storage.check_remote(repo.root, name, oids, wanted)
+    if absent:  # releases kgit gc collected from the remote are collected, not missing
+        records = storage.collected_in_remote(repo.root, name, sorted({oids[o][0].tag for o in absent}))
+        absent = {o: objs for o, objs in absent.items() if o not in (records.get(oids[o][0].tag) or {}).get("tops", [])}
     return [
         f"{oids[o][0].tag} ({oids[o][1]}): {len(objs)} DVC object(s) are not in the DVC remote {name} ({url}): "
         "whoever released it must push its data (`git push` with kgit's hook, or `dvc push`)"

@@ -175,6 +175,15 @@ class Repo:
             for obj, spec in zip(objects, wanted)
         }
 
+    def read_blobs(self, oids: list[str], max_bytes: int) -> dict[str, str | None]:
+        """The text of each blob of ``oids`` (None: not a blob here, or larger than ``max_bytes``), in
+        one ``git cat-file --batch``."""
+        found: dict[str, str | None] = {}
+        for obj in self._objects(list(dict.fromkeys(oids)), max_bytes=max_bytes):
+            whole = obj.type == "blob" and obj.data is not None and len(obj.data) <= max_bytes
+            found[obj.name] = obj.data.decode("utf-8", errors="replace") if whole and obj.data is not None else None
+        return found
+
     def object_ids(self, specs: list[str]) -> dict[str, str | None]:
         """The object id each of ``specs`` names (``REV:PATH``, a ref, an id), None where it names
         nothing, in one ``git cat-file --batch-check`` however many there are."""

@@ -11,7 +11,11 @@ DVC (its object database and filesystems) is imported lazily, only here.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -228,3 +232,143 @@ def odb_at_url(url: str, options: dict[str, Any] | None = None) -> tuple[Any, Wh
     except Exception as exc:
         raise KgitError(failure(exc, where, "open")) from None
     return HashFileDB(fs, fs.join(path, "files", "md5")), where
+
+
+# -- kgit gc: listing, sizing and deleting objects; the records of what was collected -------------
+COLLECTED_DIR = "kgit-collected"  # beside files/ at the root of a DVC remote: one JSON record per release
+
+
+@dataclass
+class GcStore:
+    """One storage ``kgit gc`` collects: the local DVC cache, or a DVC remote."""
+
+    odb: Any
+    where: str
+    remote: bool
+    collect: bool = True  # False: only read (the listings of what gc keeps), never deleted from
+
+
+@contextlib.contextmanager
+def gc_stores(root: Path, remote: str | None) -> Iterator[list[GcStore]]:
+    """The local DVC cache and, when ``remote`` is not None, that DVC remote ("": the default one),
+    to collect. Without ``remote``, the default remote (if one is configured and can be opened) comes
+    last, read only: the listings of kept releases and datasets not fetched here are read there."""
+    from kgit.store.dvc_ops import open_repo
+
+    with open_repo(root) as repo:
+        stores = [GcStore(repo.cache.local, "the DVC cache", False)]
+        default = repo.config["core"].get("remote")
+        if remote is not None:
+            name = remote or default
+            if not name:
+                raise KgitError("no default DVC remote is configured: name one with --remote NAME")
+            if name not in repo.config["remote"]:
+                raise KgitError(f"no DVC remote named {name!r} (dvc remote list shows them)")
+            odb, where = _remote_odb(repo, name)
+            stores.append(GcStore(odb, f"the DVC remote {where}", True))
+        elif default and default in repo.config["remote"]:
+            try:
+                odb, where = _remote_odb(repo, default)
+                stores.append(GcStore(odb, f"the DVC remote {where}", True, collect=False))
+            except KgitError:
+                pass  # unreachable: the listings must then all be here, or gc refuses
+        yield stores
+
+
+def listings(stores: list[GcStore], tops: list[str]) -> dict[str, list[str] | None]:
+    """For each directory object of ``tops``, the file objects it lists, read from the first storage
+    holding it; None where none does (file objects list nothing)."""
+    found: dict[str, list[str] | None] = {}
+    for top in tops:
+        if not top.endswith(".dir"):
+            found[top] = []
+            continue
+        found[top] = None
+        for store in stores:
+            try:
+                entries = _guarded(store, lambda s=store, t=top: _dir_entries(s.odb, t) if s.odb.exists(t) else None)
+            except KgitError:
+                if store.collect:
+                    raise
+                entries = None  # a remote only read from, unreachable: as if it did not hold it
+            if entries is not None:
+                found[top] = entries
+                break
+    return found
+
+
+def sizes(store: GcStore, oids: list[str]) -> dict[str, int]:
+    """The size of each of ``oids`` that ``store`` holds."""
+
+    def read() -> dict[str, int]:
+        present = set(store.odb.oids_exist(oids)) if oids else set()
+        return {oid: int(store.odb.fs.size(store.odb.oid_to_path(oid)) or 0) for oid in oids if oid in present}
+
+    return _guarded(store, read)
+
+
+def delete(store: GcStore, oids: list[str]) -> int:
+    """Delete ``oids`` from ``store``; returns how many were deleted."""
+
+    def run() -> int:
+        for oid in oids:
+            store.odb.fs.remove(store.odb.oid_to_path(oid))
+        return len(oids)
+
+    return _guarded(store, run)
+
+
+def write_collected(store: GcStore, records: list[dict[str, Any]]) -> None:
+    """Leave in the remote one record per collected release (before its objects go), so every clone
+    reads "collected", not "missing"."""
+    fs = store.odb.fs
+    folder = fs.join(fs.parent(fs.parent(store.odb.path)), COLLECTED_DIR)
+
+    def run() -> None:
+        fs.makedirs(folder, exist_ok=True)
+        for rec in records:
+            fs.pipe_file(fs.join(folder, _record_name(str(rec["tag"]))), json.dumps(rec, sort_keys=True).encode())
+
+    _guarded(store, run)
+
+
+def read_collected(odb: Any, tags: list[str]) -> dict[str, dict[str, Any]]:
+    """The records ``write_collected`` left in the remote of ``odb`` for these tags."""
+    fs = odb.fs
+    folder = fs.join(fs.parent(fs.parent(odb.path)), COLLECTED_DIR)
+    found: dict[str, dict[str, Any]] = {}
+    for tag in tags:
+        path = fs.join(folder, _record_name(tag))
+        try:
+            with fs.open(path, mode="rb") as fh:
+                raw = fh.read(64 << 10)
+            rec = bounded_yaml.load_json(raw, path, max_bytes=64 << 10)
+        except (OSError, KgitError):
+            continue
+        except Exception:  # a remote's filesystem raises its own errors: no record read is no record
+            continue
+        if isinstance(rec, dict) and rec.get("tag") == tag:
+            found[tag] = rec
+    return found
+
+
+def collected_in_remote(root: Path, remote: str, tags: list[str]) -> dict[str, dict[str, Any]]:
+    """``read_collected`` from the repository's DVC remote ``remote``."""
+    from kgit.store.dvc_ops import open_repo
+
+    with open_repo(root) as repo:
+        odb, _where = _remote_odb(repo, remote)
+        return read_collected(odb, tags)
+
+
+def _record_name(tag: str) -> str:
+    return hashlib.sha256(tag.encode("utf-8")).hexdigest()[:32] + ".json"
+
+
+def _guarded(store: GcStore, fn: Any) -> Any:
+    try:
+        return fn()
+    except KgitError:
+        raise
+    except Exception as exc:  # a remote's filesystem raises its own errors (network, auth)
+        raise KgitError(f"{store.where}: {one_line_of(exc)}") from None

@@ -92,6 +92,9 @@ def get(
         metas = {fmt: verified_metadata(repo, rel, fmt) for fmt in wanted}
     except KgitError as exc:
         said = _remove(repo, brought)
+        collected = _collected(repo, rel.tag) if to_pull else None
+        if collected is not None:
+            raise KgitError(f"{collected}{'; ' + said if said else ''}") from None
         if not said:
             raise
         if "signed by key" in str(exc) or "not signed" in str(exc):
@@ -109,6 +112,26 @@ def get(
             repo.root / rel.formats[fmt]["path"], f"{rel.name}@{rel.version} ({fmt})", meta
         )
     return result
+
+
+def _collected(repo: Repo, tag: str) -> str | None:
+    """If ``kgit gc`` collected this release's data from the DVC remote, the one line saying so."""
+    from kgit.store import dvc_remotes, storage
+
+    name, _url = dvc_remotes.remote_url(repo.root)
+    if not name:
+        return None
+    try:
+        rec = storage.collected_in_remote(repo.root, name, [tag]).get(tag)
+    except KgitError:
+        return None
+    if rec is None:
+        return None
+    return (
+        f"{tag}'s data was collected by kgit gc on {str(rec.get('collected_at'))[:20]} "
+        f"(by {str(rec.get('by'))[:60]}; policy: {str(rec.get('policy'))[:200]}): it can no longer be fetched; "
+        "its record (tag, metadata, history) stays in git"
+    )
 
 
 def _load_warnings(folder: Path, label: str, meta: Metadata) -> list[str]:

@@ -38,7 +38,9 @@ class FolderResult:
     check: str = (
         "roundtrip"  # the check that decided the result: data, release, files, metadata, roundtrip, training, evaluate
     )
-    status: str = ""  # passed, failed, missing (data not here), cached (validated before at this content)
+    # passed, failed, missing (data not here), cached (validated before at this content), collected
+    # (data not here, and kgit gc collected it from the DVC remote: not a failure)
+    status: str = ""
     metrics: dict[str, float] | None = None  # what the --evaluate function measured on this reloaded folder
 
     def __post_init__(self) -> None:

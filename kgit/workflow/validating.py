@@ -343,7 +343,30 @@ def check(
             if r.ok:
                 record.mark(t.release.tag, t.fmt, t.md5, folder, r.max_abs_diff)
         record.save()
+    _mark_collected(repo, [(t, results[i]) for i, t in enumerate(targets)])
     return [results[i] for i in range(len(targets))]
+
+
+def _mark_collected(repo: Repo, checked: list[tuple[Target, FolderResult]]) -> None:
+    """Versions whose data is not here because ``kgit gc`` collected it from the DVC remote are
+    reported as collected, not as failed (one reading of the remote, only if some data is missing)."""
+    missing = [(t, r) for t, r in checked if r.status == "missing"]
+    if not missing:
+        return
+    from kgit.store import dvc_remotes, storage
+
+    name, _url = dvc_remotes.remote_url(repo.root)
+    if not name:
+        return
+    try:
+        records = storage.collected_in_remote(repo.root, name, sorted({t.release.tag for t, _r in missing}))
+    except KgitError:
+        return  # the remote cannot be read: the data stays reported missing
+    for t, r in missing:
+        rec = records.get(t.release.tag)
+        if rec is not None and t.md5 in (rec.get("tops") or []):
+            r.ok, r.status = True, "collected"
+            r.error = f"collected by kgit gc on {str(rec.get('collected_at'))[:20]} ({str(rec.get('policy'))[:120]})"
 
 
 def remember_release(repo: Repo, tag: str, formats: dict[str, dict[str, Any]], validation: list[FolderResult]) -> None:
