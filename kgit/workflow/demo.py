@@ -81,6 +81,24 @@ _LOAD_AND_COMPARE = textwrap.dedent("""\
     outputs=layout.REFERENCE_OUTPUTS_FILE,
 )
 
+# `kgit release` of the demo's model: both formats, the parameters file, the dataset id, measured on held-out data
+RELEASE_CIRCLE = [
+    "kgit",
+    "release",
+    "circle",
+    "--from",
+    "train:train",
+    "--format",
+    "savedmodel",
+    "--format",
+    "keras",
+    "--params",
+    "params.yaml",
+    "--dataset-id",
+    "circle-512-seed0",
+    "--evaluate",
+    "train:evaluate",
+]
 PARAMS = "seed: 7\nunits: 16\nlearning_rate: {lr}\nepochs: 5\n"
 
 
@@ -157,54 +175,12 @@ def run_demo(directory: Path | None = None) -> Path:
         "Train (seeded, a few seconds) and release v1: save, validate in a fresh process (where --evaluate "
         "measures the reloaded model on held-out data), dvc add, commit, tag",
     )
-    _run(
-        console,
-        [
-            "kgit",
-            "release",
-            "circle",
-            "--from",
-            "train:train",
-            "--format",
-            "savedmodel",
-            "--format",
-            "keras",
-            "--params",
-            "params.yaml",
-            "--dataset-id",
-            "circle-512-seed0",
-            "--evaluate",
-            "train:evaluate",
-            "--note",
-            "first model",
-        ],
-        repo,
-    )
+    _run(console, [*RELEASE_CIRCLE, "--note", "first model"], repo)
 
     step(4, "Change a hyperparameter (learning_rate 0.01 -> 0.05), commit, and release v2")
     (repo / "params.yaml").write_text(PARAMS.format(lr=0.05))
     _run(console, ["git", "commit", "-q", "-am", "Raise the learning rate"], repo)
-    _run(
-        console,
-        [
-            "kgit",
-            "release",
-            "circle",
-            "--from",
-            "train:train",
-            "--format",
-            "savedmodel",
-            "--format",
-            "keras",
-            "--params",
-            "params.yaml",
-            "--dataset-id",
-            "circle-512-seed0",
-            "--evaluate",
-            "train:evaluate",
-        ],
-        repo,
-    )
+    _run(console, RELEASE_CIRCLE, repo)
 
     step(5, "Releases are tags (GTO's grammar); metadata and metrics are readable from git alone")
     _run(
