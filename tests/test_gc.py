@@ -149,6 +149,11 @@ def test_gc_collects_only_what_dropped_releases_alone_have(tmp_path: Path, plain
         record = api.release(model, "m", formats=["keras"], repo=w.repo)
         tags.append(record.tag)
         labels[record.tag] = record.version
+        info = record.formats["keras"]
+        # what the version added: everything at first; then all but the files it shares with v1
+        # (its reference inputs: the model file and the outputs changed with the head)
+        inputs = (w.repo / info["path"] / "reference_inputs.npz").stat().st_size
+        assert info["new_bytes"] == (info["size"] if i == 0 else info["size"] - inputs), (i, info)
     api.promote("m@v1", "prod", repo=w.repo)
     # a dataset outside the releases holding the same bytes as v2's model file: never a candidate
     import shutil
@@ -161,6 +166,8 @@ def test_gc_collects_only_what_dropped_releases_alone_have(tmp_path: Path, plain
     git(w.repo, "commit", "-q", "-m", "a dataset")
     proc = w.push("main", "--tags")
     assert proc.returncode == 0, proc.stderr
+    shown = kgit(w.repo, "show", "m@v2")
+    assert " new, " in shown.stdout and "unchanged from earlier versions" in shown.stdout, shown.stdout
     md5 = {t: dvc_md5(w.repo, f"artifacts/m/keras/{labels[t]}.dvc") for t in tags}
     dataset = dvc_md5(w.repo, "data/copy.keras.dvc")
     before_remote, before_cache = _objects(w.store), _objects(w.repo / ".dvc" / "cache")

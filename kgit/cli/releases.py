@@ -226,6 +226,9 @@ def release(
         f"as tag {record.tag} on commit {record.commit[:8]}; round trip max abs diff {worst:.2g}",
         style="green",
     )
+    for fmt, info in record.formats.items():
+        if info.get("new_bytes") is not None and info.get("size"):
+            err(f"{fmt}: {_stored_text(info)}")
     if record.metadata.get("metrics"):
         measured = set(record.metadata.get("measured") or [])
         err(
@@ -336,7 +339,7 @@ def show(
         ("tag", rel.tag),
         ("stages", ", ".join(rel.stages) or "-"),
         ("release commit", rel.commit[:12]),
-        ("formats", ", ".join(f"{f} ({api.human_size(i.get('size'))})" for f, i in rel.formats.items())),
+        ("formats", ", ".join(f"{f} ({_stored_text(i)})" for f, i in rel.formats.items())),
         ("created", meta.created_at),
         *_source_rows(meta),
         (
@@ -384,6 +387,20 @@ def show(
         rows.append(("notes", meta.notes))
     rows.append(("files", f"{len(meta.files)} (sha256 recorded)"))
     write_pairs([(k, str(v)) for k, v in rows])  # plain text: rich's import and table cost ~60 ms
+
+
+def _stored_text(info: dict[str, Any]) -> str:
+    """A format's size and, if the release recorded it, what it added: ``12.1 MB, 40.2 kB new``."""
+    from kgit import api
+
+    size = api.human_size(info.get("size"))
+    new = info.get("new_bytes")
+    if new is None or not info.get("size"):
+        return size
+    shared = int(info["size"]) - int(new)
+    return f"{size}, {api.human_size(new)} new" + (
+        f", {api.human_size(shared)} unchanged from earlier versions" if shared > 0 else ""
+    )
 
 
 def _source_rows(meta: Any) -> list[tuple[str, str]]:

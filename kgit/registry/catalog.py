@@ -165,7 +165,7 @@ def _parse_summary(message: str) -> dict[str, Any] | str | None:
     return None
 
 
-_FORMAT_FIELDS = ("path", "md5", "size", "nfiles", "resumable")
+_FORMAT_FIELDS = ("path", "md5", "size", "nfiles", "resumable", "new_bytes")
 _MD5_RE = re.compile(r"^[0-9a-f]{32}(\.dir)?$")
 
 
@@ -202,7 +202,7 @@ def _summary_problems(name: str, tag_version: Version, summary: dict[str, Any]) 
             problems.append(f"its message's {fmt} DVC hash is malformed")
         elif any(
             info.get(k) is not None and (not isinstance(info.get(k), int) or isinstance(info.get(k), bool))
-            for k in ("size", "nfiles")
+            for k in ("size", "nfiles", "new_bytes")
         ):
             problems.append(f"its message's {fmt} size is not a whole number")
     for key in ("created_at", "dataset_id", "source_commit"):

@@ -226,12 +226,13 @@ def share_cache(root: Path, source: Path) -> None:
         conf["cache"] = {**conf["cache"], **settings}
 
 
-def add(root: Path, targets: list[Path], known: Mapping[Path, FileDigest] | None = None) -> None:
+def add(root: Path, targets: list[Path], known: Mapping[Path, FileDigest] | None = None) -> set[str]:
     """``dvc add`` each folder (each becomes its own output with its own ``.dvc`` file).
 
     ``known``: md5s kgit computed while hashing these files (kgit.core.fsutil.digest_file), which DVC
     then takes from its state database instead of reading every byte again; a file whose identity
-    (inode, size, mtime, ctime) is no longer the one hashed is left for DVC to hash."""
+    (inode, size, mtime, ctime) is no longer the one hashed is left for DVC to hash. Returns those of
+    the ``known`` md5s the DVC cache held already (bytes an earlier version stored: shared, not new)."""
     from dvc.exceptions import DvcException
 
     from kgit.store.failpoints import failpoint
@@ -239,13 +240,16 @@ def add(root: Path, targets: list[Path], known: Mapping[Path, FileDigest] | None
     rel = [str(t.relative_to(root)) for t in targets]
     try:
         with open_repo(root) as repo, _quiet(), _cwd(root):  # DVC resolves outputs from the cwd
+            stored: set[str] = set()
             if known:
                 seed_hashes(repo, root, known)
+                stored = set(repo.cache.local.oids_exist(sorted({d.md5 for d in known.values()})))
             failpoint("dvc-add")
             repo.add(rel)
             failpoint("dvc-added")
     except DvcException as exc:
         raise KgitError(f"`dvc add {' '.join(rel)}` failed: {exc}") from None
+    return stored
 
 
 @contextlib.contextmanager

@@ -709,9 +709,9 @@ def _publish(
         _place(git.root, staging, folders)
         failpoints.failpoint("placed")
         say(f"tracking {req.name} {label} with DVC")
-        _track(git, folders, digests, journal)
+        shared = _track(git, folders, digests, journal)
         failpoints.failpoint("tracked")
-        hashes = _describe(git, req, label, folders, metas, journal)
+        hashes = _describe(git, req, label, folders, metas, journal, shared)
         failpoints.failpoint("described")  # dvc.yaml written, nothing committed
         say(f"committing and tagging {tag}")
         commit = _commit_and_tag(git, req, label, tag, journal)
@@ -756,23 +756,33 @@ def _dvc_files(folders: dict[str, Path]) -> list[str]:
 
 def _track(
     git: Repo, folders: dict[str, Path], digests: dict[str, dict[str, FileDigest]], journal: txn.Journal
-) -> None:
+) -> dict[str, int]:
+    """``dvc add`` the placed folders; returns, per format, the bytes of its files the DVC cache
+    already held (unchanged files an earlier version stored: shared, not new)."""
     root = git.root
     # DVC reuses the md5s computed with kgit's sha256s (same read) for files still exactly as hashed
     known = {root / rel / name: d for fmt, rel in folders.items() for name, d in digests[fmt].items()}
     journal.dvc_writing = [*_dvc_files(folders), *(p for p in journal.backups if p != DVC_YAML)]
     journal.save(git)
-    dvc_ops.add(root, [root / rel for rel in folders.values()], known=known)
+    stored = dvc_ops.add(root, [root / rel for rel in folders.values()], known=known)
     journal.note_written(root, journal.dvc_writing)
     journal.dvc_writing = []
     journal.save(git)
+    return {fmt: sum(d.size for d in digests[fmt].values() if d.md5 in stored) for fmt in folders}
 
 
 def _describe(
-    git: Repo, req: _Request, label: str, folders: dict[str, Path], metas: dict[str, Metadata], journal: txn.Journal
+    git: Repo,
+    req: _Request,
+    label: str,
+    folders: dict[str, Path],
+    metas: dict[str, Metadata],
+    journal: txn.Journal,
+    shared: dict[str, int],
 ) -> dict[str, dict[str, Any]]:
     """kgit's metadata into each .dvc file, the artifact into dvc.yaml, the tag message into the
-    journal; returns each format's path and DVC hash."""
+    journal; returns each format's path, DVC hash, size and the bytes it added (``new_bytes``: not
+    already in the DVC cache, per ``shared``)."""
     root = git.root
     hashes = {}
     for fmt, rel in folders.items():
@@ -781,6 +791,8 @@ def _describe(
         dvc_ops.write_meta(dvc_file, metas[fmt].to_dict(), desc)
         h = dvc_ops.out_hash(dvc_ops.read_dvc_path(dvc_file, str(dvc_file)))
         hashes[fmt] = {"path": rel.as_posix(), **h, "resumable": metas[fmt].resumable}
+        if isinstance(h.get("size"), int):
+            hashes[fmt]["new_bytes"] = max(0, h["size"] - shared.get(fmt, 0))
     first = req.formats[0]
     data = project.with_artifact(
         project.read_dvc_yaml(root),
