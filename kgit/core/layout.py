@@ -49,6 +49,12 @@ def dvc_file(path: str) -> str:
     return path + DVC_SUFFIX
 
 
+def dvcignore_file(release_folder: str) -> str:
+    """The ``.dvcignore`` beside a version folder (``artifacts/NAME/FORMAT/.dvcignore``): the files a
+    packed release assembles (kgit.core.packing), which DVC must not store again."""
+    return release_folder.rsplit("/", 1)[0] + "/.dvcignore"
+
+
 def tracked_path(dvc_path: str) -> str:
     """The path a DVC pointer file ``<path>.dvc`` tracks (``dvc_path`` less its suffix)."""
     return dvc_path[: -len(DVC_SUFFIX)] if dvc_path.endswith(DVC_SUFFIX) else dvc_path

@@ -125,11 +125,17 @@ def _source(repo: Repo, rel: catalog.Release) -> tuple[Path, Metadata]:
 # -- laying out ---------------------------------------------------------------------------------
 def _served_files(meta: Metadata) -> list[str]:
     """What TF Serving needs and what says where it came from: every released file but kgit's own
-    extras for training (``assets.extra/``: the Keras copy and the map of its weights in variables/)
-    and the signature over the whole folder."""
+    extras for training (``assets.extra/``: the Keras copy and the map of its weights in variables/),
+    the tensor objects of a packed release (the assembled files are served) and the signature over
+    the whole folder."""
+    from kgit.core.packing import MANIFEST, PACK_DIR
     from kgit.models.savedmodel import KERAS_FILE, WEIGHTS_MAP
 
-    return [rel for rel in sorted(meta.files) if rel not in (KERAS_FILE, WEIGHTS_MAP)] + [METADATA_FILE]
+    return [
+        rel
+        for rel in sorted(meta.files)
+        if rel not in (KERAS_FILE, WEIGHTS_MAP, MANIFEST) and not rel.startswith(PACK_DIR + "/")
+    ] + [METADATA_FILE]
 
 
 def _build(src: Path, dest: Path, meta: Metadata, copy: bool) -> tuple[str, dict[str, list[Any]]]:

@@ -542,7 +542,7 @@ def _stage(
 ) -> dict[str, Metadata]:
     """Write each format's folder and start hashing its files (``hashing``), which goes on while the
     release is validated; the metadata written here gets its ``files`` in ``_seal``."""
-    from kgit.models import formats
+    from kgit.models import formats, packing
     from kgit.models.reference import save_npz
 
     shutil.rmtree(staging, ignore_errors=True)
@@ -556,6 +556,7 @@ def _stage(
         folder = staging / fmt
         folder.mkdir()
         formats.save(prep.model, fmt, folder, inference_only=req.inference_only)
+        packing.pack(folder)  # each large tensor its own object too: what DVC shares across versions
         save_npz(folder / REFERENCE_INPUTS_FILE, prep.inputs)
         save_npz(folder / REFERENCE_OUTPUTS_FILE, prep.outputs)
         hashing[fmt] = FolderDigests(folder, exclude=(METADATA_FILE, SIGNATURE_FILE))
@@ -708,6 +709,7 @@ def _publish(
     try:
         _place(git.root, staging, folders)
         failpoints.failpoint("placed")
+        _ignore_assembled(git, folders, journal)
         say(f"tracking {req.name} {label} with DVC")
         shared = _track(git, folders, digests, journal)
         failpoints.failpoint("tracked")
@@ -739,6 +741,9 @@ def _open_journal(
         journal.folders[rel.as_posix()] = hash_folder(staging / fmt, exclude=(), known=metas[fmt].files)
         ignore = (rel.parent / ".gitignore").as_posix()
         journal.backups[ignore] = txn.read_backup(root / ignore)
+        if packed_files(staging / fmt):
+            dvcignore = layout.dvcignore_file(rel.as_posix())
+            journal.backups[dvcignore] = txn.read_backup(root / dvcignore)
     journal.backups[DVC_YAML] = txn.read_backup(root / DVC_YAML)
     journal.save(git)
     return journal
@@ -748,6 +753,32 @@ def _place(root: Path, staging: Path, folders: dict[str, Path]) -> None:
     for fmt, rel in folders.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         os.replace(staging / fmt, root / rel)
+
+
+def packed_files(folder: Path) -> list[str]:
+    from kgit.core import packing
+
+    return packing.assembled_files(folder)
+
+
+def _ignore_assembled(git: Repo, folders: dict[str, Path], journal: txn.Journal) -> None:
+    """The files a packed release assembles from its tensor objects (kgit.core.packing) stay in its
+    folder for Keras to load, but DVC must not store them again: one ``.dvcignore`` line each, beside
+    DVC's ``.gitignore``, committed with the release."""
+    root = git.root
+    for rel in folders.values():
+        assembled = packed_files(root / rel)
+        if not assembled:
+            continue
+        path = layout.dvcignore_file(rel.as_posix())
+        before = (root / path).read_text(encoding="utf-8") if (root / path).exists() else ""
+        lines = [f"/{rel.name}/{a}" for a in assembled]
+        text = before + ("" if not before or before.endswith("\n") else "\n") + "".join(f"{line}\n" for line in lines)
+        journal.expect(path, text.encode("utf-8"))
+        journal.save(git)
+        write_atomic(root / path, text)
+        journal.note_written(root, [path])
+    journal.save(git)
 
 
 def _dvc_files(folders: dict[str, Path]) -> list[str]:

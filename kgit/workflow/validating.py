@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kgit.core import layout
+from kgit.core import layout, packing
 from kgit.core.errors import KgitError
 from kgit.core.layout import METADATA_FILE
 from kgit.core.metadata import Metadata
@@ -203,6 +203,12 @@ def _static_checks(repo: Repo, t: Target) -> tuple[FolderResult | None, Metadata
             f"data not present locally ({hint})" if status == "missing" else f"{METADATA_FILE} is missing ({hint})",
             status,
         ), None
+    try:
+        # a packed release's weight files, made from their tensor objects if they are not here
+        # (a folder fetched with `dvc pull`); each is checked below like every other file
+        packing.assemble(folder)
+    except (KgitError, OSError) as exc:
+        return _fail(t, "files", f"{exc}: fetch it again with `kgit get {t.label} -f {t.fmt}`"), None
     try:
         meta = Metadata.read(folder)
         recorded = catalog.metadata(repo, t.release, t.fmt)

@@ -1,0 +1,195 @@
+"""A release folder's weight files, stored as one object per tensor: what DVC shares across versions.
+
+DVC addresses files by content, so two versions share a file only if all its bytes are equal, and a
+weights file changes as a whole when any weight does. A packed release therefore stores each large
+tensor of its weight files as a file of its own, named by its sha256, under ``kgit-pack/tensors/``:
+a tensor no training step changed (a frozen backbone) is the same file in every version, so the DVC
+cache and remote hold it once and a push uploads it once. What is left of each weight file (headers,
+configuration, small tensors) is its *skeleton*, ``kgit-pack/<file>.skeleton``, and
+``kgit-pack.json`` says how the pieces make the file again::
+
+    {"kgit_pack": 1, "files": {"model.keras": {"size": 137704, "sha256": "...",
+        "pieces": [[null, 2929], ["<sha256 of a tensor>", 32768], [null, 412], ...]}}}
+
+``[null, n]`` is the next ``n`` bytes of the skeleton, ``[sha256, n]`` a tensor's object. Assembling
+(``assemble``) concatenates them into the file, byte for byte the one saved, and checks its sha256.
+
+The assembled file stays in the release folder under its usual name (``model.keras``), so plain
+Keras and TensorFlow load the folder as before; DVC does not store it (a ``.dvcignore`` line per
+file, beside DVC's ``.gitignore``), and kgit's record (``metadata.json``'s ``files``, the signature)
+covers it like every other file. Which byte ranges of a file are tensors is the models layer's
+knowledge (kgit.models.packing); this module only cuts and joins bytes: no TensorFlow, no h5py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from kgit.core import bounded_yaml
+from kgit.core.errors import KgitError
+
+MANIFEST = "kgit-pack.json"
+PACK_DIR = "kgit-pack"
+TENSORS_DIR = f"{PACK_DIR}/tensors"
+SCHEMA = 1
+MIN_TENSOR_BYTES = 16 << 10  # smaller tensors stay in the skeleton: an object each would cost more than it saves
+_CHUNK = 8 << 20
+_MAX_MANIFEST = 64 << 20
+
+
+def skeleton_path(rel: str) -> str:
+    return f"{PACK_DIR}/{rel}.skeleton"
+
+
+def split(
+    folder: Path, rel: str, extents: Iterable[tuple[int, int]], min_bytes: int = MIN_TENSOR_BYTES
+) -> dict[str, Any] | None:
+    """Cut ``folder/rel`` into its skeleton and one object per extent (offset, length) of at least
+    ``min_bytes``; returns its manifest entry, or None if no extent qualifies (the file stays whole).
+    Extents outside the file or overlapping an earlier one are left in the skeleton."""
+    path = folder / rel
+    size = path.stat().st_size
+    chosen: list[tuple[int, int]] = []
+    end = 0
+    for off, length in sorted(set(extents)):
+        if length >= min_bytes and off >= end and off + length <= size:
+            chosen.append((off, length))
+            end = off + length
+    if not chosen:
+        return None
+    (folder / TENSORS_DIR).mkdir(parents=True, exist_ok=True)
+    skeleton = folder / skeleton_path(rel)
+    skeleton.parent.mkdir(parents=True, exist_ok=True)
+    whole = hashlib.sha256()
+    pieces: list[list[Any]] = []
+    pos = 0
+    with path.open("rb") as src, skeleton.open("wb") as skel:
+
+        def copy_skeleton(upto: int) -> None:
+            nonlocal pos
+            if upto > pos:
+                data = src.read(upto - pos)
+                whole.update(data)
+                skel.write(data)
+                pieces.append([None, len(data)])
+                pos = upto
+
+        for off, length in chosen:
+            copy_skeleton(off)
+            data = src.read(length)
+            whole.update(data)
+            digest = hashlib.sha256(data).hexdigest()
+            target = folder / TENSORS_DIR / digest
+            if not target.exists():  # the same tensor twice in one folder: one object
+                target.write_bytes(data)
+            pieces.append([digest, length])
+            pos += length
+        copy_skeleton(size)
+    return {"size": size, "sha256": whole.hexdigest(), "pieces": pieces}
+
+
+def write_manifest(folder: Path, files: dict[str, dict[str, Any]]) -> None:
+    (folder / MANIFEST).write_text(json.dumps({"kgit_pack": SCHEMA, "files": files}, sort_keys=True), encoding="utf-8")
+
+
+def read_manifest(folder: Path) -> dict[str, dict[str, Any]]:
+    """The packed files of ``folder`` (empty: not a packed release), checked for shape."""
+    path = folder / MANIFEST
+    if not path.exists():
+        return {}
+    raw = bounded_yaml.read_bytes(path, MANIFEST, max_bytes=_MAX_MANIFEST)
+    data = bounded_yaml.load_json(raw, str(path), max_bytes=_MAX_MANIFEST)
+    files = data.get("files") if isinstance(data, dict) and data.get("kgit_pack") == SCHEMA else None
+    if not isinstance(files, dict):
+        raise KgitError(f"{folder / MANIFEST} is not a kgit pack manifest (schema {SCHEMA})")
+    for rel, entry in files.items():
+        if not _safe_rel(rel) or not isinstance(entry, dict) or not _pieces_ok(entry):
+            raise KgitError(f"{folder / MANIFEST}: its entry for {str(rel)[:80]!r} is malformed")
+    return files
+
+
+def assembled_files(folder: Path) -> list[str]:
+    """The files ``assemble`` makes in ``folder`` (relative paths), none for an unpacked release."""
+    return sorted(read_manifest(folder))
+
+
+def assemble(folder: Path) -> list[str]:
+    """Make each packed file of ``folder`` from its pieces, unless it is there with its recorded
+    sha256; returns those it (re)made. KgitError, with nothing half-written left, if a piece is
+    missing or the result is not the file that was released."""
+    made = []
+    for rel, entry in read_manifest(folder).items():
+        target = folder / rel
+        if target.is_file() and target.stat().st_size == entry["size"] and _sha256(target) == entry["sha256"]:
+            continue
+        tmp = target.with_name(f".{target.name}.kgit-assembling")
+        digest = hashlib.sha256()
+        try:
+            with tmp.open("wb") as out, (folder / skeleton_path(rel)).open("rb") as skel:
+                for ref, length in entry["pieces"]:
+                    if ref is None:
+                        _copy(skel, out, length, digest)
+                    else:
+                        with (folder / TENSORS_DIR / ref).open("rb") as piece:
+                            _copy(piece, out, length, digest)
+            if digest.hexdigest() != entry["sha256"]:
+                raise KgitError(f"{rel} assembled from its pieces is not the file released (sha256 differs)")
+            os.replace(tmp, target)
+        except FileNotFoundError as exc:
+            raise KgitError(
+                f"cannot assemble {folder / rel}: a piece is missing ({Path(exc.filename or '').name})"
+            ) from None
+        finally:
+            tmp.unlink(missing_ok=True)
+        made.append(rel)
+    return made
+
+
+def _copy(src: Any, out: Any, length: int, digest: Any) -> None:
+    left = length
+    while left:
+        data = src.read(min(left, _CHUNK))
+        if not data:
+            raise KgitError("a piece of a packed file is shorter than recorded")
+        digest.update(data)
+        out.write(data)
+        left -= len(data)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while data := fh.read(_CHUNK):
+            h.update(data)
+    return h.hexdigest()
+
+
+def _safe_rel(rel: Any) -> bool:
+    return isinstance(rel, str) and bool(rel) and not rel.startswith("/") and ".." not in rel.split("/")
+
+
+def _pieces_ok(entry: dict[str, Any]) -> bool:
+    pieces = entry.get("pieces")
+    if (
+        not isinstance(entry.get("size"), int)
+        or not isinstance(entry.get("sha256"), str)
+        or not isinstance(pieces, list)
+    ):
+        return False
+    total = 0
+    for p in pieces:
+        if not (
+            isinstance(p, list) and len(p) == 2 and isinstance(p[1], int) and not isinstance(p[1], bool) and p[1] >= 0
+        ):
+            return False
+        if p[0] is not None and not (
+            isinstance(p[0], str) and len(p[0]) == 64 and all(c in "0123456789abcdef" for c in p[0])
+        ):
+            return False
+        total += p[1]
+    return total == entry["size"]

@@ -1,0 +1,171 @@
+"""Packed releases: each large tensor its own DVC object, so versions share what did not change.
+
+Every format kgit writes is cut into its skeleton and tensor objects and assembles back byte for
+byte; a missing or altered piece is refused, never half-written. Then real releases: a model whose
+backbone is frozen adds only its head to storage, the remote holds the backbone once, and on a fresh
+clone the release folder loads with plain Keras after `kgit get`, and after a plain `dvc pull` once
+`kgit validate` (or `kgit get`) has assembled it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _backbone_model(seed: int = 0) -> Any:
+    """A frozen 256x256 backbone (256 KiB of weights) under a small trainable head, trained a step."""
+    import keras
+    import numpy as np
+
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((256,), name="x")
+    hidden = keras.layers.Dense(256, name="backbone", trainable=False)(inp)
+    model = keras.Model(inp, keras.layers.Dense(4, name="head")(hidden))
+    model.compile("adam", "mse")
+    model.fit(np.random.rand(16, 256), np.random.rand(16, 4), verbose=0)
+    return model
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("fmt", ["keras", "h5", "weights", "savedmodel"])
+def test_every_format_packs_and_assembles_byte_for_byte(fmt: str, tmp_path: Path) -> None:
+    from kgit.core import packing
+    from kgit.core.errors import KgitError
+    from kgit.models import formats
+    from kgit.models import packing as model_packing
+
+    folder = tmp_path / fmt
+    folder.mkdir()
+    formats.save(_backbone_model(), fmt, folder)
+    saved = {p.relative_to(folder).as_posix(): _sha256(p) for p in folder.rglob("*") if p.is_file()}
+    files = model_packing.pack(folder)
+    assert files, "nothing was packed"
+    for rel, entry in files.items():
+        assert entry["sha256"] == saved[rel]
+        tensors = [p for p in entry["pieces"] if p[0] is not None]
+        assert any(n == 256 * 256 * 4 for _ref, n in tensors), (rel, [n for _r, n in tensors])  # the backbone kernel
+    manifest = packing.read_manifest(folder)
+    assert manifest == files
+    # gone, then made again from the pieces: the same bytes
+    for rel in files:
+        (folder / rel).unlink()
+    assert sorted(packing.assemble(folder)) == sorted(files)
+    assert {rel: _sha256(folder / rel) for rel in files} == {rel: saved[rel] for rel in files}
+    assert packing.assemble(folder) == []  # there and right: nothing to make
+    # an altered tensor object: refused, and nothing half-written is left
+    rel = next(iter(files))
+    ref = next(p[0] for p in files[rel]["pieces"] if p[0] is not None)
+    piece = folder / packing.TENSORS_DIR / ref
+    piece.write_bytes(b"\0" * piece.stat().st_size)
+    (folder / rel).unlink()
+    with pytest.raises(KgitError, match="not the file released"):
+        packing.assemble(folder)
+    assert not (folder / rel).exists() and not list(folder.rglob("*.kgit-assembling"))
+    piece.unlink()
+    with pytest.raises(KgitError, match="a piece is missing"):
+        packing.assemble(folder)
+
+
+def test_a_malformed_manifest_is_refused(tmp_path: Path) -> None:
+    from kgit.core import packing
+    from kgit.core.errors import KgitError
+
+    for bad in (
+        {"kgit_pack": 1, "files": {"../escape": {"size": 1, "sha256": "0" * 64, "pieces": [[None, 1]]}}},
+        {"kgit_pack": 1, "files": {"m.keras": {"size": 2, "sha256": "0" * 64, "pieces": [[None, 1]]}}},
+        {"kgit_pack": 1, "files": {"m.keras": {"size": 1, "sha256": "0" * 64, "pieces": [["../../x", 1]]}}},
+        {"kgit_pack": 2, "files": {}},
+    ):
+        (tmp_path / packing.MANIFEST).write_text(json.dumps(bad))
+        with pytest.raises(KgitError):
+            packing.assemble(tmp_path)
+    (tmp_path / packing.MANIFEST).unlink()
+    assert packing.assemble(tmp_path) == []  # an unpacked release: nothing to do
+
+
+def _objects(store: Path) -> dict[str, int]:
+    base = store / "files" / "md5"
+    return {p.parent.name + p.name: p.stat().st_size for p in base.glob("*/*")} if base.exists() else {}
+
+
+def test_a_frozen_backbone_is_stored_once_and_every_clone_loads_the_release(tmp_path: Path) -> None:
+    import keras
+    import numpy as np
+    from conftest import kgit
+    from support.world import World, git
+
+    import kgit as api
+
+    (tmp_path / "w").mkdir()
+    w = World.create(tmp_path / "w")
+    model = _backbone_model()
+    first = api.release(model, "m", formats=["keras", "savedmodel"], repo=w.repo)
+    assert w.push("main", "--tags").returncode == 0
+    one_version = sum(_objects(w.store).values())
+    records = [first]
+    for _ in range(3):  # three more versions: only the head trains
+        model.fit(np.random.rand(16, 256), np.random.rand(16, 4), verbose=0)
+        records.append(api.release(model, "m", formats=["keras", "savedmodel"], repo=w.repo))
+    proc = w.push("main", "--tags")
+    assert proc.returncode == 0, proc.stderr
+    for record in records[1:]:
+        for fmt, info in record.formats.items():
+            assert info["new_bytes"] < 0.2 * info["size"], (fmt, info)  # the backbone was stored before
+    objects = _objects(w.store)
+    # the backbone's kernel (and its copy in the SavedModel's variables) is one object in the remote
+    assert list(objects.values()).count(256 * 256 * 4) == 1, sorted(objects.values())[-5:]
+    # the remote grew by what the three versions said they added (and a DVC listing per format each)
+    added = sum(info["new_bytes"] for record in records[1:] for info in record.formats.values())
+    assert sum(objects.values()) - one_version <= added + 6 * 4096, (one_version, sum(objects.values()), added)
+    # the assembled files are in the folders, but neither DVC nor git stores them
+    folder = w.repo / records[-1].formats["keras"]["path"]
+    assert (folder / "model.keras").is_file()
+    ignored = (folder.parent / ".dvcignore").read_text().splitlines()
+    assert f"/{folder.name}/model.keras" in ignored
+    assert git(w.repo, "status", "--porcelain") == ""
+    dvc_files = [r.formats[f]["path"] + ".dvc" for r in records for f in r.formats]
+    status = subprocess.run(
+        [sys.executable, "-m", "dvc", "status", "--json", *dvc_files], cwd=w.repo, capture_output=True, text=True
+    )
+    assert status.returncode == 0 and json.loads(status.stdout) == {}, status.stdout + status.stderr
+
+    fresh = w.clone("fresh")
+    got = kgit(fresh, "get", "m@v4")
+    assert got.returncode == 0, got.stderr
+    path = fresh / records[-1].formats["keras"]["path"]
+    reloaded = keras.models.load_model(path / "model.keras")  # plain Keras, no kgit
+    inputs = np.load(path / "reference_inputs.npz")
+    outputs = np.load(path / "reference_outputs.npz")
+    np.testing.assert_allclose(
+        reloaded.predict(inputs[inputs.files[0]], verbose=0), outputs[outputs.files[0]], atol=1e-6
+    )
+    # `dvc pull` alone brings the pieces; kgit validate assembles and checks them
+    pulled = subprocess.run(
+        [sys.executable, "-m", "dvc", "pull", "-q", records[0].formats["savedmodel"]["path"] + ".dvc"], cwd=fresh
+    )
+    assert pulled.returncode == 0
+    v1 = fresh / records[0].formats["savedmodel"]["path"]
+    assert not (v1 / "variables" / "variables.data-00000-of-00001").exists()
+    checked = kgit(fresh, "validate", "m@v1", "-f", "savedmodel", "--json")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert json.loads(checked.stdout)[0]["status"] == "passed"
+    assert (v1 / "variables" / "variables.data-00000-of-00001").is_file()
+    # a tensor object altered in the work tree: the release no longer validates, naming the files check
+    tensor = next((v1 / "kgit-pack" / "tensors").iterdir())
+    tensor.chmod(0o644)
+    tensor.write_bytes(b"\1" * tensor.stat().st_size)
+    bad = kgit(fresh, "validate", "m@v1", "-f", "savedmodel", "--recheck", "--json")
+    assert bad.returncode == 1
+    assert json.loads(bad.stdout)[0]["check"] == "files", bad.stdout
