@@ -160,6 +160,13 @@ def release(
         help="Release without the training state (optimizer and its step): loads uncompiled; "
         "recorded as resumable: false. Default: the state is released and checked, or the release is refused.",
     ),
+    pack: bool = typer.Option(
+        True,
+        "--pack/--no-pack",
+        help="Store each large tensor of the weight files as its own DVC object, so that a version stores "
+        "only the tensors that changed (the files stay in the folder, assembled, for Keras to load). "
+        "--no-pack stores the weight files whole.",
+    ),
     metrics_file: Path = typer.Option(
         None,
         "--metrics",
@@ -213,6 +220,7 @@ def release(
             allow_dirty=allow_dirty,
             unsafe=unsafe,
             inference_only=inference_only,
+            pack=pack,
             metrics=given,
             evaluate=evaluate,
             progress=steps,

@@ -110,6 +110,7 @@ class _Request:
     # other version is checked again, origin included
     early: Version | None = None
     inference_only: bool = False  # release without the training state (recorded as resumable: false)
+    pack: bool = True  # each large tensor of the weight files its own object (kgit.core.packing)
     metrics: dict[str, float] = field(default_factory=dict)  # given by the user (kgit.core.metrics)
     evaluate: str | None = None  # MODULE:FUNC measuring metrics on the model reloaded from the artifact
     caller: provenance.Caller | None = None  # the user's code calling from Python (None: the command line)
@@ -135,6 +136,7 @@ def release(
     inference_only: bool = False,
     metrics: Mapping[str, Any] | None = None,
     evaluate: Any = None,
+    pack: bool = True,
     repo: str | os.PathLike[str] = ".",
     progress: Progress | None = None,
 ) -> ReleaseRecord:
@@ -143,6 +145,10 @@ def release(
 
     A compiled model's training state (optimizer and its step) is released with it and checked on
     reload, or the release is refused; ``inference_only=True`` releases the model without it.
+
+    Each large tensor of the weight files is stored as its own DVC object (kgit.core.packing), so a
+    version stores only the tensors that changed; the files stay in the folder, assembled, for Keras
+    to load. ``pack=False`` stores the weight files whole, as DVC alone would.
 
     ``metrics`` (nested allowed: ``{"val": {"accuracy": 0.93}}`` is recorded as ``val.accuracy``)
     are recorded in the metadata and the tag; ``evaluate`` (a function or "module:function") is called
@@ -178,6 +184,7 @@ def release(
         metrics=metrics,
         evaluate=evaluate,
     )
+    req.pack = bool(pack)
     from kgit.models.source_kind import source_kind
 
     source_kind(model)  # a missing file: refused before TensorFlow
@@ -556,7 +563,8 @@ def _stage(
         folder = staging / fmt
         folder.mkdir()
         formats.save(prep.model, fmt, folder, inference_only=req.inference_only)
-        packing.pack(folder)  # each large tensor its own object too: what DVC shares across versions
+        if req.pack:
+            packing.pack(folder)  # each large tensor its own object too: what DVC shares across versions
         save_npz(folder / REFERENCE_INPUTS_FILE, prep.inputs)
         save_npz(folder / REFERENCE_OUTPUTS_FILE, prep.outputs)
         hashing[fmt] = FolderDigests(folder, exclude=(METADATA_FILE, SIGNATURE_FILE))

@@ -1,0 +1,172 @@
+"""Storage that grows with what changed: 10 versions of a model released packed (kgit's default) and
+whole (``--no-pack``, DVC alone), pushed to a local DVC remote after each; what the remote holds and
+what each push uploaded; then one version's release and ``kgit get`` times, packed against whole.
+
+    .venv/bin/python benchmarks/bench_dedup.py              # ~100 MB model (--mb 1000 for ~1 GB)
+    .venv/bin/python benchmarks/bench_dedup.py --mb 1000 --versions 10
+
+Two histories, each on a fresh repository per layout:
+
+- head: a frozen backbone of dense layers and a small head; each version trains the head only;
+- 10%: ten dense layers of equal size; each version changes one of them (10 % of the layers).
+
+Each release is a whole ``kgit.release`` in this process (``keras`` format); each push is ``dvc
+push`` of everything, the uploaded bytes being what the remote folder grew by. "Changed tensors" is
+the bytes of the weights that differ from the version before (with their optimizer slots when
+trained). Prints tables; no pass/fail (the machine may be shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_fixtures import new_repo  # noqa: E402
+from bench_util import DVC, KGIT, log, tool_env  # noqa: E402
+
+
+def _remote_bytes(store: Path) -> int:
+    return sum(p.stat().st_size for p in (store / "files").rglob("*") if p.is_file()) if store.exists() else 0
+
+
+def _model(kind: str, mb: int) -> Any:
+    import keras
+    import numpy as np
+
+    keras.utils.set_random_seed(0)
+    if kind == "head":
+        width = int((mb * 1e6 / 4 / 4) ** 0.5)  # four square backbone layers hold the bytes
+        inp = keras.Input((width,), name="x")
+        h = inp
+        for i in range(4):
+            h = keras.layers.Dense(width, name=f"backbone{i}", trainable=False)(h)
+        model = keras.Model(inp, keras.layers.Dense(10, name="head")(h))
+    else:
+        width = int((mb * 1e6 / 4 / 10) ** 0.5)
+        inp = keras.Input((width,), name="x")
+        h = inp
+        for i in range(10):
+            h = keras.layers.Dense(width, name=f"layer{i}")(h)
+        model = keras.Model(inp, h)
+    model.compile("adam", "mse")
+    model.optimizer.build(model.trainable_variables)
+    _ = np
+    return model
+
+
+def _next_version(model: Any, kind: str, step: int) -> int:
+    """Change the model as the history says; returns the bytes of the weights that changed."""
+    import numpy as np
+
+    rng = np.random.default_rng(step)
+    if kind == "head":
+        layers = [model.get_layer("head")]
+    else:
+        layers = [model.get_layer(f"layer{step % 10}")]
+    changed = 0
+    for layer in layers:
+        for v in layer.weights:
+            v.assign(
+                v.numpy()
+                + rng.normal(scale=1e-3, size=v.shape).astype(v.dtype.name if hasattr(v.dtype, "name") else v.dtype)
+            )
+            changed += int(np.prod(v.shape)) * 4
+    return changed
+
+
+def _history(kind: str, mb: int, versions: int, pack: bool, base: Path) -> dict[str, Any]:
+    import kgit
+
+    repo, store = base / "repo", base / "store"
+    new_repo(repo, store)
+    env = tool_env()
+    model = _model(kind, mb)
+    uploads, changes, times = [], [], []
+    one = 0
+    for i in range(versions):
+        changed = _next_version(model, kind, i) if i else sum(int(w.size) * 4 for w in model.get_weights())
+        start = time.perf_counter()
+        kgit.release(model, "m", formats="keras", pack=pack, repo=repo, allow_dirty=True)
+        times.append(time.perf_counter() - start)
+        before = _remote_bytes(store)
+        subprocess.run([DVC, "push", "-q"], cwd=repo, env=env, check=True, capture_output=True)
+        uploads.append(_remote_bytes(store) - before)
+        changes.append(changed)
+        if i == 0:
+            one = _remote_bytes(store)
+        log(
+            f"{kind} {'packed' if pack else 'whole'} v{i + 1}: uploaded {uploads[-1] / 1e6:.1f} MB, changed {changed / 1e6:.1f} MB"
+        )
+    return {
+        "one": one,
+        "all": _remote_bytes(store),
+        "uploads": uploads,
+        "changes": changes,
+        "release_s": times,
+        "repo": repo,
+    }
+
+
+def _get_time(repo: Path, base: Path) -> float:
+    """``kgit get m@v1`` on a fresh clone of ``repo`` (its DVC remote, its commits), seconds."""
+    clone = base / "clone"
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
+    start = time.perf_counter()
+    subprocess.run([KGIT, "get", "m@v1"], cwd=clone, env=tool_env(), check=True, capture_output=True)
+    took = time.perf_counter() - start
+    shutil.rmtree(clone)
+    return took
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mb", type=int, default=100, help="the model's size in MB (default 100)")
+    parser.add_argument("--versions", type=int, default=10)
+    args = parser.parse_args()
+    rows = []
+    timing = {}
+    for kind in ("head", "10%"):
+        for pack in (True, False):
+            with tempfile.TemporaryDirectory(prefix="kgit-bench-dedup-") as tmp:
+                h = _history(kind, args.mb, args.versions, pack, Path(tmp))
+                if kind == "head":
+                    timing[pack] = (statistics.median(h["release_s"][1:]), _get_time(h["repo"], Path(tmp)))
+            later = list(zip(h["uploads"][1:], h["changes"][1:]))
+            worst = max((u - c) / max(c, 1) for u, c in later) if later else 0.0
+            rows.append(
+                (
+                    kind,
+                    "packed" if pack else "whole (--no-pack)",
+                    h["one"],
+                    h["all"],
+                    h["all"] / h["one"],
+                    statistics.median(u for u, _ in later),
+                    statistics.median(c for _, c in later),
+                    worst,
+                )
+            )
+    print(f"{args.versions} versions of a ~{args.mb} MB model (keras format), a local DVC remote, dvc push after each")
+    print(
+        f"{'history':8} {'layout':18} {'1 version':>10} {'all':>10} {'ratio':>6} {'upload/version':>15} {'changed':>10} {'upload over changed':>20}"
+    )
+    for kind, layout, one, total, ratio, up, ch, worst in rows:
+        print(
+            f"{kind:8} {layout:18} {one / 1e6:9.1f}M {total / 1e6:9.1f}M {ratio:6.2f} {up / 1e6:14.2f}M {ch / 1e6:9.2f}M {worst * 100:+19.1f}%"
+        )
+    print()
+    print("one version, head history (median of versions 2..N for release; kgit get of v1 on a fresh clone):")
+    for pack, (rel, get) in timing.items():
+        print(f"  {'packed' if pack else 'whole ':7}  release {rel:6.2f} s   kgit get {get:6.2f} s")
+
+
+if __name__ == "__main__":
+    main()
