@@ -169,3 +169,36 @@ def test_a_frozen_backbone_is_stored_once_and_every_clone_loads_the_release(tmp_
     bad = kgit(fresh, "validate", "m@v1", "-f", "savedmodel", "--recheck", "--json")
     assert bad.returncode == 1
     assert json.loads(bad.stdout)[0]["check"] == "files", bad.stdout
+
+
+@pytest.mark.parametrize("point", ["placed", "tracked", "described"])
+def test_a_packed_release_killed_midway_leaves_nothing_and_the_next_one_lands(
+    kgit_repo: Path, tmp_path: Path, point: str
+) -> None:
+    """Killed after its folder was placed, after `dvc add` (the .dvcignore line written before it),
+    or after dvc.yaml: the next command undoes it, .dvcignore included, and the next release lands."""
+    import os
+    import signal
+
+    from conftest import git
+    from support.consistency import assert_consistent
+
+    model_file = tmp_path / "model.keras"
+    _backbone_model().save(model_file)
+    release = [sys.executable, "-m", "kgit", "release", "m", "--from", str(model_file), "-f", "keras"]
+    proc = subprocess.run(
+        release,
+        cwd=kgit_repo,
+        env={**os.environ, "KGIT_FAILPOINT": point},
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    # the next release takes the lock, undoes the killed one (its folder, .dvcignore line, .dvc file) and lands
+    proc = subprocess.run(release, cwd=kgit_repo, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert "interrupted release m@v1.0.0" in proc.stderr, proc.stderr
+    assert git(kgit_repo, "status", "--porcelain") == "" and git(kgit_repo, "tag", "-l") == "m@v1.0.0"
+    assert_consistent(kgit_repo)
+    assert (kgit_repo / "artifacts" / "m" / "keras" / ".dvcignore").read_text() == "/v1/model.keras\n"

@@ -290,9 +290,9 @@ def _check_request(
         if dataset_rel.startswith(".."):
             raise KgitError(f"dataset {dataset} is outside the repository")
         dataset_hash = dvc_ops.dataset_hash(git.root, dataset_rel)
-    if not allow_dirty and not clone_state.writer_active(git):
+    if not allow_dirty and not clone_state.writer_active(git) and not txn.Journal.path(git).exists():
         # early, before the model is loaded; while another release writes, its own files are uncommitted
-        # for a moment: then only the check under the lock counts
+        # for a moment, and a killed one left them until recovery: then only the check under the lock counts
         _check_clean(git)
     co_specs = _custom_object_specs(custom_objects)
     builder_spec = _callable_spec(builder, "builder") if builder is not None else None
