@@ -230,6 +230,11 @@ def test_version_page_compares_with_previous_and_prod(
         )
     )
     assert meta["tag"] == "circle@v4.0.0" and meta["dataset"] == "circle-4"
+    from kgit.core.sizes import human_size
+
+    keras_info = api.show("circle", "v4", repo=registry_repo).release.formats["keras"]
+    # what the version added to storage, beside its size
+    assert meta["formats"] == f"keras ({human_size(keras_info['size'])}, {human_size(keras_info['new_bytes'])} new)"
     shown = api.show("circle", "v4", repo=registry_repo).metadata
     assert shown.git.commit is not None and shown.source is not None
     head = page.eval_on_selector_all("#metrics thead th", "hs => hs.map(h => h.innerText.trim())")
