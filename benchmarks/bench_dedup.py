@@ -131,13 +131,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=int, default=100, help="the model's size in MB (default 100)")
     parser.add_argument("--versions", type=int, default=10)
+    parser.add_argument(
+        "--whole-versions",
+        type=int,
+        default=None,
+        help="versions of the whole (--no-pack) histories (default: --versions)",
+    )
+    parser.add_argument("--history", action="append", choices=["head", "10%"], help="only this history (repeatable)")
     args = parser.parse_args()
     rows = []
     timing = {}
-    for kind in ("head", "10%"):
+    for kind in args.history or ["head", "10%"]:
         for pack in (True, False):
+            versions = args.versions if pack or args.whole_versions is None else args.whole_versions
             with tempfile.TemporaryDirectory(prefix="kgit-bench-dedup-") as tmp:
-                h = _history(kind, args.mb, args.versions, pack, Path(tmp))
+                h = _history(kind, args.mb, versions, pack, Path(tmp))
                 if kind == "head":
                     timing[pack] = (statistics.median(h["release_s"][1:]), _get_time(h["repo"], Path(tmp)))
             later = list(zip(h["uploads"][1:], h["changes"][1:]))
@@ -154,7 +162,10 @@ def main() -> None:
                     worst,
                 )
             )
-    print(f"{args.versions} versions of a ~{args.mb} MB model (keras format), a local DVC remote, dvc push after each")
+    whole = args.versions if args.whole_versions is None else args.whole_versions
+    print(
+        f"{args.versions} versions (whole: {whole}) of a ~{args.mb} MB model (keras format), a local DVC remote, dvc push after each"
+    )
     print(
         f"{'history':8} {'layout':18} {'1 version':>10} {'all':>10} {'ratio':>6} {'upload/version':>15} {'changed':>10} {'upload over changed':>20}"
     )
