@@ -14,6 +14,7 @@ byte for byte, into the file that was saved (its sha256 in the manifest) or is r
 
 from __future__ import annotations
 
+import io
 import struct
 import zipfile
 from pathlib import Path
@@ -90,8 +91,37 @@ def _keras_extents(path: Path) -> list[tuple[int, int]]:
             return []
         name_len, extra_len = struct.unpack("<HH", header[26:30])
         start = info.header_offset + 30 + name_len + extra_len
-        with zf.open(info) as member, h5py.File(member, "r") as f:
-            return [(off, n) for off, n in _h5_extents(f, start) if off + n <= start + info.file_size]
+    with path.open("rb") as raw, h5py.File(_Window(raw, start, info.file_size), "r") as f:
+        return [(off, n) for off, n in _h5_extents(f, start) if off + n <= start + info.file_size]
+
+
+class _Window(io.RawIOBase):
+    """The bytes ``start .. start + size`` of an open file, as a file of their own: a stored zip
+    member read in place (zipfile's own reader re-reads from the start, checking its CRC, at each
+    backward seek h5py makes)."""
+
+    def __init__(self, raw: Any, start: int, size: int) -> None:
+        self.raw, self.start, self.size, self.pos = raw, start, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.pos = {0: offset, 1: self.pos + offset, 2: self.size + offset}[whence]
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def readinto(self, buffer: Any) -> int:
+        n = max(0, min(len(buffer), self.size - self.pos))
+        self.raw.seek(self.start + self.pos)
+        got = self.raw.readinto(memoryview(buffer)[:n]) if n else 0
+        self.pos += got
+        return got
 
 
 def _shard(name: str) -> int:
