@@ -321,8 +321,19 @@ def test_server_gone_before_and_during_the_push(tmp_path: Path, server: s3.S3Ser
     assert git(origin, "tag", "-l") == "m@v1.0.0" and list(published(a.repo)) == [f"s3://{BUCKET}/gone"]
 
 
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[s3.S3Server]:
+    """A server of its own: the credentials test judges moto's answers to one key after another,
+    with no other test's traffic on the same server."""
+    srv = s3.start(tmp_path / "moto")
+    srv.create_bucket(BUCKET)
+    yield srv
+    srv.stop()
+
+
 @pytest.mark.slow
-def test_bad_credentials_refuse_push_and_get(tmp_path: Path, server: s3.S3Server, model_file: Path) -> None:
+def test_bad_credentials_refuse_push_and_get(tmp_path: Path, own_server: s3.S3Server, model_file: Path) -> None:
+    server = own_server
     a, origin = setup_a(tmp_path, server, model_file, prefix="creds")
     wrong_secret = (server.access_key_id, "not-the-secret-0123456789")
     for key in [("AKIAWRONGWRONGWRONG0", "x" * 40), wrong_secret]:  # unknown key; known key, wrong secret
