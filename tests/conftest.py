@@ -195,6 +195,17 @@ def released(tmp_path_factory: pytest.TempPathFactory, guide_model):  # type: ig
     return repo, record
 
 
+def release_once(tmp_path_factory: pytest.TempPathFactory, model: Any) -> tuple[Path, Any]:
+    """A kgit repository laid out as ``kgit_repo`` has it (repo/, remote/) with m@v1 released (keras),
+    not pushed: for a module-scoped fixture that ``copy_project`` then copies per test."""
+    import kgit as api
+
+    base = tmp_path_factory.mktemp("released-once")
+    repo = new_repo(base, "README.md", "a project\n")
+    api.init(repo, remote=str(base / "remote"))
+    return base, api.release(model, "m", formats="keras", repo=repo)
+
+
 def copy_project(template: Path, dest: Path) -> Path:
     """The kgit repository and DVC remote folder in ``template`` (laid out as ``kgit_repo`` has them:
     repo/, remote/) copied into ``dest``: the copy's repository uses the copy's remote (in the

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, bare_origin, copy_project, git, kgit, new_repo, snapshot
+from conftest import ROOT, bare_origin, copy_project, git, kgit, release_once, snapshot
 from support import tamper
 
 import kgit as api
@@ -29,11 +29,8 @@ def origin_repo(kgit_repo: Path, tmp_path: Path) -> tuple[Path, Path, Path]:
 
 @pytest.fixture(scope="module")
 def released_once(tmp_path_factory: pytest.TempPathFactory, plain_model: Any) -> tuple[Path, Any]:
-    """A kgit repository (laid out as ``kgit_repo``) with m@v1 released (keras), not pushed: made once."""
-    base = tmp_path_factory.mktemp("released-once")
-    repo = new_repo(base, "README.md", "a project\n")
-    api.init(repo, remote=str(base / "remote"))
-    return base, api.release(plain_model, "m", formats="keras", repo=repo)
+    """m@v1 released (keras) in a kgit repository, made once for the module (conftest.release_once)."""
+    return release_once(tmp_path_factory, plain_model)
 
 
 @pytest.fixture

@@ -10,21 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import copy_project, git, kgit, new_repo
+from conftest import copy_project, git, kgit, release_once
 from support import tamper
-
-import kgit as api
 
 pytestmark = pytest.mark.slow  # TensorFlow models and real pushes: the full suite, not the fast tier
 
 
 @pytest.fixture(scope="module")
 def released_once(tmp_path_factory: pytest.TempPathFactory, plain_model: Any) -> tuple[Path, Any]:
-    """A kgit repository (laid out as ``kgit_repo``) with m@v1 released (keras): made once."""
-    base = tmp_path_factory.mktemp("released-once")
-    repo = new_repo(base, "README.md", "a project\n")
-    api.init(repo, remote=str(base / "remote"))
-    return base, api.release(plain_model, "m", formats="keras", repo=repo)
+    """m@v1 released (keras) in a kgit repository, made once for the module (conftest.release_once)."""
+    return release_once(tmp_path_factory, plain_model)
 
 
 @pytest.fixture

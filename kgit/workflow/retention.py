@@ -22,6 +22,7 @@ check`` say "collected" instead of "missing", on every clone.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -331,7 +332,7 @@ def gc(repo: Repo, policy: Policy, *, remote: str | None = None, delete: bool = 
     from kgit.store import storage, txn
 
     say = log or (lambda _m: None)
-    with txn.writing(repo, log=say) if delete else _nothing():
+    with txn.writing(repo, log=say) if delete else contextlib.nullcontext():
         held, released_paths = holdings(repo, policy)
         kept = choose(held, policy)
         dropped = [h.tag for h in held if not kept[h.tag]]
@@ -372,11 +373,3 @@ def _record(repo: Repo, h: Holding, policy: Policy) -> dict[str, Any]:
         "by": who[:200],
         "policy": policy.describe(),
     }
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
