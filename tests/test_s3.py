@@ -321,6 +321,33 @@ def test_server_gone_before_and_during_the_push(tmp_path: Path, server: s3.S3Ser
     assert git(origin, "tag", "-l") == "m@v1.0.0" and list(published(a.repo)) == [f"s3://{BUCKET}/gone"]
 
 
+PROBE = """
+import json, sys
+import boto3, botocore
+s3 = boto3.client("s3", endpoint_url=sys.argv[1])
+said = {}
+for name, call in [
+    ("head", lambda: s3.head_object(Bucket=sys.argv[2], Key="creds/no-such-object")),
+    ("get", lambda: s3.get_object(Bucket=sys.argv[2], Key="creds/no-such-object")),
+    ("list", lambda: s3.list_objects_v2(Bucket=sys.argv[2], Prefix="creds/")),
+]:
+    try:
+        call()
+        said[name] = "ok"
+    except botocore.exceptions.ClientError as exc:
+        said[name] = [exc.response["Error"].get("Code"), exc.response["Error"].get("Message")]
+print(json.dumps(said))
+"""
+
+
+def what_the_key_gets(m: Machine, server: s3.S3Server) -> str:
+    """For a failure message: what the server answers the key in ``m``'s environment (boto3, from the
+    same environment), the AWS variables there (secrets left out), and the end of the server's log."""
+    said = m.run(sys.executable, "-c", PROBE, server.endpoint, BUCKET, check=False)
+    aws = {k: v for k, v in m.env.items() if k.startswith("AWS_") and "SECRET" not in k}
+    return f"the key gets: {said.stdout.strip()} {said.stderr[-1000:]}\nenvironment: {aws}\nserver log:\n{server.log.read_text()[-3000:]}"
+
+
 @pytest.fixture
 def own_server(tmp_path: Path) -> Iterator[s3.S3Server]:
     """A server of its own: the credentials test judges moto's answers to one key after another,
@@ -350,6 +377,7 @@ def test_bad_credentials_refuse_push_and_get(tmp_path: Path, own_server: s3.S3Se
     # a key that may read but not write: the upload itself is refused
     a.env.update(server.env(server.reader))
     push = a.run("git", "push", "origin", "main", check=False)
+    assert "kgit: uploading" in push.stderr, f"{push.stderr}\n{what_the_key_gets(a, server)}"
     refused_in_one_line(push, "uploading to DVC remote kgit", "refused the credentials", uploading=True)
     assert git(origin, "tag", "-l") == "" and published(a.repo) == {} and not server.keys(BUCKET, "creds")
 
