@@ -11,6 +11,7 @@ The public API, by task (``help(kgit.release)`` and so on for each):
     read them         list_releases, show, history, diff, report   (git only: no TensorFlow, no download)
     use them          get (fetch one version's data), load (its Keras model), serve_layout (TF Serving)
     check them        validate (reload and compare), verify (signatures), check (what the server hook checks)
+    storage           gc (drop the data of releases a policy does not keep), collected_releases
     stages            promote, rollback, demote, deprecate
     types             ReleaseRecord (what release returns), ReleaseView (what show returns), KgitError
 
@@ -31,9 +32,11 @@ __all__ = [
     "ReleaseView",
     "__version__",
     "check",
+    "collected_releases",
     "demote",
     "deprecate",
     "diff",
+    "gc",
     "get",
     "history",
     "holders_at",
@@ -54,9 +57,11 @@ if TYPE_CHECKING:
     from kgit.api import (
         ReleaseView,
         check,
+        collected_releases,
         demote,
         deprecate,
         diff,
+        gc,
         get,
         history,
         holders_at,

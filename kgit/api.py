@@ -68,6 +68,8 @@ __all__ = [
     "compat",
     "compat_quick",
     "gc",
+    "collected_releases",
+    "describe_collected",
 ]
 
 PathLike = str | os.PathLike[str]
@@ -152,6 +154,7 @@ class ReleaseView:
     release: catalog.Release
     metadata: Metadata
     deprecation_note: str | None = None  # the --note of `kgit deprecate`, when deprecated with one
+    collected: dict[str, Any] | None = None  # kgit gc collected its data (as this clone knows: kgit.store.collected)
 
     def to_dict(self) -> dict[str, Any]:
         rel = self.release
@@ -164,6 +167,7 @@ class ReleaseView:
             "deprecation_note": self.deprecation_note,
             **self.metadata.to_dict(),
             "compat": [c.to_dict() for c in rel.compat],
+            "collected": self.collected,
         }
 
 
@@ -197,6 +201,22 @@ def list_releases(
     return metrics.sort_releases(rels, sort, metrics.direction(sort, directions))
 
 
+def collected_releases(repo: PathLike = ".") -> dict[str, dict[str, Any]]:
+    """{tag: record} of the releases whose data ``kgit gc`` collected from the DVC remote, as this
+    clone knows it (it ran gc, or kgit get/validate/check read gc's record in the remote); git-only:
+    no DVC, no network. A record has ``collected_at``, ``by`` and ``policy``."""
+    from kgit.store import collected
+
+    return collected.known(Repo(repo))
+
+
+def describe_collected(record: dict[str, Any]) -> str:
+    """A record of ``collected_releases`` in one line: when, by whom, under which policy."""
+    from kgit.store import collected
+
+    return collected.describe(record)
+
+
 def read_metrics(file: PathLike | None = None, items: Sequence[str] = ()) -> dict[str, float]:
     """Metrics from a JSON/YAML file (nested keys joined with dots: ``val.accuracy``) and from
     ``KEY=VALUE`` items, which win; every value a finite number, or a KgitError naming the key."""
@@ -226,7 +246,7 @@ def show(
     deprecated with, if any; from git alone (works before `dvc pull`)."""
     git = Repo(repo)
     rel = catalog.resolve(git, *release_ref(ref, version, stage))
-    view = ReleaseView(rel, catalog.metadata(git, rel, format))
+    view = ReleaseView(rel, catalog.metadata(git, rel, format), collected=collected_releases(git.root).get(rel.tag))
     if rel.deprecated:
         from kgit.registry import stage_checks
         from kgit.registry.versions import Version

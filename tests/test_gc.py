@@ -129,6 +129,23 @@ def _version_objects(store: Path, md5: str) -> set[str]:
 
 
 @pytest.mark.slow
+def _listed_collected(repo: Path) -> set[str]:
+    """The releases `kgit list` marks collected, in its table and in its JSON (which must agree)."""
+    from conftest import kgit
+
+    table = kgit(repo, "list").stdout.splitlines()
+    header = table[0].split()
+    marked = {
+        f"{cells[0]}@{cells[1]}"
+        for cells in (line.split() for line in table[1:])
+        if "status" in header and cells[-1] == "collected"
+    }
+    listed = json.loads(kgit(repo, "list", "--json").stdout)
+    in_json = {r["tag"] for r in listed if r["collected"] is not None}
+    assert {t.replace(".0.0", "") for t in in_json} == marked, (table, in_json)
+    return in_json
+
+
 def test_gc_collects_only_what_dropped_releases_alone_have(tmp_path: Path, plain_model: Any) -> None:
     import keras
     import numpy as np
@@ -192,8 +209,14 @@ def test_gc_collects_only_what_dropped_releases_alone_have(tmp_path: Path, plain
     assert "reclaimed" in done.stdout
     assert _objects(w.store) == before_remote - v2_only
     assert _objects(w.repo / ".dvc" / "cache") == before_cache - v2_only
+    # listed as collected (git only), with when and why; never as broken
+    assert _listed_collected(w.repo) == {"m@v2.0.0"}
+    shown = kgit(w.repo, "show", "m@v2")
+    assert "collected by kgit gc on " in shown.stdout and "keep the last 2 of each model" in shown.stdout, shown.stdout
+    assert json.loads(kgit(w.repo, "show", "m@v2", "--json").stdout)["collected"]["policy"]
     # every kept release is whole in the remote, and fetches and validates on a fresh clone
     fresh = w.clone("fresh")
+    assert _listed_collected(fresh) == set()  # nothing read from the remote yet
     for t in tags:
         if t == "m@v2.0.0":
             continue
@@ -203,6 +226,7 @@ def test_gc_collects_only_what_dropped_releases_alone_have(tmp_path: Path, plain
     assert checked.returncode == 0, checked.stdout + checked.stderr
     statuses = {r["version"]: r["status"] for r in json.loads(checked.stdout)}
     assert statuses == {"m@v1": "passed", "m@v2": "collected", "m@v3": "passed", "m@v4": "passed"}, statuses
+    assert _listed_collected(fresh) == {"m@v2.0.0"}  # learnt from gc's record in the remote
     # the collected one says so, on every clone, and kgit check does not call it missing
     got = kgit(fresh, "get", "m@v2")
     assert got.returncode == 1 and "collected by kgit gc" in got.stderr, got.stderr

@@ -273,8 +273,9 @@ def list_(
 
     rels = api.list_releases(name, sort=sort, columns=metric)
     gc.freeze()  # they live until the process ends: the collector need not walk them again (-10% at 15,000)
+    collected = api.collected_releases()
     if json_out:
-        print_json([r.to_dict() for r in rels])
+        print_json([{**r.to_dict(), "collected": collected.get(r.tag)} for r in rels])
         return
     if not rels:  # (a model named that has none is refused)
         err("no releases yet: make one with `kgit release NAME --from MODEL`")
@@ -298,10 +299,11 @@ def list_(
         for row, r in zip(rows, rels):
             row.append(_compat_cell(r))
     invalid = [r for r in rels if not r.valid]
-    if invalid:  # tags that are not valid releases are listed, marked, and never used
+    gone = [r for r in rels if r.valid and r.tag in collected]
+    if invalid or gone:  # tags that are not valid releases are listed, marked, and never used
         header.append("status")
         for row, r in zip(rows, rels):
-            row.append(r.status)
+            row.append("collected" if r.valid and r.tag in collected else r.status)
     # Plain aligned columns: a rich Table measures every cell and costs ~0.6 s at 1,500 rows.
     write_columns(header, rows)
     if invalid:
@@ -344,6 +346,11 @@ def show(
     rows = [
         ("model", f"{meta.name} {meta.version}" + (" (deprecated)" if rel.deprecated else "")),
         *([("deprecated", view.deprecation_note or "yes (no note given)")] if rel.deprecated else []),
+        *(
+            [("data", f"{api.describe_collected(view.collected)}: it can no longer be fetched")]
+            if view.collected
+            else []
+        ),
         ("tag", rel.tag),
         ("stages", ", ".join(rel.stages) or "-"),
         ("release commit", rel.commit[:12]),

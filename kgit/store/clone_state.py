@@ -14,6 +14,7 @@ file               kept by                        what it holds
 ``trust.json``     kgit.trust.keyring             the pinned trust root, keys and signing policy
 ``validated.json`` kgit.workflow.validating       the versions validated on this machine
 ``published.json`` kgit.guard.client_hooks        the DVC objects known to be on each remote
+``collected.json`` kgit.store.collected           the releases ``kgit gc`` collected, as this clone learnt
 ================== ============================== =====================================================
 
 The JSON files are written atomically (``write_json``: a temporary file, then a rename) and read
@@ -44,6 +45,7 @@ SEEN_LEGACY = "seen.json"
 TRUST = "trust.json"
 VALIDATED = "validated.json"
 PUBLISHED = "published.json"
+COLLECTED = "collected.json"
 TRAINING = "training"  # one folder per training run of kgit.keras.ReleaseCallback
 WORKTREES = "worktrees"  # the work trees training releases are made in (kgit.workflow.training_branch)
 

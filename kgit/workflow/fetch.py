@@ -18,6 +18,7 @@ from kgit.core.errors import KgitError
 from kgit.core.layout import METADATA_FILE
 from kgit.core.metadata import Metadata
 from kgit.registry import catalog
+from kgit.store import collected
 from kgit.store.git_ops import Repo
 
 
@@ -92,9 +93,9 @@ def get(
         metas = {fmt: verified_metadata(repo, rel, fmt) for fmt in wanted}
     except KgitError as exc:
         said = _remove(repo, brought)
-        collected = _collected(repo, rel.tag) if to_pull else None
-        if collected is not None:
-            raise KgitError(f"{collected}{'; ' + said if said else ''}") from None
+        gone = _collected(repo, rel.tag) if to_pull else None
+        if gone is not None:
+            raise KgitError(f"{gone}{'; ' + said if said else ''}") from None
         if not said:
             raise
         if "signed by key" in str(exc) or "not signed" in str(exc):
@@ -127,6 +128,7 @@ def _collected(repo: Repo, tag: str) -> str | None:
         return None
     if rec is None:
         return None
+    collected.remember(repo, [{**rec, "tag": tag}])
     return (
         f"{tag}'s data was collected by kgit gc on {str(rec.get('collected_at'))[:20]} "
         f"(by {str(rec.get('by'))[:60]}; policy: {str(rec.get('policy'))[:200]}): it can no longer be fetched; "

@@ -34,6 +34,7 @@ from kgit.core.metadata import MAX_FILE_BYTES
 from kgit.core.sizes import human_size
 from kgit.registry import catalog
 from kgit.registry.versions import Version, parse_tag
+from kgit.store import collected
 from kgit.store.git_ops import Repo
 
 RETENTION_FILE = ".kgit/retention.yaml"
@@ -356,9 +357,9 @@ def gc(repo: Repo, policy: Policy, *, remote: str | None = None, delete: bool = 
                 by_tag = {h.tag: h for h in held}
                 for store, plan in zip((s for s in stores if s.collect), plans):
                     if store.remote:
-                        storage.write_collected(
-                            store, [_record(repo, by_tag[t], policy) for t in dropped if by_tag[t].tops]
-                        )
+                        records = [_record(repo, by_tag[t], policy) for t in dropped if by_tag[t].tops]
+                        storage.write_collected(store, records)
+                        collected.remember(repo, records)  # `kgit list` here marks them at once
                     say(f"deleting {len(plan.objects)} object(s) ({human_size(plan.bytes)}) from {plan.where}")
                     plan.deleted = storage.delete(store, plan.objects)
     return GcResult(policy, {t: w for t, w in kept.items() if w}, dropped, plans, not delete)

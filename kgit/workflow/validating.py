@@ -27,7 +27,7 @@ from kgit.core.errors import KgitError
 from kgit.core.layout import METADATA_FILE
 from kgit.core.metadata import Metadata
 from kgit.registry import catalog
-from kgit.store import clone_state
+from kgit.store import clone_state, collected
 from kgit.store.dvc_ops import read_dvc_path
 from kgit.store.git_ops import Repo
 from kgit.workflow.roundtrip import FolderResult, check_files
@@ -368,11 +368,14 @@ def _mark_collected(repo: Repo, checked: list[tuple[Target, FolderResult]]) -> N
         records = storage.collected_in_remote(repo.root, name, sorted({t.release.tag for t, _r in missing}))
     except KgitError:
         return  # the remote cannot be read: the data stays reported missing
+    learnt = []
     for t, r in missing:
         rec = records.get(t.release.tag)
         if rec is not None and t.md5 in (rec.get("tops") or []):
+            learnt.append({**rec, "tag": t.release.tag})
             r.ok, r.status = True, "collected"
             r.error = f"collected by kgit gc on {str(rec.get('collected_at'))[:20]} ({str(rec.get('policy'))[:120]})"
+    collected.remember(repo, learnt)  # `kgit list` marks them from now on
 
 
 def remember_release(repo: Repo, tag: str, formats: dict[str, dict[str, Any]], validation: list[FolderResult]) -> None:
