@@ -50,19 +50,25 @@ def test_every_format_packs_and_assembles_byte_for_byte(fmt: str, tmp_path: Path
     folder.mkdir()
     formats.save(_backbone_model(), fmt, folder)
     saved = {p.relative_to(folder).as_posix(): _sha256(p) for p in folder.rglob("*") if p.is_file()}
-    files = model_packing.pack(folder)
+    known: dict[str, Any] = {}
+    files = model_packing.pack(folder, known)
     assert files, "nothing was packed"
     for rel, entry in files.items():
         assert entry["sha256"] == saved[rel]
         tensors = [p for p in entry["pieces"] if p[0] is not None]
         assert any(n == 256 * 256 * 4 for _ref, n in tensors), (rel, [n for _r, n in tensors])  # the backbone kernel
+    _check_known_sha256s(folder, files, known)
     manifest = packing.read_manifest(folder)
     assert manifest == files
     # gone, then made again from the pieces: the same bytes
     for rel in files:
         (folder / rel).unlink()
-    assert sorted(packing.assemble(folder)) == sorted(files)
+    checked: dict[str, Any] = {}
+    assert sorted(packing.assemble(folder, checked)) == sorted(files)
     assert {rel: _sha256(folder / rel) for rel in files} == {rel: saved[rel] for rel in files}
+    # what assembling read and checked is what checking the folder would compute: it is not read again
+    assert set(checked) == set(known) | {packing.skeleton_path(rel) for rel in files}
+    assert all(k.sha256 == _sha256(folder / rel) for rel, k in checked.items())
     assert packing.assemble(folder) == []  # there and right: nothing to make
     # an altered tensor object: refused, and nothing half-written is left
     rel = next(iter(files))
@@ -76,6 +82,32 @@ def test_every_format_packs_and_assembles_byte_for_byte(fmt: str, tmp_path: Path
     piece.unlink()
     with pytest.raises(KgitError, match="a piece is missing"):
         packing.assemble(folder)
+
+
+def _check_known_sha256s(folder: Path, files: dict[str, Any], known: dict[str, Any]) -> None:
+    """What packing's one read computed is right, and the release's hashing takes it instead of
+    reading those files again for it, unless a file changed since."""
+    import os
+
+    from kgit.core import packing
+    from kgit.core.fsutil import FolderDigests, identity_of
+
+    refs = {p[0] for entry in files.values() for p in entry["pieces"] if p[0] is not None}
+    assert set(known) == set(files) | {f"{packing.TENSORS_DIR}/{ref}" for ref in refs}
+    for rel, k in known.items():
+        assert k.sha256 == _sha256(folder / rel) and k.identity == identity_of(os.stat(folder / rel))
+        assert k.md5_needed == (rel not in files)  # the assembled file is never read by DVC
+    plain = FolderDigests(folder).result()
+    taken = FolderDigests(folder, known=known).result()
+    assert {r: d.sha256 for r, d in taken.items()} == {r: d.sha256 for r, d in plain.items()}
+    assert {r: d.md5 for r, d in taken.items()} == {r: "" if r in files else d.md5 for r, d in plain.items()}
+    # a file rewritten since (same size): hashed again, the stale sha256 is not used
+    rel = f"{packing.TENSORS_DIR}/{sorted(refs)[0]}"
+    data = (folder / rel).read_bytes()
+    (folder / rel).write_bytes(b"\1" * len(data))
+    again = FolderDigests(folder, known=known).result()[rel]
+    assert again.sha256 == _sha256(folder / rel) != known[rel].sha256 and again.md5
+    (folder / rel).write_bytes(data)
 
 
 def test_a_malformed_manifest_is_refused(tmp_path: Path) -> None:

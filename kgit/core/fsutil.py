@@ -8,7 +8,7 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,19 +95,41 @@ def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
     return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
-def digest_file(path: Path, stop: threading.Event | None = None) -> FileDigest:
+@dataclass(frozen=True)
+class KnownSha256:
+    """A file's sha256 computed by whoever wrote or cut it, in the read or write that made it, and the
+    identity (``identity_of``) the file had then: valid while the file still has that identity."""
+
+    sha256: str
+    identity: tuple[int, int, int, int]
+    md5_needed: bool = True  # False: DVC never reads this file (it is .dvcignore'd), no md5 is taken
+
+
+def identity_of(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What ``FileDigest.describes`` compares: inode, size, mtime and ctime in ns."""
+    return _identity(st)
+
+
+def digest_file(path: Path, stop: threading.Event | None = None, known: KnownSha256 | None = None) -> FileDigest:
     """Hash ``path`` once for both sha256 and md5. The file is fsynced first, so the hashes describe
     bytes that are on disk, and stat'ed before and after reading: a file that changed meanwhile is
-    refused (KgitError) rather than described by hashes of bytes it no longer holds."""
+    refused (KgitError) rather than described by hashes of bytes it no longer holds. ``known``: its
+    sha256 is already known for the identity it has now, so only the md5 is computed (none at all if
+    not ``known.md5_needed``); if the file has changed since, both are computed as usual."""
     sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as fh:
         fd = fh.fileno()
+        before = os.fstat(fd)
+        if known is not None and _identity(before) == known.identity and not known.md5_needed:
+            return FileDigest(known.sha256, "", before.st_size, before.st_ino, before.st_mtime_ns, before.st_ctime_ns)
         os.fsync(fd)
         before = os.fstat(fd)
+        trusted = known is not None and _identity(before) == known.identity
         while block := fh.read(BLOCK):
             if stop is not None and stop.is_set():
                 raise KgitError(f"hashing {path} was stopped")
-            sha.update(block)
+            if not trusted:
+                sha.update(block)
             md5.update(block)
         after = os.fstat(fd)
     if _identity(before) != _identity(after) or _identity(os.stat(path, follow_symlinks=False)) != _identity(after):
@@ -116,7 +138,12 @@ def digest_file(path: Path, stop: threading.Event | None = None) -> FileDigest:
             "run the release again"
         )
     return FileDigest(
-        sha.hexdigest(), md5.hexdigest(), after.st_size, after.st_ino, after.st_mtime_ns, after.st_ctime_ns
+        known.sha256 if trusted and known is not None else sha.hexdigest(),
+        md5.hexdigest(),
+        after.st_size,
+        after.st_ino,
+        after.st_mtime_ns,
+        after.st_ctime_ns,
     )
 
 
@@ -143,9 +170,12 @@ class FolderDigests:
     adding to it. ``result()`` waits and returns {relative path: FileDigest} or raises what hashing
     raised; ``stop()`` ends it early (the release failed). The files are listed when it starts."""
 
-    def __init__(self, folder: Path, exclude: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, folder: Path, exclude: tuple[str, ...] = (), known: Mapping[str, KnownSha256] | None = None
+    ) -> None:
         self.folder = folder
         self.files = regular_files(folder, exclude)
+        self.known = dict(known or {})  # relative path -> its sha256 from the write that made it
         self._stop = threading.Event()
         self._result: dict[str, FileDigest] = {}
         self._error: BaseException | None = None
@@ -155,7 +185,7 @@ class FolderDigests:
     def _run(self) -> None:
         try:
             for rel in self.files:
-                self._result[rel] = digest_file(self.folder / rel, self._stop)
+                self._result[rel] = digest_file(self.folder / rel, self._stop, self.known.get(rel))
         except BaseException as exc:  # handed to result()
             self._error = exc
 

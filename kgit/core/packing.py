@@ -26,12 +26,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from kgit.core import bounded_yaml
 from kgit.core.errors import KgitError
+from kgit.core.fsutil import KnownSha256, identity_of
 
 MANIFEST = "kgit-pack.json"
 PACK_DIR = "kgit-pack"
@@ -47,11 +50,20 @@ def skeleton_path(rel: str) -> str:
 
 
 def split(
-    folder: Path, rel: str, extents: Iterable[tuple[int, int]], min_bytes: int = MIN_TENSOR_BYTES
+    folder: Path,
+    rel: str,
+    extents: Iterable[tuple[int, int]],
+    min_bytes: int = MIN_TENSOR_BYTES,
+    known: dict[str, KnownSha256] | None = None,
 ) -> dict[str, Any] | None:
     """Cut ``folder/rel`` into its skeleton and one object per extent (offset, length) of at least
     ``min_bytes``; returns its manifest entry, or None if no extent qualifies (the file stays whole).
-    Extents outside the file or overlapping an earlier one are left in the skeleton."""
+    Extents outside the file or overlapping an earlier one are left in the skeleton.
+
+    The file is read once: each piece's sha256 (its name) in this thread, the whole file's in another
+    (both run at once: hashlib lets go of the GIL). ``known`` receives, by path relative to
+    ``folder``, the sha256 of the file (which DVC never reads: no md5 needed) and of each piece, with
+    the identity each had then, so the release's hashing does not read them again for it."""
     path = folder / rel
     size = path.stat().st_size
     chosen: list[tuple[int, int]] = []
@@ -65,32 +77,86 @@ def split(
     (folder / TENSORS_DIR).mkdir(parents=True, exist_ok=True)
     skeleton = folder / skeleton_path(rel)
     skeleton.parent.mkdir(parents=True, exist_ok=True)
-    whole = hashlib.sha256()
     pieces: list[list[Any]] = []
-    pos = 0
-    with path.open("rb") as src, skeleton.open("wb") as skel:
+    made: dict[str, KnownSha256] = {}
+    whole = _ThreadedSha256()
+    try:
+        with path.open("rb") as src, skeleton.open("wb") as skel:
+            before = identity_of(os.fstat(src.fileno()))
+            pos = 0
+            for off, length in [*chosen, (size, 0)]:
+                if off > pos:  # the bytes up to the next tensor stay in the skeleton
+                    _stream(src, off - pos, [skel.write, whole.update])
+                    pieces.append([None, off - pos])
+                if length:
+                    digest, piece = _cut(src, length, whole, folder / TENSORS_DIR)
+                    pieces.append([digest, length])
+                    made[f"{TENSORS_DIR}/{digest}"] = KnownSha256(digest, identity_of(os.stat(piece)))
+                pos = off + length
+            after = identity_of(os.fstat(src.fileno()))
+        sha256 = whole.hexdigest()
+    finally:
+        whole.close()
+    if known is not None:
+        known.update(made)
+        if before == after == identity_of(os.stat(path)):
+            known[rel] = KnownSha256(sha256, after, md5_needed=False)
+    return {"size": size, "sha256": sha256, "pieces": pieces}
 
-        def copy_skeleton(upto: int) -> None:
-            nonlocal pos
-            if upto > pos:
-                data = src.read(upto - pos)
-                whole.update(data)
-                skel.write(data)
-                pieces.append([None, len(data)])
-                pos = upto
 
-        for off, length in chosen:
-            copy_skeleton(off)
-            data = src.read(length)
-            whole.update(data)
-            digest = hashlib.sha256(data).hexdigest()
-            target = folder / TENSORS_DIR / digest
-            if not target.exists():  # the same tensor twice in one folder: one object
-                target.write_bytes(data)
-            pieces.append([digest, length])
-            pos += length
-        copy_skeleton(size)
-    return {"size": size, "sha256": whole.hexdigest(), "pieces": pieces}
+class _ThreadedSha256:
+    """sha256 of a stream, computed in a thread of its own while the caller goes on."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)  # at most 8 chunks in memory
+        self._thread = threading.Thread(target=self._run, name="kgit-pack-sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            self._hash.update(data)
+
+    def update(self, data: bytes) -> None:
+        self._queue.put(data)
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self._hash.hexdigest()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+
+def _stream(src: Any, length: int, sinks: list[Any]) -> None:
+    left = length
+    while left:
+        data = src.read(min(left, _CHUNK))
+        if not data:
+            raise KgitError(f"{getattr(src, 'name', 'a weight file')} is shorter than its tensors say")
+        for sink in sinks:
+            sink(data)
+        left -= len(data)
+
+
+def _cut(src: Any, length: int, whole: _ThreadedSha256, tensors: Path) -> tuple[str, Path]:
+    """The next ``length`` bytes of ``src`` as a tensor object in ``tensors`` (named by its sha256;
+    kept once if the folder has it already); returns its sha256 and path."""
+    digest = hashlib.sha256()
+    tmp = tensors / f".cutting-{os.getpid()}-{threading.get_ident()}"
+    try:
+        with tmp.open("wb") as out:
+            _stream(src, length, [out.write, digest.update, whole.update])
+        target = tensors / digest.hexdigest()
+        if target.exists():  # the same tensor twice in one folder: one object
+            tmp.unlink()
+        else:
+            os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return digest.hexdigest(), target
 
 
 def write_manifest(folder: Path, files: dict[str, dict[str, Any]]) -> None:
@@ -118,11 +184,16 @@ def assembled_files(folder: Path) -> list[str]:
     return sorted(read_manifest(folder))
 
 
-def assemble(folder: Path) -> list[str]:
+def assemble(folder: Path, known: dict[str, KnownSha256] | None = None) -> list[str]:
     """Make each packed file of ``folder`` from its pieces, unless it is there at its size (what is
     there is checked by the caller with every other file against the release's record); returns
     those it made. KgitError, with nothing half-written left, if a piece is missing or the result is
-    not the file that was released."""
+    not the file that was released.
+
+    ``known`` receives the sha256 of each file made, of its skeleton and of each of its tensor
+    objects, with the identity each had as it was read: the made file's sha256 was checked against
+    the manifest, and each piece was read whole, at its recorded length, into it, so a piece is
+    exactly the tensor its name is the sha256 of. Checking the folder then need not read them again."""
     made = []
     for rel, entry in read_manifest(folder).items():
         target = folder / rel
@@ -130,14 +201,22 @@ def assemble(folder: Path) -> list[str]:
             continue  # there: its bytes are checked with every file of the folder (metadata.json's files)
         tmp = target.with_name(f".{target.name}.kgit-assembling")
         digest = hashlib.sha256()
+        read: dict[str, KnownSha256] = {}
         try:
-            with tmp.open("wb") as out, (folder / skeleton_path(rel)).open("rb") as skel:
+            skeleton = folder / skeleton_path(rel)
+            with tmp.open("wb") as out, skeleton.open("rb") as skel:
+                skel_before = identity_of(os.fstat(skel.fileno()))
+                skel_digest = hashlib.sha256()
                 for ref, length in entry["pieces"]:
                     if ref is None:
-                        _copy(skel, out, length, digest)
-                    else:
-                        with (folder / TENSORS_DIR / ref).open("rb") as piece:
-                            _copy(piece, out, length, digest)
+                        _copy(skel, out, length, digest, skel_digest)
+                        continue
+                    with (folder / TENSORS_DIR / ref).open("rb") as piece:
+                        before = identity_of(os.fstat(piece.fileno()))
+                        _copy(piece, out, length, digest)
+                        if before == identity_of(os.fstat(piece.fileno())) and before[1] == length:
+                            read[f"{TENSORS_DIR}/{ref}"] = KnownSha256(ref, before)
+                skeleton_whole = skel_before == identity_of(os.fstat(skel.fileno())) and skel.read(1) == b""
             if digest.hexdigest() != entry["sha256"]:
                 raise KgitError(f"{rel} assembled from its pieces is not the file released (sha256 differs)")
             os.replace(tmp, target)
@@ -147,17 +226,23 @@ def assemble(folder: Path) -> list[str]:
             ) from None
         finally:
             tmp.unlink(missing_ok=True)
+        if known is not None:
+            known.update(read)
+            if skeleton_whole:
+                known[skeleton_path(rel)] = KnownSha256(skel_digest.hexdigest(), skel_before)
+            known[rel] = KnownSha256(entry["sha256"], identity_of(os.stat(target)), md5_needed=False)
         made.append(rel)
     return made
 
 
-def _copy(src: Any, out: Any, length: int, digest: Any) -> None:
+def _copy(src: Any, out: Any, length: int, *digests: Any) -> None:
     left = length
     while left:
         data = src.read(min(left, _CHUNK))
         if not data:
             raise KgitError("a piece of a packed file is shorter than recorded")
-        digest.update(data)
+        for digest in digests:
+            digest.update(data)
         out.write(data)
         left -= len(data)
 

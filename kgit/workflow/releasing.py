@@ -28,7 +28,7 @@ from kgit.core.errors import (
     describe,
     did_you_mean,
 )
-from kgit.core.fsutil import FileDigest, FolderDigests, regular_files, write_atomic
+from kgit.core.fsutil import FileDigest, FolderDigests, KnownSha256, regular_files, write_atomic
 from kgit.core.layout import (
     ARTIFACTS_DIR,
     DVC_YAML,
@@ -563,11 +563,12 @@ def _stage(
         folder = staging / fmt
         folder.mkdir()
         formats.save(prep.model, fmt, folder, inference_only=req.inference_only)
+        known: dict[str, KnownSha256] = {}  # the sha256s packing computed as it cut the files
         if req.pack:
-            packing.pack(folder)  # each large tensor its own object too: what DVC shares across versions
+            packing.pack(folder, known)  # each large tensor its own object too: what DVC shares across versions
         save_npz(folder / REFERENCE_INPUTS_FILE, prep.inputs)
         save_npz(folder / REFERENCE_OUTPUTS_FILE, prep.outputs)
-        hashing[fmt] = FolderDigests(folder, exclude=(METADATA_FILE, SIGNATURE_FILE))
+        hashing[fmt] = FolderDigests(folder, exclude=(METADATA_FILE, SIGNATURE_FILE), known=known)
         meta = Metadata(
             name=req.name,
             version=label,
@@ -800,7 +801,7 @@ def _track(
     already held (unchanged files an earlier version stored: shared, not new)."""
     root = git.root
     # DVC reuses the md5s computed with kgit's sha256s (same read) for files still exactly as hashed
-    known = {root / rel / name: d for fmt, rel in folders.items() for name, d in digests[fmt].items()}
+    known = {root / rel / name: d for fmt, rel in folders.items() for name, d in digests[fmt].items() if d.md5}
     journal.dvc_writing = [*_dvc_files(folders), *(p for p in journal.backups if p != DVC_YAML)]
     journal.save(git)
     stored = dvc_ops.add(root, [root / rel for rel in folders.values()], known=known)

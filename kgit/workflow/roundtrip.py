@@ -7,16 +7,18 @@ that is not importable, fails here instead of on a teammate's machine.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from kgit.core.errors import KgitError, ValidationError
+from kgit.core.fsutil import KnownSha256, identity_of
 from kgit.core.metadata import Metadata, hash_folder
 
 
@@ -64,10 +66,17 @@ class FolderResult:
         return d
 
 
-def check_files(folder: Path, meta: Metadata) -> str | None:
-    """None if every file matches its recorded sha256, else what differs."""
+def check_files(folder: Path, meta: Metadata, known: Mapping[str, KnownSha256] | None = None) -> str | None:
+    """None if every file matches its recorded sha256, else what differs. ``known``: sha256s computed
+    as the files were just made (kgit.core.packing.assemble), taken for files that have not changed
+    since."""
     try:
-        actual = hash_folder(folder)
+        given = {}
+        for rel, k in (known or {}).items():
+            with contextlib.suppress(OSError):
+                if identity_of(os.stat(folder / rel, follow_symlinks=False)) == k.identity:
+                    given[rel] = k.sha256
+        actual = hash_folder(folder, known=given)
     except KgitError as exc:
         return str(exc)
     except OSError as exc:

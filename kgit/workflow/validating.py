@@ -24,6 +24,7 @@ from typing import Any
 
 from kgit.core import layout, packing
 from kgit.core.errors import KgitError
+from kgit.core.fsutil import KnownSha256
 from kgit.core.layout import METADATA_FILE
 from kgit.core.metadata import Metadata
 from kgit.registry import catalog
@@ -203,10 +204,11 @@ def _static_checks(repo: Repo, t: Target) -> tuple[FolderResult | None, Metadata
             f"data not present locally ({hint})" if status == "missing" else f"{METADATA_FILE} is missing ({hint})",
             status,
         ), None
+    known: dict[str, KnownSha256] = {}  # what assembling read and checked: not read again below
     try:
         # a packed release's weight files, made from their tensor objects if they are not here
         # (a folder fetched with `dvc pull`); each is checked below like every other file
-        packing.assemble(folder)
+        made = packing.assemble(folder, known)
     except (KgitError, OSError) as exc:
         return _fail(t, "files", f"{exc}: fetch it again with `kgit get {t.label} -f {t.fmt}`"), None
     try:
@@ -227,7 +229,7 @@ def _static_checks(repo: Repo, t: Target) -> tuple[FolderResult | None, Metadata
         return _fail(
             t, "metadata", f"{METADATA_FILE} differs from the release's metadata in git ({', '.join(changed)})"
         ), None
-    problem = check_files(folder, meta)
+    problem = check_files(folder, meta, known if made else None)
     if problem:
         return _fail(t, "files", problem, atol=meta.reference.atol), None
     problem = signature_problem(repo, folder, meta, t.label + f" ({t.fmt})")
