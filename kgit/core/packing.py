@@ -200,7 +200,7 @@ def assemble(folder: Path, known: dict[str, KnownSha256] | None = None) -> list[
         if target.is_file() and target.stat().st_size == entry["size"]:
             continue  # there: its bytes are checked with every file of the folder (metadata.json's files)
         tmp = target.with_name(f".{target.name}.kgit-assembling")
-        digest = hashlib.sha256()
+        digest = _ThreadedSha256()  # hashed in a thread of its own as the bytes are written
         read: dict[str, KnownSha256] = {}
         try:
             skeleton = folder / skeleton_path(rel)
@@ -225,6 +225,7 @@ def assemble(folder: Path, known: dict[str, KnownSha256] | None = None) -> list[
                 f"cannot assemble {folder / rel}: a piece is missing ({Path(exc.filename or '').name})"
             ) from None
         finally:
+            digest.close()
             tmp.unlink(missing_ok=True)
         if known is not None:
             known.update(read)
