@@ -20,10 +20,25 @@ from pathlib import Path
 
 REGION = "us-east-1"
 ALL = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+# A key that may read: the IAM actions S3 checks (HeadObject and GetObject need s3:GetObject, listing
+# s3:ListBucket), and the operation names moto 5.2.6 and later checks instead for the same requests
+# (s3:HeadObject, s3:ListObjectsV2): without them moto refuses this key's HEAD and listing, where S3
+# answers 404 and the list.
 READ = {
     "Version": "2012-10-17",
     "Statement": [
-        {"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket", "s3:GetBucketLocation"], "Resource": "*"}
+        {
+            "Effect": "Allow",
+            "Action": [
+                "s3:GetObject",
+                "s3:ListBucket",
+                "s3:GetBucketLocation",
+                "s3:HeadObject",
+                "s3:ListObjectsV2",
+                "s3:HeadBucket",
+            ],
+            "Resource": "*",
+        }
     ],
 }
 
