@@ -116,18 +116,31 @@ def _history(kind: str, mb: int, versions: int, pack: bool, base: Path) -> dict[
     }
 
 
-def _get_time(repo: Path, base: Path, runs: int = 3) -> float:
-    """``kgit get m@v1`` on a fresh clone of ``repo`` (its DVC remote, its commits), seconds: the
-    median of ``runs``, each on a clone of its own (an empty DVC cache)."""
-    times = []
+LOAD = """
+import sys, time
+import keras
+start = time.perf_counter()
+keras.saving.load_model(sys.argv[1])
+print(time.perf_counter() - start)
+"""
+
+
+def _get_and_load(repo: Path, base: Path, runs: int = 3) -> tuple[float, float]:
+    """``kgit get m@v1`` on a fresh clone of ``repo`` (its DVC remote, its commits), then loading the
+    folder's ``model.keras`` with plain Keras in a fresh process, seconds: the medians of ``runs``,
+    each on a clone of its own (an empty DVC cache)."""
+    gets, loads = [], []
     for _ in range(runs):
         clone = base / "clone"
         subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
         start = time.perf_counter()
         subprocess.run([KGIT, "get", "m@v1"], cwd=clone, env=tool_env(), check=True, capture_output=True)
-        times.append(time.perf_counter() - start)
+        gets.append(time.perf_counter() - start)
+        model = clone / "artifacts" / "m" / "keras" / "v1" / "model.keras"
+        loaded = subprocess.run([sys.executable, "-c", LOAD, str(model)], check=True, capture_output=True, text=True)
+        loads.append(float(loaded.stdout.split()[-1]))
         shutil.rmtree(clone)
-    return statistics.median(times)
+    return statistics.median(gets), statistics.median(loads)
 
 
 def main() -> None:
@@ -150,7 +163,11 @@ def main() -> None:
             with tempfile.TemporaryDirectory(prefix="kgit-bench-dedup-") as tmp:
                 h = _history(kind, args.mb, versions, pack, Path(tmp))
                 if kind == "head":
-                    timing[pack] = (statistics.median(h["release_s"][1:]), _get_time(h["repo"], Path(tmp)))
+                    timing[pack] = (
+                        h["release_s"][0],
+                        statistics.median(h["release_s"][1:]),
+                        *_get_and_load(h["repo"], Path(tmp)),
+                    )
             later = list(zip(h["uploads"][1:], h["changes"][1:]))
             worst = max((u - c) / max(c, 1) for u, c in later) if later else 0.0
             rows.append(
@@ -178,10 +195,14 @@ def main() -> None:
         )
     print()
     print(
-        "one version, head history (median of versions 2..N for release; kgit get of v1 on a fresh clone, median of 3):"
+        "one version, head history: release of v1 (nothing stored yet) and of v2..N (median); on a fresh clone, "
+        "kgit get m@v1, then keras.saving.load_model of its model.keras in a fresh process (medians of 3):"
     )
-    for pack, (rel, get) in timing.items():
-        print(f"  {'packed' if pack else 'whole ':7}  release {rel:6.2f} s   kgit get {get:6.2f} s")
+    for pack, (first, rel, get, load) in timing.items():
+        print(
+            f"  {'packed' if pack else 'whole ':7}  release v1 {first:6.2f} s   release v2..N {rel:6.2f} s   "
+            f"kgit get {get:6.2f} s   load {load:6.2f} s"
+        )
 
 
 if __name__ == "__main__":

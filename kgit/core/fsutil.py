@@ -168,22 +168,36 @@ class FolderDigests:
     """``digest_file`` of every file in a folder, in a thread of its own, so a release's hashing
     overlaps its validation (a fresh process reading the same files from the page cache) instead of
     adding to it. ``result()`` waits and returns {relative path: FileDigest} or raises what hashing
-    raised; ``stop()`` ends it early (the release failed). The files are listed when it starts."""
+    raised; ``stop()`` ends it early (the release failed).
+
+    ``first``, if given, runs in that thread before anything is hashed and may add files to the
+    folder (a release's packing: files derived from those saved, never changing them), entering in
+    the mapping it is handed the sha256s it computed as it wrote them (``known``); the files are listed
+    after it."""
 
     def __init__(
-        self, folder: Path, exclude: tuple[str, ...] = (), known: Mapping[str, KnownSha256] | None = None
+        self,
+        folder: Path,
+        exclude: tuple[str, ...] = (),
+        known: Mapping[str, KnownSha256] | None = None,
+        first: Callable[[dict[str, KnownSha256]], object] | None = None,
     ) -> None:
         self.folder = folder
-        self.files = regular_files(folder, exclude)
+        self.exclude = exclude
         self.known = dict(known or {})  # relative path -> its sha256 from the write that made it
+        self._first = first
         self._stop = threading.Event()
         self._result: dict[str, FileDigest] = {}
         self._error: BaseException | None = None
+        self.files: list[str] = [] if first is not None else regular_files(folder, exclude)
         self._thread = threading.Thread(target=self._run, name=f"kgit-hash-{folder.name}", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         try:
+            if self._first is not None:
+                self._first(self.known)
+                self.files = regular_files(self.folder, self.exclude)
             for rel in self.files:
                 self._result[rel] = digest_file(self.folder / rel, self._stop, self.known.get(rel))
         except BaseException as exc:  # handed to result()

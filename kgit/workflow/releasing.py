@@ -7,6 +7,7 @@ the rest all-or-nothing (see kgit.store.txn).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -28,7 +29,7 @@ from kgit.core.errors import (
     describe,
     did_you_mean,
 )
-from kgit.core.fsutil import FileDigest, FolderDigests, KnownSha256, regular_files, write_atomic
+from kgit.core.fsutil import FileDigest, FolderDigests, regular_files, write_atomic
 from kgit.core.layout import (
     ARTIFACTS_DIR,
     DVC_YAML,
@@ -563,12 +564,16 @@ def _stage(
         folder = staging / fmt
         folder.mkdir()
         formats.save(prep.model, fmt, folder, inference_only=req.inference_only)
-        known: dict[str, KnownSha256] = {}  # the sha256s packing computed as it cut the files
-        if req.pack:
-            packing.pack(folder, known)  # each large tensor its own object too: what DVC shares across versions
         save_npz(folder / REFERENCE_INPUTS_FILE, prep.inputs)
         save_npz(folder / REFERENCE_OUTPUTS_FILE, prep.outputs)
-        hashing[fmt] = FolderDigests(folder, exclude=(METADATA_FILE, SIGNATURE_FILE), known=known)
+        # Packing (each large tensor its own object too: what DVC shares across versions) then
+        # hashing, in a thread while the folder is validated: packing only adds files cut from the
+        # saved ones, which it never changes, and its sha256s are not computed twice.
+        hashing[fmt] = FolderDigests(
+            folder,
+            exclude=(METADATA_FILE, SIGNATURE_FILE),
+            first=functools.partial(packing.pack, folder) if req.pack else None,
+        )
         meta = Metadata(
             name=req.name,
             version=label,
