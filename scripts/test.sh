@@ -10,6 +10,10 @@ bash scripts/setup.sh --test
 .venv/bin/lint-imports --no-cache  # the import contract in pyproject.toml
 # the documentation site: offline, and --strict fails on a broken link or a page missing from the nav
 NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir site
+# Python may cache compiled bytecode (an environment that forbids it, PYTHONDONTWRITEBYTECODE, would
+# make every one of the suite's thousands of kgit, hook and worker processes compile kgit again, and
+# every pytest worker rewrite every test module's asserts again)
+unset PYTHONDONTWRITEBYTECODE
 set +e
 # one worker per CPU (pytest-xdist; KGIT_TEST_WORKERS=N to choose): the tests sharing an expensive
 # fixture run on one worker, so it is built once, and every other test wherever a worker is free (the

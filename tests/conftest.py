@@ -305,6 +305,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 # -- the fast tier (`pytest -m "not slow"`) -----------------------------------------------------------
+FAST_TIER = False  # set by pytest_configure when only the fast tier runs
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global FAST_TIER
+    FAST_TIER = config.getoption("markexpr") == "not slow"
+
+
+def examples(n: int) -> int:
+    """How many examples a property test generates: ``n`` in the whole suite (and in CI), a quarter
+    in the fast tier, which is for the edit-test loop; the properties are the same."""
+    return max(25, n // 4) if FAST_TIER else n
+
+
 ALL_SLOW = re.compile(r"^pytestmark = pytest\.mark\.slow\b", re.MULTILINE)
 
 

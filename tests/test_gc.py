@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -65,7 +66,7 @@ def histories(draw: Any) -> tuple[list[Holding], dict[str, list[str]], dict[str,
 
 
 @given(histories())
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_no_history_and_no_policy_deletes_what_a_kept_release_needs(
     history: tuple[list[Holding], dict[str, list[str]], dict[str, list[str] | None], set[str], Policy],
 ) -> None:
@@ -84,7 +85,7 @@ def test_no_history_and_no_policy_deletes_what_a_kept_release_needs(
 
 
 @given(histories())
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 def test_the_policy_keeps_what_it_says(
     history: tuple[list[Holding], dict[str, list[str]], dict[str, list[str] | None], set[str], Policy],
 ) -> None:
@@ -128,7 +129,6 @@ def _version_objects(store: Path, md5: str) -> set[str]:
     return {md5} | {e["md5"] for e in json.loads(listing.read_text())}
 
 
-@pytest.mark.slow
 def _listed_collected(repo: Path) -> set[str]:
     """The releases `kgit list` marks collected, in its table and in its JSON (which must agree)."""
     from conftest import kgit
@@ -146,6 +146,7 @@ def _listed_collected(repo: Path) -> set[str]:
     return in_json
 
 
+@pytest.mark.slow
 def test_gc_collects_only_what_dropped_releases_alone_have(tmp_path: Path, plain_model: Any) -> None:
     import keras
     import numpy as np

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import SUPPORT
 
 PROBE = """
@@ -35,6 +36,7 @@ def test_alone(n):
 """
 
 
+@pytest.mark.slow  # it guards the whole suite's time: two pytest workers of its own take seconds
 def test_tests_sharing_a_module_fixture_run_on_one_worker(tmp_path: Path) -> None:
     (tmp_path / "test_probe.py").write_text(PROBE)
     log = tmp_path / "probe.log"
