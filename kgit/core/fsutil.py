@@ -119,11 +119,10 @@ def digest_file(path: Path, stop: threading.Event | None = None, known: KnownSha
     sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as fh:
         fd = fh.fileno()
+        os.fsync(fd)
         before = os.fstat(fd)
         if known is not None and _identity(before) == known.identity and not known.md5_needed:
             return FileDigest(known.sha256, "", before.st_size, before.st_ino, before.st_mtime_ns, before.st_ctime_ns)
-        os.fsync(fd)
-        before = os.fstat(fd)
         trusted = known is not None and _identity(before) == known.identity
         while block := fh.read(BLOCK):
             if stop is not None and stop.is_set():
