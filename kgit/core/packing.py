@@ -131,11 +131,12 @@ class _ThreadedSha256:
 
 
 def _stream(src: Any, length: int, sinks: list[Any]) -> None:
+    """The next ``length`` bytes of ``src`` to each of ``sinks``, in chunks; KgitError if it ends first."""
     left = length
     while left:
         data = src.read(min(left, _CHUNK))
         if not data:
-            raise KgitError(f"{getattr(src, 'name', 'a weight file')} is shorter than its tensors say")
+            raise KgitError(f"{Path(getattr(src, 'name', 'a file')).name} is shorter than recorded")
         for sink in sinks:
             sink(data)
         left -= len(data)
@@ -209,11 +210,11 @@ def assemble(folder: Path, known: dict[str, KnownSha256] | None = None) -> list[
                 skel_digest = hashlib.sha256()
                 for ref, length in entry["pieces"]:
                     if ref is None:
-                        _copy(skel, out, length, digest, skel_digest)
+                        _stream(skel, length, [out.write, digest.update, skel_digest.update])
                         continue
                     with (folder / TENSORS_DIR / ref).open("rb") as piece:
                         before = identity_of(os.fstat(piece.fileno()))
-                        _copy(piece, out, length, digest)
+                        _stream(piece, length, [out.write, digest.update])
                         if before == identity_of(os.fstat(piece.fileno())) and before[1] == length:
                             read[f"{TENSORS_DIR}/{ref}"] = KnownSha256(ref, before)
                 skeleton_whole = skel_before == identity_of(os.fstat(skel.fileno())) and skel.read(1) == b""
@@ -234,18 +235,6 @@ def assemble(folder: Path, known: dict[str, KnownSha256] | None = None) -> list[
             known[rel] = KnownSha256(entry["sha256"], identity_of(os.stat(target)), md5_needed=False)
         made.append(rel)
     return made
-
-
-def _copy(src: Any, out: Any, length: int, *digests: Any) -> None:
-    left = length
-    while left:
-        data = src.read(min(left, _CHUNK))
-        if not data:
-            raise KgitError("a piece of a packed file is shorter than recorded")
-        for digest in digests:
-            digest.update(data)
-        out.write(data)
-        left -= len(data)
 
 
 def _safe_rel(rel: Any) -> bool:

@@ -129,11 +129,7 @@ def _collected(repo: Repo, tag: str) -> str | None:
     if rec is None:
         return None
     collected.remember(repo, [{**rec, "tag": tag}])
-    return (
-        f"{tag}'s data was collected by kgit gc on {str(rec.get('collected_at'))[:20]} "
-        f"(by {str(rec.get('by'))[:60]}; policy: {str(rec.get('policy'))[:200]}): it can no longer be fetched; "
-        "its record (tag, metadata, history) stays in git"
-    )
+    return f"{tag}'s data was {collected.describe(rec)}: it can no longer be fetched; its record (tag, metadata, history) stays in git"
 
 
 def _load_warnings(folder: Path, label: str, meta: Metadata) -> list[str]:

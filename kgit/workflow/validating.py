@@ -376,7 +376,7 @@ def _mark_collected(repo: Repo, checked: list[tuple[Target, FolderResult]]) -> N
         if rec is not None and t.md5 in (rec.get("tops") or []):
             learnt.append({**rec, "tag": t.release.tag})
             r.ok, r.status = True, "collected"
-            r.error = f"collected by kgit gc on {str(rec.get('collected_at'))[:20]} ({str(rec.get('policy'))[:120]})"
+            r.error = collected.describe(rec)
     collected.remember(repo, learnt)  # `kgit list` marks them from now on
 
 
