@@ -33,6 +33,7 @@ pytestmark = pytest.mark.slow  # TensorFlow models and real pushes: the full sui
         ("validated", False),
         ("placed", False),
         ("tracked", False),
+        ("meta-written", False),
         ("committed", True),
         ("tagged", True),
     ],

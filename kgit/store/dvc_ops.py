@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from kgit.core import bounded_yaml, layout
 from kgit.core.errors import KgitError, one_line
-from kgit.core.fsutil import FileDigest, write_atomic
+from kgit.core.fsutil import FileDigest
 from kgit.store import dvc_remotes
 
 if TYPE_CHECKING:
@@ -500,15 +500,16 @@ def out_hash(dvc_data: dict[str, Any]) -> dict[str, Any]:
     return {"md5": out.get("md5"), "size": out.get("size"), "nfiles": out.get("nfiles")}
 
 
-def write_meta(dvc_file: Path, meta: dict[str, Any], desc: str | None = None) -> None:
-    """Put kgit's metadata into the ``meta`` field of a ``.dvc`` file DVC just wrote."""
+def with_meta(dvc_file: Path, meta: dict[str, Any], desc: str | None = None) -> str:
+    """The text of a ``.dvc`` file DVC just wrote with kgit's metadata in its ``meta`` field (for the
+    caller to record, then write)."""
     data = read_dvc_path(dvc_file, str(dvc_file))
     ordered: dict[str, Any] = {}
     if desc:
         ordered["desc"] = desc
     ordered["outs"] = data["outs"]
     ordered["meta"] = {"kgit": meta}
-    write_atomic(dvc_file, bounded_yaml.dump(ordered))
+    return bounded_yaml.dump(ordered)
 
 
 def dataset_hash(root: Path, path: str) -> str:

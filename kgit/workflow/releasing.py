@@ -831,9 +831,14 @@ def _describe(
     root = git.root
     hashes = {}
     for fmt, rel in folders.items():
-        dvc_file = root / layout.dvc_file(rel.as_posix())
-        desc = f"kgit release {req.name} {label} ({fmt})"
-        dvc_ops.write_meta(dvc_file, metas[fmt].to_dict(), desc)
+        dvc_rel = layout.dvc_file(rel.as_posix())
+        dvc_file = root / dvc_rel
+        text = dvc_ops.with_meta(dvc_file, metas[fmt].to_dict(), f"kgit release {req.name} {label} ({fmt})")
+        # recorded before it is written: killed in between, recovery knows this content as the release's
+        journal.expect(dvc_rel, text.encode("utf-8"))
+        journal.save(git)
+        write_atomic(dvc_file, text)
+        failpoints.failpoint("meta-written")  # one .dvc file has kgit's metadata, the next may not
         h = dvc_ops.out_hash(dvc_ops.read_dvc_path(dvc_file, str(dvc_file)))
         hashes[fmt] = {"path": rel.as_posix(), **h, "resumable": metas[fmt].resumable}
         if isinstance(h.get("size"), int):
@@ -847,7 +852,6 @@ def _describe(
         {"version": label, "formats": list(req.formats)},
     )
     dvc_yaml = project.dump_dvc_yaml(data)
-    journal.note_written(root, _dvc_files(folders))  # now with kgit's metadata
     journal.expect(DVC_YAML, dvc_yaml.encode("utf-8"))
     journal.save(git)
     write_atomic(root / DVC_YAML, dvc_yaml)
