@@ -68,6 +68,32 @@ def test_sigkill_at_each_step_leaves_a_consistent_repo(kgit_repo: Path, point: s
     assert not any((kgit_repo / ".git" / "kgit" / "staging").glob("*"))
 
 
+def test_temporary_files_of_a_write_killed_midway_are_removed(kgit_repo: Path) -> None:
+    """SIGKILL inside ``write_atomic`` (between creating its temporary file and renaming it) leaves
+    ``.NAME.PID.kgit-tmp`` beside the file: a release killed there, as each of its work-tree writes
+    could be, is undone without a stray file, and so is one killed after its commit."""
+    for point, survives in (("meta-written", False), ("committed", True)):
+        proc = run_with_failpoint(kgit_repo, point)
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+        journal = json.loads((kgit_repo / ".git" / "kgit" / "journal.json").read_text())
+        written = sorted(
+            {*journal["written"], *journal["backups"], *(p for p in journal["created"] if p.endswith(".dvc"))}
+        )
+        assert any(p.endswith(".dvc") for p in written) and "dvc.yaml" in written, written
+        planted = []
+        for rel in written:
+            tmp = (kgit_repo / rel).with_name(f".{Path(rel).name}.4242.kgit-tmp")
+            tmp.write_text("half of what was being written")
+            planted.append(tmp)
+        said = release_again(kgit_repo)
+        assert ("finished the interrupted release" in said) == survives, said
+        assert not [p for p in planted if p.exists()]
+        assert git(kgit_repo, "status", "--porcelain", "--untracked-files=all") == ""
+        assert not [p for p in kgit_repo.rglob("*.kgit-tmp") if ".git" not in p.parts]
+        assert_consistent(kgit_repo)
+    assert git(kgit_repo, "tag", "-l").split() == ["safe@v1.0.0", "safe@v2.0.0", "safe@v3.0.0"]
+
+
 def wait_for_process_in_session(session: int, marker: str, timeout: float = 300) -> None:
     """Until a process of session ``session`` runs a command line containing ``marker``."""
     deadline = time.monotonic() + timeout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import hashlib
 import os
 import threading
@@ -15,13 +16,23 @@ from pathlib import Path
 from kgit.core.errors import BusyError, KgitError
 
 BLOCK = 1 << 20  # hashes stream files in blocks of this size: a file is never held whole in memory
+TMP_SUFFIX = ".kgit-tmp"
+
+
+def leftover_temporaries(path: Path) -> list[Path]:
+    """The temporary files ``write_atomic(path, ...)`` leaves when its process is killed between
+    creating one and renaming it (``.NAME.PID.kgit-tmp`` beside ``path``)."""
+    try:
+        return sorted(path.parent.glob(f".{glob.escape(path.name)}.*{TMP_SUFFIX}"))
+    except OSError:
+        return []
 
 
 def write_atomic(path: Path, data: str | bytes, *, durable: bool = False, executable: bool = False) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``,
     so a reader sees the old file or the new one, never half of one. ``durable`` also fsyncs the
     data before the rename (for records that recovery depends on after a crash)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.kgit-tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
     payload = data.encode("utf-8") if isinstance(data, str) else data
     try:
         with open(tmp, "wb") as fh:

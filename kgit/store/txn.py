@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 
 from kgit.core import layout, progress
 from kgit.core.errors import KgitError, one_line
-from kgit.core.fsutil import write_atomic
+from kgit.core.fsutil import leftover_temporaries, write_atomic
 from kgit.core.metadata import sha256_file
 from kgit.store import clone_state
 from kgit.store.git_ops import Repo
@@ -338,6 +338,8 @@ def recover(repo: Repo, log: object = None, *, own: bool = False) -> str | None:
     tree: Repo | None = repo
     if journal is not None:
         tree = _work_tree(repo, journal)
+        if tree is not None:
+            _remove_temporaries(tree.root, journal)
         commit = _commit_of_release(tree, journal) if tree is not None else journal.commit
         if commit:
             if not repo.tag_exists(journal.tag):
@@ -364,6 +366,16 @@ def recover(repo: Repo, log: object = None, *, own: bool = False) -> str | None:
 
     progress.tell(log, dvc_locks.repair((tree or repo).root))  # what a process killed inside DVC left in .dvc/tmp
     return outcome
+
+
+def _remove_temporaries(root: Path, journal: Journal) -> None:
+    """A release killed inside ``write_atomic`` leaves its temporary file beside the file it was
+    writing: nobody else writes there under the repository's lock, so each is the dead release's."""
+    for rel in dict.fromkeys([*journal.created, *journal.backups, *journal.written]):
+        for tmp in leftover_temporaries(root / rel):
+            with contextlib.suppress(OSError):
+                if tmp.is_file() and not tmp.is_symlink():
+                    tmp.unlink()
 
 
 def _work_tree(repo: Repo, journal: Journal) -> Repo | None:
