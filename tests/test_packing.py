@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -70,6 +71,20 @@ def test_every_format_packs_and_assembles_byte_for_byte(fmt: str, tmp_path: Path
     assert set(checked) == set(known) | {packing.skeleton_path(rel) for rel in files}
     assert all(k.sha256 == _sha256(folder / rel) for rel, k in checked.items())
     assert packing.assemble(folder) == []  # there and right: nothing to make
+    # what an assembly killed midway left (its process gone; an earlier kgit's name) is removed;
+    # that of an assembly still running is not
+    gone = subprocess.Popen([sys.executable, "-c", ""])
+    gone.wait()
+    rel = next(iter(files))
+    left = {
+        pid: (folder / rel).with_name(f".{Path(rel).name}{pid}.kgit-assembling")
+        for pid in (f".{gone.pid}", "", f".{os.getpid()}")
+    }
+    for tmp in left.values():
+        tmp.write_bytes(b"half a file")
+    assert packing.assemble(folder) == []
+    assert [pid for pid, tmp in left.items() if tmp.exists()] == [f".{os.getpid()}"]
+    left[f".{os.getpid()}"].unlink()
     # an altered tensor object: refused, and nothing half-written is left
     rel = next(iter(files))
     ref = next(p[0] for p in files[rel]["pieces"] if p[0] is not None)
@@ -87,7 +102,6 @@ def test_every_format_packs_and_assembles_byte_for_byte(fmt: str, tmp_path: Path
 def _check_known_sha256s(folder: Path, files: dict[str, Any], known: dict[str, Any]) -> None:
     """What packing's one read computed is right, and the release's hashing takes it instead of
     reading those files again for it, unless a file changed since."""
-    import os
 
     from kgit.core import packing
     from kgit.core.fsutil import FolderDigests, identity_of
@@ -190,10 +204,15 @@ def test_a_frozen_backbone_is_stored_once_and_every_clone_loads_the_release(tmp_
     assert pulled.returncode == 0
     v1 = fresh / records[0].formats["savedmodel"]["path"]
     assert not (v1 / "variables" / "variables.data-00000-of-00001").exists()
+    # and what an assembly killed midway (`kgit get` in another terminal, say) left beside the file
+    gone = subprocess.Popen([sys.executable, "-c", ""])
+    gone.wait()
+    leftover = v1 / "variables" / f".variables.data-00000-of-00001.{gone.pid}.kgit-assembling"
+    leftover.write_bytes(b"the first bytes of the file")
     checked = kgit(fresh, "validate", "m@v1", "-f", "savedmodel", "--json")
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert json.loads(checked.stdout)[0]["status"] == "passed"
-    assert (v1 / "variables" / "variables.data-00000-of-00001").is_file()
+    assert (v1 / "variables" / "variables.data-00000-of-00001").is_file() and not leftover.exists()
     # a tensor object altered in the work tree: the release no longer validates, naming the files check
     tensor = next((v1 / "kgit-pack" / "tensors").iterdir())
     tensor.chmod(0o644)
@@ -209,7 +228,6 @@ def test_a_packed_release_killed_midway_leaves_nothing_and_the_next_one_lands(
 ) -> None:
     """Killed after its folder was placed, after `dvc add` (the .dvcignore line written before it),
     or after dvc.yaml: the next command undoes it, .dvcignore included, and the next release lands."""
-    import os
     import signal
 
     from conftest import git

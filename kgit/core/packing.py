@@ -23,6 +23,8 @@ knowledge (kgit.models.packing); this module only cuts and joins bytes: no Tenso
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -198,9 +200,10 @@ def assemble(folder: Path, known: dict[str, KnownSha256] | None = None) -> list[
     made = []
     for rel, entry in read_manifest(folder).items():
         target = folder / rel
+        _remove_stale_assemblies(target)
         if target.is_file() and target.stat().st_size == entry["size"]:
             continue  # there: its bytes are checked with every file of the folder (metadata.json's files)
-        tmp = target.with_name(f".{target.name}.kgit-assembling")
+        tmp = target.with_name(f".{target.name}.{os.getpid()}{_ASSEMBLING}")
         digest = _ThreadedSha256()  # hashed in a thread of its own as the bytes are written
         read: dict[str, KnownSha256] = {}
         try:
@@ -235,6 +238,34 @@ def assemble(folder: Path, known: dict[str, KnownSha256] | None = None) -> list[
             known[rel] = KnownSha256(entry["sha256"], identity_of(os.stat(target)), md5_needed=False)
         made.append(rel)
     return made
+
+
+_ASSEMBLING = ".kgit-assembling"
+
+
+def _remove_stale_assemblies(target: Path) -> None:
+    """What an assembly killed midway (SIGKILL, power loss) left beside ``target``: its
+    ``.NAME.PID.kgit-assembling`` file, removed once that process is gone; otherwise the release
+    folder would hold a file its record does not list, and be reported as changed."""
+    prefix = f".{target.name}."
+    earlier = target.with_name(f".{target.name}{_ASSEMBLING}")  # an earlier kgit's name for it, without a pid
+    for tmp in [earlier, *target.parent.glob(f"{glob.escape(prefix)}*{_ASSEMBLING}")]:
+        pid = tmp.name[len(prefix) : -len(_ASSEMBLING)] if tmp != earlier else ""
+        if pid and not (pid.isdigit() and not _running(int(pid))):
+            continue  # another assembly, still running
+        with contextlib.suppress(OSError):
+            if tmp.is_file() and not tmp.is_symlink():
+                tmp.unlink()
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 def _safe_rel(rel: Any) -> bool:
