@@ -197,6 +197,25 @@ def test_a_frozen_backbone_is_stored_once_and_every_clone_loads_the_release(tmp_
     np.testing.assert_allclose(
         reloaded.predict(inputs[inputs.files[0]], verbose=0), outputs[outputs.files[0]], atol=1e-6
     )
+    # a fetch killed midway (or a file deleted): `kgit validate` says how to complete it, `kgit get` does
+    dvc_file = records[-1].formats["keras"]["path"] + ".dvc"
+    piece = sorted((path / "kgit-pack" / "tensors").iterdir())[0]
+    piece.unlink()
+    incomplete = kgit(fresh, "validate", "m@v4", "-f", "keras", "--json")
+    assert incomplete.returncode == 1 and "`kgit get m@v4 -f keras` brings them back" in incomplete.stdout
+    again = kgit(fresh, "get", "m@v4", "-f", "keras", "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["formats"]["keras"]["fetched"], again.stderr
+    assert piece.is_file()
+    # a changed file in a folder that was already here: left as it is, and the error says how to restore it
+    changed = path / "reference_inputs.npz"
+    changed.chmod(0o644)
+    changed.write_bytes(changed.read_bytes() + b"x")
+    edited = changed.read_bytes()
+    refused = kgit(fresh, "get", "m@v4", "-f", "keras")
+    assert refused.returncode == 1 and f"`dvc checkout --force {dvc_file}`" in refused.stderr, refused.stderr
+    assert changed.read_bytes() == edited
+    forced = subprocess.run([sys.executable, "-m", "dvc", "checkout", "-q", "--force", dvc_file], cwd=fresh)
+    assert forced.returncode == 0 and kgit(fresh, "get", "m@v4", "-f", "keras").returncode == 0
     # `dvc pull` alone brings the pieces; kgit validate assembles and checks them
     pulled = subprocess.run(
         [sys.executable, "-m", "dvc", "pull", "-q", records[0].formats["savedmodel"]["path"] + ".dvc"], cwd=fresh

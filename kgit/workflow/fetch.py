@@ -64,7 +64,7 @@ def get(
                 f"{info['path']}.dvc is not in this work tree (the branch does not contain release {rel.tag}): "
                 f"check out a branch that does (git checkout {rel.tag}), or use `dvc artifacts get REPO {rel.name} --rev {rel.tag.split('@')[1]}`"
             )
-        present = (repo.root / info["path"] / METADATA_FILE).exists()
+        present = (repo.root / info["path"] / METADATA_FILE).exists() and not _incomplete(repo.root / info["path"])
         result.formats[fmt] = {"path": info["path"], "size": info.get("size"), "fetched": not present}
         if not present:
             to_pull.append(layout.dvc_file(info["path"]))
@@ -97,6 +97,13 @@ def get(
         if gone is not None:
             raise KgitError(f"{gone}{'; ' + said if said else ''}") from None
         if not said:
+            kept = [rel.formats[fmt]["path"] for fmt in wanted if (repo.root / rel.formats[fmt]["path"]).exists()]
+            if pulled and kept and "files check" in str(exc):
+                restore = " ".join(layout.dvc_file(p) for p in kept)
+                raise KgitError(
+                    f"{exc}: kgit leaves a folder that was already here as it is; `dvc checkout --force {restore}` "
+                    f"puts the released bytes back (discarding those changes), then `kgit get {rel.name}@{rel.version}`"
+                ) from None
             raise
         if "signed by key" in str(exc) or "not signed" in str(exc):
             hint = "the bytes are as released, but their signer is not trusted here (see `kgit keys list`)"
@@ -113,6 +120,21 @@ def get(
             repo.root / rel.formats[fmt]["path"], f"{rel.name}@{rel.version} ({fmt})", meta
         )
     return result
+
+
+def _incomplete(folder: Path) -> bool:
+    """Whether a release folder whose ``metadata.json`` is here lacks a file it lists, other than
+    those kgit assembles (a fetch killed midway, a file deleted): fetching completes it. DVC restores
+    only what is missing, so nothing in the folder is overwritten; a changed file is reported by the
+    check that follows, never replaced."""
+    from kgit.core import packing
+
+    try:
+        listed = Metadata.read(folder).files
+        assembled = set(packing.assembled_files(folder))
+    except (KgitError, OSError):
+        return False  # reported, as it is, by the check that follows
+    return any(not (folder / rel).is_file() for rel in listed if rel not in assembled)
 
 
 def _collected(repo: Repo, tag: str) -> str | None:

@@ -231,6 +231,8 @@ def _static_checks(repo: Repo, t: Target) -> tuple[FolderResult | None, Metadata
         ), None
     problem = check_files(folder, meta, known if made else None)
     if problem:
+        if "missing file(s)" in problem:  # a fetch killed midway, a file deleted: fetching completes it
+            problem += f" (`kgit get {t.label} -f {t.fmt}` brings them back)"
         return _fail(t, "files", problem, atol=meta.reference.atol), None
     problem = signature_problem(repo, folder, meta, t.label + f" ({t.fmt})")
     if problem:
