@@ -80,9 +80,11 @@ def test_temporary_files_of_a_write_killed_midway_are_removed(kgit_repo: Path) -
             {*journal["written"], *journal["backups"], *(p for p in journal["created"] if p.endswith(".dvc"))}
         )
         assert any(p.endswith(".dvc") for p in written) and "dvc.yaml" in written, written
+        gone = subprocess.Popen([sys.executable, "-c", ""])  # a process number no process has now
+        gone.wait()
         planted = []
         for rel in written:
-            tmp = (kgit_repo / rel).with_name(f".{Path(rel).name}.4242.kgit-tmp")
+            tmp = (kgit_repo / rel).with_name(f".{Path(rel).name}.{gone.pid}.kgit-tmp")
             tmp.write_text("half of what was being written")
             planted.append(tmp)
         said = release_again(kgit_repo)

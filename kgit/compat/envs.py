@@ -35,7 +35,7 @@ from typing import Any
 
 from kgit.core import bounded_yaml
 from kgit.core.errors import BusyError, KgitError, one_line
-from kgit.core.fsutil import exclusive
+from kgit.core.fsutil import exclusive, running
 from kgit.registry.compat_records import canonical, env_key, parse_requirement
 from kgit.store.clone_state import write_json
 
@@ -324,15 +324,7 @@ def _sweep(root: Path) -> None:
 
 
 def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # a folder of this process's own earlier attempt
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid != os.getpid() and running(pid)  # this process's own earlier attempt: not alive
 
 
 def cached() -> list[dict[str, Any]]:

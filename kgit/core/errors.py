@@ -71,6 +71,15 @@ class InvalidReleaseError(ReleaseNotFoundError):
     since this clone first saw it."""
 
 
+class ReleaseMismatchError(KgitError):
+    """A release folder in the work tree differs from its release; ``check`` names what differs
+    (files, metadata, signature...) and ``fmt`` the folder's format."""
+
+    def __init__(self, message: str, check: str, fmt: str) -> None:
+        super().__init__(message)
+        self.check, self.fmt = check, fmt
+
+
 class BusyError(KgitError):
     pass
 

@@ -19,20 +19,45 @@ BLOCK = 1 << 20  # hashes stream files in blocks of this size: a file is never h
 TMP_SUFFIX = ".kgit-tmp"
 
 
-def leftover_temporaries(path: Path) -> list[Path]:
-    """The temporary files ``write_atomic(path, ...)`` leaves when its process is killed between
-    creating one and renaming it (``.NAME.PID.kgit-tmp`` beside ``path``)."""
+def temporary_for(path: Path, suffix: str = TMP_SUFFIX) -> Path:
+    """Where this process writes ``path`` before renaming it into place: ``.NAME.PID<suffix>``
+    beside it, so a leftover names the process that left it."""
+    return path.with_name(f".{path.name}.{os.getpid()}{suffix}")
+
+
+def running(pid: int) -> bool:
+    """Whether process ``pid`` exists (another user's counts: it cannot be signalled, but it runs)."""
     try:
-        return sorted(path.parent.glob(f".{glob.escape(path.name)}.*{TMP_SUFFIX}"))
-    except OSError:
-        return []
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def remove_leftover_temporaries(path: Path, suffix: str = TMP_SUFFIX, *, unnamed: bool = False) -> None:
+    """Delete what a writer killed between creating its ``temporary_for(path, suffix)`` and renaming
+    it left beside ``path``, once that process is gone (one still running is writing it now).
+    ``unnamed``: also ``.NAME<suffix>``, the name before temporaries carried their process."""
+    prefix = f".{path.name}."
+    found = [path.with_name(f".{path.name}{suffix}")] if unnamed else []
+    with contextlib.suppress(OSError):
+        found += path.parent.glob(f"{glob.escape(prefix)}*{suffix}")
+    for tmp in found:
+        pid = tmp.name[len(prefix) : -len(suffix)] if tmp.name.startswith(prefix) else ""
+        if pid and (not pid.isdigit() or running(int(pid))):
+            continue  # not a temporary of kgit's, or its writer still runs
+        with contextlib.suppress(OSError):
+            if tmp.is_file() and not tmp.is_symlink():
+                tmp.unlink()
 
 
 def write_atomic(path: Path, data: str | bytes, *, durable: bool = False, executable: bool = False) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``,
     so a reader sees the old file or the new one, never half of one. ``durable`` also fsyncs the
     data before the rename (for records that recovery depends on after a crash)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
+    tmp = temporary_for(path)
     payload = data.encode("utf-8") if isinstance(data, str) else data
     try:
         with open(tmp, "wb") as fh:

@@ -23,8 +23,6 @@ knowledge (kgit.models.packing); this module only cuts and joins bytes: no Tenso
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import hashlib
 import json
 import os
@@ -36,7 +34,7 @@ from typing import Any
 
 from kgit.core import bounded_yaml
 from kgit.core.errors import KgitError
-from kgit.core.fsutil import KnownSha256, identity_of
+from kgit.core.fsutil import KnownSha256, identity_of, remove_leftover_temporaries, temporary_for
 
 MANIFEST = "kgit-pack.json"
 PACK_DIR = "kgit-pack"
@@ -45,6 +43,7 @@ SCHEMA = 1
 MIN_TENSOR_BYTES = 16 << 10  # smaller tensors stay in the skeleton: an object each would cost more than it saves
 _CHUNK = 8 << 20
 _MAX_MANIFEST = 64 << 20
+_ASSEMBLING = ".kgit-assembling"  # suffix of the file being assembled, renamed into place once checked
 
 
 def skeleton_path(rel: str) -> str:
@@ -200,10 +199,11 @@ def assemble(folder: Path, known: dict[str, KnownSha256] | None = None) -> list[
     made = []
     for rel, entry in read_manifest(folder).items():
         target = folder / rel
-        _remove_stale_assemblies(target)
+        # what an assembly killed midway (SIGKILL, power loss) left: not a file of the release
+        remove_leftover_temporaries(target, _ASSEMBLING, unnamed=True)
         if target.is_file() and target.stat().st_size == entry["size"]:
             continue  # there: its bytes are checked with every file of the folder (metadata.json's files)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}{_ASSEMBLING}")
+        tmp = temporary_for(target, _ASSEMBLING)
         digest = _ThreadedSha256()  # hashed in a thread of its own as the bytes are written
         read: dict[str, KnownSha256] = {}
         try:
@@ -238,34 +238,6 @@ def assemble(folder: Path, known: dict[str, KnownSha256] | None = None) -> list[
             known[rel] = KnownSha256(entry["sha256"], identity_of(os.stat(target)), md5_needed=False)
         made.append(rel)
     return made
-
-
-_ASSEMBLING = ".kgit-assembling"
-
-
-def _remove_stale_assemblies(target: Path) -> None:
-    """What an assembly killed midway (SIGKILL, power loss) left beside ``target``: its
-    ``.NAME.PID.kgit-assembling`` file, removed once that process is gone; otherwise the release
-    folder would hold a file its record does not list, and be reported as changed."""
-    prefix = f".{target.name}."
-    earlier = target.with_name(f".{target.name}{_ASSEMBLING}")  # an earlier kgit's name for it, without a pid
-    for tmp in [earlier, *target.parent.glob(f"{glob.escape(prefix)}*{_ASSEMBLING}")]:
-        pid = tmp.name[len(prefix) : -len(_ASSEMBLING)] if tmp != earlier else ""
-        if pid and not (pid.isdigit() and not _running(int(pid))):
-            continue  # another assembly, still running
-        with contextlib.suppress(OSError):
-            if tmp.is_file() and not tmp.is_symlink():
-                tmp.unlink()
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
 
 
 def _safe_rel(rel: Any) -> bool:

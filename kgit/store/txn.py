@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 
 from kgit.core import layout, progress
 from kgit.core.errors import KgitError, one_line
-from kgit.core.fsutil import leftover_temporaries, write_atomic
+from kgit.core.fsutil import remove_leftover_temporaries, write_atomic
 from kgit.core.metadata import sha256_file
 from kgit.store import clone_state
 from kgit.store.git_ops import Repo
@@ -369,13 +369,9 @@ def recover(repo: Repo, log: object = None, *, own: bool = False) -> str | None:
 
 
 def _remove_temporaries(root: Path, journal: Journal) -> None:
-    """A release killed inside ``write_atomic`` leaves its temporary file beside the file it was
-    writing: nobody else writes there under the repository's lock, so each is the dead release's."""
+    """A release killed inside ``write_atomic`` leaves its temporary file beside the file it was writing."""
     for rel in dict.fromkeys([*journal.created, *journal.backups, *journal.written]):
-        for tmp in leftover_temporaries(root / rel):
-            with contextlib.suppress(OSError):
-                if tmp.is_file() and not tmp.is_symlink():
-                    tmp.unlink()
+        remove_leftover_temporaries(root / rel)
 
 
 def _work_tree(repo: Repo, journal: Journal) -> Repo | None:

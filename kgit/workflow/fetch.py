@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kgit.core import layout
-from kgit.core.errors import KgitError
+from kgit.core.errors import KgitError, ReleaseMismatchError
 from kgit.core.layout import METADATA_FILE
 from kgit.core.metadata import Metadata
 from kgit.registry import catalog
@@ -97,9 +97,8 @@ def get(
         if gone is not None:
             raise KgitError(f"{gone}{'; ' + said if said else ''}") from None
         if not said:
-            kept = [rel.formats[fmt]["path"] for fmt in wanted if (repo.root / rel.formats[fmt]["path"]).exists()]
-            if pulled and kept and "files check" in str(exc):
-                restore = " ".join(layout.dvc_file(p) for p in kept)
+            if isinstance(exc, ReleaseMismatchError) and exc.check == "files":
+                restore = layout.dvc_file(rel.formats[exc.fmt]["path"])
                 raise KgitError(
                     f"{exc}: kgit leaves a folder that was already here as it is; `dvc checkout --force {restore}` "
                     f"puts the released bytes back (discarding those changes), then `kgit get {rel.name}@{rel.version}`"

@@ -66,10 +66,12 @@ class FolderResult:
         return d
 
 
-def check_files(folder: Path, meta: Metadata, known: Mapping[str, KnownSha256] | None = None) -> str | None:
+def check_files(
+    folder: Path, meta: Metadata, known: Mapping[str, KnownSha256] | None = None, fetch: str | None = None
+) -> str | None:
     """None if every file matches its recorded sha256, else what differs. ``known``: sha256s computed
     as the files were just made (kgit.core.packing.assemble), taken for files that have not changed
-    since."""
+    since. ``fetch``: the command that brings missing files back, said with them."""
     try:
         given = {}
         for rel, k in (known or {}).items():
@@ -88,7 +90,9 @@ def check_files(folder: Path, meta: Metadata, known: Mapping[str, KnownSha256] |
     if changed:
         problems.append(f"changed file(s) {', '.join(changed[:3])}")
     if missing:
-        problems.append(f"missing file(s) {', '.join(missing[:3])}")
+        problems.append(
+            f"missing file(s) {', '.join(missing[:3])}" + (f" (`{fetch}` brings them back)" if fetch else "")
+        )
     if extra:
         problems.append(f"unexpected file(s) {', '.join(extra[:3])}")
     return "; ".join(problems) or None

@@ -22,6 +22,7 @@ from typing import Any
 from kgit.core import bounded_yaml
 from kgit.core import metrics as metrics_mod
 from kgit.core.errors import KgitError
+from kgit.core.fsutil import running
 from kgit.store import clone_state
 from kgit.store.git_ops import Repo
 
@@ -102,14 +103,10 @@ def _alive(run: str) -> bool:
     """Whether the process that made run folder ``run`` (``STAMP-PID-N``) may still be running."""
     parts = run.split("-")
     try:
-        os.kill(int(parts[-2]), 0)
+        pid = int(parts[-2])
     except (IndexError, ValueError):
         return True  # not a run folder of kgit's making: leave it
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return running(pid)
 
 
 def clear_run_dir(folder: Path, keep_log: bool) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from kgit.core import layout, packing
-from kgit.core.errors import KgitError
+from kgit.core.errors import KgitError, ReleaseMismatchError
 from kgit.core.fsutil import KnownSha256
 from kgit.core.layout import METADATA_FILE
 from kgit.core.metadata import Metadata
@@ -229,10 +229,9 @@ def _static_checks(repo: Repo, t: Target) -> tuple[FolderResult | None, Metadata
         return _fail(
             t, "metadata", f"{METADATA_FILE} differs from the release's metadata in git ({', '.join(changed)})"
         ), None
-    problem = check_files(folder, meta, known if made else None)
+    # missing files (a fetch killed midway, a file deleted): fetching completes the folder
+    problem = check_files(folder, meta, known if made else None, fetch=f"kgit get {t.label} -f {t.fmt}")
     if problem:
-        if "missing file(s)" in problem:  # a fetch killed midway, a file deleted: fetching completes it
-            problem += f" (`kgit get {t.label} -f {t.fmt}` brings them back)"
         return _fail(t, "files", problem, atol=meta.reference.atol), None
     problem = signature_problem(repo, folder, meta, t.label + f" ({t.fmt})")
     if problem:
@@ -246,7 +245,9 @@ def verified_metadata(repo: Repo, rel: catalog.Release, fmt: str) -> Metadata:
     t = Target(rel, fmt)
     failed, meta = _static_checks(repo, t)
     if failed is not None:
-        raise KgitError(f"{t.label} ({fmt}) does not match its release: {failed.check} check: {failed.reason()}")
+        raise ReleaseMismatchError(
+            f"{t.label} ({fmt}) does not match its release: {failed.check} check: {failed.reason()}", failed.check, fmt
+        )
     assert meta is not None
     return meta
 
