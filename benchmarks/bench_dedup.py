@@ -85,7 +85,9 @@ def _next_version(model: Any, kind: str, step: int) -> int:
 
 def _history(kind: str, mb: int, versions: int, pack: bool, base: Path) -> dict[str, Any]:
     import kgit
+    from kgit.workflow.roundtrip import stop_preloaded
 
+    stop_preloaded()  # each layout's first release starts its validation process, as a `kgit release` does
     repo, store = base / "repo", base / "store"
     new_repo(repo, store)
     env = tool_env()

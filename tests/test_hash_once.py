@@ -177,8 +177,8 @@ def test_a_file_rewritten_during_validation_stops_the_release(kgit_repo: Path, p
 
     validate = releasing._validate
 
-    def validate_then_rewrite(staging: Path, req, worker=None):  # type: ignore[no-untyped-def]
-        results = validate(staging, req, worker)
+    def validate_then_rewrite(staging: Path, req):  # type: ignore[no-untyped-def]
+        results = validate(staging, req)
         with open(staging / "keras" / "model.keras", "ab") as fh:
             fh.write(b"\0")
         return results

@@ -1,5 +1,6 @@
-"""The release's early validation worker: it imports TensorFlow while the release writes, still
-validates the bytes as written in a fresh process, and never outlives kgit."""
+"""The preloaded validation process: it imports TensorFlow while the release writes, each validation
+is a fresh process forked from it (the bytes as written, nothing of an earlier validation), and it
+never outlives kgit."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from conftest import snapshot
 
 import kgit as api
 from kgit.core.errors import ValidationError
-from kgit.workflow.roundtrip import Worker, roundtrip
+from kgit.workflow.roundtrip import preload, preloaded_pid, roundtrip, stop_preloaded
 
 pytestmark = pytest.mark.slow  # TensorFlow models: the full suite, not the fast tier
 
@@ -43,46 +44,85 @@ def _gone_within(pid: int, seconds: float) -> bool:
     return False
 
 
-def test_worker_validates_the_folder_as_written(released, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_the_preloaded_process_validates_the_folder_as_written(released, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     repo, record = released
     folder = tmp_path / "copy"
     shutil.copytree(repo / record.formats["keras"]["path"], folder)
-    with Worker() as worker:
-        assert worker.proc is not None
-        [good] = roundtrip([folder], worker=worker)
-        assert worker.proc is None  # handed over: used once
+    preload()
+    assert preloaded_pid() is not None
+    [good] = roundtrip([folder])
     assert good.ok and good.status == "passed" and good.format == "keras"
     assert good.max_abs_diff is not None and good.max_abs_diff <= good.atol
-    # a changed reference output is caught by the early worker just as by a cold one
+    # a changed reference output is caught by the forked validation just as by a cold one
     import numpy as np
 
     from kgit.models.reference import load_npz, save_npz
 
     outputs = load_npz(folder / "reference_outputs.npz")
     save_npz(folder / "reference_outputs.npz", {k: np.asarray(v) + 1.0 for k, v in outputs.items()})
-    with Worker() as worker:
-        [bad] = roundtrip([folder], worker=worker)
+    [bad] = roundtrip([folder])
     assert not bad.ok and bad.check == "roundtrip" and "differs by" in bad.reason()
 
 
-def test_unused_worker_is_stopped_on_close() -> None:
-    worker = Worker()
-    assert worker.proc is not None
-    pid = worker.proc.pid
-    assert _alive(pid)
-    worker.close()
-    assert not _alive(pid)
-    assert not worker.dir.exists()
+def test_each_validation_is_a_fresh_process(  # type: ignore[no-untyped-def]
+    released, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forked from the preloaded process, each validation starts from nothing of the user's code:
+    what one validation's code did is not there in the next; it sees the caller's environment as it
+    is now; a variable TensorFlow or Keras reads as they start gets a preloaded process of its own."""
+    repo, record = released
+    folder = tmp_path / "copy"
+    shutil.copytree(repo / record.formats["keras"]["path"], folder)
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "counting_eval.py").write_text(
+        "import os\n"
+        "CALLS = []\n"
+        "def count(model):\n"
+        "    CALLS.append(1)\n"
+        "    return {'calls': len(CALLS), 'pid': os.getpid(), 'seen': float(os.environ.get('KGIT_TEST_SEEN', '0'))}\n"
+    )
+    monkeypatch.syspath_prepend(str(code))
+    monkeypatch.delenv("KGIT_TEST_SEEN", raising=False)
+
+    def validate() -> dict[str, float]:
+        [result] = roundtrip([folder], evaluate=(folder, "counting_eval:count"))
+        assert result.ok, result.reason()
+        assert result.metrics is not None
+        return result.metrics
+
+    first = validate()
+    preloaded = preloaded_pid()
+    assert preloaded is not None
+    monkeypatch.setenv("KGIT_TEST_SEEN", "7")
+    second = validate()
+    assert first["calls"] == second["calls"] == 1  # the module was imported afresh each time
+    assert first["seen"] == 0 and second["seen"] == 7
+    assert len({first["pid"], second["pid"], preloaded, os.getpid()}) == 4
+    assert preloaded_pid() == preloaded  # one preloaded process served both
+    assert not _alive(int(first["pid"])) and not _alive(int(second["pid"]))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))  # read as Keras starts
+    third = validate()
+    assert third["calls"] == 1
+    assert preloaded_pid() not in (None, preloaded) and not _alive(preloaded)
 
 
-def test_worker_dies_with_a_killed_parent(tmp_path: Path) -> None:
-    # a parent that starts a worker and is then killed with SIGKILL (no cleanup can run)
+def test_an_unused_preloaded_process_is_stopped() -> None:
+    preload()
+    pid = preloaded_pid()
+    assert pid is not None and _alive(pid)
+    stop_preloaded()
+    assert preloaded_pid() is None and not _alive(pid)
+
+
+def test_the_preloaded_process_dies_with_a_killed_parent(tmp_path: Path) -> None:
+    # a parent that starts the preloaded process and is then killed with SIGKILL (no cleanup can run)
     script = tmp_path / "parent.py"
     script.write_text(
         "import os, signal, sys, time\n"
-        "from kgit.workflow.roundtrip import Worker\n"
-        "w = Worker()\n"
-        "print(w.proc.pid, flush=True)\n"
+        "from kgit.workflow.roundtrip import preload, preloaded_pid\n"
+        "preload()\n"
+        "print(preloaded_pid(), flush=True)\n"
         "time.sleep(0.3)\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )
@@ -91,29 +131,44 @@ def test_worker_dies_with_a_killed_parent(tmp_path: Path) -> None:
     assert proc.returncode == -signal.SIGKILL
     pid = int(proc.stdout.split()[0])
     # well before its TensorFlow import (seconds) could have finished and found stdin closed
-    assert _gone_within(pid, 1.0), f"validation worker {pid} outlived its parent"
+    assert _gone_within(pid, 1.0), f"preloaded validation process {pid} outlived its parent"
 
 
-def test_worker_that_died_early_is_replaced_by_a_fresh_process(released, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_preloaded_process_that_died_is_replaced(released, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     repo, record = released
     folder = tmp_path / "copy"
     shutil.copytree(repo / record.formats["h5"]["path"], folder)
-    with Worker() as worker:
-        assert worker.proc is not None
-        worker.proc.kill()
-        worker.proc.wait()
-        [result] = roundtrip([folder], worker=worker)
+    preload()
+    pid = preloaded_pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    assert _gone_within(pid, 5.0)
+    [result] = roundtrip([folder])
     assert result.ok and result.format == "h5"
+    assert preloaded_pid() not in (None, pid)
 
 
-def test_failed_validation_with_the_early_worker_releases_nothing(
+def test_a_validation_out_of_time_takes_its_processes_with_it(released, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    repo, record = released
+    folder = tmp_path / "copy"
+    shutil.copytree(repo / record.formats["keras"]["path"], folder)
+    stop_preloaded()  # a cold start: importing TensorFlow alone takes longer than the time allowed
+    before = _children()
+    with pytest.raises(ValidationError, match=r"did not finish within 0\.5s"):
+        roundtrip([folder], timeout=0.5)
+    assert _children() == before  # the preloaded process and the validation forked from it are gone
+    [result] = roundtrip([folder])  # and the next validation starts another
+    assert result.ok
+
+
+def test_failed_validation_in_the_preloaded_process_releases_nothing(
     kgit_repo: Path,
     plain_model: Any,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # the evaluate function's module becomes importable only after the worker was started: the
-    # worker is handed this process's import paths with the work
+    # the evaluate function's module becomes importable only after the preloaded process started: the
+    # validation is handed this process's import paths with the work
     code = tmp_path / "code"
     code.mkdir()
     (code / "speed_eval.py").write_text(
@@ -128,10 +183,17 @@ def test_failed_validation_with_the_early_worker_releases_nothing(
     assert rec.metadata["metrics"] == {"score": 0.5} and rec.metadata["measured"] == ["score"]
 
 
-def test_release_leaves_no_worker_behind(kgit_repo: Path, plain_model) -> None:  # type: ignore[no-untyped-def]
+def test_releases_leave_one_preloaded_process_which_the_next_reuses(kgit_repo: Path, plain_model) -> None:  # type: ignore[no-untyped-def]
+    stop_preloaded()
     before = _children()
     rec = api.release(plain_model, "quick", formats=["keras", "savedmodel"], repo=kgit_repo)
     assert [v["status"] for v in rec.validation] == ["passed", "passed"]
+    preloaded = preloaded_pid()
+    assert _children() - before == {preloaded}
+    again = api.release(plain_model, "quick", formats="keras", repo=kgit_repo)
+    assert [v["status"] for v in again.validation] == ["passed"]
+    assert _children() - before == {preloaded}
+    stop_preloaded()
     assert _children() == before
 
 

@@ -1,4 +1,6 @@
-"""Worker for kgit.workflow.roundtrip: ``python -m kgit.models.roundtrip_worker SPEC.json RESULT.json``.
+"""Worker for kgit.workflow.roundtrip: ``python -m kgit.models.roundtrip_worker SPEC.json RESULT.json``,
+or ``--preload PARENT_PID`` to serve many validations, each in a process forked from one that has
+imported TensorFlow and nothing else (``preload``).
 
 Runs in a fresh interpreter. For each folder: import what the metadata says the model needs,
 load the artifact, run the recorded reference inputs (training off), compare with the recorded
@@ -7,12 +9,13 @@ outputs. Writes one JSON result per folder; never raises.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 
 def _validate(folder: Path, evaluate: str | None = None, unsafe: bool = False) -> dict[str, Any]:
@@ -105,7 +108,9 @@ def _evaluate(model: Any, spec: str, result: dict[str, Any]) -> None:
     result["ok"], result["check"] = True, "roundtrip"
 
 
-def _flavour(folder: Path) -> str | None:
+def flavour(folder: Path) -> str | None:
+    """The Keras a release folder's metadata says it was saved with (``tf_keras`` or None), read
+    without TensorFlow."""
     from kgit.core import bounded_yaml
     from kgit.core.errors import KgitError
     from kgit.core.layout import METADATA_FILE
@@ -133,23 +138,69 @@ def _die_with_parent(parent: int) -> None:
         sys.exit(1)
 
 
-def wait(parent: int) -> int:
-    """``--wait PARENT_PID``: import TensorFlow now, then read ``SPEC\tRESULT\tPATHS`` from stdin
-    and validate. Exits without a word when stdin closes without work."""
-    _die_with_parent(parent)
-    from kgit.models import formats
+def preload(parent: int) -> int:
+    """``--preload PARENT_PID``: import TensorFlow and Keras without starting them (no device, no
+    thread pool: a process that is safe to fork), then serve validations: for each request line on
+    stdin (JSON: spec, result, paths, cwd, env, stderr), fork; the child is the validation process,
+    this one prints its pid, then its exit code, and waits for the next line. Exits when stdin closes.
 
-    formats.import_keras()
-    line = sys.stdin.readline()
-    if not line.strip():
-        return 0
-    spec, result, paths = line.rstrip("\n").split("\t", 2)
-    sys.path[:0] = [p for p in json.loads(paths) if p not in sys.path]
-    os.environ["PYTHONPATH"] = os.pathsep.join(json.loads(paths))
-    folders, _evaluate, _unsafe = _read_spec(Path(spec))
-    if any(_flavour(f) == "tf_keras" for f in folders):
-        return 3  # Keras 3 is already imported here: kgit.workflow.roundtrip starts a fresh worker (RESTART)
-    return main([spec, result])
+    Nothing of a request ever runs here, only in its child: each validation starts from the state a
+    fresh ``python -m kgit.models.roundtrip_worker`` is in once it has imported TensorFlow (the same
+    modules, nothing of the user's code, no model), without paying that import again."""
+    _die_with_parent(parent)
+    from kgit.models.runtime import keras_module
+
+    keras_module()
+    # what a fresh process's sys.path is without PYTHONPATH and its own folder: each request's own go first
+    given = set(filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep)))
+    base = [p for p in sys.path[1:] if p not in given]
+    me = os.getpid()
+    while line := sys.stdin.readline():
+        request = json.loads(line)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            _forked(request, base, me)  # never returns
+        print(pid, flush=True)
+        _, status = os.waitpid(pid, 0)
+        print(os.waitstatus_to_exitcode(status), flush=True)
+    return 0
+
+
+def _forked(request: dict[str, Any], base: list[str], preloaded: int) -> NoReturn:
+    """The child of ``preload``: become the validation process ``request`` asks for, then exit."""
+    code = 1
+    try:
+        _die_with_parent(preloaded)
+        null = os.open(os.devnull, os.O_RDWR)
+        err = os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(null, 0)  # the request pipe is the preloaded process's, never the validation's
+        os.dup2(null, 1)
+        os.dup2(err, 2)
+        os.close(null)
+        os.close(err)
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        sys.path[:] = [request["cwd"], *request["paths"], *base]
+        folders, _evaluate, _unsafe = _read_spec(Path(request["spec"]))
+        if any(flavour(f) == "tf_keras" for f in folders):
+            code = RESTART  # Keras 3 is imported here: kgit.workflow.roundtrip starts a fresh process
+        else:
+            code = main([request["spec"], request["result"]])
+    except BaseException:  # noqa: BLE001 - a validation process reports, whatever happened
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+# the exit code of a validation that found a tf_keras artifact where Keras 3 is imported: it needs a
+# process of its own, which imports tf_keras instead (kgit.workflow.roundtrip starts one)
+RESTART = 3
 
 
 def _read_spec(spec_path: Path) -> tuple[list[Path], dict[str, str] | None, set[str]]:
@@ -162,11 +213,11 @@ def _read_spec(spec_path: Path) -> tuple[list[Path], dict[str, str] | None, set[
 
 
 def main(argv: list[str]) -> int:
-    if argv and argv[0] == "--wait":
-        return wait(int(argv[1]))
+    if argv and argv[0] == "--preload":
+        return preload(int(argv[1]))
     spec_path, result_path = Path(argv[0]), Path(argv[1])
     folders, evaluate, unsafe = _read_spec(spec_path)
-    if any(_flavour(f) == "tf_keras" for f in folders):  # before TensorFlow is imported
+    if any(flavour(f) == "tf_keras" for f in folders):  # before TensorFlow is imported
         from kgit.models import tf_keras_flavour
 
         tf_keras_flavour.use_in_this_process()

@@ -190,47 +190,45 @@ def release(
 
     source_kind(model)  # a missing file: refused before TensorFlow
     req.caller = call
-    from kgit.workflow.roundtrip import Worker
+    from kgit.workflow.roundtrip import preload
 
-    # The fresh validation process imports TensorFlow while this one loads and writes the model.
-    with Worker() as worker:
-        say("loading the model")
-        prepared = _prepare_model(model, req)
+    # The validation process imports TensorFlow while this one loads and writes the model.
+    preload()
+    say("loading the model")
+    prepared = _prepare_model(model, req)
 
-        with txn.writing(git, log=say):
-            if not req.allow_dirty:
-                _check_clean(git)  # again, under the lock: another release may have committed meanwhile
-            ver = _choose_version(git, req)
-            tag = tag_name(req.name, ver)
-            label = str(ver)
-            staging = txn.staging_dir(git) / f"{req.name}-{label}"
-            hashing: dict[str, FolderDigests] = {}  # per format: sha256 and md5 of its files, in one read
-            # git only: what the release records of its code, and whether it repeats a version
-            source = provenance.source_info(git, model, req.builder, req.caller)
-            warned = [
-                w
-                for w in (
-                    provenance.source_warning(source),
-                    provenance.duplicate_warning(
-                        req.name, provenance.same_weights(git, req.name, prepared.weights_sha256)
-                    ),
-                )
-                if w
-            ]
-            for text in warned:
-                say(f"warning: {text}")
-            try:
-                metas = _stage(git, req, prepared, label, staging, hashing, say, source)
-                failpoints.failpoint("staged")
-                say(f"validating {req.name} {label} in a fresh process")
-                validation = _validate(staging, req, worker)
-                digests = _seal(staging, req, metas, _measured(validation, req), hashing, say)
-                failpoints.failpoint("validated")
-                record = _publish(git, req, label, tag, staging, metas, validation, digests, say)
-            finally:
-                for h in hashing.values():
-                    h.stop()
-                shutil.rmtree(staging, ignore_errors=True)
+    with txn.writing(git, log=say):
+        if not req.allow_dirty:
+            _check_clean(git)  # again, under the lock: another release may have committed meanwhile
+        ver = _choose_version(git, req)
+        tag = tag_name(req.name, ver)
+        label = str(ver)
+        staging = txn.staging_dir(git) / f"{req.name}-{label}"
+        hashing: dict[str, FolderDigests] = {}  # per format: sha256 and md5 of its files, in one read
+        # git only: what the release records of its code, and whether it repeats a version
+        source = provenance.source_info(git, model, req.builder, req.caller)
+        warned = [
+            w
+            for w in (
+                provenance.source_warning(source),
+                provenance.duplicate_warning(req.name, provenance.same_weights(git, req.name, prepared.weights_sha256)),
+            )
+            if w
+        ]
+        for text in warned:
+            say(f"warning: {text}")
+        try:
+            metas = _stage(git, req, prepared, label, staging, hashing, say, source)
+            failpoints.failpoint("staged")
+            say(f"validating {req.name} {label} in a fresh process")
+            validation = _validate(staging, req)
+            digests = _seal(staging, req, metas, _measured(validation, req), hashing, say)
+            failpoints.failpoint("validated")
+            record = _publish(git, req, label, tag, staging, metas, validation, digests, say)
+        finally:
+            for h in hashing.values():
+                h.stop()
+            shutil.rmtree(staging, ignore_errors=True)
     record.warnings = warned
     if req.caller is not None:  # from Python: say it where Python says such things
         import warnings
@@ -614,7 +612,7 @@ def _stage(
 
 
 # -- 5. validate: reload in a fresh process ------------------------------------------------------
-def _validate(staging: Path, req: _Request, worker: Any = None) -> list[Any]:
+def _validate(staging: Path, req: _Request) -> list[Any]:
     from kgit.workflow.roundtrip import roundtrip
 
     first = staging / req.formats[0]
@@ -623,7 +621,6 @@ def _validate(staging: Path, req: _Request, worker: Any = None) -> list[Any]:
     results = roundtrip(
         folders,
         evaluate=(first, req.evaluate) if req.evaluate else None,
-        worker=worker,
         unsafe=folders if req.unsafe else (),
         project=req.root,
     )

@@ -7,12 +7,16 @@ that is not importable, fails here instead of on a teammate's machine.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
+import select
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -98,77 +102,174 @@ def check_files(
     return "; ".join(problems) or None
 
 
-class Worker:
-    """A validation process started ahead of time: it imports TensorFlow while the release is still
-    writing its artifacts, then validates whatever it is handed (``roundtrip(..., worker=w)``).
+# Environment variables that TensorFlow, Keras and Python read as they start: a preloaded process
+# that started with other values is not what a fresh process would be now, so it is started again.
+# Everything else reaches each validation as it is at the time (the child takes the caller's environment).
+_READ_AT_START = ("TF_", "KERAS_", "CUDA_", "XLA_", "OMP_", "MKL_", "OPENBLAS_", "LD_", "HDF5_", "TPU_", "GRPC_")
+_READ_AT_START_EXACT = ("HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME")
 
-    It is still a fresh interpreter that sees only the bytes as written: it is handed the folders
-    once they are complete. It never outlives kgit: it dies with its parent (Linux
-    PR_SET_PDEATHSIG), exits when its stdin closes, and ``close()`` kills it if it was never used.
-    """
+
+def _start_key(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(
+        sorted(
+            (k, v)
+            for k, v in env.items()
+            if k != "PYTHONPATH"
+            and (k.startswith(_READ_AT_START) or k.startswith("PYTHON") or k in _READ_AT_START_EXACT)
+        )
+    )
+
+
+class _Preloaded:
+    """This process's preloaded validation process (``python -m kgit.models.roundtrip_worker
+    --preload``): it imports TensorFlow once, and each validation is a process forked from it, so
+    a second release or ``kgit.validate`` in the same Python process (a training run's callback,
+    a notebook, a script releasing several models) does not import TensorFlow again.
+
+    It never outlives this process: it dies with it (Linux PR_SET_PDEATHSIG), exits when its
+    stdin closes (at exit, or ``stop()``), and is killed if a validation is interrupted or runs
+    out of time (the validation with it). One validation at a time: a second, concurrent one
+    gets a fresh process of its own."""
 
     def __init__(self) -> None:
-        self._tmp = tempfile.TemporaryDirectory(prefix="kgit-validate-")
-        self.dir = Path(self._tmp.name)
-        self._stderr = open(self.dir / "stderr.log", "wb")  # a file: a pipe nobody reads could fill up
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._key: tuple[tuple[str, str], ...] = ()
+        self._lock = threading.Lock()
+        self._buffer = b""  # what was read of its output past the last line
+
+    def start(self, env: Mapping[str, str]) -> None:
+        """Start it now (it imports TensorFlow while the caller goes on), unless one started with
+        the same environment is running."""
+        if not self._lock.acquire(blocking=False):
+            return  # in use: it is running
         try:
-            self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
-                [sys.executable, "-m", "kgit.models.roundtrip_worker", "--wait", str(os.getpid())],
-                env=worker_env(),
+            self._start(env)
+        finally:
+            self._lock.release()
+
+    def _start(self, env: Mapping[str, str]) -> subprocess.Popen[bytes] | None:
+        key = _start_key(env)
+        if self.proc is not None and self.proc.poll() is None and key == self._key:
+            return self.proc
+        self._stop()
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "kgit.models.roundtrip_worker", "--preload", str(os.getpid())],
+                env=dict(env),
                 stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=self._stderr,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,  # if it cannot start, the fresh process that takes over says why
             )
         except OSError:
-            self.proc = None  # roundtrip() falls back to a process of its own
+            return None
+        self._key = key
+        return self.proc
 
-    def hand_over(self, spec: Path, result: Path, timeout: float | None, paths: list[str]) -> int | None:
-        """Give the worker its spec and the folders to import the project's modules from (``paths``),
-        and wait; its exit code, or None if it cannot take the work."""
+    def run(
+        self, spec: Path, result: Path, stderr: Path, timeout: float | None, env: Mapping[str, str], paths: list[str]
+    ) -> int | None:
+        """Validate ``spec`` in a process forked from the preloaded one; its exit code, or None if
+        none can take the work now (the caller starts a fresh process)."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            proc = self._start(env)
+            if proc is None or proc.stdin is None or proc.stdout is None:
+                return None
+            request = {
+                "spec": str(spec),
+                "result": str(result),
+                "stderr": str(stderr),
+                "cwd": os.getcwd(),
+                "env": {k: v for k, v in env.items()},
+                "paths": paths,
+            }
+            try:
+                proc.stdin.write((json.dumps(request) + "\n").encode())
+                proc.stdin.flush()
+            except OSError:
+                self._stop()
+                return None
+            deadline = None if timeout is None else time.monotonic() + timeout
+            try:
+                if self._read_line(deadline, timeout) is None:  # the pid of the validation: it started
+                    self._stop()
+                    return None
+                code = self._read_line(deadline, timeout)
+            except BaseException:  # out of time, Ctrl-C: the validation goes with the preloaded process
+                self._stop()
+                raise
+            if code is None:  # the preloaded process died meanwhile: so did the validation
+                self._stop()
+                return -9
+            return code
+        finally:
+            self._lock.release()
+
+    def _read_line(self, deadline: float | None, timeout: float | None) -> int | None:
+        """The next line of its output, as an int; None if it ended; ValidationError past ``deadline``."""
+        assert self.proc is not None and self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buffer:
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([fd], [], [], left)[0]:
+                    raise ValidationError(f"validation did not finish within {timeout}s")
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                return None
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return int(line)
+
+    def pid(self) -> int | None:
+        proc = self.proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stop()
+
+    def _stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None or proc.stdin is None:
-            _kill(proc)
-            return None
-        try:
-            proc.stdin.write(f"{spec}\t{result}\t{json.dumps(paths)}\n".encode())
-            proc.stdin.close()
-        except OSError:
-            _kill(proc)
-            return None
-        try:
-            return proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill(proc)
-            raise ValidationError(f"validation did not finish within {timeout}s") from None
-        except BaseException:
-            _kill(proc)
-            raise
-
-    def stderr_tail(self) -> str:
-        self._stderr.flush()
-        try:
-            text = (self.dir / "stderr.log").read_text(errors="replace")
-        except OSError:
-            return ""
-        return " ".join(text.strip().splitlines()[-2:])
-
-    def close(self) -> None:
-        _kill(self.proc)
-        self.proc = None
-        self._stderr.close()
-        self._tmp.cleanup()
-
-    def __enter__(self) -> Worker:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _kill(proc: subprocess.Popen[bytes] | None) -> None:
-    if proc is not None and proc.poll() is None:
-        proc.kill()
+        self._buffer = b""
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.kill()
         proc.wait()
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+
+
+_PRELOADED = _Preloaded()
+atexit.register(_PRELOADED.stop)
+
+
+def preload() -> None:
+    """Start this process's validation process now, so that it imports TensorFlow while the caller
+    loads and writes a model (``kgit release`` does this first)."""
+    _PRELOADED.start(worker_env())
+
+
+def preloaded_pid() -> int | None:
+    """The preloaded validation process's pid, if it is running."""
+    return _PRELOADED.pid()
+
+
+def stop_preloaded() -> None:
+    """Stop the preloaded validation process (the next validation starts another)."""
+    _PRELOADED.stop()
+
+
+def _tail(path: Path) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return " ".join(text.strip().splitlines()[-2:])
 
 
 def _import_paths(project: Path | None = None) -> list[str]:
@@ -189,30 +290,28 @@ def worker_env(project: Path | None = None) -> dict[str, str]:
     return env
 
 
-# the worker's exit code when it imported the wrong Keras for the artifact (tf_keras): start afresh
-RESTART = 3
-
-
 def roundtrip(
     folders: list[Path],
     *,
     timeout: float | None = None,
     evaluate: tuple[Path, str] | None = None,
-    worker: Worker | None = None,
     unsafe: Sequence[Path] = (),
     project: Path | None = None,
 ) -> list[FolderResult]:
-    """Validate release folders (each with its metadata.json) in one fresh Python process. With
-    ``evaluate`` (folder, "module:function"), the function is also called with the model reloaded
-    from that folder, and what it returns is that folder's result's ``metrics``. With ``worker``
-    (started earlier), that process does it, having imported TensorFlow meanwhile. ``unsafe``: the
-    folders whose code (a Lambda layer...) the caller allows to run; the others are loaded with
-    Keras' safe mode, after the worker checked their configuration (kgit.models.config_scan).
-    ``project``: the repository's root, whose modules (custom layers...) the worker can import."""
+    """Validate release folders (each with its metadata.json) in one fresh Python process: forked
+    from this process's preloaded one (``preload``), or started afresh. With ``evaluate`` (folder,
+    "module:function"), the function is also called with the model reloaded from that folder, and
+    what it returns is that folder's result's ``metrics``. ``unsafe``: the folders whose code (a
+    Lambda layer...) the caller allows to run; the others are loaded with Keras' safe mode, after
+    the worker checked their configuration (kgit.models.config_scan). ``project``: the
+    repository's root, whose modules (custom layers...) the worker can import."""
+    from kgit.models.roundtrip_worker import RESTART, flavour
+
     if not folders:
         return []
     with tempfile.TemporaryDirectory(prefix="kgit-validate-") as tmp:
         spec_path, result_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
+        stderr_path = Path(tmp) / "stderr.log"
         spec: dict[str, object] = {
             "folders": [str(f.resolve()) for f in folders],
             "unsafe": [str(f.resolve()) for f in unsafe],
@@ -220,13 +319,16 @@ def roundtrip(
         if evaluate is not None:
             spec["evaluate"] = {"folder": str(evaluate[0].resolve()), "function": evaluate[1]}
         spec_path.write_text(json.dumps(spec))
-        code = worker.hand_over(spec_path, result_path, timeout, _import_paths(project)) if worker is not None else None
-        tail = worker.stderr_tail() if worker is not None else ""
+        env = worker_env(project)
+        code = None
+        if not any(flavour(f) == "tf_keras" for f in folders):  # those need a process that imports tf_keras
+            code = _PRELOADED.run(spec_path, result_path, stderr_path, timeout, env, _import_paths(project))
+        tail = _tail(stderr_path)
         if code is None or (code == RESTART and not result_path.exists()):
             try:
                 proc = subprocess.run(
                     [sys.executable, "-m", "kgit.models.roundtrip_worker", str(spec_path), str(result_path)],
-                    env=worker_env(project),
+                    env=env,
                     capture_output=True,
                     text=True,
                     timeout=timeout,
