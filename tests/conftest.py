@@ -62,16 +62,12 @@ def git(cwd: Path, *args: str) -> str:
 def kgit(
     cwd: Path, *args: str, check: bool = False, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run the real `kgit` command line in a subprocess (as the user of ``env``, see ``user_env``);
-    with ``check``, it must succeed."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "kgit", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-    )
+    """Run the real `kgit` command line in a process of its own (as the user of ``env``, see
+    ``user_env``), forked from one that imported kgit, DVC and TensorFlow (support.forked_cli); with
+    ``check``, it must succeed."""
+    from support.forked_cli import run_kgit
+
+    proc = run_kgit(cwd, list(args), env)
     if check and proc.returncode != 0:
         raise AssertionError(f"kgit {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc

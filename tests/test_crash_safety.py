@@ -20,6 +20,7 @@ from support.consistency import (
     run_with_failpoint,
     without_cache,
 )
+from support.forked_cli import run_kgit
 
 import kgit as api
 
@@ -170,14 +171,7 @@ def test_kill_inside_dvc_add_blocks_nothing_after(kgit_repo: Path, tmp_path: Pat
     origin = bare_origin(tmp_path, kgit_repo)
     head_before = git(kgit_repo, "rev-parse", "HEAD")
     env = {**os.environ, "KGIT_FAILPOINT": point if sig == "KILL" else f"{point}:{sig}"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "kgit", *RELEASE],
-        cwd=kgit_repo,
-        env=env,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-    )
+    proc = run_kgit(kgit_repo, RELEASE, env)
     if sig == "KILL":
         assert proc.returncode == -signal.SIGKILL, proc.stderr
         if point == "dvc-rwlock":

@@ -109,7 +109,10 @@ _READ_AT_START = ("TF_", "KERAS_", "CUDA_", "XLA_", "OMP_", "MKL_", "OPENBLAS_",
 _READ_AT_START_EXACT = ("HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME")
 
 
-def _start_key(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+def read_at_start(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """The variables of ``env`` that TensorFlow, Keras or Python read as they start (PYTHONPATH
+    aside: a forked process takes its import paths as it starts its work): two processes started
+    with the same ones are the same once they have imported TensorFlow."""
     return tuple(
         sorted(
             (k, v)
@@ -148,7 +151,7 @@ class _Preloaded:
             self._lock.release()
 
     def _start(self, env: Mapping[str, str]) -> subprocess.Popen[bytes] | None:
-        key = _start_key(env)
+        key = read_at_start(env)
         if self.proc is not None and self.proc.poll() is None and key == self._key:
             return self.proc
         self._stop()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
@@ -39,15 +38,9 @@ def assert_consistent(repo: Path) -> None:
 
 
 def run_with_failpoint(repo: Path, point: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "KGIT_FAILPOINT": point}
-    return subprocess.run(
-        [sys.executable, "-m", "kgit", *RELEASE],
-        cwd=repo,
-        env=env,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-    )
+    from support.forked_cli import run_kgit
+
+    return run_kgit(repo, RELEASE, {**os.environ, "KGIT_FAILPOINT": point})
 
 
 def without_cache(snap: dict[str, object]) -> dict[str, object]:
