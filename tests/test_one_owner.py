@@ -206,7 +206,7 @@ RULES = [
                 # a value made JSON-plain (dumped, then loaded back), nothing read
                 ("kgit.models.model_source", "_json_safe"),
                 # the validation worker's protocol: files kgit writes for itself in a private temporary folder
-                ("kgit.models.roundtrip_worker", "preload"),
+                ("kgit.core.forkserver", "serve"),
                 ("kgit.models.roundtrip_worker", "_read_spec"),
                 ("kgit.workflow.roundtrip", "roundtrip"),
                 # a command-line value (--param KEY=JSON); the command line reaches kgit through the API only

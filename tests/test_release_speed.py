@@ -134,6 +134,35 @@ def test_the_preloaded_process_dies_with_a_killed_parent(tmp_path: Path) -> None
     assert _gone_within(pid, 1.0), f"preloaded validation process {pid} outlived its parent"
 
 
+def test_a_process_exiting_while_a_thread_validates_does_not_wait_for_it(  # type: ignore[no-untyped-def]
+    released, tmp_path: Path
+) -> None:
+    """A daemon thread (a training run's releases) is validating when the program ends: the program
+    ends at once, and the preloaded process and that validation end with it."""
+    repo, record = released
+    folder = tmp_path / "copy"
+    shutil.copytree(repo / record.formats["keras"]["path"], folder)
+    (tmp_path / "slow_eval.py").write_text("import time\ndef slow(model):\n    time.sleep(120)\n    return {}\n")
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import sys, threading, time\n"
+        "from pathlib import Path\n"
+        "from kgit.workflow.roundtrip import preloaded_pid, roundtrip\n"
+        f"folder = Path({str(folder)!r})\n"
+        "threading.Thread(target=roundtrip, args=([folder],), kwargs={'evaluate': (folder, 'slow_eval:slow')}, daemon=True).start()\n"
+        "while preloaded_pid() is None:\n"
+        "    time.sleep(0.05)\n"
+        "print(preloaded_pid(), flush=True)\n"
+        "time.sleep(8)  # the validation is under way: TensorFlow imported, the model loaded, evaluating\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ["PYTHONPATH"]]))
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=100)
+    assert proc.returncode == 0, proc.stderr
+    assert time.monotonic() - started < 60  # not the 120 s the evaluation would have taken
+    assert _gone_within(int(proc.stdout.split()[0]), 5.0)
+
+
 def test_a_preloaded_process_that_died_is_replaced(released, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     repo, record = released
     folder = tmp_path / "copy"

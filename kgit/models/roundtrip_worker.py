@@ -9,13 +9,11 @@ outputs. Writes one JSON result per folder; never raises.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 
 def _validate(folder: Path, evaluate: str | None = None, unsafe: bool = False) -> dict[str, Any]:
@@ -124,78 +122,29 @@ def flavour(folder: Path) -> str | None:
         return None  # _validate reports the unreadable metadata
 
 
-def _die_with_parent(parent: int) -> None:
-    """Linux: get SIGKILL when kgit dies, even by SIGKILL; elsewhere stdin's EOF ends the wait."""
-    try:
-        import ctypes
-        import signal
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        sys.exit(1)
-
-
 def preload(parent: int) -> int:
     """``--preload PARENT_PID``: import TensorFlow and Keras without starting them (no device, no
-    thread pool: a process that is safe to fork), then serve validations: for each request line on
-    stdin (JSON: spec, result, paths, cwd, env, stderr), fork; the child is the validation process,
-    this one prints its pid, then its exit code, and waits for the next line. Exits when stdin closes.
+    thread pool: a process that is safe to fork), then serve validations (kgit.core.forkserver):
+    each request (spec, result, paths, cwd, env, stderr) is done by a child forked for it.
 
     Nothing of a request ever runs here, only in its child: each validation starts from the state a
     fresh ``python -m kgit.models.roundtrip_worker`` is in once it has imported TensorFlow (the same
     modules, nothing of the user's code, no model), without paying that import again."""
-    _die_with_parent(parent)
+    from kgit.core import forkserver
     from kgit.models.runtime import keras_module
 
+    forkserver.die_with_parent(parent)
     keras_module()
-    # what a fresh process's sys.path is without PYTHONPATH and its own folder: each request's own go first
-    given = set(filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep)))
-    base = [p for p in sys.path[1:] if p not in given]
-    me = os.getpid()
-    while line := sys.stdin.readline():
-        request = json.loads(line)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            _forked(request, base, me)  # never returns
-        print(pid, flush=True)
-        _, status = os.waitpid(pid, 0)
-        print(os.waitstatus_to_exitcode(status), flush=True)
+    forkserver.serve(_validate_request)
     return 0
 
 
-def _forked(request: dict[str, Any], base: list[str], preloaded: int) -> NoReturn:
-    """The child of ``preload``: become the validation process ``request`` asks for, then exit."""
-    code = 1
-    try:
-        _die_with_parent(preloaded)
-        null = os.open(os.devnull, os.O_RDWR)
-        err = os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        os.dup2(null, 0)  # the request pipe is the preloaded process's, never the validation's
-        os.dup2(null, 1)
-        os.dup2(err, 2)
-        os.close(null)
-        os.close(err)
-        os.chdir(request["cwd"])
-        os.environ.clear()
-        os.environ.update(request["env"])
-        sys.path[:] = [request["cwd"], *request["paths"], *base]
-        folders, _evaluate, _unsafe = _read_spec(Path(request["spec"]))
-        if any(flavour(f) == "tf_keras" for f in folders):
-            code = RESTART  # Keras 3 is imported here: kgit.workflow.roundtrip starts a fresh process
-        else:
-            code = main([request["spec"], request["result"]])
-    except BaseException:  # noqa: BLE001 - a validation process reports, whatever happened
-        traceback.print_exc()
-    finally:
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(code)
+def _validate_request(request: dict[str, Any]) -> int:
+    """In a child of ``preload``: the validation ``request`` asks for; the worker's exit code."""
+    folders, _evaluate, _unsafe = _read_spec(Path(request["spec"]))
+    if any(flavour(f) == "tf_keras" for f in folders):
+        return RESTART  # Keras 3 is imported here: kgit.workflow.roundtrip starts a fresh process
+    return main([request["spec"], request["result"]])
 
 
 # the exit code of a validation that found a tf_keras artifact where Keras 3 is imported: it needs a

@@ -11,16 +11,14 @@ import atexit
 import contextlib
 import json
 import os
-import select
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from kgit.core import forkserver
 from kgit.core.errors import KgitError, ValidationError
 from kgit.core.fsutil import KnownSha256, identity_of
 from kgit.core.metadata import Metadata, hash_folder
@@ -123,138 +121,24 @@ def read_at_start(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     )
 
 
-class _Preloaded:
-    """This process's preloaded validation process (``python -m kgit.models.roundtrip_worker
-    --preload``): it imports TensorFlow once, and each validation is a process forked from it, so
-    a second release or ``kgit.validate`` in the same Python process (a training run's callback,
-    a notebook, a script releasing several models) does not import TensorFlow again.
-
-    It never outlives this process: it dies with it (Linux PR_SET_PDEATHSIG), exits when its
-    stdin closes (at exit, or ``stop()``), and is killed if a validation is interrupted or runs
-    out of time (the validation with it). One validation at a time: a second, concurrent one
-    gets a fresh process of its own."""
-
-    def __init__(self) -> None:
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._key: tuple[tuple[str, str], ...] = ()
-        self._lock = threading.Lock()
-        self._buffer = b""  # what was read of its output past the last line
-
-    def start(self, env: Mapping[str, str]) -> None:
-        """Start it now (it imports TensorFlow while the caller goes on), unless one started with
-        the same environment is running."""
-        if not self._lock.acquire(blocking=False):
-            return  # in use: it is running
-        try:
-            self._start(env)
-        finally:
-            self._lock.release()
-
-    def _start(self, env: Mapping[str, str]) -> subprocess.Popen[bytes] | None:
-        key = read_at_start(env)
-        if self.proc is not None and self.proc.poll() is None and key == self._key:
-            return self.proc
-        self._stop()
-        try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "kgit.models.roundtrip_worker", "--preload", str(os.getpid())],
-                env=dict(env),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,  # if it cannot start, the fresh process that takes over says why
-            )
-        except OSError:
-            return None
-        self._key = key
-        return self.proc
-
-    def run(
-        self, spec: Path, result: Path, stderr: Path, timeout: float | None, env: Mapping[str, str], paths: list[str]
-    ) -> int | None:
-        """Validate ``spec`` in a process forked from the preloaded one; its exit code, or None if
-        none can take the work now (the caller starts a fresh process)."""
-        if not self._lock.acquire(blocking=False):
-            return None
-        try:
-            proc = self._start(env)
-            if proc is None or proc.stdin is None or proc.stdout is None:
-                return None
-            request = {
-                "spec": str(spec),
-                "result": str(result),
-                "stderr": str(stderr),
-                "cwd": os.getcwd(),
-                "env": {k: v for k, v in env.items()},
-                "paths": paths,
-            }
-            try:
-                proc.stdin.write((json.dumps(request) + "\n").encode())
-                proc.stdin.flush()
-            except OSError:
-                self._stop()
-                return None
-            deadline = None if timeout is None else time.monotonic() + timeout
-            try:
-                if self._read_line(deadline, timeout) is None:  # the pid of the validation: it started
-                    self._stop()
-                    return None
-                code = self._read_line(deadline, timeout)
-            except BaseException:  # out of time, Ctrl-C: the validation goes with the preloaded process
-                self._stop()
-                raise
-            if code is None:  # the preloaded process died meanwhile: so did the validation
-                self._stop()
-                return -9
-            return code
-        finally:
-            self._lock.release()
-
-    def _read_line(self, deadline: float | None, timeout: float | None) -> int | None:
-        """The next line of its output, as an int; None if it ended; ValidationError past ``deadline``."""
-        assert self.proc is not None and self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        while b"\n" not in self._buffer:
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0 or not select.select([fd], [], [], left)[0]:
-                    raise ValidationError(f"validation did not finish within {timeout}s")
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                return None
-            self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        return int(line)
-
-    def pid(self) -> int | None:
-        proc = self.proc
-        return proc.pid if proc is not None and proc.poll() is None else None
-
-    def stop(self) -> None:
-        with self._lock:
-            self._stop()
-
-    def _stop(self) -> None:
-        proc, self.proc = self.proc, None
-        self._buffer = b""
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        for pipe in (proc.stdin, proc.stdout):
-            if pipe is not None:
-                with contextlib.suppress(OSError):
-                    pipe.close()
-
-
-_PRELOADED = _Preloaded()
-atexit.register(_PRELOADED.stop)
+# This process's preloaded validation process: it imports TensorFlow once, and each validation is
+# a process forked from it (kgit.core.forkserver), so a second release or ``kgit.validate`` in the
+# same Python process (a training run's callback, a notebook, a script releasing several models)
+# does not import TensorFlow again. It never outlives this process: it dies with it (Linux
+# PR_SET_PDEATHSIG), exits when its stdin closes (at exit, or ``stop_preloaded()``), and is killed
+# if a validation is interrupted or runs out of time (the validation with it). One validation at a
+# time: a second, concurrent one gets a fresh process of its own.
+_PRELOADED = forkserver.Server(
+    lambda: [sys.executable, "-m", "kgit.models.roundtrip_worker", "--preload", str(os.getpid())]
+)
+atexit.register(_PRELOADED.stop, wait=False)
 
 
 def preload() -> None:
     """Start this process's validation process now, so that it imports TensorFlow while the caller
     loads and writes a model (``kgit release`` does this first)."""
-    _PRELOADED.start(worker_env())
+    env = worker_env()
+    _PRELOADED.start(env, read_at_start(env))
 
 
 def preloaded_pid() -> int | None:
@@ -325,7 +209,18 @@ def roundtrip(
         env = worker_env(project)
         code = None
         if not any(flavour(f) == "tf_keras" for f in folders):  # those need a process that imports tf_keras
-            code = _PRELOADED.run(spec_path, result_path, stderr_path, timeout, env, _import_paths(project))
+            request = {
+                "spec": str(spec_path),
+                "result": str(result_path),
+                "stderr": str(stderr_path),
+                "cwd": os.getcwd(),
+                "env": env,
+                "paths": _import_paths(project),
+            }
+            try:
+                code = _PRELOADED.run(request, read_at_start(env), timeout)
+            except TimeoutError:
+                raise ValidationError(f"validation did not finish within {timeout}s") from None
         tail = _tail(stderr_path)
         if code is None or (code == RESTART and not result_path.exists()):
             try:
