@@ -142,7 +142,15 @@ def test_a_process_exiting_while_a_thread_validates_does_not_wait_for_it(  # typ
     repo, record = released
     folder = tmp_path / "copy"
     shutil.copytree(repo / record.formats["keras"]["path"], folder)
-    (tmp_path / "slow_eval.py").write_text("import time\ndef slow(model):\n    time.sleep(120)\n    return {}\n")
+    started = tmp_path / "evaluating"
+    (tmp_path / "slow_eval.py").write_text(
+        "import time\n"
+        "from pathlib import Path\n"
+        "def slow(model):\n"
+        f"    Path({str(started)!r}).touch()\n"
+        "    time.sleep(120)\n"
+        "    return {}\n"
+    )
     script = tmp_path / "parent.py"
     script.write_text(
         "import sys, threading, time\n"
@@ -150,16 +158,15 @@ def test_a_process_exiting_while_a_thread_validates_does_not_wait_for_it(  # typ
         "from kgit.workflow.roundtrip import preloaded_pid, roundtrip\n"
         f"folder = Path({str(folder)!r})\n"
         "threading.Thread(target=roundtrip, args=([folder],), kwargs={'evaluate': (folder, 'slow_eval:slow')}, daemon=True).start()\n"
-        "while preloaded_pid() is None:\n"
+        f"while not Path({str(started)!r}).exists():  # the validation is under way: the model loaded, evaluating\n"
         "    time.sleep(0.05)\n"
         "print(preloaded_pid(), flush=True)\n"
-        "time.sleep(8)  # the validation is under way: TensorFlow imported, the model loaded, evaluating\n"
     )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ["PYTHONPATH"]]))
-    started = time.monotonic()
+    begun = time.monotonic()
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=100)
     assert proc.returncode == 0, proc.stderr
-    assert time.monotonic() - started < 60  # not the 120 s the evaluation would have taken
+    assert time.monotonic() - begun < 60  # not the 120 s the evaluation would have taken
     assert _gone_within(int(proc.stdout.split()[0]), 5.0)
 
 
