@@ -4,23 +4,16 @@ answer exactly as `python -m kgit` does, exit codes, stdout and stderr alike."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
-from support.forked_cli import run_kgit
+from support.forked_cli import run_fresh, run_kgit
 
 
 def test_a_forked_command_answers_as_python_m_kgit(tmp_path: Path) -> None:
     outside = tmp_path / "not-a-repo"
     outside.mkdir()
     for args in (["--version"], ["list"], ["show", "nope@v1"], ["relase"], ["list", "--json"], ["--help"]):
-        fresh = subprocess.run(
-            [sys.executable, "-m", "kgit", *args],
-            cwd=outside,
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-        )
+        fresh = run_fresh(outside, args)
         forked = run_kgit(outside, args)
         assert (forked.returncode, forked.stdout, forked.stderr) == (fresh.returncode, fresh.stdout, fresh.stderr), args
     assert run_kgit(outside, ["list"]).returncode == 1  # a refusal, not a crash of the runner
@@ -38,14 +31,7 @@ def test_each_forked_command_has_its_own_environment_and_folder(tmp_path: Path) 
     for cwd, columns in ((repo, "60"), (other, "200"), (repo, "200")):
         env = {**os.environ, "COLUMNS": columns}
         for args in (["--help"], ["list"]):
-            fresh = subprocess.run(
-                [sys.executable, "-m", "kgit", *args],
-                cwd=cwd,
-                env=env,
-                capture_output=True,
-                text=True,
-                stdin=subprocess.DEVNULL,
-            )
+            fresh = run_fresh(cwd, args, env)
             forked = run_kgit(cwd, args, env)
             assert (forked.returncode, forked.stdout, forked.stderr) == (fresh.returncode, fresh.stdout, fresh.stderr)
             answers.append((forked.returncode, forked.stdout, forked.stderr))

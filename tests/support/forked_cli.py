@@ -107,6 +107,11 @@ def run_kgit(cwd: Path, args: list[str], env: dict[str, str] | None = None) -> s
                     out.read_text(encoding="utf-8"),
                     err.read_text(encoding="utf-8"),
                 )
+    return run_fresh(cwd, args, env)
+
+
+def run_fresh(cwd: Path, args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m kgit ARGS` in ``cwd``, a fresh interpreter, stdin empty, its output captured."""
     return subprocess.run(
         [sys.executable, "-m", "kgit", *args],
         cwd=cwd,
