@@ -75,6 +75,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 def compat_json(repo: Path, *args: str) -> tuple[int, dict[str, Any]]:
     proc = kgit(repo, "compat", *args, "--json")
     assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stdout.strip(), f"exit {proc.returncode}, no report on stdout: {proc.stderr}"
     return proc.returncode, json.loads(proc.stdout)
 
 
