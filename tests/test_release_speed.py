@@ -4,6 +4,7 @@ never outlives kgit."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -244,3 +245,133 @@ def _children() -> set[int]:
         if int(fields[1]) == me and fields[0] != "Z":
             found.add(int(stat.parent.name))
     return found
+
+
+def test_processes_forked_from_kgit_share_its_preloaded_process_and_leave_it_running(  # type: ignore[no-untyped-def]
+    released, tmp_path: Path
+) -> None:
+    """A program that forks (multiprocessing's default on Linux) after kgit started its preloaded
+    validation process: a forked process validates through it, one process at a time, never stops
+    it; one killed while it waits takes its validation with it and leaves nothing that confuses the
+    next one; a forked process whose environment would start TensorFlow differently gets a process
+    of its own."""
+    repo, record = released
+    folder = tmp_path / "copy"
+    shutil.copytree(repo / record.formats["keras"]["path"], folder)
+    (tmp_path / "slow_eval.py").write_text(
+        "import os, time\n"
+        "from pathlib import Path\n"
+        "def slow(model):\n"
+        "    Path(os.environ['KGIT_TEST_STARTED']).write_text(str(os.getpid()))\n"
+        "    time.sleep(float(os.environ.get('KGIT_TEST_SLEEP', '0')))\n"
+        "    return {'pid': os.getpid()}\n"
+    )
+    script = tmp_path / "forking.py"
+    script.write_text(
+        "import json, os, signal, sys, time\n"
+        "from pathlib import Path\n"
+        "from kgit.workflow.roundtrip import preload, preloaded_pid, roundtrip, stop_preloaded\n"
+        f"folder, tmp = Path({str(folder)!r}), Path({str(tmp_path)!r})\n"
+        "def check(sleep=0.0, marker='started'):\n"
+        "    os.environ['KGIT_TEST_SLEEP'], os.environ['KGIT_TEST_STARTED'] = str(sleep), str(tmp / marker)\n"
+        "    [r] = roundtrip([folder], evaluate=(folder, 'slow_eval:slow'))\n"
+        "    assert r.ok, r.reason()\n"
+        "    return int(r.metrics['pid'])\n"
+        "def in_child(work):\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        try:\n"
+        "            work()\n"
+        "            os._exit(0)\n"
+        "        except BaseException as exc:\n"
+        "            print('child:', repr(exc), file=sys.stderr, flush=True)\n"
+        "            os._exit(1)\n"
+        "    return pid\n"
+        "def wait(pid):\n"
+        "    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])\n"
+        "report = {}\n"
+        "check()\n"
+        "report['preloaded'] = preloaded_pid()\n"
+        "def shared():\n"
+        "    check()\n"
+        "    (tmp / 'child-preloaded').write_text(str(preloaded_pid()))\n"
+        "    stop_preloaded()  # lets go of it; the parent's process runs on\n"
+        "report['shared'] = wait(in_child(shared))\n"
+        "report['child_preloaded'] = int((tmp / 'child-preloaded').read_text())\n"
+        "report['after_shared'] = preloaded_pid()\n"
+        "# a child killed while its validation runs in the shared process\n"
+        "victim = in_child(lambda: check(sleep=30, marker='victim'))\n"
+        "while not (tmp / 'victim').exists():\n"
+        "    time.sleep(0.05)\n"
+        "os.kill(victim, signal.SIGKILL)\n"
+        "report['victim'] = wait(victim)\n"
+        "report['victim_validation'] = int((tmp / 'victim').read_text())\n"
+        "deadline = time.monotonic() + 5  # its validation sleeps 30 s\n"
+        "while os.path.exists(f\"/proc/{report['victim_validation']}\") and time.monotonic() < deadline:\n"
+        "    time.sleep(0.05)\n"
+        "report['victim_validation_alive'] = os.path.exists(f\"/proc/{report['victim_validation']}\")\n"
+        "# meanwhile, and after: the parent's validations get their own answers\n"
+        "report['after_victim'] = [check(), check()]\n"
+        "report['preloaded_after_victim'] = preloaded_pid()\n"
+        "# a child that starts TensorFlow differently: a preloaded process of its own\n"
+        "def other():\n"
+        "    os.environ['KERAS_HOME'] = str(tmp / 'keras-home')\n"
+        "    check()\n"
+        "    (tmp / 'other-preloaded').write_text(str(preloaded_pid()))\n"
+        "report['other'] = wait(in_child(other))\n"
+        "report['other_preloaded'] = int((tmp / 'other-preloaded').read_text())\n"
+        "report['end'] = preloaded_pid()\n"
+        "print(json.dumps(report), flush=True)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ["PYTHONPATH"]]))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    preloaded = report["preloaded"]
+    assert preloaded is not None
+    assert report["shared"] == 0 and report["child_preloaded"] == preloaded  # the child used the parent's
+    assert report["after_shared"] == preloaded  # and its stop left it running
+    assert report["victim"] == -signal.SIGKILL
+    # its validation was killed with it (not left to run its 30 s while the next validation waits)
+    assert report["victim_validation_alive"] is False
+    first, second = report["after_victim"]
+    assert first != second  # two validations, each its own process, each its own answer
+    assert report["preloaded_after_victim"] == preloaded
+    assert report["other"] == 0 and report["other_preloaded"] not in (None, preloaded)
+    assert report["end"] == preloaded
+    assert not _alive(preloaded) and not _alive(report["other_preloaded"])  # gone with their parents
+
+
+def test_a_command_that_imports_tensorflow_meanwhile_validates_in_the_process_it_started(  # type: ignore[no-untyped-def]
+    released, tmp_path: Path
+) -> None:
+    """`kgit release` starts its validation process first, then imports TensorFlow to load the model:
+    what that import writes into the environment (TPU_ML_PLATFORM, HDF5_PLUGIN_PATH...) is what the
+    validation process's own import wrote, so the validation is forked from the process started
+    first, not from one started again."""
+    repo, record = released
+    folder = tmp_path / "copy"
+    shutil.copytree(repo / record.formats["keras"]["path"], folder)
+    script = tmp_path / "command.py"
+    script.write_text(
+        "import os\n"
+        "from pathlib import Path\n"
+        "from kgit.workflow.roundtrip import preload, preloaded_pid, roundtrip\n"
+        "preload()\n"
+        "first = preloaded_pid()\n"
+        "before = dict(os.environ)\n"
+        "import tensorflow\n"
+        "assert dict(os.environ) != before, 'importing TensorFlow no longer changes the environment'\n"
+        f"[result] = roundtrip([Path({str(folder)!r})])\n"
+        "assert result.ok, result.reason()\n"
+        "print(first, preloaded_pid())\n"
+    )
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("TPU_ML_PLATFORM", "TPU_ML_PLATFORM_VERSION", "HDF5_PLUGIN_PATH")
+    }
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    first, then = proc.stdout.split()
+    assert first != "None" and then == first

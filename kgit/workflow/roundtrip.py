@@ -107,16 +107,24 @@ _READ_AT_START = ("TF_", "KERAS_", "CUDA_", "XLA_", "OMP_", "MKL_", "OPENBLAS_",
 _READ_AT_START_EXACT = ("HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME")
 
 
+# What importing TensorFlow writes into the environment itself, whatever was there before: a process
+# that imported it (a kgit command that loaded the model) and one that did not yet (when kgit
+# started its validation process) start validations that are the same.
+_SET_BY_IMPORT = {"TPU_ML_PLATFORM": None, "TPU_ML_PLATFORM_VERSION": None, "HDF5_PLUGIN_PATH": "disable"}
+
+
 def read_at_start(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     """The variables of ``env`` that TensorFlow, Keras or Python read as they start (PYTHONPATH
-    aside: a forked process takes its import paths as it starts its work): two processes started
-    with the same ones are the same once they have imported TensorFlow."""
+    aside: a forked process takes its import paths as it starts its work; and what importing
+    TensorFlow sets itself): two processes started with the same ones are the same once they have
+    imported TensorFlow."""
     return tuple(
         sorted(
             (k, v)
             for k, v in env.items()
             if k != "PYTHONPATH"
             and (k.startswith(_READ_AT_START) or k.startswith("PYTHON") or k in _READ_AT_START_EXACT)
+            and (k not in _SET_BY_IMPORT or _SET_BY_IMPORT[k] not in (None, v))
         )
     )
 

@@ -4,7 +4,11 @@ line, DVC and TensorFlow (not started: no device, no thread pool, so it is safe 
 A test's `kgit` command is still a process of its own, with its own working folder, environment,
 stdin (empty), stdout and stderr (files, read back as a pipe would give them), exit code and
 signals: a failpoint's SIGKILL kills it, and only it. What it does not pay is importing TensorFlow
-and DVC again (about 2.5 s of CPU per command that loads a model, on a suite that is CPU-bound).
+and DVC again (about 2.5 s of CPU per command that loads a model, on a suite that is CPU-bound), nor
+starting a validation process of its own: it validates in a process forked from kgit's preloaded
+validation process, which this one started (kgit.core.forkserver.Server is shared with forked
+processes).
+
 Commands whose test is about the process itself (what a command imports, a Ctrl-C to its process
 group, streaming its output, git's hooks) run `python -m kgit` as users do.
 
@@ -33,8 +37,12 @@ def serve(parent: int) -> None:
 
     import kgit.cli  # noqa: F401
     from kgit.models.runtime import keras_module
+    from kgit.workflow import roundtrip
 
     keras_module()
+    # kgit's own preloaded validation process, which the forked commands share (one at a time, as
+    # processes forked from its owner do) while their environment is this one
+    roundtrip.preload()
     forkserver.serve(_kgit_main)
 
 
