@@ -76,6 +76,24 @@ def test_promote_demote_deprecate_lifecycle(three_versions: Path) -> None:
     assert "promoted" in kgit(repo, "history", "st", check=True).stdout
 
 
+def test_stage_changes_in_the_same_second_keep_their_order_for_gto(three_versions: Path) -> None:
+    """GTO orders a model's stage events by their tags' dates, in whole seconds: changes made one
+    right after another (a script) still read, in gto, as the last one says."""
+    repo = three_versions
+    api.promote("st@v1", "prod", repo=repo)
+    api.promote("st@v2", "prod", repo=repo)
+    api.demote("st", "prod", repo=repo)
+    api.promote("st@v3", "prod", repo=repo)
+    dates = [
+        int(git(repo, "for-each-ref", "--format=%(taggerdate:unix)", f"refs/tags/st#{tag}"))
+        for tag in ("prod#1", "prod#2", "prod!#3", "prod#4")
+    ]
+    assert dates == sorted(set(dates)), dates  # each a second after the one before, at least
+    assert dates[-1] - dates[0] <= 10  # and not much more (a validation, then a second at most each)
+    assert gto_stages(repo) == {"prod": "v3.0.0"}
+    assert json.loads(kgit(repo, "show", "st#prod", "--json", check=True).stdout)["version"] == "v3"
+
+
 def test_everything_that_takes_a_version_takes_a_stage(three_versions: Path) -> None:
     repo = three_versions
     api.promote("st@v1", "staging", repo=repo)

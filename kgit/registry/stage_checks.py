@@ -18,8 +18,10 @@ Git only: no TensorFlow, no DVC.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from kgit.core import bounded_yaml
@@ -109,6 +111,7 @@ class StageLog:
     releases: dict[tuple[str, str], Release] = field(default_factory=dict)  # (name, commit) -> valid release
     counters: dict[str, int] = field(default_factory=dict)  # name -> highest counter
     entries: dict[tuple[str, str], list[str | None]] = field(default_factory=dict)
+    latest: dict[str, datetime] = field(default_factory=dict)  # name -> the date of its newest event tag
 
     @classmethod
     def of(cls, reg: Registry, *, leave_out: Sequence[str] = (), releases: Sequence[Release] = ()) -> StageLog:
@@ -123,6 +126,10 @@ class StageLog:
     def apply(self, e: HistoryEvent) -> None:
         """Add an event tag already there."""
         staged = e.event in ("promoted", "demoted")
+        with contextlib.suppress(ValueError):
+            when = datetime.fromisoformat(e.when)
+            if e.name not in self.latest or when > self.latest[e.name]:
+                self.latest[e.name] = when
         self.add(e.name, e.stage if staged else None, e.counter, e.commit if e.event == "promoted" else None)
 
     def add(self, name: str, stage: str | None, counter: int, commit: str | None) -> None:

@@ -11,6 +11,7 @@ at the version's release commit and travel with ``git push``.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -220,15 +221,28 @@ def _validated_tag(
         r = bad[0]
         raise KgitError(f"cannot {event} {rel.name}@{rel.version}: {r.format} {r.check} check {r.status}: {r.reason()}")
     tag = stage_tag(rel.name, stage, log.next_counter(rel.name))
-    _create_tag(repo, tag, rel.commit, _message(event, rel, stage, note, [r.text for r in rules], replaced))
+    _create_tag(
+        repo, log, rel.name, tag, rel.commit, _message(event, rel, stage, note, [r.text for r in rules], replaced)
+    )
     return tag
 
 
-def _create_tag(repo: Repo, tag: str, commit: str, message: str) -> None:
-    """Make the event tag ``tag``. Its name is the model's next counter, so a tag of that name this
-    clone saw before was deleted here (a push refused it): what was seen under it no longer counts."""
+def _create_tag(repo: Repo, log: StageLog, name: str, tag: str, commit: str, message: str) -> None:
+    """Make the event tag ``tag`` of model ``name``. Its name is the model's next counter, so a tag
+    of that name this clone saw before was deleted here (a push refused it): what was seen under it
+    no longer counts.
+
+    GTO orders a model's events by their tags' dates, which git writes in whole seconds: a tag made
+    in the same second as the model's newest one waits for the next second (at most one), so that
+    ``gto show`` and ``dvc artifacts get --stage`` see them in the order they were made."""
     from kgit.registry.seen import SeenRecord
 
+    newest = log.latest.get(name)
+    # Git reads the time with time(2), a clock that runs up to a kernel tick (4-10 ms) behind
+    # Python's: wait for 50 ms past the second. A tag from a clock ahead of this one's (by more than
+    # a second) is left alone.
+    while newest is not None and 0 < (wait := newest.timestamp() + 1.05 - time.time()) <= 1.05:
+        time.sleep(wait)
     if not repo.tag_exists(tag):
         SeenRecord(repo).forget(tag)
     repo.create_tag(tag, commit, message)
@@ -242,8 +256,9 @@ def demote(repo: Repo, name: str, stage: str, *, note: str | None = None) -> Sta
         holder = next((r for r in reg.releases if stage in r.stages), None)
         if holder is None:
             raise KgitError(f"no version of {name} is in stage {stage!r}: nothing to demote")
-        tag = stage_tag(name, stage, StageLog.of(reg).next_counter(name), cancel=True)
-        _create_tag(repo, tag, holder.commit, _message("demote", holder, stage, note))
+        log = StageLog.of(reg)
+        tag = stage_tag(name, stage, log.next_counter(name), cancel=True)
+        _create_tag(repo, log, name, tag, holder.commit, _message("demote", holder, stage, note))
     return StageChange("demoted", name, holder.version, stage, tag)
 
 
@@ -261,6 +276,7 @@ def deprecate(repo: Repo, name: str, version: str, *, note: str | None = None) -
                 f"{name}@{rel.version} is in {', '.join(rel.stages)}: demote it first "
                 f"(kgit demote {name} {rel.stages[0]}) or promote another version there"
             )
-        tag = deprecate_tag(name, Version.parse(rel.version), StageLog.of(reg).next_counter(name))
-        _create_tag(repo, tag, rel.commit, _message("deprecate", rel, None, note))
+        log = StageLog.of(reg)
+        tag = deprecate_tag(name, Version.parse(rel.version), log.next_counter(name))
+        _create_tag(repo, log, name, tag, rel.commit, _message("deprecate", rel, None, note))
     return StageChange("deprecated", name, rel.version, None, tag)
