@@ -35,8 +35,21 @@ if [ "$mode" = "--test" ]; then
   target='.[test]'
   check="$check, keras_hub, pytest, xdist, hypothesis, importlinter, dvc_s3, moto.server, boto3, playwright, mkdocs, material, uv"
 fi
-.venv/bin/python -m pip install -q --upgrade pip "setuptools>=77" 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -m pip install -q -e "$target" 2>&1 | grep -v "^WARNING: Location" || true
+# uv installs what pip would, from the same sources (scripts/uv_settings.py), in a fraction of the
+# time (a fresh clone: ~10 s instead of ~75 s); pip does it if uv cannot.
+quiet() { grep -v "^WARNING: Location" || true; }
+installed=
+if .venv/bin/python -m pip install -q uv 2>&1 | quiet && [ -x .venv/bin/uv ]; then
+  if (eval "$(.venv/bin/python scripts/uv_settings.py)" && .venv/bin/uv pip install -q --python .venv/bin/python -e "$target"); then
+    installed=uv
+  else
+    echo "setup: uv could not install kgit: installing with pip" >&2
+  fi
+fi
+if [ -z "$installed" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip "setuptools>=77" 2>&1 | quiet
+  .venv/bin/python -m pip install -q -e "$target" 2>&1 | quiet
+fi
 # An editable install skips pyproject's data-files: put the man page where `man` looks (so
 # `git kgit --help` works), as a regular `pip install` does.
 mkdir -p .venv/share/man/man1 && cp man/git-kgit.1 man/kgit.1 .venv/share/man/man1/
