@@ -40,7 +40,7 @@ fi
 quiet() { grep -v "^WARNING: Location" || true; }
 installed=
 if .venv/bin/python -m pip install -q uv 2>&1 | quiet && [ -x .venv/bin/uv ]; then
-  if (eval "$(.venv/bin/python scripts/uv_settings.py)" && .venv/bin/uv pip install -q --python .venv/bin/python -e "$target"); then
+  if (eval "$(.venv/bin/python scripts/uv_settings.py)" && .venv/bin/uv pip install -q --python .venv/bin/python -P pip -P setuptools pip "setuptools>=77" -e "$target"); then
     installed=uv
   else
     echo "setup: uv could not install kgit: installing with pip" >&2
