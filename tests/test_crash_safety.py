@@ -20,7 +20,7 @@ from support.consistency import (
     run_with_failpoint,
     without_cache,
 )
-from support.forked_cli import run_fresh, run_kgit
+from support.forked_cli import run_kgit
 
 import kgit as api
 
@@ -366,7 +366,7 @@ FINISHED = {"committed", "tagged"}  # past the commit, an interrupted release is
 def test_interrupt_at_each_step(kgit_repo: Path, point: str, sig: str) -> None:
     before = snapshot(kgit_repo)
     env = {**os.environ, "KGIT_FAILPOINT": f"{point}:{sig}"}
-    proc = run_fresh(kgit_repo, RELEASE, env)
+    proc = run_kgit(kgit_repo, RELEASE, env)
     assert proc.returncode == 130, proc.stderr
     assert "Traceback" not in proc.stderr and "interrupted" in proc.stderr
     assert_consistent(kgit_repo)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import git, kgit, snapshot
 from support.consistency import RELEASE, assert_consistent, without_cache
-from support.forked_cli import run_fresh
+from support.forked_cli import run_kgit
 
 import kgit as api
 
@@ -81,7 +81,7 @@ def test_init_refuses_a_default_remote_configured_inside_the_repository(
 # -- 5. recovery after a killed release ------------------------------------------------------------
 def killed_release(repo: Path, point: str) -> None:
     env = {**os.environ, "KGIT_FAILPOINT": point}
-    proc = run_fresh(repo, RELEASE, env)
+    proc = run_kgit(repo, RELEASE, env)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert (repo / ".git" / "kgit" / "journal.json").exists()
 

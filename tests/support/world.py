@@ -34,7 +34,10 @@ def run(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.
 
 
 def kgit(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return run(cwd, sys.executable, "-m", "kgit", *args)
+    """`python -m kgit ARGS` in ``cwd`` (forked from a preloaded one: support.forked_cli)."""
+    from support.forked_cli import run_kgit
+
+    return run_kgit(cwd, list(args))
 
 
 def remote_objects(store: Path) -> list[str]:
