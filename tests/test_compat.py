@@ -5,6 +5,7 @@ require_compat gate; TF Serving's op check against TensorFlow 2.12."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -174,8 +175,24 @@ def test_a_killed_creation_leaves_no_environment_and_the_next_run_makes_it(world
     deadline = time.monotonic() + 120
     while not any(".tmp-" in p.name for p in root.iterdir()) and time.monotonic() < deadline:
         time.sleep(0.05)
+    # its helper (uv, creating the environment) is stopped where it is, then kgit is killed
+    stopped = []
+    while not stopped and time.monotonic() < deadline:
+        for pid in _children(proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+                stopped.append(pid)
+    assert stopped, "kgit compat started no helper process"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    # the helper dies with it (it would otherwise go on writing into what the next run cleans up)
+    gone = time.monotonic() + 5
+    while any(Path(f"/proc/{pid}").exists() for pid in stopped) and time.monotonic() < gone:
+        time.sleep(0.05)
+    left = [pid for pid in stopped if Path(f"/proc/{pid}").exists()]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"helper processes {left} outlived the killed kgit"
     new = {p.name for p in root.iterdir()} - before
     # no environment (a folder); the lock and the memo of resolved versions may be there
     assert [n for n in new if (root / n).is_dir() and not n.startswith(".")] == [], new
@@ -184,6 +201,17 @@ def test_a_killed_creation_leaves_no_environment_and_the_next_run_makes_it(world
     )
     assert code == 0 and report["environments"][0]["reused"] is False
     assert not any(".tmp-" in p.name for p in root.iterdir())
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
 
 
 def test_errors_are_one_line(world: World, tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from kgit.compat import envs as envs_mod
-from kgit.core import bounded_yaml, layout
+from kgit.core import bounded_yaml, forkserver, layout
 from kgit.core.errors import KgitError, ReleaseNotFoundError, one_line
 from kgit.core.metadata import METADATA_FILE, Metadata
 from kgit.registry import catalog, compat_envs
@@ -284,6 +284,7 @@ def _run(
                 text=True,
                 timeout=RUN_TIMEOUT,
                 stdin=subprocess.DEVNULL,
+                preexec_fn=forkserver.dies_with_this_process(),
             )
             lines = [line for line in (proc.stderr or "").splitlines() if line.strip()]
             why = f"the environment's Python exited {proc.returncode}: {one_line(lines[-1] if lines else 'no output', 200)}"

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kgit.core import bounded_yaml
+from kgit.core import bounded_yaml, forkserver
 from kgit.core.errors import BusyError, KgitError, one_line
 from kgit.core.fsutil import exclusive, running
 from kgit.registry.compat_records import canonical, env_key, parse_requirement
@@ -130,6 +130,7 @@ def _run_uv(args: Sequence[str], *, stdin: str | None = None, timeout: float = 6
             env=env,
             timeout=timeout,
             stdin=None if stdin is not None else subprocess.DEVNULL,
+            preexec_fn=forkserver.dies_with_this_process(),  # a killed kgit's uv must not go on writing
         )
     except subprocess.TimeoutExpired:
         raise EnvError(

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from kgit.compat import envs
-from kgit.core import bounded_yaml
+from kgit.core import bounded_yaml, forkserver
 from kgit.core.errors import KgitError, one_line
 from kgit.core.protowire import fields, strings
 from kgit.store.clone_state import write_json
@@ -107,6 +107,7 @@ def tf_ops(version: str, log: object = None) -> tuple[set[str], str]:
             stdin=subprocess.DEVNULL,
             timeout=600,
             env={"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"},
+            preexec_fn=forkserver.dies_with_this_process(),
         )
         try:
             data = bounded_yaml.load_json(result.read_bytes(), "the op list")

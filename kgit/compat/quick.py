@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from kgit.compat.checking import EnvRequest
+from kgit.core import forkserver
 from kgit.core.errors import KgitError, one_line
 from kgit.core.metadata import METADATA_FILE
 from kgit.registry import catalog
@@ -276,6 +277,7 @@ def _download(spec: str) -> Path:
             stdin=subprocess.DEVNULL,
             timeout=600,
             env={**os.environ, "PIP_NO_INPUT": "1"},
+            preexec_fn=forkserver.dies_with_this_process(),
         )
         wheels = list(Path(tmp).glob("*.whl"))
         if proc.returncode != 0 or not wheels:

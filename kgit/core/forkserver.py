@@ -48,6 +48,26 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def dies_with_this_process() -> Callable[[], None] | None:
+    """A ``preexec_fn`` for ``subprocess``: the child gets SIGKILL when this process dies (Linux), so
+    a helper kgit started (uv installing packages, a loader in another environment) never outlives
+    a kgit that was killed, and never writes into what the next kgit cleans up. None elsewhere."""
+    parent = os.getpid()
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only calls it
+    except (OSError, AttributeError):
+        return None
+
+    def tie() -> None:
+        prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # it died before that took effect
+            os._exit(1)
+
+    return tie
+
+
 def serve(handle: Callable[[dict[str, Any]], int]) -> None:
     """Serve requests until stdin closes: fork for each; the child runs ``handle(request)`` and exits
     with what it returns (1, with the traceback on its stderr, if it raised). Nothing of a request
