@@ -176,7 +176,7 @@ def test_a_killed_creation_leaves_no_environment_and_the_next_run_makes_it(world
     while not any(".tmp-" in p.name for p in root.iterdir()) and time.monotonic() < deadline:
         time.sleep(0.05)
     # its helper (uv, creating the environment) is stopped where it is, then kgit is killed
-    stopped = []
+    stopped: list[int] = []
     while not stopped and time.monotonic() < deadline:
         for pid in _children(proc.pid):
             with contextlib.suppress(ProcessLookupError):

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 
-def serve(parent: int) -> None:
+def serve(parent: int, validations: bool = True) -> None:
     from kgit.core import forkserver
 
     forkserver.die_with_parent(parent)
@@ -41,8 +41,10 @@ def serve(parent: int) -> None:
 
     keras_module()
     # kgit's own preloaded validation process, which the forked commands share (one at a time, as
-    # processes forked from its owner do) while their environment is this one
-    roundtrip.preload()
+    # processes forked from its owner do) while their environment is this one; not for the fast
+    # tier, which validates nothing (a TensorFlow import saved per worker)
+    if validations:
+        roundtrip.preload()
     forkserver.serve(_kgit_main)
 
 
@@ -73,7 +75,9 @@ def _kgit_main(request: dict[str, Any]) -> int:
 
 
 def _server_argv() -> list[str]:
-    return [sys.executable, "-m", "support.forked_cli", str(os.getpid())]
+    from conftest import FAST_TIER
+
+    return [sys.executable, "-m", "support.forked_cli", str(os.getpid()), *(["--no-validations"] if FAST_TIER else [])]
 
 
 _SERVER: Any = None
@@ -131,4 +135,4 @@ def run_fresh(cwd: Path, args: list[str], env: dict[str, str] | None = None) -> 
 
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]))
+    serve(int(sys.argv[1]), validations="--no-validations" not in sys.argv[2:])
