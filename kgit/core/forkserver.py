@@ -17,6 +17,7 @@ the files the request names, and the request's working folder and environment (`
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import json
 import os
@@ -33,39 +34,38 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _prctl() -> Callable[..., int] | None:
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux
+        return None
+
+
+def _tie(prctl: Callable[..., int] | None, parent: int) -> None:
+    if prctl is not None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != parent:  # it died before that took effect
+        os._exit(1)
+
 
 def die_with_parent(parent: int) -> None:
     """Linux: get SIGKILL when ``parent`` dies, even by SIGKILL (PR_SET_PDEATHSIG); exit now if it
     died already. Elsewhere stdin's end stops the server."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:
-        os._exit(1)
+    _tie(_prctl(), parent)
 
 
 def dies_with_this_process() -> Callable[[], None] | None:
     """A ``preexec_fn`` for ``subprocess``: the child gets SIGKILL when this process dies (Linux), so
     a helper kgit started (uv installing packages, a loader in another environment) never outlives
-    a kgit that was killed, and never writes into what the next kgit cleans up. None elsewhere."""
-    parent = os.getpid()
-    try:
-        import ctypes
-
-        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only calls it
-    except (OSError, AttributeError):
-        return None
-
-    def tie() -> None:
-        prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # it died before that took effect
-            os._exit(1)
-
-    return tie
+    a kgit that was killed, and never writes into what the next kgit cleans up. None elsewhere.
+    (prctl is looked up here: between fork and exec, the child only calls it.)"""
+    prctl = _prctl()
+    return None if prctl is None else functools.partial(_tie, prctl, os.getpid())
 
 
 def serve(handle: Callable[[dict[str, Any]], int]) -> None:
