@@ -126,7 +126,7 @@ class StageLog:
     def apply(self, e: HistoryEvent) -> None:
         """Add an event tag already there."""
         staged = e.event in ("promoted", "demoted")
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(ValueError, TypeError):  # no date (or none git would write): not counted
             when = datetime.fromisoformat(e.when)
             if e.name not in self.latest or when > self.latest[e.name]:
                 self.latest[e.name] = when
