@@ -4,6 +4,7 @@ what each push uploaded; then one version's release and ``kgit get`` times, pack
 
     .venv/bin/python benchmarks/bench_dedup.py              # ~100 MB model (--mb 1000 for ~1 GB)
     .venv/bin/python benchmarks/bench_dedup.py --mb 1000 --versions 10
+    .venv/bin/python benchmarks/bench_dedup.py --mb 1000 --rounds 5   # the times only, layouts taking turns
 
 Two histories, each on a fresh repository per layout:
 
@@ -19,6 +20,7 @@ trained). Prints tables; no pass/fail (the machine may be shared).
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -127,14 +129,17 @@ print(time.perf_counter() - start)
 """
 
 
-def _get_and_load(repo: Path, base: Path, runs: int = 3) -> tuple[float, float]:
+def _get_and_load(repo: Path, base: Path, runs: int = 3, sync: bool = False) -> tuple[float, float]:
     """``kgit get m@v1`` on a fresh clone of ``repo`` (its DVC remote, its commits), then loading the
     folder's ``model.keras`` with plain Keras in a fresh process, seconds: the medians of ``runs``,
-    each on a clone of its own (an empty DVC cache)."""
+    each on a clone of its own (an empty DVC cache). ``sync``: the get starts with nothing left to
+    write to disk from before."""
     gets, loads = [], []
     for _ in range(runs):
         clone = base / "clone"
         subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
+        if sync:
+            os.sync()
         start = time.perf_counter()
         subprocess.run([KGIT, "get", "m@v1"], cwd=clone, env=tool_env(), check=True, capture_output=True)
         gets.append(time.perf_counter() - start)
@@ -143,6 +148,51 @@ def _get_and_load(repo: Path, base: Path, runs: int = 3) -> tuple[float, float]:
         loads.append(float(loaded.stdout.split()[-1]))
         shutil.rmtree(clone)
     return statistics.median(gets), statistics.median(loads)
+
+
+def _one_round(mb: int, pack: bool, base: Path) -> tuple[float, float, float, float]:
+    """A fresh repository: release v1, push, change the head, release v2, push; then ``kgit get
+    m@v1`` on a fresh clone and a plain-Keras load of its ``model.keras``. Seconds of each."""
+    import kgit
+    from kgit.workflow.roundtrip import stop_preloaded
+
+    stop_preloaded()
+    repo, store = base / "repo", base / "store"
+    new_repo(repo, store)
+    model = _model("head", mb)
+    times = []
+    for i in range(2):
+        if i:
+            _next_version(model, "head", i)
+        os.sync()  # each timed step starts with nothing left to write from the one before
+        start = time.perf_counter()
+        kgit.release(model, "m", formats="keras", pack=pack, repo=repo, allow_dirty=True)
+        times.append(time.perf_counter() - start)
+        subprocess.run([DVC, "push", "-q"], cwd=repo, env=tool_env(), check=True, capture_output=True)
+    get, load = _get_and_load(repo, base, runs=1, sync=True)
+    return times[0], times[1], get, load
+
+
+def _timing(mb: int, rounds: int) -> None:
+    """``rounds`` rounds of ``_one_round`` per layout, the layouts taking turns to go first; per round
+    and the medians, with packed against whole per round (paired: the same minutes of the machine)."""
+    names = ("release v1", "release v2", "kgit get", "load")
+    results: dict[bool, list[tuple[float, ...]]] = {True: [], False: []}
+    for r in range(rounds):
+        for pack in (True, False) if r % 2 == 0 else (False, True):
+            with tempfile.TemporaryDirectory(prefix="kgit-bench-dedup-") as tmp:
+                results[pack].append(_one_round(mb, pack, Path(tmp)))
+            log(f"round {r + 1} {'packed' if pack else 'whole'}: " + ", ".join(f"{t:.2f} s" for t in results[pack][-1]))
+    print(f"one ~{mb} MB model (head history), {rounds} rounds, each on fresh repositories, layouts taking turns:")
+    print(f"{'':12} {'packed (each round)':>34} {'whole (each round)':>34} {'packed/whole, median of rounds':>32}")
+    for i, name in enumerate(names):
+        packed = [x[i] for x in results[True]]
+        whole = [x[i] for x in results[False]]
+        ratios = [a / b - 1 for a, b in zip(packed, whole)]
+        print(
+            f"{name:12} {' '.join(f'{x:5.2f}' for x in packed):>34} {' '.join(f'{x:5.2f}' for x in whole):>34} "
+            f"{statistics.median(ratios) * 100:+7.1f} % (median {statistics.median(packed):.2f} against {statistics.median(whole):.2f} s)"
+        )
 
 
 def main() -> None:
@@ -156,7 +206,16 @@ def main() -> None:
         help="versions of the whole (--no-pack) histories (default: --versions)",
     )
     parser.add_argument("--history", action="append", choices=["head", "10%"], help="only this history (repeatable)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=0,
+        help="instead: time release v1, v2, get and load, packed and whole taking turns, this many rounds",
+    )
     args = parser.parse_args()
+    if args.rounds:
+        _timing(args.mb, args.rounds)
+        return
     rows = []
     timing = {}
     for kind in args.history or ["head", "10%"]:

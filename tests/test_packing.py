@@ -271,3 +271,142 @@ def test_a_packed_release_killed_midway_leaves_nothing_and_the_next_one_lands(
     assert git(kgit_repo, "status", "--porcelain") == "" and git(kgit_repo, "tag", "-l") == "m@v1.0.0"
     assert_consistent(kgit_repo)
     assert (kgit_repo / "artifacts" / "m" / "keras" / ".dvcignore").read_text() == "/v1/model.keras\n"
+
+
+def _cache_listing(repo: Path, dvc_file: str) -> dict[str, Path]:
+    """{path in the folder: its object in the repository's DVC cache}, from the folder's DVC listing."""
+    from support.world import dvc_md5
+
+    cache = repo / ".dvc" / "cache" / "files" / "md5"
+    top = dvc_md5(repo, dvc_file)
+    listing = json.loads((cache / top[:2] / top[2:]).read_text())
+    return {e["relpath"]: cache / e["md5"][:2] / e["md5"][2:] for e in listing}
+
+
+def test_tensor_objects_are_links_to_the_dvc_cache_and_a_tensor_stored_before_is_not_written_again(
+    tmp_path: Path,
+) -> None:
+    """A packed release's tensor objects are hard links to their DVC cache objects: the tensors a
+    version shares with an earlier one (and its formats with each other) are one file on disk, never
+    written again. Every other file is a copy, as DVC copies. DVC sees the folders as they should be;
+    `kgit get` on a fresh clone links what it downloaded; a repository that sets DVC's cache.type gets
+    copies, as it asked."""
+    import numpy as np
+    from conftest import kgit
+    from support.world import World
+
+    import kgit as api
+
+    (tmp_path / "w").mkdir()
+    w = World.create(tmp_path / "w")
+    model = _backbone_model()
+    records = [api.release(model, "m", formats=["keras", "h5"], repo=w.repo)]
+    model.fit(np.random.rand(16, 256), np.random.rand(16, 4), verbose=0)  # the head trains, the backbone does not
+    records.append(api.release(model, "m", formats=["keras", "h5"], repo=w.repo))
+
+    def inodes(repo: Path, record: Any, fmt: str) -> dict[str, tuple[int, int, int]]:
+        """{file: (its inode, links, its cache object's inode or -1)}"""
+        rel = record.formats[fmt]["path"]
+        cached = _cache_listing(repo, rel + ".dvc")
+        folder = repo / rel
+        out = {}
+        for p in folder.rglob("*"):
+            if p.is_file():
+                name = p.relative_to(folder).as_posix()
+                obj = cached.get(name)
+                out[name] = (p.stat().st_ino, p.stat().st_nlink, obj.stat().st_ino if obj else -1)
+        return out
+
+    seen = {(i, fmt): inodes(w.repo, r, fmt) for i, r in enumerate(records) for fmt in ("keras", "h5")}
+    backbone = _sha256_of_tensor(w.repo / records[0].formats["keras"]["path"], 256 * 256 * 4)
+    for (i, fmt), files in seen.items():
+        pieces = {n: v for n, v in files.items() if n.startswith("kgit-pack/tensors/")}
+        others = {n: v for n, v in files.items() if n not in pieces}
+        assert pieces and all(ino == obj and links >= 2 for ino, links, obj in pieces.values()), (i, fmt, pieces)
+        assert all(links == 1 and ino != obj for ino, links, obj in others.values()), (i, fmt, others)
+        assert others["model.keras" if fmt == "keras" else "model.h5"][2] == -1  # assembled: not DVC's
+    # the frozen backbone's kernel: one file for both versions and both formats, and the cache's
+    one = {seen[key][f"kgit-pack/tensors/{backbone}"][0] for key in seen}
+    assert len(one) == 1, one
+    # DVC sees every folder as released, and its checkout leaves the links as they are
+    dvc_files = [r.formats[f]["path"] + ".dvc" for r in records for f in r.formats]
+    status = subprocess.run(
+        [sys.executable, "-m", "dvc", "status", "--json", *dvc_files], cwd=w.repo, capture_output=True, text=True
+    )
+    assert status.returncode == 0 and json.loads(status.stdout) == {}, status.stdout + status.stderr
+    assert subprocess.run([sys.executable, "-m", "dvc", "checkout", "-q"], cwd=w.repo).returncode == 0
+    assert {key: inodes(w.repo, records[key[0]], key[1]) for key in seen} == seen
+    assert kgit(w.repo, "validate", "m@v2").returncode == 0
+    assert w.push("main", "--tags").returncode == 0
+
+    # a fresh clone: `kgit get` links the tensor objects it downloaded, copies the rest
+    fresh = w.clone("fresh")
+    got = kgit(fresh, "get", "m@v2")
+    assert got.returncode == 0, got.stderr
+    for fmt in ("keras", "h5"):
+        files = inodes(fresh, records[1], fmt)
+        linked = [v for n, v in files.items() if n.startswith("kgit-pack/tensors/")]
+        assert linked and all(ino == obj for ino, _links, obj in linked), (fmt, files)
+        assert all(ino != obj for n, (ino, _l, obj) in files.items() if not n.startswith("kgit-pack/tensors/"))
+    status = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dvc",
+            "status",
+            "--json",
+            *(records[1].formats[f]["path"] + ".dvc" for f in ("keras", "h5")),
+        ],
+        cwd=fresh,
+        capture_output=True,
+        text=True,
+    )
+    assert status.returncode == 0 and json.loads(status.stdout) == {}, status.stdout + status.stderr
+    assert kgit(fresh, "validate", "m@v2").returncode == 0
+
+    # a repository whose DVC cache.type says copy: copies, and none shares the cache's inode
+    other = w.clone("copies")
+    assert (
+        subprocess.run([sys.executable, "-m", "dvc", "config", "--local", "cache.type", "copy"], cwd=other).returncode
+        == 0
+    )
+    model.fit(np.random.rand(16, 256), np.random.rand(16, 4), verbose=0)
+    record = api.release(model, "m", formats=["keras"], repo=other)
+    files = inodes(other, record, "keras")
+    assert all(links == 1 and ino != obj for ino, links, obj in files.values()), files
+
+
+def _sha256_of_tensor(folder: Path, size: int) -> str:
+    """The name of the (one) tensor object of ``size`` bytes in a packed release folder."""
+    from kgit.core import packing
+
+    names = [p.name for p in (folder / packing.TENSORS_DIR).iterdir() if p.stat().st_size == size]
+    assert len(names) == 1, names
+    return names[0]
+
+
+def test_copying_a_range_falls_back_to_reading_and_writing_where_the_kernel_cannot(tmp_path: Path) -> None:
+    """copy_range copies with copy_file_range between files; into a pipe (which it refuses) it reads
+    and writes, and either way a file shorter than asked is refused."""
+    from kgit.core import packing
+    from kgit.core.errors import KgitError
+
+    data = os.urandom(40_000)
+    src = tmp_path / "src"
+    src.write_bytes(data)
+    with src.open("rb") as f, (tmp_path / "out").open("wb", buffering=0) as out:
+        packing.copy_range(f.fileno(), 1000, 30_000, out.fileno())
+        packing.copy_range(f.fileno(), 0, 10, out.fileno())
+    assert (tmp_path / "out").read_bytes() == data[1000:31_000] + data[:10]
+    r, wr = os.pipe()
+    try:
+        with src.open("rb") as f:
+            packing.copy_range(f.fileno(), 5, 20_000, wr)
+            assert os.read(r, 65536) == data[5:20_005]
+            with pytest.raises(KgitError, match="shorter"):
+                packing.copy_range(f.fileno(), 39_000, 2_000, wr)
+        with src.open("rb") as f, (tmp_path / "short").open("wb", buffering=0) as out, pytest.raises(KgitError):
+            packing.copy_range(f.fileno(), 39_000, 2_000, out.fileno())
+    finally:
+        os.close(r)
+        os.close(wr)

@@ -116,19 +116,23 @@ class FileDigest:
     mtime_ns: int
     ctime_ns: int
 
+    @classmethod
+    def of(cls, sha256: str, md5: str, st: os.stat_result) -> FileDigest:
+        ino, size, mtime_ns, ctime_ns = _identity(st)
+        return cls(sha256, md5, size, ino, mtime_ns, ctime_ns)
+
     def describes(self, st: os.stat_result) -> bool:
         """True if ``st`` is the file as it was when hashed (a rewrite, even to the same size and
         mtime, changes its ctime)."""
-        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) == (
-            self.ino,
-            self.size,
-            self.mtime_ns,
-            self.ctime_ns,
-        )
+        return _identity(st) == (self.ino, self.size, self.mtime_ns, self.ctime_ns)
 
 
 def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
-    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+    """Inode, size, mtime and ctime in ns; ctime 0 for a file with several hard links (a packed
+    release's file linked to its DVC cache object), whose ctime changes whenever a link to it is made
+    or removed elsewhere; writing into it still changes its mtime, and a file given a link since
+    (or that lost its others) is another identity."""
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns if st.st_nlink == 1 else 0
 
 
 @dataclass(frozen=True)
@@ -138,11 +142,14 @@ class KnownSha256:
 
     sha256: str
     identity: tuple[int, int, int, int]
-    md5_needed: bool = True  # False: DVC never reads this file (it is .dvcignore'd), no md5 is taken
+    # False: DVC never stores this file (it is .dvcignore'd: a packed release's assembled file, made
+    # again from the pieces that are stored), so no md5 is taken and it need not reach the disk first
+    md5_needed: bool = True
+    md5: str = ""  # its md5 too, when computed in the same write (a tensor object cut from a file)
 
 
 def identity_of(st: os.stat_result) -> tuple[int, int, int, int]:
-    """What ``FileDigest.describes`` compares: inode, size, mtime and ctime in ns."""
+    """What ``FileDigest.describes`` compares: inode, size, mtime and ctime in ns (``_identity``)."""
     return _identity(st)
 
 
@@ -150,16 +157,20 @@ def digest_file(path: Path, stop: threading.Event | None = None, known: KnownSha
     """Hash ``path`` once for both sha256 and md5. The file is fsynced first, so the hashes describe
     bytes that are on disk, and stat'ed before and after reading: a file that changed meanwhile is
     refused (KgitError) rather than described by hashes of bytes it no longer holds. ``known``: its
-    sha256 is already known for the identity it has now, so only the md5 is computed (none at all if
-    not ``known.md5_needed``); if the file has changed since, both are computed as usual."""
+    sha256 (and maybe md5) is already known for the identity it has now, so only what is not is
+    computed (nothing, and no fsync, if not ``known.md5_needed``: DVC does not store the file); if
+    the file has changed since, both are computed as usual."""
     sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as fh:
         fd = fh.fileno()
-        os.fsync(fd)
         before = os.fstat(fd)
         if known is not None and _identity(before) == known.identity and not known.md5_needed:
-            return FileDigest(known.sha256, "", before.st_size, before.st_ino, before.st_mtime_ns, before.st_ctime_ns)
+            return FileDigest.of(known.sha256, "", before)
+        os.fsync(fd)
+        before = os.fstat(fd)
         trusted = known is not None and _identity(before) == known.identity
+        if trusted and known is not None and known.md5:
+            return FileDigest.of(known.sha256, known.md5, before)
         while block := fh.read(BLOCK):
             if stop is not None and stop.is_set():
                 raise KgitError(f"hashing {path} was stopped")
@@ -172,14 +183,7 @@ def digest_file(path: Path, stop: threading.Event | None = None, known: KnownSha
             f"{path} changed while kgit was hashing it: nothing may write into a release being made; "
             "run the release again"
         )
-    return FileDigest(
-        known.sha256 if trusted and known is not None else sha.hexdigest(),
-        md5.hexdigest(),
-        after.st_size,
-        after.st_ino,
-        after.st_mtime_ns,
-        after.st_ctime_ns,
-    )
+    return FileDigest.of(known.sha256 if trusted and known is not None else sha.hexdigest(), md5.hexdigest(), after)
 
 
 def regular_files(folder: Path, exclude: tuple[str, ...] = ()) -> list[str]:

@@ -23,6 +23,7 @@ knowledge (kgit.models.packing); this module only cuts and joins bytes: no Tenso
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -41,7 +42,7 @@ PACK_DIR = "kgit-pack"
 TENSORS_DIR = f"{PACK_DIR}/tensors"
 SCHEMA = 1
 MIN_TENSOR_BYTES = 16 << 10  # smaller tensors stay in the skeleton: an object each would cost more than it saves
-_CHUNK = 8 << 20
+_CHUNK = 1 << 20  # read in blocks that stay in the CPU's caches while the hashes take them
 _MAX_MANIFEST = 64 << 20
 _ASSEMBLING = ".kgit-assembling"  # suffix of the file being assembled, renamed into place once checked
 
@@ -56,6 +57,7 @@ def split(
     extents: Iterable[tuple[int, int]],
     min_bytes: int = MIN_TENSOR_BYTES,
     known: dict[str, KnownSha256] | None = None,
+    stored: PieceStore | None = None,
 ) -> dict[str, Any] | None:
     """Cut ``folder/rel`` into its skeleton and one object per extent (offset, length) of at least
     ``min_bytes``; returns its manifest entry, or None if no extent qualifies (the file stays whole).
@@ -64,7 +66,11 @@ def split(
     The file is read once: each piece's sha256 (its name) in this thread, the whole file's in another
     (both run at once: hashlib lets go of the GIL). ``known`` receives, by path relative to
     ``folder``, the sha256 of the file (which DVC never reads: no md5 needed) and of each piece, with
-    the identity each had then, so the release's hashing does not read them again for it."""
+    the identity each had then, and each piece's md5 (DVC's hash, taken in a third thread), so the
+    release's hashing does not read them again.
+
+    ``stored``: where a piece may be already (``PieceStore``: a tensor an earlier version stored, or
+    another format of this release cut), to link to instead of keeping what was just cut."""
     path = folder / rel
     size = path.stat().st_size
     chosen: list[tuple[int, int]] = []
@@ -90,9 +96,9 @@ def split(
                     _stream(src, off - pos, [skel.write, whole.update])
                     pieces.append([None, off - pos])
                 if length:
-                    digest, piece = _cut(src, length, whole, folder / TENSORS_DIR)
+                    digest, md5, piece = _cut(src, length, whole, folder / TENSORS_DIR, stored)
                     pieces.append([digest, length])
-                    made[f"{TENSORS_DIR}/{digest}"] = KnownSha256(digest, identity_of(os.stat(piece)))
+                    made[f"{TENSORS_DIR}/{digest}"] = KnownSha256(digest, identity_of(os.stat(piece)), md5=md5)
                 pos = off + length
             after = identity_of(os.fstat(src.fileno()))
         sha256 = whole.hexdigest()
@@ -106,12 +112,12 @@ def split(
 
 
 class _ThreadedSha256:
-    """sha256 of a stream, computed in a thread of its own while the caller goes on."""
+    """A hash (sha256 unless named) of a stream, computed in a thread of its own while the caller goes on."""
 
-    def __init__(self) -> None:
-        self._hash = hashlib.sha256()
+    def __init__(self, name: str = "sha256") -> None:
+        self._hash = hashlib.new(name, usedforsecurity=name != "md5")
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)  # at most 8 chunks in memory
-        self._thread = threading.Thread(target=self._run, name="kgit-pack-sha256", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"kgit-pack-{name}", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
@@ -143,22 +149,88 @@ def _stream(src: Any, length: int, sinks: list[Any]) -> None:
         left -= len(data)
 
 
-def _cut(src: Any, length: int, whole: _ThreadedSha256, tensors: Path) -> tuple[str, Path]:
+def _cut(
+    src: Any, length: int, whole: _ThreadedSha256, tensors: Path, stored: PieceStore | None
+) -> tuple[str, str, Path]:
     """The next ``length`` bytes of ``src`` as a tensor object in ``tensors`` (named by its sha256;
-    kept once if the folder has it already); returns its sha256 and path."""
+    kept once if the folder has it already, a link to ``stored``'s object if that holds it, else
+    copied by the kernel from ``src``); returns its sha256, its md5 and its path."""
+    start = src.tell()
     digest = hashlib.sha256()
-    tmp = tensors / f".cutting-{os.getpid()}-{threading.get_ident()}"
+    md5 = _ThreadedSha256("md5")
     try:
-        with tmp.open("wb") as out:
-            _stream(src, length, [out.write, digest.update, whole.update])
-        target = tensors / digest.hexdigest()
-        if target.exists():  # the same tensor twice in one folder: one object
-            tmp.unlink()
-        else:
-            os.replace(tmp, target)
+        _stream(src, length, [digest.update, whole.update, md5.update])
     finally:
-        tmp.unlink(missing_ok=True)
-    return digest.hexdigest(), target
+        md5_hex = md5.hexdigest()
+    target = tensors / digest.hexdigest()
+    if not target.exists():  # else the same tensor twice in one folder: one object
+        tmp = tensors / f".cutting-{os.getpid()}-{threading.get_ident()}"
+        try:
+            if stored is None or not stored.link(md5_hex, length, tmp):
+                with tmp.open("wb", buffering=0) as out:
+                    copy_range(src.fileno(), start, length, out.fileno())
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+    if stored is not None:
+        stored.keep(md5_hex, target)
+    return digest.hexdigest(), md5_hex, target
+
+
+def copy_range(src_fd: int, offset: int, length: int, out_fd: int) -> None:
+    """Append the bytes ``offset .. offset + length`` of ``src_fd`` to ``out_fd`` (at its position),
+    copied by the kernel (``copy_file_range``: no trip through Python, and shared blocks where the
+    file system can reflink), or read and written where it cannot; KgitError if the file is shorter."""
+    done = 0
+    try:
+        while done < length:
+            n = os.copy_file_range(src_fd, out_fd, length - done, offset + done)
+            if n == 0:
+                raise KgitError("a file is shorter than recorded")
+            done += n
+        return
+    except OSError:  # a kernel or file system without it, or two file systems: by hand, from where it stopped
+        pass
+    while done < length:
+        data = os.pread(src_fd, min(length - done, _CHUNK), offset + done)
+        if not data:
+            raise KgitError("a file is shorter than recorded")
+        os.write(out_fd, data)
+        done += len(data)
+
+
+class PieceStore:
+    """Where the tensors a release cuts may already be: the DVC cache's objects (``cache``, its
+    ``files/md5``, when kgit links tensor objects to them: kgit.store.dvc_ops ``piece_store``) and
+    the objects this release cut already (the same tensor in another of its formats), each kept as a
+    link in ``holding`` (a folder of the release's staging area, by md5). A piece found there is a
+    hard link to it, never written: a release writes each tensor that changed once, whatever its
+    formats, and the others not at all.
+
+    Every piece has two links or more from its making on (``keep``), so links made later (another
+    format's, the DVC cache's) leave its identity as hashed (kgit.core.fsutil ``identity_of``)."""
+
+    def __init__(self, cache: Path, holding: Path) -> None:
+        self.cache = cache
+        self.holding = holding
+        holding.mkdir(parents=True, exist_ok=True)
+
+    def link(self, md5: str, length: int, tmp: Path) -> bool:
+        """Make ``tmp`` a link to a stored object with this md5 and size; False if there is none or
+        it cannot be linked (the caller then writes the piece)."""
+        for obj in (self.holding / md5, self.cache / md5[:2] / md5[2:]):
+            try:
+                if obj.stat().st_size == length:
+                    os.link(obj, tmp)
+                    return True
+            except OSError:  # not there, another file system, a link limit
+                continue
+        return False
+
+    def keep(self, md5: str, piece: Path) -> None:
+        """Remember ``piece`` as this md5's object (the first one kept stays)."""
+        with contextlib.suppress(OSError):  # there already (another format's), or links not possible
+            os.link(piece, self.holding / md5)
 
 
 def write_manifest(folder: Path, files: dict[str, dict[str, Any]]) -> None:
@@ -204,23 +276,30 @@ def assemble(folder: Path, known: dict[str, KnownSha256] | None = None) -> list[
         if target.is_file() and target.stat().st_size == entry["size"]:
             continue  # there: its bytes are checked with every file of the folder (metadata.json's files)
         tmp = temporary_for(target, _ASSEMBLING)
-        digest = _ThreadedSha256()  # hashed in a thread of its own as the bytes are written
+        digest = _ThreadedSha256()  # hashed in a thread of its own as the bytes are read
         read: dict[str, KnownSha256] = {}
         try:
             skeleton = folder / skeleton_path(rel)
-            with tmp.open("wb") as out, skeleton.open("rb") as skel:
+            # each part is read for the hashes and copied by the kernel (copy_range); a part that
+            # changed meanwhile is refused, so the file made is the bytes hashed
+            with tmp.open("wb", buffering=0) as out, skeleton.open("rb") as skel:
                 skel_before = identity_of(os.fstat(skel.fileno()))
                 skel_digest = hashlib.sha256()
                 for ref, length in entry["pieces"]:
                     if ref is None:
-                        _stream(skel, length, [out.write, digest.update, skel_digest.update])
+                        start = skel.tell()
+                        _stream(skel, length, [digest.update, skel_digest.update])
+                        copy_range(skel.fileno(), start, length, out.fileno())
+                        _unchanged(skel, skel_before, rel)
                         continue
                     with (folder / TENSORS_DIR / ref).open("rb") as piece:
                         before = identity_of(os.fstat(piece.fileno()))
-                        _stream(piece, length, [out.write, digest.update])
-                        if before == identity_of(os.fstat(piece.fileno())) and before[1] == length:
+                        _stream(piece, length, [digest.update])
+                        copy_range(piece.fileno(), 0, length, out.fileno())
+                        _unchanged(piece, before, rel)
+                        if before[1] == length:
                             read[f"{TENSORS_DIR}/{ref}"] = KnownSha256(ref, before)
-                skeleton_whole = skel_before == identity_of(os.fstat(skel.fileno())) and skel.read(1) == b""
+                skeleton_whole = skel.read(1) == b""
             if digest.hexdigest() != entry["sha256"]:
                 raise KgitError(f"{rel} assembled from its pieces is not the file released (sha256 differs)")
             os.replace(tmp, target)
@@ -238,6 +317,16 @@ def assemble(folder: Path, known: dict[str, KnownSha256] | None = None) -> list[
             known[rel] = KnownSha256(entry["sha256"], identity_of(os.stat(target)), md5_needed=False)
         made.append(rel)
     return made
+
+
+def _unchanged(part: Any, before: tuple[int, int, int, int], rel: str) -> None:
+    if identity_of(os.fstat(part.fileno())) != before:
+        raise KgitError(f"{Path(part.name).name} changed while {rel} was assembled from it: run the command again")
+
+
+def is_tensor_name(name: Any) -> bool:
+    """Whether ``name`` is one a tensor object is given: a sha256, in lowercase hex."""
+    return isinstance(name, str) and len(name) == 64 and all(c in "0123456789abcdef" for c in name)
 
 
 def _safe_rel(rel: Any) -> bool:
@@ -258,9 +347,7 @@ def _pieces_ok(entry: dict[str, Any]) -> bool:
             isinstance(p, list) and len(p) == 2 and isinstance(p[1], int) and not isinstance(p[1], bool) and p[1] >= 0
         ):
             return False
-        if p[0] is not None and not (
-            isinstance(p[0], str) and len(p[0]) == 64 and all(c in "0123456789abcdef" for c in p[0])
-        ):
+        if p[0] is not None and not is_tensor_name(p[0]):
             return False
         total += p[1]
     return total == entry["size"]

@@ -28,18 +28,21 @@ _TABLE_MAGIC = 0xDB4775248B80FB57
 _KERAS_WEIGHTS = "model.weights.h5"
 
 
-def pack(folder: Path, known: dict[str, KnownSha256] | None = None) -> dict[str, dict[str, Any]]:
+def pack(
+    folder: Path, known: dict[str, KnownSha256] | None = None, stored: packing.PieceStore | None = None
+) -> dict[str, dict[str, Any]]:
     """Split every weight file of ``folder`` kgit can map into tensor objects (kgit.core.packing) and
     write the manifest; returns the manifest's files. Each file's sha256 in the manifest is taken from
     the bytes the pieces were cut from, in the same read: assembling gives that file or is refused.
-    ``known`` receives the sha256s that read computed (kgit.core.packing.split)."""
+    ``known`` receives the hashes that read computed; ``stored``: where pieces may be already, to link
+    to (both: kgit.core.packing.split)."""
     files: dict[str, dict[str, Any]] = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()):
         rel = path.relative_to(folder).as_posix()
         if rel.startswith(packing.PACK_DIR + "/"):
             continue
         extents = _extents(path)
-        entry = packing.split(folder, rel, extents, known=known) if extents else None
+        entry = packing.split(folder, rel, extents, known=known, stored=stored) if extents else None
         if entry is not None:
             files[rel] = entry
     if files:

@@ -9,7 +9,7 @@ import contextlib
 import io
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -226,8 +226,31 @@ def share_cache(root: Path, source: Path) -> None:
         conf["cache"] = {**conf["cache"], **settings}
 
 
-def add(root: Path, targets: list[Path], known: Mapping[Path, FileDigest] | None = None) -> set[str]:
-    """``dvc add`` each folder (each becomes its own output with its own ``.dvc`` file).
+# A packed release's tensor objects (kgit.core.packing: kgit-pack/tensors/, files nobody edits, read
+# only, each checked against its sha256 whenever the release is assembled) are hard links to their
+# DVC cache objects, where the repository leaves DVC's ``cache.type`` unset: a release writes each new
+# tensor once (not again into the cache), an unchanged one not at all, and a fetch does not copy what
+# it downloaded. Every other file is copied, as DVC copies. A repository that sets ``cache.type``
+# gets what it set; a cache on another file system gets copies.
+def piece_store(root: Path) -> Path | None:
+    """The folder of the local DVC cache's objects (``files/md5``) if tensor objects are linked to
+    them, else None."""
+    with open_repo(root) as repo:
+        return _piece_store(repo)
+
+
+def _piece_store(repo: Any) -> Path | None:
+    odb = repo.cache.local
+    if odb is None or repo.config["cache"].get("type") is not None or getattr(odb.fs, "protocol", None) != "local":
+        return None
+    return Path(odb.path)
+
+
+def add(
+    root: Path, targets: list[Path], known: Mapping[Path, FileDigest] | None = None, *, pieces: Iterable[Path] = ()
+) -> set[str]:
+    """``dvc add`` each folder (each becomes its own output with its own ``.dvc`` file). ``pieces``:
+    tensor objects of those folders, with their md5 in ``known``, linked to the cache (``piece_store``).
 
     ``known``: md5s kgit computed while hashing these files (kgit.core.fsutil.digest_file), which DVC
     then takes from its state database instead of reading every byte again; a file whose identity
@@ -244,12 +267,72 @@ def add(root: Path, targets: list[Path], known: Mapping[Path, FileDigest] | None
             if known:
                 seed_hashes(repo, root, known)
                 stored = set(repo.cache.local.oids_exist(sorted({d.md5 for d in known.values()})))
+            linked = _link_pieces(repo, root, pieces, known or {})
             failpoint("dvc-add")
-            repo.add(rel)
+            repo.add(rel, relink=not linked)  # relinking would copy the linked objects over their links
             failpoint("dvc-added")
     except DvcException as exc:
         raise KgitError(f"`dvc add {' '.join(rel)}` failed: {exc}") from None
     return stored
+
+
+def _link_pieces(repo: Any, root: Path, pieces: Iterable[Path], known: Mapping[Path, FileDigest]) -> bool:
+    """Enter each of ``pieces`` still as hashed (``known``) into the DVC cache as a hard link (DVC's
+    own transfer: a reflink, a hard link or, across file systems, a copy; made read only, as DVC
+    protects its objects); True if there are pieces and the cache is one kgit links to (``piece_store``)."""
+    odb = repo.cache.local
+    pieces = list(pieces)
+    if not pieces or _piece_store(repo) is None:
+        return False
+    todo: dict[str, str] = {}
+    for path in pieces:
+        digest = known.get(path)
+        full = os.path.join(repo.root_dir, os.path.relpath(path, root))
+        with contextlib.suppress(OSError):
+            if digest is not None and digest.md5 and digest.describes(os.stat(full, follow_symlinks=False)):
+                todo.setdefault(digest.md5, full)
+    if todo:
+        odb.add(list(todo.values()), odb.fs, list(todo), hardlink=True)
+    return True
+
+
+def link_fetched_pieces(repo: Any, root: Path, dvc_files: list[str]) -> int:
+    """Before a checkout: hard-link each tensor object of these fetched packed folders that is not in
+    the work tree from its DVC cache object (``piece_store``), and tell DVC's state its md5, so the
+    checkout leaves it and copies only the other files. Returns how many were linked."""
+    from dvc_data.hashfile.transfer import find_tree_by_obj_id
+
+    from kgit.core import packing
+
+    store = _piece_store(repo)
+    if store is None:
+        return 0
+    odb = repo.cache.local
+    linked: dict[Path, FileDigest] = {}
+    tensors = tuple(packing.TENSORS_DIR.split("/"))
+    for f in dvc_files:
+        top = out_hash(read_dvc_path(root / f, f))
+        tree = find_tree_by_obj_id([odb], _hash_info(top)) if top.get("md5", "").endswith(".dir") else None
+        folder = root / layout.tracked_path(f)
+        for key, _meta, oid in tree or ():
+            if oid is None or tuple(key[:-1]) != tensors or not packing.is_tensor_name(key[-1]):
+                continue  # the listing came from the remote: only names kgit gives tensor objects
+            target = folder.joinpath(*key)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.link(odb.oid_to_path(oid.value), target)
+                linked[target] = FileDigest.of("", oid.value, os.stat(target))
+            except OSError:  # there already, not in the cache, another file system: DVC's checkout decides
+                continue
+    if linked:
+        seed_hashes(repo, root, linked)
+    return len(linked)
+
+
+def _hash_info(out: dict[str, Any]) -> Any:
+    from dvc_data.hashfile.hash_info import HashInfo
+
+    return HashInfo(str(out.get("hash") or "md5"), str(out.get("md5")))
 
 
 @contextlib.contextmanager
@@ -426,8 +509,16 @@ def push(root: Path, oids: list[str], remote: str, meter: Meter | None = None) -
     return len(result.transferred)
 
 
-def pull(root: Path, dvc_files: list[str], remote: str | None = None, meter: Meter | None = None) -> int:
-    """``dvc pull`` exactly these ``.dvc`` files (fetch into the cache, check out into the work tree).
+def pull(
+    root: Path,
+    dvc_files: list[str],
+    remote: str | None = None,
+    meter: Meter | None = None,
+    *,
+    packed: Iterable[str] = (),
+) -> int:
+    """``dvc pull`` exactly these ``.dvc`` files (fetch into the cache, check out into the work tree;
+    the tensor objects of those that are ``packed`` linked to the cache, ``piece_store``).
 
     Returns how many objects DVC fetched. ``meter`` (a ``kgit.core.progress.Meter``) counts the bytes
     as DVC's transfer reports them; DVC's own bars are not drawn."""
@@ -457,6 +548,7 @@ def pull(root: Path, dvc_files: list[str], remote: str | None = None, meter: Met
                 )
             if result.failed:
                 raise _failure(repo, remote, logged or [f"{len(result.failed)} file(s) failed to download"], None)
+            link_fetched_pieces(repo, root, [f for f in dvc_files if f in set(packed)])
             repo.checkout(targets=dvc_files)
         except TransferFailed as exc:
             raise KgitError(f"fetching {', '.join(dvc_files)} failed: {exc}") from None

@@ -88,7 +88,7 @@ def get(
             )
             show = progress_display.wanted() if progress is None else progress
             with progress_display.Meter(f"fetching {rel.name}@{rel.version}", expected, show=show) as meter:
-                dvc_ops.pull(repo.root, to_pull, meter=meter)
+                dvc_ops.pull(repo.root, to_pull, meter=meter, packed=_packed_dvc_files(repo, rel, wanted))
         pulled = True
         metas = {fmt: verified_metadata(repo, rel, fmt) for fmt in wanted}
     except KgitError as exc:
@@ -98,7 +98,16 @@ def get(
             raise KgitError(f"{gone}{'; ' + said if said else ''}") from None
         if not said:
             if isinstance(exc, ReleaseMismatchError) and exc.check == "files":
-                restore = layout.dvc_file(rel.formats[exc.fmt]["path"])
+                from kgit.core.packing import TENSORS_DIR
+
+                folder = rel.formats[exc.fmt]["path"]
+                restore = layout.dvc_file(folder)
+                if f"{TENSORS_DIR}/" in str(exc):  # one file with its DVC cache object (dvc_ops.piece_store)
+                    raise KgitError(
+                        f"{exc}: a tensor object is one file with its DVC cache object, which changed with it: "
+                        f"delete both (`find .dvc/cache -samefile {folder}/{TENSORS_DIR}/NAME -delete`, then "
+                        f"`rm -rf {folder}`) and `kgit get {rel.name}@{rel.version}` fetches it from the DVC remote again"
+                    ) from None
                 raise KgitError(
                     f"{exc}: kgit leaves a folder that was already here as it is; `dvc checkout --force {restore}` "
                     f"puts the released bytes back (discarding those changes), then `kgit get {rel.name}@{rel.version}`"
@@ -119,6 +128,18 @@ def get(
             repo.root / rel.formats[fmt]["path"], f"{rel.name}@{rel.version} ({fmt})", meta
         )
     return result
+
+
+def _packed_dvc_files(repo: Repo, rel: catalog.Release, formats: list[str]) -> set[str]:
+    """The ``.dvc`` files of those ``formats`` of ``rel`` that were released packed (their metadata in
+    git lists a pack manifest)."""
+    from kgit.core import packing
+
+    return {
+        layout.dvc_file(rel.formats[fmt]["path"])
+        for fmt in formats
+        if packing.MANIFEST in catalog.metadata(repo, rel, fmt).files
+    }
 
 
 def _incomplete(folder: Path) -> bool:

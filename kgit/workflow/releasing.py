@@ -50,6 +50,7 @@ from kgit.core.metadata import (
     hash_folder,
     sha256_file,
 )
+from kgit.core.packing import PieceStore
 from kgit.core.sizes import human_size
 from kgit.registry import catalog
 from kgit.registry.versions import Version, check_name, next_version, tag_name
@@ -557,6 +558,10 @@ def _stage(
     gitinfo = GitInfo(git.head(), git.branch(), bool(git.dirty_paths(exclude_prefix=ARTIFACTS_DIR)))
     created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     metas = {}
+    # a tensor the DVC cache holds already (when tensor objects are linked to it), or that another
+    # format of this release cut, is linked, not written again
+    cache = dvc_ops.piece_store(git.root) if req.pack else None
+    stored = PieceStore(cache, staging / ".pieces") if cache is not None else None
     for fmt in req.formats:
         say(f"saving {req.name} {label} as {fmt}")
         folder = staging / fmt
@@ -570,7 +575,7 @@ def _stage(
         hashing[fmt] = FolderDigests(
             folder,
             exclude=(METADATA_FILE, SIGNATURE_FILE),
-            first=functools.partial(packing.pack, folder) if req.pack else None,
+            first=functools.partial(packing.pack, folder, stored=stored) if req.pack else None,
         )
         meta = Metadata(
             name=req.name,
@@ -806,7 +811,13 @@ def _track(
     known = {root / rel / name: d for fmt, rel in folders.items() for name, d in digests[fmt].items() if d.md5}
     journal.dvc_writing = [*_dvc_files(folders), *(p for p in journal.backups if p != DVC_YAML)]
     journal.save(git)
-    stored = dvc_ops.add(root, [root / rel for rel in folders.values()], known=known)
+    # a packed folder's tensor objects are linked to the DVC cache, not copied (dvc_ops.piece_store)
+    from kgit.core.packing import TENSORS_DIR
+
+    pieces = [
+        root / rel / name for fmt, rel in folders.items() for name in digests[fmt] if name.startswith(f"{TENSORS_DIR}/")
+    ]
+    stored = dvc_ops.add(root, [root / rel for rel in folders.values()], known=known, pieces=pieces)
     journal.note_written(root, journal.dvc_writing)
     journal.dvc_writing = []
     journal.save(git)
