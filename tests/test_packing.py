@@ -410,3 +410,51 @@ def test_copying_a_range_falls_back_to_reading_and_writing_where_the_kernel_cann
     finally:
         os.close(r)
         os.close(wr)
+
+
+def test_a_dvc_cache_on_another_file_system_gets_copies_and_everything_works(tmp_path: Path) -> None:
+    """Hard links cannot cross file systems: with the DVC cache on another one (/dev/shm, a tmpfs),
+    tensor objects are copied into it, releases, `kgit get` and `kgit validate` work as before, and
+    DVC sees every folder as released."""
+    import shutil
+    import tempfile
+
+    import numpy as np
+    from conftest import kgit
+    from support.world import World
+
+    import kgit as api
+
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs /dev/shm on a file system of its own")
+    caches = Path(tempfile.mkdtemp(prefix="kgit-test-cache-", dir=shm))
+    try:
+        (tmp_path / "w").mkdir()
+        w = World.create(tmp_path / "w")
+        dvc = [sys.executable, "-m", "dvc"]
+        assert subprocess.run([*dvc, "cache", "dir", "--local", str(caches / "repo")], cwd=w.repo).returncode == 0
+        model = _backbone_model()
+        records = [api.release(model, "m", formats=["keras"], repo=w.repo)]
+        model.fit(np.random.rand(16, 256), np.random.rand(16, 4), verbose=0)
+        records.append(api.release(model, "m", formats=["keras"], repo=w.repo))
+        for record in records:
+            folder = w.repo / record.formats["keras"]["path"]
+            assert all(p.stat().st_nlink == 1 for p in folder.rglob("*") if p.is_file())
+        dvc_files = [r.formats["keras"]["path"] + ".dvc" for r in records]
+        status = subprocess.run([*dvc, "status", "--json", *dvc_files], cwd=w.repo, capture_output=True, text=True)
+        assert status.returncode == 0 and json.loads(status.stdout) == {}, status.stdout + status.stderr
+        assert kgit(w.repo, "validate", "m@v2").returncode == 0
+        assert w.push("main", "--tags").returncode == 0
+
+        fresh = w.clone("fresh")
+        assert subprocess.run([*dvc, "cache", "dir", "--local", str(caches / "fresh")], cwd=fresh).returncode == 0
+        got = kgit(fresh, "get", "m@v2")
+        assert got.returncode == 0, got.stderr
+        folder = fresh / records[1].formats["keras"]["path"]
+        pieces = list((folder / "kgit-pack" / "tensors").iterdir())
+        assert pieces and all(p.stat().st_nlink == 1 for p in pieces)
+        checked = kgit(fresh, "validate", "m@v2")
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+    finally:
+        shutil.rmtree(caches, ignore_errors=True)
