@@ -364,6 +364,25 @@ def test_tensor_objects_are_links_to_the_dvc_cache_and_a_tensor_stored_before_is
     assert status.returncode == 0 and json.loads(status.stdout) == {}, status.stdout + status.stderr
     assert kgit(fresh, "validate", "m@v2").returncode == 0
 
+    # the backbone's object written into in place (through a folder's link): the next release is
+    # refused rather than linked to it, and lands once the object is gone
+    tensor = w.repo / records[1].formats["keras"]["path"] / "kgit-pack" / "tensors" / backbone
+    obj = _cache_listing(w.repo, records[1].formats["keras"]["path"] + ".dvc")[f"kgit-pack/tensors/{backbone}"]
+    tensor.chmod(0o644)
+    with tensor.open("r+b") as fh:
+        fh.write(b"\1" * 64)
+    tags = subprocess.run(["git", "tag", "-l"], cwd=w.repo, capture_output=True, text=True).stdout
+    model.fit(np.random.rand(16, 256), np.random.rand(16, 4), verbose=0)
+    with pytest.raises(Exception, match="with other bytes than DVC stored.*nothing was released"):
+        api.release(model, "m", formats=["keras"], repo=w.repo)
+    assert subprocess.run(["git", "tag", "-l"], cwd=w.repo, capture_output=True, text=True).stdout == tags
+    assert subprocess.run(["git", "status", "--porcelain"], cwd=w.repo, capture_output=True, text=True).stdout == ""
+    obj.unlink(missing_ok=True)  # DVC's own check may have removed it already
+    landed = api.release(model, "m", formats=["keras"], repo=w.repo)
+    fresh_tensor = w.repo / landed.formats["keras"]["path"] / "kgit-pack" / "tensors" / backbone
+    assert fresh_tensor.stat().st_ino != tensor.stat().st_ino and _sha256(fresh_tensor) == backbone
+    assert kgit(w.repo, "validate", "m@v3").returncode == 0
+
     # a repository whose DVC cache.type says copy: copies, and none shares the cache's inode
     other = w.clone("copies")
     assert (

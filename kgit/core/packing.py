@@ -214,6 +214,8 @@ class PieceStore:
         self.cache = cache
         self.holding = holding
         holding.mkdir(parents=True, exist_ok=True)
+        self.from_cache: set[str] = set()  # md5s of the pieces linked to an object the cache held (to vouch for)
+        self._lock = threading.Lock()
 
     def link(self, md5: str, length: int, tmp: Path) -> bool:
         """Make ``tmp`` a link to a stored object with this md5 and size; False if there is none or
@@ -222,6 +224,9 @@ class PieceStore:
             try:
                 if obj.stat().st_size == length:
                     os.link(obj, tmp)
+                    if obj.parent != self.holding:
+                        with self._lock:
+                            self.from_cache.add(md5)
                     return True
             except OSError:  # not there, another file system, a link limit
                 continue

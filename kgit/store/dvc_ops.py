@@ -247,10 +247,16 @@ def _piece_store(repo: Any) -> Path | None:
 
 
 def add(
-    root: Path, targets: list[Path], known: Mapping[Path, FileDigest] | None = None, *, pieces: Iterable[Path] = ()
+    root: Path,
+    targets: list[Path],
+    known: Mapping[Path, FileDigest] | None = None,
+    *,
+    pieces: Iterable[Path] = (),
+    vouch: Iterable[str] = (),
 ) -> set[str]:
     """``dvc add`` each folder (each becomes its own output with its own ``.dvc`` file). ``pieces``:
-    tensor objects of those folders, with their md5 in ``known``, linked to the cache (``piece_store``).
+    tensor objects of those folders, with their md5 in ``known``, linked to the cache (``piece_store``);
+    ``vouch``: the md5s of those that were linked to an object the cache held (``_vouch``).
 
     ``known``: md5s kgit computed while hashing these files (kgit.core.fsutil.digest_file), which DVC
     then takes from its state database instead of reading every byte again; a file whose identity
@@ -267,7 +273,7 @@ def add(
             if known:
                 seed_hashes(repo, root, known)
                 stored = set(repo.cache.local.oids_exist(sorted({d.md5 for d in known.values()})))
-            linked = _link_pieces(repo, root, pieces, known or {})
+            linked = _link_pieces(repo, root, pieces, known or {}, vouch)
             failpoint("dvc-add")
             repo.add(rel, relink=not linked)  # relinking would copy the linked objects over their links
             failpoint("dvc-added")
@@ -276,10 +282,13 @@ def add(
     return stored
 
 
-def _link_pieces(repo: Any, root: Path, pieces: Iterable[Path], known: Mapping[Path, FileDigest]) -> bool:
+def _link_pieces(
+    repo: Any, root: Path, pieces: Iterable[Path], known: Mapping[Path, FileDigest], vouch: Iterable[str]
+) -> bool:
     """Enter each of ``pieces`` still as hashed (``known``) into the DVC cache as a hard link (DVC's
     own transfer: a reflink, a hard link or, across file systems, a copy; made read only, as DVC
-    protects its objects); True if there are pieces and the cache is one kgit links to (``piece_store``)."""
+    protects its objects); True if there are pieces and the cache is one kgit links to (``piece_store``).
+    Those whose md5 is in ``vouch`` (linked to an object the cache held) are checked first (``_vouch``)."""
     odb = repo.cache.local
     pieces = list(pieces)
     if not pieces or _piece_store(repo) is None:
@@ -291,9 +300,38 @@ def _link_pieces(repo: Any, root: Path, pieces: Iterable[Path], known: Mapping[P
         with contextlib.suppress(OSError):
             if digest is not None and digest.md5 and digest.describes(os.stat(full, follow_symlinks=False)):
                 todo.setdefault(digest.md5, full)
+    for md5 in vouch:
+        if md5 in todo:
+            _vouch(odb, md5, todo[md5])
     if todo:
         odb.add(list(todo.values()), odb.fs, list(todo), hardlink=True)
     return True
+
+
+def _vouch(odb: Any, md5: str, piece: str) -> None:
+    """KgitError unless the tensor object ``piece``, linked to the cache's object ``md5`` when it was
+    cut instead of written, holds the tensor its name says: DVC's state vouches for the object (it
+    still is that file, with the inode, size and mtime DVC hashed), or its sha256 is its name. An
+    object written into in place since DVC stored it (and removed by DVC's own check) is caught."""
+    from kgit.core.metadata import sha256_file
+    from kgit.core.packing import TENSORS_DIR
+
+    obj = odb.oid_to_path(md5)
+    state = getattr(odb, "state", None)
+    with contextlib.suppress(OSError):
+        if os.path.samefile(piece, obj) and state is not None:
+            hashed = state.get(obj, odb.fs)[1]
+            if hashed is not None and hashed.value == md5:
+                return
+    if sha256_file(Path(piece)) == os.path.basename(piece):
+        return
+    obj_hint = f"`rm -f {obj}`, " if os.path.exists(obj) else ""
+    raise KgitError(
+        f"the DVC cache held tensor {os.path.basename(piece)[:12]} (md5 {md5}) with other bytes than DVC stored "
+        f"(a file under {TENSORS_DIR}/ written into in place?): nothing was released; remove that object "
+        f"({obj_hint}`kgit validate --recheck` names the releases whose folders hold it: `kgit get` them again) "
+        "and release again"
+    )
 
 
 def link_fetched_pieces(repo: Any, root: Path, dvc_files: list[str]) -> int:

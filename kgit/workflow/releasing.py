@@ -219,13 +219,13 @@ def release(
         for text in warned:
             say(f"warning: {text}")
         try:
-            metas = _stage(git, req, prepared, label, staging, hashing, say, source)
+            metas, stored = _stage(git, req, prepared, label, staging, hashing, say, source)
             failpoints.failpoint("staged")
             say(f"validating {req.name} {label} in a fresh process")
             validation = _validate(staging, req)
             digests = _seal(staging, req, metas, _measured(validation, req), hashing, say)
             failpoints.failpoint("validated")
-            record = _publish(git, req, label, tag, staging, metas, validation, digests, say)
+            record = _publish(git, req, label, tag, staging, metas, validation, digests, say, stored)
         finally:
             for h in hashing.values():
                 h.stop()
@@ -546,9 +546,10 @@ def _stage(
     hashing: dict[str, FolderDigests],
     say: Progress,
     source: SourceInfo,
-) -> dict[str, Metadata]:
+) -> tuple[dict[str, Metadata], PieceStore | None]:
     """Write each format's folder and start hashing its files (``hashing``), which goes on while the
-    release is validated; the metadata written here gets its ``files`` in ``_seal``."""
+    release is validated; the metadata written here gets its ``files`` in ``_seal``. Returns the
+    metadata, and where its tensor objects were linked from (None: nothing is linked)."""
     from kgit.models import formats, packing
     from kgit.models.reference import save_npz
 
@@ -613,7 +614,7 @@ def _stage(
         )
         (folder / METADATA_FILE).write_text(meta.to_json(), encoding="utf-8")
         metas[fmt] = meta
-    return metas
+    return metas, stored
 
 
 # -- 5. validate: reload in a fresh process ------------------------------------------------------
@@ -718,6 +719,7 @@ def _publish(
     validation: list[Any],
     digests: dict[str, dict[str, FileDigest]],
     say: Progress,
+    stored: PieceStore | None,
 ) -> ReleaseRecord:
     model_dir = Path(layout.model_dir(req.name))
     folders = {fmt: model_dir / fmt / label for fmt in req.formats}
@@ -727,7 +729,7 @@ def _publish(
         failpoints.failpoint("placed")
         _ignore_assembled(git, folders, journal)
         say(f"tracking {req.name} {label} with DVC")
-        shared = _track(git, folders, digests, journal)
+        shared = _track(git, folders, digests, journal, stored.from_cache if stored else set())
         failpoints.failpoint("tracked")
         hashes = _describe(git, req, label, folders, metas, journal, shared)
         failpoints.failpoint("described")  # dvc.yaml written, nothing committed
@@ -802,10 +804,15 @@ def _dvc_files(folders: dict[str, Path]) -> list[str]:
 
 
 def _track(
-    git: Repo, folders: dict[str, Path], digests: dict[str, dict[str, FileDigest]], journal: txn.Journal
+    git: Repo,
+    folders: dict[str, Path],
+    digests: dict[str, dict[str, FileDigest]],
+    journal: txn.Journal,
+    from_cache: set[str],
 ) -> dict[str, int]:
     """``dvc add`` the placed folders; returns, per format, the bytes of its files the DVC cache
-    already held (unchanged files an earlier version stored: shared, not new)."""
+    already held (unchanged files an earlier version stored: shared, not new). ``from_cache``: md5s
+    of tensor objects linked to an object the cache held, vouched for before DVC takes them."""
     root = git.root
     # DVC reuses the md5s computed with kgit's sha256s (same read) for files still exactly as hashed
     known = {root / rel / name: d for fmt, rel in folders.items() for name, d in digests[fmt].items() if d.md5}
@@ -817,7 +824,7 @@ def _track(
     pieces = [
         root / rel / name for fmt, rel in folders.items() for name in digests[fmt] if name.startswith(f"{TENSORS_DIR}/")
     ]
-    stored = dvc_ops.add(root, [root / rel for rel in folders.values()], known=known, pieces=pieces)
+    stored = dvc_ops.add(root, [root / rel for rel in folders.values()], known=known, pieces=pieces, vouch=from_cache)
     journal.note_written(root, journal.dvc_writing)
     journal.dvc_writing = []
     journal.save(git)
